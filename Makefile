@@ -1,0 +1,44 @@
+# tfcompress: the two commands a new user types are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RECIPE ?= configs/fashion_mnist_cnn.yaml
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test install data clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The real Fashion-MNIST idx files come from Debian's dataset-fashion-mnist
+# package when apt is available and we run as root; otherwise the loader
+# falls back to $$TFCOMPRESS_DATA, the Keras cache and the Keras download.
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "data: Fashion-MNIST found in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "data: installing Debian package dataset-fashion-mnist"; \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+	  echo "data: apt could not install dataset-fashion-mnist; set TFCOMPRESS_DATA to a folder with the idx files"; \
+	else \
+	  echo "data: no apt/root; set TFCOMPRESS_DATA to a folder with the Fashion-MNIST idx files"; \
+	fi
+
+demo: install data
+	$(VENV)/bin/tfcompress run $(RECIPE)
+
+test: install data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

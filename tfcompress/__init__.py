@@ -1,0 +1,27 @@
+"""tfcompress: model compression for Keras 3.
+
+Pruning (``tfcompress.prune``), quantization-aware training
+(``tfcompress.quantize``), int8 TFLite conversion (``tfcompress.convert``)
+and on-device benchmarks (``tfcompress.bench``).
+
+Importing ``tfcompress`` itself imports no TensorFlow, so the device-side
+benchmark runner works with only numpy and a TFLite runtime installed.
+Subpackages are imported on first use:
+
+>>> import tfcompress
+>>> tfcompress.__version__
+'0.1.0'
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBPACKAGES = ("analyze", "bench", "cluster", "convert", "data", "distill",
+                "inspect", "models", "prune", "quantize", "recipes", "utils")
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"tfcompress.{name}")
+    raise AttributeError(f"module 'tfcompress' has no attribute {name!r}")

@@ -1,0 +1,130 @@
+"""tfcompress: compress Keras 3 models for edge devices.
+
+Usage:
+  tfcompress run RECIPE.yaml [--out DIR] [--set key.path=value ...]
+  tfcompress --help
+
+Commands:
+  run      Run a recipe from configs/ (train, compress, convert, benchmark).
+
+Exit codes: 0 success, 2 usage or input error, 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("out", None, "Output folder for run artifacts "
+                    "(default: runs/<recipe>/).")
+flags.DEFINE_multi_string("set", [], "Override a recipe field: key.path=value.")
+flags.DEFINE_string("only", None, "Run only this variant of the recipe.")
+
+# Each command: name -> (callable(args: list[str]) -> int, one-line help).
+COMMANDS = {}
+
+
+def command(name, help_text):
+    """Registers a CLI command ``name``."""
+    def register(fn):
+        COMMANDS[name] = (fn, help_text)
+        return fn
+    return register
+
+
+class UsageError(Exception):
+    """Wrong command-line usage; printed as one line, exit code 2."""
+
+
+@command("run", "Run a recipe (train, compress, convert, benchmark).")
+def _run(args):
+    if len(args) != 1:
+        raise UsageError("run takes exactly one recipe file: "
+                         "tfcompress run configs/fashion_mnist_cnn.yaml")
+    from tfcompress.recipes import run_recipe
+    result = run_recipe(args[0], out_dir=FLAGS.out, overrides=FLAGS.set,
+                        only=FLAGS.only)
+    print(f"tfcompress: run finished; artifacts in {result['run_dir']}")
+    return 0
+
+
+def _input_error_types():
+    from tfcompress.errors import InputError
+    types = [InputError, UsageError, FileNotFoundError, PermissionError,
+             IsADirectoryError]
+    try:
+        from tfcompress.data import DatasetNotFoundError, IdxFormatError
+        types += [DatasetNotFoundError, IdxFormatError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+def main(argv):
+    args = argv[1:]
+    if not args:
+        print(__doc__.strip())
+        return 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        import difflib
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"tfcompress: unknown command {name!r}{hint}; commands: "
+              f"{', '.join(sorted(COMMANDS))}", file=sys.stderr)
+        return 2
+    fn, _ = COMMANDS[name]
+    try:
+        return fn(rest) or 0
+    except KeyboardInterrupt:
+        print("tfcompress: interrupted", file=sys.stderr)
+        return 130
+    except _input_error_types() as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"tfcompress: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as e:  # unexpected: keep a short message, exit 1
+        if FLAGS.is_parsed() and getattr(FLAGS, "verbosity", 0) > 0:
+            raise
+        print(f"tfcompress: unexpected {type(e).__name__}: {e} "
+              "(rerun with --verbosity=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _usage_doc():
+    lines = [__doc__.strip(), "", "All commands:"]
+    for name, (_, text) in sorted(COMMANDS.items()):
+        lines.append(f"  {name:<8} {text}")
+    return "\n".join(lines)
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"tfcompress: error: {e} (see tfcompress --help)",
+              file=sys.stderr)
+        sys.exit(2)
+
+
+def run_main(argv=None):
+    """Console-script entry point (``tfcompress``).
+
+    >>> run_main(["tfcompress", "--help"])  # doctest: +SKIP
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "-help", "--helpshort") for a in argv[1:]):
+        print(_usage_doc())
+        print("\nFlags:")
+        print(FLAGS.module_help(__name__))
+        sys.exit(0)
+    sys.modules["__main__"].__doc__ = _usage_doc()
+    app.run(lambda a: sys.exit(main(a)), argv=argv,
+            flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run_main()

@@ -1,0 +1,158 @@
+"""Loaders for Fashion-MNIST and MNIST that work offline.
+
+The loaders return numpy arrays shaped like ``keras.datasets`` does:
+``(x_train, y_train), (x_test, y_test)`` with uint8 images of shape
+``(n, 28, 28)`` and uint8 labels.
+
+They look, in order, at:
+
+1. ``$TFCOMPRESS_DATA`` (a folder with the idx files, or a folder holding a
+   ``fashion-mnist``/``mnist`` subfolder),
+2. the Debian package folder ``/usr/share/datasets/<name>/``
+   (``apt-get install dataset-fashion-mnist``),
+3. the Keras cache ``~/.keras/datasets/<name>/``,
+4. the Keras download (``keras.datasets.<name>.load_data()``).
+
+Example:
+
+>>> from tfcompress.data import load_fashion_mnist
+>>> (x_train, y_train), (x_test, y_test) = load_fashion_mnist()  # doctest: +SKIP
+>>> x_train.shape, y_test.shape  # doctest: +SKIP
+((60000, 28, 28), (10000,))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import numpy as np
+
+from tfcompress.data.idx import IdxFormatError, read_idx
+
+FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+_KERAS_CACHE_DIRS = {"fashion-mnist": "fashion-mnist", "mnist": "mnist"}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Raised when no place holds the data set; the message lists them all."""
+
+
+def _find(folder: str, stem: str) -> Optional[str]:
+    for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz",
+                      stem.replace("-idx", ".idx")):
+        p = os.path.join(folder, candidate)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def _candidate_dirs(name: str) -> list[str]:
+    dirs = []
+    env = os.environ.get("TFCOMPRESS_DATA")
+    if env:
+        dirs += [os.path.join(env, name), env]
+    dirs.append(os.path.join("/usr/share/datasets", name))
+    dirs.append(os.path.join(os.path.expanduser("~"), ".keras", "datasets",
+                             _KERAS_CACHE_DIRS[name]))
+    return dirs
+
+
+def load_idx_dataset(folder: str):
+    """Loads the four idx files of an MNIST-style data set from ``folder``.
+
+    Raises:
+      FileNotFoundError: if a file is missing.
+      IdxFormatError: if a file is truncated or corrupt, or the image and
+        label counts disagree.
+    """
+    arrays = {}
+    for key, stem in FILES.items():
+        path = _find(folder, stem)
+        if path is None:
+            raise FileNotFoundError(f"{folder}: missing {stem}[.gz]")
+        arrays[key] = read_idx(path)
+    for split in ("train", "test"):
+        x, y = arrays["x_" + split], arrays["y_" + split]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise IdxFormatError(
+                f"{folder}: {split} images {x.shape} and labels {y.shape} "
+                "do not match; the files are corrupt or mixed up")
+    return ((arrays["x_train"], arrays["y_train"]),
+            (arrays["x_test"], arrays["y_test"]))
+
+
+def _load(name: str, keras_loader: Optional[Callable], download: bool):
+    tried = []
+    for folder in _candidate_dirs(name):
+        if not os.path.isdir(folder):
+            tried.append(f"{folder} (no such folder)")
+            continue
+        try:
+            return load_idx_dataset(folder)
+        except FileNotFoundError as e:
+            tried.append(f"{folder} ({e})")
+        # IdxFormatError propagates: a corrupt file must not be hidden by
+        # silently falling back to another copy.
+    if download and keras_loader is not None:
+        try:
+            return keras_loader()
+        except Exception as e:  # network errors come in many types
+            tried.append(f"keras download ({type(e).__name__}: {e})")
+    else:
+        tried.append("keras download (disabled)")
+    raise DatasetNotFoundError(
+        f"{name} not found. Tried: " + "; ".join(tried) + ". Fix: "
+        f"`apt-get install dataset-{name}` (Debian), or set TFCOMPRESS_DATA "
+        "to a folder with the four idx files.")
+
+
+def load_fashion_mnist(download: bool = True):
+    """Returns Fashion-MNIST as ``(x_train, y_train), (x_test, y_test)``.
+
+    Example:
+
+    >>> (x, y), _ = load_fashion_mnist()  # doctest: +SKIP
+    >>> x.dtype, int(y.max())  # doctest: +SKIP
+    (dtype('uint8'), 9)
+    """
+    def keras_loader():
+        import keras
+        return keras.datasets.fashion_mnist.load_data()
+    return _load("fashion-mnist", keras_loader, download)
+
+
+def load_mnist(download: bool = True):
+    """Returns MNIST as ``(x_train, y_train), (x_test, y_test)``.
+
+    Looks in the same places as :func:`load_fashion_mnist`, with ``mnist``
+    as the folder name. Note the Keras cache holds MNIST as ``mnist.npz``,
+    which is read too.
+    """
+    def keras_loader():
+        import keras
+        return keras.datasets.mnist.load_data()
+    return _load("mnist", keras_loader, download)
+
+
+def load_npz(path: str):
+    """Loads ``x_train, y_train, x_test, y_test`` arrays from an ``.npz``."""
+    with np.load(path) as f:
+        missing = [k for k in FILES if k not in f]
+        if missing:
+            raise ValueError(
+                f"{path}: missing arrays {missing}; an .npz data file needs "
+                "x_train, y_train, x_test, y_test")
+        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+
+
+def prepare_images(x: np.ndarray) -> np.ndarray:
+    """Scales uint8 images to float32 in [0, 1] with a channel axis."""
+    x = x.astype("float32") / 255.0
+    return x[..., None] if x.ndim == 3 else x

@@ -1,0 +1,61 @@
+"""Atomic file writes: a temporary file in the same folder, fsync, rename.
+
+An interrupted write never leaves a partial file at the destination.
+
+>>> import tempfile, os
+>>> d = tempfile.mkdtemp()
+>>> atomic_write_bytes(os.path.join(d, "x.bin"), b"abc")
+>>> open(os.path.join(d, "x.bin"), "rb").read()
+b'abc'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+def _check_dir(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise OSError(f"cannot write {path}: folder {folder} does not exist; "
+                      "create it first")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write {path}: folder {folder} is not "
+                              "writable; choose another output path")
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yields a temporary path; on success it is renamed onto ``path``.
+
+    For writers that need a file name (``model.save``, ``savefig``).
+    """
+    path = os.fspath(path)
+    folder = _check_dir(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                               suffix=suffix or os.path.splitext(path)[1],
+                               dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))

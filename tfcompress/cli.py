@@ -18,37 +18,9 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("out", None, "Output folder for run artifacts "
-                    "(default: runs/<recipe>/).")
-flags.DEFINE_multi_string("set", [], "Override a recipe field: key.path=value.")
-flags.DEFINE_string("only", None, "Run only this variant of the recipe.")
+from tfcompress.commands import COMMANDS, UsageError, load_commands
 
-# Each command: name -> (callable(args: list[str]) -> int, one-line help).
-COMMANDS = {}
-
-
-def command(name, help_text):
-    """Registers a CLI command ``name``."""
-    def register(fn):
-        COMMANDS[name] = (fn, help_text)
-        return fn
-    return register
-
-
-class UsageError(Exception):
-    """Wrong command-line usage; printed as one line, exit code 2."""
-
-
-@command("run", "Run a recipe (train, compress, convert, benchmark).")
-def _run(args):
-    if len(args) != 1:
-        raise UsageError("run takes exactly one recipe file: "
-                         "tfcompress run configs/fashion_mnist_cnn.yaml")
-    from tfcompress.recipes import run_recipe
-    result = run_recipe(args[0], out_dir=FLAGS.out, overrides=FLAGS.set,
-                        only=FLAGS.only)
-    print(f"tfcompress: run finished; artifacts in {result['run_dir']}")
-    return 0
+load_commands()
 
 
 def _input_error_types():
@@ -119,7 +91,9 @@ def run_main(argv=None):
     if any(a in ("-h", "--help", "-help", "--helpshort") for a in argv[1:]):
         print(_usage_doc())
         print("\nFlags:")
-        print(FLAGS.module_help(__name__))
+        for module in sorted(FLAGS.flags_by_module_dict()):
+            if module.startswith("tfcompress."):
+                print(FLAGS.module_help(module))
         sys.exit(0)
     sys.modules["__main__"].__doc__ = _usage_doc()
     app.run(lambda a: sys.exit(main(a)), argv=argv,

@@ -1,0 +1,24 @@
+"""``tfcompress run RECIPE``: run a recipe from configs/."""
+
+from absl import flags
+
+from tfcompress.commands import UsageError, command
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", None, "run: output folder for run artifacts "
+                    "(default: runs/<recipe>/).")
+flags.DEFINE_multi_string("set", [], "run: override a recipe field, "
+                          "key.path=value (repeatable).")
+flags.DEFINE_string("only", None, "run: run only this variant.")
+
+
+@command("run", "Run a recipe (train, compress, convert, benchmark).")
+def run(args):
+    if len(args) != 1:
+        raise UsageError("run takes exactly one recipe file: "
+                         "tfcompress run configs/fashion_mnist_cnn.yaml")
+    from tfcompress.recipes import run_recipe
+    result = run_recipe(args[0], out_dir=FLAGS.out, overrides=FLAGS.set,
+                        only=FLAGS.only)
+    print(f"tfcompress: run finished; artifacts in {result['run_dir']}")
+    return 0

@@ -9,6 +9,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test install data clean
 
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -42,3 +43,6 @@ test: install data
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# Fragments: make/bench.mk (device tools), make/bazel.mk (Bazel targets).
+-include make/*.mk

@@ -1,0 +1,33 @@
+"""Magnitude pruning for Keras 3, with tfmot's names.
+
+>>> import keras
+>>> from tfcompress import prune
+>>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+>>> pruned = prune.prune_low_magnitude(
+...     model, prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100))
+>>> pruned.compile("adam", "mse")
+>>> # pruned.fit(x, y, callbacks=[prune.UpdatePruningStep()])
+>>> plain = prune.strip_pruning(pruned)
+"""
+
+from tfcompress.prune.api import prune_low_magnitude
+from tfcompress.prune.callbacks import (PruningSummaries, UpdatePruningStep,
+                                        collect_wrappers, update_masks)
+from tfcompress.prune.masks import (block_mask, global_masks, magnitude_mask,
+                                    n_of_m_mask)
+from tfcompress.prune.prunable import (PrunableLayer, get_prunable_weights,
+                                       is_prunable)
+from tfcompress.prune.schedules import (ConstantSparsity, PolynomialDecay,
+                                        PruningSchedule)
+from tfcompress.prune.strip import is_pruned, strip_pruning
+from tfcompress.prune.summary import summary
+from tfcompress.prune.wrapper import PruneLowMagnitude
+
+__all__ = [
+    "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
+    "PruneLowMagnitude", "PruningSchedule", "PruningSummaries",
+    "UpdatePruningStep", "block_mask", "collect_wrappers",
+    "get_prunable_weights", "global_masks", "is_prunable", "is_pruned",
+    "magnitude_mask", "n_of_m_mask", "prune_low_magnitude", "strip_pruning",
+    "summary", "update_masks",
+]

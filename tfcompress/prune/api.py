@@ -1,0 +1,97 @@
+"""``prune_low_magnitude``: add pruning wrappers to a layer or a model."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import keras
+
+from tfcompress.prune import prunable, schedules
+from tfcompress.prune.wrapper import PruneLowMagnitude
+from tfcompress.utils.layer_map import is_container, map_layers
+
+
+def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
+                        sparsity_m_by_n=None, global_pruning=False,
+                        min_density=0.01,
+                        include: Optional[Iterable[str]] = None,
+                        exclude: Optional[Iterable[str]] = None):
+    """Wraps a layer, or every prunable layer of a model, for pruning.
+
+    Works on a single layer, Sequential and Functional models, and models
+    nested inside them. Layers tfcompress cannot prune are left dense and
+    listed by :func:`tfcompress.prune.summary`.
+
+    Args:
+      to_prune: a ``keras.layers.Layer`` or a Sequential/Functional model.
+      pruning_schedule: a :class:`PruningSchedule` (default: constant 50%).
+      block_size: ``(rows, cols)`` block sparsity, e.g. ``(1, 4)``.
+      sparsity_m_by_n: ``(N, M)`` structured sparsity, e.g. ``(2, 4)``.
+      global_pruning: rank weights across all pruned layers together.
+      min_density: with ``global_pruning``, the least fraction each layer
+        keeps.
+      include: names of the only layers to prune (each must be prunable:
+        naming an unsupported layer raises an error).
+      exclude: names of layers to leave dense.
+
+    Returns:
+      The wrapper (for a layer) or a new model with wrapped layers.
+      Train it with ``callbacks=[UpdatePruningStep()]``.
+
+    Example:
+
+    >>> import keras
+    >>> from tfcompress.prune import PolynomialDecay, prune_low_magnitude
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> pruned = prune_low_magnitude(
+    ...     model, PolynomialDecay(0.0, 0.8, begin_step=0, end_step=100))
+    >>> type(pruned.layers[0]).__name__
+    'PruneLowMagnitude'
+    """
+    kwargs = dict(pruning_schedule=pruning_schedule or
+                  schedules.ConstantSparsity(0.5, 0),
+                  block_size=block_size, sparsity_m_by_n=sparsity_m_by_n,
+                  global_pruning=global_pruning, min_density=min_density)
+    if isinstance(to_prune, keras.layers.Layer) and not isinstance(
+            to_prune, keras.Model):
+        return PruneLowMagnitude(to_prune, **kwargs)
+    if not isinstance(to_prune, keras.Model):
+        raise ValueError(f"prune_low_magnitude takes a Keras layer or model, "
+                         f"got {type(to_prune).__name__}")
+    if not is_container(to_prune):
+        raise ValueError(
+            f"{to_prune.name} is a subclassed model; tfcompress cannot "
+            "rebuild it. Wrap its prunable layers inside the subclass with "
+            "prune_low_magnitude(layer, ...) instead, or build the model as "
+            "Sequential/Functional.")
+    if not to_prune.built:
+        raise ValueError(f"model {to_prune.name} is not built; call it on "
+                         "data or give it an Input first")
+    include = set(include) if include is not None else None
+    exclude = set(exclude or ())
+    if include is not None:
+        from tfcompress.utils.layer_map import iter_layers
+        names = {l.name: l for l in iter_layers(to_prune)}
+        unknown = include - set(names)
+        if unknown:
+            raise ValueError(f"include names layers not in the model: "
+                             f"{sorted(unknown)}")
+        for name in include:
+            if not prunable.is_prunable(names[name]):
+                raise ValueError(prunable.unsupported_message(names[name]))
+
+    def wrap(layer):
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(f"layer {layer.name} is already pruned; strip "
+                             "it with strip_pruning() first")
+        if layer.name in exclude:
+            return layer
+        if include is not None and layer.name not in include:
+            return layer
+        if not prunable.is_prunable(layer):
+            return layer
+        if not layer.built:
+            return layer
+        return PruneLowMagnitude(layer, **kwargs)
+
+    return map_layers(to_prune, wrap)

@@ -1,0 +1,111 @@
+"""Which layers can be pruned, and which of their weights.
+
+Built-in Keras layers are listed here. Any other layer (a subclassed one,
+say) opts in by implementing the :class:`PrunableLayer` protocol: a method
+``get_prunable_weights()`` returning the variables to prune.
+
+>>> import keras
+>>> layer = keras.layers.Dense(4)
+>>> layer.build((None, 3))
+>>> [w.name for w in get_prunable_weights(layer)]
+['kernel']
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol, runtime_checkable
+
+import keras
+from keras import layers as L
+
+
+@runtime_checkable
+class PrunableLayer(Protocol):
+    """Protocol for layers that say which weights to prune.
+
+    >>> class MyDense(keras.layers.Dense):
+    ...     def get_prunable_weights(self):
+    ...         return [self.kernel]
+    """
+
+    def get_prunable_weights(self) -> list:
+        ...
+
+
+def _mha_kernels(layer):
+    return [sub.kernel for sub in (layer._query_dense, layer._key_dense,
+                                   layer._value_dense, layer._output_dense)]
+
+
+# layer class -> function returning its prunable variables
+_BUILTIN = {
+    L.Dense: lambda l: [l.kernel],
+    L.EinsumDense: lambda l: [l.kernel],
+    L.Conv1D: lambda l: [l.kernel],
+    L.Conv2D: lambda l: [l.kernel],
+    L.Conv3D: lambda l: [l.kernel],
+    L.Conv1DTranspose: lambda l: [l.kernel],
+    L.Conv2DTranspose: lambda l: [l.kernel],
+    L.Conv3DTranspose: lambda l: [l.kernel],
+    L.DepthwiseConv2D: lambda l: [l.kernel],
+    L.DepthwiseConv1D: lambda l: [l.kernel],
+    L.SeparableConv1D: lambda l: [l.pointwise_kernel],
+    L.SeparableConv2D: lambda l: [l.pointwise_kernel],
+    L.Embedding: lambda l: [l.embeddings],
+    L.MultiHeadAttention: _mha_kernels,
+}
+
+# Layers that hold no weights worth pruning: never reported as skipped.
+_WEIGHTLESS_OK = (L.InputLayer,)
+
+
+def _builtin_getter(layer):
+    # exact type first (a Conv2DTranspose is also a Conv2D subclass? no, but
+    # subclasses of Dense etc. should match their parent)
+    getter = _BUILTIN.get(type(layer))
+    if getter is None:
+        for cls, fn in _BUILTIN.items():
+            if isinstance(layer, cls):
+                return fn
+    return getter
+
+
+def is_prunable(layer) -> bool:
+    """True if tfcompress knows which weights of ``layer`` to prune."""
+    return (isinstance(layer, PrunableLayer)
+            or _builtin_getter(layer) is not None)
+
+
+def get_prunable_weights(layer) -> list:
+    """The variables of a built ``layer`` that pruning masks.
+
+    Raises:
+      ValueError: if the layer is not prunable.
+    """
+    if isinstance(layer, PrunableLayer):
+        return list(layer.get_prunable_weights())
+    getter = _builtin_getter(layer)
+    if getter is None:
+        raise ValueError(unsupported_message(layer))
+    return getter(layer)
+
+
+def input_channel_axis(layer, weight) -> Optional[int]:
+    """Axis along which N:M groups run (the input channels)."""
+    rank = len(weight.shape)
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
+                          L.Conv3DTranspose)):
+        return rank - 1  # (..., out, in)
+    if isinstance(layer, L.Embedding):
+        return 1
+    if rank >= 3:
+        return rank - 2  # (..., in, out)
+    return 0
+
+
+def unsupported_message(layer) -> str:
+    return (f"layer {layer.name!r} ({type(layer).__name__}) cannot be "
+            "pruned: tfcompress does not know which of its weights to "
+            "prune. Implement tfcompress.prune.PrunableLayer on it (a "
+            "get_prunable_weights() method returning the variables to "
+            "prune), or leave it out of the layers you prune.")

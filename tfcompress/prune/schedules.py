@@ -1,0 +1,183 @@
+"""Pruning schedules: when to update the masks and to what sparsity.
+
+Semantics are those of tfmot's ``pruning_schedule`` module, so a schedule
+written for tfmot gives the same ``(should_prune, sparsity)`` here:
+
+- ``PolynomialDecay``: sparsity(step) = final + (initial - final) *
+  (1 - p) ** power, with p = clip((step - begin) / (end - begin), 0, 1).
+- ``ConstantSparsity``: a constant target.
+- Masks are updated when begin <= step <= end (or end == -1) and
+  (step - begin) % frequency == 0.
+
+>>> schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)
+>>> should_prune, sparsity = schedule(1000)
+>>> bool(should_prune), round(float(sparsity), 3)
+(True, 0.8)
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _validate_sparsity(value, name):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def _validate_steps(begin_step, end_step, frequency, allow_open_end):
+    if begin_step < 0:
+        raise ValueError(f"begin_step must be >= 0, got {begin_step}")
+    if frequency <= 0:
+        raise ValueError(f"frequency must be > 0, got {frequency}")
+    if end_step == -1 and allow_open_end:
+        return
+    if end_step < 0:
+        raise ValueError(f"end_step must be >= 0 (or -1 for no end), got "
+                         f"{end_step}")
+    if end_step <= begin_step:
+        raise ValueError(f"end_step ({end_step}) must be greater than "
+                         f"begin_step ({begin_step})")
+
+
+class PruningSchedule:
+    """Base class: maps a training step to ``(should_prune, sparsity)``.
+
+    Subclasses implement ``__call__(step)`` returning two tensors (a bool
+    and a float32 sparsity in [0, 1)) and ``get_config()``. The default
+    ``should_update`` checks ``_should_prune_in_step`` in plain Python so
+    the training loop can skip mask work between updates.
+    """
+
+    begin_step = 0
+    end_step = -1
+    frequency = 1
+
+    @staticmethod
+    def _should_prune_in_step(step, begin_step, end_step, frequency):
+        """tfmot's rule: in [begin, end] (end -1 = open) and on frequency."""
+        in_range = tf.math.logical_and(
+            tf.math.less_equal(begin_step, step),
+            tf.math.logical_or(tf.math.less_equal(step, end_step),
+                               tf.math.less(end_step, 0)))
+        on_turn = tf.math.equal(tf.math.floormod(step - begin_step,
+                                                 frequency), 0)
+        return tf.math.logical_and(in_range, on_turn)
+
+    def should_update(self, step: int) -> bool:
+        """Python-side version of the update rule for integer steps."""
+        step = int(step)
+        if step < self.begin_step:
+            return False
+        if self.end_step >= 0 and step > self.end_step:
+            return False
+        return (step - self.begin_step) % self.frequency == 0
+
+    def __call__(self, step):
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class ConstantSparsity(PruningSchedule):
+    """Prunes to a constant ``target_sparsity`` every ``frequency`` steps.
+
+    >>> s = ConstantSparsity(0.5, begin_step=10, frequency=5)
+    >>> [s.should_update(t) for t in (5, 10, 12, 15)]
+    [False, True, False, True]
+    """
+
+    def __init__(self, target_sparsity, begin_step, end_step=-1,
+                 frequency=100):
+        _validate_sparsity(target_sparsity, "target_sparsity")
+        _validate_steps(begin_step, end_step, frequency, allow_open_end=True)
+        self.target_sparsity = float(target_sparsity)
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
+        self.frequency = int(frequency)
+
+    def __call__(self, step):
+        return (self._should_prune_in_step(step, self.begin_step,
+                                           self.end_step, self.frequency),
+                tf.constant(self.target_sparsity, dtype=tf.float32))
+
+    def get_config(self):
+        return {"target_sparsity": self.target_sparsity,
+                "begin_step": self.begin_step, "end_step": self.end_step,
+                "frequency": self.frequency}
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from ``initial_sparsity`` to ``final_sparsity``.
+
+    The curve is steep at first and flat near the end (power 3 by default,
+    Zhu & Gupta 2017), so most weights go while the network can still adapt.
+
+    >>> s = PolynomialDecay(0.0, 0.5, begin_step=0, end_step=100, power=1)
+    >>> round(float(s(50)[1]), 3)
+    0.25
+    """
+
+    def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step,
+                 power=3, frequency=100):
+        _validate_sparsity(initial_sparsity, "initial_sparsity")
+        _validate_sparsity(final_sparsity, "final_sparsity")
+        if power <= 0:
+            raise ValueError(f"power must be > 0, got {power}")
+        _validate_steps(begin_step, end_step, frequency, allow_open_end=False)
+        self.initial_sparsity = float(initial_sparsity)
+        self.final_sparsity = float(final_sparsity)
+        self.begin_step = int(begin_step)
+        self.end_step = int(end_step)
+        self.power = power
+        self.frequency = int(frequency)
+
+    def __call__(self, step):
+        p = tf.math.divide(
+            tf.cast(step - self.begin_step, tf.float32),
+            self.end_step - self.begin_step)
+        p = tf.math.minimum(1.0, tf.math.maximum(0.0, p))
+        sparsity = tf.math.add(
+            tf.math.multiply(self.initial_sparsity - self.final_sparsity,
+                             tf.math.pow(1 - p, self.power)),
+            self.final_sparsity)
+        return (self._should_prune_in_step(step, self.begin_step,
+                                           self.end_step, self.frequency),
+                sparsity)
+
+    def get_config(self):
+        return {"initial_sparsity": self.initial_sparsity,
+                "final_sparsity": self.final_sparsity,
+                "begin_step": self.begin_step, "end_step": self.end_step,
+                "power": self.power, "frequency": self.frequency}
+
+
+def serialize(schedule: PruningSchedule) -> dict:
+    """Config dict with the class name, for layer configs."""
+    return {"class_name": type(schedule).__name__,
+            "config": schedule.get_config()}
+
+
+def deserialize(config) -> PruningSchedule:
+    """Inverse of :func:`serialize` (custom schedules must be registered
+    with ``keras.saving.register_keras_serializable``)."""
+    if isinstance(config, PruningSchedule):
+        return config
+    name = config["class_name"]
+    cls = {"PolynomialDecay": PolynomialDecay,
+           "ConstantSparsity": ConstantSparsity}.get(name)
+    if cls is None:
+        cls = keras.saving.get_registered_object(name) or \
+            keras.saving.get_registered_object("Custom>" + name)
+    if cls is None:
+        raise ValueError(f"unknown pruning schedule {name!r}; register it "
+                         "with keras.saving.register_keras_serializable()")
+    return cls.from_config(config["config"])

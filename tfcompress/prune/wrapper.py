@@ -1,0 +1,202 @@
+"""The ``PruneLowMagnitude`` wrapper layer.
+
+It holds, as non-trainable weights, one mask per pruned variable and the
+pruning step counter, so a ``.keras`` file saves and restores them and a
+resumed run continues the schedule exactly. The wrapped layer computes as
+usual with its (masked) weights: masks are recomputed on the schedule's
+update steps and re-applied after every optimizer step by the
+:class:`~tfcompress.prune.UpdatePruningStep` callback, as in tfmot.
+
+>>> import keras
+>>> from tfcompress.prune import PolynomialDecay
+>>> w = PruneLowMagnitude(keras.layers.Dense(4),
+...                       PolynomialDecay(0.0, 0.5, 0, 10, frequency=1))
+>>> _ = w(keras.ops.ones((1, 8)))
+>>> [v.name for v in w.non_trainable_weights]
+['kernel_mask', 'pruning_step']
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcompress.prune import masks as mask_lib
+from tfcompress.prune import prunable, schedules
+
+MISSING_CALLBACK = (
+    "PruneLowMagnitude is being trained without the pruning step callback: "
+    "add tfcompress.prune.UpdatePruningStep() to model.fit(callbacks=[...]), "
+    "or call its on_train_batch_begin/on_train_batch_end around each step "
+    "of a custom training loop.")
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer to prune its weights by magnitude during training.
+
+    Args:
+      layer: the layer to prune (see ``tfcompress.prune.prunable``).
+      pruning_schedule: a :class:`PruningSchedule`.
+      block_size: ``(rows, cols)`` blocks pruned together; ``(1, 1)`` is
+        unstructured.
+      sparsity_m_by_n: ``(N, M)`` to keep N of every M weights along the
+        input channels (e.g. ``(2, 4)``), applied on the schedule's update
+        steps once its sparsity is above zero.
+      global_pruning: rank this layer's weights together with every other
+        global layer of the model (one threshold).
+      min_density: with ``global_pruning``, the fraction of weights each
+        layer keeps at least.
+    """
+
+    def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
+                 sparsity_m_by_n=None, global_pruning=False,
+                 min_density=0.01, **kwargs):
+        if pruning_schedule is None:
+            pruning_schedule = schedules.ConstantSparsity(0.5, 0)
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(f"PruneLowMagnitude wraps a Keras layer, got "
+                             f"{type(layer).__name__}")
+        if not prunable.is_prunable(layer):
+            raise ValueError(prunable.unsupported_message(layer))
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = schedules.deserialize(pruning_schedule)
+        self.block_size = tuple(int(b) for b in block_size)
+        if sparsity_m_by_n is not None:
+            n, m = (int(v) for v in sparsity_m_by_n)
+            if not 0 < n < m:
+                raise ValueError(f"sparsity_m_by_n must be (N, M) with "
+                                 f"0 < N < M, got {sparsity_m_by_n}")
+            sparsity_m_by_n = (n, m)
+            if self.block_size != (1, 1):
+                raise ValueError("use either block_size or sparsity_m_by_n, "
+                                 "not both")
+        self.sparsity_m_by_n = sparsity_m_by_n
+        self.global_pruning = bool(global_pruning)
+        self.min_density = float(min_density)
+        self.thresholds = {}
+        self.masks = []
+        self.pruned_weights = []
+        if layer.built:
+            self.build()
+
+    # -- building -------------------------------------------------------
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.masks:
+            self.built = True
+            return
+        self.pruned_weights = prunable.get_prunable_weights(self.layer)
+        if self.sparsity_m_by_n is not None:
+            m = self.sparsity_m_by_n[1]
+            for w in self.pruned_weights:
+                axis = prunable.input_channel_axis(self.layer, w)
+                if w.shape[axis] % m:
+                    raise ValueError(
+                        f"layer {self.layer.name!r}: N:M sparsity needs the "
+                        f"input-channel axis of {w.name} (length "
+                        f"{w.shape[axis]}) to be a multiple of {m}; exclude "
+                        "this layer or choose another M")
+        self.masks = [
+            self.add_weight(name=f"{w.name}_mask", shape=w.shape,
+                            dtype=w.dtype, initializer="ones",
+                            trainable=False)
+            for w in self.pruned_weights]
+        self.pruning_step = self.add_weight(
+            name="pruning_step", shape=(), dtype="int64",
+            initializer=keras.initializers.Constant(-1), trainable=False)
+        self.built = True
+
+    def get_build_config(self):
+        return {"layer": self.layer.get_build_config()}
+
+    def build_from_config(self, config):
+        inner = (config or {}).get("layer")
+        if inner and not self.layer.built:
+            self.layer.build_from_config(inner)
+        self.build()
+
+    # -- forward ----------------------------------------------------------
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training:
+            tf.debugging.assert_greater_equal(
+                self.pruning_step, tf.constant(0, tf.int64),
+                message=MISSING_CALLBACK)
+        if getattr(self.layer, "_call_has_training_arg", False):
+            kwargs["training"] = training
+        return self.layer(inputs, *args, **kwargs)
+
+    # -- pruning (called eagerly by the callback) -------------------------
+    @property
+    def step(self) -> int:
+        return int(self.pruning_step.numpy())
+
+    def target_sparsity(self, step=None) -> float:
+        """The schedule's sparsity at ``step`` (default: current step)."""
+        step = max(self.step, 0) if step is None else step
+        return float(self.pruning_schedule(tf.constant(step, tf.int64))[1])
+
+    def compute_masks(self, step):
+        """New masks for ``step`` (not assigned); None if no update is due.
+
+        Global layers are handled by the callback, across layers.
+        """
+        if not self.pruning_schedule.should_update(step):
+            return None
+        sparsity = self.target_sparsity(step)
+        new = []
+        for w in self.pruned_weights:
+            value = w.value if hasattr(w, "value") else w
+            if self.sparsity_m_by_n is not None:
+                if sparsity <= 0.0:
+                    mask = tf.ones_like(value)
+                    threshold = None
+                else:
+                    n, m = self.sparsity_m_by_n
+                    axis = prunable.input_channel_axis(self.layer, w)
+                    mask, threshold = mask_lib.n_of_m_mask(value, n, m, axis)
+            else:
+                mask, threshold = mask_lib.block_mask(value, sparsity,
+                                                      self.block_size)
+            if threshold is not None:
+                self.thresholds[w.name] = float(threshold)
+            new.append(mask)
+        return new
+
+    def assign_masks(self, new_masks):
+        for mask_var, value in zip(self.masks, new_masks):
+            mask_var.assign(tf.cast(value, mask_var.dtype))
+        self.apply_masks()
+
+    def apply_masks(self):
+        """Sets each pruned weight to weight * mask."""
+        for w, mask in zip(self.pruned_weights, self.masks):
+            w.assign(w * mask)
+
+    def sparsity(self) -> list:
+        """Measured fraction of zeros of each pruned weight."""
+        return [float(np.mean(np.asarray(w) == 0))
+                for w in self.pruned_weights]
+
+    # -- config -----------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "pruning_schedule": schedules.serialize(self.pruning_schedule),
+            "block_size": list(self.block_size),
+            "sparsity_m_by_n": (list(self.sparsity_m_by_n)
+                                if self.sparsity_m_by_n else None),
+            "global_pruning": self.global_pruning,
+            "min_density": self.min_density,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"),
+                                         custom_objects=custom_objects)
+        return cls(layer, **config)

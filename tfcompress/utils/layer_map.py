@@ -1,0 +1,104 @@
+"""Rebuild Keras models layer by layer.
+
+``map_layers`` clones a Sequential or Functional model (recursing into
+nested models used as layers), replacing each leaf layer with what ``fn``
+returns for it. ``fn`` receives a fresh copy of the layer, so the result
+never shares weights with the original; layers ``fn`` returns unchanged
+keep their weights.
+
+>>> import keras
+from keras.src.models.functional import Functional
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+>>> clone = map_layers(m, lambda layer: layer)
+>>> bool((clone.layers[0].kernel.numpy() == m.layers[0].kernel.numpy()).all())
+True
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import keras
+from keras.src.models.functional import Functional
+
+
+def is_container(layer) -> bool:
+    """True for Sequential and Functional models (models made of layers)."""
+    return isinstance(layer, (keras.Sequential, Functional))
+
+
+def iter_layers(model) -> Iterator[keras.layers.Layer]:
+    """Yields the leaf layers of ``model``, recursing into nested models.
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    >>> outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
+    >>> [type(l).__name__ for l in iter_layers(outer)]
+    ['Dense', 'Dense']
+    """
+    for layer in getattr(model, "layers", []):
+        if is_container(layer):
+            yield from iter_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            yield layer
+
+
+def copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new layer with the same config and a copy of the weights.
+
+    The copy is built and its weights set when ``layer`` is built and says
+    how (``get_build_config``); otherwise it is returned unbuilt.
+    """
+    new = layer.__class__.from_config(layer.get_config())
+    if layer.built:
+        build_config = layer.get_build_config()
+        if build_config:
+            new.build_from_config(build_config)
+        if new.built and len(new.weights) == len(layer.weights):
+            new.set_weights(layer.get_weights())
+    return new
+
+
+def map_layers(model: keras.Model,
+               fn: Callable[[keras.layers.Layer], keras.layers.Layer],
+               copy: bool = True) -> keras.Model:
+    """Returns a clone of ``model`` with each leaf layer replaced by ``fn``.
+
+    Args:
+      model: a Sequential or Functional model (possibly nesting others).
+      fn: called with a copy of each leaf layer (or the layer itself when
+        ``copy=False``); returns the layer to use: the same one, a new layer,
+        or a wrapper around it. Weights of the copies are restored after the
+        new model is built.
+      copy: copy layers before calling ``fn`` (default). With ``copy=False``
+        ``fn`` sees the original layer and the clone shares its weights.
+
+    Raises:
+      ValueError: for subclassed models, whose structure cannot be rebuilt.
+    """
+    if not is_container(model):
+        raise ValueError(
+            f"{model.name} is a subclassed model ({type(model).__name__}); "
+            "tfcompress can rebuild only Sequential and Functional models. "
+            "Apply the function to its layers inside the subclass instead, "
+            "or rebuild it as a Functional model.")
+    pairs = []  # (original, copy) whose weights must be restored
+
+    def clone_fn(layer):
+        if is_container(layer):
+            return map_layers(layer, fn, copy=copy)
+        target = layer
+        if copy:
+            target = copy_layer(layer)
+            if layer.weights and not target.built:
+                pairs.append((layer, target))
+        return fn(target)
+
+    clone = keras.models.clone_model(model, clone_function=clone_fn)
+    for original, new in pairs:
+        if original.built and original.weights:
+            if not new.built:
+                raise ValueError(f"layer {new.name} was not built when "
+                                 "cloning; build the model first")
+            new.set_weights(original.get_weights())
+    return clone

@@ -57,6 +57,10 @@ class PruningSchedule:
     @staticmethod
     def _should_prune_in_step(step, begin_step, end_step, frequency):
         """tfmot's rule: in [begin, end] (end -1 = open) and on frequency."""
+        step = tf.cast(step, tf.int64)
+        begin_step = tf.constant(begin_step, tf.int64)
+        end_step = tf.constant(end_step, tf.int64)
+        frequency = tf.constant(frequency, tf.int64)
         in_range = tf.math.logical_and(
             tf.math.less_equal(begin_step, step),
             tf.math.logical_or(tf.math.less_equal(step, end_step),
@@ -141,6 +145,7 @@ class PolynomialDecay(PruningSchedule):
         self.frequency = int(frequency)
 
     def __call__(self, step):
+        step = tf.cast(step, tf.int64)
         p = tf.math.divide(
             tf.cast(step - self.begin_step, tf.float32),
             self.end_step - self.begin_step)

@@ -12,7 +12,8 @@
 
 from tfcompress.prune.api import prune_low_magnitude
 from tfcompress.prune.callbacks import (PruningSummaries, UpdatePruningStep,
-                                        collect_wrappers, update_masks)
+                                        collect_wrappers,
+                                        update_global_masks)
 from tfcompress.prune.masks import (block_mask, global_masks, magnitude_mask,
                                     n_of_m_mask)
 from tfcompress.prune.prunable import (PrunableLayer, get_prunable_weights,
@@ -29,5 +30,5 @@ __all__ = [
     "UpdatePruningStep", "block_mask", "collect_wrappers",
     "get_prunable_weights", "global_masks", "is_prunable", "is_pruned",
     "magnitude_mask", "n_of_m_mask", "prune_low_magnitude", "strip_pruning",
-    "summary", "update_masks",
+    "summary", "update_global_masks",
 ]

@@ -1,17 +1,17 @@
 """``model.fit`` callbacks that drive pruning.
 
-``UpdatePruningStep`` is required: before each batch it updates the masks
-when the schedule says so; after each batch it re-applies them (so pruned
-weights stay zero after the optimizer step) and advances the step counter
-kept in every wrapper. For a custom training loop, call its methods
-yourself::
+``UpdatePruningStep`` is required: it sets the step counter kept in every
+wrapper before each batch (the wrappers update their masks on the
+schedule's steps while training) and re-applies the masks at epoch end.
+For a custom training loop (``tf.GradientTape``), call its methods
+yourself, as with tfmot::
 
     step = tfcompress.prune.UpdatePruningStep()
     step.set_model(model)
     step.on_train_begin()
     for x, y in dataset:
         step.on_train_batch_begin(0)
-        train_step(x, y)              # your tf.GradientTape step
+        train_step(x, y)   # calls model(x, training=True) under a tape
         step.on_train_batch_end(0)
     step.on_train_end()
 
@@ -35,7 +35,14 @@ def collect_wrappers(model) -> list:
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Updates pruning masks on schedule and keeps pruned weights at zero.
+    """Advances the pruning step counter of every wrapper; required.
+
+    Each training call of a wrapper runs the schedule on its step counter
+    (masks are updated on the schedule's steps, inside ``tf.function``);
+    this callback sets the counter before each batch, ranks weights across
+    layers for ``global_pruning`` wrappers, and re-applies the masks at the
+    end of each epoch so the saved weights hold exact zeros. A model
+    restored from a ``.keras`` file continues from its saved step.
 
     >>> cb = UpdatePruningStep()   # model.fit(..., callbacks=[cb])
     """
@@ -44,6 +51,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         super().__init__()
         self.wrappers = []
         self.step = 0
+        self._assign_steps = None
 
     def on_train_begin(self, logs=None):
         self.wrappers = collect_wrappers(self.model)
@@ -56,59 +64,55 @@ class UpdatePruningStep(keras.callbacks.Callback):
             raise ValueError(f"UpdatePruningStep: layers {unbuilt} are not "
                              "built; build the model (call it on data) "
                              "before training")
-        steps = {w.step for w in self.wrappers}
         # -1 marks a fresh wrapper; a restored model continues its schedule.
-        self.step = max(max(steps), 0)
-        for w in self.wrappers:
-            w.pruning_step.assign(self.step)
+        self.step = max(max(w.step for w in self.wrappers), 0)
+        variables = [w.pruning_step for w in self.wrappers]
+
+        @tf.function(autograph=False)
+        def assign_steps(step):
+            for v in variables:
+                v.assign(step)
+
+        self._assign_steps = assign_steps
+        self._assign_steps(tf.constant(self.step, tf.int64))
 
     def on_train_batch_begin(self, batch, logs=None):
-        if not self.wrappers:
+        if self._assign_steps is None:
             self.on_train_begin()
-        update_masks(self.wrappers, self.step)
+        self._assign_steps(tf.constant(self.step, tf.int64))
+        update_global_masks(self.wrappers, self.step)
 
     def on_train_batch_end(self, batch, logs=None):
-        for w in self.wrappers:
-            w.apply_masks()
         self.step += 1
-        for w in self.wrappers:
-            w.pruning_step.assign(self.step)
 
     def on_epoch_end(self, epoch, logs=None):
         for w in self.wrappers:
             w.apply_masks()
 
+    def on_train_end(self, logs=None):
+        for w in self.wrappers:
+            w.apply_masks()
 
-def update_masks(wrappers, step):
-    """Updates the masks of ``wrappers`` due at ``step``; returns how many.
 
-    Wrappers with ``global_pruning`` that are due share one threshold.
-    """
-    updated = 0
-    global_due = [w for w in wrappers if w.global_pruning
-                  and w.pruning_schedule.should_update(step)]
-    for w in wrappers:
-        if w.global_pruning:
-            continue
-        new = w.compute_masks(step)
-        if new is not None:
-            w.assign_masks(new)
-            updated += 1
-    if global_due:
-        sparsity = global_due[0].target_sparsity(step)
-        weights = [v for w in global_due for v in w.pruned_weights]
-        min_density = min(w.min_density for w in global_due)
-        masks, threshold = mask_lib.global_masks(
-            [np.asarray(v) for v in weights], sparsity, min_density)
-        i = 0
-        for w in global_due:
-            n = len(w.pruned_weights)
-            w.assign_masks(masks[i:i + n])
-            for v in w.pruned_weights:
-                w.thresholds[v.name] = threshold
-            i += n
-            updated += 1
-    return updated
+def update_global_masks(wrappers, step):
+    """Updates, with one threshold, the ``global_pruning`` wrappers whose
+    schedule is due at ``step``; returns how many were updated."""
+    due = [w for w in wrappers if w.global_pruning
+           and w.pruning_schedule.should_update(step)]
+    if not due:
+        return 0
+    sparsity = due[0].target_sparsity(step)
+    weights = [v for w in due for v in w.pruned_weights]
+    min_density = min(w.min_density for w in due)
+    masks, threshold = mask_lib.global_masks(
+        [keras.ops.convert_to_numpy(v) for v in weights], sparsity,
+        min_density)
+    i = 0
+    for w in due:
+        n = len(w.pruned_weights)
+        w.assign_masks(masks[i:i + n], [threshold] * n)
+        i += n
+    return len(due)
 
 
 class PruningSummaries(keras.callbacks.Callback):

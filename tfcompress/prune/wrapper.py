@@ -2,10 +2,14 @@
 
 It holds, as non-trainable weights, one mask per pruned variable and the
 pruning step counter, so a ``.keras`` file saves and restores them and a
-resumed run continues the schedule exactly. The wrapped layer computes as
-usual with its (masked) weights: masks are recomputed on the schedule's
-update steps and re-applied after every optimizer step by the
-:class:`~tfcompress.prune.UpdatePruningStep` callback, as in tfmot.
+resumed run continues the schedule exactly.
+
+As in tfmot, every training call first runs the schedule on the step
+counter (inside ``tf.function``) and, on update steps, recomputes the masks
+and assigns ``weight * mask`` to the pruned weights. The wrapped layer then
+computes with ``weight * mask`` (substituted for the weight through a Keras
+``StatelessScope``), so gradients reach the weight only through unmasked
+entries. ``UpdatePruningStep`` advances the step counter.
 
 >>> import keras
 >>> from tfcompress.prune import PolynomialDecay
@@ -13,7 +17,7 @@ update steps and re-applied after every optimizer step by the
 ...                       PolynomialDecay(0.0, 0.5, 0, 10, frequency=1))
 >>> _ = w(keras.ops.ones((1, 8)))
 >>> [v.name for v in w.non_trainable_weights]
-['kernel_mask', 'pruning_step']
+['kernel_mask', 'kernel_threshold', 'pruning_step']
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.common import stateless_scope
 
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune import prunable, schedules
@@ -76,8 +81,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.sparsity_m_by_n = sparsity_m_by_n
         self.global_pruning = bool(global_pruning)
         self.min_density = float(min_density)
-        self.thresholds = {}
         self.masks = []
+        self.threshold_vars = []
         self.pruned_weights = []
         if layer.built:
             self.build()
@@ -90,6 +95,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.built = True
             return
         self.pruned_weights = prunable.get_prunable_weights(self.layer)
+        if not self.pruned_weights:
+            raise ValueError(f"layer {self.layer.name!r} returned no weights "
+                             "to prune from get_prunable_weights()")
         if self.sparsity_m_by_n is not None:
             m = self.sparsity_m_by_n[1]
             for w in self.pruned_weights:
@@ -100,14 +108,20 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                         f"input-channel axis of {w.name} (length "
                         f"{w.shape[axis]}) to be a multiple of {m}; exclude "
                         "this layer or choose another M")
-        self.masks = [
-            self.add_weight(name=f"{w.name}_mask", shape=w.shape,
-                            dtype=w.dtype, initializer="ones",
-                            trainable=False)
-            for w in self.pruned_weights]
+        self.masks, self.threshold_vars = [], []
+        for w in self.pruned_weights:
+            self.masks.append(self.add_weight(
+                name=f"{w.name}_mask", shape=w.shape, dtype=w.dtype,
+                initializer="ones", trainable=False, autocast=False,
+                aggregation="only_first_replica"))
+            self.threshold_vars.append(self.add_weight(
+                name=f"{w.name}_threshold", shape=(), dtype="float32",
+                initializer="zeros", trainable=False, autocast=False,
+                aggregation="only_first_replica"))
         self.pruning_step = self.add_weight(
             name="pruning_step", shape=(), dtype="int64",
-            initializer=keras.initializers.Constant(-1), trainable=False)
+            initializer=keras.initializers.Constant(-1), trainable=False,
+            autocast=False, aggregation="only_first_replica")
         self.built = True
 
     def get_build_config(self):
@@ -123,15 +137,95 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         if training:
             tf.debugging.assert_greater_equal(
-                self.pruning_step, tf.constant(0, tf.int64),
+                self.pruning_step.value, tf.constant(0, tf.int64),
                 message=MISSING_CALLBACK)
+            if not self.global_pruning:
+                self.conditional_mask_update()
+            self.apply_masks()
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
-        return self.layer(inputs, *args, **kwargs)
+        return self._call_masked(inputs, *args, **kwargs)
 
-    # -- pruning (called eagerly by the callback) -------------------------
+    def _call_masked(self, inputs, *args, **kwargs):
+        """Runs the wrapped layer with each pruned weight read as w * mask."""
+        outer = stateless_scope.get_stateless_scope()
+        mapping = dict(outer.state_mapping) if outer is not None else {}
+        pairs = [(w, _raw(w) * _raw(m))
+                 for w, m in zip(self.pruned_weights, self.masks)]
+        with stateless_scope.StatelessScope(state_mapping=pairs) as scope:
+            for key, value in mapping.items():
+                scope.state_mapping.setdefault(key, value)
+            outputs = self.layer(inputs, *args, **kwargs)
+        # Hand other state updates (e.g. seed generators) to their owner.
+        pruned = {id(w) for w in self.pruned_weights}
+        for v in self.layer.variables:
+            if id(v) in pruned:
+                continue
+            new = scope.get_current_value(v)
+            if new is not None and new is not mapping.get(id(v)):
+                if outer is not None:
+                    outer.add_update((v, new))
+                else:
+                    v.assign(new)
+        return outputs
+
+    # -- pruning ----------------------------------------------------------
+    def conditional_mask_update(self):
+        """Graph-friendly: updates the masks if the schedule says so at the
+        current step counter; returns the ``should_prune`` tensor."""
+        should_prune, sparsity = self.pruning_schedule(
+            self.pruning_step.value)
+
+        def update():
+            self.update_masks(sparsity)
+            return tf.constant(True)
+
+        return tf.cond(should_prune, update, lambda: tf.constant(False))
+
+    def compute_masks(self, sparsity):
+        """New ``(mask, threshold)`` per pruned weight for ``sparsity``."""
+        result = []
+        for w in self.pruned_weights:
+            value = _raw(w)
+            if self.sparsity_m_by_n is not None:
+                n, m = self.sparsity_m_by_n
+                axis = prunable.input_channel_axis(self.layer, w)
+                mask = mask_lib.n_of_m_mask(value, n, m, axis, sparsity)
+                kept = tf.boolean_mask(tf.abs(tf.reshape(value, [-1])),
+                                       tf.reshape(mask > 0, [-1]))
+                threshold = tf.reduce_min(tf.concat([kept, [np.inf]], 0))
+            else:
+                mask, threshold = mask_lib.block_mask(value, sparsity,
+                                                      self.block_size)
+            result.append((mask, tf.cast(threshold, tf.float32)))
+        return result
+
+    def update_masks(self, sparsity):
+        """Recomputes the masks for ``sparsity`` and zeroes pruned weights."""
+        for (mask, threshold), mask_var, thr_var in zip(
+                self.compute_masks(sparsity), self.masks, self.threshold_vars):
+            mask_var.assign(tf.cast(mask, mask_var.dtype))
+            thr_var.assign(threshold)
+        self.apply_masks()
+
+    def assign_masks(self, new_masks, thresholds=None):
+        """Sets the masks (e.g. from global ranking) and applies them."""
+        thresholds = thresholds or [None] * len(self.masks)
+        for mask_var, value, thr_var, thr in zip(
+                self.masks, new_masks, self.threshold_vars, thresholds):
+            mask_var.assign(tf.cast(value, mask_var.dtype))
+            if thr is not None:
+                thr_var.assign(float(thr))
+        self.apply_masks()
+
+    def apply_masks(self):
+        """Sets each pruned weight to ``weight * mask``."""
+        for w, mask in zip(self.pruned_weights, self.masks):
+            w.assign(_raw(w) * _raw(mask))
+
     @property
     def step(self) -> int:
+        """The pruning step counter (-1 before training starts)."""
         return int(self.pruning_step.numpy())
 
     def target_sparsity(self, step=None) -> float:
@@ -139,46 +233,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         step = max(self.step, 0) if step is None else step
         return float(self.pruning_schedule(tf.constant(step, tf.int64))[1])
 
-    def compute_masks(self, step):
-        """New masks for ``step`` (not assigned); None if no update is due.
-
-        Global layers are handled by the callback, across layers.
-        """
-        if not self.pruning_schedule.should_update(step):
-            return None
-        sparsity = self.target_sparsity(step)
-        new = []
-        for w in self.pruned_weights:
-            value = w.value if hasattr(w, "value") else w
-            if self.sparsity_m_by_n is not None:
-                if sparsity <= 0.0:
-                    mask = tf.ones_like(value)
-                    threshold = None
-                else:
-                    n, m = self.sparsity_m_by_n
-                    axis = prunable.input_channel_axis(self.layer, w)
-                    mask, threshold = mask_lib.n_of_m_mask(value, n, m, axis)
-            else:
-                mask, threshold = mask_lib.block_mask(value, sparsity,
-                                                      self.block_size)
-            if threshold is not None:
-                self.thresholds[w.name] = float(threshold)
-            new.append(mask)
-        return new
-
-    def assign_masks(self, new_masks):
-        for mask_var, value in zip(self.masks, new_masks):
-            mask_var.assign(tf.cast(value, mask_var.dtype))
-        self.apply_masks()
-
-    def apply_masks(self):
-        """Sets each pruned weight to weight * mask."""
-        for w, mask in zip(self.pruned_weights, self.masks):
-            w.assign(w * mask)
+    @property
+    def thresholds(self) -> dict:
+        """Weight name -> smallest kept magnitude at the last update."""
+        return {w.name: float(t.numpy())
+                for w, t in zip(self.pruned_weights, self.threshold_vars)}
 
     def sparsity(self) -> list:
         """Measured fraction of zeros of each pruned weight."""
-        return [float(np.mean(np.asarray(w) == 0))
+        return [float(np.mean(keras.ops.convert_to_numpy(w) == 0))
                 for w in self.pruned_weights]
 
     # -- config -----------------------------------------------------------
@@ -200,3 +263,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         layer = keras.layers.deserialize(config.pop("layer"),
                                          custom_objects=custom_objects)
         return cls(layer, **config)
+
+
+def _raw(variable):
+    """The value of a Keras variable in its own dtype (no autocast), as
+    seen by the current stateless scope if any."""
+    scope = stateless_scope.get_stateless_scope()
+    if scope is not None:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            return value
+    inner = getattr(variable, "_value", None)
+    return tf.convert_to_tensor(inner if inner is not None else variable)

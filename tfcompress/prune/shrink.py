@@ -1,0 +1,142 @@
+"""``shrink``: physically remove zeroed channels from a Keras model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers as L
+
+from tfcompress.prune.channel_graph import channel_spaces
+
+
+def dead_channels(space) -> np.ndarray:
+    """Bool mask of channels that carry exact zeros through ``space``.
+
+    A channel is dead when every producer's kernel and bias are zero for
+    it, every BatchNormalization on the path has gamma = beta = 0 for it
+    and every depthwise convolution on the path has bias 0 for it.
+    """
+    dead = np.ones(space.channels, bool)
+    for layer in space.producers:
+        k = np.asarray(layer.kernel).reshape(-1, space.channels)
+        dead &= np.all(k == 0, axis=0)
+        if getattr(layer, "bias", None) is not None:
+            dead &= np.asarray(layer.bias) == 0
+    for layer in space.followers:
+        if isinstance(layer, L.BatchNormalization):
+            for v in (layer.gamma, layer.beta):
+                if v is not None:
+                    dead &= np.asarray(v) == 0
+            if layer.beta is None and layer.gamma is None:
+                dead &= False
+        elif getattr(layer, "bias", None) is not None:
+            dead &= np.asarray(layer.bias) == 0
+    return dead
+
+
+def shrink(model):
+    """Returns a smaller model without the channels pruning zeroed.
+
+    Works on Sequential and Functional models (Conv1D/Conv2D/Dense
+    producers; BatchNormalization, DepthwiseConv2D, activations, pooling
+    and Add on the path; Conv/Dense or Flatten->Dense consumers). Outputs
+    equal the input model's to float tolerance.
+
+    Raises:
+      ValueError: when zeroed channels feed a layer that cannot be rewired
+        (the message names the layers), or the model is nested/subclassed.
+
+    >>> from tfcompress.models import lenet_300_100
+    >>> m = lenet_300_100()
+    >>> k = m.get_layer("fc1").kernel
+    >>> k.assign(k.numpy() * ([0.0] * 150 + [1.0] * 150))
+    >>> m.get_layer("fc1").bias.assign([0.0] * 300)
+    >>> shrink(m).get_layer("fc1").units
+    150
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "get_config"):
+        raise ValueError("shrink takes a Sequential or Functional model")
+    spaces = channel_spaces(model)
+    out_keep, in_keep, flat_keep, follow_keep = {}, {}, {}, {}
+    for space in spaces:
+        dead = dead_channels(space)
+        if not dead.any():
+            continue
+        if space.frozen or not space.producers:
+            raise ValueError(
+                f"cannot shrink: channels of {space.names()} are zeroed but "
+                f"cannot be removed ({space.frozen}); exclude these layers "
+                "from channel pruning")
+        if dead.all():
+            dead[np.argmax(dead)] = False   # keep one channel: shapes > 0
+        keep = np.flatnonzero(~dead)
+        for layer in space.producers:
+            out_keep[layer.name] = keep
+        for layer in space.followers:
+            follow_keep[layer.name] = keep
+        for layer, kind in space.consumers:
+            if kind == "flatten_dense":
+                flat_keep[layer.name] = (keep, space.channels)
+            else:
+                in_keep[layer.name] = keep
+    config = model.get_config()
+    for entry in config["layers"]:
+        name = entry["config"]["name"]
+        if name in out_keep:
+            key = "units" if entry["class_name"] == "Dense" else "filters"
+            entry["config"][key] = int(len(out_keep[name]))
+    new = model.__class__.from_config(config)
+    for old_layer in model.layers:
+        if not old_layer.weights:
+            continue
+        new_layer = new.get_layer(old_layer.name)
+        weights = [np.asarray(w) for w in old_layer.get_weights()]
+        name = old_layer.name
+        if isinstance(old_layer, (L.Dense, L.Conv1D, L.Conv2D)):
+            kernel = weights[0]
+            if name in in_keep:
+                axis = 0 if isinstance(old_layer, L.Dense) else -2
+                kernel = np.take(kernel, in_keep[name], axis=axis)
+            if name in flat_keep:
+                keep, channels = flat_keep[name]
+                units = kernel.shape[-1]
+                kernel = kernel.reshape(-1, channels, units)[:, keep, :]
+                kernel = kernel.reshape(-1, units)
+            if name in out_keep:
+                kernel = kernel[..., out_keep[name]]
+                weights[1:] = [w[out_keep[name]] for w in weights[1:]]
+            weights[0] = kernel
+        elif name in follow_keep:
+            keep = follow_keep[name]
+            if isinstance(old_layer, L.DepthwiseConv2D):
+                weights[0] = weights[0][:, :, keep, :]
+                weights[1:] = [w[keep] for w in weights[1:]]
+            else:
+                weights = [w[keep] for w in weights]
+        new_layer.set_weights(weights)
+    return new
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass (Conv, Dense, Depthwise).
+
+    >>> from tfcompress.models import lenet_300_100
+    >>> count_macs(lenet_300_100())
+    266200
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+            continue
+        if not isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D,
+                                  L.DepthwiseConv2D)):
+            continue
+        out = layer.output.shape
+        spatial = int(np.prod(out[1:-1])) if len(out) > 2 else 1
+        kernel = np.prod(layer.kernel.shape)
+        if isinstance(layer, L.DepthwiseConv2D):
+            total += spatial * int(kernel)
+        else:
+            total += spatial * int(kernel)
+    return int(total)

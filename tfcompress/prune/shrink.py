@@ -81,6 +81,7 @@ def shrink(model):
                 in_keep[layer.name] = keep
     config = model.get_config()
     for entry in config["layers"]:
+        entry.pop("build_config", None)   # input shapes change
         name = entry["config"]["name"]
         if name in out_keep:
             key = "units" if entry["class_name"] == "Dense" else "filters"

@@ -20,11 +20,16 @@ from tfcompress.prune.prunable import (PrunableLayer, get_prunable_weights,
                                        is_prunable)
 from tfcompress.prune.schedules import (ConstantSparsity, PolynomialDecay,
                                         PruningSchedule)
+from tfcompress.prune.channel_graph import ChannelSpace, channel_spaces
+from tfcompress.prune.shrink import count_macs, dead_channels, shrink
 from tfcompress.prune.strip import is_pruned, strip_pruning
+from tfcompress.prune.structured import ChannelPruning
 from tfcompress.prune.summary import summary
 from tfcompress.prune.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "ChannelPruning", "ChannelSpace", "channel_spaces", "count_macs",
+    "dead_channels", "shrink",
     "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
     "PruneLowMagnitude", "PruningSchedule", "PruningSummaries",
     "UpdatePruningStep", "block_mask", "collect_wrappers",

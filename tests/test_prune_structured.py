@@ -1,0 +1,95 @@
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import prune
+from tfcompress.models import compile_classifier, mobilenet_small, seed_cnn
+
+
+def _train_with_channel_pruning(model, sparsity=0.5, norm="l1", **kw):
+    rng = np.random.default_rng(0)
+    x = rng.random((48, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 48)
+    compile_classifier(model)
+    cb = prune.ChannelPruning(prune.ConstantSparsity(sparsity, 0,
+                                                     frequency=2),
+                              norm=norm, **kw)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[cb])
+    return x, cb
+
+
+@pytest.mark.parametrize("build,norm", [(seed_cnn, "l1"),
+                                        (mobilenet_small, "l2")])
+def test_shrunk_model_equals_masked_model(build, norm):
+    keras.utils.set_random_seed(0)
+    model = build()
+    x, cb = _train_with_channel_pruning(model, norm=norm)
+    for row in cb.summary():
+        assert row["kept"] == row["channels"] - row["channels"] // 2
+    small = prune.shrink(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-5)
+    assert small.count_params() < 0.4 * model.count_params()
+    assert prune.count_macs(small) < 0.35 * prune.count_macs(model)
+
+
+def test_residual_add_channels_pruned_together():
+    spaces = prune.channel_spaces(mobilenet_small())
+    merged = [s for s in spaces if len(s.producers) == 2]
+    assert len(merged) == 1
+    assert merged[0].names() == ["block2_pw", "block3_pw"]
+    keras.utils.set_random_seed(1)
+    model = mobilenet_small()
+    _train_with_channel_pruning(model)
+    a = np.asarray(model.get_layer("block2_pw").kernel)
+    b = np.asarray(model.get_layer("block3_pw").kernel)
+    dead_a = np.all(a.reshape(-1, a.shape[-1]) == 0, axis=0)
+    dead_b = np.all(b.reshape(-1, b.shape[-1]) == 0, axis=0)
+    np.testing.assert_array_equal(dead_a, dead_b)
+    small = prune.shrink(model)
+    assert small.get_layer("block2_pw").filters == 32
+    assert small.get_layer("block3_dw").kernel.shape[2] == 32
+
+
+def test_flatten_dense_rows_rewired():
+    keras.utils.set_random_seed(2)
+    model = seed_cnn()
+    _train_with_channel_pruning(model)
+    small = prune.shrink(model)
+    assert small.get_layer("conv2").filters == 32
+    assert small.get_layer("fc1").kernel.shape == (7 * 7 * 32, 512)
+    assert small.get_layer("logits").kernel.shape == (512, 10)
+
+
+def test_output_layer_is_never_pruned():
+    spaces = prune.channel_spaces(seed_cnn())
+    out = [s for s in spaces if s.names() == ["logits"]][0]
+    assert not out.prunable and "model output" in out.frozen
+
+
+def test_unrewirable_consumer_is_a_clear_error():
+    inp = keras.Input((8,))
+    h = keras.layers.Dense(8, name="producer")(inp)
+    h = keras.layers.Reshape((2, 4), name="reshape")(h)
+    out = keras.layers.Flatten()(h)
+    out = keras.layers.Dense(2, name="head")(out)
+    model = keras.Model(inp, out)
+    k = model.get_layer("producer").kernel
+    k.assign(np.asarray(k) * np.array([0, 1] * 4, "float32"))
+    model.get_layer("producer").bias.assign(np.zeros(8, "float32"))
+    with pytest.raises(ValueError, match="producer.*reshape"):
+        prune.shrink(model)
+
+
+def test_excluded_layers_keep_channels():
+    keras.utils.set_random_seed(3)
+    model = seed_cnn()
+    _train_with_channel_pruning(model, exclude=["conv1"])
+    small = prune.shrink(model)
+    assert small.get_layer("conv1").filters == 32
+    assert small.get_layer("conv2").filters == 32
+
+
+def test_bad_norm():
+    with pytest.raises(ValueError, match="norm"):
+        prune.ChannelPruning(prune.ConstantSparsity(0.5, 0), norm="l3")

@@ -66,6 +66,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if not prunable.is_prunable(layer):
             raise ValueError(prunable.unsupported_message(layer))
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.block_size = tuple(int(b) for b in block_size)
@@ -172,21 +173,43 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     # -- pruning ----------------------------------------------------------
     def conditional_mask_update(self):
         """Graph-friendly: updates the masks if the schedule says so at the
-        current step counter; returns the ``should_prune`` tensor."""
+        current step counter; returns the ``should_prune`` tensor.
+
+        Under a ``tf.distribute`` strategy the new masks are computed in a
+        ``tf.cond`` and assigned outside it (a replica-context assignment
+        synchronises replicas, which control flow does not allow); the masks
+        come from the first replica, so all replicas hold the same masks.
+        """
         should_prune, sparsity = self.pruning_schedule(
             self.pruning_step.value)
+        if not _in_replica_context():
+            def update():
+                self.update_masks(sparsity)
+                return tf.constant(True)
+            return tf.cond(should_prune, update, lambda: tf.constant(False))
 
-        def update():
-            self.update_masks(sparsity)
-            return tf.constant(True)
+        def new_values():
+            pairs = self.compute_masks(sparsity)
+            return ([tf.cast(m, v.dtype) for (m, _), v in zip(pairs, self.masks)]
+                    + [t for _, t in pairs])
 
-        return tf.cond(should_prune, update, lambda: tf.constant(False))
+        def old_values():
+            return ([tf.identity(_raw(v)) for v in self.masks]
+                    + [tf.identity(_raw(t)) for t in self.threshold_vars])
+
+        values = tf.cond(should_prune, new_values, old_values)
+        for var, value in zip(self.masks + self.threshold_vars, values):
+            var.assign(value)
+        return should_prune
 
     def compute_masks(self, sparsity):
         """New ``(mask, threshold)`` per pruned weight for ``sparsity``."""
+        sparsity = tf.cast(sparsity, tf.float32)
         result = []
-        for w in self.pruned_weights:
-            value = _raw(w)
+        for w, mask_var in zip(self.pruned_weights, self.masks):
+            # Rank the masked weight: entries pruned earlier stay pruned
+            # (gradients never reach them; only optimizer momentum would).
+            value = _raw(w) * _raw(mask_var)
             if self.sparsity_m_by_n is not None:
                 n, m = self.sparsity_m_by_n
                 axis = prunable.input_channel_axis(self.layer, w)
@@ -275,3 +298,10 @@ def _raw(variable):
             return value
     inner = getattr(variable, "_value", None)
     return tf.convert_to_tensor(inner if inner is not None else variable)
+
+
+def _in_replica_context() -> bool:
+    """True inside ``strategy.run`` of a non-default distribution strategy."""
+    return (tf.distribute.has_strategy()
+            and tf.distribute.get_replica_context() is not None
+            and tf.distribute.get_strategy().num_replicas_in_sync > 1)

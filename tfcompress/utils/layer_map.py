@@ -7,7 +7,6 @@ never shares weights with the original; layers ``fn`` returns unchanged
 keep their weights.
 
 >>> import keras
-from keras.src.models.functional import Functional
 >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 >>> clone = map_layers(m, lambda layer: layer)
 >>> bool((clone.layers[0].kernel.numpy() == m.layers[0].kernel.numpy()).all())

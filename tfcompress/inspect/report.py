@@ -1,0 +1,219 @@
+"""``inspect``: what a .tflite flatbuffer really contains.
+
+Reads the flatbuffer itself (no TensorFlow, no interpreter): ops and their
+versions, tensor types, quantization scales, weight sparsity and distinct
+values, sizes, and every op that computes in float.
+
+>>> report = inspect("model.tflite")                    # doctest: +SKIP
+>>> report["fully_integer"], report["float_ops"]        # doctest: +SKIP
+(True, [])
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import os
+
+import numpy as np
+
+from tfcompress.errors import InputError
+from tfcompress.inspect.flatbuffer import FlatbufferError
+from tfcompress.inspect.model_reader import read_model, tensor_values
+
+SCHEMA = "tfcompress.inspect/1"
+FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
+BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+# Op versions that tflite-runtime 2.14 (the last tflite-runtime release)
+# cannot load although TF 2.21 emits them.
+NEWER_THAN_TFLITE_RUNTIME_2_14 = {
+    "FULLY_CONNECTED": 12,
+}
+
+
+def layer_of(tensor_name: str) -> str:
+    """Best guess of the Keras layer a TFLite tensor came from."""
+    first = tensor_name.split(";")[0]
+    parts = [p for p in first.split("/") if p]
+    if len(parts) >= 3:
+        return parts[1]
+    return parts[0] if parts else tensor_name
+
+
+def _load(path_or_bytes):
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes), None
+    path = os.fspath(path_or_bytes)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder; give a .tflite file")
+    with open(path, "rb") as f:
+        return f.read(), path
+
+
+def _weight_row(t, values):
+    flat = values.ravel()
+    params = int(np.prod(t["shape"])) if t["shape"] else flat.size
+    nonzero = int(np.count_nonzero(flat))
+    q = t["quantization"]
+    row = {"name": t["name"], "layer": layer_of(t["name"]),
+           "dtype": t["dtype"], "shape": t["shape"], "params": params,
+           "nonzero": nonzero,
+           "sparsity": round(1 - nonzero / params, 4) if params else 0.0,
+           "distinct_values": int(np.unique(flat).size),
+           "sparse_format": t["sparse"]}
+    if q:
+        row["quantization"] = {
+            "per_channel": len(q["scale"]) > 1, "axis": q["axis"],
+            "scales": len(q["scale"]),
+            "scale_min": float(min(q["scale"])) if q["scale"] else None,
+            "scale_max": float(max(q["scale"])) if q["scale"] else None,
+            "zero_points": sorted(set(int(z) for z in q["zero_point"]))[:8]}
+    return row
+
+
+def inspect(path_or_bytes) -> dict:
+    """Structural report of a .tflite model (path or bytes).
+
+    Raises:
+      FlatbufferError: for empty, truncated, corrupt or non-TFLite input.
+      FileNotFoundError: if the path does not exist.
+    """
+    data, path = _load(path_or_bytes)
+    if not data:
+        raise FlatbufferError(f"{path or 'input'} is empty (0 bytes)")
+    try:
+        model = read_model(data)
+    except FlatbufferError as e:
+        raise FlatbufferError(f"{path or 'input'}: {e}") from None
+    except (RecursionError, MemoryError, OverflowError, ValueError) as e:
+        raise FlatbufferError(f"{path or 'input'}: malformed flatbuffer "
+                              f"({type(e).__name__})") from None
+    main = model["subgraphs"][0]
+    tensors = main["tensors"]
+    buffers = model["buffers"]
+
+    def io(ids):
+        out = []
+        for i in ids:
+            t = tensors[i]
+            q = t["quantization"] or {}
+            out.append({"name": t["name"], "dtype": t["dtype"],
+                        "shape": t["shape"],
+                        "scale": q.get("scale", [None])[0] if q else None,
+                        "zero_point": (q.get("zero_point", [None])[0]
+                                       if q else None)})
+        return out
+
+    ops, float_ops = [], []
+    const = {i for i, t in enumerate(tensors)
+             if tensor_values(t, buffers) is not None or t["sparse"]}
+    for k, op in enumerate(main["operators"]):
+        code = model["opcodes"][op["opcode"]]
+        ins = [tensors[i]["dtype"] for i in op["inputs"] if i >= 0]
+        outs = [tensors[i]["dtype"] for i in op["outputs"]]
+        out_name = tensors[op["outputs"][0]]["name"] if op["outputs"] else ""
+        row = {"index": k, "op": code["name"], "version": code["version"],
+               "inputs": ins, "outputs": outs, "layer": layer_of(out_name),
+               "output": out_name}
+        ops.append(row)
+        if code["name"] in BOUNDARY_OPS:
+            continue
+        floats = [tensors[i]["name"] for i in op["inputs"] + op["outputs"]
+                  if i >= 0 and tensors[i]["dtype"] in FLOAT_TYPES]
+        if floats:
+            float_ops.append({"index": k, "op": code["name"],
+                              "layer": row["layer"], "tensors": floats[:4]})
+    weights = []
+    for i in sorted(const):
+        t = tensors[i]
+        values = tensor_values(t, buffers)
+        if values is None:
+            if t["sparse"]:
+                weights.append({"name": t["name"], "layer": layer_of(
+                    t["name"]), "dtype": t["dtype"], "shape": t["shape"],
+                    "params": int(np.prod(t["shape"])), "nonzero": None,
+                    "sparsity": None, "distinct_values": None,
+                    "sparse_format": True})
+            continue
+        if values.size < 2 and t["dtype"] == "INT32":
+            continue   # shape/axis constants
+        weights.append(_weight_row(t, values))
+    params = sum(w["params"] for w in weights)
+    nonzero = sum(w["nonzero"] for w in weights if w["nonzero"] is not None)
+    counts = collections.Counter(o["op"] for o in ops)
+    versions = {}
+    for o in ops:
+        versions[o["op"]] = max(versions.get(o["op"], 0), o["version"])
+    compat = []
+    for name, v in sorted(versions.items()):
+        limit = NEWER_THAN_TFLITE_RUNTIME_2_14.get(name)
+        if limit is not None and v >= limit:
+            compat.append({"op": name, "version": v,
+                           "note": "tflite-runtime 2.14 cannot load this op "
+                                   "version; use LiteRT (ai-edge-litert)"})
+    input_is_float = any(t["dtype"] in FLOAT_TYPES
+                         for t in io(main["inputs"]))
+    return {
+        "schema": SCHEMA,
+        "path": path,
+        "size_bytes": len(data),
+        "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
+        "tflite_schema_version": model["version"],
+        "description": model["description"],
+        "subgraphs": len(model["subgraphs"]),
+        "inputs": io(main["inputs"]),
+        "outputs": io(main["outputs"]),
+        "op_counts": dict(sorted(counts.items())),
+        "op_versions": dict(sorted(versions.items())),
+        "ops": ops,
+        "weights": weights,
+        "params": params,
+        "nonzero_params": nonzero,
+        "sparsity": round(1 - nonzero / params, 4) if params else 0.0,
+        "float_ops": float_ops,
+        "fully_integer": not float_ops,
+        "float_io": input_is_float,
+        "runtime_compatibility": compat,
+    }
+
+
+def format_report(report: dict) -> str:
+    """Renders an :func:`inspect` report as readable text tables."""
+    lines = [
+        f"size {report['size_bytes']:,} bytes, gzip "
+        f"{report['gzip_bytes']:,} bytes",
+        f"params {report['params']:,}, non-zero "
+        f"{report['nonzero_params']:,} (sparsity {report['sparsity']:.1%})",
+        "inputs:  " + ", ".join(f"{t['name']} {t['dtype']}{t['shape']}"
+                                for t in report["inputs"]),
+        "outputs: " + ", ".join(f"{t['name']} {t['dtype']}{t['shape']}"
+                                for t in report["outputs"]),
+        "ops: " + ", ".join(f"{k} x{v} (v{report['op_versions'][k]})"
+                            for k, v in report["op_counts"].items()),
+    ]
+    if report["float_ops"]:
+        lines.append(f"FLOAT OPS ({len(report['float_ops'])}):")
+        for f in report["float_ops"]:
+            lines.append(f"  #{f['index']} {f['op']} (layer {f['layer']})")
+    else:
+        lines.append("fully integer: every op computes in int8/int16/int32")
+    for c in report["runtime_compatibility"]:
+        lines.append(f"compatibility: {c['op']} v{c['version']}: "
+                     f"{c['note']}")
+    lines.append("")
+    head = f"{'weight':<40} {'dtype':<8} {'params':>9} {'sparsity':>8} " \
+           f"{'distinct':>8} quantization"
+    lines += [head, "-" * len(head)]
+    for w in report["weights"]:
+        q = w.get("quantization")
+        qs = ("-" if not q else
+              f"per-channel({q['scales']}) axis {q['axis']}"
+              if q["per_channel"] else f"per-tensor {q['scale_min']:.3g}")
+        sp = "-" if w["sparsity"] is None else f"{w['sparsity']:.1%}"
+        dv = "-" if w["distinct_values"] is None else w["distinct_values"]
+        lines.append(f"{w['name'][:40]:<40} {w['dtype']:<8} "
+                     f"{w['params']:>9,} {sp:>8} {dv:>8} {qs}")
+    return "\n".join(lines)

@@ -141,12 +141,12 @@ class PruningSummaries(keras.callbacks.Callback):
                 step = max(w.step, 0)
                 tf.summary.scalar(f"{w.name}/target_sparsity",
                                   w.target_sparsity(step), step=step)
-                for v, s in zip(w.pruned_weights, w.sparsity()):
-                    tf.summary.scalar(f"{w.name}/{v.name}/sparsity", s,
+                thresholds = w.thresholds
+                for key, s in zip(w.weight_keys(), w.sparsity()):
+                    tf.summary.scalar(f"{w.name}/{key}/sparsity", s,
                                       step=step)
-                    if v.name in w.thresholds:
-                        tf.summary.scalar(f"{w.name}/{v.name}/threshold",
-                                          w.thresholds[v.name], step=step)
+                    tf.summary.scalar(f"{w.name}/{key}/threshold",
+                                      thresholds[key], step=step)
         self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from tfcompress.prune import prunable
@@ -28,7 +29,8 @@ def summary(model, print_fn=None) -> list:
         if isinstance(layer, PruneLowMagnitude):
             weights = layer.pruned_weights
             params = sum(int(np.prod(w.shape)) for w in weights)
-            zeros = sum(float(np.sum(np.asarray(w) == 0)) for w in weights)
+            zeros = sum(float(np.sum(keras.ops.convert_to_numpy(w) == 0))
+                        for w in weights)
             kind = ("global" if layer.global_pruning else
                     f"{layer.sparsity_m_by_n[0]}:{layer.sparsity_m_by_n[1]}"
                     if layer.sparsity_m_by_n else
@@ -37,7 +39,7 @@ def summary(model, print_fn=None) -> list:
             rows.append({
                 "layer": layer.layer.name, "type": type(layer.layer).__name__,
                 "status": "pruned", "granularity": kind,
-                "weights": [w.name for w in weights], "params": params,
+                "weights": layer.weight_keys(), "params": params,
                 "target_sparsity": round(layer.target_sparsity(), 4),
                 "sparsity": round(zeros / max(params, 1), 4),
                 "step": layer.step})
@@ -50,7 +52,7 @@ def summary(model, print_fn=None) -> list:
                          "weights": [w.name for w in layer.weights],
                          "params": params, "target_sparsity": 0.0,
                          "sparsity": round(float(np.mean(np.concatenate(
-                             [np.asarray(w).ravel() == 0
+                             [keras.ops.convert_to_numpy(w).ravel() == 0
                               for w in layer.weights]))), 4),
                          "step": None})
     print_fn = print if print_fn is None else print_fn

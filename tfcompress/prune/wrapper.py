@@ -91,6 +91,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     # -- building -------------------------------------------------------
     def build(self, input_shape=None):
         if not self.layer.built:
+            if input_shape is None:
+                raise ValueError(
+                    f"layer {self.layer.name!r} is not built; build it (or "
+                    "call it once) before wrapping it")
             self.layer.build(input_shape)
         if self.masks:
             self.built = True
@@ -111,12 +115,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                         "this layer or choose another M")
         self.masks, self.threshold_vars = [], []
         for w in self.pruned_weights:
+            name = self._weight_key(w).replace("/", "_")
             self.masks.append(self.add_weight(
-                name=f"{w.name}_mask", shape=w.shape, dtype=w.dtype,
+                name=f"{name}_mask", shape=w.shape, dtype=w.dtype,
                 initializer="ones", trainable=False, autocast=False,
                 aggregation="only_first_replica"))
             self.threshold_vars.append(self.add_weight(
-                name=f"{w.name}_threshold", shape=(), dtype="float32",
+                name=f"{name}_threshold", shape=(), dtype="float32",
                 initializer="zeros", trainable=False, autocast=False,
                 aggregation="only_first_replica"))
         self.pruning_step = self.add_weight(
@@ -246,6 +251,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for w, mask in zip(self.pruned_weights, self.masks):
             w.assign(_raw(w) * _raw(mask))
 
+    def _weight_key(self, weight) -> str:
+        """The weight's path inside the wrapped layer, e.g. ``kernel`` or
+        ``query/kernel`` for MultiHeadAttention."""
+        prefix = self.layer.path + "/"
+        path = getattr(weight, "path", weight.name)
+        return path[len(prefix):] if path.startswith(prefix) else weight.name
+
     @property
     def step(self) -> int:
         """The pruning step counter (-1 before training starts)."""
@@ -258,9 +270,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     @property
     def thresholds(self) -> dict:
-        """Weight name -> smallest kept magnitude at the last update."""
-        return {w.name: float(t.numpy())
+        """Weight key (see ``weight_keys``) -> smallest kept magnitude at the
+        last mask update."""
+        return {self._weight_key(w): float(t.numpy())
                 for w, t in zip(self.pruned_weights, self.threshold_vars)}
+
+    def weight_keys(self) -> list:
+        """Names of the pruned weights inside the layer (``kernel``,
+        ``query/kernel``, ...)."""
+        return [self._weight_key(w) for w in self.pruned_weights]
 
     def sparsity(self) -> list:
         """Measured fraction of zeros of each pruned weight."""

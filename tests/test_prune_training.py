@@ -49,7 +49,7 @@ def test_polynomial_decay_reaches_target_within_one_percent():
     for w in prune.collect_wrappers(model):
         mask = w.masks[0].numpy()
         assert (w.pruned_weights[0].numpy()[mask == 0] == 0).all()
-        assert w.step == 31
+        assert w.step == 32
 
 
 def test_masks_follow_the_schedule_step_by_step_in_tf_function():

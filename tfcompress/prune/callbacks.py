@@ -39,7 +39,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     Each training call of a wrapper runs the schedule on its step counter
     (masks are updated on the schedule's steps, inside ``tf.function``);
-    this callback sets the counter before each batch, ranks weights across
+    this callback advances the counter after each batch, ranks weights across
     layers for ``global_pruning`` wrappers, and re-applies the masks at the
     end of each epoch so the saved weights hold exact zeros. A model
     restored from a ``.keras`` file continues from its saved step.
@@ -64,7 +64,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
             raise ValueError(f"UpdatePruningStep: layers {unbuilt} are not "
                              "built; build the model (call it on data) "
                              "before training")
-        # -1 marks a fresh wrapper; a restored model continues its schedule.
+        # -1 marks a fresh wrapper; a restored model continues its schedule
+        # from the step after the last one it trained.
         self.step = max(max(w.step for w in self.wrappers), 0)
         variables = [w.pruning_step for w in self.wrappers]
 
@@ -79,11 +80,13 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._assign_steps is None:
             self.on_train_begin()
-        self._assign_steps(tf.constant(self.step, tf.int64))
         update_global_masks(self.wrappers, self.step)
 
     def on_train_batch_end(self, batch, logs=None):
+        # The saved counter is the next step to run, so a checkpoint taken
+        # now resumes exactly where this run stopped.
         self.step += 1
+        self._assign_steps(tf.constant(self.step, tf.int64))
 
     def on_epoch_end(self, epoch, logs=None):
         for w in self.wrappers:

@@ -1,0 +1,232 @@
+"""prune_low_magnitude on layers and models; strip, summary, save/resume."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import prune
+from tfcompress.models import mobilenet_small
+from tfcompress.utils.layer_map import iter_layers
+
+
+def _sequential():
+    return keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(8, activation="relu", name="fc1"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.Dense(4, name="fc2"),
+    ])
+
+
+def _nested():
+    inner_in = keras.Input((6,))
+    inner = keras.Model(inner_in, keras.layers.Dense(8, name="inner_fc")(
+        inner_in), name="inner")
+    inputs = keras.Input((6,))
+    return keras.Model(inputs, keras.layers.Dense(4, name="head")(
+        inner(inputs)), name="outer")
+
+
+def _fit(model, x, y, epochs=2, **kwargs):
+    model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+              callbacks=[prune.UpdatePruningStep()], **kwargs)
+    return model
+
+
+def _xy(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 6)).astype("float32"),
+            rng.normal(size=(n, 4)).astype("float32"))
+
+
+SCHEDULE = prune.PolynomialDecay(0.0, 0.5, 0, 6, frequency=2)
+
+
+class ScaledDense(keras.layers.Layer):
+    """A subclassed layer that opts in with ``get_prunable_weights``."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units),
+                                 name="w")
+        self.scale = self.add_weight(shape=(), initializer="ones",
+                                     name="scale")
+
+    def call(self, x):
+        return (x @ self.w) * self.scale
+
+    def get_prunable_weights(self):
+        return [self.w]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class Opaque(keras.layers.Layer):
+    """A subclassed layer with weights but no pruning protocol."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], 4), name="w")
+
+    def call(self, x):
+        return x @ self.w
+
+
+@pytest.mark.parametrize("build", [_sequential, _nested, mobilenet_small])
+def test_wraps_every_prunable_layer_and_leaves_the_rest(build):
+    model = build()
+    pruned = prune.prune_low_magnitude(model, SCHEDULE)
+    assert prune.is_pruned(pruned) and not prune.is_pruned(model)
+    wrapped = {w.layer.name for w in prune.collect_wrappers(pruned)}
+    expected = {l.name for l in iter_layers(model) if prune.is_prunable(l)}
+    assert wrapped == expected and wrapped
+    assert not any("bn" in name for name in wrapped)
+    x = np.random.default_rng(0).random(
+        (2,) + tuple(model.input_shape[1:])).astype("float32")
+    # before training the masks are all ones: same function
+    np.testing.assert_allclose(pruned(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_nested_model_trains_and_strips_back_to_plain_layers():
+    x, y = _xy()
+    pruned = prune.prune_low_magnitude(_nested(), SCHEDULE)
+    pruned.compile("adam", "mse")
+    _fit(pruned, x, y)
+    stripped = prune.strip_pruning(pruned)
+    assert not prune.is_pruned(stripped)
+    assert [type(l).__name__ for l in iter_layers(stripped)] == [
+        "Dense", "Dense"]
+    assert isinstance(stripped.layers[1], keras.Model)   # nesting kept
+    np.testing.assert_allclose(stripped.predict(x, verbose=0),
+                               pruned.predict(x, verbose=0), atol=1e-6)
+    for layer in iter_layers(stripped):
+        assert (layer.kernel.numpy() == 0).mean() == 0.5
+
+
+def test_strip_bakes_masks_and_leaves_unpruned_models_alone():
+    model = _sequential()
+    assert prune.strip_pruning(model) is model
+    pruned = prune.prune_low_magnitude(model, SCHEDULE)
+    wrapper = prune.collect_wrappers(pruned)[0]
+    wrapper.masks[0].assign(np.zeros(wrapper.masks[0].shape))
+    stripped = prune.strip_pruning(pruned)
+    assert (stripped.get_layer("fc1").kernel.numpy() == 0).all()
+    assert [type(l).__name__ for l in stripped.layers] == [
+        "Dense", "BatchNormalization", "Dense"]
+
+
+def test_single_layer_and_protocol_layers():
+    wrapper = prune.prune_low_magnitude(keras.layers.Dense(3), SCHEDULE)
+    assert isinstance(wrapper, prune.PruneLowMagnitude)
+    custom = ScaledDense(4, name="scaled")
+    custom.build((None, 6))
+    assert isinstance(custom, prune.PrunableLayer)
+    wrapper = prune.prune_low_magnitude(
+        custom, prune.ConstantSparsity(0.75, 0, frequency=1))
+    wrapper.pruning_step.assign(0)
+    wrapper(np.ones((1, 6), "float32"), training=True)
+    assert wrapper.weight_keys() == ["w"]
+    assert wrapper.sparsity() == [0.75]
+    assert custom.scale.numpy() == 1.0
+
+
+def test_unsupported_layers_are_reported_and_refused_when_named():
+    inputs = keras.Input((6,))
+    x = Opaque(name="opaque")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    pruned = prune.prune_low_magnitude(model, SCHEDULE)
+    rows = {r["layer"]: r for r in prune.summary(pruned, print_fn=print)}
+    assert rows["opaque"]["status"] == "dense (unsupported)"
+    assert rows["fc"]["status"] == "pruned"
+    with pytest.raises(ValueError, match="opaque.*PrunableLayer"):
+        prune.prune_low_magnitude(model, SCHEDULE, include=["opaque"])
+    with pytest.raises(ValueError, match="PrunableLayer"):
+        prune.prune_low_magnitude(keras.layers.BatchNormalization())
+
+
+def test_include_and_exclude():
+    model = _sequential()
+    only = prune.prune_low_magnitude(model, SCHEDULE, include=["fc2"])
+    assert [w.layer.name for w in prune.collect_wrappers(only)] == ["fc2"]
+    rest = prune.prune_low_magnitude(model, SCHEDULE, exclude=["fc2"])
+    assert [w.layer.name for w in prune.collect_wrappers(rest)] == ["fc1"]
+    rows = {r["layer"]: r["status"] for r in prune.summary(
+        rest, print_fn=lambda s: None)}
+    assert rows["fc2"] == "dense (excluded)"
+    with pytest.raises(ValueError, match="nope"):
+        prune.prune_low_magnitude(model, SCHEDULE, include=["nope"])
+
+
+def test_summary_rows_and_table():
+    x, y = _xy()
+    pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
+    pruned.compile("adam", "mse")
+    _fit(pruned, x, y)
+    lines = []
+    rows = prune.summary(pruned, print_fn=lines.append)
+    fc1 = next(r for r in rows if r["layer"] == "fc1")
+    assert fc1["target_sparsity"] == 0.5 and fc1["sparsity"] == 0.5
+    assert fc1["params"] == 48 and fc1["weights"] == ["kernel"]
+    assert "fc1" in lines[0] and "unstructured" in lines[0]
+
+
+def test_keras_file_round_trips_masks_step_and_schedule(tmp_path):
+    x, y = _xy()
+    pruned = prune.prune_low_magnitude(_nested(), SCHEDULE,
+                                       block_size=(1, 4))
+    pruned.compile("adam", "mse")
+    _fit(pruned, x, y)
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    assert prune.is_pruned(loaded)
+    for a, b in zip(prune.collect_wrappers(pruned),
+                    prune.collect_wrappers(loaded)):
+        assert a.step == b.step > 0
+        np.testing.assert_array_equal(a.masks[0].numpy(), b.masks[0].numpy())
+        assert b.block_size == (1, 4)
+        assert b.pruning_schedule.get_config() == SCHEDULE.get_config()
+        assert a.thresholds == b.thresholds
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               pruned.predict(x, verbose=0), atol=1e-6)
+
+
+def _resumable_run(tmp_path, interrupt_after=None, epochs=4):
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(48, 6)).astype("float32")
+    y = rng.normal(size=(48, 4)).astype("float32")
+    model = prune.prune_low_magnitude(
+        _nested(), prune.PolynomialDecay(0.0, 0.8, 0, 20, frequency=3))
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    if interrupt_after is None:
+        return _fit(model, x, y, epochs=epochs)
+    _fit(model, x, y, epochs=interrupt_after)
+    path = tmp_path / "checkpoint.keras"
+    model.save(path)
+    del model
+    resumed = keras.models.load_model(path)
+    return _fit(resumed, x, y, epochs=epochs, initial_epoch=interrupt_after)
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_masks(tmp_path):
+    straight = _resumable_run(tmp_path)
+    resumed = _resumable_run(tmp_path, interrupt_after=2)
+    for a, b in zip(prune.collect_wrappers(straight),
+                    prune.collect_wrappers(resumed)):
+        assert a.step == b.step == 24
+        np.testing.assert_array_equal(a.masks[0].numpy(), b.masks[0].numpy())
+        np.testing.assert_allclose(a.pruned_weights[0].numpy(),
+                                   b.pruned_weights[0].numpy(), atol=1e-6)
+        size = a.masks[0].numpy().size
+        assert a.masks[0].numpy().sum() == int(
+            prune.masks.keep_count(size, 0.8))
+
+
+def test_already_pruned_layers_are_refused():
+    pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
+    with pytest.raises(ValueError, match="strip_pruning"):
+        prune.prune_low_magnitude(pruned, SCHEDULE)

@@ -1,0 +1,168 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress.convert import FloatFallbackError, convert
+from tfcompress.errors import InputError
+from tfcompress.models import lenet_300_100, mobilenet_small
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).random((48, 28, 28, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    keras.utils.set_random_seed(0)
+    return mobilenet_small()
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8",
+                                  "int16x8"])
+def test_mobilenet_converts_in_every_mode(mobilenet, x, mode, tmp_path):
+    out = tmp_path / f"m_{mode}.tflite"
+    r = convert(mobilenet, mode, representative_data=x, output_path=out,
+                strict=False)
+    assert r.report["size_bytes"] == os.path.getsize(out)
+    assert r.report["mode"] == mode
+    chk = r.report["numerical_check"]
+    assert chk["top1_agreement"] >= 0.9
+    if mode in ("int8", "int16x8"):
+        assert r.report["fully_integer"], r.fallback_ops
+    if mode == "float32":
+        assert chk["max_abs_error"] < 1e-4
+    json.loads(r.to_json())
+    assert "TFLite vs Keras" in r.to_table()
+
+
+def test_int8_integer_io_and_scales(mobilenet, x):
+    r = convert(mobilenet, "int8", representative_data=x, input_type="int8",
+                output_type="int8")
+    assert r.report["inputs"][0]["dtype"] == "INT8"
+    assert r.report["outputs"][0]["dtype"] == "INT8"
+    assert "QUANTIZE" not in r.report["op_counts"]
+    conv = [w for w in r.report["weights"] if w["dtype"] == "INT8"
+            and len(w["shape"]) == 4]
+    assert conv and all(w["quantization"]["per_channel"] for w in conv)
+    assert r.report["numerical_check"]["top1_agreement"] >= 0.9
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_calibration_methods_change_ranges(mobilenet, x, method):
+    r = convert(mobilenet, "int8", representative_data=x, calibration=method)
+    ranges = r.report["calibration_ranges"]
+    assert r.report["calibration"] == method and len(ranges) >= 5
+    assert all(lo <= 0 <= hi and hi > lo for lo, hi in ranges.values())
+    assert r.report["fully_integer"]
+
+
+def _sin_model():
+    i = keras.Input((8,))
+    h = keras.layers.Dense(8, name="dense_in")(i)
+    h = keras.layers.Lambda(lambda t: keras.ops.sin(t), name="sine")(h)
+    return keras.Model(i, keras.layers.Dense(2, name="head")(h))
+
+
+def test_strict_mode_names_float_ops_and_layer(tmp_path):
+    m = _sin_model()
+    data = np.random.default_rng(0).random((16, 8), dtype=np.float32)
+    out = tmp_path / "sin.tflite"
+    with pytest.raises(FloatFallbackError, match="SIN.*sine") as e:
+        convert(m, "int8", representative_data=data, output_path=out)
+    assert "strict=False" in str(e.value)
+    assert not out.exists()
+    r = convert(m, "int8", representative_data=data, strict=False)
+    assert [f["op"] for f in r.fallback_ops] == ["SIN"]
+
+
+def test_pruned_model_is_stripped_and_smaller_after_gzip(x):
+    from tfcompress import prune
+    keras.utils.set_random_seed(0)
+    dense = lenet_300_100()
+    p = prune.prune_low_magnitude(dense, prune.ConstantSparsity(0.8, 0))
+    p.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    p.fit(x[:16], np.zeros(16, "int32"), batch_size=16, epochs=1, verbose=0,
+          callbacks=[prune.UpdatePruningStep()])
+    r_p = convert(p, "int8", representative_data=x)
+    r_d = convert(dense, "int8", representative_data=x)
+    assert r_p.report["sparsity"] > 0.75
+    assert r_p.report["gzip_bytes"] <= 0.4 * r_d.report["gzip_bytes"]
+
+
+def test_bad_inputs_are_clear_errors(mobilenet, x, tmp_path):
+    with pytest.raises(InputError, match="Keras model"):
+        convert("not a model", "int8")
+    with pytest.raises(InputError, match="mode"):
+        convert(mobilenet, "int4")
+    with pytest.raises(InputError, match="representative_data"):
+        convert(mobilenet, "int8")
+    with pytest.raises(InputError, match=r"shape \(4, 28, 28\).*28, 28, 1"):
+        convert(mobilenet, "int8", representative_data=x[:4, ..., 0])
+    with pytest.raises(InputError, match="dtype"):
+        convert(mobilenet, "int8",
+                representative_data=np.array([["a"] * 3] * 2))
+    with pytest.raises(InputError, match="needs mode int8"):
+        convert(mobilenet, "float16", input_type="int8")
+    with pytest.raises(InputError, match="does not exist"):
+        convert(mobilenet, "float32", output_path=tmp_path / "no" / "m.tflite")
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(InputError, match="not built"):
+        convert(unbuilt, "float32")
+
+
+def test_unwritable_output_path(mobilenet, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(InputError, match="not writable"):
+            convert(mobilenet, "float32", output_path=ro / "m.tflite")
+    finally:
+        os.chmod(ro, 0o700)
+
+
+def _cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "tfcompress", *args],
+                          capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_cli_convert_and_inspect(mobilenet, x, tmp_path):
+    model = tmp_path / "m.keras"
+    mobilenet.save(model)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=x)
+    out = tmp_path / "m.tflite"
+    r = _cli("convert", str(model), "--mode", "int8", "--data", str(npz),
+             "--output", str(out))
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "fully integer" in r.stdout and out.exists()
+    r = _cli("inspect", str(out), "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["fully_integer"] is True
+
+
+@pytest.mark.parametrize("content", [b"", b"TFL3", b"\x00" * 64,
+                                     b"garbage" * 100])
+def test_cli_inspect_bad_file_is_one_line_exit_2(tmp_path, content):
+    p = tmp_path / "bad.tflite"
+    p.write_bytes(content)
+    r = _cli("inspect", str(p))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_convert_missing_model(tmp_path):
+    r = _cli("convert", str(tmp_path / "none.keras"))
+    assert r.returncode == 2 and "does not exist" in r.stderr

@@ -1,0 +1,123 @@
+"""The inspector must reject any malformed flatbuffer with a clear error,
+never crash the process or hang."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfcompress.inspect import FlatbufferError, inspect
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory):
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4),
+                          keras.layers.ReLU(), keras.layers.Dense(3)])
+    conv = tf.lite.TFLiteConverter.from_keras_model(m)
+    data = conv.convert()
+    path = tmp_path_factory.mktemp("m") / "m.tflite"
+    path.write_bytes(data)
+    return data, path
+
+
+def _mutations(data):
+    n = len(data)
+    out = [("empty", b""), ("one byte", data[:1]), ("seven bytes", data[:7]),
+           ("header only", data[:8]), ("wrong identifier",
+                                       data[:4] + b"XXXX" + data[8:]),
+           ("random bytes", np.random.default_rng(0).integers(
+               0, 256, n, dtype=np.uint8).tobytes()),
+           ("zeros", bytes(n)), ("ones", b"\xff" * n)]
+    for frac in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99):
+        out.append((f"truncated at {frac:.0%}", data[:int(n * frac)]))
+    # huge root offset / vtable offsets
+    out.append(("huge root offset", b"\xff\xff\xff\x7f" + data[4:]))
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        b = bytearray(data)
+        for pos in rng.integers(0, min(n, 400), 6):
+            b[pos] ^= 0xFF
+        out.append((f"flipped header bytes #{i}", bytes(b)))
+    # a vector length field set huge: find 4-byte ints equal to small counts
+    b = bytearray(data)
+    root = int.from_bytes(b[0:4], "little")
+    b[root:root + 4] = (2 ** 31 - 1).to_bytes(4, "little")
+    out.append(("huge vtable offset", bytes(b)))
+    for k in range(8, min(n - 4, 200), 24):
+        b = bytearray(data)
+        b[k:k + 4] = (0x7FFFFFF0).to_bytes(4, "little")
+        out.append((f"huge value at {k}", bytes(b)))
+    return out
+
+
+def test_at_least_20_malformed_buffers_rejected_cleanly(good_model):
+    data, _ = good_model
+    cases = _mutations(data)
+    assert len(cases) >= 20
+    rejected = 0
+    for name, bad in cases:
+        try:
+            report = inspect(bad)
+        except FlatbufferError as e:
+            assert str(e).strip(), name
+            rejected += 1
+        else:
+            # Some flips hit padding or names: then the report is complete.
+            assert report["size_bytes"] == len(bad)
+    assert rejected >= 20
+
+
+def test_malformed_files_do_not_hang_or_crash(good_model, tmp_path):
+    """Runs the inspector on every malformed file in a child process with a
+    timeout: a segfault or a hang fails the test."""
+    data, _ = good_model
+    paths = []
+    for i, (_, bad) in enumerate(_mutations(data)):
+        p = tmp_path / f"bad{i}.tflite"
+        p.write_bytes(bad)
+        paths.append(str(p))
+    code = ("import sys\nfrom tfcompress.inspect import inspect, "
+            "FlatbufferError\nfor p in sys.argv[1:]:\n    try:\n"
+            "        inspect(p)\n    except FlatbufferError:\n        pass\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code, *paths],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"
+
+
+def test_good_model_report(good_model):
+    data, path = good_model
+    r = inspect(path)
+    assert r["size_bytes"] == os.path.getsize(path)
+    assert r["op_counts"] == {"FULLY_CONNECTED": 2, "RELU": 1} or \
+        r["op_counts"].get("FULLY_CONNECTED") == 2
+    kernels = sorted(w["shape"] for w in r["weights"] if len(w["shape"]) == 2)
+    assert kernels == [[3, 4], [4, 6]]      # TFLite stores (out, in)
+    assert r["params"] >= 6 * 4 + 4 * 3
+    assert not r["fully_integer"]       # a float model
+    assert r["inputs"][0]["shape"] == [1, 6]
+
+
+def test_inspect_imports_no_tensorflow(good_model):
+    _, path = good_model
+    code = ("import sys\nsys.modules['tensorflow'] = None\n"
+            "sys.modules['keras'] = None\n"
+            "from tfcompress.inspect import inspect\n"
+            f"print(inspect({str(path)!r})['params'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert int(r.stdout.strip()) >= 36
+
+
+def test_missing_path_and_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        inspect(tmp_path / "nope.tflite")
+    with pytest.raises(ValueError, match="folder"):
+        inspect(tmp_path)

@@ -1,0 +1,81 @@
+"""``tfcompress convert MODEL.keras --mode int8 --data DATA --output OUT``."""
+
+import os
+
+from absl import flags
+
+from tfcompress.commands import UsageError, command
+from tfcompress.errors import InputError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("mode", "int8", ["float32", "float16", "dynamic", "int8",
+                                   "int16x8"], "convert: conversion mode.")
+flags.DEFINE_string("data", None, "convert: calibration data: an .npz with "
+                    "x_train (or x), or a data set name (fashion_mnist).")
+flags.DEFINE_string("output", None, "convert: output .tflite path "
+                    "(default: MODEL with a .tflite suffix).")
+flags.DEFINE_enum("io_type", "float32", ["float32", "int8", "uint8"],
+                  "convert: input and output type.")
+flags.DEFINE_enum("calibration", "minmax", ["minmax", "percentile",
+                                            "entropy"],
+                  "convert: activation range method for int8.")
+flags.DEFINE_integer("samples", 200, "convert: calibration samples.")
+flags.DEFINE_bool("strict", None, "convert: fail if ops stay float "
+                  "(default: on for int8).")
+flags.DEFINE_bool("sparse", False, "convert: store pruned weights sparse.")
+
+
+def _load_samples(spec, n):
+    import numpy as np
+    if spec is None:
+        return None
+    if spec.endswith(".npz"):
+        if not os.path.isfile(spec):
+            raise InputError(f"data file {spec} does not exist")
+        with np.load(spec) as f:
+            key = next((k for k in ("x_train", "x", "inputs") if k in f),
+                       None)
+            if key is None:
+                raise InputError(f"{spec} has no x_train, x or inputs array")
+            x = f[key][:n]
+    elif spec in ("fashion_mnist", "mnist"):
+        from tfcompress.recipes.runner import load_data
+        (x, _), _ = load_data(spec, train_samples=n)
+        return x
+    else:
+        raise InputError(f"--data {spec!r}: give an .npz file or "
+                         "fashion_mnist / mnist")
+    if x.dtype == np.uint8:
+        from tfcompress.data import prepare_images
+        x = prepare_images(x)
+    return x.astype("float32")
+
+
+@command("convert", "Convert a .keras model to TFLite and report on it.")
+def convert_command(args):
+    if len(args) != 1:
+        raise UsageError("convert takes one model file: tfcompress convert "
+                         "model.keras --mode int8 --data fashion_mnist")
+    path = args[0]
+    if not os.path.exists(path):
+        raise InputError(f"model {path} does not exist")
+    import keras
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise InputError(f"cannot load {path} as a Keras model: "
+                         f"{str(e).splitlines()[0][:200]}") from None
+    from tfcompress.convert import FloatFallbackError, convert
+    out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
+    try:
+        result = convert(model, FLAGS.mode,
+                         representative_data=_load_samples(FLAGS.data,
+                                                           FLAGS.samples),
+                         input_type=FLAGS.io_type, output_type=FLAGS.io_type,
+                         output_path=out, strict=FLAGS.strict,
+                         sparse=FLAGS.sparse, calibration=FLAGS.calibration)
+    except FloatFallbackError as e:
+        raise InputError(str(e)) from None
+    print(result.to_table())
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,278 @@
+"""``convert``: strip training wrappers and write a TFLite flatbuffer."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+import warnings
+
+import numpy as np
+
+from tfcompress.convert.calibration import METHODS
+from tfcompress.convert.result import ConversionResult, FloatFallbackError
+from tfcompress.errors import InputError
+
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+IO_TYPES = ("float32", "int8", "uint8", "int16")
+
+
+def strip_training_wrappers(model):
+    """Removes pruning and clustering wrappers (QAT layers are kept: the
+    converter reads their fake-quant ranges). Accepts tf_keras models made
+    by tfmot and strips them with tfmot's own functions."""
+    if type(model).__module__.startswith("tf_keras"):
+        import tensorflow_model_optimization as tfmot
+        model = tfmot.sparsity.keras.strip_pruning(model)
+        try:
+            model = tfmot.clustering.keras.strip_clustering(model)
+        except Exception:   # no clustering wrappers
+            pass
+        return model
+    try:
+        from tfcompress.prune import is_pruned, strip_pruning
+        if is_pruned(model):
+            model = strip_pruning(model)
+    except ImportError:
+        pass
+    try:
+        from tfcompress.cluster import strip_clustering
+        model = strip_clustering(model)
+    except (ImportError, AttributeError):
+        pass
+    return model
+
+
+def has_fake_quant(model) -> bool:
+    """True if ``model`` holds QAT fake-quant layers (tfcompress or tfmot)."""
+    if type(model).__module__.startswith("tf_keras"):
+        return any("Quantize" in type(l).__name__ for l in model.layers)
+    try:
+        from tfcompress.quantize import has_fake_quant as quantized
+        return bool(quantized(model))
+    except (ImportError, AttributeError):
+        return False
+
+
+def _check_model(model):
+    import keras
+    ok = isinstance(model, keras.Model) or \
+        type(model).__module__.startswith("tf_keras")
+    if not ok:
+        raise InputError(f"convert takes a Keras model, got "
+                         f"{type(model).__name__}; load it with "
+                         "keras.models.load_model first")
+    if not model.built or not getattr(model, "inputs", None) and \
+            not model.built:
+        raise InputError(f"model {model.name} is not built; call it on "
+                         "data or give it an Input layer first")
+
+
+def _input_spec(model):
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(
+        model, "inputs", None) else None
+    return shape
+
+
+def _as_samples(data, model, what="representative_data"):
+    """Validates calibration data; returns a float32 array (n, *shape)."""
+    if data is None:
+        return None
+    if callable(data):
+        data = [np.asarray(d[0] if isinstance(d, (list, tuple)) else d)
+                for d in data()]
+        data = np.concatenate([d if d.ndim and d.shape[0] == 1 else d[None]
+                               for d in data])
+    if isinstance(data, (tuple, list)) and len(data) == 2 and \
+            np.ndim(data[1]) == 1:
+        data = data[0]   # (x, y)
+    arr = np.asarray(data)
+    expected = _input_spec(model)
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{what} has dtype {arr.dtype}; expected numbers "
+                         "(float32 like the model input)")
+    if expected is not None:
+        if arr.shape[1:] != tuple(expected):
+            if arr.shape == tuple(expected):
+                arr = arr[None]
+            else:
+                raise InputError(
+                    f"{what} has shape {arr.shape}, expected (n, "
+                    f"{', '.join(str(d) for d in expected)}) to match the "
+                    "model input")
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} is empty; give at least one sample")
+    return arr.astype(np.float32)
+
+
+def _tf_type(name):
+    import tensorflow as tf
+    return {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8,
+            "int16": tf.int16}[name]
+
+
+def convert(model, mode="int8", representative_data=None,
+            input_type="float32", output_type="float32", output_path=None,
+            strict=None, sparse=False, calibration="minmax",
+            calibration_samples=200, percentile=99.99, check_data=None,
+            check_samples=200):
+    """Converts a Keras model to a TFLite flatbuffer and reports on it.
+
+    Args:
+      model: a Keras 3 model, plain, pruned (wrappers are stripped here),
+        QAT (its fake-quant ranges are used) or both; or a tf_keras model
+        made by tfmot.
+      mode: ``float32``, ``float16``, ``dynamic`` (int8 weights, float
+        activations), ``int8`` (fully integer) or ``int16x8``.
+      representative_data: inputs for calibration (array ``(n, ...)``,
+        ``(x, y)``, or a generator function as TFLite takes). Required for
+        post-training ``int8``/``int16x8``; optional for QAT models.
+      input_type, output_type: ``float32``, ``int8`` or ``uint8`` (integer
+        types only in integer modes).
+      output_path: where to write the ``.tflite`` (atomically); optional.
+      strict: raise :class:`FloatFallbackError` if any op computes in float.
+        Defaults to True for ``int8``/``int16x8``.
+      sparse: store pruned weights in TFLite's sparse format where the
+        converter supports it (``Optimize.EXPERIMENTAL_SPARSITY``).
+      calibration: activation ranges for post-training int8: ``minmax``,
+        ``percentile`` or ``entropy``.
+      check_data: inputs to compare TFLite and Keras outputs on (default:
+        the representative data).
+
+    Returns:
+      A :class:`ConversionResult`.
+
+    Example:
+
+    >>> from tfcompress.models import lenet_300_100
+    >>> import numpy as np
+    >>> x = np.random.rand(16, 28, 28, 1).astype("float32")
+    >>> result = convert(lenet_300_100(), "int8", representative_data=x)
+    >>> result.report["fully_integer"]
+    True
+    """
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    for name, t in (("input_type", input_type), ("output_type", output_type)):
+        if t not in IO_TYPES:
+            raise InputError(f"{name} {t!r} is not one of "
+                             f"{', '.join(IO_TYPES)}")
+        if t != "float32" and mode not in ("int8", "int16x8"):
+            raise InputError(f"{name}={t} needs mode int8 or int16x8 "
+                             f"(mode is {mode})")
+    if calibration not in METHODS:
+        raise InputError(f"calibration {calibration!r} is not one of "
+                         f"{', '.join(METHODS)}")
+    if output_path is not None:
+        folder = os.path.dirname(os.path.abspath(output_path)) or "."
+        if not os.path.isdir(folder):
+            raise InputError(f"cannot write {output_path}: folder {folder} "
+                             "does not exist")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"cannot write {output_path}: folder {folder} "
+                             "is not writable")
+    _check_model(model)
+    if strict is None:
+        strict = mode in ("int8", "int16x8")
+    import tensorflow as tf
+
+    start = time.time()
+    keras_model = model
+    model = strip_training_wrappers(model)
+    qat = has_fake_quant(model)
+    samples = _as_samples(representative_data, model)
+    notes = []
+    if mode in ("int8", "int16x8") and samples is None:
+        if not qat:
+            raise InputError(
+                f"mode {mode} without QAT needs representative_data (about "
+                "100-500 typical inputs) to calibrate activation ranges")
+        shape = _input_spec(model)
+        samples = np.random.default_rng(0).random(
+            (8, *shape), dtype=np.float32)
+        notes.append("QAT model: ranges come from its fake-quant layers; 8 "
+                     "random inputs were given to the converter only to "
+                     "satisfy its representative-dataset check "
+                     "(tensorflow#38285)")
+    calib = None if samples is None else samples[:calibration_samples]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = []
+    if mode != "float32":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in ("int8", "int16x8"):
+        converter.representative_dataset = lambda: (
+            [calib[i:i + 1]] for i in range(len(calib)))
+        ops = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8" else
+               tf.lite.OpsSet.
+               EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
+        # TFLITE_BUILTINS too, so ops without an integer kernel convert and
+        # are reported (strict mode raises) instead of failing obscurely.
+        converter.target_spec.supported_ops = [ops,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.inference_input_type = _tf_type(input_type)
+        converter.inference_output_type = _tf_type(output_type)
+    ranges = None
+    try:
+        # Keras' export prints its signature to stdout; keep output clean.
+        with contextlib.redirect_stdout(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if mode == "int8" and not qat and calibration != "minmax":
+                tflite_bytes, ranges = _convert_recalibrated(
+                    converter, calib, calibration, percentile, input_type,
+                    output_type)
+            else:
+                tflite_bytes = converter.convert()
+    except InputError:
+        raise
+    except Exception as e:   # converter errors are long: keep the gist
+        msg = str(e).strip().splitlines()
+        gist = next((l for l in msg if "error" in l.lower()), msg[0] if msg
+                    else type(e).__name__)
+        raise RuntimeError(f"TFLite conversion failed ({mode}): "
+                           f"{gist.strip()[:300]}") from e
+    seconds = time.time() - start
+    result = ConversionResult.build(
+        tflite_bytes, mode=mode, keras_model=model, qat=qat,
+        calibration=("qat" if qat else calibration if mode == "int8" and
+                     samples is not None else None),
+        calibration_ranges=ranges, notes=notes, seconds=seconds,
+        layer_names=_layer_names(keras_model))
+    check = _as_samples(check_data, model, "check_data") \
+        if check_data is not None else samples
+    if check is None:
+        check = np.random.default_rng(1).random(
+            (32, *_input_spec(model)), dtype=np.float32)
+        result.report["numerical_check_data"] = "random inputs"
+    result.add_numerical_check(model, check[:check_samples])
+    if strict and result.fallback_ops:
+        raise FloatFallbackError(result)
+    if output_path is not None:
+        result.save(output_path)
+    return result
+
+
+def _layer_names(model):
+    try:
+        from tfcompress.utils.layer_map import iter_layers
+        return [l.name for l in iter_layers(model)]
+    except Exception:
+        return [l.name for l in getattr(model, "layers", [])]
+
+
+def _convert_recalibrated(converter, calib, method, percentile, input_type,
+                          output_type):
+    from tensorflow.lite.python.convert import mlir_quantize
+    from tfcompress.convert.calibration import recalibrate
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    new, ranges = recalibrate(calibrated, calib, method, percentile)
+    return mlir_quantize(new, input_data_type=_tf_type(input_type),
+                         output_data_type=_tf_type(output_type)), ranges

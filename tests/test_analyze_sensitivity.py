@@ -1,0 +1,76 @@
+import keras
+import numpy as np
+import pytest
+
+from tfcompress.analyze import (layers_to_keep_float, propose_sparsities,
+                                sensitivity)
+from tfcompress.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small MLP trained to separate 4 Gaussian blobs."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=3, size=(4, 10))
+    y = rng.integers(0, 4, 800)
+    x = (centers[y] + rng.normal(size=(800, 10))).astype("float32")
+    m = keras.Sequential([keras.Input((10,)),
+                          keras.layers.Dense(64, activation="relu",
+                                             name="wide"),
+                          keras.layers.Dense(4, name="head")])
+    m.compile(keras.optimizers.Adam(1e-2),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    m.fit(x, y, epochs=5, verbose=0)
+    return m, x, y
+
+
+def test_sensitivity_measures_and_restores(trained, tmp_path):
+    m, x, y = trained
+    before = [w.copy() for w in m.get_weights()]
+    r = sensitivity(m, (x, y), sparsities=(0.5, 0.99), bits=(8, 2))
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert r.baseline > 0.9
+    assert set(r.pruned) == {"wide", "head"}
+    # zeroing 99% of the 4-unit head must hurt more than 50% of it
+    assert r.pruned["head"][0.99] < r.pruned["head"][0.5]
+    assert abs(r.quantized["wide"][8] - r.baseline) < 0.02
+    assert r.quantized["head"][2] <= r.quantized["head"][8]
+    # manual check of one cell
+    k = m.get_layer("head").kernel
+    orig = k.numpy()
+    w = orig.copy()
+    thr = np.sort(np.abs(w).ravel())[int(round(w.size * 0.5)) - 1]
+    w[np.abs(w) <= thr] = 0
+    k.assign(w)
+    manual = float(np.mean(m.predict(x, verbose=0).argmax(1) == y))
+    k.assign(orig)
+    assert manual == pytest.approx(r.pruned["head"][0.5])
+    assert "wide" in r.table()
+    path = r.plot(tmp_path / "s.png")
+    assert open(path, "rb").read(4) == b"\x89PNG"
+
+
+def test_proposals_follow_the_budget(trained):
+    m, x, y = trained
+    r = sensitivity(m, (x, y), sparsities=(0.5, 0.9, 0.99), bits=(8,))
+    proposal = propose_sparsities(r, max_drop=1.0)
+    for name, s in proposal.items():
+        if s:
+            assert (r.baseline - r.pruned[name][s]) * 100 <= 1.0
+        bigger = [t for t in r.sparsities if t > s]
+        for t in bigger:
+            assert (r.baseline - r.pruned[name][t]) * 100 > 1.0 or t < s
+    assert layers_to_keep_float(r, bits=8, max_drop=50) == []
+
+
+def test_bad_input(trained):
+    m, x, y = trained
+    with pytest.raises(InputError, match="labels"):
+        sensitivity(m, (x, y[:5]))
+    with pytest.raises(InputError, match="not prunable"):
+        sensitivity(m, (x, y), layers=["nope"])
+    with pytest.raises(InputError, match=r"\(0, 1\)"):
+        sensitivity(m, (x, y), sparsities=(1.5,))

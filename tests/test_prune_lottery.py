@@ -1,0 +1,59 @@
+import keras
+import numpy as np
+import pytest
+
+from tfcompress.prune.lottery import find_winning_ticket, next_masks
+
+
+def test_next_masks_layer_and_global():
+    rng = np.random.default_rng(0)
+    ks = [rng.normal(size=(20, 10)), rng.normal(size=(10, 4))]
+    ms = [np.ones_like(k) for k in ks]
+    new = next_masks(ks, ms, 0.2, "layer", 0.5)
+    assert new[0].sum() == 160 and new[1].sum() == 36     # 20%, 10%
+    again = next_masks(ks, new, 0.2, "layer", 0.5)
+    assert again[0].sum() == 128                          # 20% of remaining
+    assert np.all(again[0] <= new[0])                     # never regrows
+    g = next_masks([ks[0] * 10, ks[0], ks[1]],
+                   [np.ones((20, 10))] * 2 + [np.ones((10, 4))], 0.5,
+                   "global")
+    assert g[0].sum() > g[1].sum()         # big weights survive globally
+    with pytest.raises(ValueError, match="scope"):
+        next_masks(ks, ms, 0.2, "nope")
+
+
+def test_find_winning_ticket_rounds_and_rewind():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=3, size=(4, 12))
+    y = rng.integers(0, 4, 400)
+    x = (centers[y] + rng.normal(size=(400, 12))).astype("float32")
+
+    def model_fn(seed):
+        keras.utils.set_random_seed(seed)
+        m = keras.Sequential([keras.Input((12,)),
+                              keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(4)])
+        m.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True), metrics=["accuracy"])
+        return m
+
+    seen = []
+
+    def train_fn(model, callbacks):
+        model.fit(x, y, epochs=2, batch_size=32, verbose=0,
+                  callbacks=callbacks)
+        k = np.asarray(model.layers[0].kernel)
+        seen.append(float((k == 0).mean()))
+        return {"accuracy": float(model.evaluate(x, y, verbose=0)[1])}
+
+    rows = find_winning_ticket(model_fn, train_fn, rounds=2,
+                               prune_fraction_per_round=0.5, rewind_step=3)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[1]["remaining"] < 1 and rows[2]["remaining"] < \
+        rows[1]["remaining"]
+    # hidden layer: 50% then 75% zeros, kept zero through training
+    assert seen[1] == pytest.approx(0.5, abs=0.01)
+    assert seen[3] == pytest.approx(0.75, abs=0.01)
+    assert all(r["accuracy"] > 0.5 for r in rows)
+    assert rows[1]["control_accuracy"] is not None

@@ -1,0 +1,149 @@
+"""Lottery-ticket search: iterative magnitude pruning with rewinding.
+
+Frankle & Carbin (2019): train, prune the smallest ``p`` of the remaining
+weights (the output layer at half that rate), rewind the survivors to their
+initial values (or to their values at an early iteration, for deeper nets)
+and train again; repeat. A random re-initialisation with the same masks is
+the control that shows the initialisation matters.
+
+>>> def model_fn(seed):
+...     keras.utils.set_random_seed(seed)
+...     return compile_classifier(lenet_300_100())
+>>> def train_fn(model, callbacks):
+...     model.fit(x, y, epochs=2, callbacks=callbacks, verbose=0)
+...     return {"accuracy": model.evaluate(xt, yt, verbose=0)[1]}
+>>> rounds = find_winning_ticket(model_fn, train_fn, rounds=3)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tfcompress.prune.prunable import get_prunable_weights, is_prunable
+from tfcompress.utils.layer_map import iter_layers
+
+
+class KeepMasked(keras.callbacks.Callback):
+    """Keeps masked weights at zero after every optimizer step, and
+    optionally records all weights after ``record_step`` batches."""
+
+    def __init__(self, kernels, masks, record_step=None):
+        super().__init__()
+        self.kernels, self.masks = kernels, masks
+        self.record_step = record_step
+        self.recorded = None
+        self._batches = 0
+
+    def _apply(self):
+        for k, m in zip(self.kernels, self.masks):
+            k.assign(np.asarray(k) * m)
+
+    def on_train_begin(self, logs=None):
+        self._apply()
+        if self.record_step == 0:
+            self.recorded = [np.array(w) for w in self.model.get_weights()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._apply()
+        self._batches += 1
+        if self.record_step and self._batches == self.record_step:
+            self.recorded = [np.array(w) for w in self.model.get_weights()]
+
+
+def _prunable_kernels(model):
+    out = []
+    for layer in iter_layers(model):
+        if is_prunable(layer) and layer.built:
+            out.append(get_prunable_weights(layer)[0])
+    return out
+
+
+def next_masks(kernels, masks, fraction, scope="layer", output_rate=0.5):
+    """Prunes ``fraction`` of the remaining weights (the last kernel at
+    ``fraction * output_rate``), by magnitude per layer or globally."""
+    values = [np.abs(np.asarray(k)) for k in kernels]
+    new = [m.copy() for m in masks]
+    rates = [fraction] * (len(kernels) - 1) + [fraction * output_rate]
+    if scope == "layer":
+        for i, (v, m) in enumerate(zip(values, masks)):
+            alive = v[m > 0]
+            k = int(round(alive.size * rates[i]))
+            if k:
+                thr = np.partition(alive, k - 1)[k - 1]
+                new[i] = np.where((v <= thr) & (m > 0), 0.0, m)
+        return new
+    if scope != "global":
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    body = list(range(len(kernels) - 1)) or [0]
+    alive = np.concatenate([values[i][masks[i] > 0] for i in body])
+    k = int(round(alive.size * fraction))
+    if k:
+        thr = np.partition(alive, k - 1)[k - 1]
+        for i in body:
+            new[i] = np.where((values[i] <= thr) & (masks[i] > 0), 0.0,
+                              masks[i])
+    if len(kernels) > 1:
+        last = len(kernels) - 1
+        new[last] = next_masks([kernels[last]], [masks[last]],
+                               rates[last], "layer", 1.0)[0]
+    return new
+
+
+def find_winning_ticket(model_fn, train_fn, rounds=5,
+                        prune_fraction_per_round=0.2, rewind_step=0,
+                        scope="layer", output_rate=0.5, random_control=True,
+                        seed=0):
+    """Iterative magnitude pruning with rewinding; returns one row per round.
+
+    Args:
+      model_fn: ``model_fn(seed) -> compiled model``; the same seed must
+        give the same initial weights.
+      train_fn: ``train_fn(model, callbacks) -> dict`` that trains with the
+        given callbacks and returns at least ``accuracy`` (and optionally
+        ``early_stop_iteration``).
+      rounds: pruning rounds after the dense run.
+      prune_fraction_per_round: fraction of remaining weights removed.
+      rewind_step: 0 rewinds to the initial weights; k > 0 to the weights
+        after k training batches of the dense run (late rewinding).
+      scope: ``layer`` or ``global`` magnitude ranking.
+      random_control: also train a random re-initialisation with the same
+        masks each round.
+
+    Returns:
+      A list of dicts: ``round``, ``remaining`` (fraction of prunable
+      weights), ``accuracy``, ``control_accuracy`` and what ``train_fn``
+      reported.
+    """
+    if not 0 < prune_fraction_per_round < 1:
+        raise ValueError("prune_fraction_per_round must be in (0, 1)")
+    model = model_fn(seed)
+    kernels = _prunable_kernels(model)
+    if not kernels:
+        raise ValueError("the model has no prunable layer")
+    masks = [np.ones(k.shape, np.float32) for k in kernels]
+    init = [np.array(w) for w in model.get_weights()]
+    keep = KeepMasked(kernels, masks, record_step=rewind_step)
+    dense = train_fn(model, [keep])
+    rewind = keep.recorded if rewind_step and keep.recorded is not None \
+        else init
+    total = sum(m.size for m in masks)
+    rows = [{"round": 0, "remaining": 1.0, **dense,
+             "control_accuracy": None}]
+    for r in range(1, rounds + 1):
+        masks = next_masks(kernels, masks, prune_fraction_per_round, scope,
+                           output_rate)
+        model = model_fn(seed)
+        model.set_weights(rewind)
+        kernels = _prunable_kernels(model)
+        row = {"round": r,
+               "remaining": round(sum(float(m.sum()) for m in masks) /
+                                  total, 4)}
+        row.update(train_fn(model, [KeepMasked(kernels, masks)]))
+        if random_control:
+            control = model_fn(seed + 1000 + r)
+            control_kernels = _prunable_kernels(control)
+            row["control_accuracy"] = train_fn(
+                control, [KeepMasked(control_kernels, masks)])["accuracy"]
+        rows.append(row)
+    return rows

@@ -1,0 +1,99 @@
+"""Benchmark reports: JSON, CSV, a Markdown comparison and a plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from tfcompress.utils import atomic_path, atomic_write_text
+
+COLUMNS = ("model", "size_bytes", "gzip_bytes", "p50_ms", "p90_ms",
+           "mean_ms", "cv", "throughput_per_s", "peak_rss_mb",
+           "top1_accuracy", "runtime", "threads", "xnnpack")
+
+
+def rows(results):
+    """Flat rows (one per model) from benchmark results."""
+    out = []
+    for r in results:
+        lat, env = r["latency"], r["environment"]
+        out.append({
+            "model": r["model"], "size_bytes": r["size_bytes"],
+            "gzip_bytes": r["gzip_bytes"], "p50_ms": lat["p50_ms"],
+            "p90_ms": lat["p90_ms"], "mean_ms": lat["mean_ms"],
+            "cv": lat["cv"], "throughput_per_s": lat["throughput_per_s"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "top1_accuracy": (r.get("accuracy") or {}).get("top1_accuracy"),
+            "runtime": f"{env['runtime']} {env['runtime_version']}",
+            "threads": r["threads"], "xnnpack": r["xnnpack"]})
+    return out
+
+
+def markdown(results) -> str:
+    """Side-by-side table; ratios are against the first (baseline) model."""
+    rs = rows(results)
+    if not rs:
+        return "(no results)\n"
+    base = rs[0]
+    env = results[0]["environment"]
+    lines = [f"Runtime {rs[0]['runtime']}, {env['machine']}"
+             f"{' (EMULATED: timings are not device timings)' if env.get('emulated') else ''}"
+             f", {rs[0]['threads']} thread(s), XNNPACK "
+             f"{'on' if rs[0]['xnnpack'] else 'off'}", "",
+             "| model | size | gzip | p50 ms | p90 ms | speedup | "
+             "size ratio | accuracy | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rs:
+        acc = "-" if r["top1_accuracy"] is None else \
+            f"{r['top1_accuracy']:.4f}"
+        lines.append(
+            f"| {r['model']} | {r['size_bytes']:,} | {r['gzip_bytes']:,} | "
+            f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
+            f"{base['p50_ms'] / r['p50_ms']:.2f}x | "
+            f"{r['gzip_bytes'] / base['gzip_bytes']:.3f} | {acc} | "
+            f"{r['peak_rss_mb']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    """Accuracy vs p50 latency, point size = gzip size (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rs = rows(results)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    biggest = max(r["gzip_bytes"] for r in rs)
+    for r in rs:
+        acc = r["top1_accuracy"] if r["top1_accuracy"] is not None else 0
+        ax.scatter(r["p50_ms"], acc, s=30 + 400 * r["gzip_bytes"] / biggest,
+                   alpha=0.6)
+        ax.annotate(r["model"], (r["p50_ms"], acc), fontsize=7)
+    ax.set_xlabel("p50 latency (ms)")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title("Accuracy vs latency (point size: gzip size)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def write_reports(results, out_dir, name="bench") -> dict:
+    """Writes ``<name>.json``, ``.csv``, ``.md`` and ``.png`` to ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"{name}.{k}")
+             for k in ("json", "csv", "md", "png")}
+    atomic_write_text(paths["json"], json.dumps(
+        {"schema": "tfcompress.bench-report/1", "results": results},
+        indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(rows(results))
+    atomic_write_text(paths["csv"], buf.getvalue())
+    atomic_write_text(paths["md"], markdown(results))
+    plot(results, paths["png"])
+    return paths

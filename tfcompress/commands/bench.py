@@ -1,0 +1,45 @@
+"""``tfcompress bench MODEL.tflite [...] [--data eval.npz] [--host H]``."""
+
+import os
+
+from absl import flags
+
+from tfcompress.commands import UsageError, command
+from tfcompress.errors import InputError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("eval_data", None, "bench: .npz with x (inputs) and "
+                    "optionally y (labels) and reference (outputs).")
+flags.DEFINE_string("host", None, "bench: run on user@host over SSH.")
+flags.DEFINE_integer("port", None, "bench: SSH port.")
+flags.DEFINE_string("runtime", "auto", "bench: auto, ai_edge_litert, "
+                    "tflite_runtime or tensorflow.")
+flags.DEFINE_integer("threads", 1, "bench: interpreter threads.")
+flags.DEFINE_integer("runs", 50, "bench: timed runs per model.")
+flags.DEFINE_integer("warmup_runs", 5, "bench: warm-up runs per model.")
+flags.DEFINE_bool("xnnpack", True, "bench: use the XNNPACK delegate.")
+flags.DEFINE_string("report_dir", None, "bench: write JSON/CSV/Markdown/PNG "
+                    "reports to this folder.")
+
+
+@command("bench", "Benchmark .tflite models (latency, memory, accuracy), "
+                  "locally or on a device over SSH.")
+def bench_command(args):
+    if not args:
+        raise UsageError("bench takes one or more .tflite files: tfcompress "
+                         "bench a.tflite b.tflite [--eval_data eval.npz]")
+    from tfcompress.bench import (BenchError, benchmark_models, markdown,
+                                  write_reports)
+    try:
+        results = benchmark_models(
+            args, data=FLAGS.eval_data, host=FLAGS.host,
+            runtime=FLAGS.runtime, threads=FLAGS.threads, runs=FLAGS.runs,
+            warmup_runs=FLAGS.warmup_runs, xnnpack=FLAGS.xnnpack,
+            **({"port": FLAGS.port} if FLAGS.host and FLAGS.port else {}))
+    except BenchError as e:
+        raise InputError(str(e)) from None
+    print(markdown(results))
+    if FLAGS.report_dir:
+        paths = write_reports(results, FLAGS.report_dir)
+        print("reports: " + ", ".join(paths.values()))
+    return 0

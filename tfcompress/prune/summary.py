@@ -29,8 +29,8 @@ def summary(model, print_fn=None) -> list:
         if isinstance(layer, PruneLowMagnitude):
             weights = layer.pruned_weights
             params = sum(int(np.prod(w.shape)) for w in weights)
-            zeros = sum(float(np.sum(keras.ops.convert_to_numpy(w) == 0))
-                        for w in weights)
+            zeros = sum(s * int(np.prod(w.shape))
+                        for s, w in zip(layer.sparsity(), weights))
             kind = ("global" if layer.global_pruning else
                     f"{layer.sparsity_m_by_n[0]}:{layer.sparsity_m_by_n[1]}"
                     if layer.sparsity_m_by_n else

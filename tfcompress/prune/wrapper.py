@@ -9,7 +9,11 @@ counter (inside ``tf.function``) and, on update steps, recomputes the masks
 and assigns ``weight * mask`` to the pruned weights. The wrapped layer then
 computes with ``weight * mask`` (substituted for the weight through a Keras
 ``StatelessScope``), so gradients reach the weight only through unmasked
-entries. ``UpdatePruningStep`` advances the step counter.
+entries: pruned entries move only by optimizer momentum, never enter the
+output, and are ranked as zeros at the next update. ``UpdatePruningStep``
+advances the step counter and assigns ``weight * mask`` again at the end
+of each epoch and of training, so saved and stripped weights hold exact
+zeros.
 
 >>> import keras
 >>> from tfcompress.prune import PolynomialDecay
@@ -147,7 +151,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 message=MISSING_CALLBACK)
             if not self.global_pruning:
                 self.conditional_mask_update()
-            self.apply_masks()
         if getattr(self.layer, "_call_has_training_arg", False):
             kwargs["training"] = training
         return self._call_masked(inputs, *args, **kwargs)
@@ -281,9 +284,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return [self._weight_key(w) for w in self.pruned_weights]
 
     def sparsity(self) -> list:
-        """Measured fraction of zeros of each pruned weight."""
-        return [float(np.mean(keras.ops.convert_to_numpy(w) == 0))
-                for w in self.pruned_weights]
+        """Measured fraction of zeros of each pruned weight as the layer
+        computes with it (``weight * mask``)."""
+        return [float(np.mean(keras.ops.convert_to_numpy(w)
+                              * keras.ops.convert_to_numpy(m) == 0))
+                for w, m in zip(self.pruned_weights, self.masks)]
 
     # -- config -----------------------------------------------------------
     def get_config(self):

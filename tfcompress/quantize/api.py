@@ -1,0 +1,138 @@
+"""Public QAT API with tfmot's names."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import keras
+
+from tfcompress.quantize import transform
+from tfcompress.quantize.layers import QUANTIZE_LAYERS, QuantizeFused
+from tfcompress.quantize.schemes import Default8BitScheme
+from tfcompress.utils.layer_map import iter_layers
+
+
+@dataclasses.dataclass
+class QuantizeConfig:
+    """How to quantize a layer tfcompress has no built-in rule for.
+
+    ``quantize_output``: fake-quantize the layer's output (weightless or
+    integer-friendly layers); False keeps the layer float (it is then
+    reported, and strict int8 conversion will name it).
+    """
+    quantize_output: bool = True
+
+    def describe(self):
+        return "output int8 (annotated)" if self.quantize_output else \
+            "FLOAT (annotated)"
+
+
+def OutputQuantizeConfig():
+    """Config that fake-quantizes a custom layer's output."""
+    return QuantizeConfig(quantize_output=True)
+
+
+def NoOpQuantizeConfig():
+    """Config that leaves a layer float."""
+    return QuantizeConfig(quantize_output=False)
+
+
+def quantize_annotate_layer(layer, config=None):
+    """Marks ``layer`` for quantization (with ``config`` for custom layers).
+
+    >>> import keras
+    >>> layer = quantize_annotate_layer(keras.layers.LayerNormalization(),
+    ...                                 NoOpQuantizeConfig())
+    """
+    layer._tfcompress_quantize_config = config or "default"
+    return layer
+
+
+def quantize_annotate_model(model):
+    """Marks every layer of ``model`` that has no annotation yet."""
+    for layer in iter_layers(model):
+        if getattr(layer, "_tfcompress_quantize_config", None) is None:
+            layer._tfcompress_quantize_config = "default"
+    return model
+
+
+def quantize_apply(model, scheme=None):
+    """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``.
+
+    Returns a new Keras model (the original is unchanged); its
+    ``quantize_report`` attribute lists what happened to each layer.
+    """
+    scheme = scheme or Default8BitScheme()
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"quantize_apply takes a Keras model, got "
+                         f"{type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"model {model.name} is not built; give it an Input")
+    report = []
+    qat = transform.quantize_graph(model, scheme, report)
+    qat.quantize_report = report
+    qat.quantize_scheme = scheme
+    return qat
+
+
+def quantize_model(model, scheme=None):
+    """QAT in one call: annotate every layer and apply ``scheme``.
+
+    Works on Sequential, Functional and nested models. Layers without a
+    quantize rule raise an error that says how to annotate them.
+
+    >>> from tfcompress.models import seed_cnn
+    >>> qat = quantize_model(seed_cnn())
+    >>> has_fake_quant(qat)
+    True
+    """
+    return quantize_apply(quantize_annotate_model(model), scheme)
+
+
+@contextlib.contextmanager
+def quantize_scope(*args):
+    """Makes tfcompress's QAT layers known when loading ``.keras`` files.
+
+    They are registered serializables already, so this scope is only for
+    code written for tfmot:
+
+    >>> with quantize_scope():
+    ...     pass
+    """
+    objects = {cls.__name__: cls for cls in QUANTIZE_LAYERS}
+    for a in args:
+        objects.update(a)
+    with keras.saving.custom_object_scope(objects):
+        yield
+
+
+def has_fake_quant(model) -> bool:
+    """True if ``model`` contains tfcompress QAT layers."""
+    return any(isinstance(l, QUANTIZE_LAYERS) for l in iter_layers(model))
+
+
+def summary(model, print_fn=print) -> list:
+    """Per QAT layer: what is quantized, bits, folded BN and ranges."""
+    rows = []
+    for layer in iter_layers(model):
+        if not isinstance(layer, QUANTIZE_LAYERS):
+            continue
+        lo, hi, _ = layer.range
+        row = {"layer": layer.name, "type": type(layer).__name__,
+               "output_range": (round(float(lo.numpy()), 5),
+                                round(float(hi.numpy()), 5)),
+               "activation_bits": layer.activation_bits}
+        if isinstance(layer, QuantizeFused):
+            row.update({"wraps": layer.layer.name,
+                        "folded_batchnorm": (layer.batchnorm.name
+                                             if layer.batchnorm else None),
+                        "activation": layer.activation_name,
+                        "weight_bits": layer.weight_bits,
+                        "per_channel": layer.per_channel,
+                        "preserve_sparsity": layer.preserve_sparsity})
+        rows.append(row)
+    if print_fn is not None:
+        for r in rows:
+            print_fn("  ".join(f"{k}={v}" for k, v in r.items()))
+    return rows

@@ -1,0 +1,60 @@
+"""Fake-quantization ops the TFLite converter understands.
+
+Weights: symmetric, narrow range (zero is exactly representable), per
+output channel or per tensor, ranges from the current weights. Activations:
+asymmetric per tensor, ranges tracked by exponential moving average while
+training and frozen at inference. The ops are TensorFlow's
+``fake_quant_with_min_max_vars*``, whose gradient is the straight-through
+estimator (1 inside the range, 0 outside).
+
+>>> import numpy as np
+>>> w = np.array([[0.5, -1.0], [0.25, 2.0]], "float32")
+>>> q = quantize_weights(w, bits=8, per_channel=True).numpy()
+>>> bool(np.abs(q - w).max() < 2.0 / 127)
+True
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def quantize_weights(w, bits=8, per_channel=True):
+    """Symmetric narrow-range fake quantization of a kernel.
+
+    Per-channel ranges are taken over all axes but the last (the output
+    channels of Conv and Dense kernels).
+    """
+    w = tf.convert_to_tensor(w)
+    if per_channel:
+        axes = list(range(len(w.shape) - 1))
+        m = tf.reduce_max(tf.abs(w), axis=axes)
+        m = tf.maximum(m, 1e-8)
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            w, -m, m, num_bits=bits, narrow_range=True)
+    m = tf.maximum(tf.reduce_max(tf.abs(w)), 1e-8)
+    return tf.quantization.fake_quant_with_min_max_vars(
+        w, -m, m, num_bits=bits, narrow_range=True)
+
+
+def quantize_activations(x, min_var, max_var, bits=8):
+    """Asymmetric fake quantization with the stored range."""
+    return tf.quantization.fake_quant_with_min_max_vars(
+        x, min_var, max_var, num_bits=bits, narrow_range=False)
+
+
+def update_range(x, min_var, max_var, seen_var, decay=0.999):
+    """EMA update of an activation range from a training batch.
+
+    The first batch sets the range; later batches move it by ``1 - decay``.
+    The range always contains 0 so zero is exactly representable.
+    """
+    batch_min = tf.minimum(tf.reduce_min(x), 0.0)
+    batch_max = tf.maximum(tf.reduce_max(x), 0.0)
+    first = tf.equal(seen_var, 0)
+    new_min = tf.where(first, batch_min,
+                       min_var * decay + batch_min * (1 - decay))
+    new_max = tf.where(first, batch_max,
+                       max_var * decay + batch_max * (1 - decay))
+    new_max = tf.maximum(new_max, new_min + 1e-6)
+    return new_min, new_max

@@ -1,0 +1,283 @@
+"""QAT layers: fused Conv/Dense(+BN)(+ReLU) with weight and activation
+fake-quant, per-channel affine for a lone BatchNormalization, and output
+quantizers for everything else.
+
+Batch-norm folding (Jacob et al. 2018): a Conv/DepthwiseConv/Dense followed
+by BatchNormalization is trained as one op whose kernel is
+``kernel * gamma / sqrt(var + eps)`` and whose bias is
+``beta + (bias - mean) * gamma / sqrt(var + eps)``, fake-quantized AFTER
+folding — exactly the int8 kernel the device runs. The moving statistics
+are frozen during QAT (the usual practice when fine-tuning a trained
+model); gamma and beta keep training.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers as L
+
+from tfcompress.quantize import fake_quant as fq
+
+
+class _RangeMixin:
+    """Adds an EMA-tracked activation range to a layer."""
+
+    def _add_range(self, name="output", fixed=None):
+        init_min, init_max = fixed if fixed else (0.0, 0.0)
+        lo = self.add_weight(name=f"{name}_min", shape=(),
+                             initializer=keras.initializers.Constant(
+                                 init_min), trainable=False)
+        hi = self.add_weight(name=f"{name}_max", shape=(),
+                             initializer=keras.initializers.Constant(
+                                 init_max if fixed else 6.0),
+                             trainable=False)
+        seen = self.add_weight(name=f"{name}_seen", shape=(),
+                               initializer="zeros", trainable=False)
+        return lo, hi, seen
+
+    def _quantize_output(self, y, training, rng, bits, fixed=False):
+        lo, hi, seen = rng
+        if training and not fixed:
+            new_lo, new_hi = fq.update_range(tf.cast(y, tf.float32), lo, hi,
+                                             seen, self.ema_decay)
+            lo.assign(new_lo)
+            hi.assign(new_hi)
+            seen.assign(1.0)
+            return fq.quantize_activations(y, new_lo, new_hi, bits)
+        return fq.quantize_activations(y, lo, hi, bits)
+
+
+def _activation_fn(name):
+    if name in (None, "linear"):
+        return None
+    if name == "relu6":
+        return lambda t: tf.nn.relu6(t)
+    return keras.activations.get(name)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeFused(_RangeMixin, keras.layers.Layer):
+    """Conv1D/Conv2D/DepthwiseConv2D/Dense [+ BatchNorm] [+ activation]
+    with fake-quantized (folded) weights and output."""
+
+    def __init__(self, layer, batchnorm=None, activation=None,
+                 weight_bits=8, activation_bits=8, per_channel=True,
+                 preserve_sparsity=False, ema_decay=0.999, **kwargs):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.batchnorm = batchnorm
+        self.activation_name = activation
+        self.weight_bits = int(weight_bits)
+        self.activation_bits = int(activation_bits)
+        # TFLite requires per-tensor weights for fully connected layers.
+        self.per_channel = bool(per_channel) and not isinstance(layer,
+                                                                L.Dense)
+        self.preserve_sparsity = bool(preserve_sparsity)
+        self.ema_decay = float(ema_decay)
+        self._act = _activation_fn(activation)
+        self.mask = None
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if self.batchnorm is not None and not self.batchnorm.built:
+            self.batchnorm.build(self.layer.compute_output_shape(
+                input_shape))
+        self.range = self._add_range()
+        if self.preserve_sparsity:
+            self.mask = self.add_weight(
+                name="sparsity_mask", shape=self.layer.kernel.shape,
+                initializer="ones", trainable=False)
+            self.mask.assign(tf.cast(tf.not_equal(self.layer.kernel, 0),
+                                     self.mask.dtype))
+
+    def _folded(self):
+        layer, bn = self.layer, self.batchnorm
+        kernel = layer.kernel
+        if self.mask is not None:
+            kernel = kernel * self.mask
+        bias = layer.bias if layer.use_bias else None
+        if bn is None:
+            return kernel, bias
+        scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        if bn.gamma is not None:
+            scale = scale * bn.gamma
+        shift = -bn.moving_mean * scale
+        if bias is not None:
+            shift = shift + bias * scale
+        if bn.beta is not None:
+            shift = shift + bn.beta
+        if isinstance(layer, L.DepthwiseConv2D):
+            kernel = kernel * tf.reshape(scale, (1, 1, -1, 1))
+        else:
+            kernel = kernel * scale
+        return kernel, shift
+
+    def call(self, inputs, training=None):
+        layer = self.layer
+        kernel, bias = self._folded()
+        if isinstance(layer, L.DepthwiseConv2D):
+            # per-channel over the input channels: (h, w, C, 1) -> (h,w,1,C)
+            k = tf.transpose(kernel, (0, 1, 3, 2))
+            k = fq.quantize_weights(k, self.weight_bits, self.per_channel)
+            kernel = tf.transpose(k, (0, 1, 3, 2))
+            y = keras.ops.depthwise_conv(inputs, kernel, layer.strides,
+                                         layer.padding, layer.data_format,
+                                         layer.dilation_rate)
+        else:
+            kernel = fq.quantize_weights(kernel, self.weight_bits,
+                                         self.per_channel)
+            if isinstance(layer, L.Dense):
+                y = keras.ops.matmul(inputs, kernel)
+            else:
+                y = keras.ops.conv(inputs, kernel, layer.strides,
+                                   layer.padding, layer.data_format,
+                                   layer.dilation_rate)
+        if bias is not None:
+            y = y + bias
+        if layer.activation is not None and \
+                layer.activation is not keras.activations.linear:
+            y = layer.activation(y)
+        if self._act is not None:
+            y = self._act(y)
+        return self._quantize_output(y, training, self.range,
+                                     self.activation_bits)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "layer": keras.layers.serialize(self.layer),
+            "batchnorm": (keras.layers.serialize(self.batchnorm)
+                          if self.batchnorm is not None else None),
+            "activation": self.activation_name,
+            "weight_bits": self.weight_bits,
+            "activation_bits": self.activation_bits,
+            "per_channel": self.per_channel,
+            "preserve_sparsity": self.preserve_sparsity,
+            "ema_decay": self.ema_decay})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.layers.deserialize(config["layer"])
+        if config.get("batchnorm"):
+            config["batchnorm"] = keras.layers.deserialize(
+                config["batchnorm"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeAffine(_RangeMixin, keras.layers.Layer):
+    """A BatchNormalization that follows no Conv/Dense, as an int8
+    per-channel affine op: a 1x1 depthwise convolution (TFLite
+    DEPTHWISE_CONV_2D) for images, multiply-add otherwise."""
+
+    def __init__(self, batchnorm, weight_bits=8, activation_bits=8,
+                 ema_decay=0.999, **kwargs):
+        kwargs.setdefault("name", f"quant_{batchnorm.name}")
+        super().__init__(**kwargs)
+        self.batchnorm = batchnorm
+        self.weight_bits = int(weight_bits)
+        self.activation_bits = int(activation_bits)
+        self.ema_decay = float(ema_decay)
+
+    def build(self, input_shape):
+        if not self.batchnorm.built:
+            self.batchnorm.build(input_shape)
+        self.range = self._add_range()
+
+    def call(self, inputs, training=None):
+        bn = self.batchnorm
+        scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        if bn.gamma is not None:
+            scale = scale * bn.gamma
+        shift = -bn.moving_mean * scale
+        if bn.beta is not None:
+            shift = shift + bn.beta
+        if len(inputs.shape) == 4:
+            k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)),
+                                    self.weight_bits, True)
+            y = keras.ops.depthwise_conv(inputs, tf.reshape(k, (1, 1, -1, 1)),
+                                         1, "valid") + shift
+        else:
+            y = inputs * fq.quantize_weights(scale[None], self.weight_bits,
+                                             True)[0] + shift
+        return self._quantize_output(y, training, self.range,
+                                     self.activation_bits)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"batchnorm": keras.layers.serialize(self.batchnorm),
+                       "weight_bits": self.weight_bits,
+                       "activation_bits": self.activation_bits,
+                       "ema_decay": self.ema_decay})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["batchnorm"] = keras.layers.deserialize(config["batchnorm"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeOutput(_RangeMixin, keras.layers.Layer):
+    """Runs a weightless layer (Add, pooling, activation, ...) or nothing
+    (``layer=None``: the model input), then fake-quantizes its output."""
+
+    FIXED = {"softmax": (0.0, 1.0), "sigmoid": (0.0, 1.0)}
+
+    def __init__(self, layer=None, activation_bits=8, ema_decay=0.999,
+                 fixed_range=None, **kwargs):
+        name = layer.name if layer is not None else "input"
+        kwargs.setdefault("name", f"quant_{name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.activation_bits = int(activation_bits)
+        self.ema_decay = float(ema_decay)
+        self.fixed_range = tuple(fixed_range) if fixed_range else None
+
+    def build(self, input_shape):
+        if self.layer is not None and not self.layer.built:
+            self.layer.build(input_shape)
+        self.range = self._add_range(fixed=self.fixed_range)
+
+    def call(self, inputs, training=None):
+        y = inputs if self.layer is None else self.layer(inputs)
+        return self._quantize_output(y, training, self.range,
+                                     self.activation_bits,
+                                     fixed=self.fixed_range is not None)
+
+    def compute_output_shape(self, input_shape):
+        if self.layer is None:
+            return input_shape
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"layer": (keras.layers.serialize(self.layer)
+                                 if self.layer is not None else None),
+                       "activation_bits": self.activation_bits,
+                       "ema_decay": self.ema_decay,
+                       "fixed_range": (list(self.fixed_range)
+                                       if self.fixed_range else None)})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("layer"):
+            config["layer"] = keras.layers.deserialize(config["layer"])
+        return cls(**config)
+
+
+QUANTIZE_LAYERS = (QuantizeFused, QuantizeAffine, QuantizeOutput)

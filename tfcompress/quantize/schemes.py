@@ -1,0 +1,51 @@
+"""Quantization schemes: how many bits, per-channel or not, and whether
+the zeros of a pruned model are kept.
+
+>>> Default8BitScheme().weight_bits
+8
+>>> NBitScheme(weight_bits=4, activation_bits=8).weight_bits
+4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class Default8BitScheme:
+    """int8 weights (symmetric, per-channel for Conv/Depthwise, per-tensor
+    for Dense as TFLite requires) and int8 activations (asymmetric, EMA
+    ranges); BatchNormalization folded into the preceding Conv/Dense."""
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_channel: bool = True
+    fold_batchnorm: bool = True
+    preserve_sparsity: bool = False
+    ema_decay: float = 0.999
+
+    def __post_init__(self):
+        for name in ("weight_bits", "activation_bits"):
+            bits = getattr(self, name)
+            if not 2 <= bits <= 8:
+                raise ValueError(f"{name} must be between 2 and 8 (TFLite "
+                                 f"stores int8), got {bits}")
+
+
+@dataclasses.dataclass
+class NBitScheme(Default8BitScheme):
+    """Experimental lower bit-widths, e.g. 4-bit weights with 8-bit
+    activations. The model still converts to int8 TFLite; its weights then
+    take at most ``2**weight_bits - 1`` distinct levels per channel."""
+
+    def __init__(self, weight_bits=4, activation_bits=8, **kwargs):
+        super().__init__(weight_bits=weight_bits,
+                         activation_bits=activation_bits, **kwargs)
+
+
+@dataclasses.dataclass
+class PrunePreservingScheme(Default8BitScheme):
+    """Default8Bit that keeps the zeros of a pruned model at zero through
+    QAT and conversion (the mask is the kernel's zero pattern when
+    ``quantize_apply`` runs; use it on a ``strip_pruning`` result)."""
+    preserve_sparsity: bool = True

@@ -1,0 +1,185 @@
+"""Rebuilds a model with QAT layers (see :mod:`tfcompress.quantize.layers`)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers as L
+
+from tfcompress.prune.channel_graph import _SEQUENTIAL_INPUT, layer_graph
+from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
+                                        QuantizeOutput)
+from tfcompress.utils.layer_map import copy_layer, is_container
+
+FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Dense)
+UNSUPPORTED_CONV = (L.Conv2DTranspose, L.Conv1DTranspose, L.SeparableConv1D,
+                    L.SeparableConv2D, L.Conv3D)
+OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
+                    L.Average, L.Maximum, L.Minimum,
+                    L.AveragePooling1D, L.AveragePooling2D,
+                    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+                    L.ReLU, L.Activation, L.Softmax, L.LeakyReLU)
+PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.GlobalMaxPooling1D,
+                L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
+                L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
+                L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
+                L.Cropping1D, L.Cropping2D, L.Permute)
+# TFLite has no int8 kernel for these: left float and reported.
+KEPT_FLOAT = (L.LayerNormalization,)
+FUSABLE_ACTIVATIONS = ("relu", "relu6")
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer tfcompress does not know how to quantize."""
+
+
+def _unsupported(layer):
+    return UnsupportedLayerError(
+        f"layer {layer.name!r} ({type(layer).__name__}) has no quantize "
+        "config. Annotate it with tfcompress.quantize.quantize_annotate_"
+        "layer(layer, config) using OutputQuantizeConfig() (quantize its "
+        "output) or NoOpQuantizeConfig() (keep it float), or exclude it.")
+
+
+def _fusable_activation(layer):
+    if isinstance(layer, L.ReLU):
+        if layer.negative_slope or layer.threshold:
+            return None
+        if layer.max_value is None:
+            return "relu"
+        return "relu6" if float(layer.max_value) == 6.0 else None
+    if isinstance(layer, L.Activation):
+        name = getattr(layer.activation, "__name__", "")
+        return name if name in FUSABLE_ACTIVATIONS else None
+    return None
+
+
+def quantize_graph(model, scheme, report):
+    """Returns the QAT version of ``model``; fills ``report`` per layer."""
+    if not is_container(model):
+        raise ValueError(f"{model.name} is a subclassed model; tfcompress "
+                         "can quantize Sequential and Functional models")
+    graph = layer_graph(model)
+    consumers = {}
+    for layer, parents in graph:
+        for p in parents:
+            consumers.setdefault(p, []).append(layer)
+    outputs = set()
+    if isinstance(model, keras.Sequential):
+        outputs.add(model.layers[-1].name)
+    else:
+        for t in model.outputs:
+            outputs.add(t._keras_history[0].name)
+
+    def sole_consumer(name):
+        cs = consumers.get(name, [])
+        return cs[0] if len(cs) == 1 and name not in outputs else None
+
+    tensors, consumed = {}, {}
+    new_inputs = []
+    kw = dict(activation_bits=scheme.activation_bits,
+              ema_decay=scheme.ema_decay)
+    for layer, parents in graph:
+        name = layer.name
+        if name in consumed:
+            tensors[name] = tensors[consumed[name]]
+            continue
+        if isinstance(layer, L.InputLayer) or not parents:
+            shape = (layer.batch_shape[1:] if isinstance(layer, L.InputLayer)
+                     else model.inputs[0].shape[1:])
+            inp = keras.Input(shape=shape, name=name)
+            new_inputs.append(inp)
+            tensors[name] = QuantizeOutput(None, name=f"quant_input_{name}",
+                                           **kw)(inp)
+            report.append({"layer": name, "type": "Input",
+                           "quantized": "input range"})
+            continue
+        if parents == [_SEQUENTIAL_INPUT]:
+            if _SEQUENTIAL_INPUT not in tensors:
+                inp = keras.Input(shape=model.inputs[0].shape[1:],
+                                  name="input")
+                new_inputs.append(inp)
+                tensors[_SEQUENTIAL_INPUT] = QuantizeOutput(
+                    None, name="quant_input", **kw)(inp)
+        args = [tensors[p] for p in parents]
+        x = args[0] if len(args) == 1 else args
+        config = getattr(layer, "_tfcompress_quantize_config", None)
+        if config is not None and config != "default":
+            new = copy_layer(layer)
+            if config.quantize_output:
+                new = QuantizeOutput(new, **kw)
+            tensors[name] = new(x)
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": config.describe()})
+            continue
+        if is_container(layer):
+            inner = quantize_graph(layer, scheme, report)
+            tensors[name] = inner(x)
+            continue
+        if isinstance(layer, FUSABLE):
+            bn = act = None
+            nxt = sole_consumer(name)
+            fused = [name]
+            act_inside = getattr(layer.activation, "__name__", "linear")
+            if scheme.fold_batchnorm and act_inside == "linear" and \
+                    isinstance(nxt, L.BatchNormalization) and \
+                    nxt.axis in (-1, len(layer.output.shape) - 1):
+                bn = nxt
+                fused.append(bn.name)
+                nxt = sole_consumer(bn.name)
+            if act_inside == "linear" and nxt is not None and \
+                    _fusable_activation(nxt):
+                act = _fusable_activation(nxt)
+                fused.append(nxt.name)
+            q = QuantizeFused(copy_layer(layer),
+                              copy_layer(bn) if bn is not None else None,
+                              act, weight_bits=scheme.weight_bits,
+                              per_channel=scheme.per_channel,
+                              preserve_sparsity=scheme.preserve_sparsity,
+                              **kw)
+            out = q(x)
+            for n in fused:
+                tensors[n] = out
+                consumed[n] = name
+            report.append({
+                "layer": name, "type": type(layer).__name__,
+                "quantized": f"weights int{scheme.weight_bits} "
+                             f"{'per-channel' if q.per_channel else 'per-tensor'}"
+                             f", output int{scheme.activation_bits}",
+                "folded": fused[1:], "wrapper": q.name})
+            continue
+        if isinstance(layer, L.BatchNormalization):
+            q = QuantizeAffine(copy_layer(layer),
+                               weight_bits=scheme.weight_bits, **kw)
+            tensors[name] = q(x)
+            report.append({"layer": name, "type": "BatchNormalization",
+                           "quantized": "int8 per-channel affine (1x1 "
+                                        "depthwise)", "wrapper": q.name})
+            continue
+        if isinstance(layer, OUTPUT_QUANTIZED):
+            act = getattr(getattr(layer, "activation", None), "__name__", "")
+            fixed = QuantizeOutput.FIXED.get(
+                "softmax" if isinstance(layer, L.Softmax) else act)
+            q = QuantizeOutput(copy_layer(layer), fixed_range=fixed, **kw)
+            tensors[name] = q(x)
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": f"output int{scheme.activation_bits}",
+                           "wrapper": q.name})
+            continue
+        if isinstance(layer, PASS_THROUGH):
+            tensors[name] = copy_layer(layer)(x)
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": "pass-through (keeps scale)"})
+            continue
+        if isinstance(layer, KEPT_FLOAT):
+            tensors[name] = copy_layer(layer)(x)
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": "FLOAT (TFLite has no int8 kernel)"})
+            continue
+        raise _unsupported(layer)
+    if isinstance(model, keras.Sequential):
+        outs = tensors[model.layers[-1].name]
+    else:
+        outs = [tensors[t._keras_history[0].name] for t in model.outputs]
+        outs = outs[0] if len(outs) == 1 else outs
+    return keras.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,
+                       outs, name=f"{model.name}_qat")

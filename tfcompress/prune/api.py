@@ -6,6 +6,7 @@ from typing import Iterable, Optional
 
 import keras
 
+from tfcompress.errors import InputError
 from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import is_container, map_layers
@@ -56,16 +57,16 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             to_prune, keras.Model):
         return PruneLowMagnitude(to_prune, **kwargs)
     if not isinstance(to_prune, keras.Model):
-        raise ValueError(f"prune_low_magnitude takes a Keras layer or model, "
+        raise InputError(f"prune_low_magnitude takes a Keras layer or model, "
                          f"got {type(to_prune).__name__}")
     if not is_container(to_prune):
-        raise ValueError(
+        raise InputError(
             f"{to_prune.name} is a subclassed model; tfcompress cannot "
             "rebuild it. Wrap its prunable layers inside the subclass with "
             "prune_low_magnitude(layer, ...) instead, or build the model as "
             "Sequential/Functional.")
     if not to_prune.built:
-        raise ValueError(f"model {to_prune.name} is not built; call it on "
+        raise InputError(f"model {to_prune.name} is not built; call it on "
                          "data or give it an Input first")
     include = set(include) if include is not None else None
     exclude = set(exclude or ())
@@ -74,15 +75,15 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         names = {l.name: l for l in iter_layers(to_prune)}
         unknown = include - set(names)
         if unknown:
-            raise ValueError(f"include names layers not in the model: "
+            raise InputError(f"include names layers not in the model: "
                              f"{sorted(unknown)}")
         for name in include:
             if not prunable.is_prunable(names[name]):
-                raise ValueError(prunable.unsupported_message(names[name]))
+                raise InputError(prunable.unsupported_message(names[name]))
 
     def wrap(layer):
         if isinstance(layer, PruneLowMagnitude):
-            raise ValueError(f"layer {layer.name} is already pruned; strip "
+            raise InputError(f"layer {layer.name} is already pruned; strip "
                              "it with strip_pruning() first")
         if layer.name in exclude:
             return layer

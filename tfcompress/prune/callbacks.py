@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.errors import InputError
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import iter_layers
@@ -56,12 +57,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.wrappers = collect_wrappers(self.model)
         if not self.wrappers:
-            raise ValueError(
+            raise InputError(
                 "UpdatePruningStep: the model has no pruned layers; wrap it "
                 "with tfcompress.prune.prune_low_magnitude() first")
         unbuilt = [w.name for w in self.wrappers if not w.built]
         if unbuilt:
-            raise ValueError(f"UpdatePruningStep: layers {unbuilt} are not "
+            raise InputError(f"UpdatePruningStep: layers {unbuilt} are not "
                              "built; build the model (call it on data) "
                              "before training")
         # -1 marks a fresh wrapper; a restored model continues its schedule

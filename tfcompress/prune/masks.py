@@ -25,6 +25,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.errors import InputError
+
 
 def keep_count(size, sparsity):
     """How many of ``size`` weights survive ``sparsity`` (tfmot's rounding:
@@ -110,13 +112,13 @@ def n_of_m_mask(weight, n=2, m=4, axis=-2, sparsity=1.0):
       ValueError: if the axis length is not a multiple of ``m``.
     """
     if not 0 < n < m:
-        raise ValueError(f"sparsity_m_by_n needs 0 < N < M, got {n}:{m}")
+        raise InputError(f"sparsity_m_by_n needs 0 < N < M, got {n}:{m}")
     w = tf.convert_to_tensor(weight)
     rank = len(w.shape)
     axis = axis % rank
     length = int(w.shape[axis])
     if length % m:
-        raise ValueError(
+        raise InputError(
             f"N:M sparsity needs the input-channel axis ({length}) to be a "
             f"multiple of M={m}; choose another M or exclude the layer")
     perm = [i for i in range(rank) if i != axis] + [axis]

@@ -18,6 +18,8 @@ from typing import Optional, Protocol, runtime_checkable
 import keras
 from keras import layers as L
 
+from tfcompress.errors import InputError
+
 
 @runtime_checkable
 class PrunableLayer(Protocol):
@@ -86,7 +88,7 @@ def get_prunable_weights(layer) -> list:
         return list(layer.get_prunable_weights())
     getter = _builtin_getter(layer)
     if getter is None:
-        raise ValueError(unsupported_message(layer))
+        raise InputError(unsupported_message(layer))
     return getter(layer)
 
 

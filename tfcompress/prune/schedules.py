@@ -20,24 +20,26 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfcompress.errors import InputError
+
 
 def _validate_sparsity(value, name):
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+        raise InputError(f"{name} must be in [0, 1), got {value}")
 
 
 def _validate_steps(begin_step, end_step, frequency, allow_open_end):
     if begin_step < 0:
-        raise ValueError(f"begin_step must be >= 0, got {begin_step}")
+        raise InputError(f"begin_step must be >= 0, got {begin_step}")
     if frequency <= 0:
-        raise ValueError(f"frequency must be > 0, got {frequency}")
+        raise InputError(f"frequency must be > 0, got {frequency}")
     if end_step == -1 and allow_open_end:
         return
     if end_step < 0:
-        raise ValueError(f"end_step must be >= 0 (or -1 for no end), got "
+        raise InputError(f"end_step must be >= 0 (or -1 for no end), got "
                          f"{end_step}")
     if end_step <= begin_step:
-        raise ValueError(f"end_step ({end_step}) must be greater than "
+        raise InputError(f"end_step ({end_step}) must be greater than "
                          f"begin_step ({begin_step})")
 
 
@@ -135,7 +137,7 @@ class PolynomialDecay(PruningSchedule):
         _validate_sparsity(initial_sparsity, "initial_sparsity")
         _validate_sparsity(final_sparsity, "final_sparsity")
         if power <= 0:
-            raise ValueError(f"power must be > 0, got {power}")
+            raise InputError(f"power must be > 0, got {power}")
         _validate_steps(begin_step, end_step, frequency, allow_open_end=False)
         self.initial_sparsity = float(initial_sparsity)
         self.final_sparsity = float(final_sparsity)
@@ -183,6 +185,6 @@ def deserialize(config) -> PruningSchedule:
         cls = keras.saving.get_registered_object(name) or \
             keras.saving.get_registered_object("Custom>" + name)
     if cls is None:
-        raise ValueError(f"unknown pruning schedule {name!r}; register it "
+        raise InputError(f"unknown pruning schedule {name!r}; register it "
                          "with keras.saving.register_keras_serializable()")
     return cls.from_config(config["config"])

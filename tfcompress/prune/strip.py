@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress.errors import InputError
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
@@ -36,7 +37,7 @@ def strip_pruning(model):
         return model.layer
     if not isinstance(model, keras.Model) or not is_container(model):
         if isinstance(model, keras.Model) and is_pruned(model):
-            raise ValueError(f"{model.name} is a subclassed model; strip its "
+            raise InputError(f"{model.name} is a subclassed model; strip its "
                              "pruned layers inside the subclass")
         return model
     if not is_pruned(model):

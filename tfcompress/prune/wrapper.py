@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.backend.common import stateless_scope
 
+from tfcompress.errors import InputError
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune import prunable, schedules
 
@@ -65,10 +66,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if pruning_schedule is None:
             pruning_schedule = schedules.ConstantSparsity(0.5, 0)
         if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(f"PruneLowMagnitude wraps a Keras layer, got "
+            raise InputError(f"PruneLowMagnitude wraps a Keras layer, got "
                              f"{type(layer).__name__}")
         if not prunable.is_prunable(layer):
-            raise ValueError(prunable.unsupported_message(layer))
+            raise InputError(prunable.unsupported_message(layer))
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
@@ -77,11 +78,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if sparsity_m_by_n is not None:
             n, m = (int(v) for v in sparsity_m_by_n)
             if not 0 < n < m:
-                raise ValueError(f"sparsity_m_by_n must be (N, M) with "
+                raise InputError(f"sparsity_m_by_n must be (N, M) with "
                                  f"0 < N < M, got {sparsity_m_by_n}")
             sparsity_m_by_n = (n, m)
             if self.block_size != (1, 1):
-                raise ValueError("use either block_size or sparsity_m_by_n, "
+                raise InputError("use either block_size or sparsity_m_by_n, "
                                  "not both")
         self.sparsity_m_by_n = sparsity_m_by_n
         self.global_pruning = bool(global_pruning)
@@ -96,7 +97,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def build(self, input_shape=None):
         if not self.layer.built:
             if input_shape is None:
-                raise ValueError(
+                raise InputError(
                     f"layer {self.layer.name!r} is not built; build it (or "
                     "call it once) before wrapping it")
             self.layer.build(input_shape)
@@ -105,14 +106,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return
         self.pruned_weights = prunable.get_prunable_weights(self.layer)
         if not self.pruned_weights:
-            raise ValueError(f"layer {self.layer.name!r} returned no weights "
+            raise InputError(f"layer {self.layer.name!r} returned no weights "
                              "to prune from get_prunable_weights()")
         if self.sparsity_m_by_n is not None:
             m = self.sparsity_m_by_n[1]
             for w in self.pruned_weights:
                 axis = prunable.input_channel_axis(self.layer, w)
                 if w.shape[axis] % m:
-                    raise ValueError(
+                    raise InputError(
                         f"layer {self.layer.name!r}: N:M sparsity needs the "
                         f"input-channel axis of {w.name} (length "
                         f"{w.shape[axis]}) to be a multiple of {m}; exclude "

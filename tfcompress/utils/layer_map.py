@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 import keras
 from keras.src.models.functional import Functional
 
+from tfcompress.errors import InputError
+
 
 def is_container(layer) -> bool:
     """True for Sequential and Functional models (models made of layers)."""
@@ -76,7 +78,7 @@ def map_layers(model: keras.Model,
       ValueError: for subclassed models, whose structure cannot be rebuilt.
     """
     if not is_container(model):
-        raise ValueError(
+        raise InputError(
             f"{model.name} is a subclassed model ({type(model).__name__}); "
             "tfcompress can rebuild only Sequential and Functional models. "
             "Apply the function to its layers inside the subclass instead, "
@@ -97,7 +99,7 @@ def map_layers(model: keras.Model,
     for original, new in pairs:
         if original.built and original.weights:
             if not new.built:
-                raise ValueError(f"layer {new.name} was not built when "
+                raise InputError(f"layer {new.name} was not built when "
                                  "cloning; build the model first")
             new.set_weights(original.get_weights())
     return clone

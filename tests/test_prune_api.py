@@ -230,3 +230,42 @@ def test_already_pruned_layers_are_refused():
     pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
     with pytest.raises(ValueError, match="strip_pruning"):
         prune.prune_low_magnitude(pruned, SCHEDULE)
+
+
+class DenseOnlyPolicy:
+    """A tfmot-style pruning policy: prune Dense layers, refuse no model."""
+
+    def __init__(self):
+        self.checked = []
+
+    def ensure_model_supports_pruning(self, model):
+        self.checked.append(model.name)
+
+    def allow_pruning(self, layer):
+        return isinstance(layer, keras.layers.Dense)
+
+
+def test_pruning_policy_decides_per_layer():
+    policy = DenseOnlyPolicy()
+    model = mobilenet_small()
+    pruned = prune.prune_low_magnitude(model, SCHEDULE,
+                                       pruning_policy=policy)
+    assert policy.checked == [model.name]
+    assert [w.layer.name for w in prune.collect_wrappers(pruned)] == [
+        "logits"]
+
+
+def test_wrapping_layers_while_defining_models_tfmot_style(tmp_path):
+    schedule = prune.ConstantSparsity(0.5, 0, frequency=1)
+    inputs = keras.Input((6,))
+    x = prune.prune_low_magnitude(keras.layers.Dense(8), schedule)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    model.compile("sgd", "mse")
+    _fit(model, *_xy(16), epochs=1)
+    (wrapper,) = prune.collect_wrappers(model)
+    assert wrapper.sparsity() == [0.5]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(
+        prune.collect_wrappers(loaded)[0].masks[0].numpy(),
+        wrapper.masks[0].numpy())

@@ -16,7 +16,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                         sparsity_m_by_n=None, global_pruning=False,
                         min_density=0.01,
                         include: Optional[Iterable[str]] = None,
-                        exclude: Optional[Iterable[str]] = None):
+                        exclude: Optional[Iterable[str]] = None,
+                        pruning_policy=None):
     """Wraps a layer, or every prunable layer of a model, for pruning.
 
     Works on a single layer, Sequential and Functional models, and models
@@ -34,6 +35,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
       include: names of the only layers to prune (each must be prunable:
         naming an unsupported layer raises an error).
       exclude: names of layers to leave dense.
+      pruning_policy: optional object with tfmot's ``PruningPolicy``
+        methods: ``ensure_model_supports_pruning(model)`` (raise if the
+        model cannot be pruned under the policy) and ``allow_pruning(layer)``
+        (False leaves the layer dense). Only for models.
 
     Returns:
       The wrapper (for a layer) or a new model with wrapped layers.
@@ -68,6 +73,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     if not to_prune.built:
         raise InputError(f"model {to_prune.name} is not built; call it on "
                          "data or give it an Input first")
+    if pruning_policy is not None:
+        pruning_policy.ensure_model_supports_pruning(to_prune)
     include = set(include) if include is not None else None
     exclude = set(exclude or ())
     if include is not None:
@@ -90,6 +97,9 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         if include is not None and layer.name not in include:
             return layer
         if not prunable.is_prunable(layer):
+            return layer
+        if pruning_policy is not None and not pruning_policy.allow_pruning(
+                layer):
             return layer
         if not layer.built:
             return layer

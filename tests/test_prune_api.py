@@ -269,3 +269,18 @@ def test_wrapping_layers_while_defining_models_tfmot_style(tmp_path):
     np.testing.assert_array_equal(
         prune.collect_wrappers(loaded)[0].masks[0].numpy(),
         wrapper.masks[0].numpy())
+
+
+def test_two_of_four_on_a_model_skips_layers_it_cannot_group():
+    from tfcompress.models import seed_cnn
+    model = seed_cnn()
+    pruned = prune.prune_low_magnitude(model, SCHEDULE,
+                                       sparsity_m_by_n=(2, 4))
+    wrapped = [w.layer.name for w in prune.collect_wrappers(pruned)]
+    assert wrapped == ["conv2", "fc1", "logits"]     # conv1: 1 channel in
+    rows = {r["layer"]: r["status"] for r in prune.summary(
+        pruned, print_fn=lambda s: None)}
+    assert rows["conv1"] == "dense (excluded)"
+    with pytest.raises(ValueError, match="multiple of 4"):
+        prune.prune_low_magnitude(model, SCHEDULE, sparsity_m_by_n=(2, 4),
+                                  include=["conv1"])

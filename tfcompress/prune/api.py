@@ -28,7 +28,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
       to_prune: a ``keras.layers.Layer`` or a Sequential/Functional model.
       pruning_schedule: a :class:`PruningSchedule` (default: constant 50%).
       block_size: ``(rows, cols)`` block sparsity, e.g. ``(1, 4)``.
-      sparsity_m_by_n: ``(N, M)`` structured sparsity, e.g. ``(2, 4)``.
+      sparsity_m_by_n: ``(N, M)`` structured sparsity, e.g. ``(2, 4)``,
+        along the input channels. Layers whose input channels are not a
+        multiple of M are left dense (reported by ``summary``) unless
+        named in ``include``, which raises an error for them.
       global_pruning: rank weights across all pruned layers together.
       min_density: with ``global_pruning``, the least fraction each layer
         keeps.
@@ -103,6 +106,9 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             return layer
         if not layer.built:
             return layer
+        if (sparsity_m_by_n is not None and include is None and not
+                prunable.supports_n_of_m(layer, sparsity_m_by_n[1])):
+            return layer  # e.g. a first conv with 1 input channel
         return PruneLowMagnitude(layer, **kwargs)
 
     return map_layers(to_prune, wrap)

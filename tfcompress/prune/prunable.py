@@ -105,6 +105,13 @@ def input_channel_axis(layer, weight) -> Optional[int]:
     return 0
 
 
+def supports_n_of_m(layer, m) -> bool:
+    """True if every prunable weight of the built ``layer`` has an input
+    channel axis whose length is a multiple of ``m``."""
+    return all(w.shape[input_channel_axis(layer, w)] % m == 0
+               for w in get_prunable_weights(layer))
+
+
 def unsupported_message(layer) -> str:
     return (f"layer {layer.name!r} ({type(layer).__name__}) cannot be "
             "pruned: tfcompress does not know which of its weights to "

@@ -52,8 +52,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
       block_size: ``(rows, cols)`` blocks pruned together; ``(1, 1)`` is
         unstructured.
       sparsity_m_by_n: ``(N, M)`` to keep N of every M weights along the
-        input channels (e.g. ``(2, 4)``), applied on the schedule's update
-        steps once its sparsity is above zero.
+        input channels (e.g. ``(2, 4)``). The pattern follows the schedule:
+        at sparsity s a fraction s / ((M-N)/M) of the M-N smallest weights
+        of each group is pruned, so the pattern is exact from sparsity
+        (M-N)/M on (0.5 for 2:4); the sparsity never exceeds (M-N)/M.
       global_pruning: rank this layer's weights together with every other
         global layer of the model (one threshold).
       min_density: with ``global_pruning``, the fraction of weights each

@@ -72,8 +72,10 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         # TFLite requires per-tensor weights for fully connected layers.
-        self.per_channel = bool(per_channel) and not isinstance(layer,
-                                                                L.Dense)
+        # Conv1D runs as an expanded Conv2D whose quantized axis TFLite
+        # cannot match to a per-channel fake-quant: per-tensor there too.
+        self.per_channel = bool(per_channel) and not isinstance(
+            layer, (L.Dense, L.Conv1D))
         self.preserve_sparsity = bool(preserve_sparsity)
         self.ema_decay = float(ema_decay)
         self._act = _activation_fn(activation)
@@ -256,11 +258,6 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits,
                                      fixed=self.fixed_range is not None)
-
-    def compute_output_shape(self, input_shape):
-        if self.layer is None:
-            return input_shape
-        return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
         config = super().get_config()

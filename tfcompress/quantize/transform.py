@@ -15,10 +15,11 @@ UNSUPPORTED_CONV = (L.Conv2DTranspose, L.Conv1DTranspose, L.SeparableConv1D,
                     L.SeparableConv2D, L.Conv3D)
 OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
                     L.Average, L.Maximum, L.Minimum,
-                    L.AveragePooling1D, L.AveragePooling2D,
                     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
                     L.ReLU, L.Activation, L.Softmax, L.LeakyReLU)
-PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.GlobalMaxPooling1D,
+# TFLite's int8 AVERAGE_POOL_2D keeps its input scale: no own range.
+PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
+                L.AveragePooling2D, L.GlobalMaxPooling1D,
                 L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
                 L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
                 L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,

@@ -238,3 +238,12 @@ def test_pruning_summaries_write_sparsity_and_thresholds(tmp_path):
     assert values["prune_low_magnitude_fc/kernel/sparsity"] == 0.5
     assert values["prune_low_magnitude_fc/target_sparsity"] == 0.5
     assert values["prune_low_magnitude_conv/kernel/threshold"] > 0
+
+
+def test_steps_per_execution_above_one_is_refused_clearly():
+    model = prune.prune_low_magnitude(_small_cnn())
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), steps_per_execution=4)
+    with pytest.raises(ValueError, match="steps_per_execution=1"):
+        model.fit(*_data(16), verbose=0,
+                  callbacks=[prune.UpdatePruningStep()])

@@ -65,6 +65,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
             raise InputError(f"UpdatePruningStep: layers {unbuilt} are not "
                              "built; build the model (call it on data) "
                              "before training")
+        per_execution = int(getattr(self.model, "steps_per_execution", 1)
+                            or 1)
+        if per_execution > 1:
+            raise InputError(
+                f"UpdatePruningStep: the model is compiled with "
+                f"steps_per_execution={per_execution}, but the pruning step "
+                "counter advances once per batch callback; compile the "
+                "pruned model with steps_per_execution=1")
         # -1 marks a fresh wrapper; a restored model continues its schedule
         # from the step after the last one it trained.
         self.step = max(max(w.step for w in self.wrappers), 0)

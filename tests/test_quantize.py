@@ -26,10 +26,11 @@ def _check_integer_and_agreeing(q, r, x):
         assert not {"FLOAT32", "FLOAT16"} & set(op["inputs"] + op["outputs"])
     chk = r.report["numerical_check"]
     out = r.report["outputs"][0]
-    # dequantized error within 2 quantization steps of the output scale
-    lo, hi = [l for l in quantize.summary(q, print_fn=None)][-1][
-        "output_range"]
-    step = (hi - lo) / 255
+    # dequantized error within 2 quantization steps (of the coarsest
+    # activation scale on the path: rounding there bounds what follows)
+    rows = quantize.summary(q, print_fn=None)
+    step = max((hi - lo) / 255 for lo, hi in (r["output_range"]
+                                              for r in rows[1:]))
     assert chk["max_abs_error"] <= 2 * step + 1e-6, (chk, step)
     if "top1_agreement" in chk:
         # untrained heads give near-ties that one quantization step flips

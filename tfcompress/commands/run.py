@@ -6,13 +6,14 @@ from tfcompress.commands import UsageError, command
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "run: output folder for run artifacts "
-                    "(default: runs/<recipe>/).")
+                    "(default: runs/<recipe name>/).")
 flags.DEFINE_multi_string("set", [], "run: override a recipe field, "
                           "key.path=value (repeatable).")
 flags.DEFINE_string("only", None, "run: run only this variant.")
 
 
-@command("run", "Run a recipe (train, compress, convert, benchmark).")
+@command("run", "Run a recipe (train, prune, QAT, convert, benchmark, "
+                "report).")
 def run(args):
     if len(args) != 1:
         raise UsageError("run takes exactly one recipe file: "
@@ -20,5 +21,9 @@ def run(args):
     from tfcompress.recipes import run_recipe
     result = run_recipe(args[0], out_dir=FLAGS.out, overrides=FLAGS.set,
                         only=FLAGS.only)
-    print(f"tfcompress: run finished; artifacts in {result['run_dir']}")
+    with open(result["report_md"]) as f:
+        table = [l for l in f.read().splitlines() if l.startswith("|")]
+    print("\n".join(table[:2 + len(result["results"])]))
+    print(f"tfcompress: report in {result['report_md']} "
+          f"(and report.json, pareto.png)")
     return 0

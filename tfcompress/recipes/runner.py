@@ -1,95 +1,77 @@
-"""Runs a recipe: loads data, trains the baseline model and saves it."""
+"""Runs a recipe: baseline training, then each variant's stages, with
+every finished stage cached so an interrupted run resumes.
+
+Artifacts go to ``runs/<recipe name>/`` (or ``--out``): ``baseline.keras``,
+``variants/<variant>/<n>_<stage>.{keras,tflite,json}``, ``recipe.json``
+(the resolved recipe), ``environment.json``, ``report.md``,
+``report.json`` and ``pareto.png``. Each artifact has a ``.meta.json``
+holding the hash of everything it depends on (its recipe section and its
+input's hash): a stage whose hash matches is reused, a changed section
+invalidates it and what follows.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import time
 
-import yaml
+import numpy as np
 
 from tfcompress.errors import InputError
+from tfcompress.recipes import stages
+from tfcompress.recipes.schema import load_recipe
 from tfcompress.utils import atomic_path, atomic_write_text
 
-DEFAULTS = {
-    "name": None,
-    "model": "seed_cnn",
-    "data": "fashion_mnist",
-    "train": {
-        "epochs": 1,
-        "batch_size": 128,
-        "optimizer": "adam",
-        "learning_rate": 1e-3,
-        "seed": 0,
-        "train_samples": None,
-        "test_samples": None,
-    },
-}
+
+def _hash(*parts):
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
-def _merge(defaults, given, path, source):
-    if not isinstance(given, dict):
-        raise InputError(f"{source}: {path or 'recipe'} must be a mapping, "
-                         f"got {type(given).__name__}")
-    out = {}
-    for key, value in given.items():
-        if key not in defaults:
-            import difflib
-            close = difflib.get_close_matches(str(key), defaults, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise InputError(f"{source}: unknown key "
-                             f"{(path + '.' if path else '') + str(key)!r}"
-                             f"{hint}")
-    for key, default in defaults.items():
-        value = given.get(key, default)
-        if isinstance(default, dict):
-            value = _merge(default, given.get(key, {}) or {},
-                           (path + "." if path else "") + key, source)
-        out[key] = value
-    return out
-
-
-def _apply_override(recipe, override):
-    if "=" not in override:
-        raise InputError(f"--set {override!r}: expected key.path=value")
-    key, raw = override.split("=", 1)
-    value = yaml.safe_load(raw)
-    node = recipe
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise InputError(f"--set {override!r}: {part} is not a mapping")
-    node[parts[-1]] = value
-
-
-def load_recipe(path, overrides=()):
-    """Loads, overrides and validates a recipe file; returns a dict."""
-    if not os.path.isfile(path):
-        raise InputError(f"recipe {path} does not exist; see configs/ for "
-                         "examples")
+def _cached(path, digest):
+    meta = path + ".meta.json"
+    if not (os.path.exists(path) and os.path.exists(meta)):
+        return False
     try:
-        with open(path, encoding="utf-8") as f:
-            given = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML: "
-                         f"{str(e).splitlines()[0]}") from None
-    for override in overrides:
-        _apply_override(given, override)
-    recipe = _merge(DEFAULTS, given, "", path)
-    if recipe["name"] is None:
-        recipe["name"] = os.path.splitext(os.path.basename(path))[0]
-    return recipe
+        with open(meta) as f:
+            return json.load(f).get("hash") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def _mark(path, digest, extra=None):
+    atomic_write_text(path + ".meta.json", json.dumps(
+        {"hash": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+         **(extra or {})}, indent=2))
+
+
+def _save_model(model, path):
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def _load_model(path):
+    import keras
+    import tfcompress.prune  # noqa: F401  registers serializables
+    import tfcompress.quantize  # noqa: F401
+    return keras.models.load_model(path, compile=False)
 
 
 def load_data(name, train_samples=None, test_samples=None):
-    """Returns float ``(x_train, y_train), (x_test, y_test)`` for a recipe."""
+    """Float ``(x_train, y_train), (x_test, y_test)`` for a recipe."""
     from tfcompress import data
     loaders = {"fashion_mnist": data.load_fashion_mnist,
                "mnist": data.load_mnist}
     if name in loaders:
         (xt, yt), (xv, yv) = loaders[name]()
     elif str(name).endswith(".npz"):
+        if not os.path.isfile(name):
+            raise InputError(f"data file {name} does not exist")
         (xt, yt), (xv, yv) = data.load_npz(name)
     else:
         raise InputError(f"unknown data {name!r}; use fashion_mnist, mnist "
@@ -102,37 +84,143 @@ def load_data(name, train_samples=None, test_samples=None):
     return (xt, yt.astype("int32")), (xv, yv.astype("int32"))
 
 
-def run_recipe(path, out_dir=None, overrides=(), only=None):
-    """Runs the recipe at ``path``; returns a dict with the run's results."""
-    recipe = load_recipe(path, overrides)
-    t = recipe["train"]
-    import keras
-    from tfcompress.models import compile_classifier, get_model
+def _baseline_model(recipe):
+    from tfcompress.models import MODELS, get_model
+    name = recipe["model"]
+    if name in MODELS:
+        return get_model(name)
+    if os.path.exists(name):
+        try:
+            return _load_model(name)
+        except Exception as e:
+            raise InputError(f"cannot load model {name}: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+    raise InputError(f"model {name!r} is neither a reference model "
+                     f"({', '.join(sorted(MODELS))}) nor an existing "
+                     ".keras file")
 
+
+def _environment():
+    import keras
+    import tensorflow as tf
+    return {"python": platform.python_version(),
+            "machine": platform.machine(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__,
+            "cores": os.cpu_count()}
+
+
+def run_recipe(path, out_dir=None, overrides=(), only=None):
+    """Runs the recipe at ``path``; returns a dict with the run's results.
+
+    >>> result = run_recipe("configs/fashion_mnist_cnn.yaml")  # doctest: +SKIP
+    >>> result["report_md"]                                    # doctest: +SKIP
+    'runs/fashion_mnist_cnn/report.md'
+    """
+    recipe = load_recipe(path, overrides)
+    variants = recipe["variants"]
+    if only is not None:
+        variants = [v for v in variants if v["name"] == only]
+        if not variants:
+            raise InputError(f"--only {only!r}: no such variant; variants "
+                             "are " + ", ".join(
+                                 v["name"] for v in recipe["variants"]))
     run_dir = out_dir or os.path.join("runs", recipe["name"])
     os.makedirs(run_dir, exist_ok=True)
-    (xt, yt), (xv, yv) = load_data(recipe["data"], t["train_samples"],
-                                   t["test_samples"])
-    keras.utils.set_random_seed(t["seed"])
-    try:
-        model = get_model(recipe["model"])
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    compile_classifier(model, t["learning_rate"], t["optimizer"])
-    start = time.time()
-    model.fit(xt, yt, epochs=t["epochs"], batch_size=t["batch_size"],
-              validation_split=0.0, verbose=2)
-    train_seconds = time.time() - start
-    _, acc = model.evaluate(xv, yv, batch_size=512, verbose=0)
-    model_path = os.path.join(run_dir, "baseline.keras")
-    with atomic_path(model_path) as tmp:
-        model.save(tmp)
-    result = {"recipe": recipe, "run_dir": run_dir,
-              "baseline": {"path": model_path, "test_accuracy": float(acc),
-                           "train_seconds": round(train_seconds, 2),
-                           "size_bytes": os.path.getsize(model_path)}}
-    atomic_write_text(os.path.join(run_dir, "report.json"),
-                      json.dumps(result, indent=2))
-    print(f"baseline {recipe['model']}: test accuracy {acc:.4f}, "
-          f"saved to {model_path}")
-    return result
+    atomic_write_text(os.path.join(run_dir, "recipe.json"),
+                      json.dumps(recipe, indent=2))
+    atomic_write_text(os.path.join(run_dir, "environment.json"),
+                      json.dumps(_environment(), indent=2))
+    import keras
+    d = recipe["data"]
+    data = load_data(d["name"], d["train_samples"], d["test_samples"])
+    (xt, yt), (xv, yv) = data
+    eval_npz = os.path.join(run_dir, "eval.npz")
+    if not os.path.exists(eval_npz):
+        with atomic_path(eval_npz, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, x=xv, y=yv)
+    train = recipe["train"]
+    base_path = os.path.join(run_dir, "baseline.keras")
+    base_hash = _hash(recipe["model"], d, train)
+    if _cached(base_path, base_hash):
+        print(f"[baseline] reusing {base_path}")
+        baseline = _load_model(base_path)
+    else:
+        print(f"[baseline] training {recipe['model']} for "
+              f"{train['epochs']} epoch(s) on {len(xt)} samples")
+        keras.utils.set_random_seed(train["seed"])
+        baseline = _baseline_model(recipe)
+        stages._compile(baseline, train["optimizer"],
+                        train["learning_rate"])
+        stages._fit(baseline, data, train["epochs"], train["batch_size"])
+        _save_model(baseline, base_path)
+        _mark(base_path, base_hash)
+    results = {"baseline": {"path": base_path,
+                            "keras_accuracy": stages.evaluate(baseline,
+                                                              data),
+                            "size_bytes": os.path.getsize(base_path)}}
+    for variant in variants:
+        results[variant["name"]] = _run_variant(
+            variant, baseline, base_path, base_hash, data, train, run_dir,
+            eval_npz)
+    from tfcompress.recipes.report import write_report
+    paths = write_report(run_dir, recipe, results)
+    return {"run_dir": run_dir, "results": results, **paths}
+
+
+def _run_variant(variant, baseline, base_path, base_hash, data, train,
+                 run_dir, eval_npz):
+    import keras
+    name = variant["name"]
+    vdir = os.path.join(run_dir, "variants", name)
+    os.makedirs(vdir, exist_ok=True)
+    model, model_path, digest = baseline, base_path, base_hash
+    out = {"stages": [], "keras_accuracy": None}
+    tflite_path = None
+    for i, stage in enumerate(variant["stages"]):
+        kind, params = next(iter(stage.items()))
+        digest = _hash(digest, kind, params)
+        label = f"[{name}] {i}_{kind}"
+        if kind in ("prune", "qat"):
+            path = os.path.join(vdir, f"{i}_{kind}.keras")
+            if _cached(path, digest):
+                print(f"{label}: reusing {path}")
+                model = _load_model(path)
+            else:
+                print(f"{label}: running")
+                keras.utils.set_random_seed(train["seed"] + i)
+                fn = stages.run_prune if kind == "prune" else stages.run_qat
+                model = fn(model, params, data, train)
+                _save_model(model, path)
+                _mark(path, digest)
+            model_path = path
+        elif kind == "convert":
+            path = os.path.join(vdir, f"{i}_convert.tflite")
+            rpath = path + ".report.json"
+            if _cached(path, digest) and os.path.exists(rpath):
+                print(f"{label}: reusing {path}")
+            else:
+                print(f"{label}: {params['mode']}")
+                report = stages.run_convert(model, params, data, path)
+                atomic_write_text(rpath, json.dumps(report, indent=2,
+                                                    default=str))
+                _mark(path, digest)
+            with open(rpath) as f:
+                out["conversion"] = json.load(f)
+            tflite_path = path
+        elif kind == "bench":
+            path = os.path.join(vdir, f"{i}_bench.json")
+            if _cached(path, digest):
+                print(f"{label}: reusing {path}")
+            else:
+                print(f"{label}: benchmarking {os.path.basename(tflite_path)}")
+                result = stages.run_bench(tflite_path, params, eval_npz)
+                atomic_write_text(path, json.dumps(result, indent=2))
+                _mark(path, digest)
+            with open(path) as f:
+                out["bench"] = json.load(f)
+        out["stages"].append(kind)
+    out["keras_model"] = model_path
+    out["keras_accuracy"] = stages.evaluate(model, data)
+    out["tflite"] = tflite_path
+    return out

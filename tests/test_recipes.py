@@ -1,0 +1,166 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tfcompress.recipes import RecipeError, load_recipe
+from tfcompress.recipes.schema import load_recipe_text
+
+MALFORMED = [
+    ("trian:\n  epochs: 1\n", r"x.yaml:1: unknown key 'trian'; did you mean 'train'"),
+    ("train:\n  epochs: two\n", r"x.yaml:2: train.epochs: expected int, found str"),
+    ("train:\n  epochs: -1\n", r"x.yaml:2: train.epochs: expected a value in \[0, 1000\]"),
+    ("train:\n  learning_rate: fast\n", r"train.learning_rate: expected float"),
+    ("train:\n  optimizer: adamm\n", r"train.optimizer: expected one of .*did you mean 'adam'"),
+    ("train:\n  epochs: 1\n  batchsize: 3\n", r"x.yaml:3: unknown key 'train.batchsize'; did you mean 'batch_size'"),
+    ("data:\n  name: fashion_mnist\n  train_sample: 5\n", r"x.yaml:3: unknown key 'data.train_sample'"),
+    ("model: [1, 2]\n", r"x.yaml:1: model: expected str, found list"),
+    ("variants: 3\n", r"variants: expected a non-empty list"),
+    ("variants:\n  - stages: [convert]\n", r"variants\[0\].name: expected a name"),
+    ("variants:\n  - name: a\n    stages: []\n", r"variants\[0\].stages: expected a non-empty list"),
+    ("variants:\n  - name: a\n    stages:\n      - convrt: {}\n", r"x.yaml:4: variants\[0\].stages\[0\]: unknown stage 'convrt'.*did you mean 'convert'"),
+    ("variants:\n  - name: a\n    stages:\n      - convert: {mode: int9}\n", r"convert.mode: expected one of .*found 'int9'"),
+    ("variants:\n  - name: a\n    stages:\n      - prune: {final_sparsity: 1.5}\n", r"prune.final_sparsity: expected a value in \[0.0, 0.99\]"),
+    ("variants:\n  - name: a\n    stages:\n      - bench: {}\n", r"bench needs a convert stage before it"),
+    ("variants:\n  - name: a\n    stages: [convert]\n  - name: a\n    stages: [convert]\n", r"duplicate variant name 'a'"),
+    ("variants:\n  - name: a\n    stagez: [convert]\n", r"unknown key variants\[0\].'stagez'|unknown key variants\[0\].stagez"),
+    ("variants:\n  - name: a\n    stages:\n      - qat: {scheme: int4}\n", r"qat.scheme: expected one of"),
+    ("train: [1, 2\n", r"x.yaml:\d+: not valid YAML"),
+    ("- just\n- a list\n", r"x.yaml:1: recipe: expected a mapping"),
+    ("variants:\n  - name: a\n    stages:\n      - convert: {strict: maybe}\n", r"convert.strict: expected bool"),
+]
+
+
+@pytest.mark.parametrize("text,pattern", MALFORMED)
+def test_malformed_recipes_name_file_line_field(text, pattern):
+    with pytest.raises(RecipeError, match=pattern):
+        load_recipe_text(text, "x.yaml")
+
+
+def test_defaults_and_overrides():
+    r = load_recipe_text("model: lenet_300_100\n", "few.yaml",
+                         overrides=["train.epochs=3", "data.name=mnist"])
+    assert r["name"] == "few" and r["train"]["epochs"] == 3
+    assert r["data"]["name"] == "mnist"
+    assert r["variants"][0]["stages"][0]["convert"]["mode"] == "float32"
+    with pytest.raises(RecipeError, match="key.path=value"):
+        load_recipe_text("", "x.yaml", overrides=["nonsense"])
+    with pytest.raises(RecipeError, match="did you mean 'epochs'"):
+        load_recipe_text("", "x.yaml", overrides=["train.epoch=3"])
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(
+    os.path.join(os.path.dirname(__file__), "..", "configs"))))
+def test_shipped_recipes_are_valid(name):
+    r = load_recipe(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                 name))
+    assert r["variants"]
+
+
+def _tiny(tmp_path, variants):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=rng.integers(0, 255, (96, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 96),
+             x_test=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 40))
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"model: lenet_300_100\ndata: {npz}\ntrain:\n"
+                      f"  epochs: 1\n  batch_size: 32\nvariants:\n{variants}")
+    return recipe
+
+
+def _cli(*args, **kw):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "tfcompress", *args],
+                          capture_output=True, text=True, env=env,
+                          timeout=600, **kw)
+
+
+VARIANTS = """  - name: float
+    stages:
+      - convert: {mode: float32}
+      - bench: {runs: 3}
+  - name: pruned_qat
+    stages:
+      - prune: {final_sparsity: 0.5, epochs: 1, frequency: 1}
+      - qat: {scheme: prune_preserving, epochs: 1}
+      - convert: {mode: int8, samples: 16}
+      - bench: {runs: 3}
+"""
+
+
+@pytest.mark.slow
+def test_run_end_to_end_then_reuse(tmp_path):
+    recipe = _tiny(tmp_path, VARIANTS)
+    out = tmp_path / "run"
+    r = _cli("run", str(recipe), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    rows = {v["variant"]: v for v in report["variants"]}
+    assert rows["pruned_qat"]["float_ops"] == 0
+    assert rows["pruned_qat"]["sparsity"] > 0.4
+    assert rows["float"]["tflite_accuracy"] is not None
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| pruned_qat |" in (out / "report.md").read_text()
+    # second run reuses every stage
+    r = _cli("run", str(recipe), "--out", str(out))
+    assert r.returncode == 0
+    assert "running" not in r.stdout and "reusing" in r.stdout
+    # a changed section re-runs what depends on it, and only that
+    r = _cli("run", str(recipe), "--out", str(out), "--set",
+             "variants=" + json.dumps([
+                 {"name": "float", "stages": [{"convert": {"mode": "float16"}},
+                                              {"bench": {"runs": 3}}]}]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[baseline] reusing" in r.stdout
+    assert "float16" in r.stdout
+    r = _cli("report", str(out))
+    assert r.returncode == 0 and "| float |" in r.stdout
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_partial_files(tmp_path):
+    recipe = _tiny(tmp_path, VARIANTS)
+    out = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.Popen([sys.executable, "-m", "tfcompress", "run",
+                          str(recipe), "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=env)
+    seen = ""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = p.stdout.readline()
+        seen += line
+        if "0_prune: running" in line or not line:
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert (out / "baseline.keras.meta.json").exists()
+    leftovers = [f for f in os.listdir(out) if f.startswith(".")]
+    assert not leftovers, leftovers
+    r = _cli("run", str(recipe), "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[baseline] reusing" in r.stdout
+    assert (out / "report.md").exists()
+
+
+def test_cli_run_errors(tmp_path):
+    r = _cli("run", str(tmp_path / "none.yaml"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: seed_cnn\ntrian: {}\n")
+    r = _cli("run", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:2: unknown key 'trian'" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = _cli("run", str(_tiny(tmp_path, VARIANTS)), "--only", "nope")
+    assert r.returncode == 2 and "no such variant" in r.stderr
+    r = _cli("report", str(tmp_path))
+    assert r.returncode == 2 and "no report.md" in r.stderr

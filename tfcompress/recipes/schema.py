@@ -1,0 +1,303 @@
+"""Recipe schema and validation with file, line and field path in errors.
+
+A recipe is YAML (read with the safe loader). Every mapping is checked
+against its schema: unknown keys are errors (with the closest valid key
+suggested), values are type- and range-checked, and defaults fill the rest.
+
+>>> recipe = load_recipe_text("model: lenet_300_100\\ndata: mnist\\n", "r.yaml")
+>>> recipe["train"]["epochs"], recipe["variants"][0]["name"]
+(1, 'float')
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+
+import yaml
+
+from tfcompress.errors import InputError
+
+MISSING = object()
+
+
+class RecipeError(InputError):
+    """A recipe problem: names the file, line, field, expected and found."""
+
+
+class Field:
+    """One value: ``kind`` is a type, a tuple of allowed values, or a dict
+    (nested mapping schema) / ``[dict]`` (list of mappings)."""
+
+    def __init__(self, kind, default=MISSING, low=None, high=None,
+                 doc=""):
+        self.kind, self.default = kind, default
+        self.low, self.high, self.doc = low, high, doc
+
+
+STAGE_SCHEMAS = {
+    "prune": {
+        "schedule": Field(("polynomial", "constant"), "polynomial"),
+        "initial_sparsity": Field(float, 0.0, 0.0, 0.99),
+        "final_sparsity": Field(float, 0.8, 0.0, 0.99),
+        "granularity": Field(("unstructured", "block", "n_of_m", "global"),
+                             "unstructured"),
+        "block_size": Field(list, [1, 4]),
+        "m_by_n": Field(list, [2, 4]),
+        "frequency": Field(int, 20, 1),
+        "end_fraction": Field(float, 0.8, 0.05, 1.0),
+        "epochs": Field(int, 1, 1, 1000),
+        "learning_rate": Field(float, 5e-4, 0.0),
+        "exclude": Field(list, []),
+    },
+    "qat": {
+        "scheme": Field(("default_8bit", "prune_preserving", "n_bit"),
+                        "default_8bit"),
+        "weight_bits": Field(int, 8, 2, 8),
+        "activation_bits": Field(int, 8, 2, 8),
+        "epochs": Field(int, 1, 1, 1000),
+        "learning_rate": Field(float, 1e-4, 0.0),
+    },
+    "convert": {
+        "mode": Field(("float32", "float16", "dynamic", "int8", "int16x8"),
+                      "int8"),
+        "io_type": Field(("float32", "int8", "uint8"), "float32"),
+        "calibration": Field(("minmax", "percentile", "entropy"),
+                             "minmax"),
+        "samples": Field(int, 200, 1),
+        "strict": Field(bool, True),
+        "sparse": Field(bool, False),
+    },
+    "bench": {
+        "runtime": Field(("auto", "ai_edge_litert", "tflite_runtime",
+                          "tensorflow"), "auto"),
+        "threads": Field(int, 1, 1, 64),
+        "runs": Field(int, 50, 1),
+        "warmup_runs": Field(int, 5, 0),
+        "xnnpack": Field(bool, True),
+        "host": Field(str, None),
+    },
+}
+
+SCHEMA = {
+    "name": Field(str, None),
+    "model": Field(str, "seed_cnn"),
+    "data": {
+        "name": Field(str, "fashion_mnist"),
+        "train_samples": Field(int, None, 1),
+        "test_samples": Field(int, None, 1),
+    },
+    "train": {
+        "epochs": Field(int, 1, 0, 1000),
+        "batch_size": Field(int, 128, 1, 65536),
+        "optimizer": Field(("adam", "sgd", "rmsprop", "adamw"), "adam"),
+        "learning_rate": Field(float, 1e-3, 0.0),
+        "seed": Field(int, 0, 0),
+    },
+    "variants": Field([{"name": Field(str), "stages": Field(list)}],
+                      [{"name": "float", "stages": [
+                          {"convert": {"mode": "float32"}}, {"bench": {}}]}]),
+}
+
+
+def _where(source, node):
+    line = node.start_mark.line + 1 if node is not None else "?"
+    return f"{source}:{line}"
+
+
+def _suggest(key, keys):
+    close = difflib.get_close_matches(str(key), list(keys), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_scalar(field, value, node, path, source):
+    kind = field.kind
+    where = _where(source, node)
+    if value is None and field.default is None:
+        return None
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise RecipeError(f"{where}: {path}: expected one of "
+                              f"{', '.join(map(str, kind))}, found "
+                              f"{value!r}{_suggest(value, kind)}")
+        return value
+    if kind is float and isinstance(value, int) and \
+            not isinstance(value, bool):
+        value = float(value)
+    if kind is bool and not isinstance(value, bool) or \
+            kind is not bool and isinstance(value, bool) or \
+            not isinstance(value, kind):
+        raise RecipeError(f"{where}: {path}: expected {kind.__name__}, "
+                          f"found {type(value).__name__} {value!r}")
+    if field.low is not None and value < field.low or \
+            field.high is not None and value > field.high:
+        raise RecipeError(f"{where}: {path}: expected a value in "
+                          f"[{field.low}, {field.high}], found {value!r}")
+    return value
+
+
+def _node_for(mapping_node, key):
+    if mapping_node is None or not isinstance(mapping_node,
+                                              yaml.MappingNode):
+        return None, None
+    for k, v in mapping_node.value:
+        if k.value == key:
+            return k, v
+    return None, None
+
+
+def _validate_mapping(schema, value, node, path, source):
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{_where(source, node)}: {path or 'recipe'}: "
+                          f"expected a mapping, found "
+                          f"{type(value).__name__}")
+    out = {}
+    for key in value:
+        if key not in schema:
+            knode, _ = _node_for(node, key)
+            raise RecipeError(f"{_where(source, knode or node)}: unknown key "
+                              f"{(path + '.' if path else '') + str(key)!r}"
+                              f"{_suggest(key, schema)}")
+    for key, field in schema.items():
+        sub = f"{path}.{key}" if path else key
+        _, vnode = _node_for(node, key)
+        if isinstance(field, dict):
+            out[key] = _validate_mapping(field, value.get(key), vnode, sub,
+                                         source)
+            continue
+        if key not in value:
+            if field.default is MISSING:
+                raise RecipeError(f"{_where(source, node)}: {sub}: required "
+                                  "field is missing")
+            out[key] = copy.deepcopy(field.default)
+            continue
+        out[key] = _check_scalar(field, value[key], vnode, sub, source) \
+            if not isinstance(field.kind, list) and field.kind is not list \
+            else value[key]
+        if field.kind is list and not isinstance(value[key], list):
+            raise RecipeError(f"{_where(source, vnode)}: {sub}: expected a "
+                              f"list, found {type(value[key]).__name__}")
+    return out
+
+
+def _validate_variants(variants, node, source):
+    if not isinstance(variants, list) or not variants:
+        raise RecipeError(f"{_where(source, node)}: variants: expected a "
+                          "non-empty list of {name, stages}")
+    names = set()
+    out = []
+    for i, v in enumerate(variants):
+        vnode = node.value[i] if isinstance(node, yaml.SequenceNode) else None
+        path = f"variants[{i}]"
+        if not isinstance(v, dict):
+            raise RecipeError(f"{_where(source, vnode)}: {path}: expected a "
+                              f"mapping with name and stages, found {v!r}")
+        for key in v:
+            if key not in ("name", "stages"):
+                knode, _ = _node_for(vnode, key)
+                raise RecipeError(f"{_where(source, knode or vnode)}: "
+                                  f"unknown key {path}.{key!r}"
+                                  f"{_suggest(key, ('name', 'stages'))}")
+        name = v.get("name")
+        if not isinstance(name, str) or not name.replace("_", "").replace(
+                "-", "").isalnum():
+            raise RecipeError(f"{_where(source, vnode)}: {path}.name: "
+                              "expected a name of letters, digits, _ or -, "
+                              f"found {name!r}")
+        if name in names:
+            raise RecipeError(f"{_where(source, vnode)}: {path}.name: "
+                              f"duplicate variant name {name!r}")
+        names.add(name)
+        _, snode = _node_for(vnode, "stages")
+        stages = v.get("stages")
+        if not isinstance(stages, list) or not stages:
+            raise RecipeError(f"{_where(source, snode or vnode)}: "
+                              f"{path}.stages: expected a non-empty list")
+        checked = []
+        for j, st in enumerate(stages):
+            stnode = snode.value[j] if isinstance(snode, yaml.SequenceNode) \
+                else None
+            spath = f"{path}.stages[{j}]"
+            if isinstance(st, str):
+                st = {st: {}}
+            if not isinstance(st, dict) or len(st) != 1:
+                raise RecipeError(f"{_where(source, stnode)}: {spath}: "
+                                  "expected one stage, e.g. {convert: "
+                                  "{mode: int8}}")
+            kind, params = next(iter(st.items()))
+            if kind not in STAGE_SCHEMAS:
+                raise RecipeError(f"{_where(source, stnode)}: {spath}: "
+                                  f"unknown stage {kind!r}; stages are "
+                                  f"{', '.join(STAGE_SCHEMAS)}"
+                                  f"{_suggest(kind, STAGE_SCHEMAS)}")
+            _, pnode = _node_for(stnode, kind)
+            checked.append({kind: _validate_mapping(
+                STAGE_SCHEMAS[kind], params, pnode, f"{spath}.{kind}",
+                source)})
+        kinds = [next(iter(s)) for s in checked]
+        if "bench" in kinds and "convert" not in kinds[:kinds.index(
+                "bench")]:
+            raise RecipeError(f"{_where(source, snode or vnode)}: "
+                              f"{path}.stages: bench needs a convert stage "
+                              "before it")
+        out.append({"name": name, "stages": checked})
+    return out
+
+
+def _apply_override(given, override):
+    if "=" not in override:
+        raise RecipeError(f"--set {override!r}: expected key.path=value")
+    key, raw = override.split("=", 1)
+    value = yaml.safe_load(raw)
+    node = given
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if part not in node or node[part] is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {override!r}: {part} is not a mapping")
+    node[parts[-1]] = value
+
+
+def load_recipe_text(text, source="<recipe>", overrides=()):
+    """Parses and validates recipe text; returns the resolved recipe."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        given = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{source}{line}: not valid YAML: {problem}") \
+            from None
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise RecipeError(f"{source}:1: recipe: expected a mapping of "
+                          f"fields, found {type(given).__name__}")
+    if isinstance(given.get("data"), str):
+        given["data"] = {"name": given["data"]}
+    for o in overrides:
+        _apply_override(given, o)
+    schema = {k: v for k, v in SCHEMA.items() if k != "variants"}
+    recipe = _validate_mapping(schema, {k: v for k, v in given.items()
+                                        if k != "variants"}, node, "", source)
+    _, vnode = _node_for(node, "variants")
+    recipe["variants"] = _validate_variants(
+        given.get("variants", SCHEMA["variants"].default), vnode, source)
+    if recipe["name"] is None:
+        recipe["name"] = os.path.splitext(os.path.basename(source))[0]
+    return recipe
+
+
+def load_recipe(path, overrides=()):
+    """Loads and validates the recipe file at ``path``."""
+    if not os.path.isfile(path):
+        raise RecipeError(f"recipe {path} does not exist; see configs/ for "
+                          "examples")
+    with open(path, encoding="utf-8") as f:
+        return load_recipe_text(f.read(), path, overrides)

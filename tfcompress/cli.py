@@ -36,6 +36,9 @@ def _input_error_types():
 
 
 def main(argv):
+    from absl import logging
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)   # TensorFlow's INFO chatter
     args = argv[1:]
     if not args:
         print(__doc__.strip())

@@ -66,7 +66,7 @@ STAGE_SCHEMAS = {
         "calibration": Field(("minmax", "percentile", "entropy"),
                              "minmax"),
         "samples": Field(int, 200, 1),
-        "strict": Field(bool, True),
+        "strict": Field(bool, None),   # default: on for int8/int16x8
         "sparse": Field(bool, False),
     },
     "bench": {

@@ -1,0 +1,71 @@
+"""Shared helpers for the benchmark scripts (data, training, output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def fashion_mnist(train_samples=None, test_samples=None):
+    from tfcompress.recipes import load_data
+    return load_data("fashion_mnist", train_samples, test_samples)
+
+
+def train(model, data, epochs, batch_size=128, lr=1e-3, callbacks=()):
+    from tfcompress.models import compile_classifier
+    compile_classifier(model, lr)
+    (xt, yt), _ = data
+    model.fit(xt, yt, epochs=epochs, batch_size=batch_size, verbose=0,
+              callbacks=list(callbacks))
+    return model
+
+
+def keras_accuracy(model, data):
+    import numpy as np
+    _, (xv, yv) = data
+    return float(np.mean(model.predict(xv, batch_size=500, verbose=0)
+                         .argmax(1) == yv))
+
+
+def tflite_accuracy(tflite_bytes, data):
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    _, (xv, yv) = data
+    it = Interpreter(model_content=tflite_bytes)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    hits = 0
+    for i in range(len(xv)):
+        x = xv[i:i + 1]
+        if inp["dtype"] != np.float32:
+            s, z = inp["quantization"]
+            x = np.clip(np.round(x / s + z), -128, 127).astype(inp["dtype"])
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        hits += int(it.get_tensor(out["index"])[0].argmax() == yv[i])
+    return hits / len(xv)
+
+
+def save(name, payload):
+    """Prints and writes ``benchmarks/results/<name>.json``."""
+    os.makedirs(RESULTS, exist_ok=True)
+    payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "machine": platform.machine(), "cores": os.cpu_count(),
+               "command": " ".join([os.path.basename(sys.executable)] +
+                                   sys.argv), **payload}
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+    print(json.dumps(payload, indent=2, default=str))
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,79 @@
+"""Structured channel pruning: accuracy, MACs and int8 latency of the
+shrunk model vs the unpruned one, measured in one run.
+
+Trains the model, removes 50% of the channels of every prunable layer with
+``ChannelPruning`` during a fine-tune, shrinks it, converts both to int8
+and benchmarks them single-threaded.
+
+    .venv/bin/python benchmarks/structured_speedup.py --train-samples 20000
+"""
+
+import argparse
+import os
+import tempfile
+
+import common
+import numpy as np
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="seed_cnn,mobilenet_small")
+    ap.add_argument("--train-samples", type=int, default=20000)
+    ap.add_argument("--test-samples", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--runs", type=int, default=100)
+    args = ap.parse_args()
+    import keras
+    from tfcompress import prune
+    from tfcompress.bench import benchmark_model
+    from tfcompress.convert import convert
+    from tfcompress.models import get_model
+    data = common.fashion_mnist(args.train_samples, args.test_samples)
+    (xt, _), _ = data
+    tmp = tempfile.mkdtemp()
+    out = {}
+    for name in args.models.split(","):
+        keras.utils.set_random_seed(0)
+        dense = common.train(get_model(name), data, args.epochs)
+        dense_acc = common.keras_accuracy(dense, data)
+        pruned = keras.models.clone_model(dense)
+        pruned.set_weights(dense.get_weights())
+        steps = int(np.ceil(len(xt) / 128))
+        cb = prune.ChannelPruning(prune.PolynomialDecay(
+            0.0, args.sparsity, 0, steps * args.finetune_epochs // 2,
+            frequency=max(1, steps // 4)))
+        common.train(pruned, data, args.finetune_epochs, lr=5e-4,
+                     callbacks=[cb])
+        small = prune.shrink(pruned)
+        small_acc = common.keras_accuracy(small, data)
+        rows = {}
+        for label, m in (("dense", dense), ("shrunk", small)):
+            path = os.path.join(tmp, f"{name}_{label}.tflite")
+            r = convert(m, "int8", representative_data=xt[:200],
+                        output_path=path)
+            b = benchmark_model(path, runs=args.runs, threads=1)
+            rows[label] = {"keras_accuracy": dense_acc if label == "dense"
+                           else small_acc,
+                           "tflite_accuracy": common.tflite_accuracy(
+                               r.tflite_bytes, data),
+                           "params": int(m.count_params()),
+                           "macs": prune.count_macs(m),
+                           "size_bytes": r.report["size_bytes"],
+                           "p50_ms": b["latency"]["p50_ms"]}
+        out[name] = {**rows,
+                     "accuracy_drop_points": 100 * (
+                         rows["dense"]["tflite_accuracy"] -
+                         rows["shrunk"]["tflite_accuracy"]),
+                     "int8_speedup": rows["dense"]["p50_ms"] /
+                     rows["shrunk"]["p50_ms"],
+                     "mac_ratio": rows["shrunk"]["macs"] /
+                     rows["dense"]["macs"],
+                     "channels_removed": args.sparsity}
+    common.save("structured_speedup", {"args": vars(args), "models": out})
+
+
+if __name__ == "__main__":
+    main()

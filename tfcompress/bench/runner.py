@@ -106,6 +106,15 @@ def environment(runtime, version):
 
 
 def _peak_rss_mb():
+    # VmHWM is this process's own high-water mark; ru_maxrss on Linux keeps
+    # the parent's peak across fork+exec, which would inflate the figure.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 if sys.platform != "darwin" else rss / 2 ** 20
 

@@ -22,8 +22,14 @@ def run(args):
     result = run_recipe(args[0], out_dir=FLAGS.out, overrides=FLAGS.set,
                         only=FLAGS.only)
     with open(result["report_md"]) as f:
-        table = [l for l in f.read().splitlines() if l.startswith("|")]
-    print("\n".join(table[:2 + len(result["results"])]))
+        lines = f.read().splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("|"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    print("\n".join(table))
     print(f"tfcompress: report in {result['report_md']} "
           f"(and report.json, pareto.png)")
     return 0

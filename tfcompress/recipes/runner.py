@@ -2,7 +2,8 @@
 every finished stage cached so an interrupted run resumes.
 
 Artifacts go to ``runs/<recipe name>/`` (or ``--out``): ``baseline.keras``,
-``variants/<variant>/<n>_<stage>.{keras,tflite,json}``, ``recipe.json``
+``stages/<stage>_<hash>.keras`` (trained models, shared by variants with
+the same stages before them), ``variants/<variant>/<n>_<stage>.{tflite,json}``, ``recipe.json``
 (the resolved recipe), ``environment.json``, ``report.md``,
 ``report.json`` and ``pareto.png``. Each artifact has a ``.meta.json``
 holding the hash of everything it depends on (its recipe section and its
@@ -182,7 +183,9 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
         digest = _hash(digest, kind, params)
         label = f"[{name}] {i}_{kind}"
         if kind in ("prune", "qat"):
-            path = os.path.join(vdir, f"{i}_{kind}.keras")
+            # content-addressed: variants sharing a prefix share the model
+            path = os.path.join(run_dir, "stages", f"{kind}_{digest}.keras")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             if _cached(path, digest):
                 print(f"{label}: reusing {path}")
                 model = _load_model(path)

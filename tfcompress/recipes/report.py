@@ -36,9 +36,14 @@ def _rows(results):
         if conv.get("mode") == "float32" and float_p50 is None:
             float_p50 = lat.get("p50_ms")
         rows.append(row)
+    float_size = next((r["size_bytes"] for r in rows
+                       if r["mode"] == "float32" and r["size_bytes"]), None)
     for row in rows:
         row["speedup_vs_float"] = (float_p50 / row["p50_ms"]
                                    if float_p50 and row["p50_ms"] else None)
+        row["compression_vs_float_tflite"] = (
+            float_size / row["gzip_bytes"] if float_size and
+            row["gzip_bytes"] else None)
     return rows
 
 
@@ -54,10 +59,10 @@ def markdown(recipe, results, rows) -> str:
              f"**{base['keras_accuracy']:.4f}**, .keras file "
              f"{base['size_bytes']:,} bytes.", "",
              "| variant | stages | Keras acc | TFLite acc | size | gzip | "
-             "vs .keras | sparsity | float ops | p50 ms | p90 ms | "
+             "vs .keras | vs float | sparsity | float ops | p50 ms | p90 ms | "
              "speedup | peak MB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-             "---:|"]
+             "---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['stages']} | "
@@ -65,12 +70,16 @@ def markdown(recipe, results, rows) -> str:
             f"{_fmt(r['tflite_accuracy'], '.4f')} | "
             f"{_fmt(r['size_bytes'], ',')} | {_fmt(r['gzip_bytes'], ',')} | "
             f"{_fmt(r['compression_vs_keras'], '.1f')}x | "
+            f"{_fmt(r['compression_vs_float_tflite'], '.1f')}x | "
             f"{_fmt(r['sparsity'], '.1%')} | {_fmt(r['float_ops'], 'd')} | "
             f"{_fmt(r['p50_ms'], '.3f')} | {_fmt(r['p90_ms'], '.3f')} | "
             f"{_fmt(r['speedup_vs_float'], '.2f')}x | "
             f"{_fmt(r['peak_rss_mb'], '.1f')} |")
-    lines += ["", "Sizes are of the .tflite file; 'vs .keras' is the float "
-              ".keras file size over the .tflite gzip size. Latency: "
+    lines += ["", "Sizes are of the .tflite file. 'vs .keras': the float "
+              "baseline .keras file (weights plus optimizer state, as "
+              "model.save writes it) over the .tflite gzip size; 'vs "
+              "float': the float32 .tflite (weights only) over the gzip "
+              "size. Latency: "
               "single process per model, see each variant's bench JSON for "
               "runtime, threads and machine.", ""]
     for name, r in results.items():

@@ -284,3 +284,50 @@ def test_two_of_four_on_a_model_skips_layers_it_cannot_group():
     with pytest.raises(ValueError, match="multiple of 4"):
         prune.prune_low_magnitude(model, SCHEDULE, sparsity_m_by_n=(2, 4),
                                   include=["conv1"])
+
+
+@pytest.mark.parametrize("make,shape,keys", [
+    (lambda: keras.layers.Conv1D(4, 3), (2, 8, 4), ["kernel"]),
+    (lambda: keras.layers.Conv3D(4, 3), (1, 5, 5, 5, 4), ["kernel"]),
+    (lambda: keras.layers.Conv2DTranspose(4, 3), (1, 6, 6, 4), ["kernel"]),
+    (lambda: keras.layers.DepthwiseConv2D(3), (1, 6, 6, 4), ["kernel"]),
+    (lambda: keras.layers.SeparableConv2D(4, 3), (1, 6, 6, 4),
+     ["pointwise_kernel"]),
+    (lambda: keras.layers.EinsumDense("ab,bc->ac", output_shape=8), (2, 4),
+     ["kernel"]),
+    (lambda: keras.layers.Embedding(20, 8), None, ["embeddings"]),
+])
+def test_builtin_prunable_layers(make, shape, keys):
+    if shape is None:
+        x = np.random.default_rng(0).integers(0, 20, (2, 5))
+    else:
+        x = np.random.default_rng(0).random(shape).astype("float32")
+    layer = make()
+    layer(x)
+    wrapper = prune.prune_low_magnitude(
+        layer, prune.ConstantSparsity(0.5, 0, frequency=1))
+    wrapper.pruning_step.assign(0)
+    wrapper(x, training=True)
+    assert wrapper.weight_keys() == keys
+    assert wrapper.sparsity() == [0.5]
+
+
+def test_multi_head_attention_kernels_in_a_functional_model(tmp_path):
+    inputs = keras.Input((3, 8))
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(inputs, inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    pruned = prune.prune_low_magnitude(
+        model, prune.ConstantSparsity(0.5, 0, frequency=1))
+    pruned.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 3, 8)).astype("float32")
+    _fit(pruned, x, rng.random((8, 3, 2)).astype("float32"), epochs=1)
+    mha = next(w for w in prune.collect_wrappers(pruned)
+               if w.layer.name == "mha")
+    assert mha.weight_keys() == ["query/kernel", "key/kernel",
+                                 "value/kernel", "attention_output/kernel"]
+    assert mha.sparsity() == [0.5] * 4
+    pruned.save(tmp_path / "mha.keras")
+    loaded = keras.models.load_model(tmp_path / "mha.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               pruned.predict(x, verbose=0), atol=1e-6)

@@ -37,10 +37,13 @@ def main():
     out = {}
     for name in args.models.split(","):
         keras.utils.set_random_seed(0)
-        dense = common.train(get_model(name), data, args.epochs)
+        trained = common.train(get_model(name), data, args.epochs)
+        pruned = keras.models.clone_model(trained)
+        pruned.set_weights(trained.get_weights())
+        # the unpruned reference gets the same fine-tune, without pruning
+        dense = trained
+        common.train(dense, data, args.finetune_epochs, lr=5e-4)
         dense_acc = common.keras_accuracy(dense, data)
-        pruned = keras.models.clone_model(dense)
-        pruned.set_weights(dense.get_weights())
         steps = int(np.ceil(len(xt) / 128))
         cb = prune.ChannelPruning(prune.PolynomialDecay(
             0.0, args.sparsity, 0, steps * args.finetune_epochs // 2,

@@ -17,6 +17,9 @@ from keras import layers
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
+# Short training runs (tests, demos) need moving statistics that settle in
+# a few hundred steps; Keras' default 0.99 leaves them far off.
+BN_MOMENTUM = 0.9
 
 
 def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
@@ -55,17 +58,17 @@ def lenet_300_100(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
 def _conv_bn_relu6(x, filters, kernel, strides, name):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same",
                       use_bias=False, name=name + "_conv")(x)
-    x = layers.BatchNormalization(name=name + "_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
     return layers.ReLU(6.0, name=name + "_relu6")(x)
 
 
 def _separable_block(x, filters, strides, name):
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same",
                                use_bias=False, name=name + "_dw")(x)
-    x = layers.BatchNormalization(name=name + "_dw_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_dw_bn")(x)
     x = layers.ReLU(6.0, name=name + "_dw_relu6")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, name=name + "_pw")(x)
-    x = layers.BatchNormalization(name=name + "_pw_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_pw_bn")(x)
     return layers.ReLU(6.0, name=name + "_pw_relu6")(x)
 
 

@@ -1,0 +1,132 @@
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import cluster
+from tfcompress.distill import Distiller
+
+
+def _data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3, size=(4, 12))
+    y = rng.integers(0, 4, n)
+    return (centers[y] + rng.normal(size=(n, 12))).astype("float32"), y
+
+
+def _mlp(width=32, seed=0):
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.Input((12,)),
+                          keras.layers.Dense(width, activation="relu"),
+                          keras.layers.Dense(4)])
+    return m
+
+
+def _compile(m, lr=1e-2):
+    m.compile(keras.optimizers.Adam(lr),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    return m
+
+
+@pytest.mark.parametrize("init", ["linear", "random", "density", "kmeans++"])
+def test_clustered_kernel_has_k_values_and_centroids_train(init):
+    x, y = _data()
+    m = _compile(_mlp())
+    m.fit(x, y, epochs=2, verbose=0)
+    c = _compile(cluster.cluster_weights(m, 8, centroid_init=init), 1e-2)
+    w = c.layers[0]
+    idx_before = np.asarray(w.indices).copy()
+    cent_before = np.asarray(w.centroids).copy()
+    c.fit(x, y, epochs=1, verbose=0)
+    assert not np.allclose(cent_before, np.asarray(w.centroids))
+    np.testing.assert_array_equal(idx_before, np.asarray(w.indices))
+    for row in cluster.summary(c, print_fn=None):
+        assert row["distinct_values"] <= 8
+    s = cluster.strip_clustering(c)
+    assert len(np.unique(np.asarray(s.layers[0].kernel))) <= 8
+    np.testing.assert_allclose(s.predict(x, verbose=0),
+                               c.predict(x, verbose=0), atol=1e-5)
+
+
+def test_gradient_of_shared_weights_sums_into_centroid():
+    layer = cluster.ClusterWeights(keras.layers.Dense(3, use_bias=False), 2,
+                                   centroid_init="linear")
+    x = np.ones((1, 4), "float32")
+    layer(x)
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(layer(x))
+    g = tape.gradient(out, layer.centroids).numpy()
+    counts = np.bincount(np.asarray(layer.indices).ravel(), minlength=2)
+    # d(sum of x @ W)/dW = 1 for every weight: each centroid gets its count
+    np.testing.assert_allclose(g.ravel(), counts)
+
+
+def test_preserve_sparsity_and_per_channel():
+    m = _mlp()
+    k = np.asarray(m.layers[0].kernel)
+    k[np.abs(k) < np.quantile(np.abs(k), 0.6)] = 0
+    m.layers[0].kernel.assign(k)
+    c = cluster.cluster_weights(m, 4, preserve_sparsity=True,
+                                per_channel=True)
+    ck = np.asarray(c.layers[0].clustered_kernel())
+    np.testing.assert_array_equal(ck == 0, k == 0)
+    for ch in range(ck.shape[-1]):
+        assert len(np.unique(ck[:, ch][ck[:, ch] != 0])) <= 4
+
+
+def test_save_load_and_bad_input(tmp_path):
+    c = cluster.cluster_weights(_mlp(), 6)
+    x, _ = _data(8)
+    c.save(tmp_path / "c.keras")
+    r = keras.models.load_model(tmp_path / "c.keras")
+    np.testing.assert_allclose(r.predict(x, verbose=0),
+                               c.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match=">= 2"):
+        cluster.cluster_weights(_mlp(), 1)
+    with pytest.raises(ValueError, match="larger than"):
+        cluster.cluster_weights(keras.Sequential([
+            keras.Input((2,)), keras.layers.Dense(2)]), 16)
+    assert cluster.deep_compression_bits(1000, 16) == 1000 * 4 + 16 * 32
+
+
+def test_clustered_int8_flatbuffer_keeps_at_most_k_values():
+    from tfcompress.convert import convert
+    x, y = _data()
+    c = _compile(cluster.cluster_weights(_compile(_mlp()), 8))
+    c.fit(x, y, epochs=1, verbose=0)
+    r = convert(c, "int8", representative_data=x[:32])
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=r.tflite_bytes)
+    kernels = [d for d in it.get_tensor_details()
+               if d["dtype"] == np.int8 and len(d["shape"]) == 2]
+    assert len(kernels) == 2
+    for d in kernels:
+        w = it.get_tensor(d["index"])            # (out, in), per channel
+        # one float value maps to one int8 value per output channel
+        assert max(len(np.unique(row)) for row in w) <= 8
+
+
+def test_distiller_trains_student_and_validates():
+    x, y = _data(512)
+    teacher = _compile(_mlp(64, seed=1))
+    teacher.fit(x, y, epochs=5, verbose=0)
+    student = _mlp(4, seed=2)
+    d = Distiller(student, teacher, temperature=4.0, alpha=0.2)
+    d.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    before = [w.copy() for w in teacher.get_weights()]
+    d.fit(x, y, epochs=5, verbose=0)
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)            # teacher frozen
+    acc = float(np.mean(d.predict(x, verbose=0).argmax(1) == y))
+    assert acc > 0.6
+    # precomputed teacher logits
+    logits = teacher.predict(x, verbose=0)
+    d2 = Distiller(_mlp(4, seed=3), None, temperature=4.0)
+    d2.compile(keras.optimizers.Adam(1e-2))
+    d2.fit(x, (y, logits), epochs=2, verbose=0)
+    with pytest.raises(ValueError, match="temperature"):
+        Distiller(student, teacher, temperature=0)
+    other = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="output shape"):
+        Distiller(other, teacher)

@@ -1,0 +1,17 @@
+"""Weight clustering (weight sharing) for Keras 3.
+
+>>> from tfcompress import cluster
+>>> from tfcompress.models import lenet_300_100
+>>> clustered = cluster.cluster_weights(lenet_300_100(), 16)
+>>> # compile, fit (centroids train); then:
+>>> plain = cluster.strip_clustering(clustered)
+"""
+
+from tfcompress.cluster.api import (cluster_weights, deep_compression_bits,
+                                    strip_clustering, summary)
+from tfcompress.cluster.centroids import assign, init_centroids, kmeans
+from tfcompress.cluster.wrapper import ClusterWeights
+
+__all__ = ["ClusterWeights", "assign", "cluster_weights",
+           "deep_compression_bits", "init_centroids", "kmeans",
+           "strip_clustering", "summary"]

@@ -1,0 +1,62 @@
+"""Centroid initialisation and assignment for weight clustering.
+
+>>> import numpy as np
+>>> w = np.array([-1.0, -0.9, 0.1, 0.2, 1.0, 1.1])
+>>> c = init_centroids(w, 3, "linear")
+>>> assign(w, c).tolist()
+[0, 0, 1, 1, 2, 2]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METHODS = ("linear", "random", "density", "kmeans++")
+
+
+def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
+    """``k`` centroids for the 1-D ``values`` (then refined by k-means,
+    except for ``linear`` which keeps Deep Compression's even spacing)."""
+    v = np.asarray(values, np.float64).ravel()
+    if method not in METHODS:
+        raise ValueError(f"centroid_init must be one of {METHODS}, got "
+                         f"{method!r}")
+    rng = np.random.default_rng(seed)
+    lo, hi = float(v.min()), float(v.max())
+    if method == "linear":
+        return np.linspace(lo, hi, k)
+    if method == "random":
+        c = rng.uniform(lo, hi, k)
+    elif method == "density":
+        # equal-mass quantiles of the weight distribution (CDF spacing)
+        c = np.quantile(v, (np.arange(k) + 0.5) / k)
+    else:
+        c = [v[rng.integers(v.size)]]
+        for _ in range(1, k):
+            d2 = np.min((v[:, None] - np.asarray(c)[None]) ** 2, axis=1)
+            p = d2 / d2.sum() if d2.sum() > 0 else None
+            c.append(v[rng.choice(v.size, p=p)])
+        c = np.asarray(c)
+    return kmeans(v, np.sort(c), iterations)
+
+
+def assign(values, centroids):
+    """Index of the nearest centroid for each value."""
+    v = np.asarray(values).ravel()
+    c = np.sort(np.asarray(centroids))
+    mid = (c[1:] + c[:-1]) / 2
+    return np.searchsorted(mid, v).astype(np.int32)
+
+
+def kmeans(values, centroids, iterations=10):
+    """Lloyd iterations in 1-D; empty clusters keep their centroid."""
+    c = np.sort(np.asarray(centroids, np.float64))
+    for _ in range(iterations):
+        idx = assign(values, c)
+        sums = np.bincount(idx, weights=values, minlength=len(c))
+        counts = np.bincount(idx, minlength=len(c))
+        new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        if np.allclose(new, c):
+            break
+        c = np.sort(new)
+    return c

@@ -1,0 +1,127 @@
+"""``ClusterWeights``: a layer whose kernel is shared among k centroids.
+
+The kernel the layer computes with is ``centroids[indices]``: the indices
+(cluster assignment) are non-trainable, the centroids trainable, so the
+gradient of every weight in a cluster is summed into its centroid — the
+weight-sharing update of Deep Compression. With ``preserve_sparsity`` the
+zeros of a pruned kernel form a fixed extra cluster at 0.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcompress.cluster.centroids import assign, init_centroids
+from tfcompress.prune.prunable import get_prunable_weights, is_prunable
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class ClusterWeights(keras.layers.Wrapper):
+    """Clusters the main kernel of ``layer`` into ``number_of_clusters``.
+
+    >>> layer = ClusterWeights(keras.layers.Dense(8), 4)
+    >>> _ = layer(keras.ops.ones((1, 16)))
+    >>> len(np.unique(layer.clustered_kernel().numpy())) <= 4
+    True
+    """
+
+    def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
+                 preserve_sparsity=False, per_channel=False, **kwargs):
+        if not is_prunable(layer):
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__})"
+                             " has no kernel tfcompress can cluster")
+        if int(number_of_clusters) < 2:
+            raise ValueError(f"number_of_clusters must be >= 2, got "
+                             f"{number_of_clusters}")
+        kwargs.setdefault("name", f"cluster_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.number_of_clusters = int(number_of_clusters)
+        self.centroid_init = centroid_init
+        self.preserve_sparsity = bool(preserve_sparsity)
+        self.per_channel = bool(per_channel)
+        if layer.built:
+            self.build()
+
+    def build(self, input_shape=None):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        if getattr(self, "centroids", None) is not None:
+            self.built = True
+            return
+        kernel = get_prunable_weights(self.layer)[0]
+        self.kernel = kernel
+        w = np.asarray(kernel)
+        k = self.number_of_clusters
+        if k > w.size:
+            raise ValueError(f"number_of_clusters ({k}) is larger than the "
+                             f"{w.size} weights of {self.layer.name}")
+        channels = w.shape[-1] if self.per_channel else 1
+        mat = w.reshape(-1, channels).T if self.per_channel else \
+            w.reshape(1, -1)
+        nonzero = mat != 0 if self.preserve_sparsity else \
+            np.ones_like(mat, bool)
+        cents = np.zeros((channels, k), np.float32)
+        idx = np.zeros(mat.shape, np.int32)
+        for ch in range(channels):
+            vals = mat[ch][nonzero[ch]]
+            if vals.size == 0:
+                continue
+            kk = min(k, max(1, np.unique(vals).size))
+            c = init_centroids(vals, kk, self.centroid_init)
+            c = np.concatenate([c, np.full(k - kk, c[-1])])
+            cents[ch] = c
+            idx[ch] = assign(mat[ch], c[:kk])
+        self.centroids = self.add_weight(
+            name="centroids", shape=cents.shape,
+            initializer=keras.initializers.Constant(cents), trainable=True)
+        self.indices = self.add_weight(
+            name="cluster_indices", shape=idx.shape, dtype="int32",
+            initializer=keras.initializers.Constant(idx), trainable=False)
+        self.nonzero = self.add_weight(
+            name="nonzero_mask", shape=idx.shape,
+            initializer=keras.initializers.Constant(
+                nonzero.astype(np.float32)), trainable=False)
+        kernel.trainable = False      # the centroids are what trains
+        self.built = True
+
+    def get_build_config(self):
+        return {"layer": self.layer.get_build_config()}
+
+    def build_from_config(self, config):
+        inner = (config or {}).get("layer")
+        if inner and not self.layer.built:
+            self.layer.build_from_config(inner)
+        self.build()
+
+    def clustered_kernel(self):
+        """The kernel the layer computes with: ``centroids[indices]``."""
+        mat = tf.gather(self.centroids, self.indices, batch_dims=1)
+        mat = mat * self.nonzero
+        shape = tuple(self.kernel.shape)
+        if self.per_channel:
+            return tf.reshape(tf.transpose(mat), shape)
+        return tf.reshape(mat, shape)
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if getattr(self.layer, "_call_has_training_arg", False):
+            kwargs["training"] = training
+        with keras.StatelessScope(
+                state_mapping=[(self.kernel, self.clustered_kernel())]):
+            return self.layer(inputs, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"number_of_clusters": self.number_of_clusters,
+                       "centroid_init": self.centroid_init,
+                       "preserve_sparsity": self.preserve_sparsity,
+                       "per_channel": self.per_channel})
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"),
+                                         custom_objects=custom_objects)
+        return cls(layer, **config)

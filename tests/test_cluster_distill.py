@@ -98,8 +98,9 @@ def test_clustered_int8_flatbuffer_keeps_at_most_k_values():
     r = convert(c, "int8", representative_data=x[:32])
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_content=r.tflite_bytes)
-    kernels = [d for d in it.get_tensor_details()
-               if d["dtype"] == np.int8 and len(d["shape"]) == 2]
+    names = {w["name"] for w in r.report["weights"]
+             if w["dtype"] == "INT8" and len(w["shape"]) == 2}
+    kernels = [d for d in it.get_tensor_details() if d["name"] in names]
     assert len(kernels) == 2
     for d in kernels:
         w = it.get_tensor(d["index"])            # (out, in), per channel

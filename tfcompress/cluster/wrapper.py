@@ -13,12 +13,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.cluster.centroids import assign, init_centroids
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class ClusterWeights(keras.layers.Wrapper):
+class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     """Clusters the main kernel of ``layer`` into ``number_of_clusters``.
 
     >>> layer = ClusterWeights(keras.layers.Dense(8), 4)
@@ -85,15 +86,6 @@ class ClusterWeights(keras.layers.Wrapper):
                 nonzero.astype(np.float32)), trainable=False)
         kernel.trainable = False      # the centroids are what trains
         self.built = True
-
-    def get_build_config(self):
-        return {"layer": self.layer.get_build_config()}
-
-    def build_from_config(self, config):
-        inner = (config or {}).get("layer")
-        if inner and not self.layer.built:
-            self.layer.build_from_config(inner)
-        self.build()
 
     def clustered_kernel(self):
         """The kernel the layer computes with: ``centroids[indices]``."""

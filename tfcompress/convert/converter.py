@@ -13,6 +13,7 @@ import numpy as np
 from tfcompress.convert.calibration import METHODS
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
+from tfcompress.utils.atomic import check_writable_folder
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float32", "int8", "uint8", "int16")
@@ -165,13 +166,10 @@ def convert(model, mode="int8", representative_data=None,
         raise InputError(f"calibration {calibration!r} is not one of "
                          f"{', '.join(METHODS)}")
     if output_path is not None:
-        folder = os.path.dirname(os.path.abspath(output_path)) or "."
-        if not os.path.isdir(folder):
-            raise InputError(f"cannot write {output_path}: folder {folder} "
-                             "does not exist")
-        if not os.access(folder, os.W_OK):
-            raise InputError(f"cannot write {output_path}: folder {folder} "
-                             "is not writable")
+        try:
+            check_writable_folder(output_path)
+        except OSError as e:
+            raise InputError(str(e)) from None
     _check_model(model)
     if strict is None:
         strict = mode in ("int8", "int16x8")

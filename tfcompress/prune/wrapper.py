@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.backend.common import stateless_scope
 
+from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.errors import InputError
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune import prunable, schedules
@@ -43,7 +44,7 @@ MISSING_CALLBACK = (
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
     """Wraps a layer to prune its weights by magnitude during training.
 
     Args:
@@ -136,15 +137,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             initializer=keras.initializers.Constant(-1), trainable=False,
             autocast=False, aggregation="only_first_replica")
         self.built = True
-
-    def get_build_config(self):
-        return {"layer": self.layer.get_build_config()}
-
-    def build_from_config(self, config):
-        inner = (config or {}).get("layer")
-        if inner and not self.layer.built:
-            self.layer.build_from_config(inner)
-        self.build()
 
     # -- forward ----------------------------------------------------------
     def call(self, inputs, *args, training=None, **kwargs):

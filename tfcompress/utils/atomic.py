@@ -16,7 +16,9 @@ import os
 import tempfile
 
 
-def _check_dir(path: str) -> str:
+def check_writable_folder(path: str) -> str:
+    """Raises OSError unless the folder that will hold ``path`` exists and
+    is writable; returns the folder."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
         raise OSError(f"cannot write {path}: folder {folder} does not exist; "
@@ -34,7 +36,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     For writers that need a file name (``model.save``, ``savefig``).
     """
     path = os.fspath(path)
-    folder = _check_dir(path)
+    folder = check_writable_folder(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
                                suffix=suffix or os.path.splitext(path)[1],
                                dir=folder)

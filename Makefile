@@ -7,7 +7,7 @@ RECIPE ?= configs/fashion_mnist_cnn.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install data clean
+.PHONY: demo test install data testtools clean
 
 
 $(PY):
@@ -35,10 +35,19 @@ data:
 	  echo "data: no apt/root; set TFCOMPRESS_DATA to a folder with the Fashion-MNIST idx files"; \
 	fi
 
+# The SSH benchmark test runs a real OpenSSH server on 127.0.0.1.
+testtools:
+	@if [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "testtools: installing Debian package openssh-server"; \
+	  (apt-get install -y -qq openssh-server >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq openssh-server >/dev/null 2>&1)) || \
+	  echo "testtools: could not install openssh-server; the SSH test will be skipped"; \
+	fi
+
 demo: install data
 	$(VENV)/bin/tfcompress run $(RECIPE)
 
-test: install data
+test: install data testtools
 	$(PY) -m pytest -q
 
 clean:

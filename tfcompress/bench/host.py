@@ -102,7 +102,8 @@ def _last_error(stderr):
 def benchmark_remote(host, paths, data=None, runtime="auto", threads=1,
                      warmup_runs=5, runs=50, min_seconds=0.0,
                      max_seconds=60.0, xnnpack=True, python="python3",
-                     timeout=900, port=None, identity=None):
+                     timeout=900, port=None, identity=None,
+                     ssh_options=()):
     """Copies the runner, models and data to ``host`` over SSH, runs each
     model there, brings the JSON back and removes the temporary folder.
 
@@ -113,7 +114,7 @@ def benchmark_remote(host, paths, data=None, runtime="auto", threads=1,
     for p in list(paths) + ([data] if data else []):
         if not os.path.isfile(p):
             raise BenchError(f"{p} does not exist")
-    options = list(SSH_OPTIONS)
+    options = list(SSH_OPTIONS) + list(ssh_options)
     if port:
         options += ["-o", f"Port={int(port)}"]
     if identity:

@@ -25,15 +25,18 @@ class _RangeMixin:
 
     def _add_range(self, name="output", fixed=None):
         init_min, init_max = fixed if fixed else (0.0, 0.0)
-        lo = self.add_weight(name=f"{name}_min", shape=(),
+        # Under tf.distribute the first replica's range is kept, so every
+        # replica (and the converted model) uses one set of ranges.
+        kw = dict(shape=(), trainable=False,
+                  aggregation="only_first_replica")
+        lo = self.add_weight(name=f"{name}_min",
                              initializer=keras.initializers.Constant(
-                                 init_min), trainable=False)
-        hi = self.add_weight(name=f"{name}_max", shape=(),
+                                 init_min), **kw)
+        hi = self.add_weight(name=f"{name}_max",
                              initializer=keras.initializers.Constant(
-                                 init_max if fixed else 6.0),
-                             trainable=False)
-        seen = self.add_weight(name=f"{name}_seen", shape=(),
-                               initializer="zeros", trainable=False)
+                                 init_max if fixed else 6.0), **kw)
+        seen = self.add_weight(name=f"{name}_seen", initializer="zeros",
+                               **kw)
         return lo, hi, seen
 
     def _quantize_output(self, y, training, rng, bits, fixed=False):

@@ -1,0 +1,61 @@
+"""QAT under tf.distribute.MirroredStrategy on two logical CPUs: one set of
+activation ranges. Logical devices must be set before TensorFlow
+initialises, so the training runs in a fresh interpreter."""
+
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = r'''
+import json
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from tfcompress import quantize
+
+keras.utils.set_random_seed(0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    base = keras.Sequential([keras.Input((8, 8, 3)),
+                             keras.layers.Conv2D(4, 3, use_bias=False),
+                             keras.layers.BatchNormalization(),
+                             keras.layers.ReLU(),
+                             keras.layers.Flatten(), keras.layers.Dense(4)])
+    qat = quantize.quantize_model(base)
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+rng = np.random.default_rng(0)
+x = rng.random((64, 8, 8, 3), dtype=np.float32)
+y = rng.integers(0, 4, 64)
+qat.fit(x, y, batch_size=16, epochs=2, verbose=0)
+report = {"replicas": strategy.num_replicas_in_sync, "ranges": []}
+for layer in qat.layers:
+    if isinstance(layer, quantize.QuantizeFused):
+        lo, hi, seen = layer.range
+        copies = [(float(a.numpy()), float(b.numpy())) for a, b in
+                  zip(lo._value.values, hi._value.values)] \
+            if hasattr(lo._value, "values") else [
+                (float(lo.numpy()), float(hi.numpy()))]
+        report["ranges"].append(copies)
+print("REPORT" + json.dumps(report))
+'''
+
+
+def test_qat_mirrored_strategy_keeps_one_set_of_ranges():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [l for l in r.stdout.splitlines() if l.startswith("REPORT")][0]
+    report = json.loads(line[len("REPORT"):])
+    assert report["replicas"] == 2
+    assert report["ranges"]
+    for copies in report["ranges"]:
+        assert all(c == copies[0] for c in copies)
+        lo, hi = copies[0]
+        assert lo <= 0 < hi and hi != 6.0      # trained, not the default

@@ -119,9 +119,11 @@ def summary(model, print_fn=print) -> list:
         if not isinstance(layer, QUANTIZE_LAYERS):
             continue
         lo, hi, _ = layer.range
+        own = getattr(layer, "quantize_output", True)
         row = {"layer": layer.name, "type": type(layer).__name__,
-               "output_range": (round(float(lo.numpy()), 5),
-                                round(float(hi.numpy()), 5)),
+               "output_range": ((round(float(lo.numpy()), 5),
+                                 round(float(hi.numpy()), 5)) if own
+                                else None),
                "activation_bits": layer.activation_bits}
         if isinstance(layer, QuantizeFused):
             row.update({"wraps": layer.layer.name,

@@ -66,7 +66,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
 
     def __init__(self, layer, batchnorm=None, activation=None,
                  weight_bits=8, activation_bits=8, per_channel=True,
-                 preserve_sparsity=False, ema_decay=0.999, **kwargs):
+                 preserve_sparsity=False, ema_decay=0.999,
+                 quantize_output=True, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -81,6 +82,9 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             layer, (L.Dense, L.Conv1D))
         self.preserve_sparsity = bool(preserve_sparsity)
         self.ema_decay = float(ema_decay)
+        # False when the only consumer is a Concatenate, whose single range
+        # TFLite imposes on all its inputs.
+        self.quantize_output = bool(quantize_output)
         self._act = _activation_fn(activation)
         self.mask = None
 
@@ -147,6 +151,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             y = layer.activation(y)
         if self._act is not None:
             y = self._act(y)
+        if not self.quantize_output:
+            return y
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 
@@ -164,7 +170,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             "activation_bits": self.activation_bits,
             "per_channel": self.per_channel,
             "preserve_sparsity": self.preserve_sparsity,
-            "ema_decay": self.ema_decay})
+            "ema_decay": self.ema_decay,
+            "quantize_output": self.quantize_output})
         return config
 
     @classmethod
@@ -242,7 +249,7 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
     FIXED = {"softmax": (0.0, 1.0), "sigmoid": (0.0, 1.0)}
 
     def __init__(self, layer=None, activation_bits=8, ema_decay=0.999,
-                 fixed_range=None, **kwargs):
+                 fixed_range=None, quantize_output=True, **kwargs):
         name = layer.name if layer is not None else "input"
         kwargs.setdefault("name", f"quant_{name}")
         super().__init__(**kwargs)
@@ -250,6 +257,7 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
         self.fixed_range = tuple(fixed_range) if fixed_range else None
+        self.quantize_output = bool(quantize_output)
 
     def build(self, input_shape):
         if self.layer is not None and not self.layer.built:
@@ -258,6 +266,8 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
 
     def call(self, inputs, training=None):
         y = inputs if self.layer is None else self.layer(inputs)
+        if not self.quantize_output:
+            return y
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits,
                                      fixed=self.fixed_range is not None)
@@ -269,7 +279,8 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
                        "activation_bits": self.activation_bits,
                        "ema_decay": self.ema_decay,
                        "fixed_range": (list(self.fixed_range)
-                                       if self.fixed_range else None)})
+                                       if self.fixed_range else None),
+                       "quantize_output": self.quantize_output})
         return config
 
     @classmethod

@@ -75,6 +75,13 @@ def quantize_graph(model, scheme, report):
         cs = consumers.get(name, [])
         return cs[0] if len(cs) == 1 and name not in outputs else None
 
+    def feeds_concat_only(name):
+        # TFLite gives a Concatenate's inputs its own scale: their ranges
+        # come from the concatenation's quantizer, not their own.
+        cs = consumers.get(name, [])
+        return bool(cs) and name not in outputs and all(
+            isinstance(c, L.Concatenate) for c in cs)
+
     tensors, consumed = {}, {}
     new_inputs = []
     kw = dict(activation_bits=scheme.activation_bits,
@@ -136,7 +143,8 @@ def quantize_graph(model, scheme, report):
                               act, weight_bits=scheme.weight_bits,
                               per_channel=scheme.per_channel,
                               preserve_sparsity=scheme.preserve_sparsity,
-                              **kw)
+                              quantize_output=not feeds_concat_only(
+                                  fused[-1]), **kw)
             out = q(x)
             for n in fused:
                 tensors[n] = out
@@ -160,7 +168,9 @@ def quantize_graph(model, scheme, report):
             act = getattr(getattr(layer, "activation", None), "__name__", "")
             fixed = QuantizeOutput.FIXED.get(
                 "softmax" if isinstance(layer, L.Softmax) else act)
-            q = QuantizeOutput(copy_layer(layer), fixed_range=fixed, **kw)
+            q = QuantizeOutput(copy_layer(layer), fixed_range=fixed,
+                               quantize_output=not feeds_concat_only(name),
+                               **kw)
             tensors[name] = q(x)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": f"output int{scheme.activation_bits}",

@@ -66,6 +66,8 @@ CASES = {
         L.Conv2D(4, 3)(i))),
     "reshape_dropout_pad": lambda i: L.Dense(3)(L.Reshape((-1,))(
         L.Dropout(0.1)(L.ZeroPadding2D()(L.Conv2D(2, 3)(i))))),
+    "conv2d_transpose_bn": lambda i: L.ReLU()(L.BatchNormalization()(
+        L.Conv2DTranspose(3, 3, strides=2, use_bias=False)(i))),
     "upsampling": lambda i: L.UpSampling2D()(L.Conv2D(2, 3)(i)),
     "softmax_head": lambda i: L.Dense(4, activation="softmax")(
         L.GlobalAveragePooling2D()(i)),

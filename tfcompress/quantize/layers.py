@@ -76,10 +76,11 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         # TFLite requires per-tensor weights for fully connected layers.
-        # Conv1D runs as an expanded Conv2D whose quantized axis TFLite
-        # cannot match to a per-channel fake-quant: per-tensor there too.
+        # Conv1D (an expanded Conv2D) and Conv2DTranspose (a transposed
+        # kernel) have quantized axes TFLite cannot match to a per-channel
+        # fake-quant ("mismatched quantized axes"): per-tensor there too.
         self.per_channel = bool(per_channel) and not isinstance(
-            layer, (L.Dense, L.Conv1D))
+            layer, (L.Dense, L.Conv1D, L.Conv2DTranspose))
         self.preserve_sparsity = bool(preserve_sparsity)
         self.ema_decay = float(ema_decay)
         # False when the only consumer is a Concatenate, whose single range
@@ -118,7 +119,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             shift = shift + bias * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        if isinstance(layer, L.DepthwiseConv2D):
+        if isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
+            # channel axis -2: depthwise (h, w, C, 1), transpose (h, w, out, in)
             kernel = kernel * tf.reshape(scale, (1, 1, -1, 1))
         else:
             kernel = kernel * scale
@@ -127,14 +129,22 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         layer = self.layer
         kernel, bias = self._folded()
-        if isinstance(layer, L.DepthwiseConv2D):
-            # per-channel over the input channels: (h, w, C, 1) -> (h,w,1,C)
+        if isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
+            # per-channel over axis -2: (h, w, C, x) -> (h, w, x, C)
             k = tf.transpose(kernel, (0, 1, 3, 2))
             k = fq.quantize_weights(k, self.weight_bits, self.per_channel)
             kernel = tf.transpose(k, (0, 1, 3, 2))
-            y = keras.ops.depthwise_conv(inputs, kernel, layer.strides,
-                                         layer.padding, layer.data_format,
-                                         layer.dilation_rate)
+            if isinstance(layer, L.DepthwiseConv2D):
+                y = keras.ops.depthwise_conv(inputs, kernel, layer.strides,
+                                             layer.padding,
+                                             layer.data_format,
+                                             layer.dilation_rate)
+            else:
+                y = keras.ops.conv_transpose(inputs, kernel, layer.strides,
+                                             layer.padding,
+                                             layer.output_padding,
+                                             layer.data_format,
+                                             layer.dilation_rate)
         else:
             kernel = fq.quantize_weights(kernel, self.weight_bits,
                                          self.per_channel)

@@ -10,9 +10,8 @@ from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
 from tfcompress.utils.layer_map import copy_layer, is_container
 
-FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Dense)
-UNSUPPORTED_CONV = (L.Conv2DTranspose, L.Conv1DTranspose, L.SeparableConv1D,
-                    L.SeparableConv2D, L.Conv3D)
+FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
+           L.Dense)
 OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
                     L.Average, L.Maximum, L.Minimum,
                     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,

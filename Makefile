@@ -35,13 +35,16 @@ data:
 	  echo "data: no apt/root; set TFCOMPRESS_DATA to a folder with the Fashion-MNIST idx files"; \
 	fi
 
-# The SSH benchmark test runs a real OpenSSH server on 127.0.0.1.
+# The SSH benchmark test runs a real OpenSSH server on 127.0.0.1; the ARM
+# test runs the device runner in a Debian arm64 root under qemu.
+TESTTOOLS := openssh-server debootstrap qemu-user-static
 testtools:
-	@if [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "testtools: installing Debian package openssh-server"; \
-	  (apt-get install -y -qq openssh-server >/dev/null 2>&1 || \
-	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq openssh-server >/dev/null 2>&1)) || \
-	  echo "testtools: could not install openssh-server; the SSH test will be skipped"; \
+	@if { [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/sbin/debootstrap ] || ! command -v qemu-aarch64-static >/dev/null 2>&1; } \
+	  && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "testtools: installing Debian packages $(TESTTOOLS)"; \
+	  (apt-get install -y -qq $(TESTTOOLS) >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(TESTTOOLS) >/dev/null 2>&1)) || \
+	  echo "testtools: could not install $(TESTTOOLS); the SSH and ARM tests will be skipped"; \
 	fi
 
 demo: install data

@@ -1,0 +1,69 @@
+"""The device-side runner on arm64 for real: Debian bookworm arm64 (as on
+Raspberry Pi OS) under qemu user-mode emulation with tflite-runtime 2.14
+and numpy<2; its int8 outputs must match the x86 LiteRT outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfcompress.bench import arm_root
+
+
+@pytest.fixture(scope="module")
+def root():
+    missing = arm_root.tools_missing()
+    if missing:
+        pytest.skip(f"host tools {missing} not installed (make test "
+                    "installs debootstrap and qemu-user-static as root)")
+    try:
+        return arm_root.build_root()
+    except arm_root.ArmRootError as e:
+        pytest.skip(f"could not build the arm64 root: {e}")
+
+
+@pytest.mark.slow
+def test_runner_on_emulated_arm64_matches_x86(root, tmp_path):
+    import keras
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu")(i)
+    h = keras.layers.MaxPooling2D()(h)
+    o = keras.layers.Dense(5)(keras.layers.Flatten()(h))
+    model = keras.Model(i, o)
+    x = np.random.default_rng(0).random((40, 12, 12, 1), dtype=np.float32)
+    path = tmp_path / "m_int8.tflite"
+    r = convert(model, "int8", representative_data=x, input_type="int8",
+                output_type="int8", output_path=path)
+    scale = r.report["outputs"][0]["scale"]
+    np.savez(tmp_path / "eval.npz", x=x,
+             y=model.predict(x, verbose=0).argmax(1))
+    common = [str(path), "--data", str(tmp_path / "eval.npz"), "--runs",
+              "3", "--warmup-runs", "1"]
+    x86 = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(arm_root.__file__),
+                                      "runner.py"), *common,
+         "--runtime", "ai_edge_litert", "--outputs",
+         str(tmp_path / "x86.npy"), "--json", str(tmp_path / "x86.json")],
+        capture_output=True, text=True, timeout=300)
+    assert x86.returncode == 0, x86.stderr[-1500:]
+    arm = arm_root.run_runner(root, [*common, "--runtime", "tflite_runtime",
+                                     "--outputs", str(tmp_path / "arm.npy"),
+                                     "--json", str(tmp_path / "arm.json")])
+    assert arm.returncode == 0, arm.stderr[-1500:]
+    result = json.loads((tmp_path / "arm.json").read_text())
+    env = result["environment"]
+    assert env["machine"] == "aarch64" and env["emulated"] is True
+    assert env["runtime"] == "tflite_runtime"
+    assert env["runtime_version"] == "2.14.0"
+    a = np.load(tmp_path / "arm.npy")
+    b = np.load(tmp_path / "x86.npy")
+    steps = np.abs(a - b) / scale
+    differing = int(np.sum(steps > 1e-6))
+    print(f"arm64 vs x86: {differing} of {a.size} outputs differ; max "
+          f"{steps.max():.2f} quantization steps")
+    assert steps.max() <= 1.0 + 1e-6

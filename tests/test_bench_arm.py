@@ -67,3 +67,27 @@ def test_runner_on_emulated_arm64_matches_x86(root, tmp_path):
     print(f"arm64 vs x86: {differing} of {a.size} outputs differ; max "
           f"{steps.max():.2f} quantization steps")
     assert steps.max() <= 1.0 + 1e-6
+
+
+@pytest.mark.slow
+def test_op_version_too_new_for_tflite_runtime_is_one_clear_error(root,
+                                                                  tmp_path):
+    """TF 2.21 writes FULLY_CONNECTED v12 for dynamic-range models, which
+    tflite-runtime 2.14 cannot load: the runner says so in one line."""
+    import keras
+    from tfcompress.convert import convert
+    from tfcompress.inspect import inspect
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
+    path = tmp_path / "dyn.tflite"
+    convert(m, "dynamic", output_path=path)
+    report = inspect(path)
+    assert report["op_versions"]["FULLY_CONNECTED"] >= 12
+    assert report["runtime_compatibility"]
+    r = arm_root.run_runner(root, [str(path), "--runtime", "tflite_runtime",
+                                   "--runs", "1"])
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.startswith("runner:")]
+    assert len(lines) == 1
+    assert "FULLY_CONNECTED" in lines[0] and "12" in lines[0]
+    assert "LiteRT" in lines[0]

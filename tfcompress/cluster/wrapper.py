@@ -110,10 +110,3 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                        "preserve_sparsity": self.preserve_sparsity,
                        "per_channel": self.per_channel})
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"),
-                                         custom_objects=custom_objects)
-        return cls(layer, **config)

@@ -298,13 +298,6 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         })
         return config
 
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"),
-                                         custom_objects=custom_objects)
-        return cls(layer, **config)
-
 
 def _raw(variable):
     """The value of a Keras variable in its own dtype (no autocast), as

@@ -1,4 +1,4 @@
-"""Build-config plumbing shared by tfcompress's wrapper layers.
+"""Build and config plumbing shared by tfcompress's wrapper layers.
 
 A wrapper saved in a ``.keras`` file must rebuild its inner layer with the
 inner layer's own build config (multi-input layers such as
@@ -7,7 +7,16 @@ MultiHeadAttention cannot be built from the wrapper's input shape alone).
 
 
 class WrappedBuildMixin:
-    """``get_build_config``/``build_from_config`` delegating to ``layer``."""
+    """``get_build_config``/``build_from_config`` delegating to ``layer``,
+    and ``from_config`` rebuilding ``layer`` from its serialized config."""
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        import keras
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"),
+                                         custom_objects=custom_objects)
+        return cls(layer, **config)
 
     def get_build_config(self):
         return {"layer": self.layer.get_build_config()}

@@ -68,6 +68,8 @@ CASES = {
         L.Dropout(0.1)(L.ZeroPadding2D()(L.Conv2D(2, 3)(i))))),
     "conv2d_transpose_bn": lambda i: L.ReLU()(L.BatchNormalization()(
         L.Conv2DTranspose(3, 3, strides=2, use_bias=False)(i))),
+    "separable_conv_bn_relu6": lambda i: L.ReLU(6.0)(L.BatchNormalization()(
+        L.SeparableConv2D(6, 3, use_bias=False)(i))),
     "upsampling": lambda i: L.UpSampling2D()(L.Conv2D(2, 3)(i)),
     "softmax_head": lambda i: L.Dense(4, activation="softmax")(
         L.GlobalAveragePooling2D()(i)),

@@ -51,6 +51,13 @@ class _RangeMixin:
         return fq.quantize_activations(y, lo, hi, bits)
 
 
+def _main_kernel(layer):
+    """The kernel BN folds into: a SeparableConv2D's pointwise kernel."""
+    if isinstance(layer, L.SeparableConv2D):
+        return layer.pointwise_kernel
+    return layer.kernel
+
+
 def _activation_fn(name):
     if name in (None, "linear"):
         return None
@@ -96,16 +103,20 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             self.batchnorm.build(self.layer.compute_output_shape(
                 input_shape))
         self.range = self._add_range()
+        if isinstance(self.layer, L.SeparableConv2D):
+            # the depthwise output is a tensor of its own in TFLite
+            self.depthwise_range = self._add_range("depthwise")
         if self.preserve_sparsity:
+            kernel = _main_kernel(self.layer)
             self.mask = self.add_weight(
-                name="sparsity_mask", shape=self.layer.kernel.shape,
+                name="sparsity_mask", shape=kernel.shape,
                 initializer="ones", trainable=False)
-            self.mask.assign(tf.cast(tf.not_equal(self.layer.kernel, 0),
+            self.mask.assign(tf.cast(tf.not_equal(kernel, 0),
                                      self.mask.dtype))
 
     def _folded(self):
         layer, bn = self.layer, self.batchnorm
-        kernel = layer.kernel
+        kernel = _main_kernel(layer)
         if self.mask is not None:
             kernel = kernel * self.mask
         bias = layer.bias if layer.use_bias else None
@@ -129,7 +140,19 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         layer = self.layer
         kernel, bias = self._folded()
-        if isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
+        if isinstance(layer, L.SeparableConv2D):
+            dw = tf.transpose(layer.depthwise_kernel, (0, 1, 3, 2))
+            dw = fq.quantize_weights(dw, self.weight_bits, self.per_channel)
+            dw = tf.transpose(dw, (0, 1, 3, 2))
+            mid = keras.ops.depthwise_conv(inputs, dw, layer.strides,
+                                           layer.padding, layer.data_format,
+                                           layer.dilation_rate)
+            mid = self._quantize_output(mid, training, self.depthwise_range,
+                                        self.activation_bits)
+            kernel = fq.quantize_weights(kernel, self.weight_bits,
+                                         self.per_channel)
+            y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)
+        elif isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
             # per-channel over axis -2: (h, w, C, x) -> (h, w, x, C)
             k = tf.transpose(kernel, (0, 1, 3, 2))
             k = fq.quantize_weights(k, self.weight_bits, self.per_channel)

@@ -11,7 +11,7 @@ from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
 from tfcompress.utils.layer_map import copy_layer, is_container
 
 FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
-           L.Dense)
+           L.SeparableConv2D, L.Dense)
 OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
                     L.Average, L.Maximum, L.Minimum,
                     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,

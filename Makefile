@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 RECIPE ?= configs/fashion_mnist_cnn.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
+export DEBIAN_FRONTEND := noninteractive
 
 .PHONY: demo test install data testtools clean
 

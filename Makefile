@@ -57,5 +57,5 @@ test: install data testtools
 clean:
 	rm -rf $(VENV) runs build *.egg-info
 
-# Fragments: make/bench.mk (device tools), make/bazel.mk (Bazel targets).
+# Optional fragments (none ship yet): make/*.mk is included when present.
 -include make/*.mk

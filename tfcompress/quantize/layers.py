@@ -51,9 +51,18 @@ class _RangeMixin:
         return fq.quantize_activations(y, lo, hi, bits)
 
 
+SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+
+
+def _swap_last_axes(t):
+    perm = list(range(len(t.shape)))
+    perm[-1], perm[-2] = perm[-2], perm[-1]
+    return tf.transpose(t, perm)
+
+
 def _main_kernel(layer):
-    """The kernel BN folds into: a SeparableConv2D's pointwise kernel."""
-    if isinstance(layer, L.SeparableConv2D):
+    """The kernel BN folds into: a separable conv's pointwise kernel."""
+    if isinstance(layer, SEPARABLE):
         return layer.pointwise_kernel
     return layer.kernel
 
@@ -87,7 +96,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         # kernel) have quantized axes TFLite cannot match to a per-channel
         # fake-quant ("mismatched quantized axes"): per-tensor there too.
         self.per_channel = bool(per_channel) and not isinstance(
-            layer, (L.Dense, L.Conv1D, L.Conv2DTranspose))
+            layer, (L.Dense, L.Conv1D, L.SeparableConv1D,
+                    L.Conv2DTranspose))
         self.preserve_sparsity = bool(preserve_sparsity)
         self.ema_decay = float(ema_decay)
         # False when the only consumer is a Concatenate, whose single range
@@ -103,7 +113,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             self.batchnorm.build(self.layer.compute_output_shape(
                 input_shape))
         self.range = self._add_range()
-        if isinstance(self.layer, L.SeparableConv2D):
+        if isinstance(self.layer, SEPARABLE):
             # the depthwise output is a tensor of its own in TFLite
             self.depthwise_range = self._add_range("depthwise")
         if self.preserve_sparsity:
@@ -140,10 +150,11 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         layer = self.layer
         kernel, bias = self._folded()
-        if isinstance(layer, L.SeparableConv2D):
-            dw = tf.transpose(layer.depthwise_kernel, (0, 1, 3, 2))
+        if isinstance(layer, SEPARABLE):
+            # per-channel over the input-channel axis -2
+            dw = _swap_last_axes(layer.depthwise_kernel)
             dw = fq.quantize_weights(dw, self.weight_bits, self.per_channel)
-            dw = tf.transpose(dw, (0, 1, 3, 2))
+            dw = _swap_last_axes(dw)
             mid = keras.ops.depthwise_conv(inputs, dw, layer.strides,
                                            layer.padding, layer.data_format,
                                            layer.dilation_rate)

@@ -11,7 +11,7 @@ from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
 from tfcompress.utils.layer_map import copy_layer, is_container
 
 FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
-           L.SeparableConv2D, L.Dense)
+           L.SeparableConv1D, L.SeparableConv2D, L.Dense)
 OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
                     L.Average, L.Maximum, L.Minimum,
                     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
@@ -137,14 +137,26 @@ def quantize_graph(model, scheme, report):
                     _fusable_activation(nxt):
                 act = _fusable_activation(nxt)
                 fused.append(nxt.name)
-            q = QuantizeFused(copy_layer(layer),
+            # TFLite fuses only ReLU/ReLU6 into the op; any other built-in
+            # activation (softmax, sigmoid, tanh, ...) is an op of its own
+            # with its own output scale, so it is split off here.
+            split_act = act_inside not in ("linear",) + FUSABLE_ACTIVATIONS
+            core = (copy_layer(layer, activation="linear") if split_act
+                    else copy_layer(layer))
+            q = QuantizeFused(core,
                               copy_layer(bn) if bn is not None else None,
                               act, weight_bits=scheme.weight_bits,
                               per_channel=scheme.per_channel,
                               preserve_sparsity=scheme.preserve_sparsity,
-                              quantize_output=not feeds_concat_only(
-                                  fused[-1]), **kw)
+                              quantize_output=split_act or not
+                              feeds_concat_only(fused[-1]), **kw)
             out = q(x)
+            if split_act:
+                out = QuantizeOutput(
+                    L.Activation(act_inside, name=f"{name}_{act_inside}"),
+                    fixed_range=QuantizeOutput.FIXED.get(act_inside),
+                    quantize_output=not feeds_concat_only(name),
+                    **kw)(out)
             for n in fused:
                 tensors[n] = out
                 consumed[n] = name

@@ -44,13 +44,16 @@ def iter_layers(model) -> Iterator[keras.layers.Layer]:
             yield layer
 
 
-def copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+def copy_layer(layer: keras.layers.Layer, **overrides) -> keras.layers.Layer:
     """A new layer with the same config and a copy of the weights.
 
     The copy is built and its weights set when ``layer`` is built and says
     how (``get_build_config``); otherwise it is returned unbuilt.
+    ``overrides`` replace config entries (e.g. ``activation="linear"``).
     """
-    new = layer.__class__.from_config(layer.get_config())
+    config = layer.get_config()
+    config.update(overrides)
+    new = layer.__class__.from_config(config)
     if layer.built:
         build_config = layer.get_build_config()
         if build_config:

@@ -57,5 +57,5 @@ test: install data testtools
 clean:
 	rm -rf $(VENV) runs build *.egg-info
 
-# Optional fragments (none ship yet): make/*.mk is included when present.
+# More targets: make/bazel.mk (make bazel-test).
 -include make/*.mk

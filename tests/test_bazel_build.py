@@ -1,0 +1,45 @@
+"""tests/BUILD and the top-level BUILD stay in step with the code."""
+
+import ast
+import glob
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _dict_literal(text, name):
+    m = re.search(rf"^{name} = (\{{.*?^\}})", text, re.S | re.M)
+    return ast.literal_eval(m.group(1))
+
+
+def test_every_test_file_has_a_bazel_target():
+    text = open(os.path.join(ROOT, "tests", "BUILD")).read()
+    quick, with_slow = (_dict_literal(text, "QUICK"),
+                        _dict_literal(text, "WITH_SLOW"))
+    assert not set(quick) & set(with_slow)
+    files = {os.path.basename(p)[:-3]
+             for p in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))}
+    assert files == set(quick) | set(with_slow), (
+        "add the missing test files to QUICK or WITH_SLOW in tests/BUILD")
+    for name in files:
+        src = open(os.path.join(ROOT, "tests", name + ".py")).read()
+        has_slow = bool(re.search(r"^@pytest\.mark\.slow", src, re.M))
+        assert has_slow == (name in with_slow), (
+            f"{name}: files with slow tests belong in WITH_SLOW, others "
+            "in QUICK")
+
+
+def test_device_runner_target_has_only_the_runner():
+    text = open(os.path.join(ROOT, "BUILD")).read()
+    block = re.search(r'py_library\(\s*name = "bench_runner_lib",(.*?)\n\)',
+                      text, re.S).group(1)
+    assert re.findall(r'"([^"]+\.py)"', block) == [
+        "tfcompress/bench/runner.py"]
+    assert "deps" not in block
+    # the runner imports nothing of tfcompress (it is copied to boards) and
+    # TensorFlow only as a last-resort runtime, inside a function
+    runner = open(os.path.join(ROOT, "tfcompress", "bench",
+                               "runner.py")).read()
+    assert not re.search(r"^\s*(from|import) tfcompress", runner, re.M)
+    assert not re.search(r"^(from|import) (tensorflow|keras)", runner, re.M)

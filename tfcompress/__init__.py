@@ -18,6 +18,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("analyze", "bench", "cluster", "convert", "data", "distill",
+                "distribute",
                 "inspect", "models", "prune", "quantize", "recipes", "utils")
 
 

@@ -45,6 +45,26 @@ def strip_training_wrappers(model):
     return model
 
 
+def outside_strategy(model):
+    """A copy of ``model`` with plain variables when it was built inside a
+    tf.distribute strategy scope (else ``model`` itself).
+
+    Exporting distributed variables is a collective operation under
+    MultiWorkerMirroredStrategy (every worker would have to convert); the
+    copy lets the chief convert alone.
+    """
+    if getattr(model, "_distribute_strategy", None) is None:
+        return model        # built outside any strategy scope
+    import keras
+    import tensorflow as tf
+    if tf.distribute.has_strategy():
+        raise InputError("convert() inside strategy.scope(): call it "
+                         "outside the scope")
+    copy = keras.models.clone_model(model)
+    copy.set_weights([np.asarray(w) for w in model.get_weights()])
+    return copy
+
+
 def has_fake_quant(model) -> bool:
     """True if ``model`` holds QAT fake-quant layers (tfcompress or tfmot)."""
     if type(model).__module__.startswith("tf_keras"):
@@ -176,7 +196,7 @@ def convert(model, mode="int8", representative_data=None,
     import tensorflow as tf
 
     start = time.time()
-    keras_model = model
+    keras_model = model = outside_strategy(model)
     model = strip_training_wrappers(model)
     qat = has_fake_quant(model)
     samples = _as_samples(representative_data, model)

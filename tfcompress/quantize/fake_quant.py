@@ -47,10 +47,18 @@ def update_range(x, min_var, max_var, seen_var, decay=0.999):
     """EMA update of an activation range from a training batch.
 
     The first batch sets the range; later batches move it by ``1 - decay``.
-    The range always contains 0 so zero is exactly representable.
+    The range always contains 0 so zero is exactly representable. Under
+    tf.distribute the batch minimum and maximum are taken over all replicas
+    (on every worker), so every replica keeps the same range: the one a
+    single device would compute from the whole global batch.
     """
     batch_min = tf.minimum(tf.reduce_min(x), 0.0)
     batch_max = tf.maximum(tf.reduce_max(x), 0.0)
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        both = ctx.all_gather(tf.stack([batch_min, batch_max])[None], 0)
+        batch_min = tf.reduce_min(both[:, 0])
+        batch_max = tf.reduce_max(both[:, 1])
     first = tf.equal(seen_var, 0)
     new_min = tf.where(first, batch_min,
                        min_var * decay + batch_min * (1 - decay))

@@ -164,3 +164,63 @@ def test_two_workers_on_localhost_train_identically(tmp_path):
     assert chief["int8_sparsity"]
     assert all(s >= 0.74 for s in chief["int8_sparsity"].values())
     assert (tmp_path / "model_int8.tflite").stat().st_size > 0
+
+
+RECIPE = """
+name: mw
+model: lenet_300_100
+data: {name: fashion_mnist, train_samples: 512, test_samples: 256}
+train: {epochs: 1, batch_size: 64, strategy: multi_worker}
+variants:
+  - name: pruned_qat_int8
+    stages:
+      - prune: {final_sparsity: 0.5, epochs: 1, frequency: 2}
+      - qat: {scheme: prune_preserving, epochs: 1}
+      - convert: {mode: int8}
+"""
+
+
+@pytest.mark.slow
+def test_recipe_runs_on_two_workers(tmp_path):
+    from tfcompress.recipes import load_data
+    try:
+        load_data("fashion_mnist", 8, 8)
+    except Exception as e:       # no offline copy of the data
+        pytest.skip(str(e))
+    recipe = tmp_path / "mw.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "run"
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker",
+                                                  "index": i}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tfcompress", "run", str(recipe),
+             "--out", str(out)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        results = [p.communicate(timeout=max(1, deadline - time.monotonic()))
+                   + (p.returncode,) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for stdout, stderr, code in results:
+        assert code == 0, (stdout[-2000:], stderr[-2000:])
+    assert "2 replicas" in results[0][0]
+    chief = json.loads((out / "report.json").read_text())
+    worker = out / ".workers" / "worker-1"
+    assert (worker / "report.json").exists()
+    other = json.loads((worker / "report.json").read_text())
+    # both workers trained the same model: same accuracies everywhere
+    assert chief["baseline"]["keras_accuracy"] == \
+        other["baseline"]["keras_accuracy"]
+    (a,), (b,) = chief["variants"], other["variants"]
+    assert a["keras_accuracy"] == b["keras_accuracy"]
+    assert a["tflite_accuracy"] is None or a["float_ops"] == 0
+    assert a["float_ops"] == 0 and 0.45 <= a["sparsity"] <= 0.55

@@ -17,6 +17,7 @@ MALFORMED = [
     ("train:\n  epochs: -1\n", r"x.yaml:2: train.epochs: expected a value in \[0, 1000\]"),
     ("train:\n  learning_rate: fast\n", r"train.learning_rate: expected float"),
     ("train:\n  optimizer: adamm\n", r"train.optimizer: expected one of .*did you mean 'adam'"),
+    ("train:\n  strategy: multiworker\n", r"x.yaml:2: train.strategy: expected one of default, mirrored, multi_worker.*did you mean 'multi_worker'"),
     ("train:\n  epochs: 1\n  batchsize: 3\n", r"x.yaml:3: unknown key 'train.batchsize'; did you mean 'batch_size'"),
     ("data:\n  name: fashion_mnist\n  train_sample: 5\n", r"x.yaml:3: unknown key 'data.train_sample'"),
     ("model: [1, 2]\n", r"x.yaml:1: model: expected str, found list"),

@@ -126,6 +126,13 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
                              "are " + ", ".join(
                                  v["name"] for v in recipe["variants"]))
     run_dir = out_dir or os.path.join("runs", recipe["name"])
+    from tfcompress import distribute
+    strategy = distribute.get_strategy(recipe["train"]["strategy"])
+    if not distribute.is_chief(strategy):
+        # every worker runs the same stages; only the chief's folder is
+        # the result
+        task_type, task_id = distribute.task(strategy)
+        run_dir = os.path.join(run_dir, ".workers", f"{task_type}-{task_id}")
     os.makedirs(run_dir, exist_ok=True)
     atomic_write_text(os.path.join(run_dir, "recipe.json"),
                       json.dumps(recipe, indent=2))
@@ -145,14 +152,18 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     base_hash = _hash(recipe["model"], d, train)
     if _cached(base_path, base_hash):
         print(f"[baseline] reusing {base_path}")
-        baseline = _load_model(base_path)
+        with strategy.scope():
+            baseline = _load_model(base_path)
     else:
         print(f"[baseline] training {recipe['model']} for "
-              f"{train['epochs']} epoch(s) on {len(xt)} samples")
+              f"{train['epochs']} epoch(s) on {len(xt)} samples"
+              + (f" ({train['strategy']}, {strategy.num_replicas_in_sync} "
+                 "replicas)" if train["strategy"] != "default" else ""))
         keras.utils.set_random_seed(train["seed"])
-        baseline = _baseline_model(recipe)
-        stages._compile(baseline, train["optimizer"],
-                        train["learning_rate"])
+        with strategy.scope():
+            baseline = _baseline_model(recipe)
+            stages._compile(baseline, train["optimizer"],
+                            train["learning_rate"])
         stages._fit(baseline, data, train["epochs"], train["batch_size"])
         _save_model(baseline, base_path)
         _mark(base_path, base_hash)
@@ -163,14 +174,14 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     for variant in variants:
         results[variant["name"]] = _run_variant(
             variant, baseline, base_path, base_hash, data, train, run_dir,
-            eval_npz)
+            eval_npz, strategy)
     from tfcompress.recipes.report import write_report
     paths = write_report(run_dir, recipe, results)
     return {"run_dir": run_dir, "results": results, **paths}
 
 
 def _run_variant(variant, baseline, base_path, base_hash, data, train,
-                 run_dir, eval_npz):
+                 run_dir, eval_npz, strategy):
     import keras
     name = variant["name"]
     vdir = os.path.join(run_dir, "variants", name)
@@ -188,12 +199,14 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if _cached(path, digest):
                 print(f"{label}: reusing {path}")
-                model = _load_model(path)
+                with strategy.scope():
+                    model = _load_model(path)
             else:
                 print(f"{label}: running")
                 keras.utils.set_random_seed(train["seed"] + i)
                 fn = stages.run_prune if kind == "prune" else stages.run_qat
-                model = fn(model, params, data, train)
+                with strategy.scope():
+                    model = fn(model, params, data, train)
                 _save_model(model, path)
                 _mark(path, digest)
             model_path = path

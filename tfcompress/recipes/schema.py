@@ -94,6 +94,9 @@ SCHEMA = {
         "optimizer": Field(("adam", "sgd", "rmsprop", "adamw"), "adam"),
         "learning_rate": Field(float, 1e-3, 0.0),
         "seed": Field(int, 0, 0),
+        # tf.distribute strategy of every training stage (docs/distributed.md)
+        "strategy": Field(("default", "mirrored", "multi_worker"),
+                          "default"),
     },
     "variants": Field([{"name": Field(str), "stages": Field(list)}],
                       [{"name": "float", "stages": [

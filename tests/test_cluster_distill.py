@@ -131,3 +131,86 @@ def test_distiller_trains_student_and_validates():
     other = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="output shape"):
         Distiller(other, teacher)
+
+
+def _int8_kernels(tflite_bytes, report):
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=tflite_bytes)
+    names = {w["name"] for w in report["weights"]
+             if w["dtype"] == "INT8" and len(w["shape"]) in (2, 4)}
+    return [it.get_tensor(d["index"]) for d in it.get_tensor_details()
+            if d["name"] in names]
+
+
+def _conv_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((8, 8, 2)),
+        keras.layers.Conv2D(8, 3, use_bias=False, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(4, name="logits")])
+
+
+@pytest.mark.parametrize("prune_first", [False, True])
+def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first):
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 8, 8, 2), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) * 8).astype("int32") % 4
+    base = _compile(_conv_model())
+    base.fit(x, y, epochs=1, verbose=0)
+    if prune_first:
+        for layer in base.layers:
+            if hasattr(layer, "kernel"):
+                k = layer.kernel.numpy()
+                k[np.abs(k) < np.quantile(np.abs(k), 0.5)] = 0
+                layer.kernel.assign(k)
+    clustered = _compile(cluster.cluster_weights(
+        base, 6, preserve_sparsity=prune_first), 1e-3)
+    clustered.fit(x, y, epochs=1, verbose=0)
+    plain = cluster.strip_clustering(clustered)
+    # with zeros kept as their own cluster: at most 6 + 1 values
+    k = 7 if prune_first else 6
+    results = {}
+    for name, scheme in (("cqat", quantize.ClusterPreservingScheme(
+            preserve_sparsity=prune_first)),
+            ("default", quantize.Default8BitScheme())):
+        q = _compile(quantize.quantize_model(plain, scheme), 1e-3)
+        q.fit(x, y, epochs=2, verbose=0)
+        r = convert(q, "int8", representative_data=x[:32])
+        assert r.report["fully_integer"]
+        results[name] = (q, r, _int8_kernels(r.tflite_bytes, r.report))
+    q, r, kernels = results["cqat"]
+    assert len(kernels) == 2
+    conv = [w for w in kernels if w.ndim == 4][0]         # (out, h, w, in)
+    dense = [w for w in kernels if w.ndim == 2][0]        # per-tensor
+    assert max(len(np.unique(ch)) for ch in conv) <= k
+    assert len(np.unique(dense)) <= k
+    if prune_first:
+        assert (conv == 0).mean() >= 0.45 and (dense == 0).mean() >= 0.45
+    # the centroids trained (BN folded into them per channel)
+    fused = q.get_layer("quant_conv")
+    rows = quantize.summary(q, print_fn=None)
+    assert {r_["wraps"]: r_["preserve_clusters"] for r_ in rows
+            if "wraps" in r_}["conv"] <= k
+    shared = np.take_along_axis(fused.cluster_centroids.numpy(),
+                                fused.cluster_indices.numpy(), 1)
+    start = plain.get_layer("conv").kernel.numpy()
+    start = start.reshape(-1, start.shape[-1]).T
+    assert shared.shape == start.shape
+    assert max(len(np.unique(ch)) for ch in shared) <= k
+    assert not np.allclose(shared, start)
+    # without the scheme, QAT spreads the shared values apart
+    _, _, plain_kernels = results["default"]
+    conv_default = [w for w in plain_kernels if w.ndim == 4][0]
+    assert max(len(np.unique(ch)) for ch in conv_default) > k
+
+
+def test_cluster_preserving_scheme_needs_a_clustered_model():
+    from tfcompress import quantize
+    with pytest.raises(ValueError, match="clustered model"):
+        quantize.quantize_model(_compile(_mlp(width=300)),
+                                quantize.ClusterPreservingScheme())

@@ -13,12 +13,13 @@ from tfcompress.quantize.api import (NoOpQuantizeConfig,
                                      quantize_model, quantize_scope, summary)
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
-from tfcompress.quantize.schemes import (Default8BitScheme, NBitScheme,
+from tfcompress.quantize.schemes import (ClusterPreservingScheme,
+                                         Default8BitScheme, NBitScheme,
                                          PrunePreservingScheme)
 from tfcompress.quantize.transform import UnsupportedLayerError
 
 __all__ = [
-    "Default8BitScheme", "NBitScheme", "NoOpQuantizeConfig",
+    "ClusterPreservingScheme", "Default8BitScheme", "NBitScheme", "NoOpQuantizeConfig",
     "OutputQuantizeConfig", "PrunePreservingScheme", "QuantizeAffine",
     "QuantizeConfig", "QuantizeFused", "QuantizeOutput",
     "UnsupportedLayerError", "has_fake_quant", "quantize_annotate_layer",

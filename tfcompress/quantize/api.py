@@ -132,7 +132,11 @@ def summary(model, print_fn=print) -> list:
                         "activation": layer.activation_name,
                         "weight_bits": layer.weight_bits,
                         "per_channel": layer.per_channel,
-                        "preserve_sparsity": layer.preserve_sparsity})
+                        "preserve_sparsity": layer.preserve_sparsity,
+                        "preserve_clusters": (
+                            int(layer.cluster_centroids.shape[-1])
+                            if layer.cluster_centroids is not None
+                            else None)})
         rows.append(row)
     if print_fn is not None:
         for r in rows:

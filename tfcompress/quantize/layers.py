@@ -14,6 +14,7 @@ model); gamma and beta keep training.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers as L
 
@@ -52,6 +53,9 @@ class _RangeMixin:
 
 
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+# ClusterPreservingScheme: more distinct values per channel is not a
+# clustered kernel
+MAX_PRESERVED_CLUSTERS = 256
 
 
 def _swap_last_axes(t):
@@ -83,7 +87,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def __init__(self, layer, batchnorm=None, activation=None,
                  weight_bits=8, activation_bits=8, per_channel=True,
                  preserve_sparsity=False, ema_decay=0.999,
-                 quantize_output=True, **kwargs):
+                 quantize_output=True, preserve_clusters=False, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -99,6 +103,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             layer, (L.Dense, L.Conv1D, L.SeparableConv1D,
                     L.Conv2DTranspose))
         self.preserve_sparsity = bool(preserve_sparsity)
+        self.preserve_clusters = bool(preserve_clusters)
+        self.cluster_centroids = self.cluster_indices = None
         self.ema_decay = float(ema_decay)
         # False when the only consumer is a Concatenate, whose single range
         # TFLite imposes on all its inputs.
@@ -123,10 +129,48 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                 initializer="ones", trainable=False)
             self.mask.assign(tf.cast(tf.not_equal(kernel, 0),
                                      self.mask.dtype))
+        if self.preserve_clusters:
+            self._build_clusters()
+
+    def _build_clusters(self):
+        """Weight sharing through QAT: the kernel becomes
+        ``centroids[indices]`` with one centroid per distinct value of each
+        output channel (axis -1; of the whole kernel for per-tensor
+        weights); the centroids train, the assignment is fixed, so the
+        kernel keeps its cluster count through conversion."""
+        kernel = _main_kernel(self.layer)
+        w = np.asarray(kernel)
+        # per-tensor weights (Dense, Conv1D, ...) share one set of centroids
+        channels = w.shape[-1] if self.per_channel else 1
+        mat = w.reshape(-1, channels).T             # (channels, n)
+        uniques = [np.unique(row) for row in mat]
+        k = max(u.size for u in uniques)
+        if k > MAX_PRESERVED_CLUSTERS:
+            raise ValueError(
+                f"layer {self.layer.name!r} has {k} distinct weight values "
+                f"in one output channel; ClusterPreservingScheme needs a "
+                f"clustered model (at most {MAX_PRESERVED_CLUSTERS}): run "
+                "tfcompress.cluster.cluster_weights, fine-tune, then "
+                "strip_clustering first")
+        cents = np.stack([np.pad(u, (0, k - u.size), mode="edge")
+                          for u in uniques]).astype(np.float32)
+        idx = np.stack([np.searchsorted(u, row) for u, row in
+                        zip(uniques, mat)]).astype(np.int32)
+        self.cluster_centroids = self.add_weight(
+            name="cluster_centroids", shape=cents.shape,
+            initializer=keras.initializers.Constant(cents), trainable=True)
+        self.cluster_indices = self.add_weight(
+            name="cluster_indices", shape=idx.shape, dtype="int32",
+            initializer=keras.initializers.Constant(idx), trainable=False)
+        kernel.trainable = False     # the centroids are what trains
 
     def _folded(self):
         layer, bn = self.layer, self.batchnorm
         kernel = _main_kernel(layer)
+        if self.cluster_centroids is not None:
+            mat = tf.gather(self.cluster_centroids, self.cluster_indices,
+                            batch_dims=1)
+            kernel = tf.reshape(tf.transpose(mat), kernel.shape)
         if self.mask is not None:
             kernel = kernel * self.mask
         bias = layer.bias if layer.use_bias else None
@@ -214,6 +258,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             "activation_bits": self.activation_bits,
             "per_channel": self.per_channel,
             "preserve_sparsity": self.preserve_sparsity,
+            "preserve_clusters": self.preserve_clusters,
             "ema_decay": self.ema_decay,
             "quantize_output": self.quantize_output})
         return config

@@ -22,6 +22,7 @@ class Default8BitScheme:
     per_channel: bool = True
     fold_batchnorm: bool = True
     preserve_sparsity: bool = False
+    preserve_clusters: bool = False
     ema_decay: float = 0.999
 
     def __post_init__(self):
@@ -48,4 +49,21 @@ class PrunePreservingScheme(Default8BitScheme):
     """Default8Bit that keeps the zeros of a pruned model at zero through
     QAT and conversion (the mask is the kernel's zero pattern when
     ``quantize_apply`` runs; use it on a ``strip_pruning`` result)."""
+    preserve_sparsity: bool = True
+
+
+@dataclasses.dataclass
+class ClusterPreservingScheme(Default8BitScheme):
+    """Default8Bit that keeps a clustered model's weight sharing through
+    QAT and conversion: each output channel's kernel stays ``centroids[
+    indices]`` (the centroids train, the assignment is fixed), so the int8
+    flatbuffer holds at most as many distinct values per channel as there
+    were clusters. Zeros of a pruned-then-clustered model stay zero
+    (``preserve_sparsity=True``, as tfmot's PCQAT). Use it on a
+    ``strip_clustering`` result.
+
+    >>> ClusterPreservingScheme().preserve_clusters
+    True
+    """
+    preserve_clusters: bool = True
     preserve_sparsity: bool = True

@@ -148,6 +148,8 @@ def quantize_graph(model, scheme, report):
                               act, weight_bits=scheme.weight_bits,
                               per_channel=scheme.per_channel,
                               preserve_sparsity=scheme.preserve_sparsity,
+                              preserve_clusters=getattr(
+                                  scheme, "preserve_clusters", False),
                               quantize_output=split_act or not
                               feeds_concat_only(fused[-1]), **kw)
             out = q(x)

@@ -214,3 +214,34 @@ def test_cluster_preserving_scheme_needs_a_clustered_model():
     with pytest.raises(ValueError, match="clustered model"):
         quantize.quantize_model(_compile(_mlp(width=300)),
                                 quantize.ClusterPreservingScheme())
+
+
+def test_assignments_refresh_on_schedule():
+    from tfcompress.errors import InputError
+    x, y = _data()
+    base = _compile(_mlp())
+    base.fit(x, y, epochs=1, verbose=0)
+    c = _compile(cluster.cluster_weights(base, 4, update_assignments=True))
+    wrappers = [l for l in c.layers if isinstance(l, cluster.ClusterWeights)]
+    before = [(w.kernel.numpy().copy(), w.indices.numpy().copy())
+              for w in wrappers]
+    cb = cluster.UpdateClusterAssignments(frequency=1)
+    c.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+    assert len(cb.changed) == 3 and sum(cb.changed) > 0
+    for w, (kernel0, idx0) in zip(wrappers, before):
+        # the latent weights trained; the layer still computes with k values
+        assert not np.allclose(w.kernel.numpy(), kernel0)
+        ck = w.clustered_kernel().numpy()
+        assert len(np.unique(ck)) <= 4
+        shared = np.take_along_axis(w.centroids.numpy(), w.indices.numpy(), 1)
+        np.testing.assert_array_equal(ck.reshape(1, -1), shared)
+    assert any((w.indices.numpy() != i0).any()
+               for w, (_, i0) in zip(wrappers, before))
+    plain = cluster.strip_clustering(c)
+    assert all(len(np.unique(l.kernel.numpy())) <= 4
+               for l in plain.layers if hasattr(l, "kernel"))
+    # a model clustered without update_assignments is told what to do
+    fixed = _compile(cluster.cluster_weights(_compile(_mlp()), 4))
+    with pytest.raises(InputError, match="update_assignments=True"):
+        fixed.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[cluster.UpdateClusterAssignments()])

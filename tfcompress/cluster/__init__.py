@@ -9,9 +9,10 @@
 
 from tfcompress.cluster.api import (cluster_weights, deep_compression_bits,
                                     strip_clustering, summary)
+from tfcompress.cluster.callbacks import UpdateClusterAssignments
 from tfcompress.cluster.centroids import assign, init_centroids, kmeans
 from tfcompress.cluster.wrapper import ClusterWeights
 
-__all__ = ["ClusterWeights", "assign", "cluster_weights",
+__all__ = ["ClusterWeights", "UpdateClusterAssignments", "assign", "cluster_weights",
            "deep_compression_bits", "init_centroids", "kmeans",
            "strip_clustering", "summary"]

@@ -15,7 +15,7 @@ from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
 def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                     preserve_sparsity=False, per_channel=False,
-                    exclude=()):
+                    exclude=(), update_assignments=False):
     """Clusters the kernels of a layer or of every clusterable layer of a
     Sequential/Functional (possibly nested) model.
 
@@ -27,7 +27,8 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     kwargs = dict(number_of_clusters=number_of_clusters,
                   centroid_init=centroid_init,
                   preserve_sparsity=preserve_sparsity,
-                  per_channel=per_channel)
+                  per_channel=per_channel,
+                  update_assignments=update_assignments)
     if isinstance(to_cluster, keras.layers.Layer) and \
             not isinstance(to_cluster, keras.Model):
         return ClusterWeights(to_cluster, **kwargs)
@@ -50,6 +51,7 @@ def strip_clustering(model):
     """Plain model whose kernels hold the clustered values."""
     if isinstance(model, ClusterWeights):
         model.kernel.assign(model.clustered_kernel())
+        model.update_assignments = False
         model.kernel.trainable = True
         return model.layer
     if not isinstance(model, keras.Model) or not is_container(model):
@@ -60,6 +62,7 @@ def strip_clustering(model):
         return model
     for w in wrappers:
         w.kernel.assign(w.clustered_kernel())
+        w.update_assignments = False
 
     def unwrap(layer):
         if isinstance(layer, ClusterWeights):

@@ -29,7 +29,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     """
 
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
-                 preserve_sparsity=False, per_channel=False, **kwargs):
+                 preserve_sparsity=False, per_channel=False,
+                 update_assignments=False, **kwargs):
         if not is_prunable(layer):
             raise ValueError(f"layer {layer.name!r} ({type(layer).__name__})"
                              " has no kernel tfcompress can cluster")
@@ -42,6 +43,9 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         self.centroid_init = centroid_init
         self.preserve_sparsity = bool(preserve_sparsity)
         self.per_channel = bool(per_channel)
+        # keep training the original weights as latent values (straight-
+        # through) so refresh_assignments() can move them between clusters
+        self.update_assignments = bool(update_assignments)
         if layer.built:
             self.build()
 
@@ -84,12 +88,42 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             name="nonzero_mask", shape=idx.shape,
             initializer=keras.initializers.Constant(
                 nonzero.astype(np.float32)), trainable=False)
-        kernel.trainable = False      # the centroids are what trains
+        # the centroids are what trains (and the latent kernel, when
+        # assignments are refreshed)
+        kernel.trainable = self.update_assignments
         self.built = True
+
+    def _as_matrix(self, kernel):
+        """(channels, n) view of a kernel, as the indices are stored."""
+        if self.per_channel:
+            return tf.transpose(tf.reshape(kernel, (-1, kernel.shape[-1])))
+        return tf.reshape(kernel, (1, -1))
+
+    def refresh_assignments(self):
+        """Moves every (latent) weight to its nearest centroid; returns how
+        many weights changed cluster. Needs ``update_assignments=True``."""
+        if not self.update_assignments:
+            raise ValueError(f"{self.name}: refresh_assignments needs "
+                             "ClusterWeights(..., update_assignments=True)")
+        latent = np.asarray(self._as_matrix(self.kernel))
+        cents = np.asarray(self.centroids)
+        old = np.asarray(self.indices)
+        nonzero = np.asarray(self.nonzero) > 0
+        new = old.copy()
+        for ch in range(latent.shape[0]):
+            order = np.argsort(cents[ch], kind="stable")
+            near = order[assign(latent[ch], cents[ch][order])]
+            new[ch] = np.where(nonzero[ch], near, old[ch])
+        self.indices.assign(new)
+        return int((new != old).sum())
 
     def clustered_kernel(self):
         """The kernel the layer computes with: ``centroids[indices]``."""
         mat = tf.gather(self.centroids, self.indices, batch_dims=1)
+        if self.update_assignments:
+            # value of the centroids, gradient also to the latent weights
+            latent = self._as_matrix(self.kernel)
+            mat = mat + (latent - tf.stop_gradient(latent))
         mat = mat * self.nonzero
         shape = tuple(self.kernel.shape)
         if self.per_channel:
@@ -108,5 +142,6 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         config.update({"number_of_clusters": self.number_of_clusters,
                        "centroid_init": self.centroid_init,
                        "preserve_sparsity": self.preserve_sparsity,
-                       "per_channel": self.per_channel})
+                       "per_channel": self.per_channel,
+                       "update_assignments": self.update_assignments})
         return config

@@ -81,7 +81,8 @@ def test_wraps_every_prunable_layer_and_leaves_the_rest(build):
     pruned = prune.prune_low_magnitude(model, SCHEDULE)
     assert prune.is_pruned(pruned) and not prune.is_pruned(model)
     wrapped = {w.layer.name for w in prune.collect_wrappers(pruned)}
-    expected = {l.name for l in iter_layers(model) if prune.is_prunable(l)}
+    expected = {l.name for l in iter_layers(model) if prune.is_prunable(l)
+                and not isinstance(l, keras.layers.DepthwiseConv2D)}
     assert wrapped == expected and wrapped
     assert not any("bn" in name for name in wrapped)
     x = np.random.default_rng(0).random(
@@ -331,3 +332,16 @@ def test_multi_head_attention_kernels_in_a_functional_model(tmp_path):
     loaded = keras.models.load_model(tmp_path / "mha.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0),
                                pruned.predict(x, verbose=0), atol=1e-6)
+
+
+def test_depthwise_left_dense_unless_included():
+    from tfcompress.models import mobilenet_small
+    sched = prune.ConstantSparsity(0.5, 0)
+    pruned = prune.prune_low_magnitude(mobilenet_small(), sched)
+    wrapped = {w.layer.name for w in prune.collect_wrappers(pruned)}
+    assert "block1_pw" in wrapped and "logits" in wrapped
+    assert not any(n.endswith("_dw") for n in wrapped)
+    named = prune.prune_low_magnitude(mobilenet_small(), sched,
+                                      include=["block1_dw"])
+    assert {w.layer.name for w in prune.collect_wrappers(named)} == {
+        "block1_dw"}

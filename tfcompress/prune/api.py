@@ -11,6 +11,8 @@ from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import is_container, map_layers
 
+DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+
 
 def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                         sparsity_m_by_n=None, global_pruning=False,
@@ -37,7 +39,9 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         keeps.
       include: names of the only layers to prune (each must be prunable:
         naming an unsupported layer raises an error).
-      exclude: names of layers to leave dense.
+      exclude: names of layers to leave dense. Depthwise convolutions are
+        left dense unless named in ``include`` (9 weights per channel, each
+        critical; tfmot does the same).
       pruning_policy: optional object with tfmot's ``PruningPolicy``
         methods: ``ensure_model_supports_pruning(model)`` (raise if the
         model cannot be pruned under the policy) and ``allow_pruning(layer)``
@@ -100,6 +104,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         if include is not None and layer.name not in include:
             return layer
         if not prunable.is_prunable(layer):
+            return layer
+        if include is None and isinstance(layer, DEPTHWISE):
+            # few weights per channel, each critical (tfmot leaves them
+            # dense too): pruned only when named in ``include``
             return layer
         if pruning_policy is not None and not pruning_policy.allow_pruning(
                 layer):

@@ -93,3 +93,50 @@ def test_excluded_layers_keep_channels():
 def test_bad_norm():
     with pytest.raises(ValueError, match="norm"):
         prune.ChannelPruning(prune.ConstantSparsity(0.5, 0), norm="l3")
+
+
+def _inception_like():
+    """Two branches concatenated on channels (with the image itself), then
+    BatchNorm, ReLU and a conv consume the concatenation."""
+    i = keras.Input((28, 28, 1))
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="branch_a")(i)
+    b = keras.layers.Conv2D(6, 1, activation="relu", name="branch_b")(i)
+    x = keras.layers.Concatenate(name="concat")([a, i, b])
+    x = keras.layers.BatchNormalization(name="concat_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(10, 3, strides=2, name="mix")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_concatenate_channels_removed_at_their_offsets():
+    keras.utils.set_random_seed(3)
+    model = _inception_like()
+    spaces = {tuple(s.names()): s for s in prune.channel_spaces(model)}
+    assert spaces[("branch_a",)].prunable and spaces[("branch_b",)].prunable
+    bn_b = dict((l.name, off) for l, off in
+                spaces[("branch_b",)].iter_followers())
+    assert bn_b == {"concat_bn": 9}          # after 8 + 1 channels
+    x, cb = _train_with_channel_pruning(model)
+    small = prune.shrink(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-5)
+    assert small.get_layer("branch_a").filters == 4
+    assert small.get_layer("branch_b").filters == 3
+    # the image channel in the middle stays: 4 + 1 + 3 channels
+    assert small.get_layer("concat_bn").gamma.shape == (8,)
+    assert small.get_layer("mix").kernel.shape == (3, 3, 8, 5)
+
+
+def test_concatenate_into_unrewirable_layer_is_frozen():
+    i = keras.Input((8, 8, 2))
+    a = keras.layers.Conv2D(4, 1, name="a")(i)
+    b = keras.layers.Conv2D(4, 1, name="b")(i)
+    x = keras.layers.Concatenate(name="cat")([a, b])
+    x = keras.layers.Reshape((8, 8, 2, 4), name="reshape")(x)
+    model = keras.Model(i, keras.layers.Flatten()(x))
+    spaces = {tuple(s.names()): s for s in prune.channel_spaces(model)}
+    for name in ("a", "b"):
+        assert not spaces[(name,)].prunable
+        assert "reshape" in spaces[(name,)].frozen

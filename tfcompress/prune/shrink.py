@@ -22,15 +22,17 @@ def dead_channels(space) -> np.ndarray:
         dead &= np.all(k == 0, axis=0)
         if getattr(layer, "bias", None) is not None:
             dead &= np.asarray(layer.bias) == 0
-    for layer in space.followers:
+    window = slice(0, space.channels)
+    for layer, offset in space.iter_followers():
+        window = slice(offset, offset + space.channels)
         if isinstance(layer, L.BatchNormalization):
             for v in (layer.gamma, layer.beta):
                 if v is not None:
-                    dead &= np.asarray(v) == 0
+                    dead &= np.asarray(v)[window] == 0
             if layer.beta is None and layer.gamma is None:
                 dead &= False
         elif getattr(layer, "bias", None) is not None:
-            dead &= np.asarray(layer.bias) == 0
+            dead &= np.asarray(layer.bias)[window] == 0
     return dead
 
 
@@ -38,9 +40,10 @@ def shrink(model):
     """Returns a smaller model without the channels pruning zeroed.
 
     Works on Sequential and Functional models (Conv1D/Conv2D/Dense
-    producers; BatchNormalization, DepthwiseConv2D, activations, pooling
-    and Add on the path; Conv/Dense or Flatten->Dense consumers). Outputs
-    equal the input model's to float tolerance.
+    producers; BatchNormalization, DepthwiseConv2D, activations, pooling,
+    Add and channel-axis Concatenate on the path; Conv/Dense or
+    Flatten->Dense consumers). Outputs equal the input model's to float
+    tolerance.
 
     Raises:
       ValueError: when zeroed channels feed a layer that cannot be rewired
@@ -57,7 +60,10 @@ def shrink(model):
     if not isinstance(model, keras.Model) or not hasattr(model, "get_config"):
         raise ValueError("shrink takes a Sequential or Functional model")
     spaces = channel_spaces(model)
-    out_keep, in_keep, flat_keep, follow_keep = {}, {}, {}, {}
+    out_keep, flat_keep = {}, {}
+    # consumers and followers may see several spaces at offsets (after a
+    # Concatenate): collect the absolute channels to drop per layer
+    in_drop, follow_drop = {}, {}
     for space in spaces:
         dead = dead_channels(space)
         if not dead.any():
@@ -70,15 +76,16 @@ def shrink(model):
         if dead.all():
             dead[np.argmax(dead)] = False   # keep one channel: shapes > 0
         keep = np.flatnonzero(~dead)
+        drop = np.flatnonzero(dead)
         for layer in space.producers:
             out_keep[layer.name] = keep
-        for layer in space.followers:
-            follow_keep[layer.name] = keep
-        for layer, kind in space.consumers:
+        for layer, offset in space.iter_followers():
+            follow_drop.setdefault(layer.name, []).extend(drop + offset)
+        for layer, kind, offset in space.consumers:
             if kind == "flatten_dense":
                 flat_keep[layer.name] = (keep, space.channels)
             else:
-                in_keep[layer.name] = keep
+                in_drop.setdefault(layer.name, []).extend(drop + offset)
     config = model.get_config()
     for entry in config["layers"]:
         entry.pop("build_config", None)   # input shapes change
@@ -95,9 +102,9 @@ def shrink(model):
         name = old_layer.name
         if isinstance(old_layer, (L.Dense, L.Conv1D, L.Conv2D)):
             kernel = weights[0]
-            if name in in_keep:
+            if name in in_drop:
                 axis = 0 if isinstance(old_layer, L.Dense) else -2
-                kernel = np.take(kernel, in_keep[name], axis=axis)
+                kernel = np.delete(kernel, in_drop[name], axis=axis)
             if name in flat_keep:
                 keep, channels = flat_keep[name]
                 units = kernel.shape[-1]
@@ -107,13 +114,13 @@ def shrink(model):
                 kernel = kernel[..., out_keep[name]]
                 weights[1:] = [w[out_keep[name]] for w in weights[1:]]
             weights[0] = kernel
-        elif name in follow_keep:
-            keep = follow_keep[name]
+        elif name in follow_drop:
+            drop = follow_drop[name]
             if isinstance(old_layer, L.DepthwiseConv2D):
-                weights[0] = weights[0][:, :, keep, :]
-                weights[1:] = [w[keep] for w in weights[1:]]
+                weights[0] = np.delete(weights[0], drop, axis=2)
+                weights[1:] = [np.delete(w, drop) for w in weights[1:]]
             else:
-                weights = [w[keep] for w in weights]
+                weights = [np.delete(w, drop) for w in weights]
         new_layer.set_weights(weights)
     return new
 

@@ -46,16 +46,22 @@ def _zero_channels(space, keep):
         layer.kernel.assign(np.asarray(layer.kernel) * m)
         if getattr(layer, "bias", None) is not None:
             layer.bias.assign(np.asarray(layer.bias) * m)
-    for layer in space.followers:
+    for layer, offset in space.iter_followers():
+        # the follower may carry more channels (after a Concatenate)
+        total = (int(layer.kernel.shape[2])
+                 if isinstance(layer, L.DepthwiseConv2D)
+                 else int(layer.moving_mean.shape[0]))
+        full = np.ones(total, np.float32)
+        full[offset:offset + len(m)] = m
         if isinstance(layer, L.BatchNormalization):
             for v in (layer.gamma, layer.beta):
                 if v is not None:
-                    v.assign(np.asarray(v) * m)
+                    v.assign(np.asarray(v) * full)
         elif isinstance(layer, L.DepthwiseConv2D):
             layer.kernel.assign(np.asarray(layer.kernel) *
-                                m.reshape(1, 1, -1, 1))
+                                full.reshape(1, 1, -1, 1))
             if getattr(layer, "bias", None) is not None:
-                layer.bias.assign(np.asarray(layer.bias) * m)
+                layer.bias.assign(np.asarray(layer.bias) * full)
 
 
 class ChannelPruning(keras.callbacks.Callback):

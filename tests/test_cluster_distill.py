@@ -154,7 +154,8 @@ def _conv_model():
 
 
 @pytest.mark.parametrize("prune_first", [False, True])
-def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first):
+def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first,
+                                                           tmp_path):
     from tfcompress import quantize
     from tfcompress.convert import convert
     rng = np.random.default_rng(0)
@@ -203,6 +204,11 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first):
     assert shared.shape == start.shape
     assert max(len(np.unique(ch)) for ch in shared) <= k
     assert not np.allclose(shared, start)
+    # a saved CQAT model loads back with the same centroids and outputs
+    q.save(tmp_path / "cqat.keras")
+    back = keras.models.load_model(tmp_path / "cqat.keras")
+    np.testing.assert_allclose(back.predict(x[:16], verbose=0),
+                               q.predict(x[:16], verbose=0), atol=1e-5)
     # without the scheme, QAT spreads the shared values apart
     _, _, plain_kernels = results["default"]
     conv_default = [w for w in plain_kernels if w.ndim == 4][0]

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from tfcompress.errors import InputError
 from tfcompress.recipes import RecipeError, load_recipe
 from tfcompress.recipes.schema import load_recipe_text
 
@@ -165,3 +166,27 @@ def test_cli_run_errors(tmp_path):
     assert r.returncode == 2 and "no such variant" in r.stderr
     r = _cli("report", str(tmp_path))
     assert r.returncode == 2 and "no report.md" in r.stderr
+
+
+def test_cluster_stage_then_cluster_preserving_qat(tmp_path):
+    from tfcompress.inspect import inspect
+    from tfcompress.recipes import run_recipe
+    recipe = _tiny(tmp_path, """  - name: pcqat
+    stages:
+      - prune: {final_sparsity: 0.5, epochs: 1, frequency: 1}
+      - cluster: {number_of_clusters: 8, epochs: 1}
+      - qat: {scheme: cluster_preserving, epochs: 1}
+      - convert: {mode: int8, samples: 16}
+  - name: unclustered
+    stages:
+      - qat: {scheme: cluster_preserving, epochs: 1}
+""")
+    with pytest.raises(InputError, match="qat stage: .*clustered model"):
+        run_recipe(str(recipe), out_dir=str(tmp_path / "run"))
+    result = run_recipe(str(recipe), out_dir=str(tmp_path / "run"),
+                        only="pcqat")
+    rep = inspect(result["results"]["pcqat"]["tflite"])
+    kernels = [w for w in rep["weights"]
+               if w["dtype"] == "INT8" and w["params"] >= 1000]
+    assert kernels and all(w["distinct_values"] <= 9 for w in kernels)
+    assert all(w["sparsity"] >= 0.45 for w in kernels)

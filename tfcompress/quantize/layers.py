@@ -87,7 +87,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def __init__(self, layer, batchnorm=None, activation=None,
                  weight_bits=8, activation_bits=8, per_channel=True,
                  preserve_sparsity=False, ema_decay=0.999,
-                 quantize_output=True, preserve_clusters=False, **kwargs):
+                 quantize_output=True, preserve_clusters=False,
+                 cluster_count=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -105,6 +106,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         self.preserve_sparsity = bool(preserve_sparsity)
         self.preserve_clusters = bool(preserve_clusters)
         self.cluster_centroids = self.cluster_indices = None
+        # known when restored from a config: the saved centroids follow
+        self.cluster_count = cluster_count
         self.ema_decay = float(ema_decay)
         # False when the only consumer is a Concatenate, whose single range
         # TFLite imposes on all its inputs.
@@ -143,6 +146,12 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         # per-tensor weights (Dense, Conv1D, ...) share one set of centroids
         channels = w.shape[-1] if self.per_channel else 1
         mat = w.reshape(-1, channels).T             # (channels, n)
+        if self.cluster_count is not None:          # load_model: shapes only
+            self._add_cluster_weights(
+                np.zeros((channels, self.cluster_count), np.float32),
+                np.zeros(mat.shape, np.int32))
+            kernel.trainable = False
+            return
         uniques = [np.unique(row) for row in mat]
         k = max(u.size for u in uniques)
         if k > MAX_PRESERVED_CLUSTERS:
@@ -156,13 +165,17 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                           for u in uniques]).astype(np.float32)
         idx = np.stack([np.searchsorted(u, row) for u, row in
                         zip(uniques, mat)]).astype(np.int32)
+        self.cluster_count = int(k)
+        self._add_cluster_weights(cents, idx)
+        kernel.trainable = False     # the centroids are what trains
+
+    def _add_cluster_weights(self, cents, idx):
         self.cluster_centroids = self.add_weight(
             name="cluster_centroids", shape=cents.shape,
             initializer=keras.initializers.Constant(cents), trainable=True)
         self.cluster_indices = self.add_weight(
             name="cluster_indices", shape=idx.shape, dtype="int32",
             initializer=keras.initializers.Constant(idx), trainable=False)
-        kernel.trainable = False     # the centroids are what trains
 
     def _folded(self):
         layer, bn = self.layer, self.batchnorm
@@ -259,6 +272,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             "per_channel": self.per_channel,
             "preserve_sparsity": self.preserve_sparsity,
             "preserve_clusters": self.preserve_clusters,
+            "cluster_count": self.cluster_count,
             "ema_decay": self.ema_decay,
             "quantize_output": self.quantize_output})
         return config

@@ -193,7 +193,7 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
         kind, params = next(iter(stage.items()))
         digest = _hash(digest, kind, params)
         label = f"[{name}] {i}_{kind}"
-        if kind in ("prune", "qat"):
+        if kind in ("prune", "cluster", "qat"):
             # content-addressed: variants sharing a prefix share the model
             path = os.path.join(run_dir, "stages", f"{kind}_{digest}.keras")
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -204,7 +204,9 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
             else:
                 print(f"{label}: running")
                 keras.utils.set_random_seed(train["seed"] + i)
-                fn = stages.run_prune if kind == "prune" else stages.run_qat
+                fn = {"prune": stages.run_prune,
+                      "cluster": stages.run_cluster,
+                      "qat": stages.run_qat}[kind]
                 with strategy.scope():
                     model = fn(model, params, data, train)
                 _save_model(model, path)

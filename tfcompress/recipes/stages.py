@@ -60,15 +60,33 @@ def run_prune(model, params, data, train):
     return prune.strip_pruning(pruned)
 
 
+def run_cluster(model, params, data, train):
+    """Fine-tunes with weight clustering; returns the stripped model (its
+    kernels hold at most ``number_of_clusters`` values, plus 0 when
+    ``preserve_sparsity``)."""
+    from tfcompress import cluster
+    clustered = cluster.cluster_weights(
+        model, params["number_of_clusters"], params["centroid_init"],
+        preserve_sparsity=params["preserve_sparsity"],
+        per_channel=params["per_channel"], exclude=params["exclude"])
+    _compile(clustered, train["optimizer"], params["learning_rate"])
+    _fit(clustered, data, params["epochs"], train["batch_size"])
+    return cluster.strip_clustering(clustered)
+
+
 def run_qat(model, params, data, train):
     """Quantization-aware fine-tuning; returns the QAT model."""
     from tfcompress import quantize
     scheme = {"default_8bit": quantize.Default8BitScheme,
               "prune_preserving": quantize.PrunePreservingScheme,
+              "cluster_preserving": quantize.ClusterPreservingScheme,
               "n_bit": quantize.NBitScheme}[params["scheme"]](
         weight_bits=params["weight_bits"],
         activation_bits=params["activation_bits"])
-    qat = quantize.quantize_model(model, scheme)
+    try:
+        qat = quantize.quantize_model(model, scheme)
+    except ValueError as e:   # e.g. cluster_preserving on unclustered kernels
+        raise InputError(f"qat stage: {e}") from None
     _compile(qat, train["optimizer"], params["learning_rate"])
     _fit(qat, data, params["epochs"], train["batch_size"])
     return qat

@@ -2,10 +2,14 @@
 shrunk model vs the unpruned one, measured in one run.
 
 Trains the model, removes 50% of the channels of every prunable layer with
-``ChannelPruning`` during a fine-tune, shrinks it, converts both to int8
-and benchmarks them single-threaded.
+``ChannelPruning`` during a fine-tune, shrinks it, fine-tunes the shrunk
+model for ``--recover-epochs`` (optionally distilling from the unpruned
+model, ``--distill``), converts both to int8 and benchmarks them
+single-threaded. The unpruned reference gets the same number of extra
+epochs, so both have trained equally long.
 
     .venv/bin/python benchmarks/structured_speedup.py --train-samples 20000
+    .venv/bin/python benchmarks/structured_speedup.py --train-samples 0 --recover-epochs 2 --distill
 """
 
 import argparse
@@ -19,11 +23,15 @@ import numpy as np
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="seed_cnn,mobilenet_small")
-    ap.add_argument("--train-samples", type=int, default=20000)
+    ap.add_argument("--train-samples", type=int, default=20000,
+                    help="0: all 60,000")
     ap.add_argument("--test-samples", type=int, default=5000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--recover-epochs", type=int, default=0)
+    ap.add_argument("--distill", action="store_true",
+                    help="recover by distilling from the unpruned model")
     ap.add_argument("--runs", type=int, default=100)
     args = ap.parse_args()
     import keras
@@ -31,7 +39,8 @@ def main():
     from tfcompress.bench import benchmark_model
     from tfcompress.convert import convert
     from tfcompress.models import get_model
-    data = common.fashion_mnist(args.train_samples, args.test_samples)
+    data = common.fashion_mnist(args.train_samples or None,
+                                args.test_samples)
     (xt, _), _ = data
     tmp = tempfile.mkdtemp()
     out = {}
@@ -42,7 +51,8 @@ def main():
         pruned.set_weights(trained.get_weights())
         # the unpruned reference gets the same fine-tune, without pruning
         dense = trained
-        common.train(dense, data, args.finetune_epochs, lr=5e-4)
+        common.train(dense, data, args.finetune_epochs + args.recover_epochs,
+                     lr=5e-4)
         dense_acc = common.keras_accuracy(dense, data)
         steps = int(np.ceil(len(xt) / 128))
         cb = prune.ChannelPruning(prune.PolynomialDecay(
@@ -51,6 +61,16 @@ def main():
         common.train(pruned, data, args.finetune_epochs, lr=5e-4,
                      callbacks=[cb])
         small = prune.shrink(pruned)
+        shrunk_acc = common.keras_accuracy(small, data)
+        if args.recover_epochs and args.distill:
+            from tfcompress.distill import Distiller
+            (x, y), _ = data
+            d = Distiller(small, None, temperature=4.0, alpha=0.5)
+            d.compile(keras.optimizers.Adam(5e-4), metrics=["accuracy"])
+            d.fit(x, (y, dense.predict(x, batch_size=500, verbose=0)),
+                  epochs=args.recover_epochs, batch_size=128, verbose=0)
+        elif args.recover_epochs:
+            common.train(small, data, args.recover_epochs, lr=5e-4)
         small_acc = common.keras_accuracy(small, data)
         rows = {}
         for label, m in (("dense", dense), ("shrunk", small)):
@@ -66,7 +86,8 @@ def main():
                            "macs": prune.count_macs(m),
                            "size_bytes": r.report["size_bytes"],
                            "p50_ms": b["latency"]["p50_ms"]}
-        out[name] = {**rows,
+        out[name] = {**rows, "shrunk_keras_accuracy_before_recovery":
+                     shrunk_acc,
                      "accuracy_drop_points": 100 * (
                          rows["dense"]["tflite_accuracy"] -
                          rows["shrunk"]["tflite_accuracy"]),

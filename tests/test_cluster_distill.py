@@ -251,3 +251,50 @@ def test_assignments_refresh_on_schedule():
     with pytest.raises(InputError, match="update_assignments=True"):
         fixed.fit(x, y, epochs=1, verbose=0,
                   callbacks=[cluster.UpdateClusterAssignments()])
+
+
+def _named_mlp(width, seed, prefix):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((12,)),
+        keras.layers.Dense(width, activation="relu", name=f"{prefix}_hidden"),
+        keras.layers.Dense(4, name=f"{prefix}_logits")])
+
+
+def test_feature_distillation_matches_intermediate_layers(tmp_path):
+    x, y = _data(512)
+    teacher = _compile(_named_mlp(64, 1, "t"))
+    teacher.fit(x, y, epochs=5, verbose=0)
+    t_hidden = keras.Model(teacher.inputs,
+                           teacher.get_layer("t_hidden").output)
+    target = t_hidden.predict(x, verbose=0)
+
+    def feature_error(d):
+        s_hidden = keras.Model(d.student.inputs,
+                               d.student.get_layer("s_hidden").output)
+        proj = d.projections[0]
+        return float(np.mean((np.asarray(proj(s_hidden.predict(
+            x, verbose=0))) - target) ** 2))
+
+    d = Distiller(_named_mlp(8, 2, "s"), teacher, temperature=4.0,
+                  alpha=0.5, feature_pairs=[("s_hidden", "t_hidden")],
+                  feature_weight=1.0)
+    d.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    before = feature_error(d)
+    proj_before = d.projections[0].kernel.numpy().copy()
+    d.fit(x, y, epochs=8, verbose=0)
+    # the projection learned and the student's hidden layer now predicts
+    # the teacher's
+    assert not np.allclose(d.projections[0].kernel.numpy(), proj_before)
+    assert feature_error(d) < 0.5 * before
+    assert float(np.mean(d.predict(x, verbose=0).argmax(1) == y)) > 0.6
+    # the saved model is the student alone, without projections
+    d.save(tmp_path / "student.keras")
+    saved = keras.models.load_model(tmp_path / "student.keras")
+    assert [l.name for l in saved.layers] == ["s_hidden", "s_logits"]
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        Distiller(_named_mlp(8, 2, "s"), teacher,
+                  feature_pairs=[("nope", "t_hidden")])
+    with pytest.raises(ValueError, match="need the teacher"):
+        Distiller(_named_mlp(8, 2, "s"), None,
+                  feature_pairs=[("s_hidden", "t_hidden")])

@@ -55,12 +55,16 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=300,
                    help="timed inferences per flatbuffer and repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train each side with seeds 0..N-1; accuracy rows "
+                        "show mean ± std, latency is of seed 0's models")
     return p.parse_args(argv)
 
 
-def run_side(side, model, args, out_dir):
+def run_side(side, model, args, out_dir, seed=0):
     cmd = [sys.executable, os.path.join(HERE, "pipeline_side.py"),
            "--side", side, "--model", model, "--out", out_dir,
+           "--seed", str(seed),
            "--epochs", str(args.epochs),
            "--prune-epochs", str(args.prune_epochs),
            "--qat-epochs", str(args.qat_epochs)]
@@ -68,7 +72,7 @@ def run_side(side, model, args, out_dir):
         if getattr(args, flag):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    print(f"[{model}] {side} ...", flush=True)
+    print(f"[{model}] {side} seed {seed} ...", flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env,
                        timeout=3600)
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
@@ -93,6 +97,25 @@ def latency(paths, args):
     return {p: float(np.median(v)) for p, v in p50.items()}
 
 
+def aggregate(runs):
+    """Mean of every numeric figure over seeds (``<key>_std`` too); the
+    rest from the first seed."""
+    import numpy as np
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    out = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            vals = [r[key] for r in ok if key in r]
+            out[key] = value if len(set(vals)) == 1 else float(np.mean(vals))
+            if len(vals) > 1:
+                out[key + "_std"] = float(np.std(vals))
+    out["seeds"] = [r["seed"] for r in ok]
+    out["per_seed"] = ok
+    return out
+
+
 def _fmt(v):
     if v is None:
         return "—"
@@ -112,7 +135,11 @@ def markdown(results):
             a, b = ours.get(key), theirs.get(key)
             ratio = (f"{a / b:.3f}" if isinstance(a, (int, float)) and
                      isinstance(b, (int, float)) and b else "—")
-            lines.append(f"| {label} | {_fmt(a)} | {_fmt(b)} | {ratio} |")
+            cells = [_fmt(v) + (f" ± {side[key + '_std']:.4f}"
+                                if "accuracy" in key and key + "_std" in side
+                                else "")
+                     for v, side in ((a, ours), (b, theirs))]
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} | {ratio} |")
         for side, res in sides.items():
             if "qat_error" in res:
                 lines.append(f"| {side} QAT | refused: {res['qat_error']}; "
@@ -128,15 +155,19 @@ def main(argv=None):
     results = {}
     with tempfile.TemporaryDirectory() as out_dir:
         for model in args.models.split(","):
-            sides = {s: run_side(s, model, args, out_dir)
-                     for s in ("tfcompress", "tfmot")}
-            paths = [r["tflite_path"] for r in sides.values()
-                     if "tflite_path" in r]
+            runs = {s: [] for s in ("tfcompress", "tfmot")}
+            for seed in range(args.seeds):
+                for s in runs:
+                    runs[s].append(run_side(s, model, args, out_dir, seed))
+            paths = [r[0]["tflite_path"] for r in runs.values()
+                     if "tflite_path" in r[0]]
             p50 = latency(paths, args) if paths else {}
-            for r in sides.values():
-                if "tflite_path" in r:
-                    r["p50_ms"] = p50[r.pop("tflite_path")]
-            results[model] = sides
+            for r in runs.values():
+                if "tflite_path" in r[0]:
+                    r[0]["p50_ms"] = p50[r[0]["tflite_path"]]
+                for one in r:
+                    one.pop("tflite_path", None)
+            results[model] = {s: aggregate(r) for s, r in runs.items()}
     table = markdown(results)
     common.save("compare_tfmot", {"args": vars(args), "models": results})
     path = os.path.join(common.RESULTS, "compare_tfmot.md")

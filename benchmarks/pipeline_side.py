@@ -29,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--sparsity", type=float, default=0.8)
     p.add_argument("--calibration-samples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -168,9 +169,10 @@ def main():
     data = common.fashion_mnist(ARGS.train_samples, ARGS.test_samples)
     (x, _), _ = data
     steps_per_epoch = -(-len(x) // ARGS.batch_size)
-    out = {"side": side.name, "version": side.version, "model": ARGS.model}
+    out = {"side": side.name, "version": side.version, "model": ARGS.model,
+           "seed": ARGS.seed}
 
-    side.keras.utils.set_random_seed(0)
+    side.keras.utils.set_random_seed(ARGS.seed)
     model = compile_(side, side.build(ARGS.model), 1e-3)
     out["params"] = int(model.count_params())
     out["dense_step_s"] = fit(side, model, data, ARGS.epochs)
@@ -205,7 +207,8 @@ def main():
     tflite = side.convert_int8(final, calibration)
     out["conversion_s"] = time.perf_counter() - t0
     os.makedirs(ARGS.out, exist_ok=True)
-    path = os.path.join(ARGS.out, f"{side.name}_{ARGS.model}.tflite")
+    path = os.path.join(ARGS.out,
+                        f"{side.name}_{ARGS.model}_{ARGS.seed}.tflite")
     with open(path + ".tmp", "wb") as f:
         f.write(tflite)
     os.replace(path + ".tmp", path)

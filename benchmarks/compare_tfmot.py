@@ -55,6 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--runs", type=int, default=300,
                    help="timed inferences per flatbuffer and repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--name", default="compare_tfmot",
+                   help="results file name under benchmarks/results/")
     p.add_argument("--seeds", type=int, default=1,
                    help="train each side with seeds 0..N-1; accuracy rows "
                         "show mean ± std, latency is of seed 0's models")
@@ -169,8 +171,8 @@ def main(argv=None):
                     one.pop("tflite_path", None)
             results[model] = {s: aggregate(r) for s, r in runs.items()}
     table = markdown(results)
-    common.save("compare_tfmot", {"args": vars(args), "models": results})
-    path = os.path.join(common.RESULTS, "compare_tfmot.md")
+    common.save(args.name, {"args": vars(args), "models": results})
+    path = os.path.join(common.RESULTS, f"{args.name}.md")
     with open(path + ".tmp", "w") as f:
         f.write(table + "\n")
     os.replace(path + ".tmp", path)

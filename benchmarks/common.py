@@ -29,6 +29,30 @@ def train(model, data, epochs, batch_size=128, lr=1e-3, callbacks=()):
     return model
 
 
+def step_timer(keras_module=None):
+    """A callback that records each training batch's wall time;
+    ``.median(skip=5)`` is the median after the first ``skip`` batches.
+    ``keras_module``: Keras 3 (default) or tf_keras."""
+    import numpy as np
+    if keras_module is None:
+        import keras as keras_module
+
+    class StepTimer(keras_module.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self.t)
+
+        def median(self, skip=5):
+            return float(np.median(self.times[skip:]))
+    return StepTimer()
+
+
 def keras_accuracy(model, data):
     import numpy as np
     _, (xv, yv) = data

@@ -62,11 +62,8 @@ class Side:
             self.version = tfcompress.__version__
 
     def build(self, model_name):
-        if self.name == "tfmot":
-            import twin_models
-            return twin_models.build(model_name, self.keras)
         from tfcompress.models import get_model
-        return get_model(model_name)
+        return get_model(model_name, keras_module=self.keras)
 
     def prune(self, model, schedule_kwargs):
         if self.name == "tfmot":
@@ -105,23 +102,6 @@ class Side:
                        representative_data=calibration).tflite_bytes
 
 
-def step_timer(keras):
-    class StepTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self.t)
-
-        def median(self, skip=5):
-            return float(np.median(self.times[skip:]))
-    return StepTimer()
-
-
 def compile_(side, model, lr):
     k = side.keras
     model.compile(k.optimizers.Adam(lr),
@@ -131,8 +111,9 @@ def compile_(side, model, lr):
 
 
 def fit(side, model, data, epochs, callbacks=()):
+    import common
     (x, y), _ = data
-    timer = step_timer(side.keras)
+    timer = common.step_timer(side.keras)
     model.fit(x, y, epochs=epochs, batch_size=ARGS.batch_size, verbose=0,
               callbacks=[timer, *callbacks])
     return timer.median()

@@ -51,19 +51,8 @@ def load_data(n):
 
 def seed_cnn(keras):
     """The seed CNN, built with the given Keras module (3 or tf_keras)."""
-    layers = keras.layers
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.BatchNormalization(),
-        layers.Conv2D(64, 5, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dense(1024, activation="relu"),
-        layers.Dropout(0.4),
-        layers.Dense(10),
-    ])
+    from tfcompress.models import seed_cnn as build
+    return build(keras_module=keras)
 
 
 def time_models(keras, tf, models, args):

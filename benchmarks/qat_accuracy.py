@@ -13,29 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import common
-import numpy as np
-
-
-def step_timer():
-    import keras
-
-    class CB(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, b, logs=None):
-            self.t = time.perf_counter()
-
-        def on_train_batch_end(self, b, logs=None):
-            self.times.append(time.perf_counter() - self.t)
-
-        def median(self, skip=5):
-            return float(np.median(self.times[skip:]))
-    return CB()
 
 
 def ours(name, args, data):
@@ -46,7 +25,7 @@ def ours(name, args, data):
     (x, y), _ = data
     keras.utils.set_random_seed(0)
     m = compile_classifier(get_model(name))
-    tf_ = step_timer()
+    tf_ = common.step_timer()
     m.fit(x, y, epochs=args.epochs, batch_size=128, verbose=0,
           callbacks=[tf_])
     out = {"float_keras_accuracy": common.keras_accuracy(m, data),
@@ -55,7 +34,7 @@ def ours(name, args, data):
     out["ptq_tflite_accuracy"] = common.tflite_accuracy(ptq.tflite_bytes,
                                                         data)
     q = compile_classifier(quantize.quantize_model(m), 1e-4)
-    tq = step_timer()
+    tq = common.step_timer()
     q.fit(x, y, epochs=args.qat_epochs, batch_size=128, verbose=0,
           callbacks=[tq])
     out["qat_step_s"] = tq.median()

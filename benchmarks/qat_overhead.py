@@ -13,10 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import common  # noqa: F401
-import numpy as np
 
 SIDE = r'''
 import json, os, sys, time

@@ -10,32 +10,20 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import numpy as np  # noqa: E402
+import common  # noqa: E402
 
 
 def build(name):
-    import tf_keras as k
-    L = k.layers
-    if name == "lenet_300_100":
-        return k.Sequential([k.Input((28, 28, 1)), L.Flatten(),
-                             L.Dense(300, activation="relu"),
-                             L.Dense(100, activation="relu"), L.Dense(10)])
-    if name == "seed_cnn":
-        return k.Sequential([
-            k.Input((28, 28, 1)),
-            L.Conv2D(32, 5, padding="same", activation="relu"),
-            L.MaxPooling2D(2), L.BatchNormalization(),
-            L.Conv2D(64, 5, padding="same", activation="relu"),
-            L.MaxPooling2D(2), L.Flatten(), L.Dense(1024, activation="relu"),
-            L.Dropout(0.4), L.Dense(10)])
-    raise SystemExit(f"unknown model {name}")
+    """The reference model ``name`` built with tf_keras."""
+    import tf_keras
+    from tfcompress.models import get_model
+    return get_model(name, keras_module=tf_keras)
 
 
 def compile_(m, lr):
@@ -43,26 +31,6 @@ def compile_(m, lr):
     m.compile(k.optimizers.Adam(lr), k.losses.SparseCategoricalCrossentropy(
         from_logits=True), metrics=["accuracy"])
     return m
-
-
-class StepTimer:
-    def __init__(self):
-        import tf_keras as k
-
-        class CB(k.callbacks.Callback):
-            def __init__(s):
-                super().__init__()
-                s.times = []
-
-            def on_train_batch_begin(s, b, logs=None):
-                s.t = time.perf_counter()
-
-            def on_train_batch_end(s, b, logs=None):
-                s.times.append(time.perf_counter() - s.t)
-        self.cb = CB()
-
-    def median(self, skip=5):
-        return float(np.median(self.cb.times[skip:]))
 
 
 def main():
@@ -82,9 +50,9 @@ def main():
                                  args.test_samples)
     k.utils.set_random_seed(0)
     m = compile_(build(args.model), 1e-3)
-    t_float = StepTimer()
+    t_float = common.step_timer(k)
     m.fit(x, y, epochs=args.epochs, batch_size=128, verbose=0,
-          callbacks=[t_float.cb])
+          callbacks=[t_float])
     out = {"model": args.model, "tfmot": tfmot.__version__,
            "float_keras_accuracy": float(m.evaluate(xt, yt, verbose=0)[1]),
            "float_step_s": t_float.median()}
@@ -95,9 +63,9 @@ def main():
         print(json.dumps(out))
         return
     compile_(q, 1e-4)
-    t_qat = StepTimer()
+    t_qat = common.step_timer(k)
     q.fit(x, y, epochs=args.qat_epochs, batch_size=128, verbose=0,
-          callbacks=[t_qat.cb])
+          callbacks=[t_qat])
     out["qat_step_s"] = t_qat.median()
     out["qat_keras_accuracy"] = float(q.evaluate(xt, yt, verbose=0)[1])
     conv = tf.lite.TFLiteConverter.from_keras_model(q)

@@ -8,7 +8,6 @@ from tfcompress.convert import convert
 
 
 def _train_and_convert(model, x, steps=3):
-    y = np.zeros(len(x), "int32")
     q = quantize.quantize_model(model)
     q.compile(keras.optimizers.Adam(1e-3), "mse")
     target = np.asarray(model.predict(x, verbose=0))
@@ -37,7 +36,6 @@ def _check_integer_and_agreeing(q, r, x, classifier=False):
             continue
         assert not {"FLOAT32", "FLOAT16"} & set(op["inputs"] + op["outputs"])
     chk = r.report["numerical_check"]
-    out = r.report["outputs"][0]
     # dequantized error within 2 quantization steps (of the coarsest
     # activation scale on the path: rounding there bounds what follows)
     rows = quantize.summary(q, print_fn=None)

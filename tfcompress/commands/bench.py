@@ -1,6 +1,5 @@
 """``tfcompress bench MODEL.tflite [...] [--data eval.npz] [--host H]``."""
 
-import os
 
 from absl import flags
 

@@ -1,6 +1,8 @@
 """Reference Keras 3 models used across tests, recipes and benchmarks.
 
-All take 28x28x1 float images in [0, 1] and return 10 logits.
+All take 28x28x1 float images in [0, 1] and return 10 logits. Each builder
+takes ``keras_module`` (default: Keras 3) so the same architecture can be
+built with tf_keras for tfmot, as the side-by-side benchmarks do.
 
 Example:
 
@@ -13,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import keras
-from keras import layers
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -23,12 +24,13 @@ BN_MOMENTUM = 0.9
 
 
 def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
-             name="seed_cnn") -> keras.Model:
+             name="seed_cnn", keras_module=None) -> keras.Model:
     """The CNN of the tfmot pruning tutorial the project started from.
 
     Conv 32 5x5 -> MaxPool -> BatchNorm -> Conv 64 5x5 -> MaxPool ->
     Flatten -> Dense 1024 -> Dropout 0.4 -> Dense 10 (logits).
     """
+    keras, layers = _modules(keras_module)
     return keras.Sequential([
         keras.Input(input_shape),
         layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
@@ -44,8 +46,9 @@ def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
 
 
 def lenet_300_100(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
-                  name="lenet_300_100") -> keras.Model:
+                  name="lenet_300_100", keras_module=None) -> keras.Model:
     """LeNet-300-100: the fully connected net of the lottery-ticket paper."""
+    keras, layers = _modules(keras_module)
     return keras.Sequential([
         keras.Input(input_shape),
         layers.Flatten(name="flatten"),
@@ -55,14 +58,19 @@ def lenet_300_100(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
     ], name=name)
 
 
-def _conv_bn_relu6(x, filters, kernel, strides, name):
+def _modules(keras_module):
+    k = keras_module or keras
+    return k, k.layers
+
+
+def _conv_bn_relu6(layers, x, filters, kernel, strides, name):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same",
                       use_bias=False, name=name + "_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_bn")(x)
     return layers.ReLU(6.0, name=name + "_relu6")(x)
 
 
-def _separable_block(x, filters, strides, name):
+def _separable_block(layers, x, filters, strides, name):
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same",
                                use_bias=False, name=name + "_dw")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=name + "_dw_bn")(x)
@@ -73,18 +81,20 @@ def _separable_block(x, filters, strides, name):
 
 
 def mobilenet_small(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
-                    width=16, name="mobilenet_small") -> keras.Model:
+                    width=16, name="mobilenet_small",
+                    keras_module=None) -> keras.Model:
     """A small MobileNet-style Functional model.
 
     Conv-BN-ReLU6 stem, depthwise-separable blocks with ReLU6, one residual
     Add, global average pooling and a Dense classifier.
     """
+    keras, layers = _modules(keras_module)
     inputs = keras.Input(input_shape, name="image")
-    x = _conv_bn_relu6(inputs, width, 3, 2, "stem")             # 14x14
-    x = _separable_block(x, 2 * width, 1, "block1")              # 14x14
-    x = _separable_block(x, 4 * width, 2, "block2")              # 7x7
+    x = _conv_bn_relu6(layers, inputs, width, 3, 2, "stem")     # 14x14
+    x = _separable_block(layers, x, 2 * width, 1, "block1")      # 14x14
+    x = _separable_block(layers, x, 4 * width, 2, "block2")      # 7x7
     shortcut = x
-    y = _separable_block(x, 4 * width, 1, "block3")              # 7x7
+    y = _separable_block(layers, x, 4 * width, 1, "block3")      # 7x7
     x = layers.Add(name="residual_add")([shortcut, y])
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)

@@ -21,7 +21,6 @@ yourself, as with tfmot::
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfcompress.errors import InputError

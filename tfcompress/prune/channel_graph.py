@@ -172,7 +172,6 @@ def channel_spaces(model):
 
     tensor_space = {}      # layer name -> space id of its output (or None)
     flattened = {}         # layer name -> space id flattened into features
-    pending_dense = []
     output_names = {t._keras_history[0].name for t in
                     (model.outputs if hasattr(model, "outputs")
                      and model.outputs else [])}

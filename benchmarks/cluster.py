@@ -43,11 +43,15 @@ def int8_figures(result, data):
     for d in it.get_tensor_details():
         if d["name"] in names:
             w = it.get_tensor(d["index"])
-            per_channel = max(len(np.unique(row)) for row in w) \
-                if w.ndim == 4 else None
+            # TFLite keeps the output channel first: (out, ...) for
+            # FULLY_CONNECTED and CONV_2D kernels
+            rows = w.reshape(w.shape[0], -1)
             per_kernel[d["name"]] = {
                 "shape": list(w.shape), "distinct": int(len(np.unique(w))),
-                "distinct_per_channel_max": per_channel,
+                "per_channel_scales": len(d["quantization_parameters"][
+                    "scales"]) > 1,
+                "distinct_per_channel_max": int(max(
+                    len(np.unique(r)) for r in rows)),
                 "zeros": round(float((w == 0).mean()), 4)}
     return {"tflite_accuracy": common.tflite_accuracy(result.tflite_bytes,
                                                       data),
@@ -111,6 +115,12 @@ def main(argv=None):
     out["deep_compression_estimate_bytes"] = int(sum(
         r["deep_compression_bits"] for r in rows) / 8)
     pc = cluster.strip_clustering(pc)
+    # Deep Compression stores only the non-zeros of a pruned layer: a
+    # log2(k)-bit cluster index and a 5-bit relative position each
+    nonzero = sum(int(np.count_nonzero(l.kernel.numpy()))
+                  for l in pc.layers if hasattr(l, "kernel"))
+    out["deep_compression_sparse_estimate_bytes"] = int(
+        nonzero * (np.log2(k) + 5) / 8 + len(rows) * k * 4)
     out["pruned_clustered_keras_accuracy"] = common.keras_accuracy(pc, data)
     q = compile_classifier(quantize.quantize_model(
         pc, quantize.ClusterPreservingScheme()), 1e-4)

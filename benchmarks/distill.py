@@ -1,6 +1,6 @@
-"""Distillation: a quarter-width seed CNN trained from a full seed CNN
-teacher vs the same student trained on hard labels alone, over 3 seeds,
-same data and epochs. The teacher's logits are computed once and passed
+"""Distillation: narrow seed CNNs (eighth and quarter width) trained from
+the full seed CNN teacher vs the same students trained on hard labels
+alone, over 3 seeds, same data and epochs. The teacher's logits are computed once and passed
 as ``y=(labels, teacher_logits)`` (the Distiller's precomputed mode).
 
     .venv/bin/python benchmarks/distill.py                  # full Fashion-MNIST
@@ -13,17 +13,19 @@ import common
 import numpy as np
 
 
-def quarter_cnn():
+def narrow_cnn(width):
+    """The seed CNN with ``width`` first-layer filters (32 = full width;
+    8 = quarter, 4 = eighth)."""
     import keras
     from keras import layers
     return keras.Sequential([
         keras.Input((28, 28, 1)),
-        layers.Conv2D(8, 5, padding="same", activation="relu"),
+        layers.Conv2D(width, 5, padding="same", activation="relu"),
         layers.MaxPooling2D(2), layers.BatchNormalization(momentum=0.9),
-        layers.Conv2D(16, 5, padding="same", activation="relu"),
+        layers.Conv2D(2 * width, 5, padding="same", activation="relu"),
         layers.MaxPooling2D(2), layers.Flatten(),
-        layers.Dense(256, activation="relu"), layers.Dropout(0.4),
-        layers.Dense(10)], name="seed_cnn_quarter")
+        layers.Dense(32 * width, activation="relu"), layers.Dropout(0.4),
+        layers.Dense(10)], name=f"seed_cnn_width{width}")
 
 
 def main():
@@ -33,8 +35,12 @@ def main():
     ap.add_argument("--teacher-epochs", type=int, default=6)
     ap.add_argument("--student-epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--temperature", type=float, default=4.0)
-    ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--widths", default="4,8",
+                    help="students' first-layer filters (teacher: 32)")
+    # T=2, alpha=0.5 won the sweep --configs 2:0.5,4:0.1,4:0.5,8:0.5
+    # (README)
+    ap.add_argument("--configs", default="2:0.5",
+                    help="distillation settings T:alpha, comma-separated")
     args = ap.parse_args()
     import keras
     from tfcompress.distill import Distiller
@@ -45,28 +51,41 @@ def main():
     teacher = common.train(seed_cnn(), data, args.teacher_epochs)
     teacher_acc = common.keras_accuracy(teacher, data)
     teacher_logits = teacher.predict(x, batch_size=500, verbose=0)
-    hard, soft = [], []
-    for seed in range(args.seeds):
-        keras.utils.set_random_seed(100 + seed)
-        s = common.train(quarter_cnn(), data, args.student_epochs)
-        hard.append(common.keras_accuracy(s, data))
-        keras.utils.set_random_seed(100 + seed)
-        d = Distiller(quarter_cnn(), None, args.temperature, args.alpha)
-        d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
-        d.fit(x, (y, teacher_logits), epochs=args.student_epochs,
-              batch_size=128, verbose=0)
-        soft.append(common.keras_accuracy(d.student, data))
-        print(f"seed {seed}: hard {hard[-1]:.4f}, distilled {soft[-1]:.4f}",
-              flush=True)
+    configs = [tuple(float(v) for v in c.split(":"))
+               for c in args.configs.split(",")]
+    students = {}
+    for width in [int(w) for w in args.widths.split(",")]:
+        hard, soft = [], {c: [] for c in configs}
+        for seed in range(args.seeds):
+            keras.utils.set_random_seed(100 + seed)
+            s = common.train(narrow_cnn(width), data, args.student_epochs)
+            hard.append(common.keras_accuracy(s, data))
+            for t, alpha in configs:
+                keras.utils.set_random_seed(100 + seed)
+                d = Distiller(narrow_cnn(width), None, t, alpha)
+                d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+                d.fit(x, (y, teacher_logits), epochs=args.student_epochs,
+                      batch_size=128, verbose=0)
+                soft[(t, alpha)].append(common.keras_accuracy(d.student,
+                                                              data))
+                print(f"width {width} seed {seed}: hard {hard[-1]:.4f}, "
+                      f"T={t:g} alpha={alpha:g} distilled "
+                      f"{soft[(t, alpha)][-1]:.4f}", flush=True)
+        row = {"params": int(narrow_cnn(width).count_params()),
+               "hard_label_students": hard,
+               "hard_mean": float(np.mean(hard)),
+               "hard_std": float(np.std(hard)), "distilled": {}}
+        for (t, alpha), accs in soft.items():
+            row["distilled"][f"T={t:g},alpha={alpha:g}"] = {
+                "students": accs, "mean": float(np.mean(accs)),
+                "std": float(np.std(accs)),
+                "wins_over_hard": int(sum(b > a for a, b in zip(hard,
+                                                                accs)))}
+        students[f"width{width}"] = row
     common.save("distill", {
         "args": vars(args), "teacher_accuracy": teacher_acc,
         "teacher_params": int(teacher.count_params()),
-        "student_params": int(quarter_cnn().count_params()),
-        "hard_label_students": hard, "distilled_students": soft,
-        "hard_mean": float(np.mean(hard)), "hard_std": float(np.std(hard)),
-        "distilled_mean": float(np.mean(soft)),
-        "distilled_std": float(np.std(soft))})
-
+        "students": students})
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,13 @@ def parse_args(argv=None):
     p.add_argument("--sparsity", type=float, default=0.8)
     p.add_argument("--calibration-samples", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-dense", default=None,
+                   help="write the trained dense weights to this .npz")
+    p.add_argument("--dense-from", default=None,
+                   help="start from these dense weights (.npz written by "
+                        "--save-dense on either side) instead of training")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="same batch order on both sides")
     return p.parse_args(argv)
 
 
@@ -115,6 +122,7 @@ def fit(side, model, data, epochs, callbacks=()):
     (x, y), _ = data
     timer = common.step_timer(side.keras)
     model.fit(x, y, epochs=epochs, batch_size=ARGS.batch_size, verbose=0,
+              shuffle=not ARGS.no_shuffle,
               callbacks=[timer, *callbacks])
     return timer.median()
 
@@ -156,7 +164,15 @@ def main():
     side.keras.utils.set_random_seed(ARGS.seed)
     model = compile_(side, side.build(ARGS.model), 1e-3)
     out["params"] = int(model.count_params())
-    out["dense_step_s"] = fit(side, model, data, ARGS.epochs)
+    if ARGS.dense_from:
+        with np.load(ARGS.dense_from) as f:
+            model.set_weights([f[f"w{i}"] for i in range(len(f.files))])
+        out["dense_step_s"] = None      # not trained here
+    else:
+        out["dense_step_s"] = fit(side, model, data, ARGS.epochs)
+    if ARGS.save_dense:
+        np.savez(ARGS.save_dense, **{f"w{i}": w for i, w in
+                                     enumerate(model.get_weights())})
     out["dense_keras_accuracy"] = keras_accuracy(model, data)
 
     prune_steps = ARGS.prune_epochs * steps_per_epoch
@@ -195,6 +211,9 @@ def main():
     os.replace(path + ".tmp", path)
     out["tflite_path"] = path
     out.update(flatbuffer_figures(tflite, data))
+    if out["dense_step_s"] is None:
+        print(json.dumps(out))
+        return
     out["pruned_over_dense_step"] = out["pruned_step_s"] / out["dense_step_s"]
     if "qat_step_s" in out:
         out["qat_over_dense_step"] = out["qat_step_s"] / out["dense_step_s"]

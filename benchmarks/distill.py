@@ -4,6 +4,7 @@ alone, over 3 seeds, same data and epochs. The teacher's logits are computed onc
 as ``y=(labels, teacher_logits)`` (the Distiller's precomputed mode).
 
     .venv/bin/python benchmarks/distill.py                  # full Fashion-MNIST
+    .venv/bin/python benchmarks/distill.py --student-samples 6000
     .venv/bin/python benchmarks/distill.py --train-samples 12000 --teacher-epochs 3
 """
 
@@ -35,6 +36,10 @@ def main():
     ap.add_argument("--teacher-epochs", type=int, default=6)
     ap.add_argument("--student-epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--student-samples", type=int, default=None,
+                    help="train the students (hard-label and distilled "
+                         "alike) on the first N training images only; the "
+                         "teacher uses all (Hinton et al. 2015, sec. 3)")
     ap.add_argument("--widths", default="4,8",
                     help="students' first-layer filters (teacher: 32)")
     # T=2, alpha=0.5 won the sweep --configs 2:0.5,4:0.1,4:0.5,8:0.5
@@ -50,6 +55,9 @@ def main():
     keras.utils.set_random_seed(0)
     teacher = common.train(seed_cnn(), data, args.teacher_epochs)
     teacher_acc = common.keras_accuracy(teacher, data)
+    if args.student_samples:
+        x, y = x[:args.student_samples], y[:args.student_samples]
+        data = ((x, y), data[1])
     teacher_logits = teacher.predict(x, batch_size=500, verbose=0)
     configs = [tuple(float(v) for v in c.split(":"))
                for c in args.configs.split(",")]

@@ -166,3 +166,21 @@ def test_cli_inspect_bad_file_is_one_line_exit_2(tmp_path, content):
 def test_cli_convert_missing_model(tmp_path):
     r = _cli("convert", str(tmp_path / "none.keras"))
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_flatten_converts_to_one_reshape_for_any_batch():
+    from ai_edge_litert.interpreter import Interpreter
+    model = lenet_300_100()
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    r = convert(model, "float32")
+    ops = [o["op"] for o in r.report["ops"]]
+    assert ops == ["RESHAPE"] + ["FULLY_CONNECTED"] * 3, ops
+    it = Interpreter(model_content=r.tflite_bytes)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [4, 28, 28, 1])
+    it.allocate_tensors()
+    it.set_tensor(inp["index"], x[:4])
+    it.invoke()
+    got = it.get_tensor(it.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model.predict(x[:4], verbose=0),
+                               atol=1e-4)

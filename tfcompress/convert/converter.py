@@ -44,6 +44,49 @@ def strip_training_wrappers(model):
     return model
 
 
+def _flatten_layer_class():
+    import keras
+
+    class FlattenFeatures(keras.layers.Layer):
+        """``Flatten`` as a reshape to ``(-1, features)``: the same result
+        for any batch size, one TFLite RESHAPE."""
+
+        def call(self, x):
+            return keras.ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], int(np.prod(input_shape[1:])))
+    return FlattenFeatures
+
+
+def batch_free_flatten(model):
+    """Replaces Keras 3 ``Flatten`` layers (channels-last, known feature
+    size) with a reshape to ``(-1, features)``.
+
+    Keras 3's Flatten reshapes to ``(batch, -1)`` with the batch read at
+    run time, which the converter writes as SHAPE + STRIDED_SLICE + PACK
+    before every RESHAPE (tf_keras' Flatten gives a single RESHAPE). The
+    replacement computes the same values and converts to one RESHAPE.
+    Models it cannot rebuild (subclassed) are returned as they are.
+    """
+    import keras
+    from tfcompress.utils.layer_map import is_container, iter_layers, \
+        map_layers
+    if not is_container(model):
+        return model
+
+    def replaceable(layer):
+        return (type(layer) is keras.layers.Flatten
+                and layer.data_format == "channels_last"
+                and None not in tuple(layer.input.shape[1:]))
+
+    if not any(replaceable(l) for l in iter_layers(model)):
+        return model
+    cls = _flatten_layer_class()
+    return map_layers(model, lambda l: cls(name=l.name) if replaceable(l)
+                      else l, copy=False)
+
+
 def outside_strategy(model):
     """A copy of ``model`` with plain variables when it was built inside a
     tf.distribute strategy scope (else ``model`` itself).
@@ -196,7 +239,7 @@ def convert(model, mode="int8", representative_data=None,
 
     start = time.time()
     keras_model = model = outside_strategy(model)
-    model = strip_training_wrappers(model)
+    model = batch_free_flatten(strip_training_wrappers(model))
     qat = has_fake_quant(model)
     samples = _as_samples(representative_data, model)
     notes = []

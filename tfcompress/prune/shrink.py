@@ -22,7 +22,6 @@ def dead_channels(space) -> np.ndarray:
         dead &= np.all(k == 0, axis=0)
         if getattr(layer, "bias", None) is not None:
             dead &= np.asarray(layer.bias) == 0
-    window = slice(0, space.channels)
     for layer, offset in space.iter_followers():
         window = slice(offset, offset + space.channels)
         if isinstance(layer, L.BatchNormalization):

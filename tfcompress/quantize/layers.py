@@ -64,6 +64,13 @@ def _swap_last_axes(t):
     return tf.transpose(t, perm)
 
 
+def _quantize_channels_axis_minus2(kernel, bits, per_channel):
+    """Weight fake-quant per channel of axis -2 (depthwise kernels
+    ``(.., C, mult)``, transposed-conv kernels ``(h, w, out, in)``)."""
+    k = fq.quantize_weights(_swap_last_axes(kernel), bits, per_channel)
+    return _swap_last_axes(k)
+
+
 def _main_kernel(layer):
     """The kernel BN folds into: a separable conv's pointwise kernel."""
     if isinstance(layer, SEPARABLE):
@@ -208,10 +215,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         layer = self.layer
         kernel, bias = self._folded()
         if isinstance(layer, SEPARABLE):
-            # per-channel over the input-channel axis -2
-            dw = _swap_last_axes(layer.depthwise_kernel)
-            dw = fq.quantize_weights(dw, self.weight_bits, self.per_channel)
-            dw = _swap_last_axes(dw)
+            dw = _quantize_channels_axis_minus2(
+                layer.depthwise_kernel, self.weight_bits, self.per_channel)
             mid = keras.ops.depthwise_conv(inputs, dw, layer.strides,
                                            layer.padding, layer.data_format,
                                            layer.dilation_rate)
@@ -221,10 +226,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                                          self.per_channel)
             y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)
         elif isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
-            # per-channel over axis -2: (h, w, C, x) -> (h, w, x, C)
-            k = tf.transpose(kernel, (0, 1, 3, 2))
-            k = fq.quantize_weights(k, self.weight_bits, self.per_channel)
-            kernel = tf.transpose(k, (0, 1, 3, 2))
+            kernel = _quantize_channels_axis_minus2(
+                kernel, self.weight_bits, self.per_channel)
             if isinstance(layer, L.DepthwiseConv2D):
                 y = keras.ops.depthwise_conv(inputs, kernel, layer.strides,
                                              layer.padding,

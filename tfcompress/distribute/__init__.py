@@ -2,8 +2,9 @@
 
 Pruning, QAT and clustering wrappers keep their masks, step counters and
 ranges in variables that are identical on every replica (the mask update
-runs the same computation everywhere; ranges use ``only_first_replica``),
-so a model built inside ``strategy.scope()`` trains as usual:
+runs the same computation everywhere; activation ranges are updated from
+the batch minimum and maximum gathered over all replicas), so a model
+built inside ``strategy.scope()`` trains as usual:
 
 >>> from tfcompress import distribute, prune          # doctest: +SKIP
 >>> strategy = distribute.get_strategy("multi_worker")  # doctest: +SKIP

@@ -15,3 +15,57 @@ def tiny_images():
     x = rng.random((64, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, size=64).astype("int32")
     return x, y
+
+
+TWO_CPUS_PREAMBLE = r'''
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+
+keras.utils.set_random_seed(0)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+'''
+
+
+class TwoCpus:
+    """Runs a script under ``tf.distribute.MirroredStrategy`` on two logical
+    CPUs in a fresh interpreter (logical devices must be configured before
+    TensorFlow initialises). The script body sees ``strategy``, ``keras``,
+    ``tf``, ``np``, ``json``, ``os`` and ``sys``, and ends by printing
+    ``"REPORT" + json.dumps(...)``."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def run(self, body, *args, timeout=300):
+        import subprocess
+        import sys
+        script = self.folder / "two_cpus_script.py"
+        script.write_text(TWO_CPUS_PREAMBLE + body)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        return subprocess.run([sys.executable, str(script)] +
+                              [str(a) for a in args], capture_output=True,
+                              text=True, env=env, timeout=timeout)
+
+    @staticmethod
+    def report(done):
+        """The last ``REPORT`` line of a finished run, as a dict."""
+        import json
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = [l for l in done.stdout.splitlines() if l.startswith("REPORT")]
+        assert line, "the script printed no REPORT line:\n" + done.stdout[-2000:]
+        return json.loads(line[-1][len("REPORT"):])
+
+
+@pytest.fixture
+def two_cpus(tmp_path):
+    """A :class:`TwoCpus` runner writing its script under ``tmp_path``."""
+    return TwoCpus(tmp_path)

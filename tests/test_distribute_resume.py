@@ -3,28 +3,18 @@ logical CPUs): a run killed with SIGKILL in its third epoch and restarted
 from keras.callbacks.BackupAndRestore ends with the same masks, step
 counters and weights as an uninterrupted run."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
 SCRIPT = r'''
-import hashlib, json, os, signal, sys
-import numpy as np
-import tensorflow as tf
+import hashlib
+import signal
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
 from tfcompress import prune
 
 backup_dir, kill_at = sys.argv[1], int(sys.argv[2])
-keras.utils.set_random_seed(0)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = prune.prune_low_magnitude(keras.Sequential([
         keras.Input((8, 8, 2)),
@@ -70,30 +60,15 @@ print("REPORT" + json.dumps(report), flush=True)
 '''
 
 
-def _run(tmp_path, backup, kill_at):
-    script = tmp_path / "resume.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, str(script), str(backup),
-                           str(kill_at)], capture_output=True, text=True,
-                          env=env, timeout=300)
-
-
-def _report(done):
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = [l for l in done.stdout.splitlines() if l.startswith("REPORT")]
-    return json.loads(line[-1][len("REPORT"):])
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_masks(tmp_path):
+def test_killed_run_resumes_to_the_same_masks(tmp_path, two_cpus):
     # 128 samples / batch 16 = 8 steps per epoch; 4 epochs = 32 steps
-    uninterrupted = _report(_run(tmp_path, tmp_path / "a", kill_at=0))
-    killed = _run(tmp_path, tmp_path / "b", kill_at=20)   # in epoch 3
+    uninterrupted = two_cpus.report(two_cpus.run(SCRIPT, tmp_path / "a", 0))
+    killed = two_cpus.run(SCRIPT, tmp_path / "b", 20)   # in epoch 3
     assert killed.returncode == -signal.SIGKILL
     assert "REPORT" not in killed.stdout
     assert os.listdir(tmp_path / "b")            # the epoch-2 backup
-    resumed = _report(_run(tmp_path, tmp_path / "b", kill_at=0))
+    resumed = two_cpus.report(two_cpus.run(SCRIPT, tmp_path / "b", 0))
     # the restart really resumed: it trained epochs 3 and 4 only
     assert uninterrupted.pop("batches_this_process") == 32
     assert resumed.pop("batches_this_process") == 16

@@ -1,27 +1,9 @@
-"""Pruning under tf.distribute.MirroredStrategy on two logical CPUs.
-
-Logical devices must be configured before TensorFlow initialises, so the
-training runs in a fresh interpreter.
-"""
-
-import json
-import os
-import subprocess
-import sys
+"""Pruning under tf.distribute.MirroredStrategy on two logical CPUs (in a
+fresh interpreter: see ``two_cpus`` in conftest.py)."""
 
 SCRIPT = r'''
-import json
-import numpy as np
-import tensorflow as tf
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
 from tfcompress import prune
 
-keras.utils.set_random_seed(0)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = prune.prune_low_magnitude(keras.Sequential([
         keras.Input((8, 8, 4)),
@@ -62,13 +44,8 @@ print("REPORT" + json.dumps(report))
 '''
 
 
-def test_mirrored_strategy_keeps_masks_identical_across_replicas():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = [l for l in done.stdout.splitlines() if l.startswith("REPORT")]
-    report = json.loads(line[-1][len("REPORT"):])
+def test_mirrored_strategy_keeps_masks_identical_across_replicas(two_cpus):
+    report = two_cpus.report(two_cpus.run(SCRIPT))
     assert report["replicas"] == 2
     layers = report["layers"]
     assert set(layers) == {"conv", "fc", "logits", "g1", "g2"}

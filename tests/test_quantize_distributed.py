@@ -1,25 +1,10 @@
 """QAT under tf.distribute.MirroredStrategy on two logical CPUs: one set of
-activation ranges. Logical devices must be set before TensorFlow
-initialises, so the training runs in a fresh interpreter."""
-
-import json
-import os
-import subprocess
-import sys
+activation ranges (in a fresh interpreter: see ``two_cpus`` in
+conftest.py)."""
 
 SCRIPT = r'''
-import json
-import numpy as np
-import tensorflow as tf
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
 from tfcompress import quantize
 
-keras.utils.set_random_seed(0)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     base = keras.Sequential([keras.Input((8, 8, 3)),
                              keras.layers.Conv2D(4, 3, use_bias=False),
@@ -46,13 +31,8 @@ print("REPORT" + json.dumps(report))
 '''
 
 
-def test_qat_mirrored_strategy_keeps_one_set_of_ranges():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True,
-                       text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    line = [l for l in r.stdout.splitlines() if l.startswith("REPORT")][0]
-    report = json.loads(line[len("REPORT"):])
+def test_qat_mirrored_strategy_keeps_one_set_of_ranges(two_cpus):
+    report = two_cpus.report(two_cpus.run(SCRIPT))
     assert report["replicas"] == 2
     assert report["ranges"]
     for copies in report["ranges"]:

@@ -53,6 +53,21 @@ def step_timer(keras_module=None):
     return StepTimer()
 
 
+def alternating_p50(paths, runs=300, repeats=3, threads=1):
+    """p50 latency (ms) of each flatbuffer: the median over ``repeats``
+    rounds, each round timing every model once in turn, so load that
+    comes and goes affects all models alike."""
+    import numpy as np
+    from tfcompress.bench import benchmark_model
+    p50 = {p: [] for p in paths}
+    for _ in range(repeats):
+        for p in paths:
+            r = benchmark_model(p, threads=threads, runs=runs,
+                                warmup_runs=20)
+            p50[p].append(r["latency"]["p50_ms"])
+    return {p: float(np.median(v)) for p, v in p50.items()}
+
+
 def keras_accuracy(model, data):
     import numpy as np
     _, (xv, yv) = data

@@ -87,18 +87,6 @@ def run_side(side, model, args, out_dir, seed=0):
     return res
 
 
-def latency(paths, args):
-    """p50 of each flatbuffer: median over repeats, alternating models."""
-    import numpy as np
-    from tfcompress.bench import benchmark_model
-    p50 = {p: [] for p in paths}
-    for _ in range(args.repeats):
-        for p in paths:
-            r = benchmark_model(p, threads=1, runs=args.runs, warmup_runs=20)
-            p50[p].append(r["latency"]["p50_ms"])
-    return {p: float(np.median(v)) for p, v in p50.items()}
-
-
 def aggregate(runs):
     """Mean of every numeric figure over seeds (``<key>_std`` too); the
     rest from the first seed."""
@@ -163,7 +151,8 @@ def main(argv=None):
                     runs[s].append(run_side(s, model, args, out_dir, seed))
             paths = [r[0]["tflite_path"] for r in runs.values()
                      if "tflite_path" in r[0]]
-            p50 = latency(paths, args) if paths else {}
+            p50 = (common.alternating_p50(paths, args.runs, args.repeats)
+                   if paths else {})
             for r in runs.values():
                 if "tflite_path" in r[0]:
                     r[0]["p50_ms"] = p50[r[0]["tflite_path"]]

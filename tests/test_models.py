@@ -47,3 +47,10 @@ def test_mobilenet_has_residual_relu6_and_depthwise():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="choose one of"):
         get_model("resnet9000")
+
+
+def test_docstring_examples():
+    import doctest
+    from tfcompress.models import reference
+    result = doctest.testmod(reference, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 2 and result.failed == 0

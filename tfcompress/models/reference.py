@@ -86,7 +86,12 @@ def mobilenet_small(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES,
     """A small MobileNet-style Functional model.
 
     Conv-BN-ReLU6 stem, depthwise-separable blocks with ReLU6, one residual
-    Add, global average pooling and a Dense classifier.
+    Add, global average pooling and a Dense classifier. ``width`` is the
+    stem's filter count; the blocks have 2x, 4x and 4x as many (like
+    MobileNet's width multiplier: ``width=32`` doubles every layer).
+
+    >>> mobilenet_small().count_params(), mobilenet_small(width=32).count_params()
+    (9610, 32522)
     """
     keras, layers = _modules(keras_module)
     inputs = keras.Input(input_shape, name="image")

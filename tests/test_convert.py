@@ -96,6 +96,38 @@ def test_pruned_model_is_stripped_and_smaller_after_gzip(x):
     assert r_p.report["gzip_bytes"] <= 0.4 * r_d.report["gzip_bytes"]
 
 
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_sparse_storage_is_smaller_and_reported_truthfully(x, mode):
+    from tfcompress import prune
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+                              keras.layers.Flatten(),
+                              keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(10)])
+    p = prune.prune_low_magnitude(model, prune.ConstantSparsity(0.9, 0))
+    p.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    p.fit(x[:16], np.zeros(16, "int32"), batch_size=16, epochs=1, verbose=0,
+          callbacks=[prune.UpdatePruningStep()])
+    plain = convert(p, mode, representative_data=x)
+    sparse = convert(p, mode, representative_data=x, sparse=True)
+    assert sparse.report["size_bytes"] < 0.7 * plain.report["size_bytes"]
+    stored = [w["name"] for w in sparse.report["weights"]
+              if w["sparse_format"]]
+    assert len(stored) == 2 and not any(
+        w["sparse_format"] for w in plain.report["weights"])
+    ops = [o["op"] for o in sparse.report["ops"]]
+    assert ops.count("DENSIFY") == 2
+    assert any("DENSIFY" in n and "no speed-up" in n
+               for n in sparse.report["notes"])
+    # the sparse model computes what the dense one does
+    a, b = plain.report["numerical_check"], sparse.report["numerical_check"]
+    assert b["top1_agreement"] == 1.0
+    assert b["max_abs_error"] <= a["max_abs_error"] + 1e-6
+    if not b["xnnpack"]:       # LiteRT 2.3's XNNPACK refuses int8 + DENSIFY
+        assert any("XNNPACK" in n for n in sparse.report["notes"])
+
+
 def test_bad_inputs_are_clear_errors(mobilenet, x, tmp_path):
     with pytest.raises(InputError, match="Keras model"):
         convert("not a model", "int8")

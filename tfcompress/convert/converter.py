@@ -197,7 +197,9 @@ def convert(model, mode="int8", representative_data=None,
       strict: raise :class:`FloatFallbackError` if any op computes in float.
         Defaults to True for ``int8``/``int16x8``.
       sparse: store pruned weights in TFLite's sparse format where the
-        converter supports it (``Optimize.EXPERIMENTAL_SPARSITY``).
+        converter supports it (``Optimize.EXPERIMENTAL_SPARSITY``). The
+        report's notes say which weights were stored sparse and whether
+        DENSIFY ops expand them at load (then only the file is smaller).
       calibration: activation ranges for post-training int8: ``minmax``,
         ``percentile`` or ``entropy``.
       check_data: inputs to compare TFLite and Keras outputs on (default:
@@ -305,6 +307,8 @@ def convert(model, mode="int8", representative_data=None,
                      samples is not None else None),
         calibration_ranges=ranges, notes=notes, seconds=seconds,
         layer_names=_layer_names(keras_model))
+    if sparse:
+        _note_sparse_storage(result)
     check = _as_samples(check_data, model, "check_data") \
         if check_data is not None else samples
     if check is None:
@@ -317,6 +321,30 @@ def convert(model, mode="int8", representative_data=None,
     if output_path is not None:
         result.save(output_path)
     return result
+
+
+def _note_sparse_storage(result):
+    """Says what ``sparse=True`` bought: which weights are stored sparse
+    and whether the runtime densifies them at load (DENSIFY ops: a smaller
+    file, not a faster or smaller-in-memory model)."""
+    report = result.report
+    stored = [w["name"] for w in report["weights"] if w.get("sparse_format")]
+    densify = sum(op["op"] == "DENSIFY" for op in report["ops"])
+    if not stored:
+        report["notes"].append(
+            "sparse=True: no weight was stored sparse (the converter found "
+            "too few zeros); the flatbuffer is dense")
+    elif densify:
+        report["notes"].append(
+            f"sparse=True: {len(stored)} weight(s) stored sparse; "
+            f"{densify} DENSIFY op(s) expand them to dense tensors when the "
+            "interpreter prepares the model: the file is smaller, but "
+            "inference runs on dense weights (no speed-up; the dense copy "
+            "is held in memory)")
+    else:
+        report["notes"].append(
+            f"sparse=True: {len(stored)} weight(s) stored sparse and read "
+            "by sparse kernels")
 
 
 def _layer_names(model):

@@ -62,9 +62,13 @@ class ConversionResult:
 
     def add_numerical_check(self, keras_model, x):
         """Compares TFLite and Keras outputs on ``x`` (stored in report)."""
-        from ai_edge_litert.interpreter import Interpreter
-        interp = Interpreter(model_content=self.tflite_bytes)
-        interp.allocate_tensors()
+        interp, refused = _check_interpreter(self.tflite_bytes)
+        if refused:
+            self.report["notes"].append(
+                "LiteRT's XNNPACK delegate refuses this flatbuffer ("
+                f"{refused}); the numerical check ran on the built-in "
+                "kernels. Run it with XNNPACK off: `tfcompress bench "
+                "--noxnnpack` or benchmark(..., xnnpack=False).")
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
         got = []
@@ -87,7 +91,8 @@ class ConversionResult:
         err = np.abs(got - ref)
         check = {"samples": int(len(x)),
                  "max_abs_error": float(err.max()),
-                 "mean_abs_error": float(err.mean())}
+                 "mean_abs_error": float(err.mean()),
+                 "xnnpack": not refused}
         if got.ndim == 2 and got.shape[1] > 1:
             check["top1_agreement"] = float(
                 np.mean(got.argmax(1) == ref.argmax(1)))
@@ -123,6 +128,25 @@ class ConversionResult:
         r = self.report
         return (f"ConversionResult(mode={r['mode']}, size={r['size_bytes']}, "
                 f"gzip={r['gzip_bytes']}, float_ops={len(r['float_ops'])})")
+
+
+def _check_interpreter(tflite_bytes):
+    """A LiteRT interpreter with its default XNNPACK delegate, or with the
+    built-in kernels alone when XNNPACK fails to prepare the model (it does
+    on int8 FULLY_CONNECTED fed by DENSIFY). Returns ``(interpreter,
+    reason_or_None)``."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    try:
+        interp = Interpreter(model_content=tflite_bytes)
+        interp.allocate_tensors()
+        return interp, None
+    except RuntimeError as e:
+        reason = " ".join(str(e).split())[:200]
+    interp = Interpreter(
+        model_content=tflite_bytes, experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interp.allocate_tensors()
+    return interp, reason
 
 
 def _jsonable(o):

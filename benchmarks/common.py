@@ -53,7 +53,7 @@ def step_timer(keras_module=None):
     return StepTimer()
 
 
-def alternating_p50(paths, runs=300, repeats=3, threads=1):
+def alternating_p50(paths, runs=300, repeats=3, threads=1, xnnpack=True):
     """p50 latency (ms) of each flatbuffer: the median over ``repeats``
     rounds, each round timing every model once in turn, so load that
     comes and goes affects all models alike."""
@@ -63,7 +63,7 @@ def alternating_p50(paths, runs=300, repeats=3, threads=1):
     for _ in range(repeats):
         for p in paths:
             r = benchmark_model(p, threads=threads, runs=runs,
-                                warmup_runs=20)
+                                warmup_runs=20, xnnpack=xnnpack)
             p50[p].append(r["latency"]["p50_ms"])
     return {p: float(np.median(v)) for p, v in p50.items()}
 
@@ -77,10 +77,16 @@ def keras_accuracy(model, data):
 
 def tflite_accuracy(tflite_bytes, data):
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
     _, (xv, yv) = data
-    it = Interpreter(model_content=tflite_bytes)
-    it.allocate_tensors()
+    try:
+        it = Interpreter(model_content=tflite_bytes)
+        it.allocate_tensors()
+    except RuntimeError:      # XNNPACK refuses e.g. sparse int8: built-ins
+        it = Interpreter(model_content=tflite_bytes,
+                         experimental_op_resolver_type=OpResolverType.
+                         BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     hits = 0
     for i in range(len(xv)):

@@ -1,7 +1,9 @@
 """Conversion figures for the seed CNN on Fashion-MNIST: every mode's size
 and accuracy, post-training int8 with 200 calibration samples by each
-calibration method, and the gzip size of an 80%-pruned int8 model vs the
-dense int8 model.
+calibration method, the gzip size of an 80%-pruned int8 model vs the
+dense int8 model, and what TFLite's sparse storage (``sparse=True``) does
+to that pruned model's size and single-thread latency (built-in kernels,
+XNNPACK off for all four, since XNNPACK refuses sparse int8).
 
     .venv/bin/python benchmarks/convert_sizes.py --train-samples 20000
 """
@@ -17,6 +19,9 @@ def main():
     ap.add_argument("--test-samples", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
+    import os
+    import tempfile
+
     import keras
     from tfcompress import prune
     from tfcompress.convert import convert
@@ -50,6 +55,24 @@ def main():
     pruned = prune.strip_pruning(pruned)
     rp = convert(pruned, "int8", representative_data=calib)
     dense_gzip = modes["int8"]["gzip_bytes"]
+    tmp = tempfile.mkdtemp()
+    storage = {}
+    for mode in ("float32", "int8"):
+        for sparse in (False, True):
+            key = f"{mode}_{'sparse' if sparse else 'dense'}_storage"
+            r = convert(pruned, mode, representative_data=calib,
+                        sparse=sparse,
+                        output_path=os.path.join(tmp, key + ".tflite"))
+            storage[key] = {"size_bytes": r.report["size_bytes"],
+                            "gzip_bytes": r.report["gzip_bytes"],
+                            "densify_ops": sum(o["op"] == "DENSIFY"
+                                               for o in r.report["ops"]),
+                            "tflite_accuracy": common.tflite_accuracy(
+                                r.tflite_bytes, data), "path": r.path}
+    p50 = common.alternating_p50([v["path"] for v in storage.values()],
+                                 runs=100, repeats=3, xnnpack=False)
+    for v in storage.values():
+        v["p50_ms_no_xnnpack"] = p50[v.pop("path")]
     common.save("convert_sizes", {
         "args": vars(args), "float_keras_accuracy": float_acc,
         "modes": modes, "ptq_int8_200_samples": ptq,
@@ -58,7 +81,8 @@ def main():
                           "tflite_accuracy": common.tflite_accuracy(
                               rp.tflite_bytes, data),
                           "gzip_ratio_vs_dense_int8":
-                              rp.report["gzip_bytes"] / dense_gzip}})
+                              rp.report["gzip_bytes"] / dense_gzip},
+        "pruned80_storage": storage})
 
 
 if __name__ == "__main__":

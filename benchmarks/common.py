@@ -77,16 +77,9 @@ def keras_accuracy(model, data):
 
 def tflite_accuracy(tflite_bytes, data):
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tfcompress.convert.result import litert_interpreter
     _, (xv, yv) = data
-    try:
-        it = Interpreter(model_content=tflite_bytes)
-        it.allocate_tensors()
-    except RuntimeError:      # XNNPACK refuses e.g. sparse int8: built-ins
-        it = Interpreter(model_content=tflite_bytes,
-                         experimental_op_resolver_type=OpResolverType.
-                         BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        it.allocate_tensors()
+    it, _ = litert_interpreter(tflite_bytes)   # built-ins if XNNPACK refuses
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     hits = 0
     for i in range(len(xv)):

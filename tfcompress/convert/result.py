@@ -62,7 +62,7 @@ class ConversionResult:
 
     def add_numerical_check(self, keras_model, x):
         """Compares TFLite and Keras outputs on ``x`` (stored in report)."""
-        interp, refused = _check_interpreter(self.tflite_bytes)
+        interp, refused = litert_interpreter(self.tflite_bytes)
         if refused:
             self.report["notes"].append(
                 "LiteRT's XNNPACK delegate refuses this flatbuffer ("
@@ -130,11 +130,14 @@ class ConversionResult:
                 f"gzip={r['gzip_bytes']}, float_ops={len(r['float_ops'])})")
 
 
-def _check_interpreter(tflite_bytes):
+def litert_interpreter(tflite_bytes):
     """A LiteRT interpreter with its default XNNPACK delegate, or with the
     built-in kernels alone when XNNPACK fails to prepare the model (it does
     on int8 FULLY_CONNECTED fed by DENSIFY). Returns ``(interpreter,
-    reason_or_None)``."""
+    reason_or_None)``, tensors allocated.
+
+    >>> interp, refused = litert_interpreter(result.tflite_bytes)  # doctest: +SKIP
+    """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     try:
         interp = Interpreter(model_content=tflite_bytes)

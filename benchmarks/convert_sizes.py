@@ -20,6 +20,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     args = ap.parse_args()
     import os
+    import shutil
     import tempfile
 
     import keras
@@ -73,6 +74,7 @@ def main():
                                  runs=100, repeats=3, xnnpack=False)
     for v in storage.values():
         v["p50_ms_no_xnnpack"] = p50[v.pop("path")]
+    shutil.rmtree(tmp)
     common.save("convert_sizes", {
         "args": vars(args), "float_keras_accuracy": float_acc,
         "modes": modes, "ptq_int8_200_samples": ptq,

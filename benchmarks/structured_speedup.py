@@ -22,6 +22,7 @@ Latency: p50 of each int8 flatbuffer, single thread, the median of
 
 import argparse
 import os
+import shutil
 import tempfile
 
 import common
@@ -114,6 +115,7 @@ def main():
                                  args.repeats)
     for (name, label), path in paths.items():
         out[name][label]["p50_ms"] = p50[path]
+    shutil.rmtree(tmp)
     for row in out.values():
         row["int8_speedup"] = row["dense"]["p50_ms"] / row["shrunk"]["p50_ms"]
     common.save(args.name, {"args": vars(args), "models": out})

@@ -1,0 +1,312 @@
+"""Every Keras and TensorFlow internal tfcompress relies on, in one place.
+
+tfcompress needs a few things the frameworks do not export: Keras'
+stateless-scope mapping and raw variable values (to compute with
+``weight * mask``), the Keras graph history of a symbolic tensor, the
+``Functional`` model class, the TFLite converter's calibrate-only mode and
+``mlir_quantize`` (to recalibrate activation ranges), TFLite's flatbuffer
+schema, and the Keras TensorFlow trainer functions that
+:mod:`tfcompress.distribute.keras_fixes` patches. Each is reached here by a
+named function and nowhere else in the package (``tests/test_compat.py``
+checks both: that each access still works on the installed versions and
+that no other module reaches into the frameworks).
+
+When an internal is missing, the function raises :class:`CompatError`
+naming the symbol and the installed TensorFlow and Keras versions, instead
+of silently computing something else.
+
+>>> import keras
+>>> call_has_training_arg(keras.layers.Dropout(0.5))
+True
+>>> call_has_training_arg(keras.layers.Flatten())
+False
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any, Callable, NamedTuple
+
+#: The versions tfcompress is tested with (kept in step with pyproject.toml).
+SUPPORTED = "tensorflow>=2.20,<2.22 with keras>=3.12,<3.16"
+
+
+class CompatError(RuntimeError):
+    """A Keras or TensorFlow internal tfcompress uses is missing or moved in
+    the installed version."""
+
+
+def framework_versions() -> str:
+    """``"TensorFlow X, Keras Y"`` as installed.
+
+    >>> framework_versions().startswith("TensorFlow ")
+    True
+    """
+    import keras
+    import tensorflow as tf
+    return f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+
+
+def missing(symbol: str, detail: str = "") -> CompatError:
+    """The error for an internal ``symbol`` that is not where tfcompress
+    expects it."""
+    detail = f" ({detail})" if detail else ""
+    return CompatError(
+        f"{symbol} is not available in {framework_versions()}{detail}; "
+        f"tfcompress supports {SUPPORTED}: install a supported version or "
+        "update tfcompress/compat.py")
+
+
+def _import(module: str, name: str | None = None):
+    """``module`` (or its attribute ``name``), raising CompatError if gone."""
+    symbol = f"{module}.{name}" if name else module
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise missing(symbol, str(err)) from None
+    if name is None:
+        return mod
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise missing(symbol) from None
+
+
+def _attribute(obj, name: str, symbol: str):
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise missing(symbol) from None
+
+
+# -- Keras stateless scope and variables ---------------------------------
+@functools.lru_cache(maxsize=None)
+def _stateless_scope_module():
+    return _import("keras.src.backend.common.stateless_scope")
+
+
+def current_stateless_scope():
+    """The innermost active ``keras.StatelessScope``, or None.
+
+    >>> import keras
+    >>> current_stateless_scope() is None
+    True
+    >>> with keras.StatelessScope() as scope:
+    ...     current_stateless_scope() is scope
+    True
+    """
+    module = _stateless_scope_module()
+    return _attribute(module, "get_stateless_scope",
+                      "keras.src.backend.common.stateless_scope."
+                      "get_stateless_scope")()
+
+
+def stateless_scope_state_mapping(scope) -> dict:
+    """The live ``{id(variable): value}`` dict of a ``keras.StatelessScope``
+    (writing to it changes what the scope's variables read as).
+
+    >>> import keras
+    >>> v = keras.Variable(1.0)
+    >>> with keras.StatelessScope([(v, 2.0)]) as scope:
+    ...     float(stateless_scope_state_mapping(scope)[id(v)])
+    2.0
+    """
+    mapping = _attribute(scope, "state_mapping",
+                         "keras.StatelessScope.state_mapping")
+    if not isinstance(mapping, dict):
+        raise missing("keras.StatelessScope.state_mapping",
+                      f"expected a dict, found {type(mapping).__name__}")
+    return mapping
+
+
+def variable_value(variable):
+    """The backend value of a Keras variable in its own dtype (never
+    autocast), or ``variable`` itself when it is not a Keras variable or
+    not yet initialised. Not affected by stateless scopes.
+
+    >>> import keras
+    >>> type(variable_value(keras.Variable(1.0))).__name__
+    'ResourceVariable'
+    """
+    import keras
+    if not isinstance(variable, keras.Variable):
+        return variable
+    inner = _attribute(variable, "_value", "keras.Variable._value")
+    return variable if inner is None else inner
+
+
+# -- Keras layers, tensors and models ------------------------------------
+def call_has_training_arg(layer) -> bool:
+    """True if ``layer.call`` takes a ``training`` argument (what Keras
+    decides it by when calling the layer).
+
+    >>> import keras
+    >>> call_has_training_arg(keras.layers.BatchNormalization())
+    True
+    """
+    flag = getattr(layer, "_call_has_training_arg", None)
+    if flag is not None:
+        return bool(flag)
+    # Keras computes the flag from the signature; do the same if it moved.
+    return "training" in inspect.signature(layer.call).parameters
+
+
+class KerasHistory(NamedTuple):
+    """Where a symbolic Keras tensor comes from."""
+    operation: Any      # the layer (or operation) that produced it
+    node_index: int
+    tensor_index: int
+
+
+def keras_history(tensor) -> KerasHistory:
+    """``(layer, node_index, tensor_index)`` that produced a symbolic Keras
+    tensor (e.g. one of ``model.outputs``).
+
+    >>> import keras
+    >>> x = keras.Input((3,))
+    >>> y = keras.layers.Dense(2, name="fc")(x)
+    >>> keras_history(y)[0].name
+    'fc'
+    """
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        import keras
+        if isinstance(tensor, keras.KerasTensor):
+            raise missing("keras.KerasTensor._keras_history")
+        raise CompatError(f"{type(tensor).__name__} is not a symbolic Keras "
+                          "tensor made by a layer; it has no Keras history")
+    try:
+        operation, node_index, tensor_index = history
+    except (TypeError, ValueError):
+        raise missing("keras.KerasTensor._keras_history",
+                      f"expected (operation, node_index, tensor_index), "
+                      f"found {history!r}") from None
+    return KerasHistory(operation, node_index, tensor_index)
+
+
+@functools.lru_cache(maxsize=None)
+def functional_class() -> type:
+    """Keras' ``Functional`` model class (what ``keras.Model(inputs,
+    outputs)`` returns).
+
+    >>> import keras
+    >>> x = keras.Input((2,))
+    >>> isinstance(keras.Model(x, keras.layers.Dense(1)(x)), functional_class())
+    True
+    """
+    cls = _import("keras.src.models.functional", "Functional")
+    import keras
+    if not (isinstance(cls, type) and issubclass(cls, keras.Model)):
+        raise missing("keras.src.models.functional.Functional",
+                      "not a keras.Model subclass")
+    return cls
+
+
+def model_distribute_strategy(model):
+    """The ``tf.distribute`` strategy whose scope ``model`` was built in,
+    or None (built outside any scope, or not a Keras 3 model).
+
+    >>> import keras
+    >>> model_distribute_strategy(keras.Sequential([keras.Input((2,))])) is None
+    True
+    """
+    import keras
+    if not isinstance(model, keras.Model):
+        return None
+    return _attribute(model, "_distribute_strategy",
+                      "keras.Model._distribute_strategy")
+
+
+# -- TFLite converter ------------------------------------------------------
+def calibrate_only(converter) -> bytes:
+    """Runs a ``tf.lite.TFLiteConverter`` set up for int8 post-training
+    quantization up to calibration: a float model whose tensors carry the
+    calibrated min/max, to be quantized by :func:`mlir_quantize`."""
+    name = "_experimental_calibrate_only"
+    if not hasattr(converter, name):
+        raise missing(f"tf.lite.TFLiteConverter.{name}")
+    setattr(converter, name, True)
+    return converter.convert()
+
+
+def mlir_quantize(model_bytes: bytes, input_data_type=None,
+                  output_data_type=None) -> bytes:
+    """Quantizes a calibrated flatbuffer (from :func:`calibrate_only`) to
+    int8 with TensorFlow's converter; ``input_data_type`` and
+    ``output_data_type`` are ``tf.DType`` (default float32)."""
+    fn = _import("tensorflow.lite.python.convert", "mlir_quantize")
+    kwargs = {}
+    if input_data_type is not None:
+        kwargs["input_data_type"] = input_data_type
+    if output_data_type is not None:
+        kwargs["output_data_type"] = output_data_type
+    params = inspect.signature(fn).parameters
+    for key in kwargs:
+        if key not in params:
+            raise missing(f"tensorflow.lite.python.convert.mlir_quantize"
+                          f"({key}=...)")
+    return fn(model_bytes, **kwargs)
+
+
+def tflite_schema():
+    """TensorFlow's generated Python module for the TFLite flatbuffer schema
+    (``ModelT``, ``TensorType``, ...).
+
+    >>> tflite_schema().ModelT.__name__
+    'ModelT'
+    """
+    schema = _import("tensorflow.lite.python.schema_py_generated")
+    for name in ("ModelT", "Model"):
+        _attribute(schema, name,
+                   f"tensorflow.lite.python.schema_py_generated.{name}")
+    return schema
+
+
+# -- Keras TensorFlow trainer (multi-worker fit fixes) ---------------------
+TRAINER_MODULE = "keras.src.backend.tensorflow.trainer"
+
+
+class TrainerInternals(NamedTuple):
+    """The Keras TensorFlow-trainer functions the multi-worker ``fit``
+    fixes wrap (see :mod:`tfcompress.distribute.keras_fixes`)."""
+    module: Any                        # the trainer module
+    trainer_class: type                # TensorFlowTrainer
+    maybe_symbolic_build: Callable     # TensorFlowTrainer._maybe_symbolic_build
+    reduce_per_replica: Callable       # module-level reduce_per_replica
+    is_multi_worker: Callable          # strategy -> bool
+    is_per_replica: Callable           # value -> bool
+
+
+def tensorflow_trainer_internals(module=None) -> TrainerInternals:
+    """The current (possibly already patched) trainer functions, from
+    ``module`` (default: Keras' TensorFlow trainer module). Raises
+    CompatError naming the first one that is missing."""
+    if module is None:
+        module = _import(TRAINER_MODULE)
+
+    def get(owner, name, symbol):
+        return _attribute(owner, name, f"{TRAINER_MODULE}.{symbol}")
+
+    cls = get(module, "TensorFlowTrainer", "TensorFlowTrainer")
+    return TrainerInternals(
+        module=module,
+        trainer_class=cls,
+        maybe_symbolic_build=get(cls, "_maybe_symbolic_build",
+                                 "TensorFlowTrainer._maybe_symbolic_build"),
+        reduce_per_replica=get(module, "reduce_per_replica",
+                               "reduce_per_replica"),
+        is_multi_worker=get(module, "_collective_all_reduce_multi_worker",
+                            "_collective_all_reduce_multi_worker"),
+        is_per_replica=get(module, "_is_per_replica_instance",
+                           "_is_per_replica_instance"))
+
+
+def patch_tensorflow_trainer(internals: TrainerInternals,
+                             maybe_symbolic_build: Callable,
+                             reduce_per_replica: Callable) -> None:
+    """Installs replacements for the two trainer functions of
+    ``internals`` (from :func:`tensorflow_trainer_internals`)."""
+    internals.trainer_class._maybe_symbolic_build = maybe_symbolic_build
+    internals.module.reduce_per_replica = reduce_per_replica

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.cluster.centroids import assign, init_centroids
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
@@ -131,7 +132,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         return tf.reshape(mat, shape)
 
     def call(self, inputs, *args, training=None, **kwargs):
-        if getattr(self.layer, "_call_has_training_arg", False):
+        if compat.call_has_training_arg(self.layer):
             kwargs["training"] = training
         with keras.StatelessScope(
                 state_mapping=[(self.kernel, self.clustered_kernel())]):

@@ -122,7 +122,8 @@ def recalibrate(calibrated_bytes, samples, method, percentile=99.99):
     Returns ``(new model bytes, {tensor name: (min, max)} changed)``.
     """
     import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
+    from tfcompress import compat
+    schema = compat.tflite_schema()
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated_bytes), 0)
     sub = model.subgraphs[0]

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from tfcompress import compat
 from tfcompress.convert.calibration import METHODS
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
@@ -95,7 +96,7 @@ def outside_strategy(model):
     MultiWorkerMirroredStrategy (every worker would have to convert); the
     copy lets the chief convert alone.
     """
-    if getattr(model, "_distribute_strategy", None) is None:
+    if compat.model_distribute_strategy(model) is None:
         return model        # built outside any strategy scope
     import keras
     import tensorflow as tf
@@ -357,10 +358,8 @@ def _layer_names(model):
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,
                           output_type):
-    from tensorflow.lite.python.convert import mlir_quantize
     from tfcompress.convert.calibration import recalibrate
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    calibrated = compat.calibrate_only(converter)
     new, ranges = recalibrate(calibrated, calib, method, percentile)
-    return mlir_quantize(new, input_data_type=_tf_type(input_type),
-                         output_data_type=_tf_type(output_type)), ranges
+    return compat.mlir_quantize(new, input_data_type=_tf_type(input_type),
+                                output_data_type=_tf_type(output_type)), ranges

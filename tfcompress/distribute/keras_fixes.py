@@ -14,34 +14,49 @@ more than one worker trains (keras-team/keras#20585, open):
 ``apply()`` patches those two spots: the batch is reduced element by
 element and scalars are reduced without an axis. Nothing else changes;
 single-worker training never reaches the patched branches. It is applied
-by :func:`tfcompress.distribute.get_strategy` for ``"multi_worker"``.
+by :func:`tfcompress.distribute.get_strategy` for ``"multi_worker"``. The
+trainer internals are reached through :mod:`tfcompress.compat`; when they
+are missing ``apply()`` raises :class:`tfcompress.compat.CompatError`.
 """
 
 from __future__ import annotations
 
-_APPLIED = False
+from tfcompress import compat
+
+#: Marks the replacement functions, so applying twice patches once.
+PATCHED = "tfcompress_multi_worker_fix"
 
 
-def apply() -> bool:
-    """Installs the two fixes once; returns False when this Keras has no
-    such internals (a version where they moved or were fixed)."""
-    global _APPLIED
-    if _APPLIED:
+def is_applied(trainer_module=None) -> bool:
+    """True if the fixes are installed in ``trainer_module`` (default: Keras'
+    TensorFlow trainer module)."""
+    internals = compat.tensorflow_trainer_internals(trainer_module)
+    return (getattr(internals.maybe_symbolic_build, PATCHED, False) and
+            getattr(internals.reduce_per_replica, PATCHED, False))
+
+
+def apply(trainer_module=None) -> bool:
+    """Installs the two fixes once into ``trainer_module`` (default: Keras'
+    TensorFlow trainer module) and returns True.
+
+    Raises:
+      tfcompress.compat.CompatError: this Keras lacks one of the patched
+        internals (they moved, or the bug was fixed differently); the
+        message names the missing symbol and the installed versions.
+    """
+    import keras
+    import tensorflow as tf
+
+    internals = compat.tensorflow_trainer_internals(trainer_module)
+    if is_applied(trainer_module):
         return True
-    try:
-        import tensorflow as tf
-        from keras.src import tree
-        from keras.src.backend.tensorflow import trainer
-        cls = trainer.TensorFlowTrainer
-        original_build = cls._maybe_symbolic_build
-        original_reduce = trainer.reduce_per_replica
-        multi_worker = trainer._collective_all_reduce_multi_worker
-        is_per_replica = trainer._is_per_replica_instance
-    except (ImportError, AttributeError):
-        return False
+    original_build = internals.maybe_symbolic_build
+    original_reduce = internals.reduce_per_replica
+    multi_worker = internals.is_multi_worker
+    is_per_replica = internals.is_per_replica
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = compat.model_distribute_strategy(self)
         if strategy is None or iterator is None or \
                 not multi_worker(strategy):
             return original_build(self, iterator=iterator,
@@ -51,7 +66,7 @@ def apply() -> bool:
             break
         else:
             return original_build(self, iterator=iterator)
-        batch = tree.map_structure(
+        batch = keras.tree.map_structure(
             lambda v: strategy.reduce("MEAN", v, axis=None)
             if isinstance(v, tf.distribute.DistributedValues) else v, batch)
         return original_build(self, data_batch=batch)
@@ -65,9 +80,10 @@ def apply() -> bool:
                 return v
             rank = v.values[0].shape.rank
             return strategy.reduce("MEAN", v, axis=0 if rank else None)
-        return tree.map_structure(one, values)
+        return keras.tree.map_structure(one, values)
 
-    cls._maybe_symbolic_build = _maybe_symbolic_build
-    trainer.reduce_per_replica = reduce_per_replica
-    _APPLIED = True
+    setattr(maybe_symbolic_build, PATCHED, True)
+    setattr(reduce_per_replica, PATCHED, True)
+    compat.patch_tensorflow_trainer(internals, maybe_symbolic_build,
+                                    reduce_per_replica)
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from tfcompress.errors import InputError
 
@@ -38,9 +39,26 @@ def get_strategy(name: str = "default"):
         except (ValueError, KeyError, TypeError):
             raise InputError("TF_CONFIG is not valid JSON with a 'cluster' "
                              "entry; see docs/distributed.md") from None
-    from tfcompress.distribute import keras_fixes
-    keras_fixes.apply()
+    install_keras_fixes()
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def install_keras_fixes(trainer_module=None) -> bool:
+    """Applies :mod:`tfcompress.distribute.keras_fixes`; returns True, or
+    warns (``RuntimeWarning`` naming the missing Keras internal and the
+    installed versions) and returns False when they cannot be applied."""
+    from tfcompress import compat
+    from tfcompress.distribute import keras_fixes
+    try:
+        return keras_fixes.apply(trainer_module)
+    except compat.CompatError as err:
+        warnings.warn(
+            f"tfcompress could not apply its fixes for Keras' multi-worker "
+            f"fit: {err}. model.fit under MultiWorkerMirroredStrategy may "
+            "fail with 'Attempt to convert a value (PerReplica...)' or "
+            "'Invalid reduction dimension 0' (keras-team/keras#20585).",
+            RuntimeWarning, stacklevel=3)
+        return False
 
 
 def task(strategy=None):

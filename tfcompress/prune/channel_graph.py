@@ -25,6 +25,8 @@ import dataclasses
 import keras
 from keras import layers as L
 
+from tfcompress import compat
+
 PRODUCERS = (L.Conv1D, L.Conv2D, L.Dense)       # SeparableConv excluded
 FOLLOWERS = (L.BatchNormalization, L.DepthwiseConv2D)
 ZERO_PRESERVING_ACTIVATIONS = {"relu", "relu6", "linear", "tanh", "swish",
@@ -172,7 +174,7 @@ def channel_spaces(model):
 
     tensor_space = {}      # layer name -> space id of its output (or None)
     flattened = {}         # layer name -> space id flattened into features
-    output_names = {t._keras_history[0].name for t in
+    output_names = {compat.keras_history(t).operation.name for t in
                     (model.outputs if hasattr(model, "outputs")
                      and model.outputs else [])}
     if isinstance(model, keras.Sequential):

@@ -35,8 +35,8 @@ class PrunableLayer(Protocol):
 
 
 def _mha_kernels(layer):
-    return [sub.kernel for sub in (layer._query_dense, layer._key_dense,
-                                   layer._value_dense, layer._output_dense)]
+    return [sub.kernel for sub in (layer.query_dense, layer.key_dense,
+                                   layer.value_dense, layer.output_dense)]
 
 
 # layer class -> function returning its prunable variables

@@ -29,8 +29,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.backend.common import stateless_scope
 
+from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.errors import InputError
 from tfcompress.prune import masks as mask_lib
@@ -146,19 +146,21 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
                 message=MISSING_CALLBACK)
             if not self.global_pruning:
                 self.conditional_mask_update()
-        if getattr(self.layer, "_call_has_training_arg", False):
+        if compat.call_has_training_arg(self.layer):
             kwargs["training"] = training
         return self._call_masked(inputs, *args, **kwargs)
 
     def _call_masked(self, inputs, *args, **kwargs):
         """Runs the wrapped layer with each pruned weight read as w * mask."""
-        outer = stateless_scope.get_stateless_scope()
-        mapping = dict(outer.state_mapping) if outer is not None else {}
+        outer = compat.current_stateless_scope()
+        mapping = (dict(compat.stateless_scope_state_mapping(outer))
+                   if outer is not None else {})
         pairs = [(w, _raw(w) * _raw(m))
                  for w, m in zip(self.pruned_weights, self.masks)]
-        with stateless_scope.StatelessScope(state_mapping=pairs) as scope:
+        with keras.StatelessScope(state_mapping=pairs) as scope:
             for key, value in mapping.items():
-                scope.state_mapping.setdefault(key, value)
+                compat.stateless_scope_state_mapping(scope).setdefault(
+                    key, value)
             outputs = self.layer(inputs, *args, **kwargs)
         # Hand other state updates (e.g. seed generators) to their owner.
         pruned = {id(w) for w in self.pruned_weights}
@@ -302,13 +304,12 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
 def _raw(variable):
     """The value of a Keras variable in its own dtype (no autocast), as
     seen by the current stateless scope if any."""
-    scope = stateless_scope.get_stateless_scope()
+    scope = compat.current_stateless_scope()
     if scope is not None:
         value = scope.get_current_value(variable)
         if value is not None:
             return value
-    inner = getattr(variable, "_value", None)
-    return tf.convert_to_tensor(inner if inner is not None else variable)
+    return tf.convert_to_tensor(compat.variable_value(variable))
 
 
 def _in_replica_context() -> bool:

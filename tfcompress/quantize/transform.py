@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers as L
 
+from tfcompress import compat
 from tfcompress.prune.channel_graph import _SEQUENTIAL_INPUT, layer_graph
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
@@ -68,7 +69,7 @@ def quantize_graph(model, scheme, report):
         outputs.add(model.layers[-1].name)
     else:
         for t in model.outputs:
-            outputs.add(t._keras_history[0].name)
+            outputs.add(compat.keras_history(t).operation.name)
 
     def sole_consumer(name):
         cs = consumers.get(name, [])
@@ -203,7 +204,8 @@ def quantize_graph(model, scheme, report):
     if isinstance(model, keras.Sequential):
         outs = tensors[model.layers[-1].name]
     else:
-        outs = [tensors[t._keras_history[0].name] for t in model.outputs]
+        outs = [tensors[compat.keras_history(t).operation.name]
+                for t in model.outputs]
         outs = outs[0] if len(outs) == 1 else outs
     return keras.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,
                        outs, name=f"{model.name}_qat")

@@ -18,14 +18,14 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import keras
-from keras.src.models.functional import Functional
 
+from tfcompress import compat
 from tfcompress.errors import InputError
 
 
 def is_container(layer) -> bool:
     """True for Sequential and Functional models (models made of layers)."""
-    return isinstance(layer, (keras.Sequential, Functional))
+    return isinstance(layer, (keras.Sequential, compat.functional_class()))
 
 
 def iter_layers(model) -> Iterator[keras.layers.Layer]:

@@ -11,15 +11,25 @@ Subpackages are imported on first use:
 >>> import tfcompress
 >>> tfcompress.__version__
 '0.1.0'
+
+Models tfcompress saves load back with ``tfcompress.load_model(path)``, or
+with plain ``keras.saving.load_model`` once ``tfcompress`` is imported (its
+layers register with Keras when Keras is imported; see
+``tfcompress.saving``).
 """
 
 import importlib
+
+from tfcompress.saving import load_model, register_on_keras_import
 
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("analyze", "bench", "cluster", "convert", "data", "distill",
                 "distribute",
-                "inspect", "models", "prune", "quantize", "recipes", "utils")
+                "inspect", "models", "prune", "quantize", "recipes",
+                "utils")
+
+register_on_keras_import()
 
 
 def __getattr__(name):

@@ -57,14 +57,8 @@ def convert_command(args):
         raise UsageError("convert takes one model file: tfcompress convert "
                          "model.keras --mode int8 --data fashion_mnist")
     path = args[0]
-    if not os.path.exists(path):
-        raise InputError(f"model {path} does not exist")
-    import keras
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:
-        raise InputError(f"cannot load {path} as a Keras model: "
-                         f"{str(e).splitlines()[0][:200]}") from None
+    from tfcompress.saving import load_model
+    model = load_model(path, compile=False)
     from tfcompress.convert import FloatFallbackError, convert
     out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
     try:

@@ -57,10 +57,8 @@ def _save_model(model, path):
 
 
 def _load_model(path):
-    import keras
-    import tfcompress.prune  # noqa: F401  registers serializables
-    import tfcompress.quantize  # noqa: F401
-    return keras.models.load_model(path, compile=False)
+    from tfcompress.saving import load_model
+    return load_model(path, compile=False)
 
 
 def load_data(name, train_samples=None, test_samples=None):
@@ -91,11 +89,7 @@ def _baseline_model(recipe):
     if name in MODELS:
         return get_model(name)
     if os.path.exists(name):
-        try:
-            return _load_model(name)
-        except Exception as e:
-            raise InputError(f"cannot load model {name}: "
-                             f"{str(e).splitlines()[0][:200]}") from None
+        return _load_model(name)
     raise InputError(f"model {name!r} is neither a reference model "
                      f"({', '.join(sorted(MODELS))}) nor an existing "
                      ".keras file")

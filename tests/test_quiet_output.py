@@ -1,0 +1,91 @@
+"""The CLI keeps TensorFlow's and the converter's log noise out of the
+terminal, and still respects a user's own log level."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What TensorFlow, the MLIR converter and LiteRT print on their own.
+NOISE = [
+    r"cuInit",
+    r"cuda drivers",
+    r"cpu_feature_guard|This TensorFlow binary is optimized",
+    r"absl::InitializeLog",
+    r"fully_quantize: \d",
+    r"inference_type: \d",
+    r"Ignored output_format",
+    r"Reading SavedModel",
+    r"SavedModel load for tags",
+    r"MLIR V1 optimization pass",
+    r"Skipping runtime version metadata",
+    r"Created TensorFlow Lite XNNPACK delegate",
+    r"triggered tf\.function retracing",
+    r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]",
+]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL")}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                  if p])
+    env.update(extra)
+    return env
+
+
+def _noise_in(text):
+    return [line for line in text.splitlines()
+            if any(re.search(p, line) for p in NOISE)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import keras
+    d = tmp_path_factory.mktemp("quiet")
+    model = keras.Sequential([keras.Input((6, 6, 1)),
+                              keras.layers.Conv2D(2, 3),
+                              keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    model.save(d / "tiny.keras")
+    np.savez(d / "data.npz",
+             x=np.random.default_rng(0).random((8, 6, 6, 1), np.float32))
+    return d
+
+
+def test_convert_prints_no_tensorflow_noise(tiny_model):
+    d = tiny_model
+    r = subprocess.run(
+        [sys.executable, "-m", "tfcompress", "convert", str(d / "tiny.keras"),
+         "--mode", "int8", "--data", str(d / "data.npz"), "--samples", "8",
+         "--output", str(d / "tiny.tflite")],
+        capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (d / "tiny.tflite").exists()
+    assert _noise_in(r.stdout + r.stderr) == []
+    assert "wrote" in r.stdout
+
+
+def test_cli_keeps_a_users_own_log_level():
+    code = ("import os; import tfcompress.cli; "
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, env=_env(TF_CPP_MIN_LOG_LEVEL="0"),
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "0"
+
+
+def test_cli_sets_a_quiet_log_level_by_default():
+    code = ("import os; import tfcompress.cli; "
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "2"

@@ -11,6 +11,7 @@ import numpy as np
 from tfcompress.cluster.wrapper import ClusterWeights
 from tfcompress.prune.prunable import is_prunable
 from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
+from tfcompress.errors import InputError
 
 
 def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
@@ -34,7 +35,7 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         return ClusterWeights(to_cluster, **kwargs)
     if not isinstance(to_cluster, keras.Model) or not is_container(
             to_cluster):
-        raise ValueError("cluster_weights takes a layer or a Sequential/"
+        raise InputError("cluster_weights takes a layer or a Sequential/"
                          "Functional model")
     exclude = set(exclude)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.errors import InputError
+
 METHODS = ("linear", "random", "density", "kmeans++")
 
 
@@ -19,7 +21,7 @@ def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
     except for ``linear`` which keeps Deep Compression's even spacing)."""
     v = np.asarray(values, np.float64).ravel()
     if method not in METHODS:
-        raise ValueError(f"centroid_init must be one of {METHODS}, got "
+        raise InputError(f"centroid_init must be one of {METHODS}, got "
                          f"{method!r}")
     rng = np.random.default_rng(seed)
     lo, hi = float(v.min()), float(v.max())

@@ -11,6 +11,7 @@ from tfcompress.quantize import transform
 from tfcompress.quantize.layers import QUANTIZE_LAYERS, QuantizeFused
 from tfcompress.quantize.schemes import Default8BitScheme
 from tfcompress.utils.layer_map import iter_layers
+from tfcompress.errors import InputError
 
 
 @dataclasses.dataclass
@@ -65,10 +66,10 @@ def quantize_apply(model, scheme=None):
     """
     scheme = scheme or Default8BitScheme()
     if not isinstance(model, keras.Model):
-        raise ValueError(f"quantize_apply takes a Keras model, got "
+        raise InputError(f"quantize_apply takes a Keras model, got "
                          f"{type(model).__name__}")
     if not model.built:
-        raise ValueError(f"model {model.name} is not built; give it an Input")
+        raise InputError(f"model {model.name} is not built; give it an Input")
     report = []
     qat = transform.quantize_graph(model, scheme, report)
     qat.quantize_report = report

@@ -202,9 +202,11 @@ def test_unsupported_layer_error_and_annotation():
     with pytest.raises(quantize.UnsupportedLayerError,
                        match="custom.*quantize_annotate_layer"):
         quantize.quantize_model(m)
-    quantize.quantize_annotate_layer(m.get_layer("custom"),
-                                     quantize.OutputQuantizeConfig())
-    q = quantize.quantize_model(m)
+    annotated = keras.models.clone_model(
+        m, clone_function=lambda layer: quantize.quantize_annotate_layer(
+            layer, quantize.OutputQuantizeConfig())
+        if layer.name == "custom" else layer)
+    q = quantize.quantize_model(annotated)
     assert any("annotated" in r["quantized"] for r in q.quantize_report)
 
 

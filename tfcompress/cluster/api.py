@@ -9,8 +9,10 @@ import keras
 import numpy as np
 
 from tfcompress.cluster.wrapper import ClusterWeights
-from tfcompress.prune.prunable import is_prunable
-from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
+from tfcompress.prune.prunable import get_prunable_weights, is_prunable
+from tfcompress.utils.layer_map import (copy_layer, is_container,
+                                        iter_layers, map_layers)
+from tfcompress.errors import InputError
 
 
 def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
@@ -34,7 +36,7 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         return ClusterWeights(to_cluster, **kwargs)
     if not isinstance(to_cluster, keras.Model) or not is_container(
             to_cluster):
-        raise ValueError("cluster_weights takes a layer or a Sequential/"
+        raise InputError("cluster_weights takes a layer or a Sequential/"
                          "Functional model")
     exclude = set(exclude)
 
@@ -48,29 +50,43 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
 
 
 def strip_clustering(model):
-    """Plain model whose kernels hold the clustered values."""
+    """Plain copy of ``model`` whose kernels hold the clustered values; the
+    clustered model itself is unchanged (it can keep training).
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
+    >>> plain = strip_clustering(cluster_weights(m, 3))
+    >>> len(np.unique(plain.layers[0].kernel.numpy())) <= 3
+    True
+    """
     if isinstance(model, ClusterWeights):
-        model.kernel.assign(model.clustered_kernel())
-        model.update_assignments = False
-        model.kernel.trainable = True
-        return model.layer
+        return _plain_copy(model)
     if not isinstance(model, keras.Model) or not is_container(model):
         return model
-    wrappers = [l for l in iter_layers(model)
-                if isinstance(l, ClusterWeights)]
-    if not wrappers:
-        return model
-    for w in wrappers:
-        w.kernel.assign(w.clustered_kernel())
-        w.update_assignments = False
+
+    unbuilt = []   # (original, copy) whose weights are set once built
 
     def unwrap(layer):
         if isinstance(layer, ClusterWeights):
-            layer.kernel.trainable = True
-            return layer.layer
-        return layer
+            return _plain_copy(layer)
+        new = copy_layer(layer)
+        if layer.weights and not new.built:
+            unbuilt.append((layer, new))
+        return new
 
-    return map_layers(model, unwrap)
+    plain = map_layers(model, unwrap, copy=False)
+    for original, new in unbuilt:
+        new.set_weights(original.get_weights())
+    return plain
+
+
+def _plain_copy(wrapper):
+    """A copy of the wrapped layer with the clustered kernel values."""
+    plain = copy_layer(wrapper.layer)
+    kernel = get_prunable_weights(plain)[0]
+    kernel.assign(wrapper.clustered_kernel())
+    kernel.trainable = True
+    return plain
 
 
 def deep_compression_bits(n, k, bits=32):

@@ -31,7 +31,7 @@ class UpdateClusterAssignments(keras.callbacks.Callback):
     def __init__(self, frequency=1):
         super().__init__()
         if int(frequency) < 1:
-            raise ValueError(f"frequency must be >= 1 epoch, got {frequency}")
+            raise InputError(f"frequency must be >= 1 epoch, got {frequency}")
         self.frequency = int(frequency)
         self.changed = []
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.errors import InputError
+
 METHODS = ("linear", "random", "density", "kmeans++")
 
 
@@ -19,7 +21,7 @@ def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
     except for ``linear`` which keeps Deep Compression's even spacing)."""
     v = np.asarray(values, np.float64).ravel()
     if method not in METHODS:
-        raise ValueError(f"centroid_init must be one of {METHODS}, got "
+        raise InputError(f"centroid_init must be one of {METHODS}, got "
                          f"{method!r}")
     rng = np.random.default_rng(seed)
     lo, hi = float(v.min()), float(v.max())
@@ -31,13 +33,30 @@ def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
         # equal-mass quantiles of the weight distribution (CDF spacing)
         c = np.quantile(v, (np.arange(k) + 0.5) / k)
     else:
-        c = [v[rng.integers(v.size)]]
-        for _ in range(1, k):
-            d2 = np.min((v[:, None] - np.asarray(c)[None]) ** 2, axis=1)
-            p = d2 / d2.sum() if d2.sum() > 0 else None
-            c.append(v[rng.choice(v.size, p=p)])
-        c = np.asarray(c)
+        c = _kmeans_plus_plus(v, k, rng)
     return kmeans(v, np.sort(c), iterations)
+
+
+def _kmeans_plus_plus(v, k, rng):
+    """k-means++ seeding in O(n) memory: keeps each value's squared
+    distance to its nearest centroid so far and lowers it with every new
+    centroid (no n x k distance matrix)."""
+    c = np.empty(k)
+    c[0] = v[rng.integers(v.size)]
+    d2 = np.square(v - c[0])
+    step = np.empty_like(v)
+    cdf = np.empty_like(v)
+    for j in range(1, k):
+        np.cumsum(d2, out=cdf)
+        if cdf[-1] > 0:   # draw with probability proportional to d2
+            pick = np.searchsorted(cdf, rng.random() * cdf[-1], "right")
+        else:             # every value is a centroid already
+            pick = rng.integers(v.size)
+        c[j] = v[min(pick, v.size - 1)]
+        np.subtract(v, c[j], out=step)
+        np.square(step, out=step)
+        np.minimum(d2, step, out=d2)
+    return c
 
 
 def assign(values, centroids):

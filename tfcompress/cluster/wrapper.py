@@ -17,6 +17,7 @@ from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.cluster.centroids import assign, init_centroids
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
+from tfcompress.errors import InputError
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -33,10 +34,10 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                  preserve_sparsity=False, per_channel=False,
                  update_assignments=False, **kwargs):
         if not is_prunable(layer):
-            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__})"
+            raise InputError(f"layer {layer.name!r} ({type(layer).__name__})"
                              " has no kernel tfcompress can cluster")
         if int(number_of_clusters) < 2:
-            raise ValueError(f"number_of_clusters must be >= 2, got "
+            raise InputError(f"number_of_clusters must be >= 2, got "
                              f"{number_of_clusters}")
         kwargs.setdefault("name", f"cluster_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -61,7 +62,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         w = np.asarray(kernel)
         k = self.number_of_clusters
         if k > w.size:
-            raise ValueError(f"number_of_clusters ({k}) is larger than the "
+            raise InputError(f"number_of_clusters ({k}) is larger than the "
                              f"{w.size} weights of {self.layer.name}")
         channels = w.shape[-1] if self.per_channel else 1
         mat = w.reshape(-1, channels).T if self.per_channel else \
@@ -104,7 +105,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         """Moves every (latent) weight to its nearest centroid; returns how
         many weights changed cluster. Needs ``update_assignments=True``."""
         if not self.update_assignments:
-            raise ValueError(f"{self.name}: refresh_assignments needs "
+            raise InputError(f"{self.name}: refresh_assignments needs "
                              "ClusterWeights(..., update_assignments=True)")
         latent = np.asarray(self._as_matrix(self.kernel))
         cents = np.asarray(self.centroids)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.errors import InputError
+
 METHODS = ("minmax", "percentile", "entropy")
 
 
@@ -85,7 +87,7 @@ def choose_range(values, method, percentile=99.99):
         return percentile_range(values, percentile)
     if method == "entropy":
         return entropy_range(values)
-    raise ValueError(f"calibration must be one of {METHODS}, got {method!r}")
+    raise InputError(f"calibration must be one of {METHODS}, got {method!r}")
 
 
 def collect_activations(model_bytes, samples, max_values=200_000):

@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from tfcompress.data.idx import IdxFormatError, read_idx
+from tfcompress.errors import InputError
 
 FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -146,7 +147,7 @@ def load_npz(path: str):
     with np.load(path) as f:
         missing = [k for k in FILES if k not in f]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: missing arrays {missing}; an .npz data file needs "
                 "x_train, y_train, x_test, y_test")
         return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])

@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfcompress.errors import InputError
+
 
 class Distiller(keras.Model):
     """Trains ``student`` to match ``teacher``'s softened outputs.
@@ -37,13 +39,13 @@ class Distiller(keras.Model):
                  feature_pairs=(), feature_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise InputError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+            raise InputError(f"alpha must be in [0, 1], got {alpha}")
         if teacher is not None:
             s, t = tuple(student.output_shape), tuple(teacher.output_shape)
             if s != t:
-                raise ValueError(f"teacher output shape {t} differs from "
+                raise InputError(f"teacher output shape {t} differs from "
                                  f"student output shape {s}; both must "
                                  "output the same logits")
             teacher.trainable = False
@@ -54,7 +56,7 @@ class Distiller(keras.Model):
         self._features = None
         if self.feature_pairs:
             if teacher is None:
-                raise ValueError("feature_pairs need the teacher model; "
+                raise InputError("feature_pairs need the teacher model; "
                                  "precomputed logits carry no features")
             from tfcompress.distill.features import feature_models
             (self._student_features, self._teacher_features,

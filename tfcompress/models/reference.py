@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress.errors import InputError
+
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 # Short training runs (tests, demos) need moving statistics that settle in
@@ -122,7 +124,7 @@ def get_model(name: str, **kwargs) -> keras.Model:
     try:
         builder = MODELS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown reference model {name!r}; choose one of "
             f"{sorted(MODELS)}") from None
     return builder(**kwargs)

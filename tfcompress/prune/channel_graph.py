@@ -26,6 +26,7 @@ import keras
 from keras import layers as L
 
 from tfcompress import compat
+from tfcompress.errors import InputError
 
 PRODUCERS = (L.Conv1D, L.Conv2D, L.Dense)       # SeparableConv excluded
 FOLLOWERS = (L.BatchNormalization, L.DepthwiseConv2D)
@@ -82,7 +83,7 @@ def _parents(layer_config):
 
     nodes = layer_config.get("inbound_nodes", [])
     if len(nodes) > 1:
-        raise ValueError(f"layer {layer_config['name']!r} is shared (called "
+        raise InputError(f"layer {layer_config['name']!r} is shared (called "
                          "more than once); structured pruning needs each "
                          "layer used once")
     walk(nodes)
@@ -156,7 +157,7 @@ def channel_spaces(model):
     """Analyses ``model``; returns its list of :class:`ChannelSpace`."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            raise ValueError(f"structured pruning does not support nested "
+            raise InputError(f"structured pruning does not support nested "
                              f"models ({layer.name}); flatten the model first")
     spaces = []
     parent = {}        # union-find over space ids

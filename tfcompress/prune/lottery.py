@@ -22,6 +22,7 @@ import numpy as np
 
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
 from tfcompress.utils.layer_map import iter_layers
+from tfcompress.errors import InputError
 
 
 class KeepMasked(keras.callbacks.Callback):
@@ -74,7 +75,7 @@ def next_masks(kernels, masks, fraction, scope="layer", output_rate=0.5):
                 new[i] = np.where((v <= thr) & (m > 0), 0.0, m)
         return new
     if scope != "global":
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+        raise InputError(f"scope must be 'layer' or 'global', got {scope!r}")
     body = list(range(len(kernels) - 1)) or [0]
     alive = np.concatenate([values[i][masks[i] > 0] for i in body])
     k = int(round(alive.size * fraction))
@@ -116,11 +117,11 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
       reported.
     """
     if not 0 < prune_fraction_per_round < 1:
-        raise ValueError("prune_fraction_per_round must be in (0, 1)")
+        raise InputError("prune_fraction_per_round must be in (0, 1)")
     model = model_fn(seed)
     kernels = _prunable_kernels(model)
     if not kernels:
-        raise ValueError("the model has no prunable layer")
+        raise InputError("the model has no prunable layer")
     masks = [np.ones(k.shape, np.float32) for k in kernels]
     init = [np.array(w) for w in model.get_weights()]
     keep = KeepMasked(kernels, masks, record_step=rewind_step)

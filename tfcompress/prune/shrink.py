@@ -7,6 +7,7 @@ import numpy as np
 from keras import layers as L
 
 from tfcompress.prune.channel_graph import channel_spaces
+from tfcompress.errors import InputError
 
 
 def dead_channels(space) -> np.ndarray:
@@ -57,7 +58,7 @@ def shrink(model):
     150
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "get_config"):
-        raise ValueError("shrink takes a Sequential or Functional model")
+        raise InputError("shrink takes a Sequential or Functional model")
     spaces = channel_spaces(model)
     out_keep, flat_keep = {}, {}
     # consumers and followers may see several spaces at offsets (after a
@@ -68,7 +69,7 @@ def shrink(model):
         if not dead.any():
             continue
         if space.frozen or not space.producers:
-            raise ValueError(
+            raise InputError(
                 f"cannot shrink: channels of {space.names()} are zeroed but "
                 f"cannot be removed ({space.frozen}); exclude these layers "
                 "from channel pruning")

@@ -23,6 +23,7 @@ from keras import layers as L
 
 from tfcompress.prune import schedules
 from tfcompress.prune.channel_graph import channel_spaces
+from tfcompress.errors import InputError
 
 
 def channel_scores(space, norm="l1"):
@@ -35,7 +36,7 @@ def channel_scores(space, norm="l1"):
         elif norm == "l2":
             score += np.sqrt((k.astype(np.float64) ** 2).sum(axis=0))
         else:
-            raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+            raise InputError(f"norm must be 'l1' or 'l2', got {norm!r}")
     return score
 
 
@@ -79,7 +80,7 @@ class ChannelPruning(keras.callbacks.Callback):
                  initial_step=0):
         super().__init__()
         if norm not in ("l1", "l2"):
-            raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+            raise InputError(f"norm must be 'l1' or 'l2', got {norm!r}")
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.norm = norm
         self.exclude = set(exclude)
@@ -91,7 +92,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.spaces = [s for s in channel_spaces(self.model) if s.prunable
                        and not (set(s.names()) & self.exclude)]
         if not self.spaces:
-            raise ValueError("ChannelPruning: no channel of this model can "
+            raise InputError("ChannelPruning: no channel of this model can "
                              "be pruned (see channel_spaces(model) for why)")
 
     def on_train_batch_begin(self, batch, logs=None):

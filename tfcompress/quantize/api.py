@@ -10,7 +10,8 @@ import keras
 from tfcompress.quantize import transform
 from tfcompress.quantize.layers import QUANTIZE_LAYERS, QuantizeFused
 from tfcompress.quantize.schemes import Default8BitScheme
-from tfcompress.utils.layer_map import iter_layers
+from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
+from tfcompress.errors import InputError
 
 
 @dataclasses.dataclass
@@ -39,22 +40,38 @@ def NoOpQuantizeConfig():
 
 
 def quantize_annotate_layer(layer, config=None):
-    """Marks ``layer`` for quantization (with ``config`` for custom layers).
+    """Returns a copy of ``layer`` marked for quantization (with ``config``
+    for custom layers); ``layer`` itself is unchanged. Use the copy where
+    the layer would go when building the model.
 
     >>> import keras
     >>> layer = quantize_annotate_layer(keras.layers.LayerNormalization(),
     ...                                 NoOpQuantizeConfig())
     """
-    layer._tfcompress_quantize_config = config or "default"
-    return layer
+    annotated = copy_layer(layer)
+    annotated._tfcompress_quantize_config = config or "default"
+    return annotated
 
 
 def quantize_annotate_model(model):
-    """Marks every layer of ``model`` that has no annotation yet."""
-    for layer in iter_layers(model):
-        if getattr(layer, "_tfcompress_quantize_config", None) is None:
-            layer._tfcompress_quantize_config = "default"
-    return model
+    """Returns a copy of ``model`` whose layers without an annotation are
+    marked for default quantization; ``model`` itself is unchanged.
+
+    >>> from tfcompress.models import lenet_300_100
+    >>> annotated = quantize_annotate_model(lenet_300_100())
+    >>> has_fake_quant(quantize_apply(annotated))
+    True
+    """
+    configs = {layer.name: getattr(layer, "_tfcompress_quantize_config",
+                                   None)
+               for layer in iter_layers(model)}
+
+    def annotate(layer):
+        layer._tfcompress_quantize_config = configs.get(layer.name) or \
+            "default"
+        return layer
+
+    return map_layers(model, annotate)
 
 
 def quantize_apply(model, scheme=None):
@@ -65,10 +82,10 @@ def quantize_apply(model, scheme=None):
     """
     scheme = scheme or Default8BitScheme()
     if not isinstance(model, keras.Model):
-        raise ValueError(f"quantize_apply takes a Keras model, got "
+        raise InputError(f"quantize_apply takes a Keras model, got "
                          f"{type(model).__name__}")
     if not model.built:
-        raise ValueError(f"model {model.name} is not built; give it an Input")
+        raise InputError(f"model {model.name} is not built; give it an Input")
     report = []
     qat = transform.quantize_graph(model, scheme, report)
     qat.quantize_report = report
@@ -87,7 +104,8 @@ def quantize_model(model, scheme=None):
     >>> has_fake_quant(qat)
     True
     """
-    return quantize_apply(quantize_annotate_model(model), scheme)
+    # unannotated layers get the default rule: no annotated copy needed
+    return quantize_apply(model, scheme)
 
 
 @contextlib.contextmanager

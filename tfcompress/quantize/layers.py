@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import layers as L
 
 from tfcompress.quantize import fake_quant as fq
+from tfcompress.errors import InputError
 
 
 class _RangeMixin:
@@ -162,7 +163,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         uniques = [np.unique(row) for row in mat]
         k = max(u.size for u in uniques)
         if k > MAX_PRESERVED_CLUSTERS:
-            raise ValueError(
+            raise InputError(
                 f"layer {self.layer.name!r} has {k} distinct weight values "
                 f"in one output channel; ClusterPreservingScheme needs a "
                 f"clustered model (at most {MAX_PRESERVED_CLUSTERS}): run "

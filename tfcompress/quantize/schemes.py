@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfcompress.errors import InputError
+
 
 @dataclasses.dataclass
 class Default8BitScheme:
@@ -29,7 +31,7 @@ class Default8BitScheme:
         for name in ("weight_bits", "activation_bits"):
             bits = getattr(self, name)
             if not 2 <= bits <= 8:
-                raise ValueError(f"{name} must be between 2 and 8 (TFLite "
+                raise InputError(f"{name} must be between 2 and 8 (TFLite "
                                  f"stores int8), got {bits}")
 
 

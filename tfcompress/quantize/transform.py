@@ -10,6 +10,7 @@ from tfcompress.prune.channel_graph import _SEQUENTIAL_INPUT, layer_graph
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
 from tfcompress.utils.layer_map import copy_layer, is_container
+from tfcompress.errors import InputError
 
 FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
            L.SeparableConv1D, L.SeparableConv2D, L.Dense)
@@ -29,7 +30,7 @@ KEPT_FLOAT = (L.LayerNormalization,)
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(InputError):
     """A layer tfcompress does not know how to quantize."""
 
 
@@ -57,7 +58,7 @@ def _fusable_activation(layer):
 def quantize_graph(model, scheme, report):
     """Returns the QAT version of ``model``; fills ``report`` per layer."""
     if not is_container(model):
-        raise ValueError(f"{model.name} is a subclassed model; tfcompress "
+        raise InputError(f"{model.name} is a subclassed model; tfcompress "
                          "can quantize Sequential and Functional models")
     graph = layer_graph(model)
     consumers = {}

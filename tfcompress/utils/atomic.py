@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, fsync, rename.
 
-An interrupted write never leaves a partial file at the destination.
+An interrupted write never leaves a partial file at the destination. The
+file gets the permissions a plain ``open(path, "w")`` would give it: those
+of the file it replaces, else ``0o666`` less the process umask.
 
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 
 
@@ -43,12 +46,51 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _mode_for(path))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(folder)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where Linux allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: str) -> int:
+    """Mode ``open(path, "w")`` would leave: the existing file's, else
+    0o666 less the umask (mkstemp alone gives 0o600)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
+
+def _fsync_folder(folder: str) -> None:
+    """Makes the rename durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

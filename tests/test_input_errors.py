@@ -1,0 +1,111 @@
+"""Bad user input raises InputError: exit 2 and one line from the CLI."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+
+from tfcompress.errors import InputError
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tfcompress", *args],
+                          capture_output=True, text=True, env=ENV, cwd=cwd,
+                          timeout=300)
+
+
+def _assert_one_line_input_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "unexpected" not in result.stderr
+    # TensorFlow's native start-up lines aside, tfcompress prints one line
+    ours = [l for l in result.stderr.splitlines()
+            if l.startswith("tfcompress")]
+    assert len(ours) == 1 and ours[0].startswith("tfcompress: error: "), \
+        result.stderr
+    for w in words:
+        assert w in result.stderr
+
+
+def test_input_error_is_a_value_error():
+    # callers written against ``except ValueError`` keep working
+    assert issubclass(InputError, ValueError)
+
+
+def test_cli_npz_missing_arrays_is_input_error(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=np.zeros((4, 28, 28), np.uint8))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: lenet_300_100\ndata: {data}\n")
+    r = _cli("run", str(recipe), "--out", str(tmp_path / "out"))
+    _assert_one_line_input_error(r, "missing arrays", "y_train")
+
+
+def test_cli_recipe_bad_list_value_is_input_error(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: lenet_300_100\nvariants:\n  - name: p\n"
+                      "    stages:\n      - prune: {block_size: [0, 4]}\n")
+    r = _cli("run", str(recipe), "--out", str(tmp_path / "out"))
+    _assert_one_line_input_error(r, "block_size")
+
+
+def test_cluster_wrapper_bad_arguments_are_input_errors():
+    with pytest.raises(InputError, match="number_of_clusters must be >= 2"):
+        from tfcompress.cluster import ClusterWeights
+        ClusterWeights(L.Dense(4), 1)
+    with pytest.raises(InputError, match="has no kernel"):
+        ClusterWeights(L.ReLU(), 4)
+    with pytest.raises(InputError, match="centroid_init must be one of"):
+        from tfcompress.cluster.centroids import init_centroids
+        init_centroids(np.arange(10.0), 3, "kmeans")
+
+
+def test_cluster_more_clusters_than_weights_is_input_error():
+    from tfcompress.cluster import ClusterWeights
+    layer = ClusterWeights(L.Dense(1), 8)
+    with pytest.raises(InputError, match="larger than the 2 weights"):
+        layer(np.ones((1, 2), np.float32))
+
+
+def test_quantize_api_bad_model_is_input_error():
+    from tfcompress import quantize
+    with pytest.raises(InputError, match="takes a Keras model"):
+        quantize.quantize_apply(L.Dense(2))
+    with pytest.raises(InputError, match="not built"):
+        quantize.quantize_apply(keras.Sequential([L.Dense(2)]))
+
+
+def test_quantize_subclassed_model_is_input_error():
+    from tfcompress.quantize import transform, Default8BitScheme
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    m = Sub()
+    m(np.ones((1, 2), np.float32))
+    with pytest.raises(InputError, match="subclassed model"):
+        transform.quantize_graph(m, Default8BitScheme(), [])
+
+
+def test_unsupported_layer_error_is_input_error():
+    from tfcompress.quantize import UnsupportedLayerError
+    assert issubclass(UnsupportedLayerError, InputError)
+
+
+def test_scheme_bits_out_of_range_is_input_error():
+    from tfcompress.quantize import Default8BitScheme
+    with pytest.raises(InputError, match="between 2 and 8"):
+        Default8BitScheme(weight_bits=9)
+
+
+def test_unknown_reference_model_is_input_error():
+    from tfcompress.models import get_model
+    with pytest.raises(InputError, match="unknown reference model"):
+        get_model("resnet9000")

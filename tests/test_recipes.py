@@ -126,11 +126,21 @@ def test_run_end_to_end_then_reuse(tmp_path):
     assert r.returncode == 0 and "| float |" in r.stdout
 
 
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _all_files(out):
+    return sorted(os.path.relpath(os.path.join(folder, f), out)
+                  for folder, _, files in os.walk(out) for f in files)
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_without_partial_files(tmp_path):
+def test_killed_run_resumes_from_finished_stage(tmp_path):
     recipe = _tiny(tmp_path, VARIANTS)
     out = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     p = subprocess.Popen([sys.executable, "-m", "tfcompress", "run",
                           str(recipe), "--out", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -140,17 +150,43 @@ def test_killed_run_resumes_without_partial_files(tmp_path):
     while time.time() < deadline:
         line = p.stdout.readline()
         seen += line
-        if "0_prune: running" in line or not line:
+        # the prune stage is saved and marked before qat starts
+        if "1_qat: running" in line or not line:
             break
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
-    assert (out / "baseline.keras.meta.json").exists()
-    leftovers = [f for f in os.listdir(out) if f.startswith(".")]
-    assert not leftovers, leftovers
+    assert "1_qat: running" in seen, seen[-2000:]
+    pruned = list((out / "stages").glob("prune_*.keras"))
+    assert len(pruned) == 1 and \
+        (out / "stages" / (pruned[0].name + ".meta.json")).exists()
+    stamp = (os.stat(pruned[0]).st_mtime_ns, _sha256(pruned[0]))
+    assert not (out / "report.md").exists()
     r = _cli("run", str(recipe), "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[baseline] reusing" in r.stdout
-    assert (out / "report.md").exists()
+    assert "0_prune: reusing" in r.stdout and "1_qat: running" in r.stdout
+    assert (os.stat(pruned[0]).st_mtime_ns, _sha256(pruned[0])) == stamp
+    files = _all_files(out)
+    assert not [f for f in files if os.path.basename(f).startswith(".")]
+    prune_name = pruned[0].name
+    qat = [f for f in files if f.startswith("stages/qat_")
+           and f.endswith(".keras")]
+    assert len(qat) == 1
+    expected = ["baseline.keras", "eval.npz",
+                "stages/" + prune_name, qat[0],
+                "variants/float/0_convert.tflite",
+                "variants/float/1_bench.json",
+                "variants/pruned_qat/2_convert.tflite",
+                "variants/pruned_qat/3_bench.json"]
+    expected += [f + ".meta.json" for f in expected]
+    expected += ["variants/float/0_convert.tflite.report.json",
+                 "variants/pruned_qat/2_convert.tflite.report.json",
+                 "environment.json", "input_hashes.json", "pareto.png",
+                 "recipe.json", "report.json", "report.md"]
+    assert files == sorted(expected)
+    report = json.loads((out / "report.json").read_text())
+    assert {v["variant"] for v in report["variants"]} >= {"float",
+                                                          "pruned_qat"}
 
 
 def test_cli_run_errors(tmp_path):

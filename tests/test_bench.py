@@ -121,7 +121,17 @@ def test_cli_bench_and_errors(models, tmp_path):
     assert "| int8.tflite |" in r.stdout
     r = _cli("bench", str(tmp_path / "none.tflite"))
     assert r.returncode == 2 and "does not exist" in r.stderr
+    # the ssh client itself ran and its connection error is what is shown
     r = _cli("bench", str(models / "float.tflite"), "--host",
              "nobody@127.0.0.1", "--port", "1")
-    assert r.returncode == 2 and "ssh" in r.stderr
+    assert r.returncode == 2, r.stderr[-1000:]
+    assert "ssh nobody@127.0.0.1 failed: ssh: connect to host 127.0.0.1 " \
+        "port 1: Connection refused" in r.stderr
+    assert "Traceback" not in r.stderr
+    # an option-like host is refused as bad input, never handed to ssh
+    r = _cli("bench", str(models / "float.tflite"),
+             "--host=-oProxyCommand=touch " + str(tmp_path / "ran"))
+    assert r.returncode == 2
+    assert "starts with '-'" in r.stderr and "[user@]host[:port]" in r.stderr
+    assert not (tmp_path / "ran").exists()
     assert "Traceback" not in r.stderr

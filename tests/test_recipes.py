@@ -126,11 +126,21 @@ def test_run_end_to_end_then_reuse(tmp_path):
     assert r.returncode == 0 and "| float |" in r.stdout
 
 
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _all_files(out):
+    return sorted(os.path.relpath(os.path.join(folder, f), out)
+                  for folder, _, files in os.walk(out) for f in files)
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_without_partial_files(tmp_path):
+def test_killed_run_resumes_from_finished_stage(tmp_path):
     recipe = _tiny(tmp_path, VARIANTS)
     out = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     p = subprocess.Popen([sys.executable, "-m", "tfcompress", "run",
                           str(recipe), "--out", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -140,17 +150,43 @@ def test_killed_run_resumes_without_partial_files(tmp_path):
     while time.time() < deadline:
         line = p.stdout.readline()
         seen += line
-        if "0_prune: running" in line or not line:
+        # the prune stage is saved and marked before qat starts
+        if "1_qat: running" in line or not line:
             break
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
-    assert (out / "baseline.keras.meta.json").exists()
-    leftovers = [f for f in os.listdir(out) if f.startswith(".")]
-    assert not leftovers, leftovers
+    assert "1_qat: running" in seen, seen[-2000:]
+    pruned = list((out / "stages").glob("prune_*.keras"))
+    assert len(pruned) == 1 and \
+        (out / "stages" / (pruned[0].name + ".meta.json")).exists()
+    stamp = (os.stat(pruned[0]).st_mtime_ns, _sha256(pruned[0]))
+    assert not (out / "report.md").exists()
     r = _cli("run", str(recipe), "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[baseline] reusing" in r.stdout
-    assert (out / "report.md").exists()
+    assert "0_prune: reusing" in r.stdout and "1_qat: running" in r.stdout
+    assert (os.stat(pruned[0]).st_mtime_ns, _sha256(pruned[0])) == stamp
+    files = _all_files(out)
+    assert not [f for f in files if os.path.basename(f).startswith(".")]
+    prune_name = pruned[0].name
+    qat = [f for f in files if f.startswith("stages/qat_")
+           and f.endswith(".keras")]
+    assert len(qat) == 1
+    expected = ["baseline.keras", "eval.npz",
+                "stages/" + prune_name, qat[0],
+                "variants/float/0_convert.tflite",
+                "variants/float/1_bench.json",
+                "variants/pruned_qat/2_convert.tflite",
+                "variants/pruned_qat/3_bench.json"]
+    expected += [f + ".meta.json" for f in expected]
+    expected += ["variants/float/0_convert.tflite.report.json",
+                 "variants/pruned_qat/2_convert.tflite.report.json",
+                 "environment.json", "input_hashes.json", "pareto.png",
+                 "recipe.json", "report.json", "report.md"]
+    assert files == sorted(expected)
+    report = json.loads((out / "report.json").read_text())
+    assert {v["variant"] for v in report["variants"]} >= {"float",
+                                                          "pruned_qat"}
 
 
 def test_cli_run_errors(tmp_path):
@@ -190,3 +226,160 @@ def test_cluster_stage_then_cluster_preserving_qat(tmp_path):
                if w["dtype"] == "INT8" and w["params"] >= 1000]
     assert kernels and all(w["distinct_values"] <= 9 for w in kernels)
     assert all(w["sparsity"] >= 0.45 for w in kernels)
+
+
+BAD_NAMES = ["/tmp/evil", "../evil", "a/../../evil", "..", ".", "a/..",
+             "a\\\\..\\\\..\\\\evil", "C:\\\\evil", "\\\\\\\\server\\\\share",
+             "", "a//b", "a\\x00b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_recipe_names_that_escape_runs_are_refused(name):
+    with pytest.raises(RecipeError, match=r"x.yaml:1: name: .*runs/"):
+        load_recipe_text(f'name: "{name}"\n', "x.yaml")
+
+
+def test_recipe_name_derived_from_file_is_checked_too():
+    with pytest.raises(RecipeError, match=r"name: .*runs/"):
+        load_recipe_text("", "/some/where/..\\evil.yaml")
+    assert load_recipe_text("", "/r/my run.yaml")["name"] == "my run"
+    assert load_recipe_text("name: team/exp-1.2\n", "x.yaml")["name"] == \
+        "team/exp-1.2"
+
+
+FLOAT_ONLY = """  - name: float
+    stages:
+      - convert: {mode: float32}
+"""
+
+
+def _keras_file(path, seed):
+    import keras
+    keras.utils.set_random_seed(seed)
+    keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                      keras.layers.Dense(10)]).save(path)
+
+
+def _run(recipe, out, capsys, overrides=()):
+    from tfcompress.recipes import run_recipe
+    capsys.readouterr()
+    run_recipe(str(recipe), out_dir=str(out), overrides=overrides)
+    return capsys.readouterr().out
+
+
+def _artifacts(out):
+    """mtime_ns of every cached artifact (and its .meta.json) under out."""
+    rewritten = {"recipe.json", "environment.json", "report.md",
+                 "report.json", "pareto.png", "input_hashes.json"}
+    found = {}
+    for folder, _, files in os.walk(out):
+        for f in files:
+            rel = os.path.relpath(os.path.join(folder, f), out)
+            if rel not in rewritten:
+                found[rel] = os.stat(os.path.join(folder, f)).st_mtime_ns
+    return found
+
+
+def _small_recipe(tmp_path, variants):
+    """_tiny with a small Flatten+Dense .keras file as the model."""
+    model = tmp_path / "small.keras"
+    _keras_file(model, 0)
+    recipe = _tiny(tmp_path, variants)
+    recipe.write_text(recipe.read_text().replace(
+        "model: lenet_300_100", f"model: {model}"))
+    return recipe, model
+
+
+def test_unchanged_rerun_reuses_every_artifact(tmp_path, capsys):
+    recipe, _ = _small_recipe(tmp_path, """  - name: pruned
+    stages:
+      - prune: {final_sparsity: 0.5, epochs: 1, frequency: 1}
+      - convert: {mode: float32}
+""")
+    out = tmp_path / "run"
+    first = _run(recipe, out, capsys)
+    assert "[baseline] training" in first and "0_prune: running" in first
+    before = _artifacts(out)
+    assert {"eval.npz", "baseline.keras", "variants/pruned/1_convert.tflite"
+            } <= set(before)
+    assert any(f.startswith("stages/prune_") for f in before)
+    second = _run(recipe, out, capsys)
+    assert "training" not in second and "running" not in second
+    assert "[baseline] reusing" in second and "0_prune: reusing" in second
+    assert "1_convert: reusing" in second
+    assert _artifacts(out) == before
+
+
+def test_changed_keras_file_under_same_path_reruns_baseline(tmp_path,
+                                                            capsys):
+    recipe, model = _small_recipe(tmp_path, FLOAT_ONLY)
+    out = tmp_path / "run"
+    assert "[baseline] training" in _run(recipe, out, capsys)
+    assert "[baseline] reusing" in _run(recipe, out, capsys)
+    stamp = os.stat(model)
+    _keras_file(model, 1)
+    # even with the old modification time put back, the content decides
+    os.utime(model, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    third = _run(recipe, out, capsys)
+    assert "[baseline] training" in third
+    assert "0_convert: float32" in third      # converted again, not reused
+    assert "[baseline] reusing" in _run(recipe, out, capsys)
+
+
+def _write_idx(path, array):
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def _idx_dataset(folder, seed):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(exist_ok=True)
+    for split, n in (("train", 64), ("t10k", 30)):
+        _write_idx(folder / f"{split}-images-idx3-ubyte",
+                   rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(folder / f"{split}-labels-idx1-ubyte",
+                   rng.integers(0, 10, n))
+
+
+def test_changed_data_rebuilds_eval_npz_and_baseline(tmp_path, capsys,
+                                                     monkeypatch):
+    ds = tmp_path / "datasets"
+    _idx_dataset(ds, 0)
+    monkeypatch.setenv("TFCOMPRESS_DATA", str(ds))
+    model = tmp_path / "small.keras"
+    _keras_file(model, 0)
+    recipe = tmp_path / "idx.yaml"
+    recipe.write_text(f"model: {model}\ndata: {{name: fashion_mnist}}\n"
+                      "train: {epochs: 1, batch_size: 32}\n"
+                      f"variants:\n{FLOAT_ONLY}")
+    out = tmp_path / "run"
+    _run(recipe, out, capsys)
+    eval_npz = out / "eval.npz"
+    first = os.stat(eval_npz).st_mtime_ns
+    assert "[data] reusing" in _run(recipe, out, capsys)
+    assert os.stat(eval_npz).st_mtime_ns == first
+    # new test labels under the same file name
+    labels = np.random.default_rng(1).integers(0, 10, 30)
+    _write_idx(ds / "t10k-labels-idx1-ubyte", labels)
+    text = _run(recipe, out, capsys)
+    assert "[data] writing" in text and "[baseline] reusing" in text
+    assert "0_convert: float32" in text    # its accuracy check uses them
+    assert (np.load(eval_npz)["y"] == labels).all()
+    # new training images: the baseline retrains, eval.npz (test split)
+    # stays
+    _idx_dataset(ds / "other", 2)
+    os.replace(ds / "other" / "train-images-idx3-ubyte",
+               ds / "train-images-idx3-ubyte")
+    rebuilt = os.stat(eval_npz).st_mtime_ns
+    text = _run(recipe, out, capsys)
+    assert "[baseline] training" in text and "[data] reusing" in text
+    assert os.stat(eval_npz).st_mtime_ns == rebuilt
+    # sample counts are part of the keys
+    text = _run(recipe, out, capsys, ["data.train_samples=32"])
+    assert "[baseline] training" in text and "[data] reusing" in text
+    text = _run(recipe, out, capsys, ["data.train_samples=32",
+                                      "data.test_samples=10"])
+    assert "[data] writing" in text and len(np.load(eval_npz)["y"]) == 10
+    assert "[baseline] reusing" in text and "0_convert: float32" in text

@@ -6,14 +6,15 @@ Artifacts go to ``runs/<recipe name>/`` (or ``--out``): ``baseline.keras``,
 the same stages before them), ``variants/<variant>/<n>_<stage>.{tflite,json}``, ``recipe.json``
 (the resolved recipe), ``environment.json``, ``report.md``,
 ``report.json`` and ``pareto.png``. Each artifact has a ``.meta.json``
-holding the hash of everything it depends on (its recipe section and its
-input's hash): a stage whose hash matches is reused, a changed section
-invalidates it and what follows.
+holding the key of everything it depends on (see
+:mod:`tfcompress.recipes.keys`): the content of the model file and data
+set, the recipe settings it uses and its upstream artifact's key. An
+artifact whose key matches is reused; anything changed, even a file
+rewritten under the same name, rebuilds it and what follows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -23,15 +24,9 @@ import numpy as np
 
 from tfcompress.errors import InputError
 from tfcompress.recipes import stages
+from tfcompress.recipes.keys import InputHashes, arrays_sha256, key
 from tfcompress.recipes.schema import load_recipe
 from tfcompress.utils import atomic_path, atomic_write_text
-
-
-def _hash(*parts):
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
 
 
 def _cached(path, digest):
@@ -45,10 +40,10 @@ def _cached(path, digest):
         return False
 
 
-def _mark(path, digest, extra=None):
+def _mark(path, digest, inputs):
     atomic_write_text(path + ".meta.json", json.dumps(
         {"hash": digest, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-         **(extra or {})}, indent=2))
+         "inputs": inputs}, indent=2, sort_keys=True, default=str))
 
 
 def _save_model(model, path):
@@ -61,26 +56,75 @@ def _load_model(path):
     return load_model(path, compile=False)
 
 
-def load_data(name, train_samples=None, test_samples=None):
-    """Float ``(x_train, y_train), (x_test, y_test)`` for a recipe."""
+def _raw_data(name):
+    """The data set as stored (uint8 images or .npz arrays)."""
     from tfcompress import data
     loaders = {"fashion_mnist": data.load_fashion_mnist,
                "mnist": data.load_mnist}
     if name in loaders:
-        (xt, yt), (xv, yv) = loaders[name]()
-    elif str(name).endswith(".npz"):
+        return loaders[name]()
+    if str(name).endswith(".npz"):
         if not os.path.isfile(name):
             raise InputError(f"data file {name} does not exist")
-        (xt, yt), (xv, yv) = data.load_npz(name)
-    else:
-        raise InputError(f"unknown data {name!r}; use fashion_mnist, mnist "
-                         "or a path to an .npz file")
-    xt, xv = data.prepare_images(xt), data.prepare_images(xv)
+        return data.load_npz(name)
+    raise InputError(f"unknown data {name!r}; use fashion_mnist, mnist "
+                     "or a path to an .npz file")
+
+
+def _prepare(raw, train_samples=None, test_samples=None):
+    from tfcompress import data
+    (xt, yt), (xv, yv) = raw
     if train_samples:
         xt, yt = xt[:train_samples], yt[:train_samples]
     if test_samples:
         xv, yv = xv[:test_samples], yv[:test_samples]
-    return (xt, yt.astype("int32")), (xv, yv.astype("int32"))
+    return ((data.prepare_images(xt), yt.astype("int32")),
+            (data.prepare_images(xv), yv.astype("int32")))
+
+
+def load_data(name, train_samples=None, test_samples=None):
+    """Float ``(x_train, y_train), (x_test, y_test)`` for a recipe."""
+    return _prepare(_raw_data(name), train_samples, test_samples)
+
+
+def _data_keys(d, raw, hashes):
+    """Keys of the training and the test split: their content (the .npz
+    file's sha256, or the loaded arrays' for a named data set, wherever
+    it was found) and sample counts."""
+    if str(d["name"]).endswith(".npz"):
+        train = test = {"npz_sha256": hashes.sha256(d["name"])}
+    else:
+        (xt, yt), (xv, yv) = raw
+        train = {"arrays_sha256": arrays_sha256(xt, yt)}
+        test = {"arrays_sha256": arrays_sha256(xv, yv)}
+    return (key("train data", train, d["train_samples"]),
+            key("test data", test, d["test_samples"]))
+
+
+def _model_key(name, hashes):
+    """What the baseline starts from: a reference model (by name and
+    tfcompress version) or a model file (by content)."""
+    import tfcompress
+    from tfcompress.models import MODELS
+    if name in MODELS:
+        return {"reference": name, "tfcompress": tfcompress.__version__}
+    if os.path.exists(name):
+        return {"file_sha256": hashes.sha256(name)}
+    return {"missing": name}
+
+
+def _check_bench_hosts(variants):
+    """Refuses a bad ``bench.host`` before any training starts."""
+    from tfcompress.bench.host import parse_host
+    for v in variants:
+        for i, stage in enumerate(v["stages"]):
+            host = stage.get("bench", {}).get("host")
+            if host is not None:
+                try:
+                    parse_host(host)
+                except InputError as e:
+                    raise InputError(f"variants {v['name']!r} stage {i} "
+                                     f"bench: {e}") from None
 
 
 def _baseline_model(recipe):
@@ -119,6 +163,7 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
             raise InputError(f"--only {only!r}: no such variant; variants "
                              "are " + ", ".join(
                                  v["name"] for v in recipe["variants"]))
+    _check_bench_hosts(variants)
     run_dir = out_dir or os.path.join("runs", recipe["name"])
     from tfcompress import distribute
     strategy = distribute.get_strategy(recipe["train"]["strategy"])
@@ -134,16 +179,29 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
                       json.dumps(_environment(), indent=2))
     import keras
     d = recipe["data"]
-    data = load_data(d["name"], d["train_samples"], d["test_samples"])
+    train = recipe["train"]
+    hashes = InputHashes(run_dir)
+    raw = _raw_data(d["name"])
+    train_key, test_key = _data_keys(d, raw, hashes)
+    model_key = _model_key(recipe["model"], hashes)
+    hashes.save()
+    data = _prepare(raw, d["train_samples"], d["test_samples"])
+    del raw
     (xt, yt), (xv, yv) = data
     eval_npz = os.path.join(run_dir, "eval.npz")
-    if not os.path.exists(eval_npz):
+    eval_key = key("eval.npz", test_key)
+    if _cached(eval_npz, eval_key):
+        print(f"[data] reusing {eval_npz}")
+    else:
+        print(f"[data] writing {eval_npz} ({len(xv)} test samples)")
         with atomic_path(eval_npz, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, x=xv, y=yv)
-    train = recipe["train"]
+        _mark(eval_npz, eval_key, {"test_data": test_key})
     base_path = os.path.join(run_dir, "baseline.keras")
-    base_hash = _hash(recipe["model"], d, train)
+    base_inputs = {"model": model_key, "train_data": train_key,
+                   "train": train}
+    base_hash = key("baseline", base_inputs)
     if _cached(base_path, base_hash):
         print(f"[baseline] reusing {base_path}")
         with strategy.scope():
@@ -160,7 +218,7 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
                             train["learning_rate"])
         stages._fit(baseline, data, train["epochs"], train["batch_size"])
         _save_model(baseline, base_path)
-        _mark(base_path, base_hash)
+        _mark(base_path, base_hash, base_inputs)
     results = {"baseline": {"path": base_path,
                             "keras_accuracy": stages.evaluate(baseline,
                                                               data),
@@ -168,30 +226,39 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     for variant in variants:
         results[variant["name"]] = _run_variant(
             variant, baseline, base_path, base_hash, data, train, run_dir,
-            eval_npz, strategy)
+            (eval_npz, eval_key), test_key, strategy)
     from tfcompress.recipes.report import write_report
     paths = write_report(run_dir, recipe, results)
     return {"run_dir": run_dir, "results": results, **paths}
 
 
 def _run_variant(variant, baseline, base_path, base_hash, data, train,
-                 run_dir, eval_npz, strategy):
+                 run_dir, evaluation, test_key, strategy):
+    """Runs one variant's stages. Keys: a training stage's covers its
+    upstream model's key, its settings, the training settings and its
+    seed; convert's covers the model's key, its settings and the test data
+    (its accuracy check); bench's covers the flatbuffer's key, its settings
+    and eval.npz."""
     import keras
+    eval_npz, eval_key = evaluation
     name = variant["name"]
     vdir = os.path.join(run_dir, "variants", name)
     os.makedirs(vdir, exist_ok=True)
-    model, model_path, digest = baseline, base_path, base_hash
+    model, model_path, model_key = baseline, base_path, base_hash
     out = {"stages": [], "keras_accuracy": None}
-    tflite_path = None
+    tflite_path = tflite_key = None
     for i, stage in enumerate(variant["stages"]):
         kind, params = next(iter(stage.items()))
-        digest = _hash(digest, kind, params)
         label = f"[{name}] {i}_{kind}"
         if kind in ("prune", "cluster", "qat"):
+            inputs = {"model": model_key, kind: params, "train": train,
+                      "seed": train["seed"] + i}
+            model_key = key(kind, inputs)
             # content-addressed: variants sharing a prefix share the model
-            path = os.path.join(run_dir, "stages", f"{kind}_{digest}.keras")
+            path = os.path.join(run_dir, "stages",
+                                f"{kind}_{model_key}.keras")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            if _cached(path, digest):
+            if _cached(path, model_key):
                 print(f"{label}: reusing {path}")
                 with strategy.scope():
                     model = _load_model(path)
@@ -204,23 +271,29 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
                 with strategy.scope():
                     model = fn(model, params, data, train)
                 _save_model(model, path)
-                _mark(path, digest)
+                _mark(path, model_key, inputs)
             model_path = path
         elif kind == "convert":
+            inputs = {"model": model_key, "convert": params,
+                      "test_data": test_key}
+            tflite_key = key("convert", inputs)
             path = os.path.join(vdir, f"{i}_convert.tflite")
             rpath = path + ".report.json"
-            if _cached(path, digest) and os.path.exists(rpath):
+            if _cached(path, tflite_key) and os.path.exists(rpath):
                 print(f"{label}: reusing {path}")
             else:
                 print(f"{label}: {params['mode']}")
                 report = stages.run_convert(model, params, data, path)
                 atomic_write_text(rpath, json.dumps(report, indent=2,
                                                     default=str))
-                _mark(path, digest)
+                _mark(path, tflite_key, inputs)
             with open(rpath) as f:
                 out["conversion"] = json.load(f)
             tflite_path = path
         elif kind == "bench":
+            inputs = {"tflite": tflite_key, "bench": params,
+                      "eval_npz": eval_key}
+            digest = key("bench", inputs)
             path = os.path.join(vdir, f"{i}_bench.json")
             if _cached(path, digest):
                 print(f"{label}: reusing {path}")
@@ -228,7 +301,7 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
                 print(f"{label}: benchmarking {os.path.basename(tflite_path)}")
                 result = stages.run_bench(tflite_path, params, eval_npz)
                 atomic_write_text(path, json.dumps(result, indent=2))
-                _mark(path, digest)
+                _mark(path, digest, inputs)
             with open(path) as f:
                 out["bench"] = json.load(f)
         out["stages"].append(kind)

@@ -304,7 +304,20 @@ def load_recipe_text(text, source="<recipe>", overrides=()):
         given.get("variants", SCHEMA["variants"].default), vnode, source)
     if recipe["name"] is None:
         recipe["name"] = os.path.splitext(os.path.basename(source))[0]
+    _check_run_name(recipe["name"], _node_for(node, "name")[1], source)
     return recipe
+
+
+def _check_run_name(name, node, source):
+    """The run folder is ``runs/<name>``: the name must stay inside it."""
+    parts = name.replace("\\", "/").split("/")
+    if (not name or name.startswith(("/", "\\")) or ":" in name
+            or any(p in ("", ".", "..") for p in parts)
+            or any(ord(c) < 32 for c in name)):
+        raise RecipeError(f"{_where(source, node)}: name: {name!r} must be "
+                          "a folder name inside runs/ (no absolute path, "
+                          "'..', '.', empty parts, ':' or control "
+                          "characters), e.g. fashion_mnist_cnn")
 
 
 def load_recipe(path, overrides=()):

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from tfcompress.analyze import (layers_to_keep_float, propose_sparsities,
-                                sensitivity)
+from tfcompress.analyze import (SensitivityResult, layers_to_keep_float,
+                                propose_sparsities, sensitivity)
 from tfcompress.errors import InputError
 
 
@@ -55,15 +55,41 @@ def test_sensitivity_measures_and_restores(trained, tmp_path):
 
 def test_proposals_follow_the_budget(trained):
     m, x, y = trained
-    r = sensitivity(m, (x, y), sparsities=(0.5, 0.9, 0.99), bits=(8,))
+    r = sensitivity(m, (x, y), sparsities=(0.5, 0.9, 0.99), bits=(8, 2))
     proposal = propose_sparsities(r, max_drop=1.0)
+    assert set(proposal) == {"wide", "head"}
+    assert any(proposal.values())
+    refused = 0
     for name, s in proposal.items():
         if s:
+            assert s in r.sparsities
             assert (r.baseline - r.pruned[name][s]) * 100 <= 1.0
-        bigger = [t for t in r.sparsities if t > s]
-        for t in bigger:
-            assert (r.baseline - r.pruned[name][t]) * 100 > 1.0 or t < s
-    assert layers_to_keep_float(r, bits=8, max_drop=50) == []
+        # the proposal is the highest within budget: every analysed
+        # sparsity above it costs more than the budget
+        for t in [t for t in r.sparsities if t > s]:
+            assert (r.baseline - r.pruned[name][t]) * 100 > 1.0, (name, t)
+            refused += 1
+    assert refused            # the budget bound something
+
+
+def test_layers_to_keep_float_are_those_over_the_budget():
+    # drops in points: a 0.1 at 8 bits, 40 at 2 bits; b 5 and 70; c 0 and 1
+    r = SensitivityResult(
+        metric="accuracy", baseline=0.9, sparsities=[], bits=[8, 2],
+        pruned={}, samples=100,
+        quantized={"a": {8: 0.899, 2: 0.5}, "b": {8: 0.85, 2: 0.2},
+                   "c": {8: 0.9, 2: 0.89}})
+    assert layers_to_keep_float(r, bits=8, max_drop=1.0) == ["b"]
+    assert layers_to_keep_float(r, bits=8, max_drop=10.0) == []
+    assert layers_to_keep_float(r, bits=2, max_drop=1.5) == ["a", "b"]
+    assert layers_to_keep_float(r, bits=2, max_drop=50.0) == ["b"]
+    assert layers_to_keep_float(r, bits=2, max_drop=0.5) == ["a", "b", "c"]
+
+
+def test_8_bit_weights_of_the_trained_mlp_cost_under_a_point(trained):
+    m, x, y = trained
+    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(8,))
+    assert layers_to_keep_float(r, bits=8, max_drop=1.0) == []
 
 
 def test_bad_input(trained):

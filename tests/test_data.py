@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tfcompress.data import (DatasetNotFoundError, IdxFormatError,
-                             load_fashion_mnist, load_idx_dataset, parse_idx,
-                             read_idx)
+                             load_fashion_mnist, load_idx_dataset,
+                             load_mnist, parse_idx, read_idx)
 from tfcompress.data.datasets import FILES
 
 
@@ -51,17 +51,61 @@ def test_env_var_is_searched_first(tmp_path, monkeypatch):
     np.testing.assert_array_equal(yv, arrays["y_test"])
 
 
-def test_missing_everywhere_lists_all_places(tmp_path, monkeypatch):
-    monkeypatch.setenv("TFCOMPRESS_DATA", str(tmp_path / "nothing"))
+DEBIAN = "/usr/share/datasets"
+
+
+def test_env_subfolder_comes_before_the_env_folder_itself(tmp_path,
+                                                          monkeypatch):
+    (tmp_path / "fashion-mnist").mkdir()
+    _write_dataset(tmp_path / "fashion-mnist", n_train=6)
+    _write_dataset(tmp_path, n_train=5)
+    monkeypatch.setenv("TFCOMPRESS_DATA", str(tmp_path))
+    (xt, _), _ = load_fashion_mnist(download=False)
+    assert len(xt) == 6
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(DEBIAN, "fashion-mnist")),
+    reason="Debian package dataset-fashion-mnist not installed")
+def test_debian_folder_comes_before_the_keras_cache(tmp_path, monkeypatch):
+    cache = tmp_path / ".keras" / "datasets" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    _write_dataset(cache)
+    monkeypatch.delenv("TFCOMPRESS_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    import tfcompress.data.datasets as ds
-    monkeypatch.setattr(ds, "_candidate_dirs", lambda name: [
-        str(tmp_path / "nothing" / name), str(tmp_path / ".keras" / name)])
+    (xt, _), _ = load_fashion_mnist(download=False)
+    assert len(xt) == 60000          # the Debian copy, not the 6 cached
+
+
+@pytest.mark.skipif(os.path.exists(os.path.join(DEBIAN, "mnist")),
+                    reason="MNIST is installed in /usr/share/datasets")
+def test_keras_cache_is_searched_when_nothing_else_has_it(tmp_path,
+                                                          monkeypatch):
+    cache = tmp_path / ".keras" / "datasets" / "mnist"
+    cache.mkdir(parents=True)
+    arrays = _write_dataset(cache)
+    monkeypatch.delenv("TFCOMPRESS_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (xt, _), _ = load_mnist(download=False)
+    np.testing.assert_array_equal(xt, arrays["x_train"])
+
+
+@pytest.mark.skipif(os.path.exists(os.path.join(DEBIAN, "mnist")),
+                    reason="MNIST is installed in /usr/share/datasets")
+def test_missing_everywhere_lists_every_place_in_lookup_order(tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setenv("TFCOMPRESS_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(DatasetNotFoundError) as e:
-        load_fashion_mnist(download=False)
+        load_mnist(download=False)
     msg = str(e.value)
-    assert str(tmp_path / "nothing") in msg and ".keras" in msg
-    assert "apt-get install dataset-fashion-mnist" in msg
+    places = [tmp_path / "env" / "mnist", tmp_path / "env",
+              os.path.join(DEBIAN, "mnist"),
+              tmp_path / "home" / ".keras" / "datasets" / "mnist"]
+    at = [msg.index(f"{p} (") for p in places]
+    assert at == sorted(at), msg
+    assert msg.index("keras download (disabled)") > at[-1]
+    assert "apt-get install dataset-mnist" in msg
     assert "TFCOMPRESS_DATA" in msg
 
 

@@ -64,12 +64,39 @@ def test_at_least_20_malformed_buffers_rejected_cleanly(good_model):
         try:
             report = inspect(bad)
         except FlatbufferError as e:
-            assert str(e).strip(), name
+            lines = str(e).strip().splitlines()
+            assert len(lines) == 1 and len(lines[0]) > 20, (name, str(e))
             rejected += 1
         else:
-            # Some flips hit padding or names: then the report is complete.
-            assert report["size_bytes"] == len(bad)
+            # Some flips hit padding or names: then the report must still
+            # be internally consistent.
+            _assert_consistent(report, name)
     assert rejected >= 20
+
+
+def _assert_consistent(report, name):
+    """Cross-checks of an inspect() report that hold for any model."""
+    from tfcompress.inspect import format_report
+    assert report["op_counts"] and sum(report["op_counts"].values()) == len(
+        report["ops"]), name
+    assert set(report["op_versions"]) == set(report["op_counts"]), name
+    for op in report["ops"]:
+        assert report["op_versions"][op["op"]] >= op["version"] >= 1, name
+    for w in report["weights"]:
+        assert w["params"] == int(np.prod(w["shape"])), (name, w)
+        if w["nonzero"] is not None:
+            assert 0 <= w["nonzero"] <= w["params"], (name, w)
+            assert 1 <= w["distinct_values"] <= w["params"], (name, w)
+    assert report["params"] == sum(w["params"] for w in report["weights"])
+    assert report["nonzero_params"] <= report["params"], name
+    assert report["fully_integer"] == (not report["float_ops"]), name
+    assert report["inputs"] and report["outputs"], name
+    assert format_report(report).count("\n") >= 6 + len(report["weights"])
+
+
+def test_consistency_check_accepts_the_good_model(good_model):
+    data, _ = good_model
+    _assert_consistent(inspect(data), "good model")
 
 
 def test_malformed_files_do_not_hang_or_crash(good_model, tmp_path):

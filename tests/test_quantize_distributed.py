@@ -18,14 +18,17 @@ rng = np.random.default_rng(0)
 x = rng.random((64, 8, 8, 3), dtype=np.float32)
 y = rng.integers(0, 4, 64)
 qat.fit(x, y, batch_size=16, epochs=2, verbose=0)
-report = {"replicas": strategy.num_replicas_in_sync, "ranges": []}
+report = {"replicas": strategy.num_replicas_in_sync, "ranges": [],
+          "distributed": []}
 for layer in qat.layers:
     if isinstance(layer, quantize.QuantizeFused):
         lo, hi, seen = layer.range
+        mirrored = all(isinstance(v._value, tf.distribute.DistributedValues)
+                       for v in (lo, hi))
+        report["distributed"].append(mirrored)
         copies = [(float(a.numpy()), float(b.numpy())) for a, b in
-                  zip(lo._value.values, hi._value.values)] \
-            if hasattr(lo._value, "values") else [
-                (float(lo.numpy()), float(hi.numpy()))]
+                  zip(lo._value.values, hi._value.values)] if mirrored \
+            else [(float(lo.numpy()), float(hi.numpy()))]
         report["ranges"].append(copies)
 print("REPORT" + json.dumps(report))
 '''
@@ -35,7 +38,11 @@ def test_qat_mirrored_strategy_keeps_one_set_of_ranges(two_cpus):
     report = two_cpus.report(two_cpus.run(SCRIPT))
     assert report["replicas"] == 2
     assert report["ranges"]
+    # both range variables of every quantizer are distributed, one copy
+    # per replica: otherwise "one set of ranges" would hold trivially
+    assert all(report["distributed"]), report["distributed"]
     for copies in report["ranges"]:
+        assert len(copies) == report["replicas"]
         assert all(c == copies[0] for c in copies)
         lo, hi = copies[0]
         assert lo <= 0 < hi and hi != 6.0      # trained, not the default

@@ -107,11 +107,15 @@ class Table:
         return bytes(self.buf.data[at + 4:at + 4 + n]).decode(
             "utf-8", errors="replace")
 
-    def _vector(self, slot, elem_size):
+    def _vector(self, slot, elem_size, max_items=None, what=None):
         at = self._indirect(slot)
         if at is None:
             return None, 0
         n = self.buf.read("I", at, f"{self.name}.{slot} vector length")
+        if max_items is not None and n > max_items:
+            raise FlatbufferError(
+                f"{what or f'{self.name}.{slot}'}: {n} items declared, more "
+                f"than the limit of {max_items}; the file is corrupt")
         self.buf.check(at + 4, n * elem_size, f"{self.name}.{slot} vector "
                        f"of {n} elements")
         return at + 4, n
@@ -120,15 +124,19 @@ class Table:
         start, n = self._vector(slot, 1)
         return b"" if start is None else self.buf.data[start:start + n]
 
-    def vector_scalars(self, slot, fmt):
+    def vector_scalars(self, slot, fmt, max_items=None, what=None):
+        """The vector's numbers; ``max_items`` bounds the declared length
+        before anything is read."""
         size = struct.calcsize(fmt)
-        start, n = self._vector(slot, size)
+        start, n = self._vector(slot, size, max_items, what)
         if start is None:
             return []
         return list(struct.unpack_from(f"<{n}{fmt}", self.buf.data, start))
 
-    def vector_tables(self, slot, name):
-        start, n = self._vector(slot, 4)
+    def vector_tables(self, slot, name, max_items=None):
+        """The vector's tables, named ``name[i]``; ``max_items`` bounds the
+        declared length before any table is read."""
+        start, n = self._vector(slot, 4, max_items, name)
         if start is None:
             return []
         out = []

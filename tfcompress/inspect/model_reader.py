@@ -16,7 +16,10 @@ NUMPY_TYPES = {
     "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64,
     "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16,
 }
-MAX_ITEMS = 1_000_000   # no real model has more tensors/ops than this
+# No real model has more tensors, operators, buffers or operator inputs
+# than this: a larger declared count means corruption, refused before any
+# item is read.
+MAX_ITEMS = 1_000_000
 
 
 def _quantization(t):
@@ -35,7 +38,8 @@ def read_model(data: bytes) -> dict:
     """Parses the parts of a TFLite model the inspector reports on."""
     model = Table.root(data, identifier=b"TFL3", name="model")
     opcodes = []
-    for oc in model.vector_tables(1, "operator_code"):
+    for oc in model.vector_tables(1, "operator_code",
+                                    MAX_ITEMS):
         deprecated = oc.scalar(0, "b", 0)
         builtin = oc.scalar(3, "i", 0)
         code = max(int(deprecated), int(builtin))
@@ -44,7 +48,7 @@ def read_model(data: bytes) -> dict:
                 BUILTIN_OPS.get(code, f"UNKNOWN_{code}"))
         opcodes.append({"name": name, "version": oc.scalar(2, "i", 1)})
     buffers = []
-    for b in model.vector_tables(4, "buffer"):
+    for b in model.vector_tables(4, "buffer", MAX_ITEMS):
         offset, size = b.scalar(1, "Q", 0), b.scalar(2, "Q", 0)
         if offset > 1:
             b.buf.check(offset, size, "external buffer")
@@ -52,9 +56,9 @@ def read_model(data: bytes) -> dict:
         else:
             buffers.append(bytes(b.vector_bytes(0)))
     subgraphs = []
-    for sg in model.vector_tables(2, "subgraph"):
+    for sg in model.vector_tables(2, "subgraph", MAX_ITEMS):
         tensors = []
-        for t in sg.vector_tables(0, "tensor"):
+        for t in sg.vector_tables(0, "tensor", MAX_ITEMS):
             type_code = t.scalar(1, "b", 0)
             tensors.append({
                 "name": t.string(3) or "",
@@ -65,25 +69,28 @@ def read_model(data: bytes) -> dict:
                 "sparse": t.table(6, "sparsity") is not None,
                 "is_variable": bool(t.scalar(5, "B", 0)),
             })
-            if len(tensors) > MAX_ITEMS:
-                raise FlatbufferError("implausibly many tensors")
         operators = []
-        for op in sg.vector_tables(3, "operator"):
+        for k, op in enumerate(sg.vector_tables(3, "operator", MAX_ITEMS)):
             idx = op.scalar(0, "I", 0)
             if idx >= len(opcodes):
                 raise FlatbufferError(f"operator uses opcode {idx} but the "
                                       f"model has {len(opcodes)}")
-            operators.append({"opcode": idx,
-                              "inputs": op.vector_scalars(1, "i"),
-                              "outputs": op.vector_scalars(2, "i")})
+            operators.append({
+                "opcode": idx,
+                "inputs": op.vector_scalars(1, "i", MAX_ITEMS,
+                                            f"operator[{k}] inputs"),
+                "outputs": op.vector_scalars(2, "i", MAX_ITEMS,
+                                             f"operator[{k}] outputs")})
         n = len(tensors)
         for op in operators:
             for i in op["inputs"] + op["outputs"]:
                 if i >= n or i < -1:
                     raise FlatbufferError(f"operator refers to tensor {i} "
                                           f"but the subgraph has {n}")
-        io = {"inputs": sg.vector_scalars(1, "i"),
-              "outputs": sg.vector_scalars(2, "i")}
+        io = {"inputs": sg.vector_scalars(1, "i", MAX_ITEMS,
+                                          "subgraph inputs"),
+              "outputs": sg.vector_scalars(2, "i", MAX_ITEMS,
+                                           "subgraph outputs")}
         for key, ids in io.items():
             for i in ids:
                 if not 0 <= i < n:

@@ -112,17 +112,20 @@ def inspect(path_or_bytes) -> dict:
              if tensor_values(t, buffers) is not None or t["sparse"]}
     for k, op in enumerate(main["operators"]):
         code = model["opcodes"][op["opcode"]]
-        ins = [tensors[i]["dtype"] for i in op["inputs"] if i >= 0]
-        outs = [tensors[i]["dtype"] for i in op["outputs"]]
-        out_name = tensors[op["outputs"][0]]["name"] if op["outputs"] else ""
+        # -1 marks an optional tensor that is absent: never an index
+        in_ids = [i for i in op["inputs"] if i >= 0]
+        out_ids = [i for i in op["outputs"] if i >= 0]
+        ins = [tensors[i]["dtype"] for i in in_ids]
+        outs = [tensors[i]["dtype"] for i in out_ids]
+        out_name = tensors[out_ids[0]]["name"] if out_ids else ""
         row = {"index": k, "op": code["name"], "version": code["version"],
                "inputs": ins, "outputs": outs, "layer": layer_of(out_name),
                "output": out_name}
         ops.append(row)
         if code["name"] in BOUNDARY_OPS:
             continue
-        floats = [tensors[i]["name"] for i in op["inputs"] + op["outputs"]
-                  if i >= 0 and tensors[i]["dtype"] in FLOAT_TYPES]
+        floats = [tensors[i]["name"] for i in in_ids + out_ids
+                  if tensors[i]["dtype"] in FLOAT_TYPES]
         if floats:
             float_ops.append({"index": k, "op": code["name"],
                               "layer": row["layer"], "tensors": floats[:4]})

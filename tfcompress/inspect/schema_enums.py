@@ -1,4 +1,5 @@
-"""TFLite schema enums used by the inspector (from schema.fbs)."""
+"""TFLite schema enums used by the inspector (from schema.fbs); checked
+against the schema shipped with LiteRT by tests/test_inspect_schema.py."""
 
 # Generated from the TFLite schema (schema.fbs) enum BuiltinOperator.
 BUILTIN_OPS = {

@@ -52,8 +52,8 @@ def shrink(model):
     >>> from tfcompress.models import lenet_300_100
     >>> m = lenet_300_100()
     >>> k = m.get_layer("fc1").kernel
-    >>> k.assign(k.numpy() * ([0.0] * 150 + [1.0] * 150))
-    >>> m.get_layer("fc1").bias.assign([0.0] * 300)
+    >>> _ = k.assign(k.numpy() * ([0.0] * 150 + [1.0] * 150))
+    >>> _ = m.get_layer("fc1").bias.assign([0.0] * 300)
     >>> shrink(m).get_layer("fc1").units
     150
     """

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress.errors import InputError
+
 
 def _layer(model, name, role):
     try:
         return model.get_layer(name)
     except ValueError:
-        raise ValueError(f"{role} has no layer named {name!r}; "
+        raise InputError(f"{role} has no layer named {name!r}; "
                          f"feature_pairs take (student layer, teacher layer) "
                          f"names") from None
 
@@ -27,7 +29,7 @@ def _projection(student_shape, teacher_shape, name):
         return keras.layers.Conv1D(units, 1, use_bias=False, name=name)
     if rank == 4:
         return keras.layers.Conv2D(units, 1, use_bias=False, name=name)
-    raise ValueError(f"feature distillation supports rank 2-4 outputs, "
+    raise InputError(f"feature distillation supports rank 2-4 outputs, "
                      f"got rank {rank} for {name}")
 
 
@@ -41,7 +43,7 @@ def feature_models(student, teacher, pairs):
         s_shape = tuple(s_layer.output.shape)
         t_shape = tuple(t_layer.output.shape)
         if len(s_shape) != len(t_shape) or s_shape[1:-1] != t_shape[1:-1]:
-            raise ValueError(
+            raise InputError(
                 f"student layer {s_name!r} outputs {s_shape} and teacher "
                 f"layer {t_name!r} outputs {t_shape}: the shapes must match "
                 "except in channels; pair layers of the same resolution")

@@ -46,7 +46,6 @@ def main():
     ap.add_argument("--widths", default="4,8",
                     help="students' first-layer filters (teacher: 32)")
     # T=2, alpha=0.5 won the sweep --configs 2:0.5,4:0.1,4:0.5,8:0.5
-    # (README)
     ap.add_argument("--configs", default="2:0.5",
                     help="distillation settings T:alpha, comma-separated")
     ap.add_argument("--name", default="distill",

@@ -1,5 +1,5 @@
 # make bazel-test: builds every target and runs the quick Bazel test subset
-# offline with Debian's Bazel 4.2.3 (README, "Bazel"). The tests run with
+# offline with Debian's Bazel 4.2.3 (docs/bazel.md). The tests run with
 # the project's .venv, written into .bazelrc.user (git-ignored).
 BAZEL ?= bazel
 BAZEL_PACKAGES := bazel-bootstrap bazel-platforms

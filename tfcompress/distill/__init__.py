@@ -1,5 +1,7 @@
-"""Knowledge distillation for Keras 3: ``Distiller``."""
+"""Knowledge distillation for Keras 3 on ``keras.distillation``:
+``Distiller`` (live teacher, precomputed teacher logits, feature matching
+across widths) and ``logits_distillation``."""
 
-from tfcompress.distill.distiller import Distiller
+from tfcompress.distill.distiller import Distiller, logits_distillation
 
-__all__ = ["Distiller"]
+__all__ = ["Distiller", "logits_distillation"]

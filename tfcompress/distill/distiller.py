@@ -1,15 +1,38 @@
-"""Knowledge distillation (Hinton et al. 2015) as a Keras 3 model.
+"""Knowledge distillation (Hinton et al. 2015) on ``keras.distillation``.
 
 The loss is ``alpha * CE(labels, student) + (1 - alpha) * T^2 *
 KL(softmax(teacher / T) || softmax(student / T))``; the teacher is frozen.
-With ``feature_pairs``, ``feature_weight * MSE(projection(student layer),
-teacher layer)`` is added for each pair (the projections are learned 1x1
-maps owned by the distiller, not part of the student).
-``evaluate``/``predict`` use the student, and ``save`` writes the student.
+The soft term is computed by ``keras.distillation.LogitsDistillation``
+(with a ``KLDivergence`` instance), so for a live teacher the loss equals
+``keras.distillation.Distiller``'s with ``student_loss_weight=alpha``.
 
->>> distiller = Distiller(student, teacher, temperature=4.0, alpha=0.1)  # doctest: +SKIP
->>> distiller.compile(optimizer="adam", metrics=["accuracy"])         # doctest: +SKIP
->>> distiller.fit(x, y, epochs=3)                                       # doctest: +SKIP
+What this class adds to ``keras.distillation.Distiller``:
+
+- **precomputed teacher logits**: ``teacher=None`` and
+  ``fit(x, (labels, teacher_logits))``; the teacher is never run while
+  the student trains.
+- **feature matching across widths**: ``feature_pairs`` match a student
+  layer to a teacher layer with more channels through a learned 1x1
+  projection (``keras.distillation.FeatureDistillation`` needs equal
+  shapes), and the student runs once per step.
+- ``save`` writes the student, the model you deploy.
+
+With ``feature_pairs``, ``feature_weight * MSE(projection(student layer),
+teacher layer)`` is added for each pair (the projections are owned by the
+distiller, not part of the student). ``evaluate``/``predict`` use the
+student.
+
+>>> import keras, numpy as np
+>>> from tfcompress.distill import Distiller
+>>> x = np.random.rand(64, 8).astype("float32"); y = np.arange(64) % 3
+>>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+>>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+>>> distiller = Distiller(student, teacher, temperature=4.0, alpha=0.1)
+>>> distiller.compile(optimizer="adam", metrics=["accuracy"])
+>>> _ = distiller.fit(x, y, epochs=1, verbose=0)
+>>> cached = Distiller(student, None, temperature=4.0, alpha=0.1)
+>>> cached.compile(optimizer="adam")
+>>> _ = cached.fit(x, (y, teacher.predict(x, verbose=0)), epochs=1, verbose=0)
 """
 
 from __future__ import annotations
@@ -20,6 +43,25 @@ from keras import ops
 from tfcompress.errors import InputError
 
 
+def logits_distillation(temperature):
+    """``keras.distillation.LogitsDistillation`` computing
+    ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
+
+    Keras 3.15's default ``loss="kl_divergence"`` resolves to the
+    ``kl_divergence`` function, not a ``KLDivergence`` instance, so
+    ``LogitsDistillation(T)`` skips the softmax and the ``T^2`` factor and
+    compares clipped raw logits; passing the instance gives the textbook
+    loss.
+
+    >>> import numpy as np
+    >>> loss = logits_distillation(2.0)
+    >>> float(loss.compute_loss(np.zeros((1, 3)), np.zeros((1, 3))))
+    0.0
+    """
+    return keras.distillation.LogitsDistillation(
+        temperature=temperature, loss=keras.losses.KLDivergence())
+
+
 class Distiller(keras.Model):
     """Trains ``student`` to match ``teacher``'s softened outputs.
 
@@ -28,7 +70,8 @@ class Distiller(keras.Model):
         ``teacher`` may be None when the teacher's logits are precomputed:
         then pass ``y=(labels, teacher_logits)`` to ``fit``.
       temperature: softening temperature T > 0.
-      alpha: weight of the hard-label loss, in [0, 1].
+      alpha: weight of the hard-label loss, in [0, 1] (Keras's
+        ``student_loss_weight``).
       feature_pairs: ``[(student_layer_name, teacher_layer_name), ...]``
         intermediate outputs to match (same shape except channels;
         Functional/Sequential models; needs ``teacher``).
@@ -38,10 +81,12 @@ class Distiller(keras.Model):
     def __init__(self, student, teacher=None, temperature=3.0, alpha=0.1,
                  feature_pairs=(), feature_weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        if temperature <= 0:
-            raise InputError(f"temperature must be > 0, got {temperature}")
+        if not temperature > 0:
+            raise InputError(f"temperature must be > 0, got {temperature}; "
+                             "typical values are 2 to 5")
         if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"alpha must be in [0, 1], got {alpha}")
+            raise InputError(f"alpha must be in [0, 1], got {alpha}; it is "
+                             "the weight of the hard-label loss")
         if teacher is not None:
             s, t = tuple(student.output_shape), tuple(teacher.output_shape)
             if s != t:
@@ -51,23 +96,28 @@ class Distiller(keras.Model):
             teacher.trainable = False
         self.student, self.teacher = student, teacher
         self.temperature, self.alpha = float(temperature), float(alpha)
+        self.logits_distillation = logits_distillation(self.temperature)
         self.feature_pairs = [tuple(p) for p in feature_pairs]
         self.feature_weight = float(feature_weight)
+        self.feature_distillation = keras.distillation.FeatureDistillation(
+            loss="mse")
         self._features = None
         if self.feature_pairs:
             if teacher is None:
                 raise InputError("feature_pairs need the teacher model; "
-                                 "precomputed logits carry no features")
+                                 "precomputed logits carry no features, so "
+                                 "pass the teacher or drop feature_pairs")
             from tfcompress.distill.features import feature_models
             (self._student_features, self._teacher_features,
              self.projections) = feature_models(student, teacher,
                                                 self.feature_pairs)
 
-    def compile(self, optimizer="adam", metrics=None, **kwargs):
+    def compile(self, optimizer="adam", metrics=None, loss=None, **kwargs):
+        """Like ``keras.Model.compile``; ``loss`` is the hard-label loss
+        (default: sparse categorical cross-entropy on logits)."""
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
-        self.hard_loss = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True)
-        self.soft_loss = keras.losses.KLDivergence()
+        self.hard_loss = keras.losses.get(loss) if loss is not None else (
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     def call(self, x, training=None):
         if not self.feature_pairs:
@@ -76,27 +126,34 @@ class Distiller(keras.Model):
         self._features = features     # read by compute_loss in this step
         return logits
 
+    def _labels_and_teacher(self, x, y):
+        if self.teacher is None:
+            if not isinstance(y, (tuple, list)) or len(y) != 2:
+                raise InputError("a Distiller without a teacher needs "
+                                 "y=(labels, teacher_logits) in fit/evaluate")
+            labels, teacher_logits = y
+            return labels, teacher_logits, []
+        if self.feature_pairs:
+            teacher_logits, *features = self._teacher_features(
+                x, training=False)
+            return y, teacher_logits, features
+        return y, self.teacher(x, training=False), []
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
-        if self.teacher is None:
-            labels, teacher_logits = y
-        elif self.feature_pairs:
-            labels = y
-            teacher_logits, *teacher_features = self._teacher_features(
-                x, training=False)
-        else:
-            labels = y
-            teacher_logits = self.teacher(x, training=False)
-        t = self.temperature
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        labels, teacher_logits, teacher_features = self._labels_and_teacher(
+            x, y)
         hard = self.hard_loss(labels, y_pred)
-        soft = self.soft_loss(ops.softmax(teacher_logits / t, axis=-1),
-                              ops.softmax(y_pred / t, axis=-1)) * t * t
+        soft = self.logits_distillation.compute_loss(
+            ops.stop_gradient(teacher_logits), y_pred)
         loss = self.alpha * hard + (1 - self.alpha) * soft
-        if self.feature_pairs:
-            for proj, s_f, t_f in zip(self.projections, self._features,
-                                      teacher_features):
-                diff = proj(s_f) - ops.stop_gradient(t_f)
-                loss = loss + self.feature_weight * ops.mean(diff * diff)
+        for proj, s_f, t_f in zip(getattr(self, "projections", ()),
+                                  self._features or (), teacher_features):
+            loss = loss + self.feature_weight * (
+                self.feature_distillation.compute_loss(
+                    ops.stop_gradient(t_f), proj(s_f)))
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):

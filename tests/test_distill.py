@@ -1,0 +1,147 @@
+"""tfcompress.distill against keras.distillation: same loss and same
+training step for a live teacher, cached logits equal to the live teacher,
+and a distilled student that saves, loads and converts."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress.distill import Distiller, logits_distillation
+from tfcompress.errors import InputError
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=3, size=(4, 12))
+    y = rng.integers(0, 4, n)
+    return (centers[y] + rng.normal(size=(n, 12))).astype("float32"), y
+
+
+def _mlp(width, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((12,)),
+                             keras.layers.Dense(width, activation="relu"),
+                             keras.layers.Dense(4)])
+
+
+def _twin(model):
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def _hard_loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _keras_distiller(student, teacher, temperature, alpha):
+    kd = keras.distillation.Distiller(
+        teacher=teacher, student=student,
+        distillation_losses=logits_distillation(temperature),
+        student_loss_weight=alpha)
+    kd.compile(keras.optimizers.SGD(0.1), loss=_hard_loss())
+    return kd
+
+
+def _ours(student, teacher, temperature, alpha):
+    d = Distiller(student, teacher, temperature=temperature, alpha=alpha)
+    d.compile(keras.optimizers.SGD(0.1))
+    return d
+
+
+@pytest.mark.parametrize("temperature,alpha", [(4.0, 0.2), (2.0, 0.5),
+                                               (1.0, 0.0), (3.0, 1.0)])
+def test_loss_and_step_equal_keras_distiller(temperature, alpha):
+    x, y = _data()
+    teacher, student = _mlp(32, 1), _mlp(8, 2)
+    kd = _keras_distiller(_twin(student), teacher, temperature, alpha)
+    ours = _ours(_twin(student), teacher, temperature, alpha)
+    keras_loss = float(kd.compute_loss(x, y, kd(x)))
+    our_loss = float(ours.compute_loss(x, y, ours(x)))
+    assert our_loss == pytest.approx(keras_loss, rel=1e-6)
+    assert our_loss > 0
+    # one SGD step from the same weights lands on the same weights
+    kd.train_on_batch(x, y)
+    ours.train_on_batch(x, y)
+    for a, b in zip(kd.student.get_weights(), ours.student.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ours.student.get_weights()[0],
+                           student.get_weights()[0])
+
+
+def test_keras_default_logits_distillation_is_not_the_softened_kl():
+    # Keras 3.15: LogitsDistillation(T) resolves "kl_divergence" to the
+    # function, so no softmax and no T^2 (docs/distillation.md says so).
+    t = np.array([[2.0, 0.5, -1.0]], "float32")
+    s = np.array([[0.1, 1.0, 0.3]], "float32")
+    temperature = 3.0
+    pt, ps = (np.exp(v / temperature) / np.exp(v / temperature).sum()
+              for v in (t, s))
+    textbook = float((pt * np.log(pt / ps)).sum() * temperature ** 2)
+    ours = float(logits_distillation(temperature).compute_loss(t, s))
+    default = float(keras.distillation.LogitsDistillation(
+        temperature).compute_loss(t, s))
+    assert ours == pytest.approx(textbook, rel=1e-5)
+    assert default != pytest.approx(textbook, rel=1e-2)
+
+
+def test_cached_logits_equal_live_teacher():
+    x, y = _data()
+    teacher, student = _mlp(32, 1), _mlp(8, 2)
+    live = _ours(_twin(student), teacher, 4.0, 0.3)
+    cached = _ours(_twin(student), None, 4.0, 0.3)
+    logits = teacher.predict(x, verbose=0)
+    assert float(cached.compute_loss(x, (y, logits), cached(x))) == (
+        pytest.approx(float(live.compute_loss(x, y, live(x))), rel=1e-6))
+    live.train_on_batch(x, y)
+    cached.train_on_batch(x, (y, logits))
+    for a, b in zip(live.student.get_weights(),
+                    cached.student.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_mode_without_teacher_logits_names_the_fix():
+    x, y = _data()
+    d = _ours(_mlp(8, 2), None, 4.0, 0.3)
+    with pytest.raises(InputError, match=r"y=\(labels, teacher_logits\)"):
+        d.train_on_batch(x, y)
+
+
+def test_bad_arguments_raise_input_error():
+    teacher = _mlp(32, 1)
+    with pytest.raises(InputError, match="temperature"):
+        Distiller(_mlp(8, 2), teacher, temperature=0)
+    with pytest.raises(InputError, match="alpha"):
+        Distiller(_mlp(8, 2), teacher, alpha=1.5)
+
+
+def test_distilled_student_saves_loads_and_converts(tmp_path):
+    from tfcompress.convert import convert
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8, 8, 1), dtype=np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype("int64")
+
+    def cnn(filters, seed):
+        keras.utils.set_random_seed(seed)
+        return keras.Sequential([
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(filters, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2)])
+
+    teacher = cnn(8, 1)
+    d = Distiller(cnn(2, 2), None, temperature=2.0, alpha=0.5)
+    d.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    d.fit(x, (y, teacher.predict(x, verbose=0)), epochs=1, batch_size=32,
+          verbose=0)
+    path = tmp_path / "student.keras"
+    d.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.count_params() == d.student.count_params()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               d.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    result = convert(loaded, "int8", representative_data=x[:32],
+                     output_path=str(tmp_path / "student.tflite"))
+    assert (tmp_path / "student.tflite").stat().st_size > 0
+    assert result.report["float_ops"] == []
+    assert result.report["numerical_check"]["top1_agreement"] >= 0.9

@@ -383,3 +383,17 @@ def test_changed_data_rebuilds_eval_npz_and_baseline(tmp_path, capsys,
                                       "data.test_samples=10"])
     assert "[data] writing" in text and len(np.load(eval_npz)["y"]) == 10
     assert "[baseline] reusing" in text and "0_convert: float32" in text
+
+
+def test_bad_bench_host_is_refused_before_training(tmp_path):
+    from tfcompress.recipes import run_recipe
+    recipe = _tiny(tmp_path, """  - name: remote
+    stages:
+      - convert: {mode: float32}
+      - bench: {host: "-oProxyCommand=touch ran"}
+""")
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match=r"'remote' stage 1 bench: host "
+                       r"'-oProxyCommand=touch ran': starts with '-'"):
+        run_recipe(str(recipe), out_dir=str(out))
+    assert not out.exists()

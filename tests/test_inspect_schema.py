@@ -182,3 +182,71 @@ def test_huge_declared_count_is_rejected_without_reading_items():
     data[vec - 4:vec] = (0x7FFFFFFF).to_bytes(4, "little")
     with pytest.raises(FlatbufferError, match="tensor.*2147483647 items.*limit"):
         inspect(bytes(data))
+
+
+# ---------------------------------------------------------------------------
+# packed sub-byte weights (two 4-bit or four 2-bit values per byte, least
+# significant bits first)
+
+INT4, INT2, UINT4 = 17, 19, 20
+
+
+@pytest.mark.parametrize("type_code,shape,raw,expected", [
+    (INT4, [2, 3], [0x21, 0xF7, 0x08], [1, 2, 7, -1, -8, 0]),
+    (INT4, [3], [0x9F, 0x07], [-1, -7, 7]),
+    (UINT4, [3], [0xF1, 0x08], [1, 15, 8]),
+    (INT2, [5], [0b11100100, 0b01], [0, 1, -2, -1, 1]),
+])
+def test_packed_weights_are_unpacked(type_code, shape, raw, expected):
+    data = _model([("x", INT8, [1, 3], 0), ("y", INT8, [1, 3], 0),
+                   ("w", type_code, shape, 1)], [([0, 2], [1])],
+                  buffers=[bytes(raw)])
+    (w,) = inspect(data)["weights"]
+    n = len(expected)
+    assert w["params"] == n and w["bytes"] == len(raw)
+    assert w["bits_per_weight"] == round(8 * len(raw) / n, 3)
+    assert w["nonzero"] == sum(v != 0 for v in expected)
+    assert w["distinct_values"] == len(set(expected))
+    r = model_reader.read_model(data)
+    t = r["subgraphs"][0]["tensors"][2]
+    np.testing.assert_array_equal(
+        model_reader.tensor_values(t, r["buffers"]),
+        np.reshape(expected, shape))
+
+
+def test_packed_buffer_shorter_than_its_shape_is_a_one_line_error():
+    data = _model([("x", INT8, [1, 3], 0), ("y", INT8, [1, 3], 0),
+                   ("kernel", INT4, [2, 3], 1)], [([0, 2], [1])],
+                  buffers=[b"\x21\x43"])
+    with pytest.raises(FlatbufferError) as e:
+        inspect(data)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "'kernel'" in msg and "6 packed 4-bit values (3 bytes)" in msg
+
+
+def test_int4_weights_of_a_converted_model_match_the_interpreter():
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
+    qat = quantize.quantize_model(model, quantize.NBitScheme(4, 8))
+    x = np.random.default_rng(0).random((32, 16), dtype=np.float32)
+    qat(x, training=True)
+    flatbuffer = convert(qat, "int8", representative_data=x).tflite_bytes
+    (w,) = [w for w in inspect(flatbuffer)["weights"] if w["dtype"] == "INT4"]
+    assert w["params"] == 16 * 8 and w["shape"] == [8, 16]
+    assert w["bytes"] == 64 and w["bits_per_weight"] == 4.0
+    assert 2 <= w["distinct_values"] <= 16
+    # the interpreter's own reading of the same tensor
+    it = Interpreter(model_content=flatbuffer)
+    (d,) = [d for d in it.get_tensor_details() if d["name"] == w["name"]]
+    ref = it.get_tensor(d["index"])
+    assert w["distinct_values"] == len(np.unique(ref))
+    assert w["nonzero"] == np.count_nonzero(ref)
+    r = model_reader.read_model(flatbuffer)
+    (t,) = [t for t in r["subgraphs"][0]["tensors"] if t["name"] == w["name"]]
+    np.testing.assert_array_equal(model_reader.tensor_values(t, r["buffers"]),
+                                  ref)

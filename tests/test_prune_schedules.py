@@ -4,7 +4,11 @@ import tensorflow as tf
 
 from tfcompress.prune import ConstantSparsity, PolynomialDecay
 
-tfmot = pytest.importorskip("tensorflow_model_optimization")
+
+@pytest.fixture(scope="module")
+def tfmot():
+    """tfmot, the reference for the parity tests (skipped without it)."""
+    return pytest.importorskip("tensorflow_model_optimization")
 
 
 def _random_configs(n, seed=0):
@@ -21,7 +25,7 @@ def _random_configs(n, seed=0):
         yield (initial, final, begin, end, power, freq), steps
 
 
-def test_polynomial_decay_equals_tfmot_exactly():
+def test_polynomial_decay_equals_tfmot_exactly(tfmot):
     checked = 0
     for (i, f, b, e, p, fr), steps in _random_configs(60):
         ours = PolynomialDecay(i, f, b, e, power=p, frequency=fr)
@@ -38,7 +42,7 @@ def test_polynomial_decay_equals_tfmot_exactly():
     assert checked > 2000
 
 
-def test_constant_sparsity_equals_tfmot_exactly():
+def test_constant_sparsity_equals_tfmot_exactly(tfmot):
     rng = np.random.default_rng(1)
     for _ in range(40):
         t = float(rng.uniform(0, 0.99))

@@ -135,7 +135,6 @@ def test_batchnorm_folded_matches_float_model_before_training():
     assert len(fused) == 1 and fused[0].batchnorm is not None
     assert fused[0].activation_name == "relu"
     x = _img(16)
-    q.fit(x, m.predict(x, verbose=0), epochs=1, verbose=0) if False else None
     # calibrate ranges with one training-mode call, then compare
     q(x, training=True)
     diff = np.abs(q.predict(x, verbose=0) - m.predict(x, verbose=0)).max()

@@ -16,6 +16,9 @@ NUMPY_TYPES = {
     "INT16": np.int16, "INT8": np.int8, "FLOAT64": np.float64,
     "UINT64": np.uint64, "UINT32": np.uint32, "UINT16": np.uint16,
 }
+# Sub-byte integer types, stored packed: (bits, signed). Values fill each
+# byte from its least significant bits up (for 4 bits: low nibble first).
+PACKED_TYPES = {"INT4": (4, True), "UINT4": (4, False), "INT2": (2, True)}
 # No real model has more tensors, operators, buffers or operator inputs
 # than this: a larger declared count means corruption, refused before any
 # item is read.
@@ -109,13 +112,50 @@ def read_model(data: bytes) -> dict:
             "opcodes": opcodes, "buffers": buffers, "subgraphs": subgraphs}
 
 
+def unpack_bits(raw: bytes, bits: int, signed: bool, count: int):
+    """``count`` integers of ``bits`` bits packed into ``raw``, least
+    significant bits first, as int8.
+
+    >>> unpack_bits(bytes([0x21, 0xF7]), 4, True, 4).tolist()
+    [1, 2, 7, -1]
+    >>> unpack_bits(bytes([0b11100100]), 2, True, 4).tolist()
+    [0, 1, -2, -1]
+    """
+    per_byte = 8 // bits
+    need = -(-count // per_byte)
+    if len(raw) < need:
+        raise FlatbufferError(f"{len(raw)} bytes hold fewer than the {count} "
+                              f"packed {bits}-bit values ({need} bytes) the "
+                              "shape needs")
+    packed = np.frombuffer(raw, np.uint8, count=need)
+    shifts = (np.arange(per_byte) * bits).astype(np.uint8)
+    values = ((packed[:, None] >> shifts) & ((1 << bits) - 1)).ravel()[:count]
+    values = values.astype(np.int8)
+    if signed:
+        values = np.where(values >= 1 << (bits - 1), values - (1 << bits),
+                          values).astype(np.int8)
+    return values
+
+
 def tensor_values(tensor, buffers):
-    """The constant data of ``tensor`` as a numpy array, or None."""
+    """The constant data of ``tensor`` as a numpy array, or None. Packed
+    sub-byte types (INT4, UINT4, INT2) come back unpacked, as int8."""
     if not tensor["buffer"] or tensor["buffer"] >= len(buffers):
         return None
     raw = buffers[tensor["buffer"]]
     if not raw:
         return None
+    if tensor["dtype"] in PACKED_TYPES and not tensor["sparse"]:
+        bits, signed = PACKED_TYPES[tensor["dtype"]]
+        shape = tensor["shape"]
+        if any(d < 0 for d in shape):
+            return None
+        try:
+            values = unpack_bits(raw, bits, signed, int(np.prod(shape)))
+        except FlatbufferError as e:
+            raise FlatbufferError(f"tensor {tensor['name']!r} "
+                                  f"({tensor['dtype']}{shape}): {e}") from None
+        return values.reshape(shape)
     dtype = NUMPY_TYPES.get(tensor["dtype"])
     if dtype is None or tensor["sparse"]:
         return None

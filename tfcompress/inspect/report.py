@@ -53,13 +53,16 @@ def _load(path_or_bytes):
         return f.read(), path
 
 
-def _weight_row(t, values):
+def _weight_row(t, values, nbytes):
     flat = values.ravel()
     params = int(np.prod(t["shape"])) if t["shape"] else flat.size
     nonzero = int(np.count_nonzero(flat))
     q = t["quantization"]
     row = {"name": t["name"], "layer": layer_of(t["name"]),
            "dtype": t["dtype"], "shape": t["shape"], "params": params,
+           "bytes": nbytes,
+           "bits_per_weight": round(8 * nbytes / params, 3) if params else
+           None,
            "nonzero": nonzero,
            "sparsity": round(1 - nonzero / params, 4) if params else 0.0,
            "distinct_values": int(np.unique(flat).size),
@@ -135,15 +138,19 @@ def inspect(path_or_bytes) -> dict:
         values = tensor_values(t, buffers)
         if values is None:
             if t["sparse"]:
+                params = int(np.prod(t["shape"]))
+                nbytes = len(buffers[t["buffer"]]) if t["buffer"] else 0
                 weights.append({"name": t["name"], "layer": layer_of(
                     t["name"]), "dtype": t["dtype"], "shape": t["shape"],
-                    "params": int(np.prod(t["shape"])), "nonzero": None,
+                    "params": params, "bytes": nbytes,
+                    "bits_per_weight": round(8 * nbytes / params, 3)
+                    if params > 0 else None, "nonzero": None,
                     "sparsity": None, "distinct_values": None,
                     "sparse_format": True})
             continue
         if values.size < 2 and t["dtype"] == "INT32":
             continue   # shape/axis constants
-        weights.append(_weight_row(t, values))
+        weights.append(_weight_row(t, values, len(buffers[t["buffer"]])))
     params = sum(w["params"] for w in weights)
     nonzero = sum(w["nonzero"] for w in weights if w["nonzero"] is not None)
     counts = collections.Counter(o["op"] for o in ops)

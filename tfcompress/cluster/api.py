@@ -38,7 +38,12 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
             to_cluster):
         raise InputError("cluster_weights takes a layer or a Sequential/"
                          "Functional model")
-    exclude = set(exclude)
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    unknown = exclude - {layer.name for layer in iter_layers(to_cluster)}
+    if unknown:
+        raise InputError(f"exclude names no layer of {to_cluster.name}: "
+                         f"{', '.join(sorted(map(str, unknown)))}; layer "
+                         "names are listed by model.summary()")
 
     def wrap(layer):
         if layer.name in exclude or not is_prunable(layer) or \

@@ -53,7 +53,7 @@ STAGE_SCHEMAS = {
         "block_size": Field(list, [1, 4], 1, items=int, length=2,
                             doc="[rows, columns] of each pruned block"),
         "m_by_n": Field(list, [2, 4], 1, items=int, length=2,
-                        doc="[N, M]: N of every M weights are zero"),
+                        doc="[N, M]: N of every M weights are kept"),
         "frequency": Field(int, 20, 1),
         "end_fraction": Field(float, 0.8, 0.05, 1.0),
         "epochs": Field(int, 1, 1, 1000),
@@ -243,7 +243,7 @@ def _check_stage(kind, params, node, path, source):
             _, vnode = _node_for(node, "m_by_n")
             raise RecipeError(f"{_where(source, vnode or node)}: "
                               f"{path}.m_by_n: expected [N, M] with N < M "
-                              f"(N of every M weights zeroed), found "
+                              f"(N of every M weights kept), found "
                               f"{[n, m]}")
     if kind == "convert" and params["mode"] in INTEGER_MODES and \
             params["io_type"] not in io_types_for(params["mode"]):

@@ -109,3 +109,22 @@ def test_unknown_reference_model_is_input_error():
     from tfcompress.models import get_model
     with pytest.raises(InputError, match="unknown reference model"):
         get_model("resnet9000")
+
+
+def test_cluster_number_of_clusters_must_be_an_integer():
+    from tfcompress.cluster import ClusterWeights
+    for bad in ("16", 2.5, True):
+        with pytest.raises(InputError, match="must be an integer"):
+            ClusterWeights(L.Dense(4), bad)
+
+
+def test_cluster_exclude_unknown_layer_is_input_error():
+    from tfcompress import cluster
+    m = keras.Sequential([keras.Input((4,)), L.Dense(4, name="a"),
+                          L.Dense(2, name="b")], name="m")
+    with pytest.raises(InputError, match="exclude names no layer of m: c;"):
+        cluster.cluster_weights(m, 2, exclude=["a", "c"])
+    # one name as a string is one layer, not its letters
+    clustered = cluster.cluster_weights(m, 2, exclude="a")
+    kinds = [type(l).__name__ for l in clustered.layers]
+    assert kinds == ["Dense", "ClusterWeights"]

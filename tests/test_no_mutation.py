@@ -134,3 +134,8 @@ def test_cluster_weights_leaves_caller_model_unchanged():
     before = _snapshot(m)
     cluster.cluster_weights(m, 3)
     _assert_same(before, _snapshot(m))
+
+
+def test_strip_clustering_returns_unclustered_model_itself():
+    m = keras.Sequential([keras.Input((6,)), L.Dense(2)])
+    assert cluster.strip_clustering(m) is m

@@ -38,7 +38,12 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
             to_cluster):
         raise InputError("cluster_weights takes a layer or a Sequential/"
                          "Functional model")
-    exclude = set(exclude)
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    unknown = exclude - {layer.name for layer in iter_layers(to_cluster)}
+    if unknown:
+        raise InputError(f"exclude names no layer of {to_cluster.name}: "
+                         f"{', '.join(sorted(map(str, unknown)))}; layer "
+                         "names are listed by model.summary()")
 
     def wrap(layer):
         if layer.name in exclude or not is_prunable(layer) or \
@@ -51,7 +56,8 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
 
 def strip_clustering(model):
     """Plain copy of ``model`` whose kernels hold the clustered values; the
-    clustered model itself is unchanged (it can keep training).
+    clustered model itself is unchanged (it can keep training). A model
+    without clustering wrappers is returned as it is.
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8)])
@@ -61,8 +67,10 @@ def strip_clustering(model):
     """
     if isinstance(model, ClusterWeights):
         return _plain_copy(model)
-    if not isinstance(model, keras.Model) or not is_container(model):
-        return model
+    if not isinstance(model, keras.Model) or not is_container(model) or \
+            not any(isinstance(layer, ClusterWeights)
+                    for layer in iter_layers(model)):
+        return model   # nothing to strip
 
     unbuilt = []   # (original, copy) whose weights are set once built
 

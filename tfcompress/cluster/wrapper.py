@@ -36,6 +36,10 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         if not is_prunable(layer):
             raise InputError(f"layer {layer.name!r} ({type(layer).__name__})"
                              " has no kernel tfcompress can cluster")
+        if isinstance(number_of_clusters, bool) or not isinstance(
+                number_of_clusters, (int, np.integer)):
+            raise InputError(f"number_of_clusters must be an integer >= 2, "
+                             f"got {number_of_clusters!r}")
         if int(number_of_clusters) < 2:
             raise InputError(f"number_of_clusters must be >= 2, got "
                              f"{number_of_clusters}")

@@ -5,19 +5,18 @@ import os
 from absl import flags
 
 from tfcompress.commands import UsageError, command
+from tfcompress.convert.options import CALIBRATIONS, IO_TYPES, MODES
 from tfcompress.errors import InputError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("mode", "int8", ["float32", "float16", "dynamic", "int8",
-                                   "int16x8"], "convert: conversion mode.")
+flags.DEFINE_enum("mode", "int8", MODES, "convert: conversion mode.")
 flags.DEFINE_string("data", None, "convert: calibration data: an .npz with "
                     "x_train (or x), or a data set name (fashion_mnist).")
 flags.DEFINE_string("output", None, "convert: output .tflite path "
                     "(default: MODEL with a .tflite suffix).")
-flags.DEFINE_enum("io_type", "float32", ["float32", "int8", "uint8"],
+flags.DEFINE_enum("io_type", "float32", IO_TYPES,
                   "convert: input and output type.")
-flags.DEFINE_enum("calibration", "minmax", ["minmax", "percentile",
-                                            "entropy"],
+flags.DEFINE_enum("calibration", "minmax", CALIBRATIONS,
                   "convert: activation range method for int8.")
 flags.DEFINE_integer("samples", 200, "convert: calibration samples.")
 flags.DEFINE_bool("strict", None, "convert: fail if ops stay float "

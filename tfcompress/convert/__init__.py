@@ -8,10 +8,13 @@
 
 from tfcompress.convert.calibration import (choose_range, entropy_range,
                                             percentile_range)
-from tfcompress.convert.converter import (MODES, convert, has_fake_quant,
+from tfcompress.convert.converter import (convert, has_fake_quant,
                                           strip_training_wrappers)
+from tfcompress.convert.options import (CALIBRATIONS, IO_TYPES, MODES,
+                                        io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 
-__all__ = ["ConversionResult", "FloatFallbackError", "MODES", "choose_range",
+__all__ = ["CALIBRATIONS", "ConversionResult", "FloatFallbackError",
+           "IO_TYPES", "MODES", "choose_range", "io_types_for",
            "convert", "entropy_range", "has_fake_quant", "percentile_range",
            "strip_training_wrappers"]

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.convert.options import CALIBRATIONS as METHODS
 from tfcompress.errors import InputError
-
-METHODS = ("minmax", "percentile", "entropy")
 
 
 def percentile_range(values, percentile=99.99):

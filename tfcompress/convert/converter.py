@@ -10,13 +10,11 @@ import warnings
 import numpy as np
 
 from tfcompress import compat
-from tfcompress.convert.calibration import METHODS
+from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
+                                        IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
 from tfcompress.utils.atomic import check_writable_folder
-
-MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
-IO_TYPES = ("float32", "int8", "uint8", "int16")
 
 
 def strip_training_wrappers(model):
@@ -192,8 +190,9 @@ def convert(model, mode="int8", representative_data=None,
       representative_data: inputs for calibration (array ``(n, ...)``,
         ``(x, y)``, or a generator function as TFLite takes). Required for
         post-training ``int8``/``int16x8``; optional for QAT models.
-      input_type, output_type: ``float32``, ``int8`` or ``uint8`` (integer
-        types only in integer modes).
+      input_type, output_type: ``float32``; ``int8`` or ``uint8`` with
+        mode ``int8``; ``int16`` with mode ``int16x8``
+        (:func:`tfcompress.convert.options.io_types_for`).
       output_path: where to write the ``.tflite`` (atomically); optional.
       strict: raise :class:`FloatFallbackError` if any op computes in float.
         Defaults to True for ``int8``/``int16x8``.
@@ -224,12 +223,14 @@ def convert(model, mode="int8", representative_data=None,
         if t not in IO_TYPES:
             raise InputError(f"{name} {t!r} is not one of "
                              f"{', '.join(IO_TYPES)}")
-        if t != "float32" and mode not in ("int8", "int16x8"):
-            raise InputError(f"{name}={t} needs mode int8 or int16x8 "
-                             f"(mode is {mode})")
-    if calibration not in METHODS:
+        if t not in io_types_for(mode):
+            needs = [m for m in INTEGER_MODES if t in io_types_for(m)]
+            raise InputError(f"{name}={t} needs mode {' or '.join(needs)} "
+                             f"(mode is {mode}); with {mode} use "
+                             f"{' or '.join(io_types_for(mode))}")
+    if calibration not in CALIBRATIONS:
         raise InputError(f"calibration {calibration!r} is not one of "
-                         f"{', '.join(METHODS)}")
+                         f"{', '.join(CALIBRATIONS)}")
     if output_path is not None:
         try:
             check_writable_folder(output_path)

@@ -17,6 +17,8 @@ import os
 
 import yaml
 
+from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
+                                        IO_TYPES, MODES, io_types_for)
 from tfcompress.errors import InputError
 
 MISSING = object()
@@ -28,12 +30,17 @@ class RecipeError(InputError):
 
 class Field:
     """One value: ``kind`` is a type, a tuple of allowed values, or a dict
-    (nested mapping schema) / ``[dict]`` (list of mappings)."""
+    (nested mapping schema) / ``[dict]`` (list of mappings).
+
+    A ``list`` field checks its elements: each is an ``items`` (type), in
+    [``low``, ``high``], and there are ``length`` of them when given.
+    """
 
     def __init__(self, kind, default=MISSING, low=None, high=None,
-                 doc=""):
+                 doc="", items=None, length=None):
         self.kind, self.default = kind, default
         self.low, self.high, self.doc = low, high, doc
+        self.items, self.length = items, length
 
 
 STAGE_SCHEMAS = {
@@ -43,13 +50,15 @@ STAGE_SCHEMAS = {
         "final_sparsity": Field(float, 0.8, 0.0, 0.99),
         "granularity": Field(("unstructured", "block", "n_of_m", "global"),
                              "unstructured"),
-        "block_size": Field(list, [1, 4]),
-        "m_by_n": Field(list, [2, 4]),
+        "block_size": Field(list, [1, 4], 1, items=int, length=2,
+                            doc="[rows, columns] of each pruned block"),
+        "m_by_n": Field(list, [2, 4], 1, items=int, length=2,
+                        doc="[N, M]: N of every M weights are kept"),
         "frequency": Field(int, 20, 1),
         "end_fraction": Field(float, 0.8, 0.05, 1.0),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 5e-4, 0.0),
-        "exclude": Field(list, []),
+        "exclude": Field(list, [], items=str, doc="layer names"),
     },
     "cluster": {
         "number_of_clusters": Field(int, 16, 2, 256),
@@ -59,7 +68,7 @@ STAGE_SCHEMAS = {
         "preserve_sparsity": Field(bool, True),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
-        "exclude": Field(list, []),
+        "exclude": Field(list, [], items=str, doc="layer names"),
     },
     "qat": {
         "scheme": Field(("default_8bit", "prune_preserving",
@@ -70,11 +79,9 @@ STAGE_SCHEMAS = {
         "learning_rate": Field(float, 1e-4, 0.0),
     },
     "convert": {
-        "mode": Field(("float32", "float16", "dynamic", "int8", "int16x8"),
-                      "int8"),
-        "io_type": Field(("float32", "int8", "uint8"), "float32"),
-        "calibration": Field(("minmax", "percentile", "entropy"),
-                             "minmax"),
+        "mode": Field(MODES, "int8"),
+        "io_type": Field(IO_TYPES, "float32"),
+        "calibration": Field(CALIBRATIONS, "minmax"),
         "samples": Field(int, 200, 1),
         "strict": Field(bool, None),   # default: on for int8/int16x8
         "sparse": Field(bool, False),
@@ -187,13 +194,64 @@ def _validate_mapping(schema, value, node, path, source):
                                   "field is missing")
             out[key] = copy.deepcopy(field.default)
             continue
-        out[key] = _check_scalar(field, value[key], vnode, sub, source) \
-            if not isinstance(field.kind, list) and field.kind is not list \
-            else value[key]
-        if field.kind is list and not isinstance(value[key], list):
-            raise RecipeError(f"{_where(source, vnode)}: {sub}: expected a "
-                              f"list, found {type(value[key]).__name__}")
+        if field.kind is list:
+            out[key] = _check_list(field, value[key], vnode, sub, source)
+        elif isinstance(field.kind, list):
+            out[key] = value[key]
+        else:
+            out[key] = _check_scalar(field, value[key], vnode, sub, source)
     return out
+
+
+def _check_list(field, value, node, path, source):
+    where = _where(source, node)
+    if not isinstance(value, list):
+        raise RecipeError(f"{where}: {path}: expected a list, found "
+                          f"{type(value).__name__} {value!r}")
+    if field.length is not None and len(value) != field.length:
+        raise RecipeError(f"{where}: {path}: expected {field.length} "
+                          f"items, found {len(value)} {value!r}")
+    if field.items is None:
+        return list(value)
+    out = []
+    for i, item in enumerate(value):
+        inode = node.value[i] if isinstance(node, yaml.SequenceNode) and \
+            i < len(node.value) else node
+        ipath = f"{path}[{i}]"
+        if isinstance(item, bool) or not isinstance(item, field.items):
+            raise RecipeError(f"{_where(source, inode)}: {ipath}: expected "
+                              f"{field.items.__name__}, found "
+                              f"{type(item).__name__} {item!r}")
+        if field.items is str and not item.strip():
+            raise RecipeError(f"{_where(source, inode)}: {ipath}: expected "
+                              "a non-empty name")
+        if field.low is not None and item < field.low or \
+                field.high is not None and item > field.high:
+            bound = (f">= {field.low}" if field.high is None
+                     else f"in [{field.low}, {field.high}]")
+            raise RecipeError(f"{_where(source, inode)}: {ipath}: expected "
+                              f"a value {bound}, found {item!r}")
+        out.append(item)
+    return out
+
+
+def _check_stage(kind, params, node, path, source):
+    """Checks between fields of one stage."""
+    if kind == "prune":
+        n, m = params["m_by_n"]
+        if n >= m:
+            _, vnode = _node_for(node, "m_by_n")
+            raise RecipeError(f"{_where(source, vnode or node)}: "
+                              f"{path}.m_by_n: expected [N, M] with N < M "
+                              f"(N of every M weights kept), found "
+                              f"{[n, m]}")
+    if kind == "convert" and params["mode"] in INTEGER_MODES and \
+            params["io_type"] not in io_types_for(params["mode"]):
+        _, vnode = _node_for(node, "io_type")
+        raise RecipeError(f"{_where(source, vnode or node)}: "
+                          f"{path}.io_type: {params['io_type']} does not "
+                          f"go with mode {params['mode']}; use one of "
+                          f"{', '.join(io_types_for(params['mode']))}")
 
 
 def _validate_variants(variants, node, source):
@@ -247,9 +305,10 @@ def _validate_variants(variants, node, source):
                                   f"{', '.join(STAGE_SCHEMAS)}"
                                   f"{_suggest(kind, STAGE_SCHEMAS)}")
             _, pnode = _node_for(stnode, kind)
-            checked.append({kind: _validate_mapping(
-                STAGE_SCHEMAS[kind], params, pnode, f"{spath}.{kind}",
-                source)})
+            params = _validate_mapping(STAGE_SCHEMAS[kind], params, pnode,
+                                       f"{spath}.{kind}", source)
+            _check_stage(kind, params, pnode, f"{spath}.{kind}", source)
+            checked.append({kind: params})
         kinds = [next(iter(s)) for s in checked]
         if "bench" in kinds and "convert" not in kinds[:kinds.index(
                 "bench")]:
@@ -276,11 +335,42 @@ def _apply_override(given, override):
     node[parts[-1]] = value
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key, line, first_line):
+        super().__init__(key)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain
+    YAML loaders keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in first:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1,
+                                            first[key])
+                    first[key] = key_node.start_mark.line + 1
+                except TypeError:   # unhashable key: reported by YAML
+                    pass
+        return super().construct_mapping(node, deep)
+
+
 def load_recipe_text(text, source="<recipe>", overrides=()):
     """Parses and validates recipe text; returns the resolved recipe."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        given = yaml.safe_load(text)
+        given = yaml.load(text, Loader=_RecipeLoader)
+    except _DuplicateKey as e:
+        raise RecipeError(f"{source}:{e.line}: duplicate key {e.key!r} "
+                          f"(first given at line {e.first_line}); keep one "
+                          "of them") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

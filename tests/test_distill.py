@@ -145,3 +145,11 @@ def test_distilled_student_saves_loads_and_converts(tmp_path):
     assert (tmp_path / "student.tflite").stat().st_size > 0
     assert result.report["float_ops"] == []
     assert result.report["numerical_check"]["top1_agreement"] >= 0.9
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tfcompress.distill import distiller
+    result = doctest.testmod(distiller, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0

@@ -25,7 +25,8 @@ TIMEOUT_S = 300
 
 
 def python_blocks(text):
-    """``[(line, code, skip_reason or None)]`` of the ```python blocks."""
+    """``[(line, code, skip_reason or None)]`` of the ```python blocks
+    (``line``: 1-based line of the opening fence)."""
     out = []
     for m in BLOCK.finditer(text):
         line = text.count("\n", 0, m.start("code"))
@@ -47,7 +48,7 @@ def test_block_finder_reads_skip_markers_and_ignores_other_languages():
             "<!-- snippet: skip needs a Raspberry Pi -->\n"
             "```python\nconnect()\n```\n")
     assert python_blocks(text) == [
-        (1, "print(1)\n", None), (10, "connect()\n", "needs a Raspberry Pi")]
+        (1, "print(1)\n", None), (9, "connect()\n", "needs a Raspberry Pi")]
 
 
 def test_docs_hold_python_blocks():

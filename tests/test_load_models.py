@@ -177,3 +177,11 @@ def test_load_model_not_a_keras_file_is_input_error(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(InputError, match="cannot load"):
         tfcompress.load_model(bad)
+
+
+def test_saving_docstring_examples_run():
+    import doctest
+
+    import tfcompress.saving
+    result = doctest.testmod(tfcompress.saving)
+    assert result.attempted >= 5 and result.failed == 0

@@ -125,3 +125,13 @@ def test_python_stderr_stays_live_during_capture(capfd):
     err = capfd.readouterr().err
     # live: shown before the captured native line is replayed at the end
     assert err.index("progress 1/3") < err.index("a native line")
+
+
+def test_quiet_and_run_docstring_examples_run():
+    import doctest
+
+    import tfcompress.commands.run
+    import tfcompress.quiet
+    for module in (tfcompress.quiet, tfcompress.commands.run):
+        result = doctest.testmod(module)
+        assert result.attempted >= 1 and result.failed == 0, module

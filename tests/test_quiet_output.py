@@ -94,7 +94,9 @@ def test_cli_sets_a_quiet_log_level_by_default():
 CONVERTER_LINES = (b"W0000 00:00:1795942543.480030    8555 "
                    b"tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n"
                    b"fully_quantize: 0, inference_type: 6\n"
-                   b"loc(\"conv\"): error: an explanation\n")
+                   b"loc(\"conv\"): error: an explanation\n"
+                   b"W1129 09:10:47.162105 140635594292096 module.py:157] "
+                   b"a Python warning\n")
 
 
 def test_successful_block_hides_converter_chatter(capfd):
@@ -103,7 +105,7 @@ def test_successful_block_hides_converter_chatter(capfd):
         os.write(2, CONVERTER_LINES)
     err = capfd.readouterr().err
     assert "fully_quantize" not in err and "Ignored output_format" not in err
-    assert "an explanation" in err
+    assert "an explanation" in err and "a Python warning" in err
 
 
 def test_failed_block_shows_converter_chatter(capfd):

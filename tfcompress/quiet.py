@@ -34,7 +34,7 @@ STARTUP_NOISE = re.compile("|".join([
 # Progress chatter of the converter and LiteRT: useful only when a
 # conversion fails.
 CHATTER = re.compile("|".join([
-    r"^[IW]\d{4} \S+ +\d+ \S+:\d+\] ",  # INFO/WARNING
+    r"^[IW]\d{4} \S+ +\d+ \S+\.(cc|cpp|h):\d+\] ",  # C++ INFO/WARNING
     r"^fully_quantize: \d",
     r"^INFO: Created TensorFlow Lite XNNPACK delegate",
     r"^INFO: Initialized TensorFlow Lite runtime",

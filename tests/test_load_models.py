@@ -144,7 +144,9 @@ print("loaded", len(expected))
     "import keras\nimport tfcompress",
     "import tfcompress\nimport keras",
     "import tfcompress\nimport tensorflow\nimport keras",
-], ids=["keras_first", "tfcompress_first", "tensorflow_then_keras"])
+    "from tfcompress.prune import strip_pruning\nimport keras",
+], ids=["keras_first", "tfcompress_first", "tensorflow_then_keras",
+        "prune_first"])
 def test_plain_keras_load_model_after_import_tfcompress(saved, imports):
     r = subprocess.run(
         [sys.executable, "-c", LOAD_ALL.format(imports=imports),

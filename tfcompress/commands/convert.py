@@ -69,10 +69,9 @@ def convert_command(args):
     from tfcompress.convert import FloatFallbackError, convert
     out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
     samples = _load_samples(FLAGS.data, FLAGS.samples)
-    step = (f"calibrating on {len(samples)} samples and converting"
-            if samples is not None and FLAGS.mode in ("int8", "int16x8")
-            else "converting")
-    _progress(f"{step} to {FLAGS.mode} (this can take a minute)")
+    data = "" if samples is None else f" with {len(samples)} data samples"
+    _progress(f"converting to {FLAGS.mode}{data} (calibration and "
+              "conversion can take a minute)")
     start = time.monotonic()
     try:
         result = convert(model, FLAGS.mode,

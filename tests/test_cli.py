@@ -53,3 +53,28 @@ def test_python_m_and_console_script_agree():
     r = subprocess.run([exe, "--help"], capture_output=True, text=True,
                        env=ENV, timeout=120)
     assert r.returncode == 0 and "tfcompress run" in r.stdout
+
+
+def _row(name, mode, acc, size, gz):
+    return {"variant": name, "mode": mode, "tflite_accuracy": acc,
+            "size_bytes": size, "gzip_bytes": gz}
+
+
+def test_run_headline_picks_smallest_variant_that_keeps_accuracy():
+    from tfcompress.commands.run import headline
+    report = {"baseline": {"keras_accuracy": 0.83}, "variants": [
+        _row("float", "float32", 0.830, 8000, 7000),
+        _row("int8", "int8", 0.826, 2000, 1800),
+        _row("pruned_int8", "int8", 0.800, 2000, 700),   # lost 3 points
+        _row("qat_int8", "int8", 0.829, 2000, 1000)]}
+    line = headline(report)
+    assert line.startswith("best: qat_int8, accuracy 0.8290 (float32 0.8300)")
+    assert "4.0x smaller than the float32 .tflite (8.0x gzipped)" in line
+
+
+def test_run_headline_falls_back_to_most_accurate():
+    from tfcompress.commands.run import headline
+    report = {"baseline": {"keras_accuracy": 0.9}, "variants": [
+        _row("a", "int8", 0.70, 100, 90), _row("b", "int8", 0.75, 200, 150)]}
+    assert headline(report) == ("best: b, accuracy 0.7500 "
+                                "(Keras float 0.9000)")

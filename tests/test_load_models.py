@@ -144,7 +144,9 @@ print("loaded", len(expected))
     "import keras\nimport tfcompress",
     "import tfcompress\nimport keras",
     "import tfcompress\nimport tensorflow\nimport keras",
-], ids=["keras_first", "tfcompress_first", "tensorflow_then_keras"])
+    "from tfcompress.prune import strip_pruning\nimport keras",
+], ids=["keras_first", "tfcompress_first", "tensorflow_then_keras",
+        "prune_first"])
 def test_plain_keras_load_model_after_import_tfcompress(saved, imports):
     r = subprocess.run(
         [sys.executable, "-c", LOAD_ALL.format(imports=imports),
@@ -177,3 +179,11 @@ def test_load_model_not_a_keras_file_is_input_error(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(InputError, match="cannot load"):
         tfcompress.load_model(bad)
+
+
+def test_saving_docstring_examples_run():
+    import doctest
+
+    import tfcompress.saving
+    result = doctest.testmod(tfcompress.saving)
+    assert result.attempted >= 5 and result.failed == 0

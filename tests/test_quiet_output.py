@@ -89,3 +89,51 @@ def test_cli_sets_a_quiet_log_level_by_default():
                        text=True, env=_env(), timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "2"
+
+
+CONVERTER_LINES = (b"W0000 00:00:1795942543.480030    8555 "
+                   b"tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n"
+                   b"fully_quantize: 0, inference_type: 6\n"
+                   b"loc(\"conv\"): error: an explanation\n"
+                   b"W1129 09:10:47.162105 140635594292096 module.py:157] "
+                   b"a Python warning\n")
+
+
+def test_successful_block_hides_converter_chatter(capfd):
+    from tfcompress.quiet import native_stderr_filtered
+    with native_stderr_filtered():
+        os.write(2, CONVERTER_LINES)
+    err = capfd.readouterr().err
+    assert "fully_quantize" not in err and "Ignored output_format" not in err
+    assert "an explanation" in err and "a Python warning" in err
+
+
+def test_failed_block_shows_converter_chatter(capfd):
+    from tfcompress.quiet import native_stderr_filtered
+    with pytest.raises(RuntimeError):
+        with native_stderr_filtered():
+            os.write(2, CONVERTER_LINES)
+            raise RuntimeError("conversion failed")
+    err = capfd.readouterr().err
+    assert "fully_quantize: 0" in err and "Ignored output_format" in err
+    assert "an explanation" in err
+
+
+def test_python_stderr_stays_live_during_capture(capfd):
+    from tfcompress.quiet import native_stderr_filtered
+    with native_stderr_filtered():
+        os.write(2, b"a native line\n")
+        print("progress 1/3", file=sys.stderr)
+    err = capfd.readouterr().err
+    # live: shown before the captured native line is replayed at the end
+    assert err.index("progress 1/3") < err.index("a native line")
+
+
+def test_quiet_and_run_docstring_examples_run():
+    import doctest
+
+    import tfcompress.commands.run
+    import tfcompress.quiet
+    for module in (tfcompress.quiet, tfcompress.commands.run):
+        result = doctest.testmod(module)
+        assert result.attempted >= 1 and result.failed == 0, module

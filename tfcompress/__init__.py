@@ -20,7 +20,8 @@ layers register with Keras when Keras is imported; see
 
 import importlib
 
-from tfcompress.saving import load_model, register_on_keras_import
+from tfcompress.saving import load_model
+from tfcompress.saving import register_on_keras_import as _register
 
 __version__ = "0.1.0"
 
@@ -29,7 +30,7 @@ _SUBPACKAGES = ("analyze", "bench", "cluster", "convert", "data", "distill",
                 "inspect", "models", "prune", "quantize", "recipes",
                 "utils")
 
-register_on_keras_import()
+_register()
 
 
 def __getattr__(name):

@@ -12,13 +12,20 @@ Exit codes: 0 success, 2 usage or input error, 1 unexpected failure.
 
 from __future__ import annotations
 
+import logging as _logging
+import os
 import sys
+
+# Before anything imports TensorFlow: its C++ INFO/WARNING lines off,
+# unless the user chose a level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 
 FLAGS = flags.FLAGS
 
 from tfcompress.commands import COMMANDS, UsageError, load_commands
+from tfcompress.quiet import native_stderr_filtered, wants_native_logs
 
 load_commands()
 
@@ -35,10 +42,23 @@ def _input_error_types():
     return tuple(types)
 
 
+class _NoRetracingWarnings(_logging.Filter):
+    """Drops tf.function's retracing warnings: a run trains and evaluates
+    many models, each with its own functions, which is expected."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _verbose():
+    return FLAGS.is_parsed() and getattr(FLAGS, "verbosity", 0) > 0
+
+
 def main(argv):
     from absl import logging
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # TensorFlow's INFO chatter
+        _logging.getLogger("tensorflow").addFilter(_NoRetracingWarnings())
     args = argv[1:]
     if not args:
         print(__doc__.strip())
@@ -53,7 +73,9 @@ def main(argv):
         return 2
     fn, _ = COMMANDS[name]
     try:
-        return fn(rest) or 0
+        with native_stderr_filtered(
+                enabled=not (_verbose() or wants_native_logs())):
+            return fn(rest) or 0
     except KeyboardInterrupt:
         print("tfcompress: interrupted", file=sys.stderr)
         return 130
@@ -62,7 +84,7 @@ def main(argv):
         print(f"tfcompress: error: {msg}", file=sys.stderr)
         return 2
     except Exception as e:  # unexpected: keep a short message, exit 1
-        if FLAGS.is_parsed() and getattr(FLAGS, "verbosity", 0) > 0:
+        if _verbose():
             raise
         print(f"tfcompress: unexpected {type(e).__name__}: {e} "
               "(rerun with --verbosity=1 for the traceback)", file=sys.stderr)

@@ -1,5 +1,6 @@
 """``tfcompress bench MODEL.tflite [...] [--data eval.npz] [--host H]``."""
 
+import sys
 
 from absl import flags
 
@@ -29,6 +30,9 @@ def bench_command(args):
                          "bench a.tflite b.tflite [--eval_data eval.npz]")
     from tfcompress.bench import (BenchError, benchmark_models, markdown,
                                   write_reports)
+    where = f" on {FLAGS.host}" if FLAGS.host else ""
+    print(f"bench: timing {len(args)} model(s){where}, {FLAGS.runs} runs "
+          "each", file=sys.stderr, flush=True)
     try:
         results = benchmark_models(
             args, data=FLAGS.eval_data, host=FLAGS.host,

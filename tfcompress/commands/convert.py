@@ -1,6 +1,8 @@
 """``tfcompress convert MODEL.keras --mode int8 --data DATA --output OUT``."""
 
 import os
+import sys
+import time
 
 from absl import flags
 
@@ -22,6 +24,10 @@ flags.DEFINE_integer("samples", 200, "convert: calibration samples.")
 flags.DEFINE_bool("strict", None, "convert: fail if ops stay float "
                   "(default: on for int8).")
 flags.DEFINE_bool("sparse", False, "convert: store pruned weights sparse.")
+
+
+def _progress(text):
+    print(f"convert: {text}", file=sys.stderr, flush=True)
 
 
 def _load_samples(spec, n):
@@ -56,19 +62,25 @@ def convert_command(args):
         raise UsageError("convert takes one model file: tfcompress convert "
                          "model.keras --mode int8 --data fashion_mnist")
     path = args[0]
+    _progress(f"loading {path}")
     from tfcompress.saving import load_model
     model = load_model(path, compile=False)
     from tfcompress.convert import FloatFallbackError, convert
     out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
+    samples = _load_samples(FLAGS.data, FLAGS.samples)
+    data = "" if samples is None else f" with {len(samples)} data samples"
+    _progress(f"converting to {FLAGS.mode}{data} (calibration and "
+              "conversion can take a minute)")
+    start = time.monotonic()
     try:
         result = convert(model, FLAGS.mode,
-                         representative_data=_load_samples(FLAGS.data,
-                                                           FLAGS.samples),
+                         representative_data=samples,
                          input_type=FLAGS.io_type, output_type=FLAGS.io_type,
                          output_path=out, strict=FLAGS.strict,
                          sparse=FLAGS.sparse, calibration=FLAGS.calibration)
     except FloatFallbackError as e:
         raise InputError(str(e)) from None
+    _progress(f"converted in {time.monotonic() - start:.1f} s")
     print(result.to_table())
     print(f"wrote {out}")
     return 0

@@ -1,0 +1,109 @@
+"""Keeps TensorFlow's native log lines out of the command line's output.
+
+TensorFlow, its MLIR converter and LiteRT write to file descriptor 2 from
+C++ (CUDA probing, CPU-feature notes, ``fully_quantize: 0, ...``,
+SavedModel loader lines, the XNNPACK delegate note), bypassing Python.
+:func:`native_stderr_filtered` sends descriptor 2 to a temporary file while
+Python's own ``sys.stderr`` (progress bars, warnings, errors) keeps writing
+to the terminal; at the end the captured lines are shown again without the
+known noise (keeping the converter's chatter when the block failed).
+
+>>> import os
+>>> with native_stderr_filtered():
+...     _ = os.write(2, b"fully_quantize: 0, inference_type: 6\\n")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+
+# Printed by every TensorFlow start on a machine without a GPU.
+STARTUP_NOISE = re.compile("|".join([
+    r"^WARNING: All log messages before absl::InitializeLog\(\)",
+    r"^[IWE]\d{4} \S+ +\d+ "
+    r"(cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)\.cc:",
+    r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"triggered tf\.function retracing",
+]))
+
+# Progress chatter of the converter and LiteRT: useful only when a
+# conversion fails.
+CHATTER = re.compile("|".join([
+    r"^[IW]\d{4} \S+ +\d+ \S+\.(cc|cpp|h):\d+\] ",  # C++ INFO/WARNING
+    r"^fully_quantize: \d",
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate",
+    r"^INFO: Initialized TensorFlow Lite runtime",
+]))
+
+
+def without_noise(text: str, keep_chatter: bool = False) -> str:
+    """``text`` without the known noise lines (and without the converter's
+    chatter unless ``keep_chatter``).
+
+    >>> without_noise("fully_quantize: 0, inference_type: 6\\nkept\\n")
+    'kept\\n'
+    """
+    kept = [line for line in text.splitlines(keepends=True)
+            if not STARTUP_NOISE.search(line)
+            and (keep_chatter or not CHATTER.search(line))]
+    return "".join(kept)
+
+
+def wants_native_logs() -> bool:
+    """True when the user asked for TensorFlow's own log lines
+    (``TF_CPP_MIN_LOG_LEVEL`` 0 or 1)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1")
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(enabled: bool = True):
+    """Captures C++ writes to descriptor 2 during the block; replays them
+    without the known noise afterwards (with the converter's chatter if
+    the block raised, as it may explain the failure).
+
+    Python's ``sys.stderr`` is pointed at the real terminal meanwhile, so
+    progress output and Python warnings appear live.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield                  # no usable descriptor 2 (embedded use)
+        return
+    old_stderr = sys.stderr
+    tmp = tempfile.TemporaryFile()
+    os.dup2(tmp.fileno(), 2)
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved_fd), "wb"),
+                                  encoding=getattr(old_stderr, "encoding",
+                                                   None) or "utf-8",
+                                  errors="backslashreplace",
+                                  line_buffering=True)
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            sys.stderr.flush()
+            sys.stderr.close()
+        finally:
+            sys.stderr = old_stderr
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", errors="replace")
+            tmp.close()
+        shown = without_noise(text, keep_chatter=failed)
+        if shown:
+            sys.stderr.write(shown)
+            sys.stderr.flush()

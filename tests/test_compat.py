@@ -10,6 +10,7 @@ import ast
 import inspect
 import pathlib
 import re
+import doctest
 import types
 import warnings
 
@@ -31,6 +32,11 @@ def moved(symbol):
 
 
 # -- each internal works on the installed versions -----------------------
+def test_docstring_examples():
+    result = doctest.testmod(compat, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 10 and result.failed == 0
+
+
 def test_current_stateless_scope_is_the_innermost_scope():
     assert compat.current_stateless_scope() is None
     with keras.StatelessScope() as outer:

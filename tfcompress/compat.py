@@ -83,8 +83,9 @@ def _attribute(obj, name: str, symbol: str):
 
 # -- Keras stateless scope and variables ---------------------------------
 @functools.lru_cache(maxsize=None)
-def _stateless_scope_module():
-    return _import("keras.src.backend.common.stateless_scope")
+def _get_stateless_scope():
+    return _import("keras.src.backend.common.stateless_scope",
+                   "get_stateless_scope")
 
 
 def current_stateless_scope():
@@ -97,10 +98,7 @@ def current_stateless_scope():
     ...     current_stateless_scope() is scope
     True
     """
-    module = _stateless_scope_module()
-    return _attribute(module, "get_stateless_scope",
-                      "keras.src.backend.common.stateless_scope."
-                      "get_stateless_scope")()
+    return _get_stateless_scope()()
 
 
 def stateless_scope_state_mapping(scope) -> dict:

@@ -19,6 +19,12 @@ creating an interpreter (SIGSEGV). qemu looks up absolute paths in the
 root first, so the root holds an arm64 ``proc/cpuinfo`` (Cortex-A72
 cores, as on a Raspberry Pi 4, one per host core) that it reads instead.
 
+qemu emulates a Cortex-A72 (Raspberry Pi 4) unless told otherwise
+(``cpu="cortex-a76"`` for a Raspberry Pi 5). Its default CPU, ``max``,
+offers SME, and there LiteRT 2.3's XNNPACK int8 kernels give wrong outputs
+under qemu 7.2 (1.5% of a small conv model's outputs equal x86's; all of
+them with ``max,sme=off`` or without XNNPACK).
+
 >>> root = build_root()                                      # doctest: +SKIP
 >>> run_runner(root, ["model_int8.tflite", "--runtime", "tflite_runtime"])  # doctest: +SKIP
 """
@@ -39,6 +45,7 @@ WHEELS = ("numpy<2", "tflite-runtime==2.14.0")
 PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_17_aarch64",
              "manylinux2014_aarch64")
 QEMU = "qemu-aarch64-static"
+DEFAULT_CPU = "cortex-a72"
 LITERT_WHEELS = ("ai-edge-litert==2.3.0",)
 LITERT_SITE = "opt/tfcompress/litert-site"
 LITERT_PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_28_aarch64",
@@ -157,9 +164,10 @@ def build_litert_site(root=DEFAULT_ROOT):
     return site
 
 
-def run_runner(root, args, timeout=900, site=None):
-    """Runs ``runner.py`` with the root's Python 3.11 under qemu; ``site``
-    (e.g. from :func:`build_litert_site`) goes first on its path."""
+def run_runner(root, args, timeout=900, site=None, cpu=DEFAULT_CPU):
+    """Runs ``runner.py`` with the root's Python 3.11 under qemu emulating
+    ``cpu``; ``site`` (e.g. from :func:`build_litert_site`) goes first on
+    its path."""
     runner = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           "runner.py")
     qemu = shutil.which(QEMU) or f"/usr/bin/{QEMU}"
@@ -167,7 +175,8 @@ def run_runner(root, args, timeout=900, site=None):
     env.pop("PYTHONPATH", None)
     if site is not None:
         env["PYTHONPATH"] = site
-    cmd = [qemu, "-L", root, os.path.join(root, "usr/bin/python3.11"),
+    cmd = [qemu, "-cpu", cpu, "-L", root,
+           os.path.join(root, "usr/bin/python3.11"),
            runner, *args]
     try:
         return subprocess.run(cmd, capture_output=True, text=True,

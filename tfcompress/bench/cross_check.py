@@ -1,6 +1,7 @@
 """Do int8 flatbuffers give the same outputs on arm64 as on x86?
 
-Runs each flatbuffer on an input batch with LiteRT on this (x86) host and
+Runs each flatbuffer on an input batch with LiteRT on this (x86) host (as
+it runs by default, with XNNPACK, and with its built-in kernels only) and
 with the arm64 runtimes in the emulated root of :mod:`arm_root`
 (tflite-runtime 2.14, and LiteRT's aarch64 wheel when it installs there),
 then counts, per model and arm64 runtime, the int8 outputs that are equal,
@@ -106,10 +107,11 @@ def _refused(message):
 
 def _row(name, runtime, **fields):
     row = {"model": name, "runtime": runtime, "runtime_version": None,
-           "machine": "aarch64 (qemu)", "x86_runtime": None, "equal": None,
+           "machine": None, "x86_runtime": None, "equal": None,
            "off_by_one": None, "worse": None, "total": None,
            "max_steps": None, "within_one": None, "refused_ops": [],
-           "error": None, "seconds": None, "op_versions": {}}
+           "error": None, "seconds": None, "op_versions": {},
+           "vs_x86_builtin": None}
     row.update(fields)
     return row
 
@@ -125,7 +127,7 @@ def _as_mapping(models):
 
 
 def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
-                log=None):
+                log=None, cpu=arm_root.DEFAULT_CPU):
     """Runs each flatbuffer on ``x`` on x86 (LiteRT) and on emulated arm64.
 
     Args:
@@ -136,12 +138,15 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
         raises :class:`arm_root.ArmRootError` if it cannot be built).
       runtimes: arm64 runtimes to try, from ``ARM_RUNTIMES``.
       timeout: seconds per emulated run.
+      cpu: the arm64 CPU qemu emulates (default a Raspberry Pi 4's).
       log: optional ``print``-like callable for progress.
 
     Returns:
       One dict per (model, arm64 runtime): ``equal``, ``off_by_one``,
       ``worse``, ``total``, ``max_steps``, ``within_one`` (fraction of
-      outputs equal or one step off), ``runtime``/``runtime_version``,
+      outputs equal or one step off) against x86 LiteRT as it runs by
+      default (XNNPACK), the same counts against x86 LiteRT's built-in
+      kernels (``vs_x86_builtin``), ``runtime``/``runtime_version``,
       ``x86_runtime``, ``refused_ops`` (op versions the runtime would not
       load, e.g. ``["FULLY_CONNECTED v12"]``), ``op_versions`` and
       ``error`` (one line, or None).
@@ -179,12 +184,14 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
             data = os.path.join(tmp, f"{name}.npz")
             np.savez(data, x=quantize_inputs(path, x))
             try:
-                ref = runner.benchmark(path, data, runtime="ai_edge_litert",
-                                       warmup_runs=0, runs=1,
-                                       return_outputs=True)
-                x86 = ref["environment"]
+                refs = {xnnpack: runner.benchmark(
+                    path, data, runtime="ai_edge_litert", warmup_runs=0,
+                    runs=1, xnnpack=xnnpack, return_outputs=True)
+                    for xnnpack in (True, False)}
+                x86 = refs[True]["environment"]
                 x86_label = f"{x86['runtime']} {x86['runtime_version']}"
-                ref = ref["_outputs"]
+                ref = refs[True]["_outputs"]
+                ref_builtin = refs[False]["_outputs"]
             except runner.BenchError as e:
                 for rt in runtimes:
                     rows.append(_row(name, rt, op_versions=versions,
@@ -204,7 +211,7 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                         root, [path, "--data", data, "--runtime", rt,
                                "--runs", "1", "--warmup-runs", "0",
                                "--outputs", outputs, "--json", result],
-                        timeout=timeout, site=sites.get(rt))
+                        timeout=timeout, site=sites.get(rt), cpu=cpu)
                 except arm_root.ArmRootError as e:
                     rows.append(_row(name, rt, error=str(e), **base))
                     continue
@@ -229,15 +236,18 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                         "computed in float: no quantization step to count "
                         "in", **base))
                     continue
-                counts = count_steps(np.load(outputs), ref, step)
-                within = (counts["equal"] + counts["off_by_one"]) / max(
-                    counts["total"], 1)
+                arm = np.load(outputs)
+                counts = count_steps(arm, ref, step)
+                within = _within_one(counts)
+                builtin = count_steps(arm, ref_builtin, step)
+                builtin["within_one"] = _within_one(builtin)
                 rows.append(_row(name, rt,
                                  runtime_version=env["runtime_version"],
                                  machine=env["machine"] + (
-                                     " (qemu)" if env["emulated"] else ""),
+                                     f" (qemu {cpu})" if env["emulated"]
+                                     else ""),
                                  seconds=seconds, within_one=within,
-                                 **counts, **base))
+                                 vs_x86_builtin=builtin, **counts, **base))
                 log(f"{name} on {rt} {env['runtime_version']}: "
                     f"{counts['equal']} equal, {counts['off_by_one']} off "
                     f"by one, {counts['worse']} worse of {counts['total']} "
@@ -245,21 +255,29 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
     return rows
 
 
+def _within_one(counts):
+    return (counts["equal"] + counts["off_by_one"]) / max(counts["total"], 1)
+
+
 def format_table(rows):
     """A Markdown table of :func:`cross_check` rows."""
     lines = ["| model | arm64 runtime | equal | off by one | worse | total "
-             "| within one step | note |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "| within one step | within one step of x86 built-in kernels "
+             "| note |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         rt = r["runtime"] + (f" {r['runtime_version']}"
                              if r["runtime_version"] else "")
         if r["error"]:
             note = r["error"].replace("|", "/")
-            lines.append(f"| {r['model']} | {rt} | - | - | - | - | - | "
-                         f"{note} |")
+            lines.append(f"| {r['model']} | {rt} | - | - | - | - | - | - "
+                         f"| {note} |")
             continue
+        b = r["vs_x86_builtin"]
         lines.append(f"| {r['model']} | {rt} | {r['equal']} | "
                      f"{r['off_by_one']} | {r['worse']} | {r['total']} | "
-                     f"{100 * r['within_one']:.2f}% | max "
-                     f"{r['max_steps']} step(s) |")
+                     f"{100 * r['within_one']:.2f}% | "
+                     f"{100 * b['within_one']:.2f}% | max "
+                     f"{r['max_steps']} step(s) (vs built-in: "
+                     f"{b['max_steps']}) |")
     return "\n".join(lines)

@@ -126,6 +126,7 @@ def test_output_step_reads_the_int8_output_scale(tmp_path):
     assert scale and output_step(path) == pytest.approx(scale)
 
 
+@pytest.mark.slow
 def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(root,
                                                               tmp_path):
     from tfcompress.bench.cross_check import cross_check
@@ -148,6 +149,7 @@ def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(root,
     assert builtin["within_one"] >= 0.99
 
 
+@pytest.mark.slow
 def test_cross_check_gives_one_line_row_for_a_refused_op_version(root,
                                                                 tmp_path):
     """A model tflite-runtime 2.14 cannot load is a row with one error line

@@ -110,3 +110,104 @@ def test_op_version_too_new_for_tflite_runtime_is_one_clear_error(root,
     assert len(lines) == 1
     assert "FULLY_CONNECTED" in lines[0] and "12" in lines[0]
     assert "LiteRT" in lines[0]
+
+
+def _tiny_int8_conv(tmp_path, n=40):
+    import keras
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu")(i)
+    h = keras.layers.MaxPooling2D()(h)
+    o = keras.layers.Dense(5)(keras.layers.Flatten()(h))
+    x = np.random.default_rng(0).random((n, 12, 12, 1), dtype=np.float32)
+    path = tmp_path / "conv_int8.tflite"
+    convert(keras.Model(i, o), "int8", representative_data=x,
+            input_type="int8", output_type="int8", output_path=path)
+    return path, x
+
+
+def test_count_steps_sorts_outputs_by_quantization_steps():
+    from tfcompress.bench.cross_check import count_steps
+    step = 0.25
+    a = np.array([1.0, 1.25, 0.0, -0.5, 2.0])
+    b = np.array([1.0, 1.0, 0.25, 0.5, 2.0])
+    assert count_steps(a, b, step) == {"equal": 2, "off_by_one": 2,
+                                       "worse": 1, "total": 5,
+                                       "max_steps": 4}
+
+
+def test_output_step_reads_the_int8_output_scale(tmp_path):
+    from tfcompress.bench.cross_check import output_step
+    from tfcompress.inspect import inspect
+    path, _ = _tiny_int8_conv(tmp_path, n=8)
+    scale = inspect(path)["outputs"][0]["scale"]
+    assert scale and output_step(path) == pytest.approx(scale)
+
+
+@pytest.mark.slow
+def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(root,
+                                                              tmp_path):
+    from tfcompress.bench.cross_check import cross_check
+    path, x = _tiny_int8_conv(tmp_path)
+    rows = cross_check({"conv": path}, x, root=root,
+                       runtimes=("tflite_runtime",))
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["error"] is None, r["error"]
+    assert r["runtime"] == "tflite_runtime"
+    assert r["runtime_version"] == "2.14.0"
+    assert r["x86_runtime"].startswith("ai_edge_litert")
+    assert r["total"] == 40 * 5
+    assert r["equal"] + r["off_by_one"] + r["worse"] == r["total"]
+    assert r["within_one"] >= 0.99
+    assert r["refused_ops"] == []
+    builtin = r["vs_x86_builtin"]
+    assert builtin["equal"] + builtin["off_by_one"] + builtin["worse"] == \
+        builtin["total"] == 40 * 5
+    assert builtin["within_one"] >= 0.99
+
+
+@pytest.mark.slow
+def test_cross_check_gives_one_line_row_for_a_refused_op_version(root,
+                                                                tmp_path):
+    """A model tflite-runtime 2.14 cannot load is a row with one error line
+    naming the refused op version, and the other models still run."""
+    import keras
+    from tfcompress.bench.cross_check import cross_check
+    from tfcompress.convert import convert
+    conv, x = _tiny_int8_conv(tmp_path, n=8)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
+                          keras.layers.Dense(64)])
+    dyn = tmp_path / "dyn.tflite"
+    convert(m, "dynamic", output_path=dyn)
+    rows = cross_check({"dyn": dyn, "conv": conv}, x, root=root,
+                       runtimes=("tflite_runtime",))
+    by = {r["model"]: r for r in rows}
+    assert by["dyn"]["error"] and "\n" not in by["dyn"]["error"]
+    assert "FULLY_CONNECTED" in by["dyn"]["error"]
+    assert by["dyn"]["refused_ops"] == ["FULLY_CONNECTED v12"]
+    assert by["dyn"]["total"] is None
+    assert by["conv"]["error"] is None and by["conv"]["total"] == 8 * 5
+
+
+@pytest.mark.slow
+def test_cross_check_on_litert_aarch64_in_the_root(root, tmp_path):
+    """LiteRT's aarch64 wheel (numpy 2) runs in its own site folder of the
+    root and agrees with x86 LiteRT within one quantization step."""
+    from tfcompress.bench.cross_check import cross_check
+    try:
+        arm_root.build_litert_site(root)
+    except arm_root.ArmRootError as e:
+        if "pip download" not in str(e):
+            raise
+        pytest.skip(f"LiteRT's aarch64 wheel could not be downloaded: {e}")
+    path, x = _tiny_int8_conv(tmp_path)
+    [r] = cross_check({"conv": path}, x, root=root,
+                      runtimes=("ai_edge_litert",))
+    assert r["error"] is None, r["error"]
+    assert r["runtime"] == "ai_edge_litert"
+    assert r["machine"] == "aarch64 (qemu cortex-a72)"
+    assert r["total"] == 40 * 5
+    assert r["within_one"] >= 0.99

@@ -8,6 +8,23 @@ registration), and network access to the Debian archive and PyPI the first
 time; the root is cached (``~/.cache/tfcompress/arm64-bookworm``).
 Timings measured this way are emulated, not device timings.
 
+LiteRT (``ai-edge-litert``) needs numpy 2, which tflite-runtime 2.14
+cannot import; :func:`build_litert_site` puts LiteRT's aarch64 wheel and
+its dependencies (numpy 2 among them) in a second site folder inside the
+root, and ``run_runner(..., site=...)`` puts that folder first on the path.
+
+qemu-user 7.2 shows the host's x86 ``/proc/cpuinfo`` to arm64 programs,
+and LiteRT's CPU detection (the cpuinfo library) crashes on it while
+creating an interpreter (SIGSEGV). qemu looks up absolute paths in the
+root first, so the root holds an arm64 ``proc/cpuinfo`` (Cortex-A72
+cores, as on a Raspberry Pi 4, one per host core) that it reads instead.
+
+qemu emulates a Cortex-A72 (Raspberry Pi 4) unless told otherwise
+(``cpu="cortex-a76"`` for a Raspberry Pi 5). Its default CPU, ``max``,
+offers SME, and there LiteRT 2.3's XNNPACK int8 kernels give wrong outputs
+under qemu 7.2 (1.5% of a small conv model's outputs equal x86's; all of
+them with ``max,sme=off`` or without XNNPACK).
+
 >>> root = build_root()                                      # doctest: +SKIP
 >>> run_runner(root, ["model_int8.tflite", "--runtime", "tflite_runtime"])  # doctest: +SKIP
 """
@@ -28,6 +45,12 @@ WHEELS = ("numpy<2", "tflite-runtime==2.14.0")
 PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_17_aarch64",
              "manylinux2014_aarch64")
 QEMU = "qemu-aarch64-static"
+DEFAULT_CPU = "cortex-a72"
+LITERT_WHEELS = ("ai-edge-litert==2.3.0",)
+LITERT_SITE = "opt/tfcompress/litert-site"
+LITERT_PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_28_aarch64",
+                    "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
+                    "manylinux2014_aarch64")
 
 
 class ArmRootError(RuntimeError):
@@ -44,6 +67,22 @@ def _run(cmd, what, timeout=900):
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["?"]
         raise ArmRootError(f"{what} failed: {tail[0][:300]}")
     return r
+
+
+def write_arm_cpuinfo(root):
+    """Writes the root's ``proc/cpuinfo``: one Cortex-A72 entry per host
+    core, in the format of an arm64 Linux kernel."""
+    entry = ("processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd "
+             "evtstrm crc32 cpuid\nCPU implementer\t: 0x41\nCPU "
+             "architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
+             "CPU revision\t: 3\n\n")
+    path = os.path.join(root, "proc", "cpuinfo")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write("".join(entry.format(i=i)
+                        for i in range(os.cpu_count() or 1)))
+    os.replace(path + ".tmp", path)
+    return path
 
 
 def tools_missing():
@@ -83,20 +122,61 @@ def build_root(root=DEFAULT_ROOT, suite="bookworm"):
         for whl in glob.glob(os.path.join(wheels, "*.whl")):
             with zipfile.ZipFile(whl) as z:
                 z.extractall(site)
+    write_arm_cpuinfo(tmp)
     open(os.path.join(tmp, ".tfcompress-ready"), "w").close()
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
     return root
 
 
-def run_runner(root, args, timeout=900):
-    """Runs ``runner.py`` with the root's Python 3.11 under qemu."""
+def build_litert_site(root=DEFAULT_ROOT):
+    """Installs LiteRT's aarch64 wheel and its dependencies (numpy 2) in a
+    site folder of the root, apart from tflite-runtime's numpy<2; returns
+    the folder (reused when already there).
+
+    >>> site = build_litert_site(build_root())             # doctest: +SKIP
+    >>> run_runner(root, ["m.tflite", "--runtime", "ai_edge_litert"],
+    ...            site=site)                              # doctest: +SKIP
+    """
+    if not os.path.exists(os.path.join(root, "proc", "cpuinfo")):
+        write_arm_cpuinfo(root)   # roots built before it was written
+    site = os.path.join(root, LITERT_SITE)
+    marker = os.path.join(site, ".tfcompress-ready")
+    if os.path.exists(marker):
+        return site
+    tmp = site + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with tempfile.TemporaryDirectory() as wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet",
+               "--only-binary=:all:", "--python-version", "3.11",
+               "--implementation", "cp", "-d", wheels]
+        for p in LITERT_PLATFORMS:
+            cmd += ["--platform", p]
+        _run(cmd + list(LITERT_WHEELS), "pip download of LiteRT's aarch64 "
+             "wheel and its dependencies")
+        for whl in glob.glob(os.path.join(wheels, "*.whl")):
+            with zipfile.ZipFile(whl) as z:
+                z.extractall(tmp)
+    open(os.path.join(tmp, ".tfcompress-ready"), "w").close()
+    shutil.rmtree(site, ignore_errors=True)
+    os.replace(tmp, site)
+    return site
+
+
+def run_runner(root, args, timeout=900, site=None, cpu=DEFAULT_CPU):
+    """Runs ``runner.py`` with the root's Python 3.11 under qemu emulating
+    ``cpu``; ``site`` (e.g. from :func:`build_litert_site`) goes first on
+    its path."""
     runner = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           "runner.py")
     qemu = shutil.which(QEMU) or f"/usr/bin/{QEMU}"
     env = dict(os.environ, TFCOMPRESS_EMULATED="qemu-aarch64")
     env.pop("PYTHONPATH", None)
-    cmd = [qemu, "-L", root, os.path.join(root, "usr/bin/python3.11"),
+    if site is not None:
+        env["PYTHONPATH"] = site
+    cmd = [qemu, "-cpu", cpu, "-L", root,
+           os.path.join(root, "usr/bin/python3.11"),
            runner, *args]
     try:
         return subprocess.run(cmd, capture_output=True, text=True,

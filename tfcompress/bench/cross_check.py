@@ -1,0 +1,283 @@
+"""Do int8 flatbuffers give the same outputs on arm64 as on x86?
+
+Runs each flatbuffer on an input batch with LiteRT on this (x86) host (as
+it runs by default, with XNNPACK, and with its built-in kernels only) and
+with the arm64 runtimes in the emulated root of :mod:`arm_root`
+(tflite-runtime 2.14, and LiteRT's aarch64 wheel when it installs there),
+then counts, per model and arm64 runtime, the int8 outputs that are equal,
+off by one quantization step, or off by more.
+
+A runtime that cannot load a model (e.g. an op version newer than
+tflite-runtime 2.14 knows) gives one row with a one-line ``error`` and the
+``refused_ops``, not an exception.
+
+>>> rows = cross_check({"cnn": "cnn_int8.tflite"}, x[:200])  # doctest: +SKIP
+>>> print(format_table(rows))                               # doctest: +SKIP
+
+Uses numpy, the flatbuffer reader of :mod:`tfcompress.inspect` and the
+device-side runner; no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+
+import numpy as np
+
+from tfcompress.bench import arm_root, runner
+from tfcompress.errors import InputError
+from tfcompress.inspect import inspect
+from tfcompress.inspect.model_reader import read_model
+
+ARM_RUNTIMES = ("tflite_runtime", "ai_edge_litert")
+INTEGER_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16}
+_REFUSED = re.compile(r"opcode '([A-Z0-9_]+)' version '(\d+)'")
+
+
+def output_step(path):
+    """The quantization step (scale) of the model's first output: of the
+    output itself if it is integer, else of the integer tensor its final
+    DEQUANTIZE reads. None if the output is computed in float."""
+    with open(path, "rb") as f:
+        model = read_model(f.read())
+    graph = model["subgraphs"][0]
+    tensors = graph["tensors"]
+    out = graph["outputs"][0]
+    if tensors[out]["dtype"] not in INTEGER_TYPES:
+        producer = next((op for op in graph["operators"]
+                         if out in op["outputs"]), None)
+        if producer is None or \
+                model["opcodes"][producer["opcode"]]["name"] != "DEQUANTIZE":
+            return None
+        out = producer["inputs"][0]
+    q = tensors[out]["quantization"]
+    return float(q["scale"][0]) if q and q["scale"] else None
+
+
+def quantize_inputs(path, x):
+    """``x`` as the model's integer input type (rounded once, here, so
+    every runtime is fed the same integers); unchanged for float inputs."""
+    with open(path, "rb") as f:
+        graph = read_model(f.read())["subgraphs"][0]
+    t = graph["tensors"][graph["inputs"][0]]
+    x = np.asarray(x)
+    dtype = INTEGER_TYPES.get(t["dtype"])
+    if dtype is None:
+        return x.astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(dtype)
+    q = t["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / q["scale"][0] + q["zero_point"][0]),
+                   info.min, info.max).astype(dtype)
+
+
+def count_steps(a, b, step):
+    """Counts outputs of ``a`` and ``b`` (dequantized, same shape) that are
+    equal, one quantization ``step`` apart, or further apart.
+
+    >>> count_steps(np.array([0., .5, 1., 3.]), np.array([0., 1., 1., 1.]),
+    ...             0.5)
+    {'equal': 2, 'off_by_one': 1, 'worse': 1, 'total': 4, 'max_steps': 4}
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"outputs have shapes {a.shape} and {b.shape}; "
+                         "compare outputs of the same model and inputs")
+    steps = np.rint(np.abs(a - b) / step).astype(np.int64)
+    return {"equal": int(np.sum(steps == 0)),
+            "off_by_one": int(np.sum(steps == 1)),
+            "worse": int(np.sum(steps > 1)), "total": int(steps.size),
+            "max_steps": int(steps.max()) if steps.size else 0}
+
+
+def _one_line(text):
+    lines = [l for l in text.splitlines() if l.startswith("runner:")]
+    line = lines[-1] if lines else (text.strip().splitlines() or ["?"])[-1]
+    return " ".join(line.split())[:500]
+
+
+def _refused(message):
+    return [f"{op} v{v}" for op, v in _REFUSED.findall(message or "")]
+
+
+def _row(name, runtime, **fields):
+    row = {"model": name, "runtime": runtime, "runtime_version": None,
+           "machine": None, "x86_runtime": None, "equal": None,
+           "off_by_one": None, "worse": None, "total": None,
+           "max_steps": None, "within_one": None, "refused_ops": [],
+           "error": None, "seconds": None, "op_versions": {},
+           "vs_x86_builtin": None}
+    row.update(fields)
+    return row
+
+
+def _as_mapping(models):
+    if isinstance(models, dict):
+        return {str(k): os.fspath(v) for k, v in models.items()}
+    out = {}
+    for p in models:
+        p = os.fspath(p)
+        out[os.path.splitext(os.path.basename(p))[0]] = p
+    return out
+
+
+def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
+                log=None, cpu=arm_root.DEFAULT_CPU):
+    """Runs each flatbuffer on ``x`` on x86 (LiteRT) and on emulated arm64.
+
+    Args:
+      models: ``{name: path}`` or a list of ``.tflite`` paths.
+      x: input batch ``(n, ...)``, float (quantized here for integer-input
+        models) or already integer.
+      root: the arm64 root (default: :func:`arm_root.build_root`, which
+        raises :class:`arm_root.ArmRootError` if it cannot be built).
+      runtimes: arm64 runtimes to try, from ``ARM_RUNTIMES``.
+      timeout: seconds per emulated run.
+      cpu: the arm64 CPU qemu emulates (default a Raspberry Pi 4's).
+      log: optional ``print``-like callable for progress.
+
+    Returns:
+      One dict per (model, arm64 runtime): ``equal``, ``off_by_one``,
+      ``worse``, ``total``, ``max_steps``, ``within_one`` (fraction of
+      outputs equal or one step off) against x86 LiteRT as it runs by
+      default (XNNPACK), the same counts against x86 LiteRT's built-in
+      kernels (``vs_x86_builtin``), ``runtime``/``runtime_version``,
+      ``x86_runtime``, ``refused_ops`` (op versions the runtime would not
+      load, e.g. ``["FULLY_CONNECTED v12"]``), ``op_versions`` and
+      ``error`` (one line, or None).
+    """
+    models = _as_mapping(models)
+    for rt in runtimes:
+        if rt not in ARM_RUNTIMES:
+            raise InputError(f"arm64 runtime {rt!r} is not one of "
+                             f"{', '.join(ARM_RUNTIMES)}")
+    for name, path in models.items():
+        if not os.path.isfile(path):
+            raise InputError(f"flatbuffer {path} ({name}) does not exist")
+    x = np.asarray(x)
+    log = log or (lambda *a: None)
+    root = root or arm_root.build_root()
+    sites = {"tflite_runtime": None}
+    site_errors = {}
+    if "ai_edge_litert" in runtimes:
+        try:
+            sites["ai_edge_litert"] = arm_root.build_litert_site(root)
+        except arm_root.ArmRootError as e:
+            site_errors["ai_edge_litert"] = (
+                f"LiteRT's aarch64 wheel could not be installed in the "
+                f"root: {e}")
+    import_errors = {}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in models.items():
+            try:
+                versions = inspect(path)["op_versions"]
+            except Exception as e:   # a corrupt file is that model's error
+                versions = {}
+                log(f"{name}: cannot inspect ({type(e).__name__})")
+            step = output_step(path)
+            data = os.path.join(tmp, f"{name}.npz")
+            np.savez(data, x=quantize_inputs(path, x))
+            try:
+                refs = {xnnpack: runner.benchmark(
+                    path, data, runtime="ai_edge_litert", warmup_runs=0,
+                    runs=1, xnnpack=xnnpack, return_outputs=True)
+                    for xnnpack in (True, False)}
+                x86 = refs[True]["environment"]
+                x86_label = f"{x86['runtime']} {x86['runtime_version']}"
+                ref = refs[True]["_outputs"]
+                ref_builtin = refs[False]["_outputs"]
+            except runner.BenchError as e:
+                for rt in runtimes:
+                    rows.append(_row(name, rt, op_versions=versions,
+                                     error=f"x86 LiteRT: {e}"[:500]))
+                continue
+            for rt in runtimes:
+                base = dict(op_versions=versions, x86_runtime=x86_label)
+                if rt in site_errors or rt in import_errors:
+                    rows.append(_row(name, rt, error=site_errors.get(
+                        rt, import_errors.get(rt)), **base))
+                    continue
+                outputs = os.path.join(tmp, f"{name}.{rt}.npy")
+                result = os.path.join(tmp, f"{name}.{rt}.json")
+                t0 = time.time()
+                try:
+                    r = arm_root.run_runner(
+                        root, [path, "--data", data, "--runtime", rt,
+                               "--runs", "1", "--warmup-runs", "0",
+                               "--outputs", outputs, "--json", result],
+                        timeout=timeout, site=sites.get(rt), cpu=cpu)
+                except arm_root.ArmRootError as e:
+                    rows.append(_row(name, rt, error=str(e), **base))
+                    continue
+                seconds = round(time.time() - t0, 1)
+                if r.returncode != 0:
+                    msg = _one_line(r.stderr or r.stdout)
+                    if r.returncode != 2:   # not the runner's own error
+                        msg = (f"the runner crashed (exit code "
+                               f"{r.returncode}): {msg}")
+                    if "could be imported" in msg:
+                        import_errors[rt] = msg
+                    rows.append(_row(name, rt, error=msg, seconds=seconds,
+                                     refused_ops=_refused(msg), **base))
+                    log(f"{name} on {rt}: {msg}")
+                    continue
+                with open(result) as f:
+                    env = json.load(f)["environment"]
+                if step is None:
+                    rows.append(_row(
+                        name, rt, runtime_version=env["runtime_version"],
+                        seconds=seconds, error="the model's output is "
+                        "computed in float: no quantization step to count "
+                        "in", **base))
+                    continue
+                arm = np.load(outputs)
+                counts = count_steps(arm, ref, step)
+                within = _within_one(counts)
+                builtin = count_steps(arm, ref_builtin, step)
+                builtin["within_one"] = _within_one(builtin)
+                rows.append(_row(name, rt,
+                                 runtime_version=env["runtime_version"],
+                                 machine=env["machine"] + (
+                                     f" (qemu {cpu})" if env["emulated"]
+                                     else ""),
+                                 seconds=seconds, within_one=within,
+                                 vs_x86_builtin=builtin, **counts, **base))
+                log(f"{name} on {rt} {env['runtime_version']}: "
+                    f"{counts['equal']} equal, {counts['off_by_one']} off "
+                    f"by one, {counts['worse']} worse of {counts['total']} "
+                    f"({seconds} s)")
+    return rows
+
+
+def _within_one(counts):
+    return (counts["equal"] + counts["off_by_one"]) / max(counts["total"], 1)
+
+
+def format_table(rows):
+    """A Markdown table of :func:`cross_check` rows."""
+    lines = ["| model | arm64 runtime | equal | off by one | worse | total "
+             "| within one step | within one step of x86 built-in kernels "
+             "| note |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        rt = r["runtime"] + (f" {r['runtime_version']}"
+                             if r["runtime_version"] else "")
+        if r["error"]:
+            note = r["error"].replace("|", "/")
+            lines.append(f"| {r['model']} | {rt} | - | - | - | - | - | - "
+                         f"| {note} |")
+            continue
+        b = r["vs_x86_builtin"]
+        lines.append(f"| {r['model']} | {rt} | {r['equal']} | "
+                     f"{r['off_by_one']} | {r['worse']} | {r['total']} | "
+                     f"{100 * r['within_one']:.2f}% | "
+                     f"{100 * b['within_one']:.2f}% | max "
+                     f"{r['max_steps']} step(s) (vs built-in: "
+                     f"{b['max_steps']}) |")
+    return "\n".join(lines)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers as L
 
-from tfcompress.prune.channel_graph import _SEQUENTIAL_INPUT, layer_graph
+from tfcompress.utils.graph import (SEQUENTIAL_INPUT as _SEQUENTIAL_INPUT,
+                                    layer_graph)
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
 from tfcompress.utils.layer_map import copy_layer, is_container

@@ -89,6 +89,10 @@ def map_layers(model: keras.Model,
     pairs = []  # (original, copy) whose weights must be restored
 
     def clone_fn(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            # a keras.ops call in a functional graph (``x + 3.0``): a
+            # stateless operation, reused as is
+            return layer
         if is_container(layer):
             return map_layers(layer, fn, copy=copy)
         target = layer

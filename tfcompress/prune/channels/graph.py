@@ -321,7 +321,12 @@ class _Analysis:
                   and kind in ELEMENTWISE_OPS)) and len(node.parents) == 1:
             if not _maps_zero_to_zero(node):
                 self.mark_gate(src, f"{name} ({kind}) maps 0 to non-zero")
+                self.mark_gate(flat_ins[0], f"{name} ({kind}) maps 0 to "
+                               "non-zero")
             self.set_output(key, src)
+            if flat_ins[0] is not None:     # still the flattened features
+                self.flattened[key] = flat_ins[0]
+                return
         else:
             self.freeze_inputs(node, f"{name} ({kind}) cannot be rewired")
             return

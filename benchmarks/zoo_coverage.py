@@ -9,7 +9,7 @@ error message. tfmot 0.8.1 runs the same operations on
 Writes benchmarks/results/zoo_coverage.json and .md, and
 docs/zoo_coverage.md.
 
-    nice -n 10 python benchmarks/zoo_coverage.py
+    nice -n 10 python benchmarks/zoo_coverage.py --jobs 3
     python benchmarks/zoo_coverage.py --families MobileNetV2 --no-tfmot
 
 More columns: write ``def my_op(model) -> str`` (raise on failure) and
@@ -30,7 +30,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py"
+COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py --jobs 3"
 SPARSITY = 0.5
 CLUSTERS = 8
 
@@ -165,12 +165,14 @@ def tfmot_prune_op(model) -> str:
     import tf_keras
     sparsity = tfmot.sparsity.keras
     pruned = sparsity.prune_low_magnitude(
-        model, pruning_schedule=sparsity.ConstantSparsity(SPARSITY, 0, 1))
+        model, pruning_schedule=sparsity.ConstantSparsity(
+            SPARSITY, begin_step=0, frequency=1))
     fit_one_step(pruned, tf_keras, [sparsity.UpdatePruningStep()])
     plain = sparsity.strip_pruning(pruned)
-    kernels = [l.kernel for l in plain.layers
-               if hasattr(l, "kernel") and kernel_sparsity(l.kernel) > 0]
-    return f"ok ({len(kernels)} layers sparse)"
+    kernels = [l.kernel for l in plain.layers if hasattr(l, "kernel")
+               and not isinstance(l, tf_keras.layers.DepthwiseConv2D)]
+    reached = sum(kernel_sparsity(k) >= SPARSITY - 0.01 for k in kernels)
+    return f"ok ({reached}/{len(kernels)} kernels at {SPARSITY:.0%})"
 
 
 def tfmot_cluster_op(model) -> str:
@@ -271,6 +273,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--families", nargs="*", default=list(FAMILIES))
     ap.add_argument("--no-tfmot", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes sharing the families (plus tfmot's)")
     ap.add_argument("--tfmot-side", action="store_true",
                     help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(HERE, "results",
@@ -291,8 +295,12 @@ def main():
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
     columns = [c for c, _ in OPERATIONS]
     rows = {}
+    if args.jobs > 1:
+        done = run_jobs(args.families, args.jobs)
+        rows = {f: done[f] for f in args.families if f in done}
     for family in args.families:   # written after each family
-        rows.update(run_tfcompress([family]))
+        if family not in rows:
+            rows.update(run_tfcompress([family]))
         write(args, rows, columns, versions, time.perf_counter() - t0)
     if tfmot_proc is not None:
         tfmot_version, tfmot_rows = tfmot_proc.result()
@@ -301,6 +309,29 @@ def main():
         for family in rows:
             rows[family].update(tfmot_rows.get(family, {}))
     print(write(args, rows, columns, versions, time.perf_counter() - t0))
+
+
+def run_jobs(families, jobs):
+    """Runs the tfcompress columns in ``jobs`` subprocesses; returns the
+    rows of the families they finished."""
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="zoo_coverage_")
+    procs = []
+    for i in range(jobs):
+        part = families[i::jobs]
+        if not part:
+            continue
+        out = os.path.join(folder, f"part{i}")
+        procs.append((out, subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--no-tfmot",
+             "--families", *part, "--out", out, "--docs", out + "_doc.md"])))
+    rows = {}
+    for out, proc in procs:
+        proc.wait()
+        if os.path.exists(out + ".json"):
+            with open(out + ".json") as f:
+                rows.update(json.load(f)["rows"])
+    return rows
 
 
 def write(args, rows, columns, versions, seconds):

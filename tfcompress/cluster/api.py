@@ -64,13 +64,10 @@ def strip_clustering(model):
         w.kernel.assign(w.clustered_kernel())
         w.update_assignments = False
 
-    def unwrap(layer):
-        if isinstance(layer, ClusterWeights):
-            layer.kernel.trainable = True
-            return layer.layer
-        return layer
-
-    return map_layers(model, unwrap)
+    # copies the wrapped layers (their kernels trainable again), not the
+    # wrappers: no centroid re-initialisation
+    return map_layers(model, lambda layer: layer,
+                      unwrap=lambda l: isinstance(l, ClusterWeights))
 
 
 def deep_compression_bits(n, k, bits=32):

@@ -197,10 +197,12 @@ TFMOT_OPERATIONS = [("tfmot prune", tfmot_prune_op),
                     ("tfmot channel prune", tfmot_channel_op)]
 
 
-def tfmot_main(families):
-    """Runs in the subprocess: prints one JSON object."""
+def tfmot_main(families, out=None):
+    """Runs in the subprocess: prints one JSON object (and writes it to
+    ``out`` after each family)."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
+    from tfcompress.utils.atomic import atomic_write_text
     from tfcompress.utils.zoo import build
     rows = {}
     for family in families:
@@ -210,15 +212,57 @@ def tfmot_main(families):
                 fn, family, lambda f: build(f, keras_module=tf_keras))
             print(f"{family:24s} {column:24s} {rows[family][column]}",
                   file=sys.stderr, flush=True)
+        if out:
+            atomic_write_text(out, json.dumps(
+                {"tfmot": tfmot.__version__, "rows": rows}))
     print(json.dumps({"tfmot": tfmot.__version__, "rows": rows}))
 
 
-def run_tfmot(families):
+def collect(args, folder):
+    """Table from the partial results of an interrupted run: the job files
+    ``part*.json`` and ``tfmot.json`` in ``folder``; cells not reached say
+    so."""
+    import glob
+    import keras
+    import tensorflow as tf
+    done = {}
+    for path in sorted(glob.glob(os.path.join(folder, "part*.json"))):
+        with open(path) as f:
+            done.update(json.load(f)["rows"])
+    columns = [c for c, _ in OPERATIONS] + [c for c, _ in TFMOT_OPERATIONS]
+    versions = f"TF {tf.__version__}, Keras {keras.__version__}"
+    tfmot_path = os.path.join(folder, "tfmot.json")
+    if args.tfmot_log:
+        # the progress lines the tfmot side prints: family, column, status
+        tfmot_columns = {c for c, _ in TFMOT_OPERATIONS}
+        with open(args.tfmot_log) as f:
+            for line in f:
+                family, column = line[:24].strip(), line[25:49].strip()
+                if family in args.families and column in tfmot_columns:
+                    done.setdefault(family, {})[column] = \
+                        line[50:].rstrip("\n")
+        versions += ", tfmot 0.8.1 (tf_keras)"
+    elif os.path.exists(tfmot_path):
+        with open(tfmot_path) as f:
+            side = json.load(f)
+        versions += f", tfmot {side['tfmot']} (tf_keras)"
+        for family, row in side["rows"].items():
+            done.setdefault(family, {}).update(row)
+    missing = "not run (stopped at the time limit)"
+    rows = {f: {c: done.get(f, {}).get(c, missing) for c in columns}
+            for f in args.families}
+    print(write(args, rows, columns, versions + "; interrupted run "
+                "gathered with --collect DIR --tfmot-log LOG", 0.0))
+
+
+def run_tfmot(families, folder):
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH",
                                                               ""))
     done = subprocess.run([sys.executable, os.path.abspath(__file__),
-                           "--tfmot-side", "--families", *families],
+                           "--tfmot-side", "--tfmot-out",
+                           os.path.join(folder, "tfmot.json"),
+                           "--families", *families],
                           stdout=subprocess.PIPE, env=env, text=True)
     if done.returncode != 0:
         msg = f"tfmot side failed (exit {done.returncode})"
@@ -277,26 +321,37 @@ def main():
                     help="processes sharing the families (plus tfmot's)")
     ap.add_argument("--tfmot-side", action="store_true",
                     help=argparse.SUPPRESS)
+    ap.add_argument("--tfmot-out", help=argparse.SUPPRESS)
+    ap.add_argument("--tfmot-log", help="with --collect: the stderr of "
+                    "the interrupted run (tfmot progress lines)")
+    ap.add_argument("--collect", metavar="DIR",
+                    help="write the table from an interrupted run's "
+                    "partial results in DIR")
     ap.add_argument("--out", default=os.path.join(HERE, "results",
                                                   "zoo_coverage"))
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs",
                                                    "zoo_coverage.md"))
     args = ap.parse_args()
     if args.tfmot_side:
-        return tfmot_main(args.families)
+        return tfmot_main(args.families, args.tfmot_out)
+    if args.collect:
+        return collect(args, args.collect)
     t0 = time.perf_counter()
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="zoo_coverage_")
+    print(f"partial results in {folder} (see --collect)", file=sys.stderr)
     tfmot_proc = None
     if not args.no_tfmot:
         import concurrent.futures
         pool = concurrent.futures.ThreadPoolExecutor(1)
-        tfmot_proc = pool.submit(run_tfmot, args.families)
+        tfmot_proc = pool.submit(run_tfmot, args.families, folder)
     import keras
     import tensorflow as tf
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
     columns = [c for c, _ in OPERATIONS]
     rows = {}
     if args.jobs > 1:
-        done = run_jobs(args.families, args.jobs)
+        done = run_jobs(args.families, args.jobs, folder)
         rows = {f: done[f] for f in args.families if f in done}
     for family in args.families:   # written after each family
         if family not in rows:
@@ -311,11 +366,9 @@ def main():
     print(write(args, rows, columns, versions, time.perf_counter() - t0))
 
 
-def run_jobs(families, jobs):
-    """Runs the tfcompress columns in ``jobs`` subprocesses; returns the
-    rows of the families they finished."""
-    import tempfile
-    folder = tempfile.mkdtemp(prefix="zoo_coverage_")
+def run_jobs(families, jobs, folder):
+    """Runs the tfcompress columns in ``jobs`` subprocesses writing to
+    ``folder``; returns the rows of the families they finished."""
     procs = []
     for i in range(jobs):
         part = families[i::jobs]

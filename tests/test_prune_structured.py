@@ -140,3 +140,78 @@ def test_concatenate_into_unrewirable_layer_is_frozen():
     for name in ("a", "b"):
         assert not spaces[(name,)].prunable
         assert "reshape" in spaces[(name,)].frozen
+
+
+def _graph_features_model():
+    """Rescaling, SeparableConv, a squeeze-excitation gate (GAP -> Reshape
+    -> Conv -> Conv(sigmoid) -> Multiply), a keras.ops call (x * 0.5) and
+    a nested model."""
+    i = keras.Input((12, 12, 3))
+    x = keras.layers.Rescaling(1 / 255.0, offset=-1.0)(i)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="a")(x)
+    b = keras.layers.SeparableConv2D(8, 3, activation="relu", name="b")(x)
+    g = keras.layers.GlobalAveragePooling2D()(b)
+    g = keras.layers.Reshape((1, 1, 8), name="se_reshape")(g)
+    g = keras.layers.Conv2D(4, 1, activation="relu", name="se_reduce")(g)
+    g = keras.layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(g)
+    x = keras.layers.Multiply(name="se_mul")([b, g])
+    x = x * 0.5
+    x = keras.layers.Conv2D(6, 3, name="c")(x)
+    inner = keras.Sequential([keras.Input((6, 6, 6)),
+                              keras.layers.Conv2D(4, 1, name="inner")],
+                             name="nested")
+    x = keras.layers.GlobalAveragePooling2D()(inner(x))
+    return keras.Model(i, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_gates_ops_separable_and_nested_models_in_channel_graph():
+    keras.utils.set_random_seed(4)
+    model = _graph_features_model()
+    spaces = {tuple(s.names()): s for s in prune.channel_spaces(model)}
+    assert spaces[("a",)].prunable and spaces[("se_reduce",)].prunable
+    b = spaces[("b",)]
+    assert b.prunable and [l.name for l in b.passengers] == ["se_expand"]
+    assert [l.name for l in b.reshapes] == ["se_reshape"]
+    assert "nested model nested" in spaces[("c",)].frozen
+    x = np.random.default_rng(0).random((4, 12, 12, 3), "float32") * 255
+    model.compile("sgd", "mse")
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))
+    model.fit(x, np.zeros((4, 10)), verbose=0, callbacks=[cb])
+    small = prune.shrink(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-5)
+    assert small.get_layer("b").filters == 4
+    assert small.get_layer("se_expand").filters == 4
+    assert small.get_layer("se_reshape").target_shape == (1, 1, 4)
+    assert small.get_layer("c").kernel.shape == (3, 3, 4, 6)
+    assert small.get_layer("b").depthwise_kernel.shape == (3, 3, 4, 1)
+
+
+def test_op_mapping_zero_to_nonzero_freezes_its_channels():
+    i = keras.Input((8,))
+    h = keras.layers.Dense(8, name="shifted")(i)
+    out = keras.layers.Dense(2, name="head")(h + 1.0)
+    spaces = {tuple(s.names()): s
+              for s in prune.channel_spaces(keras.Model(i, out))}
+    assert "maps 0 to non-zero" in spaces[("shifted",)].frozen
+
+
+def test_shared_layer_freezes_its_inputs():
+    i = keras.Input((8,))
+    h = keras.layers.Dense(8, name="producer")(i)
+    shared = keras.layers.Dense(8, name="shared")
+    out = keras.layers.Dense(2, name="head")(shared(shared(h)))
+    spaces = {tuple(s.names()): s
+              for s in prune.channel_spaces(keras.Model(i, out))}
+    assert "shared" in spaces[("producer",)].frozen
+
+
+@pytest.mark.parametrize("name", ["tfcompress.prune.channels",
+                                  "tfcompress.prune.channels.graph",
+                                  "tfcompress.prune.channels.shrink",
+                                  "tfcompress.utils.graph"])
+def test_channel_docstring_examples(name):
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted and result.failed == 0

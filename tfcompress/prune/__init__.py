@@ -20,6 +20,8 @@ from tfcompress.prune.prunable import (PrunableLayer, get_prunable_weights,
                                        is_prunable)
 from tfcompress.prune.schedules import (ConstantSparsity, PolynomialDecay,
                                         PruningSchedule)
+# channel pruning lives in tfcompress.prune.channels; the old module paths
+# (channel_graph, shrink, structured) re-export it
 from tfcompress.prune.channel_graph import ChannelSpace, channel_spaces
 from tfcompress.prune.shrink import count_macs, dead_channels, shrink
 from tfcompress.prune.strip import is_pruned, strip_pruning

@@ -46,9 +46,6 @@ def strip_pruning(model):
         if isinstance(w, PruneLowMagnitude):
             w.apply_masks()
 
-    def unwrap(layer):
-        if isinstance(layer, PruneLowMagnitude):
-            return layer.layer
-        return layer
-
-    return map_layers(model, unwrap)
+    # copies the wrapped layers, not the wrappers
+    return map_layers(model, lambda layer: layer,
+                      unwrap=lambda l: isinstance(l, PruneLowMagnitude))

@@ -6,7 +6,8 @@ import keras
 from keras import layers as L
 
 from tfcompress import compat
-from tfcompress.prune.channel_graph import _SEQUENTIAL_INPUT, layer_graph
+from tfcompress.utils.graph import (SEQUENTIAL_INPUT as _SEQUENTIAL_INPUT,
+                                    layer_graph)
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
 from tfcompress.utils.layer_map import copy_layer, is_container

@@ -65,7 +65,7 @@ def copy_layer(layer: keras.layers.Layer, **overrides) -> keras.layers.Layer:
 
 def map_layers(model: keras.Model,
                fn: Callable[[keras.layers.Layer], keras.layers.Layer],
-               copy: bool = True) -> keras.Model:
+               copy: bool = True, unwrap=None) -> keras.Model:
     """Returns a clone of ``model`` with each leaf layer replaced by ``fn``.
 
     Args:
@@ -76,6 +76,9 @@ def map_layers(model: keras.Model,
         new model is built.
       copy: copy layers before calling ``fn`` (default). With ``copy=False``
         ``fn`` sees the original layer and the clone shares its weights.
+      unwrap: optional predicate; a wrapper layer for which it is true is
+        replaced by (a copy of) the layer it wraps before ``fn`` sees it,
+        so stripping wrappers never rebuilds them.
 
     Raises:
       ValueError: for subclassed models, whose structure cannot be rebuilt.
@@ -89,8 +92,14 @@ def map_layers(model: keras.Model,
     pairs = []  # (original, copy) whose weights must be restored
 
     def clone_fn(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            # a keras.ops call in a functional graph (``x + 3.0``): a
+            # stateless operation, reused as is
+            return layer
         if is_container(layer):
-            return map_layers(layer, fn, copy=copy)
+            return map_layers(layer, fn, copy=copy, unwrap=unwrap)
+        if unwrap is not None and unwrap(layer):
+            layer = layer.layer
         target = layer
         if copy:
             target = copy_layer(layer)

@@ -1,0 +1,401 @@
+"""Which compression operations work on which keras.applications family.
+
+For each family of ``tfcompress.utils.zoo.FAMILIES`` (smallest width and
+input, ``weights=None``, 10 classes) every registered operation runs on a
+fresh model and returns a short status: ``ok (details)``, or the exact
+error message. tfmot 0.8.1 runs the same operations on
+``tf_keras.applications`` in a subprocess (it needs tf_keras).
+
+Writes benchmarks/results/zoo_coverage.json and .md, and
+docs/zoo_coverage.md.
+
+    nice -n 10 python benchmarks/zoo_coverage.py --jobs 3
+    python benchmarks/zoo_coverage.py --families MobileNetV2 --no-tfmot
+
+More columns: write ``def my_op(model) -> str`` (raise on failure) and
+append ``("column name", my_op)`` to ``OPERATIONS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py --jobs 3"
+SPARSITY = 0.5
+CLUSTERS = 8
+
+
+def random_data(model, n=2, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = rng.random((n,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    return x * 255.0, rng.integers(0, 10, n)
+
+
+def fit_one_step(model, keras_module, callbacks=()):
+    """One training step on random data (eager: tracing a whole zoo
+    model's train step costs more than the step)."""
+    x, y = random_data(model)
+    model.compile(keras_module.optimizers.SGD(1e-3),
+                  keras_module.losses.SparseCategoricalCrossentropy(
+                      from_logits=True), run_eagerly=True)
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0,
+              callbacks=list(callbacks))
+
+
+def kernel_sparsity(values):
+    import numpy as np
+    return float(np.mean(np.asarray(values) == 0))
+
+
+# -- tfcompress operations ------------------------------------------------
+
+def prune_op(model) -> str:
+    """Magnitude pruning to 50%: every pruned kernel reaches it."""
+    import keras
+    from tfcompress import prune
+    from tfcompress.utils.layer_map import iter_layers
+    pruned = prune.prune_low_magnitude(
+        model, prune.ConstantSparsity(SPARSITY, 0, frequency=1))
+    names = [l.layer.name for l in iter_layers(pruned)
+             if isinstance(l, prune.PruneLowMagnitude)]
+    fit_one_step(pruned, keras, [prune.UpdatePruningStep()])
+    plain = prune.strip_pruning(pruned)
+    layers = {l.name: l for l in iter_layers(plain)}
+    low = [n for n in names if kernel_sparsity(
+        prune.get_prunable_weights(layers[n])[0]) < SPARSITY - 0.01]
+    if low:
+        raise AssertionError(f"{len(low)} kernels below {SPARSITY:.0%}: "
+                             f"{low[:3]}")
+    return f"ok ({len(names)} layers at {SPARSITY:.0%})"
+
+
+def cluster_op(model) -> str:
+    """Weight clustering: every clustered kernel keeps <= CLUSTERS
+    values."""
+    import keras
+    import numpy as np
+    from tfcompress import cluster
+    from tfcompress.prune import get_prunable_weights
+    from tfcompress.utils.layer_map import iter_layers
+    wrapped = cluster.cluster_weights(model, CLUSTERS)
+    names = [l.layer.name for l in iter_layers(wrapped)
+             if isinstance(l, cluster.ClusterWeights)]
+    fit_one_step(wrapped, keras)
+    plain = cluster.strip_clustering(wrapped)
+    layers = {l.name: l for l in iter_layers(plain)}
+    worst = max(np.unique(np.asarray(get_prunable_weights(layers[n])[0]))
+                .size for n in names)
+    if worst > CLUSTERS:
+        raise AssertionError(f"a kernel keeps {worst} distinct values")
+    return f"ok ({len(names)} layers, <= {CLUSTERS} values each)"
+
+
+def channel_op(model) -> str:
+    """Channel pruning at 50% per space, then shrink: same outputs as the
+    masked model, fewer parameters; frozen spaces counted by reason."""
+    import keras
+    import numpy as np
+    from tfcompress import prune
+    spaces = prune.channel_spaces(model)
+    cb = prune.ChannelPruning(prune.ConstantSparsity(SPARSITY, 0))
+    fit_one_step(model, keras, [cb])
+    small = prune.shrink(model)
+    x, _ = random_data(model, seed=1)
+    a, b = model.predict(x, verbose=0), small.predict(x, verbose=0)
+    if a.shape != b.shape:
+        raise AssertionError(f"output shape {b.shape} != {a.shape}")
+    err = float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
+    if err > 1e-4:
+        raise AssertionError(f"shrunk model differs: relative error {err:.2g}")
+    frozen = [s for s in spaces if not s.prunable]
+    reasons = sorted({_reason_kind(s.frozen) for s in frozen})
+    return (f"ok ({len(spaces) - len(frozen)}/{len(spaces)} spaces, params "
+            f"{small.count_params() / model.count_params():.0%}; frozen: "
+            f"{', '.join(reasons) or 'none'})")
+
+
+def _reason_kind(why: str) -> str:
+    """A frozen reason without the layer name: ``is a model output``."""
+    if " (" in why and ") " in why:
+        return why[why.index(" (") + 1:]
+    return why.split(" ", 1)[1] if " " in why else why
+
+
+OPERATIONS = [("prune", prune_op), ("cluster", cluster_op),
+              ("channel prune + shrink", channel_op)]
+
+
+def status_of(fn, family, build) -> str:
+    try:
+        return fn(build(family))
+    except Exception as e:   # the table records every failure verbatim
+        lines = str(e).strip().splitlines() or [""]
+        return f"{type(e).__name__}: {lines[0]}"
+
+
+def run_tfcompress(families, operations=None):
+    from tfcompress.utils.zoo import build
+    rows = {}
+    for family in families:
+        rows[family] = {}
+        for column, fn in operations or OPERATIONS:
+            t = time.perf_counter()
+            rows[family][column] = status_of(fn, family, build)
+            print(f"{family:24s} {column:24s} "
+                  f"{time.perf_counter() - t:6.1f}s "
+                  f"{rows[family][column]}", file=sys.stderr, flush=True)
+    return rows
+
+
+# -- tfmot side (subprocess, tf_keras) -------------------------------------
+
+def tfmot_prune_op(model) -> str:
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    sparsity = tfmot.sparsity.keras
+    pruned = sparsity.prune_low_magnitude(
+        model, pruning_schedule=sparsity.ConstantSparsity(
+            SPARSITY, begin_step=0, frequency=1))
+    fit_one_step(pruned, tf_keras, [sparsity.UpdatePruningStep()])
+    plain = sparsity.strip_pruning(pruned)
+    kernels = [l.kernel for l in plain.layers if hasattr(l, "kernel")
+               and not isinstance(l, tf_keras.layers.DepthwiseConv2D)]
+    reached = sum(kernel_sparsity(k) >= SPARSITY - 0.01 for k in kernels)
+    return f"ok ({reached}/{len(kernels)} kernels at {SPARSITY:.0%})"
+
+
+def tfmot_cluster_op(model) -> str:
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    clustering = tfmot.clustering.keras
+    wrapped = clustering.cluster_weights(
+        model, number_of_clusters=CLUSTERS,
+        cluster_centroids_init=clustering.CentroidInitialization
+        .KMEANS_PLUS_PLUS)
+    fit_one_step(wrapped, tf_keras)
+    clustering.strip_clustering(wrapped)
+    return "ok"
+
+
+def tfmot_channel_op(model) -> str:
+    raise NotImplementedError("tfmot 0.8.1 has no channel pruning")
+
+
+TFMOT_OPERATIONS = [("tfmot prune", tfmot_prune_op),
+                    ("tfmot cluster", tfmot_cluster_op),
+                    ("tfmot channel prune", tfmot_channel_op)]
+
+
+def tfmot_main(families, out=None):
+    """Runs in the subprocess: prints one JSON object (and writes it to
+    ``out`` after each family)."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    from tfcompress.utils.atomic import atomic_write_text
+    from tfcompress.utils.zoo import build
+    rows = {}
+    for family in families:
+        rows[family] = {}
+        for column, fn in TFMOT_OPERATIONS:
+            rows[family][column] = status_of(
+                fn, family, lambda f: build(f, keras_module=tf_keras))
+            print(f"{family:24s} {column:24s} {rows[family][column]}",
+                  file=sys.stderr, flush=True)
+        if out:
+            atomic_write_text(out, json.dumps(
+                {"tfmot": tfmot.__version__, "rows": rows}))
+    print(json.dumps({"tfmot": tfmot.__version__, "rows": rows}))
+
+
+def collect(args, folder):
+    """Table from the partial results of an interrupted run: the job files
+    ``part*.json`` and ``tfmot.json`` in ``folder``; cells not reached say
+    so."""
+    import glob
+    import keras
+    import tensorflow as tf
+    done = {}
+    for path in sorted(glob.glob(os.path.join(folder, "part*.json"))):
+        with open(path) as f:
+            done.update(json.load(f)["rows"])
+    columns = [c for c, _ in OPERATIONS] + [c for c, _ in TFMOT_OPERATIONS]
+    versions = f"TF {tf.__version__}, Keras {keras.__version__}"
+    tfmot_path = os.path.join(folder, "tfmot.json")
+    if args.tfmot_log:
+        # the progress lines the tfmot side prints: family, column, status
+        tfmot_columns = {c for c, _ in TFMOT_OPERATIONS}
+        with open(args.tfmot_log) as f:
+            for line in f:
+                family, column = line[:24].strip(), line[25:49].strip()
+                if family in args.families and column in tfmot_columns:
+                    done.setdefault(family, {})[column] = \
+                        line[50:].rstrip("\n")
+        versions += ", tfmot 0.8.1 (tf_keras)"
+    elif os.path.exists(tfmot_path):
+        with open(tfmot_path) as f:
+            side = json.load(f)
+        versions += f", tfmot {side['tfmot']} (tf_keras)"
+        for family, row in side["rows"].items():
+            done.setdefault(family, {}).update(row)
+    missing = "not run (stopped at the time limit)"
+    rows = {f: {c: done.get(f, {}).get(c, missing) for c in columns}
+            for f in args.families}
+    print(write(args, rows, columns, versions + "; interrupted run "
+                "gathered with --collect DIR --tfmot-log LOG", 0.0))
+
+
+def run_tfmot(families, folder):
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH",
+                                                              ""))
+    done = subprocess.run([sys.executable, os.path.abspath(__file__),
+                           "--tfmot-side", "--tfmot-out",
+                           os.path.join(folder, "tfmot.json"),
+                           "--families", *families],
+                          stdout=subprocess.PIPE, env=env, text=True)
+    if done.returncode != 0:
+        msg = f"tfmot side failed (exit {done.returncode})"
+        return "?", {f: {c: msg for c, _ in TFMOT_OPERATIONS}
+                     for f in families}
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["tfmot"], out["rows"]
+
+
+# -- output -----------------------------------------------------------------
+
+def markdown(rows, columns, versions, seconds):
+    def cell(text):
+        return text.replace("|", "\\|").replace("\n", " ")
+    lines = [
+        "# keras.applications coverage: pruning, clustering, channel "
+        "pruning",
+        "",
+        f"Generated by `{COMMAND}` (do not edit by hand); "
+        f"{versions}" + (f"; {seconds:.0f} s." if seconds else "."),
+        "",
+        "Each family at its smallest configuration (tfcompress.utils.zoo: "
+        "smallest width multiplier, smallest input it accepts, "
+        "`weights=None`, 10 classes, logits). Each operation runs on a "
+        "fresh model with one training step on random data:",
+        "",
+        f"- **prune**: `prune_low_magnitude` (default prunable set, "
+        f"depthwise left dense) at {SPARSITY:.0%}, `UpdatePruningStep`, "
+        "`strip_pruning`; every pruned kernel reaches the target.",
+        f"- **cluster**: `cluster_weights` with {CLUSTERS} clusters, "
+        "`strip_clustering`; every clustered kernel keeps at most "
+        f"{CLUSTERS} distinct values.",
+        f"- **channel prune + shrink**: `ChannelPruning` at {SPARSITY:.0%} "
+        "of each prunable channel space, `shrink`; the shrunk model's "
+        "outputs equal the masked model's, output shape kept; params = "
+        "shrunk/original; frozen = why the other spaces keep their "
+        "channels.",
+        "- **tfmot** columns: the same through tfmot on "
+        "`tf_keras.applications` (tfmot's messages verbatim).",
+        "",
+        "| family | " + " | ".join(columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for family, row in rows.items():
+        lines.append(f"| {family} | " + " | ".join(
+            cell(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    from tfcompress.utils.zoo import FAMILIES
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--families", nargs="*", default=list(FAMILIES))
+    ap.add_argument("--no-tfmot", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes sharing the families (plus tfmot's)")
+    ap.add_argument("--tfmot-side", action="store_true",
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--tfmot-out", help=argparse.SUPPRESS)
+    ap.add_argument("--tfmot-log", help="with --collect: the stderr of "
+                    "the interrupted run (tfmot progress lines)")
+    ap.add_argument("--collect", metavar="DIR",
+                    help="write the table from an interrupted run's "
+                    "partial results in DIR")
+    ap.add_argument("--out", default=os.path.join(HERE, "results",
+                                                  "zoo_coverage"))
+    ap.add_argument("--docs", default=os.path.join(ROOT, "docs",
+                                                   "zoo_coverage.md"))
+    args = ap.parse_args()
+    if args.tfmot_side:
+        return tfmot_main(args.families, args.tfmot_out)
+    if args.collect:
+        return collect(args, args.collect)
+    t0 = time.perf_counter()
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="zoo_coverage_")
+    print(f"partial results in {folder} (see --collect)", file=sys.stderr)
+    tfmot_proc = None
+    if not args.no_tfmot:
+        import concurrent.futures
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        tfmot_proc = pool.submit(run_tfmot, args.families, folder)
+    import keras
+    import tensorflow as tf
+    versions = f"TF {tf.__version__}, Keras {keras.__version__}"
+    columns = [c for c, _ in OPERATIONS]
+    rows = {}
+    if args.jobs > 1:
+        done = run_jobs(args.families, args.jobs, folder)
+        rows = {f: done[f] for f in args.families if f in done}
+    for family in args.families:   # written after each family
+        if family not in rows:
+            rows.update(run_tfcompress([family]))
+        write(args, rows, columns, versions, time.perf_counter() - t0)
+    if tfmot_proc is not None:
+        tfmot_version, tfmot_rows = tfmot_proc.result()
+        versions += f", tfmot {tfmot_version} (tf_keras)"
+        columns += [c for c, _ in TFMOT_OPERATIONS]
+        for family in rows:
+            rows[family].update(tfmot_rows.get(family, {}))
+    print(write(args, rows, columns, versions, time.perf_counter() - t0))
+
+
+def run_jobs(families, jobs, folder):
+    """Runs the tfcompress columns in ``jobs`` subprocesses writing to
+    ``folder``; returns the rows of the families they finished."""
+    procs = []
+    for i in range(jobs):
+        part = families[i::jobs]
+        if not part:
+            continue
+        out = os.path.join(folder, f"part{i}")
+        procs.append((out, subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--no-tfmot",
+             "--families", *part, "--out", out, "--docs", out + "_doc.md"])))
+    rows = {}
+    for out, proc in procs:
+        proc.wait()
+        if os.path.exists(out + ".json"):
+            with open(out + ".json") as f:
+                rows.update(json.load(f)["rows"])
+    return rows
+
+
+def write(args, rows, columns, versions, seconds):
+    from tfcompress.utils.atomic import atomic_write_text
+    atomic_write_text(args.out + ".json", json.dumps(
+        {"command": COMMAND, "versions": versions, "seconds": seconds,
+         "columns": columns, "rows": rows}, indent=1) + "\n")
+    text = markdown(rows, columns, versions, seconds)
+    atomic_write_text(args.out + ".md", text)
+    atomic_write_text(args.docs, text)
+    return text
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Pruning, clustering and channel pruning on every keras.applications
+family, at its smallest configuration (tfcompress.utils.zoo).
+
+Each test builds its family once, then: magnitude pruning to 50% (every
+pruned kernel reaches it), clustering to 8 values (every clustered kernel
+keeps at most 8), channel pruning + shrink (same outputs as the masked
+model, same output shape, fewer parameters). Training is one eager step on
+random data: tracing a whole zoo model's train step costs more than it.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import cluster, prune
+from tfcompress.utils.layer_map import iter_layers
+from tfcompress.utils.zoo import build
+
+SPARSITY = 0.5
+CLUSTERS = 8
+# families taking more than ~20 s here
+HEAVY = {"ResNet50", "ResNet50V2", "DenseNet121", "InceptionResNetV2",
+         "NASNetMobile", "VGG16", "ConvNeXtTiny", "EfficientNetV2B0",
+         "InceptionV3", "Xception"}
+FAMILIES = ["MobileNet", "MobileNetV2", "MobileNetV3Small",
+            "MobileNetV3Small_nopre", "MobileNetV3Large",
+            "MobileNetV3Large_nopre", "EfficientNetB0", "EfficientNetV2B0",
+            "ResNet50", "ResNet50V2", "DenseNet121", "Xception",
+            "InceptionV3", "InceptionResNetV2", "NASNetMobile", "VGG16",
+            "ConvNeXtTiny"]
+
+
+def _data(model, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((2,) + tuple(model.input_shape[1:]), dtype=np.float32)
+    return x * 255.0, rng.integers(0, 10, 2)
+
+
+def _one_step(model, callbacks=()):
+    x, y = _data(model)
+    model.compile(keras.optimizers.SGD(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True), run_eagerly=True)
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0,
+              callbacks=list(callbacks))
+
+
+def _kernels(model, names):
+    layers = {l.name: l for l in iter_layers(model)}
+    return {n: np.asarray(prune.get_prunable_weights(layers[n])[0])
+            for n in names}
+
+
+def _check_prune(model):
+    pruned = prune.prune_low_magnitude(
+        model, prune.ConstantSparsity(SPARSITY, 0, frequency=1))
+    wrapped = [l.layer for l in iter_layers(pruned)
+               if isinstance(l, prune.PruneLowMagnitude)]
+    assert wrapped
+    assert not any(isinstance(l, keras.layers.DepthwiseConv2D)
+                   for l in wrapped)
+    _one_step(pruned, [prune.UpdatePruningStep()])
+    plain = prune.strip_pruning(pruned)
+    assert not prune.is_pruned(plain)
+    for name, k in _kernels(plain, [l.name for l in wrapped]).items():
+        assert np.mean(k == 0) >= SPARSITY - 1.0 / k.size, name
+
+
+def _check_cluster(model):
+    clustered = cluster.cluster_weights(model, CLUSTERS)
+    names = [l.layer.name for l in iter_layers(clustered)
+             if isinstance(l, cluster.ClusterWeights)]
+    assert names
+    _one_step(clustered)
+    plain = cluster.strip_clustering(clustered)
+    for name, k in _kernels(plain, names).items():
+        assert np.unique(k).size <= CLUSTERS, name
+
+
+def _check_channels(model):
+    spaces = prune.channel_spaces(model)
+    assert any(s.prunable for s in spaces)
+    for s in spaces:
+        assert s.prunable or s.frozen      # every frozen space says why
+    before = model.count_params()
+    _one_step(model, [prune.ChannelPruning(
+        prune.ConstantSparsity(SPARSITY, 0))])
+    small = prune.shrink(model)
+    x, _ = _data(model, seed=1)
+    masked = model.predict(x, verbose=0)
+    shrunk = small.predict(x, verbose=0)
+    assert shrunk.shape == masked.shape
+    np.testing.assert_allclose(shrunk, masked, rtol=1e-4,
+                               atol=1e-4 * np.abs(masked).max())
+    assert small.count_params() < before
+
+
+def _check_family(family):
+    keras.utils.set_random_seed(0)
+    model = build(family)           # built once; prune/cluster copy it
+    _check_prune(model)
+    _check_cluster(model)
+    _check_channels(model)          # last: it zeroes the model's channels
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in HEAVY])
+def test_family_prunes_clusters_and_shrinks(family):
+    _check_family(family)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f in HEAVY])
+def test_heavy_family_prunes_clusters_and_shrinks(family):
+    _check_family(family)
+
+
+def test_squeeze_excitation_gates_ride_along():
+    """MobileNetV3's SE gates (conv -> x + 3 -> relu6 -> x / 6) lose the
+    channels of the tensor they multiply instead of freezing it."""
+    spaces = prune.channel_spaces(build("MobileNetV3Small"))
+    gated = [s for s in spaces if s.passengers]
+    assert len(gated) == 9 and all(s.prunable for s in gated)
+    assert all(p.name.endswith("squeeze_excite_conv_1")
+               for s in gated for p in s.passengers)

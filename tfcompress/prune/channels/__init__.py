@@ -1,0 +1,25 @@
+"""Channel (structured) pruning: channel graph, ranking, shrink.
+
+- :mod:`~tfcompress.prune.channels.graph`: which channels must be pruned
+  together (:func:`channel_spaces`) and why some cannot.
+- :mod:`~tfcompress.prune.channels.ranking`: the :class:`ChannelPruning`
+  callback zeroing the weakest channels during training.
+- :mod:`~tfcompress.prune.channels.shrink`: :func:`shrink` rebuilds the
+  model without the zeroed channels.
+
+>>> from tfcompress.models import mobilenet_small
+>>> spaces = channel_spaces(mobilenet_small())
+>>> sum(s.prunable for s in spaces), len(spaces)
+(4, 5)
+"""
+
+from tfcompress.prune.channels.graph import (ChannelSpace, channel_spaces,
+                                             frozen_reasons)
+from tfcompress.prune.channels.ranking import (ChannelPruning,
+                                               channel_scores, zero_channels)
+from tfcompress.prune.channels.shrink import (count_macs, dead_channels,
+                                              shrink)
+
+__all__ = ["ChannelPruning", "ChannelSpace", "channel_scores",
+           "channel_spaces", "count_macs", "dead_channels",
+           "frozen_reasons", "shrink", "zero_channels"]

@@ -1,0 +1,130 @@
+"""Structured (channel) pruning: zero whole channels during training.
+
+``ChannelPruning`` is a ``model.fit`` callback driven by the same schedules
+as unstructured pruning. On the schedule's update steps it ranks the output
+channels of each channel space (see :mod:`tfcompress.prune.channels.graph`)
+by the L1 or L2 norm of the producers' weights and zeros the weakest:
+producer kernels and biases, and the matching BatchNormalization gamma/beta
+and depthwise channels, so the channel carries exact zeros to its
+consumers. After every batch the zeros are re-applied.
+:func:`tfcompress.prune.shrink` then removes those channels for real, so
+the model gets smaller and faster on any runtime.
+
+>>> from tfcompress.prune import ChannelPruning, ConstantSparsity
+>>> cb = ChannelPruning(ConstantSparsity(0.5, begin_step=0))
+>>> # model.fit(x, y, callbacks=[cb]); small = tfcompress.prune.shrink(model)
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers as L
+
+from tfcompress.errors import InputError
+from tfcompress.prune import schedules
+from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+
+
+def channel_scores(space, norm="l1"):
+    """Importance of each channel of ``space``: summed producer norms."""
+    score = np.zeros(space.channels, np.float64)
+    for layer in space.producers:
+        k = np.asarray(output_kernel(layer)).reshape(-1, space.channels)
+        if norm == "l1":
+            score += np.abs(k).sum(axis=0)
+        elif norm == "l2":
+            score += np.sqrt((k.astype(np.float64) ** 2).sum(axis=0))
+        else:
+            raise InputError(f"norm must be 'l1' or 'l2', got {norm!r}")
+    return score
+
+
+def zero_channels(space, keep):
+    """Zeros channels where ``keep`` is 0 along the whole space (producers
+    and the per-channel layers on its path; passengers are left alone:
+    their channels are multiplied by zeros)."""
+    m = keep.astype(np.float32)
+    for layer in space.producers:
+        kernel = output_kernel(layer)
+        kernel.assign(np.asarray(kernel) * m)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(np.asarray(layer.bias) * m)
+    for layer, offset in space.iter_followers():
+        # the follower may carry more channels (after a Concatenate)
+        depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D))
+        total = (int(layer.kernel.shape[-2]) if depthwise
+                 else int(layer.moving_mean.shape[0]))
+        full = np.ones(total, np.float32)
+        full[offset:offset + len(m)] = m
+        if isinstance(layer, L.BatchNormalization):
+            for v in (layer.gamma, layer.beta):
+                if v is not None:
+                    v.assign(np.asarray(v) * full)
+        elif depthwise:
+            layer.kernel.assign(np.asarray(layer.kernel) *
+                                full.reshape(-1, 1))
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.assign(np.asarray(layer.bias) * full)
+
+
+class ChannelPruning(keras.callbacks.Callback):
+    """Zeros the weakest whole channels on a pruning schedule.
+
+    Args:
+      pruning_schedule: a :class:`PruningSchedule`; its sparsity is the
+        fraction of channels removed in each channel space.
+      norm: ``"l1"`` or ``"l2"`` channel ranking.
+      exclude: names of producer layers whose channels are kept.
+      initial_step: the step to start from (to resume a run).
+    """
+
+    def __init__(self, pruning_schedule, norm="l1", exclude=(),
+                 initial_step=0):
+        super().__init__()
+        if norm not in ("l1", "l2"):
+            raise InputError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        self.pruning_schedule = schedules.deserialize(pruning_schedule)
+        self.norm = norm
+        self.exclude = set(exclude)
+        self.step = int(initial_step)
+        self.spaces = []
+        self.keeps = {}
+
+    def on_train_begin(self, logs=None):
+        self.spaces = [s for s in channel_spaces(self.model) if s.prunable
+                       and not (set(s.names()) & self.exclude)]
+        if not self.spaces:
+            raise InputError(
+                "ChannelPruning: no channel of this model can be pruned; "
+                "see tfcompress.prune.channel_spaces(model) for why each "
+                "space is frozen")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.pruning_schedule.should_update(self.step):
+            return
+        import tensorflow as tf
+        sparsity = float(self.pruning_schedule(
+            tf.constant(self.step, tf.int64))[1])
+        for i, space in enumerate(self.spaces):
+            n_remove = min(int(np.floor(space.channels * sparsity)),
+                           space.channels - 1)
+            keep = np.ones(space.channels, np.float32)
+            if n_remove > 0:
+                order = np.argsort(channel_scores(space, self.norm),
+                                   kind="stable")
+                keep[order[:n_remove]] = 0
+            self.keeps[i] = keep
+            zero_channels(space, keep)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for i, keep in self.keeps.items():
+            zero_channels(self.spaces[i], keep)
+        self.step += 1
+
+    def summary(self):
+        """Rows: producers, channels, kept channels per space."""
+        return [{"producers": s.names(), "channels": s.channels,
+                 "kept": int(self.keeps.get(i, np.ones(1)).sum())
+                 if i in self.keeps else s.channels}
+                for i, s in enumerate(self.spaces)]

@@ -1,0 +1,197 @@
+"""``shrink``: physically remove zeroed channels from a Keras model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers as L
+
+from tfcompress.errors import InputError
+from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+from tfcompress.utils.layer_map import is_container
+
+SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+
+
+def dead_channels(space) -> np.ndarray:
+    """Bool mask of channels that carry exact zeros through ``space``.
+
+    A channel is dead when every producer's kernel and bias are zero for
+    it, every BatchNormalization on the path has gamma = beta = 0 for it
+    and every depthwise convolution on the path has bias 0 for it.
+    """
+    dead = np.ones(space.channels, bool)
+    for layer in space.producers:
+        k = np.asarray(output_kernel(layer)).reshape(-1, space.channels)
+        dead &= np.all(k == 0, axis=0)
+        if getattr(layer, "bias", None) is not None:
+            dead &= np.asarray(layer.bias) == 0
+    for layer, offset in space.iter_followers():
+        window = slice(offset, offset + space.channels)
+        if isinstance(layer, L.BatchNormalization):
+            for v in (layer.gamma, layer.beta):
+                if v is not None:
+                    dead &= np.asarray(v)[window] == 0
+            if layer.beta is None and layer.gamma is None:
+                dead &= False
+        elif getattr(layer, "bias", None) is not None:
+            dead &= np.asarray(layer.bias)[window] == 0
+    return dead
+
+
+class _Plan:
+    """Which channels each layer keeps or drops."""
+
+    def __init__(self):
+        self.out_keep = {}      # producer name -> kept output channels
+        self.flat_keep = {}     # Dense after Flatten -> (keep, channels)
+        self.in_drop = {}       # consumer name -> dropped input channels
+        self.follow_drop = {}   # per-channel layer -> dropped channels
+        self.reshape_drop = {}  # Reshape name -> number of channels dropped
+
+    def add(self, space, dead):
+        if dead.all():
+            dead = dead.copy()
+            dead[np.argmax(dead)] = False   # keep one channel: shapes > 0
+        keep = np.flatnonzero(~dead)
+        drop = np.flatnonzero(dead)
+        for layer in space.producers + space.passengers:
+            self.out_keep[layer.name] = keep
+        for layer, offset in space.iter_followers():
+            self.follow_drop.setdefault(layer.name, []).extend(drop + offset)
+        for layer in space.passenger_followers:
+            self.follow_drop.setdefault(layer.name, []).extend(drop)
+        for layer in space.reshapes:
+            self.reshape_drop[layer.name] = \
+                self.reshape_drop.get(layer.name, 0) + len(drop)
+        for layer, kind, offset in space.consumers:
+            if kind == "flatten_dense":
+                self.flat_keep[layer.name] = (keep, space.channels)
+            else:
+                self.in_drop.setdefault(layer.name, []).extend(drop + offset)
+
+    def config(self, entry):
+        """Edits one layer entry of the model config in place."""
+        entry.pop("build_config", None)   # input shapes change
+        cfg = entry["config"]
+        name = cfg.get("name")
+        if name in self.out_keep:
+            key = "units" if "units" in cfg else "filters"
+            cfg[key] = int(len(self.out_keep[name]))
+        if name in self.reshape_drop:
+            shape = list(cfg["target_shape"])
+            shape[-1] -= self.reshape_drop[name]
+            cfg["target_shape"] = shape
+
+    def weights(self, layer):
+        """``layer``'s weights with the planned channels removed."""
+        weights = [np.asarray(w) for w in layer.get_weights()]
+        name = layer.name
+        if isinstance(layer, SEPARABLE):
+            depthwise, pointwise = weights[0], weights[1]
+            if name in self.in_drop:
+                drop = np.asarray(self.in_drop[name])
+                mult = depthwise.shape[-1]
+                depthwise = np.delete(depthwise, drop, axis=-2)
+                rows = (drop[:, None] * mult + np.arange(mult)).ravel()
+                pointwise = np.delete(pointwise, rows, axis=-2)
+            if name in self.out_keep:
+                pointwise = pointwise[..., self.out_keep[name]]
+                weights[2:] = [w[self.out_keep[name]] for w in weights[2:]]
+            weights[0], weights[1] = depthwise, pointwise
+        elif isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D)):
+            kernel = weights[0]
+            if name in self.in_drop:
+                axis = 0 if isinstance(layer, L.Dense) else -2
+                kernel = np.delete(kernel, self.in_drop[name], axis=axis)
+            if name in self.flat_keep:
+                keep, channels = self.flat_keep[name]
+                units = kernel.shape[-1]
+                kernel = kernel.reshape(-1, channels, units)[:, keep, :]
+                kernel = kernel.reshape(-1, units)
+            if name in self.out_keep:
+                kernel = kernel[..., self.out_keep[name]]
+                weights[1:] = [w[self.out_keep[name]] for w in weights[1:]]
+            weights[0] = kernel
+        elif name in self.follow_drop:
+            drop = self.follow_drop[name]
+            if isinstance(layer, DEPTHWISE):
+                weights[0] = np.delete(weights[0], drop, axis=-2)
+                weights[1:] = [np.delete(w, drop) for w in weights[1:]]
+            else:
+                weights = [np.delete(w, drop) for w in weights]
+        return weights
+
+
+def shrink(model):
+    """Returns a smaller model without the channels pruning zeroed.
+
+    Works on Sequential and Functional models (Conv1D/Conv2D/Dense/
+    SeparableConv producers; BatchNormalization, DepthwiseConv,
+    activations, pooling, padding, Reshape keeping the channel axis, Add,
+    squeeze-excitation Multiply and channel-axis Concatenate on the path;
+    Conv/Dense/SeparableConv or Flatten->Dense consumers). Outputs equal
+    the input model's to float tolerance.
+
+    Raises:
+      InputError: when zeroed channels cannot be removed (the message
+        names the layers and the reason), or the model is subclassed.
+
+    >>> from tfcompress.models import lenet_300_100
+    >>> m = lenet_300_100()
+    >>> k = m.get_layer("fc1").kernel
+    >>> _ = k.assign(k.numpy() * ([0.0] * 150 + [1.0] * 150))
+    >>> _ = m.get_layer("fc1").bias.assign([0.0] * 300)
+    >>> shrink(m).get_layer("fc1").units
+    150
+    """
+    if not isinstance(model, keras.Model) or not is_container(model):
+        raise InputError("shrink takes a Sequential or Functional model; "
+                         "rebuild a subclassed model as Functional first")
+    plan = _Plan()
+    for space in channel_spaces(model):
+        dead = dead_channels(space)
+        if not dead.any():
+            continue
+        if space.frozen or not space.producers:
+            raise InputError(
+                f"cannot shrink: channels of {space.names()} are zeroed but "
+                f"cannot be removed ({space.frozen}); exclude these layers "
+                "from channel pruning")
+        plan.add(space, dead)
+    config = model.get_config()
+    for entry in config["layers"]:
+        plan.config(entry)
+    new = model.__class__.from_config(config)
+    for old_layer in model.layers:
+        if old_layer.weights:
+            new.get_layer(old_layer.name).set_weights(
+                plan.weights(old_layer))
+    return new
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass (Conv, Dense, Depthwise,
+    SeparableConv).
+
+    >>> from tfcompress.models import lenet_300_100
+    >>> count_macs(lenet_300_100())
+    266200
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+            continue
+        if not isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D,
+                                  L.DepthwiseConv2D) + SEPARABLE):
+            continue
+        out = layer.output.shape
+        spatial = int(np.prod(out[1:-1])) if len(out) > 2 else 1
+        if isinstance(layer, SEPARABLE):
+            kernels = (layer.depthwise_kernel, layer.pointwise_kernel)
+            total += spatial * sum(int(np.prod(k.shape)) for k in kernels)
+        else:
+            total += spatial * int(np.prod(layer.kernel.shape))
+    return int(total)

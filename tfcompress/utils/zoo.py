@@ -1,0 +1,57 @@
+"""The ``keras.applications`` families at their smallest configuration.
+
+Used by the zoo tests and the coverage table (benchmarks/zoo_coverage.py):
+``weights=None``, 10 classes, logits out, the smallest width multiplier a
+family has and the smallest input it accepts.
+
+>>> sorted(FAMILIES)[:3]
+['ConvNeXtTiny', 'DenseNet121', 'EfficientNetB0']
+>>> build("MobileNetV2").input_shape
+(None, 32, 32, 3)
+"""
+
+from __future__ import annotations
+
+import keras
+
+COMMON = dict(weights=None, classes=10, classifier_activation=None)
+
+# family -> (keras.applications name, input side, extra arguments)
+FAMILIES = {
+    "MobileNet": ("MobileNet", 32, dict(alpha=0.25)),
+    "MobileNetV2": ("MobileNetV2", 32, dict(alpha=0.35)),
+    "MobileNetV3Small": ("MobileNetV3Small", 32, dict(alpha=0.35)),
+    "MobileNetV3Small_nopre": ("MobileNetV3Small", 32, dict(
+        alpha=0.35, include_preprocessing=False)),
+    "MobileNetV3Large": ("MobileNetV3Large", 32, dict(alpha=0.35)),
+    "MobileNetV3Large_nopre": ("MobileNetV3Large", 32, dict(
+        alpha=0.35, include_preprocessing=False)),
+    "EfficientNetB0": ("EfficientNetB0", 32, {}),
+    "EfficientNetV2B0": ("EfficientNetV2B0", 32, {}),
+    "ResNet50": ("ResNet50", 32, {}),
+    "ResNet50V2": ("ResNet50V2", 32, {}),
+    "DenseNet121": ("DenseNet121", 32, {}),
+    "Xception": ("Xception", 71, {}),
+    "InceptionV3": ("InceptionV3", 75, {}),
+    "InceptionResNetV2": ("InceptionResNetV2", 75, {}),
+    "NASNetMobile": ("NASNetMobile", 32, {}),
+    "VGG16": ("VGG16", 32, {}),
+    "ConvNeXtTiny": ("ConvNeXtTiny", 32, {}),
+}
+
+
+def build(family: str, keras_module=None):
+    """The model of ``family`` (a key of :data:`FAMILIES`), untrained.
+
+    ``keras_module``: ``keras`` (default) or ``tf_keras``.
+    """
+    module = keras_module or keras
+    name, side, extra = FAMILIES[family]
+    builder = getattr(module.applications, name)
+    kwargs = dict(COMMON, input_shape=(side, side, 3), **extra)
+    if keras_module is not None and keras_module is not keras:
+        # tf_keras's MobileNetV3 and ConvNeXt predate some arguments
+        import inspect
+        params = inspect.signature(builder).parameters
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return builder(**kwargs)

@@ -10,7 +10,7 @@
 >>> from tfcompress.models import mobilenet_small
 >>> spaces = channel_spaces(mobilenet_small())
 >>> sum(s.prunable for s in spaces), len(spaces)
-(4, 5)
+(3, 4)
 """
 
 from tfcompress.prune.channels.graph import (ChannelSpace, channel_spaces,

@@ -568,16 +568,20 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
     for _, res in timed:
         res.pop("path")
-    for row in results.values():
-        if "paths" in row:
-            finish(row)
-    table = markdown(results, args)
     args_out = {k: v for k, v in vars(args).items()
                 if k not in ("tfmot_side", "out")}
     common.save(args.name, {"args": args_out, "models": results,
                             "timing_seconds": timing_s,
                             "total_seconds": round(time.perf_counter() - t0,
                                                    1)})
+    for row in results.values():
+        if "paths" in row:
+            finish(row)
+    common.save(args.name, {"args": args_out, "models": results,
+                            "timing_seconds": timing_s,
+                            "total_seconds": round(time.perf_counter() - t0,
+                                                   1)})
+    table = markdown(results, args)
     common.save_markdown(args.name, table)
     print(table)
     return results

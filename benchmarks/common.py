@@ -107,3 +107,14 @@ def save(name, payload):
     print(json.dumps(payload, indent=2, default=str))
     print(f"wrote {path}")
     return path
+
+
+def save_markdown(name, text):
+    """Writes ``benchmarks/results/<name>.md`` atomically."""
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
+    return path

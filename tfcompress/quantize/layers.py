@@ -95,7 +95,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                  weight_bits=8, activation_bits=8, per_channel=True,
                  preserve_sparsity=False, ema_decay=0.999,
                  quantize_output=True, preserve_clusters=False,
-                 cluster_count=None, **kwargs):
+                 cluster_count=None, input_scale=None, input_offset=None,
+                 output_scale=1.0, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -121,6 +122,14 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         self.quantize_output = bool(quantize_output)
         self._act = _activation_fn(activation)
         self.mask = None
+        # a Rescaling/Normalization before a Conv2D folded into its kernel
+        # (scale, per input channel) and bias (offset)
+        self.input_scale = (None if input_scale is None else
+                            [float(v) for v in input_scale])
+        self.input_offset = (None if input_offset is None else
+                             [float(v) for v in input_offset])
+        # a constant factor on the output folded into kernel and bias
+        self.output_scale = float(output_scale)
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -185,6 +194,13 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             initializer=keras.initializers.Constant(idx), trainable=False)
 
     def _folded(self):
+        kernel, bias = self._folded_batchnorm()
+        if self.output_scale != 1.0:
+            kernel = kernel * self.output_scale
+            bias = None if bias is None else bias * self.output_scale
+        return kernel, bias
+
+    def _folded_batchnorm(self):
         layer, bn = self.layer, self.batchnorm
         kernel = _main_kernel(layer)
         if self.cluster_centroids is not None:
@@ -194,6 +210,15 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         if self.mask is not None:
             kernel = kernel * self.mask
         bias = layer.bias if layer.use_bias else None
+        if self.input_offset is not None and any(self.input_offset):
+            # conv(x * s + o, K) = conv(x, K * s) + sum(K * o): exact with
+            # 'valid' padding only (the transform checks)
+            extra = tf.reduce_sum(kernel * tf.reshape(
+                tf.constant(self.input_offset), (1, 1, -1, 1)), (0, 1, 2))
+            bias = extra if bias is None else bias + extra
+        if self.input_scale is not None:
+            kernel = kernel * tf.reshape(tf.constant(self.input_scale),
+                                         (1, 1, -1, 1))
         if bn is None:
             return kernel, bias
         scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
@@ -277,7 +302,10 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             "preserve_clusters": self.preserve_clusters,
             "cluster_count": self.cluster_count,
             "ema_decay": self.ema_decay,
-            "quantize_output": self.quantize_output})
+            "quantize_output": self.quantize_output,
+            "input_scale": self.input_scale,
+            "input_offset": self.input_offset,
+            "output_scale": self.output_scale})
         return config
 
     @classmethod

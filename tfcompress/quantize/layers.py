@@ -96,7 +96,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                  preserve_sparsity=False, ema_decay=0.999,
                  quantize_output=True, preserve_clusters=False,
                  cluster_count=None, input_scale=None, input_offset=None,
-                 output_scale=1.0, **kwargs):
+                 output_scale=1.0, output_shift=0.0, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -130,6 +130,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                              [float(v) for v in input_offset])
         # a constant factor on the output folded into kernel and bias
         self.output_scale = float(output_scale)
+        self.output_shift = float(output_shift)
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -198,6 +199,9 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         if self.output_scale != 1.0:
             kernel = kernel * self.output_scale
             bias = None if bias is None else bias * self.output_scale
+        if self.output_shift:
+            bias = tf.constant(self.output_shift) if bias is None else \
+                bias + self.output_shift
         return kernel, bias
 
     def _folded_batchnorm(self):
@@ -305,7 +309,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             "quantize_output": self.quantize_output,
             "input_scale": self.input_scale,
             "input_offset": self.input_offset,
-            "output_scale": self.output_scale})
+            "output_scale": self.output_scale,
+            "output_shift": self.output_shift})
         return config
 
     @classmethod

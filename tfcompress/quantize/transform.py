@@ -60,6 +60,23 @@ def _fusable_activation(layer):
     return None
 
 
+def _folds_constant(layer):
+    return isinstance(layer, ConstantArithmetic) and (
+        layer.op in ("add", "multiply") or layer.tensor_first)
+
+
+def _compose(layer, scale, shift):
+    """``(scale, shift)`` of ``layer(y * scale + shift)``."""
+    c = layer.constant
+    if layer.op == "add":
+        return scale, shift + c
+    if layer.op == "subtract":
+        return scale, shift - c
+    if layer.op == "multiply":
+        return scale * c, shift * c
+    return scale / c, shift / c
+
+
 def quantize_graph(model, scheme, report):
     """Returns the QAT version of ``model``; fills ``report`` per layer."""
     if not is_container(model):
@@ -206,6 +223,14 @@ def quantize_graph(model, scheme, report):
                 bn = nxt
                 fused.append(bn.name)
                 nxt = sole_consumer(bn.name)
+            # x * c or x + c right after the op: TFLite folds the constant
+            # into kernel and bias, so QAT does too
+            output_scale, output_shift = 1.0, 0.0
+            while act_inside == "linear" and _folds_constant(nxt):
+                output_scale, output_shift = _compose(
+                    nxt, output_scale, output_shift)
+                fused.append(nxt.name)
+                nxt = sole_consumer(nxt.name)
             if act_inside == "linear" and nxt is not None and \
                     _fusable_activation(nxt):
                 act = _fusable_activation(nxt)
@@ -214,14 +239,14 @@ def quantize_graph(model, scheme, report):
             # activation (softmax, sigmoid, tanh, ...) is an op of its own
             # with its own output scale, so it is split off here.
             split_act = act_inside not in ("linear",) + FUSABLE_ACTIVATIONS
-            output_scale = 1.0
             if act_inside == "linear" and act is None and \
                     nxt is not None and zoo_layers.is_scaled_sum(nxt) and \
                     parents_of[nxt.name][1:] == [fused[-1]] and \
                     parents_of[nxt.name][0] != fused[-1]:
                 # InceptionResNetV2: x + conv(..) * scale, with the scale in
                 # the kernel (TFLite folds it so)
-                output_scale = float(nxt.scale)
+                output_scale *= float(nxt.scale)
+                output_shift *= float(nxt.scale)
                 prescaled.add(fused[-1])
             core = (copy_layer(layer, activation="linear") if split_act
                     else copy_layer(layer))
@@ -238,7 +263,8 @@ def quantize_graph(model, scheme, report):
                                            else folded_input[1]),
                               input_offset=(None if folded_input is None
                                             else folded_input[2]),
-                              output_scale=output_scale, **kw)
+                              output_scale=output_scale,
+                              output_shift=output_shift, **kw)
             out = q(x)
             if split_act:
                 out = QuantizeOutput(
@@ -310,7 +336,9 @@ def quantize_graph(model, scheme, report):
                            "quantized": "pass-through (keeps scale)"})
             continue
         if isinstance(layer, KEPT_FLOAT) or zoo_layers.is_kept_float(layer):
-            tensors[name] = copy_layer(layer)(x)
+            kept = copy_layer(layer)
+            kept._tfcompress_kept_float = True   # listed by summary()
+            tensors[name] = kept(x)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": "FLOAT (TFLite has no int8 kernel)"})
             continue

@@ -216,3 +216,31 @@ def try_ptq_convert(model, x=None, samples=200, strict=True, seed=0):
     status = _conversion_status(result, error, start)
     status["stage"] = "convert"
     return status
+
+
+def main(argv=None):
+    """``python -m tfcompress.quantize.zoo OUT.jsonl FAMILY[:nopre] ...``:
+    QAT and PTQ status of each family, one JSON line per conversion."""
+    import json
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 1:
+        print(main.__doc__)
+        return 2
+    out, families = argv[0], argv[1:] or list(FAMILIES)
+    for spec in families:
+        family, _, pre = spec.partition(":")
+        include = {"": None, "pre": True, "nopre": False}[pre]
+        for kind, fn in (("qat", try_qat_convert), ("ptq", try_ptq_convert)):
+            status = fn(build_zoo_model(family, include), samples=200)
+            status.update(family=family, include_preprocessing=include,
+                          kind=kind)
+            line = json.dumps(status)
+            with open(out, "a") as f:
+                f.write(line + "\n")
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

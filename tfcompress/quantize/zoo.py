@@ -44,13 +44,17 @@ RAW_PIXELS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
               "EfficientNetV2B0", "ConvNeXtTiny")
 
 
-def build_zoo_model(family, include_preprocessing=None, seed=0):
+def build_zoo_model(family, include_preprocessing=None, seed=0,
+                    calibrate=True):
     """``keras.applications.<family>`` at its smallest configuration:
     ``weights=None``, ``classes=10``, ``classifier_activation=None``, the
     smallest width multiplier and input side the family accepts.
 
     ``include_preprocessing``: for the families that take it (MobileNetV3,
     EfficientNetV2, ConvNeXt); None keeps Keras' default (True).
+    ``calibrate``: set the BatchNormalization statistics from 32 random
+    inputs (:func:`calibrate_batchnorm`); random-init models otherwise
+    give logits near 0, which say little about agreement.
     """
     import keras
     if family not in FAMILIES:
@@ -63,9 +67,31 @@ def build_zoo_model(family, include_preprocessing=None, seed=0):
             raise ValueError(f"{family} has no include_preprocessing")
         kwargs["include_preprocessing"] = include_preprocessing
     keras.utils.set_random_seed(seed)
-    return getattr(keras.applications, name)(
+    model = getattr(keras.applications, name)(
         weights=None, classes=10, classifier_activation=None,
         input_shape=(side, side, 3), **kwargs)
+    if calibrate:
+        calibrate_batchnorm(model, zoo_inputs(
+            model, 32, seed + 1, has_input_scaling(model)))
+    return model
+
+
+def calibrate_batchnorm(model, x):
+    """Sets every BatchNormalization's moving statistics to those of ``x``
+    (one forward pass with momentum 0), so an untrained model's activations
+    stay normalized and its logits are not vanishingly small."""
+    import keras
+    from tfcompress.utils.layer_map import iter_layers
+    bns = [l for l in iter_layers(model)
+           if isinstance(l, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    try:
+        model(x, training=True)
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
 
 
 def zoo_inputs(model, n, seed=0, raw_pixels=True):
@@ -196,7 +222,7 @@ def output_step(qat):
     if not rows:
         return None
     lo, hi = rows[-1]["output_range"]
-    return (hi - lo) / 255.0
+    return (hi - lo) / 255.0 or None
 
 
 def try_ptq_convert(model, x=None, samples=200, strict=True, seed=0):

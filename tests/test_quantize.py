@@ -349,7 +349,7 @@ def _squeeze_excite(i):
     x = L.Multiply()([x, s])
     x = L.ReLU()(L.Add()([x, L.Conv2D(8, 1)(x)]))
     x = L.Activation("swish")(x)
-    x = L.Dropout(0.2)(L.Activation("linear")(x))
+    x = L.Dropout(0.2)(L.Activation("linear", name="linear_act")(x))
     return L.Dense(4)(L.GlobalAveragePooling2D()(x))
 
 
@@ -362,7 +362,7 @@ def test_keras_ops_in_functional_graph_become_layers_and_convert():
     assert [r["folded"] for r in q.quantize_report
             if "add" in r.get("folded", [])] == [["add", "re_lu_1"]]
     assert kinds["multiply"]["type"] == "ConstantArithmetic"
-    assert kinds["activation_2"]["quantized"].startswith("identity")
+    assert kinds["linear_act"]["quantized"].startswith("identity")
     x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(
         "float32")
     q, r = _qat_and_convert(m, x)
@@ -423,3 +423,33 @@ def test_layer_scale_kept_float_named_in_summary_and_by_strict_convert():
         convert(q, "int8", strict=True)
     r = convert(q, "int8", strict=False)
     assert any(f["op"] == "MUL" for f in r.fallback_ops)
+
+
+def _efficientnet_squeeze_excite(i):
+    """EfficientNet's block: swish, SE as GAP -> Reshape -> Conv(swish) ->
+    Conv(sigmoid) -> Multiply with the feature map."""
+    x = L.Conv2D(16, 3, padding="same", use_bias=False)(i)
+    x = L.Activation("swish")(L.BatchNormalization()(x))
+    s = L.Reshape((1, 1, 16))(L.GlobalAveragePooling2D()(x))
+    s = L.Conv2D(4, 1, activation="swish")(s)
+    s = L.Conv2D(16, 1, activation="sigmoid", name="expand")(s)
+    x = L.Conv2D(8, 1)(L.Multiply()([x, s]))
+    return L.Dense(10)(L.GlobalAveragePooling2D()(x))
+
+
+def test_sigmoid_range_is_tflite_fixed_scale_so_se_block_adds_no_ops():
+    # TFLite's int8 LOGISTIC writes scale 1/256, zero point -128; a QAT
+    # range [0, 1] (step 1/255) made the converter requantize after it
+    m = _model(_efficientnet_squeeze_excite, (8, 8, 3))
+    q = quantize.quantize_model(m)
+    lo, hi = [r["output_range"] for r in quantize.summary(q, print_fn=None)
+              if r["layer"] == "quant_expand_sigmoid"][0]
+    assert (lo, hi) == (0.0, pytest.approx(255 / 256, abs=1e-5))
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8, 8, 3)).astype(
+        "float32")
+    q, r = _qat_and_convert(m, x)
+    ptq = convert(m, "int8", representative_data=x)
+    assert _hist(r) == _hist(ptq)
+    assert _hist(r)["QUANTIZE"] == 1
+    chk = r.report["numerical_check"]
+    assert chk["max_abs_error"] <= 2 * output_step_of(q) + 1e-6, chk

@@ -385,7 +385,21 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
     """Runs a weightless layer (Add, pooling, activation, ...) or nothing
     (``layer=None``: the model input), then fake-quantizes its output."""
 
-    FIXED = {"softmax": (0.0, 1.0), "sigmoid": (0.0, 1.0)}
+    # TFLite's int8 LOGISTIC and SOFTMAX write a fixed output scale of
+    # 1/256 (zero point -128): the range [0, 255/256], not [0, 1] (whose
+    # 1/255 step would make the converter add a requantizing op).
+    FIXED_UNIT = ("softmax", "sigmoid")
+
+    @classmethod
+    def fixed_range_for(cls, activation, bits=8):
+        """The fixed output range TFLite gives ``activation``, or None.
+
+        >>> QuantizeOutput.fixed_range_for("sigmoid")
+        (0.0, 0.99609375)
+        """
+        if activation not in cls.FIXED_UNIT:
+            return None
+        return (0.0, 1.0 - 2.0 ** -int(bits))
 
     def __init__(self, layer=None, activation_bits=8, ema_decay=0.999,
                  fixed_range=None, quantize_output=True, **kwargs):

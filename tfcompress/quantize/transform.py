@@ -269,7 +269,8 @@ def quantize_graph(model, scheme, report):
             if split_act:
                 out = QuantizeOutput(
                     L.Activation(act_inside, name=f"{name}_{act_inside}"),
-                    fixed_range=QuantizeOutput.FIXED.get(act_inside),
+                    fixed_range=QuantizeOutput.fixed_range_for(
+                        act_inside, scheme.activation_bits),
                     quantize_output=not feeds_concat_only(name),
                     **kw)(out)
             for n in fused:
@@ -315,8 +316,9 @@ def quantize_graph(model, scheme, report):
             continue
         if isinstance(layer, OUTPUT_QUANTIZED):
             act = getattr(getattr(layer, "activation", None), "__name__", "")
-            fixed = QuantizeOutput.FIXED.get(
-                "softmax" if isinstance(layer, L.Softmax) else act)
+            fixed = QuantizeOutput.fixed_range_for(
+                "softmax" if isinstance(layer, L.Softmax) else act,
+                scheme.activation_bits)
             fuses = isinstance(layer, FUSES_ACTIVATION) and \
                 fused_by_activation(name)
             q = QuantizeOutput(copy_layer(layer), fixed_range=fixed,

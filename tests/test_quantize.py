@@ -1,3 +1,5 @@
+import collections
+
 import keras
 import numpy as np
 import pytest
@@ -235,3 +237,220 @@ def test_save_load_and_nested_model(tmp_path):
     np.testing.assert_allclose(r.predict(x, verbose=0),
                                q.predict(x, verbose=0), atol=1e-6)
     assert not quantize.has_fake_quant(m)
+
+
+# keras.applications layers and patterns (tiny models of each)
+
+def _hist(result):
+    return collections.Counter(op["op"] for op in result.report["ops"])
+
+
+def _pixels(n=64, shape=(8, 8, 3), seed=0):
+    return np.random.default_rng(seed).uniform(
+        0, 255, (n, *shape)).astype("float32")
+
+
+def _qat_and_convert(model, x, steps=2):
+    q = quantize.quantize_model(model)
+    q.compile(keras.optimizers.Adam(1e-4), "mse")
+    q.fit(x[:16 * steps], np.zeros((16 * steps,) + q.output.shape[1:]),
+          batch_size=16, verbose=0)
+    return q, convert(q, "int8", representative_data=x, check_data=x,
+                      check_samples=len(x))
+
+
+def _rows(q, layer):
+    return [r for r in q.quantize_report if layer in r["layer"].split(", ")
+            or layer in r.get("folded", [])]
+
+
+def test_rescaling_before_valid_conv_folds_into_kernel_and_bias():
+    i = keras.Input((8, 8, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0, name="scale")(i)
+    m = _model(lambda i: L.Dense(3)(L.Flatten()(L.Conv2D(
+        4, 3, name="conv")(L.Rescaling(1 / 127.5, offset=-1.0,
+                                       name="scale")(i)))), (8, 8, 3))
+    del x
+    q = quantize.quantize_model(m)
+    row = _rows(q, "scale")[0]
+    assert row["layer"] == "conv" and row["folded"] == ["scale"]
+    x = _pixels()
+    # before training, ranges aside, the folded conv computes the float one
+    conv_float = keras.Model(m.input, m.get_layer("conv").output)
+    conv_qat = keras.Model(q.input, q.get_layer("quant_conv").output)
+    q(x, training=True)
+    step = (q.get_layer("quant_conv").range[1].numpy()
+            - q.get_layer("quant_conv").range[0].numpy()) / 255
+    err = np.abs(conv_qat(x) - conv_float(x)).max()
+    assert err <= 3 * step, (err, step)
+    q, r = _qat_and_convert(m, x)
+    assert r.report["fully_integer"]
+    assert set(_hist(r)) == {"QUANTIZE", "CONV_2D", "RESHAPE",
+                             "FULLY_CONNECTED", "DEQUANTIZE"}, _hist(r)
+
+
+def test_rescaling_offset_before_same_padding_is_one_int8_affine_op():
+    # an offset folded into the bias would be wrong on the zero-padded
+    # border: the rescaling stays an op of its own (1x1 depthwise)
+    m = _model(lambda i: L.GlobalAveragePooling2D()(L.Conv2D(
+        4, 3, padding="same", name="conv")(L.Rescaling(
+            1 / 127.5, offset=-1.0, name="scale")(i))), (8, 8, 3))
+    q = quantize.quantize_model(m)
+    assert _rows(q, "scale")[0]["type"] == "input affine"
+    x = _pixels()
+    q, r = _qat_and_convert(m, x)
+    assert r.report["fully_integer"]
+    assert _hist(r)["DEPTHWISE_CONV_2D"] == 1
+    chk = r.report["numerical_check"]
+    step = output_step_of(q)
+    assert chk["max_abs_error"] <= 2 * step + 1e-6, (chk, step)
+
+
+def output_step_of(q):
+    from tfcompress.quantize.zoo import output_step
+    return output_step(q)
+
+
+def test_normalization_scale_folds_through_zero_padding():
+    def body(i):
+        norm = L.Normalization(mean=0.0, variance=4.0, name="norm")
+        x = L.ZeroPadding2D(1)(L.Rescaling(1 / 255, name="scale")(i))
+        return L.Flatten()(L.Conv2D(4, 3, strides=2, name="conv")(
+            L.ZeroPadding2D(name="pad")(norm(x))))
+    m = _model(body, (8, 8, 3))
+    q = quantize.quantize_model(m)
+    # the first padding sits between the two scalings: they still fold
+    folded = [r for r in q.quantize_report if r["layer"] == "conv"][0]
+    assert folded["folded"][:2] == ["scale", "norm"] or \
+        "norm" in folded["folded"], q.quantize_report
+    x = _pixels()
+    q, r = _qat_and_convert(m, x)
+    assert r.report["fully_integer"]
+    assert not {"MUL", "ADD", "SUB", "DEPTHWISE_CONV_2D"} & set(_hist(r))
+
+
+def test_normalization_with_mean_before_padding_is_not_folded():
+    m = _model(lambda i: L.Flatten()(L.Conv2D(4, 3, name="conv")(
+        L.ZeroPadding2D()(L.Normalization(mean=100.0, variance=900.0,
+                                          name="norm")(i)))), (8, 8, 3))
+    q = quantize.quantize_model(m)
+    assert _rows(q, "norm")[0]["type"] == "input affine"
+    r = _qat_and_convert(m, _pixels())[1]
+    assert r.report["fully_integer"]
+
+
+def _squeeze_excite(i):
+    """MobileNetV3's block: hard_swish, SE with hard_sigmoid written as
+    keras.ops arithmetic in the functional graph, residual ADD + ReLU."""
+    x = L.Conv2D(8, 3, padding="same", use_bias=False)(i)
+    x = L.Activation("hard_swish")(L.BatchNormalization()(x))
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.Conv2D(8, 1)(L.ReLU()(L.Conv2D(4, 1)(s)))
+    s = L.ReLU(6.0)(s + 3.0) * (1.0 / 6.0)
+    x = L.Multiply()([x, s])
+    x = L.ReLU()(L.Add()([x, L.Conv2D(8, 1)(x)]))
+    x = L.Activation("swish")(x)
+    x = L.Dropout(0.2)(L.Activation("linear", name="linear_act")(x))
+    return L.Dense(4)(L.GlobalAveragePooling2D()(x))
+
+
+def test_keras_ops_in_functional_graph_become_layers_and_convert():
+    m = _model(_squeeze_excite, (8, 8, 3))
+    q = quantize.quantize_model(m)
+    kinds = {r["layer"]: r for r in q.quantize_report}
+    # s + 3.0 and the ReLU6 after it fold into the conv before them, as
+    # TFLite folds them; * (1 / 6) is a MUL of its own
+    assert [r["folded"] for r in q.quantize_report
+            if "add" in r.get("folded", [])] == [["add", "re_lu_1"]]
+    assert kinds["multiply"]["type"] == "ConstantArithmetic"
+    assert kinds["linear_act"]["quantized"].startswith("identity")
+    x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(
+        "float32")
+    q, r = _qat_and_convert(m, x)
+    assert r.report["fully_integer"]
+    chk = r.report["numerical_check"]
+    assert chk["max_abs_error"] <= 2 * output_step_of(q) + 1e-6, chk
+
+
+def test_qat_flatbuffer_has_the_ops_of_the_ptq_flatbuffer():
+    m = _model(_squeeze_excite, (8, 8, 3))
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype(
+        "float32")
+    _, qat = _qat_and_convert(m, x)
+    ptq = convert(m, "int8", representative_data=x)
+    assert _hist(qat) == _hist(ptq)
+
+
+def test_unsupported_keras_op_in_graph_names_it():
+    i = keras.Input((4,))
+    m = keras.Model(i, L.Dense(2)(keras.ops.sin(i)))
+    with pytest.raises(ValueError, match=r"keras\.ops\.Sin"):
+        quantize.quantize_model(m)
+
+
+def test_inception_resnet_scale_folds_into_the_branch_conv():
+    from keras.src.applications.inception_resnet_v2 import \
+        CustomScaleLayer
+
+    def body(i):
+        x = L.Conv2D(8, 1, activation="relu")(i)
+        up = L.Conv2D(8, 1, name="up")(L.Conv2D(4, 1, activation="relu")(x))
+        x = CustomScaleLayer(0.17, name="scaled")([x, up])
+        return L.Flatten()(L.Activation("relu")(x))
+    m = _model(body, (4, 4, 3))
+    q = quantize.quantize_model(m)
+    assert "folded into up" in _rows(q, "scaled")[0]["quantized"]
+    x = np.random.default_rng(0).normal(size=(32, 4, 4, 3)).astype(
+        "float32")
+    q, r = _qat_and_convert(m, x)
+    ptq = convert(m, "int8", representative_data=x)
+    assert "MUL" not in _hist(r) and _hist(r) == _hist(ptq)
+    assert r.report["numerical_check"]["max_abs_error"] <= \
+        2 * output_step_of(q) + 1e-6
+
+
+def test_layer_scale_kept_float_named_in_summary_and_by_strict_convert():
+    from keras.src.applications.convnext import LayerScale
+    from tfcompress.convert.result import FloatFallbackError
+    m = _model(lambda i: L.Flatten()(LayerScale(1e-2, 4, name="ls")(
+        L.Conv2D(4, 1)(i))), (4, 4, 3))
+    q = quantize.quantize_model(m)
+    rows = quantize.summary(q, print_fn=None)
+    assert [r["layer"] for r in rows if r.get("float")] == ["ls"]
+    x = np.random.default_rng(0).normal(size=(16, 4, 4, 3)).astype(
+        "float32")
+    q(x, training=True)
+    with pytest.raises(FloatFallbackError, match="MUL"):
+        convert(q, "int8", strict=True)
+    r = convert(q, "int8", strict=False)
+    assert any(f["op"] == "MUL" for f in r.fallback_ops)
+
+
+def _efficientnet_squeeze_excite(i):
+    """EfficientNet's block: swish, SE as GAP -> Reshape -> Conv(swish) ->
+    Conv(sigmoid) -> Multiply with the feature map."""
+    x = L.Conv2D(16, 3, padding="same", use_bias=False)(i)
+    x = L.Activation("swish")(L.BatchNormalization()(x))
+    s = L.Reshape((1, 1, 16))(L.GlobalAveragePooling2D()(x))
+    s = L.Conv2D(4, 1, activation="swish")(s)
+    s = L.Conv2D(16, 1, activation="sigmoid", name="expand")(s)
+    x = L.Conv2D(8, 1)(L.Multiply()([x, s]))
+    return L.Dense(10)(L.GlobalAveragePooling2D()(x))
+
+
+def test_sigmoid_range_is_tflite_fixed_scale_so_se_block_adds_no_ops():
+    # TFLite's int8 LOGISTIC writes scale 1/256, zero point -128; a QAT
+    # range [0, 1] (step 1/255) made the converter requantize after it
+    m = _model(_efficientnet_squeeze_excite, (8, 8, 3))
+    q = quantize.quantize_model(m)
+    lo, hi = [r["output_range"] for r in quantize.summary(q, print_fn=None)
+              if r["layer"] == "quant_expand_sigmoid"][0]
+    assert (lo, hi) == (0.0, pytest.approx(255 / 256, abs=1e-5))
+    x = np.random.default_rng(0).uniform(-1, 1, (64, 8, 8, 3)).astype(
+        "float32")
+    q, r = _qat_and_convert(m, x)
+    ptq = convert(m, "int8", representative_data=x)
+    assert _hist(r) == _hist(ptq)
+    assert _hist(r)["QUANTIZE"] == 1
+    chk = r.report["numerical_check"]
+    assert chk["max_abs_error"] <= 2 * output_step_of(q) + 1e-6, chk

@@ -8,10 +8,15 @@ import dataclasses
 import keras
 
 from tfcompress.quantize import transform
-from tfcompress.quantize.layers import QUANTIZE_LAYERS, QuantizeFused
+from tfcompress.quantize.affine import QuantizeChannelAffine
+from tfcompress.quantize.graph import ConstantArithmetic
+from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
+from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.schemes import Default8BitScheme
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
 from tfcompress.errors import InputError
+
+QUANTIZE_LAYERS = _CORE_LAYERS + (QuantizeChannelAffine,)
 
 
 @dataclasses.dataclass
@@ -118,7 +123,8 @@ def quantize_scope(*args):
     >>> with quantize_scope():
     ...     pass
     """
-    objects = {cls.__name__: cls for cls in QUANTIZE_LAYERS}
+    objects = {cls.__name__: cls
+               for cls in QUANTIZE_LAYERS + (ConstantArithmetic,)}
     for a in args:
         objects.update(a)
     with keras.saving.custom_object_scope(objects):
@@ -131,9 +137,16 @@ def has_fake_quant(model) -> bool:
 
 
 def summary(model, print_fn=print) -> list:
-    """Per QAT layer: what is quantized, bits, folded BN and ranges."""
+    """Per QAT layer: what is quantized, bits, folded BN and ranges;
+    layers QAT keeps float (no int8 TFLite kernel) are rows with a
+    ``float`` entry saying so."""
     rows = []
     for layer in iter_layers(model):
+        if getattr(layer, "_tfcompress_kept_float", False):
+            rows.append({"layer": layer.name, "type": type(layer).__name__,
+                         "output_range": None,
+                         "float": "kept float: TFLite has no int8 kernel"})
+            continue
         if not isinstance(layer, QUANTIZE_LAYERS):
             continue
         lo, hi, _ = layer.range

@@ -96,7 +96,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                  weight_bits=8, activation_bits=8, per_channel=True,
                  preserve_sparsity=False, ema_decay=0.999,
                  quantize_output=True, preserve_clusters=False,
-                 cluster_count=None, **kwargs):
+                 cluster_count=None, input_scale=None, input_offset=None,
+                 output_scale=1.0, output_shift=0.0, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -122,6 +123,15 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         self.quantize_output = bool(quantize_output)
         self._act = _activation_fn(activation)
         self.mask = None
+        # a Rescaling/Normalization before a Conv2D folded into its kernel
+        # (scale, per input channel) and bias (offset)
+        self.input_scale = (None if input_scale is None else
+                            [float(v) for v in input_scale])
+        self.input_offset = (None if input_offset is None else
+                             [float(v) for v in input_offset])
+        # a constant factor on the output folded into kernel and bias
+        self.output_scale = float(output_scale)
+        self.output_shift = float(output_shift)
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -186,6 +196,16 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             initializer=keras.initializers.Constant(idx), trainable=False)
 
     def _folded(self):
+        kernel, bias = self._folded_batchnorm()
+        if self.output_scale != 1.0:
+            kernel = kernel * self.output_scale
+            bias = None if bias is None else bias * self.output_scale
+        if self.output_shift:
+            bias = tf.constant(self.output_shift) if bias is None else \
+                bias + self.output_shift
+        return kernel, bias
+
+    def _folded_batchnorm(self):
         layer, bn = self.layer, self.batchnorm
         kernel = _main_kernel(layer)
         if self.cluster_centroids is not None:
@@ -195,6 +215,15 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         if self.mask is not None:
             kernel = kernel * self.mask
         bias = layer.bias if layer.use_bias else None
+        if self.input_offset is not None and any(self.input_offset):
+            # conv(x * s + o, K) = conv(x, K * s) + sum(K * o): exact with
+            # 'valid' padding only (the transform checks)
+            extra = tf.reduce_sum(kernel * tf.reshape(
+                tf.constant(self.input_offset), (1, 1, -1, 1)), (0, 1, 2))
+            bias = extra if bias is None else bias + extra
+        if self.input_scale is not None:
+            kernel = kernel * tf.reshape(tf.constant(self.input_scale),
+                                         (1, 1, -1, 1))
         if bn is None:
             return kernel, bias
         scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
@@ -278,7 +307,11 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
             "preserve_clusters": self.preserve_clusters,
             "cluster_count": self.cluster_count,
             "ema_decay": self.ema_decay,
-            "quantize_output": self.quantize_output})
+            "quantize_output": self.quantize_output,
+            "input_scale": self.input_scale,
+            "input_offset": self.input_offset,
+            "output_scale": self.output_scale,
+            "output_shift": self.output_shift})
         return config
 
     @classmethod
@@ -353,7 +386,21 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
     """Runs a weightless layer (Add, pooling, activation, ...) or nothing
     (``layer=None``: the model input), then fake-quantizes its output."""
 
-    FIXED = {"softmax": (0.0, 1.0), "sigmoid": (0.0, 1.0)}
+    # TFLite's int8 LOGISTIC and SOFTMAX write a fixed output scale of
+    # 1/256 (zero point -128): the range [0, 255/256], not [0, 1] (whose
+    # 1/255 step would make the converter add a requantizing op).
+    FIXED_UNIT = ("softmax", "sigmoid")
+
+    @classmethod
+    def fixed_range_for(cls, activation, bits=8):
+        """The fixed output range TFLite gives ``activation``, or None.
+
+        >>> QuantizeOutput.fixed_range_for("sigmoid")
+        (0.0, 0.99609375)
+        """
+        if activation not in cls.FIXED_UNIT:
+            return None
+        return (0.0, 1.0 - 2.0 ** -int(bits))
 
     def __init__(self, layer=None, activation_bits=8, ema_decay=0.999,
                  fixed_range=None, quantize_output=True, **kwargs):

@@ -8,6 +8,10 @@ from keras import layers as L
 from tfcompress import compat
 from tfcompress.utils.graph import (SEQUENTIAL_INPUT as _SEQUENTIAL_INPUT,
                                     layer_graph)
+from tfcompress.quantize import zoo_layers
+from tfcompress.quantize.affine import (AFFINE_LAYERS,
+                                        QuantizeChannelAffine, layer_affine)
+from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
 from tfcompress.utils.layer_map import copy_layer, is_container
@@ -18,7 +22,10 @@ FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
 OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
                     L.Average, L.Maximum, L.Minimum,
                     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-                    L.ReLU, L.Activation, L.Softmax, L.LeakyReLU)
+                    L.ReLU, L.Activation, L.Softmax, L.LeakyReLU,
+                    ConstantArithmetic)
+# TFLite fuses a following ReLU/ReLU6 into these ops: one output range.
+FUSES_ACTIVATION = (L.Add, L.Subtract, L.Multiply, ConstantArithmetic)
 # TFLite's int8 AVERAGE_POOL_2D keeps its input scale: no own range.
 PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
                 L.AveragePooling2D, L.GlobalMaxPooling1D,
@@ -56,14 +63,33 @@ def _fusable_activation(layer):
     return None
 
 
+def _folds_constant(layer):
+    return isinstance(layer, ConstantArithmetic) and (
+        layer.op in ("add", "multiply") or layer.tensor_first)
+
+
+def _compose(layer, scale, shift):
+    """``(scale, shift)`` of ``layer(y * scale + shift)``."""
+    c = layer.constant
+    if layer.op == "add":
+        return scale, shift + c
+    if layer.op == "subtract":
+        return scale, shift - c
+    if layer.op == "multiply":
+        return scale * c, shift * c
+    return scale / c, shift / c
+
+
 def quantize_graph(model, scheme, report):
     """Returns the QAT version of ``model``; fills ``report`` per layer."""
     if not is_container(model):
         raise InputError(f"{model.name} is a subclassed model; tfcompress "
                          "can quantize Sequential and Functional models")
-    graph = layer_graph(model)
-    consumers = {}
+    graph = (layer_graph(model) if isinstance(model, keras.Sequential)
+             else functional_graph(model))
+    consumers, parents_of = {}, {}
     for layer, parents in graph:
+        parents_of[layer.name] = parents
         for p in parents:
             consumers.setdefault(p, []).append(layer)
     outputs = set()
@@ -84,7 +110,42 @@ def quantize_graph(model, scheme, report):
         return bool(cs) and name not in outputs and all(
             isinstance(c, L.Concatenate) for c in cs)
 
+    def fused_by_activation(name):
+        nxt = sole_consumer(name)
+        return nxt is not None and _fusable_activation(nxt) is not None
+
     tensors, consumed = {}, {}
+    prescaled = set()   # producers whose kernel carries a scaled sum's scale
+    # Rescaling/Normalization outputs not computed yet: name -> (source
+    # tensor name, scale, offset, passed through zero padding, layer names)
+    pending = {}
+
+    def emit_affine(name):
+        src, scale, offset, _, names = pending.pop(name)
+        q = QuantizeChannelAffine(scale, offset, source=names,
+                                  weight_bits=scheme.weight_bits,
+                                  name=f"quant_{name}", **kw)
+        tensors[name] = q(tensor(src))
+        report.append({"layer": ", ".join(names), "type": "input affine",
+                       "quantized": "int8 per-channel affine (1x1 "
+                                    "depthwise)", "wrapper": q.name})
+        return tensors[name]
+
+    def tensor(name):
+        return emit_affine(name) if name in pending else tensors[name]
+
+    def foldable_affine(layer, parents):
+        # a pending affine whose sole consumer is this Conv2D; an offset is
+        # exact only without zero padding between (none, or 'valid')
+        if len(parents) != 1 or parents[0] not in pending or \
+                type(layer) is not L.Conv2D or layer.groups != 1 or \
+                layer.data_format != "channels_last" or \
+                sole_consumer(parents[0]) is not layer:
+            return None
+        _, scale, offset, padded, _ = pending[parents[0]]
+        if offset.any() and (padded or layer.padding != "valid"):
+            return None
+        return pending.pop(parents[0])
     new_inputs = []
     kw = dict(activation_bits=scheme.activation_bits,
               ema_decay=scheme.ema_decay)
@@ -110,9 +171,38 @@ def quantize_graph(model, scheme, report):
                 new_inputs.append(inp)
                 tensors[_SEQUENTIAL_INPUT] = QuantizeOutput(
                     None, name="quant_input", **kw)(inp)
-        args = [tensors[p] for p in parents]
-        x = args[0] if len(args) == 1 else args
         config = getattr(layer, "_tfcompress_quantize_config", None)
+        if config in (None, "default") and len(parents) == 1:
+            p = parents[0]
+            affine = layer_affine(layer, layer.output.shape[-1]) \
+                if isinstance(layer, AFFINE_LAYERS) else None
+            if affine is not None and name not in outputs:
+                if p in pending and sole_consumer(p) is layer:
+                    src, s0, o0, padded, names = pending.pop(p)
+                    pending[name] = (src, s0 * affine[0],
+                                     o0 * affine[0] + affine[1], padded,
+                                     names + [name])
+                else:
+                    pending[name] = (p, affine[0], affine[1], False, [name])
+                continue
+            if isinstance(layer, L.ZeroPadding2D) and p in pending and \
+                    not pending[p][2].any() and \
+                    sole_consumer(p) is layer and name not in outputs:
+                # zero padding commutes with a pure scale only
+                src, s0, o0, padded, names = pending.pop(p)
+                tensors[name + "/unscaled"] = copy_layer(layer)(tensor(src))
+                pending[name] = (name + "/unscaled", s0, o0, True,
+                                 names + [name])
+                report.append({"layer": name, "type": "ZeroPadding2D",
+                               "quantized": "pass-through (keeps scale)"})
+                continue
+        folded_input = foldable_affine(layer, parents) \
+            if config in (None, "default") else None
+        if folded_input is not None:
+            args = [tensor(folded_input[0])]
+        else:
+            args = [tensor(p) for p in parents]
+        x = args[0] if len(args) == 1 else args
         if config is not None and config != "default":
             new = copy_layer(layer)
             if config.quantize_output:
@@ -136,6 +226,14 @@ def quantize_graph(model, scheme, report):
                 bn = nxt
                 fused.append(bn.name)
                 nxt = sole_consumer(bn.name)
+            # x * c or x + c right after the op: TFLite folds the constant
+            # into kernel and bias, so QAT does too
+            output_scale, output_shift = 1.0, 0.0
+            while act_inside == "linear" and _folds_constant(nxt):
+                output_scale, output_shift = _compose(
+                    nxt, output_scale, output_shift)
+                fused.append(nxt.name)
+                nxt = sole_consumer(nxt.name)
             if act_inside == "linear" and nxt is not None and \
                     _fusable_activation(nxt):
                 act = _fusable_activation(nxt)
@@ -144,6 +242,15 @@ def quantize_graph(model, scheme, report):
             # activation (softmax, sigmoid, tanh, ...) is an op of its own
             # with its own output scale, so it is split off here.
             split_act = act_inside not in ("linear",) + FUSABLE_ACTIVATIONS
+            if act_inside == "linear" and act is None and \
+                    nxt is not None and zoo_layers.is_scaled_sum(nxt) and \
+                    parents_of[nxt.name][1:] == [fused[-1]] and \
+                    parents_of[nxt.name][0] != fused[-1]:
+                # InceptionResNetV2: x + conv(..) * scale, with the scale in
+                # the kernel (TFLite folds it so)
+                output_scale *= float(nxt.scale)
+                output_shift *= float(nxt.scale)
+                prescaled.add(fused[-1])
             core = (copy_layer(layer, activation="linear") if split_act
                     else copy_layer(layer))
             q = QuantizeFused(core,
@@ -154,12 +261,19 @@ def quantize_graph(model, scheme, report):
                               preserve_clusters=getattr(
                                   scheme, "preserve_clusters", False),
                               quantize_output=split_act or not
-                              feeds_concat_only(fused[-1]), **kw)
+                              feeds_concat_only(fused[-1]),
+                              input_scale=(None if folded_input is None
+                                           else folded_input[1]),
+                              input_offset=(None if folded_input is None
+                                            else folded_input[2]),
+                              output_scale=output_scale,
+                              output_shift=output_shift, **kw)
             out = q(x)
             if split_act:
                 out = QuantizeOutput(
                     L.Activation(act_inside, name=f"{name}_{act_inside}"),
-                    fixed_range=QuantizeOutput.FIXED.get(act_inside),
+                    fixed_range=QuantizeOutput.fixed_range_for(
+                        act_inside, scheme.activation_bits),
                     quantize_output=not feeds_concat_only(name),
                     **kw)(out)
             for n in fused:
@@ -170,7 +284,8 @@ def quantize_graph(model, scheme, report):
                 "quantized": f"weights int{scheme.weight_bits} "
                              f"{'per-channel' if q.per_channel else 'per-tensor'}"
                              f", output int{scheme.activation_bits}",
-                "folded": fused[1:], "wrapper": q.name})
+                "folded": ((folded_input[4] if folded_input else []) +
+                           fused[1:]), "wrapper": q.name})
             continue
         if isinstance(layer, L.BatchNormalization):
             q = QuantizeAffine(copy_layer(layer),
@@ -180,16 +295,44 @@ def quantize_graph(model, scheme, report):
                            "quantized": "int8 per-channel affine (1x1 "
                                         "depthwise)", "wrapper": q.name})
             continue
+        if zoo_layers.is_identity(layer):
+            tensors[name] = x
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": "identity at inference (removed)"})
+            continue
+        if zoo_layers.is_scaled_sum(layer):
+            if parents[1] in prescaled:
+                summed = L.Add(name=name)
+            else:   # the scale cannot fold: a MUL of its own
+                x = [x[0], QuantizeOutput(ConstantArithmetic(
+                    "multiply", layer.scale, name=f"{name}_scale"),
+                    **kw)(x[1])]
+                summed = L.Add(name=name)
+            tensors[name] = QuantizeOutput(summed, quantize_output=not (
+                fused_by_activation(name) or feeds_concat_only(name)),
+                **kw)(x)
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": "ADD, scale folded into "
+                                        f"{parents[1]}" if parents[1] in
+                           prescaled else "MUL and ADD",
+                           "wrapper": f"quant_{name}"})
+            continue
         if isinstance(layer, OUTPUT_QUANTIZED):
             act = getattr(getattr(layer, "activation", None), "__name__", "")
-            fixed = QuantizeOutput.FIXED.get(
-                "softmax" if isinstance(layer, L.Softmax) else act)
+            fixed = QuantizeOutput.fixed_range_for(
+                "softmax" if isinstance(layer, L.Softmax) else act,
+                scheme.activation_bits)
+            fuses = isinstance(layer, FUSES_ACTIVATION) and \
+                fused_by_activation(name)
             q = QuantizeOutput(copy_layer(layer), fixed_range=fixed,
-                               quantize_output=not feeds_concat_only(name),
-                               **kw)
+                               quantize_output=not (
+                                   fuses or feeds_concat_only(name)), **kw)
             tensors[name] = q(x)
             report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": f"output int{scheme.activation_bits}",
+                           "quantized": (
+                               "activation fused by TFLite (range of the "
+                               "activation)" if fuses else
+                               f"output int{scheme.activation_bits}"),
                            "wrapper": q.name})
             continue
         if isinstance(layer, PASS_THROUGH):
@@ -197,16 +340,18 @@ def quantize_graph(model, scheme, report):
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": "pass-through (keeps scale)"})
             continue
-        if isinstance(layer, KEPT_FLOAT):
-            tensors[name] = copy_layer(layer)(x)
+        if isinstance(layer, KEPT_FLOAT) or zoo_layers.is_kept_float(layer):
+            kept = copy_layer(layer)
+            kept._tfcompress_kept_float = True   # listed by summary()
+            tensors[name] = kept(x)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": "FLOAT (TFLite has no int8 kernel)"})
             continue
         raise _unsupported(layer)
     if isinstance(model, keras.Sequential):
-        outs = tensors[model.layers[-1].name]
+        outs = tensor(model.layers[-1].name)
     else:
-        outs = [tensors[compat.keras_history(t).operation.name]
+        outs = [tensor(compat.keras_history(t).operation.name)
                 for t in model.outputs]
         outs = outs[0] if len(outs) == 1 else outs
     return keras.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,

@@ -360,8 +360,11 @@ def test_keras_ops_in_functional_graph_become_layers_and_convert():
     kinds = {r["layer"]: r for r in q.quantize_report}
     # s + 3.0 and the ReLU6 after it fold into the conv before them, as
     # TFLite folds them; * (1 / 6) is a MUL of its own
-    assert [r["folded"] for r in q.quantize_report
-            if "add" in r.get("folded", [])] == [["add", "re_lu_1"]]
+    # automatic names depend on what the session built before
+    folded = [r["folded"] for r in q.quantize_report
+              if any(n.startswith("add") for n in r.get("folded", []))]
+    assert len(folded) == 1 and len(folded[0]) == 2
+    assert folded[0][1].startswith("re_lu")
     assert kinds["multiply"]["type"] == "ConstantArithmetic"
     assert kinds["linear_act"]["quantized"].startswith("identity")
     x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(
@@ -409,21 +412,27 @@ def test_inception_resnet_scale_folds_into_the_branch_conv():
         2 * output_step_of(q) + 1e-6
 
 
-def test_layer_scale_kept_float_named_in_summary_and_by_strict_convert():
+def test_convnext_norm_and_scale_kept_float_named_by_summary_and_strict():
+    """ConvNeXt's LayerNormalization has no int8 TFLite kernel: QAT keeps it
+    (and LayerScale) float and names them; strict conversion fails naming
+    the LayerNormalization, strict=False converts and lists its float ops.
+    (The converter itself turns LayerScale's per-channel MUL into int8.)"""
     from keras.src.applications.convnext import LayerScale
     from tfcompress.convert.result import FloatFallbackError
     m = _model(lambda i: L.Flatten()(LayerScale(1e-2, 4, name="ls")(
-        L.Conv2D(4, 1)(i))), (4, 4, 3))
+        L.LayerNormalization(epsilon=1e-6, name="ln")(L.Conv2D(4, 1)(i)))),
+        (4, 4, 3))
     q = quantize.quantize_model(m)
     rows = quantize.summary(q, print_fn=None)
-    assert [r["layer"] for r in rows if r.get("float")] == ["ls"]
+    assert [r["layer"] for r in rows if r.get("float")] == ["ln", "ls"]
     x = np.random.default_rng(0).normal(size=(16, 4, 4, 3)).astype(
         "float32")
     q(x, training=True)
-    with pytest.raises(FloatFallbackError, match="MUL"):
+    with pytest.raises(FloatFallbackError, match=r"\(layer ln\)"):
         convert(q, "int8", strict=True)
     r = convert(q, "int8", strict=False)
-    assert any(f["op"] == "MUL" for f in r.fallback_ops)
+    assert not r.report["fully_integer"]
+    assert {f["layer"] for f in r.fallback_ops} == {"ln"}
 
 
 def _efficientnet_squeeze_excite(i):

@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: demo test install data testtools clean
+.PHONY: demo test test-heavy install data testtools clean
 
 
 $(PY):
@@ -52,7 +52,12 @@ demo: install data
 	$(VENV)/bin/tfcompress run $(RECIPE)
 
 test: install data testtools
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not heavy"
+
+# The whole keras.applications matrix (every family, QAT conversions):
+# tens of minutes on 2 cores.
+test-heavy: install data
+	$(PY) -m pytest -q -m heavy
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -109,6 +109,7 @@ def test_family_prunes_clusters_and_shrinks(family):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f in HEAVY])
 def test_heavy_family_prunes_clusters_and_shrinks(family):
     _check_family(family)

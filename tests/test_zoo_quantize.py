@@ -26,7 +26,7 @@ KEPT_FLOAT = {"ConvNeXtTiny": {"LayerNormalization", "LayerScale"}}
 
 
 def _param(family, pre):
-    marks = [pytest.mark.slow] if family in HEAVY else []
+    marks = [pytest.mark.slow, pytest.mark.heavy] if family in HEAVY else []
     name = family + {None: "", False: "-no_preprocessing"}[pre]
     return pytest.param(family, pre, marks=marks, id=name)
 
@@ -106,6 +106,7 @@ def _histogram(status):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_mobilenet_v3_small_qat_converts_fully_integer_and_agrees():
     qat, ptq = _converted("MobileNetV3Small")
     assert qat["status"] == "ok" and ptq["status"] == "ok", (qat, ptq)
@@ -116,6 +117,7 @@ def test_mobilenet_v3_small_qat_converts_fully_integer_and_agrees():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_mobilenet_v3_small_qat_flatbuffer_adds_no_ops_to_the_ptq_one():
     qat, ptq = (_histogram(s) for s in _converted("MobileNetV3Small"))
     # the input rescaling: MUL + ADD in the PTQ flatbuffer, one
@@ -125,6 +127,7 @@ def test_mobilenet_v3_small_qat_flatbuffer_adds_no_ops_to_the_ptq_one():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_efficientnet_b0_qat_flatbuffer_equals_ptq_and_errs_like_it():
     qat, ptq = _converted("EfficientNetB0")
     assert qat["status"] == "ok" and ptq["status"] == "ok", (qat, ptq)

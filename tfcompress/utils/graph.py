@@ -12,8 +12,11 @@ Two views of the same graph, both in topological order:
 >>> i = keras.Input((4,), name="x")
 >>> h = keras.layers.Dense(4, name="fc")(i)
 >>> m = keras.Model(i, keras.layers.ReLU(name="act")(h * 2.0))
->>> [(n.key, n.parents, n.constants) for n in node_graph(m)][1:]
-[('fc', ['x'], []), ('multiply', ['fc'], [2.0]), ('act', ['multiply'], [])]
+>>> nodes = node_graph(m)
+>>> nodes[1].key, nodes[1].parents
+('fc', ['x'])
+>>> nodes[2].parents, nodes[2].constants, nodes[3].key
+(['fc'], [2.0], 'act')
 """
 
 from __future__ import annotations

@@ -365,7 +365,10 @@ def test_keras_ops_in_functional_graph_become_layers_and_convert():
               if any(n.startswith("add") for n in r.get("folded", []))]
     assert len(folded) == 1 and len(folded[0]) == 2
     assert folded[0][1].startswith("re_lu")
-    assert kinds["multiply"]["type"] == "ConstantArithmetic"
+    # * (1 / 6) becomes a ConstantArithmetic layer (its automatic name
+    # depends on what the session built before)
+    assert any(r["type"] == "ConstantArithmetic"
+               and r["layer"].startswith("multiply") for r in kinds.values())
     assert kinds["linear_act"]["quantized"].startswith("identity")
     x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(
         "float32")

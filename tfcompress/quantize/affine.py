@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as L
 
-from tfcompress.quantize import fake_quant as fq
-from tfcompress.quantize.layers import _RangeMixin
+from tfcompress.quantize.layers import _RangeMixin, channel_affine
 
 AFFINE_LAYERS = (L.Rescaling, L.Normalization)
 
@@ -75,13 +74,7 @@ class QuantizeChannelAffine(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         scale = tf.constant(self.scale, tf.float32)
         offset = tf.constant(self.offset, tf.float32)
-        k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)),
-                                self.weight_bits, True)
-        if len(inputs.shape) == 4:
-            y = keras.ops.depthwise_conv(
-                inputs, tf.reshape(k, (1, 1, -1, 1)), 1, "valid") + offset
-        else:
-            y = inputs * tf.reshape(k, (-1,)) + offset
+        y = channel_affine(inputs, scale, offset, self.weight_bits)
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 

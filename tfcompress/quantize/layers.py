@@ -22,6 +22,19 @@ from tfcompress.quantize import fake_quant as fq
 from tfcompress.errors import InputError
 
 
+def channel_affine(inputs, scale, shift, weight_bits):
+    """``inputs * scale + shift`` per channel, with ``scale`` fake-quantized
+    per channel as TFLite's int8 kernel stores it (a 1x1 DEPTHWISE_CONV_2D
+    for images, MUL + ADD otherwise)."""
+    scale = tf.reshape(tf.cast(scale, tf.float32), (-1,))
+    k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)), weight_bits,
+                            True)
+    if len(inputs.shape) == 4:
+        return keras.ops.depthwise_conv(
+            inputs, tf.reshape(k, (1, 1, -1, 1)), 1, "valid") + shift
+    return inputs * tf.reshape(k, (-1,)) + shift
+
+
 class _RangeMixin:
     """Adds an EMA-tracked activation range to a layer."""
 
@@ -352,14 +365,7 @@ class QuantizeAffine(_RangeMixin, keras.layers.Layer):
         shift = -bn.moving_mean * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        if len(inputs.shape) == 4:
-            k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)),
-                                    self.weight_bits, True)
-            y = keras.ops.depthwise_conv(inputs, tf.reshape(k, (1, 1, -1, 1)),
-                                         1, "valid") + shift
-        else:
-            y = inputs * fq.quantize_weights(scale[None], self.weight_bits,
-                                             True)[0] + shift
+        y = channel_affine(inputs, scale, shift, self.weight_bits)
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 

@@ -5,7 +5,13 @@ BAZEL ?= bazel
 BAZEL_PACKAGES := bazel-bootstrap bazel-platforms
 BAZEL_TEST_FLAGS ?= --test_tag_filters=-slow
 
-.PHONY: bazel-tools bazel-test bazel-test-all
+# A few fast targets that show the Bazel test rule, the pytest runner and
+# the .venv interpreter working together (CI runs this after `make test`,
+# which has already run every quick test once).
+BAZEL_SMOKE ?= //tests:test_bazel_build //tests:test_atomic //tests:test_data \
+	//tests:test_prune_schedules //tests:test_prune_masks
+
+.PHONY: bazel-tools bazel-test bazel-test-all bazel-smoke
 
 bazel-tools:
 	@if { ! command -v $(BAZEL) >/dev/null 2>&1 || [ ! -d /usr/share/bazel/tools/platforms ]; } \
@@ -23,6 +29,10 @@ bazel-tools:
 bazel-test: install data testtools bazel-tools .bazelrc.user
 	$(BAZEL) build //...
 	$(BAZEL) test //... $(BAZEL_TEST_FLAGS)
+
+bazel-smoke: install data bazel-tools .bazelrc.user
+	$(BAZEL) build //...
+	$(BAZEL) test $(BAZEL_SMOKE)
 
 # every test, the slow ones (ARM emulation, full pipeline) included
 bazel-test-all: BAZEL_TEST_FLAGS :=

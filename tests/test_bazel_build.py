@@ -30,6 +30,20 @@ def test_every_test_file_has_a_bazel_target():
             "in QUICK")
 
 
+def test_bazel_smoke_targets_are_quick_test_targets():
+    text = open(os.path.join(ROOT, "tests", "BUILD")).read()
+    quick = _dict_literal(text, "QUICK")
+    mk = open(os.path.join(ROOT, "make", "bazel.mk")).read()
+    block = re.search(r"^BAZEL_SMOKE \?=(.*?)(?<!\\)\n", mk,
+                      re.S | re.M).group(1)
+    targets = re.findall(r"//tests:(\w+)", block)
+    assert len(targets) >= 3, block
+    missing = [t for t in targets if t not in quick]
+    assert not missing, (
+        f"BAZEL_SMOKE in make/bazel.mk names {missing}, which are not "
+        "quick targets in tests/BUILD")
+
+
 def test_device_runner_target_has_only_the_runner():
     text = open(os.path.join(ROOT, "BUILD")).read()
     block = re.search(r'py_library\(\s*name = "bench_runner_lib",(.*?)\n\)',

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tfcompress import prune
+from tfcompress.errors import InputError
 from tfcompress.models import mobilenet_small
 from tfcompress.utils.layer_map import iter_layers
 
@@ -166,6 +167,17 @@ def test_include_and_exclude():
     assert rows["fc2"] == "dense (excluded)"
     with pytest.raises(ValueError, match="nope"):
         prune.prune_low_magnitude(model, SCHEDULE, include=["nope"])
+
+
+def test_exclude_naming_unknown_layers_is_an_error():
+    # a typo in exclude would otherwise prune the layer the user meant to
+    # keep dense, silently
+    with pytest.raises(InputError, match=r"exclude.*'fc_2'.*fc1.*fc2"):
+        prune.prune_low_magnitude(_sequential(), SCHEDULE,
+                                  exclude=["fc_2"])
+    nested = prune.prune_low_magnitude(_nested(), SCHEDULE,
+                                       exclude=["inner_fc"])
+    assert [w.layer.name for w in prune.collect_wrappers(nested)] == ["head"]
 
 
 def test_summary_rows_and_table():

@@ -9,7 +9,7 @@ import keras
 from tfcompress.errors import InputError
 from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude
-from tfcompress.utils.layer_map import is_container, map_layers
+from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
@@ -84,13 +84,18 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         pruning_policy.ensure_model_supports_pruning(to_prune)
     include = set(include) if include is not None else None
     exclude = set(exclude or ())
-    if include is not None:
-        from tfcompress.utils.layer_map import iter_layers
-        names = {l.name: l for l in iter_layers(to_prune)}
-        unknown = include - set(names)
+    names = {l.name: l for l in iter_layers(to_prune)}
+    for option, given in (("include", include), ("exclude", exclude)):
+        unknown = (given or set()) - set(names)
         if unknown:
-            raise InputError(f"include names layers not in the model: "
-                             f"{sorted(unknown)}")
+            known = sorted(names)
+            shown = ", ".join(known[:12]) + (
+                f", ... ({len(known)} in all; see model.summary())"
+                if len(known) > 12 else "")
+            raise InputError(
+                f"{option} names layers not in the model: {sorted(unknown)}; "
+                f"its layers are {shown}")
+    if include is not None:
         for name in include:
             if not prunable.is_prunable(names[name]):
                 raise InputError(prunable.unsupported_message(names[name]))

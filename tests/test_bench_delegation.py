@@ -152,3 +152,53 @@ def test_macs_from_shapes():
     assert delegation._macs("BATCH_MATMUL", [5, 6], [7], shapes) == \
         5 * 7 * 6
     assert delegation._macs("ADD", [0, 0], [0], shapes) == 0
+
+
+@pytest.fixture(scope="module")
+def bench_results(flatbuffers):
+    from tfcompress.bench import benchmark
+    return [benchmark(flatbuffers[k], runtime="ai_edge_litert", runs=2,
+                      warmup_runs=0) for k in ("relu", "hard_swish")]
+
+
+def test_bench_markdown_and_csv_show_partitions_and_ops_outside(
+        bench_results, tmp_path):
+    from tfcompress.bench import markdown, write_reports
+    text = markdown(bench_results)
+    assert "XNNPACK partitions | ops outside |" in text
+    relu_row, hs_row = [l for l in text.splitlines()
+                        if l.startswith("| relu_int8") or
+                        l.startswith("| hard_swish_int8")]
+    assert relu_row.endswith("| 1 | 0 |")
+    assert hs_row.endswith("| 2 | 1 |")
+    assert "- hard_swish_int8.tflite: 2 XNNPACK partition(s), 100.0% of " \
+        "MACs delegated; outside: #2 HARD_SWISH (act)" in text
+    paths = write_reports(bench_results, str(tmp_path))
+    header, relu_csv, hs_csv = open(paths["csv"]).read().splitlines()
+    assert header.endswith("partitions,ops_outside,delegated_mac_share,"
+                           "outside")
+    assert hs_csv.endswith(",2,1,1.0,HARD_SWISH x1")
+    saved = json.load(open(paths["json"]))["results"][1]["delegation"]
+    assert saved["ops_outside"][0]["op"] == "HARD_SWISH"
+
+
+def test_recipe_report_shows_partitions_and_ops_outside(bench_results,
+                                                        tmp_path):
+    from tfcompress.recipes.report import write_report
+    results = {"baseline": {"keras_accuracy": 0.5, "size_bytes": 10000}}
+    for name, bench in zip(("relu", "hs"), bench_results):
+        results[name] = {"stages": ["convert"], "keras_accuracy": 0.5,
+                         "conversion": {"mode": "int8",
+                                        "size_bytes": bench["size_bytes"],
+                                        "gzip_bytes": bench["gzip_bytes"]},
+                         "bench": bench}
+    paths = write_report(str(tmp_path), {"name": "t", "model": "m",
+                                         "data": {"name": "d"}}, results)
+    rows = {v["variant"]: v for v in
+            json.load(open(paths["report_json"]))["variants"]}
+    assert rows["relu"]["xnnpack_partitions"] == 1
+    assert rows["hs"]["xnnpack_partitions"] == 2
+    assert rows["hs"]["ops_outside_xnnpack"] == "HARD_SWISH x1"
+    text = open(paths["report_md"]).read()
+    assert "- hs: HARD_SWISH x1 (100.0% of MACs delegated)" in text
+    assert "- relu:" not in text

@@ -302,3 +302,18 @@ def format_delegation(report):
         layer = f" (layer {o['layer']})" if o.get("layer") else ""
         lines.append(f"  outside: #{o['index']} {o['op']}{layer}")
     return "\n".join(lines)
+
+
+def outside_summary(ops_outside):
+    """``"HARD_SWISH x19, QUANTIZE x1"`` from a list of ops outside.
+
+    >>> outside_summary([{"op": "HARD_SWISH"}, {"op": "MUL"},
+    ...                  {"op": "HARD_SWISH"}])
+    'HARD_SWISH x2, MUL x1'
+    """
+    counts = {}
+    for o in ops_outside:
+        counts[o["op"]] = counts.get(o["op"], 0) + 1
+    return ", ".join(f"{k} x{v}" for k, v in
+                     sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))\
+        or "-"

@@ -202,3 +202,34 @@ def test_recipe_report_shows_partitions_and_ops_outside(bench_results,
     text = open(paths["report_md"]).read()
     assert "- hs: HARD_SWISH x1 (100.0% of MACs delegated)" in text
     assert "- relu:" not in text
+
+
+def test_inspect_warns_about_int8_hard_swish(flatbuffers):
+    from tfcompress.inspect import format_report, inspect
+    report = inspect(flatbuffers["hard_swish"])
+    (warning,) = report["xnnpack_warnings"]
+    assert warning["op"] == "HARD_SWISH" and warning["count"] == 1
+    assert warning["indices"] == [2]
+    text = format_report(report)
+    assert "XNNPACK WARNING: 1 int8 HARD_SWISH op(s) (#2; layers act" in text
+    relu = inspect(flatbuffers["relu"])
+    assert relu["xnnpack_warnings"] == []
+    assert "XNNPACK WARNING" not in format_report(relu)
+
+
+def test_inspect_command_prints_the_warning(flatbuffers):
+    r = subprocess.run([sys.executable, "-m", "tfcompress", "inspect",
+                        flatbuffers["hard_swish"]], capture_output=True,
+                       text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=os.path.dirname(
+                           os.path.dirname(os.path.abspath(__file__)))))
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "XNNPACK WARNING: 1 int8 HARD_SWISH" in r.stdout
+
+
+def test_no_partition_is_said_plainly():
+    text = delegation.format_delegation(
+        {"partitions": 0, "total_ops": 7, "ops_outside": [{}] * 7,
+         "delegated_mac_share": 0.0, "xnnpack": True})
+    assert text.startswith("XNNPACK: no partition: the runtime delegated "
+                           "none of the 7 ops")

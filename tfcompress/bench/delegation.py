@@ -44,8 +44,9 @@ MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
 # Ops seen to leave LiteRT 2.3's XNNPACK delegate in int8 flatbuffers of
 # keras.applications models (measured with delegation_report), with why.
 INT8_SPLITTING_OPS = {
-    "HARD_SWISH": "XNNPACK takes HARD_SWISH in float only; in int8 it runs "
-                  "on the reference kernel between two delegate partitions",
+    "HARD_SWISH": "LiteRT 2.3's XNNPACK delegate does not take int8 "
+                  "HARD_SWISH (it takes the float op): it runs on the "
+                  "reference kernel between two delegate partitions",
 }
 
 
@@ -294,6 +295,10 @@ def format_delegation(report):
         return (f"XNNPACK off: {report['total_ops']} ops on the built-in "
                 "kernels")
     p = report["partitions"]
+    if p == 0:
+        return (f"XNNPACK: no partition: the runtime delegated none of the "
+                f"{report['total_ops']} ops (e.g. tflite-runtime 2.14 "
+                "applies XNNPACK to float graphs only)")
     lines = [f"XNNPACK: {p} partition{'s' if p != 1 else ''}, "
              f"{len(report['ops_outside'])} of {report['total_ops']} ops "
              f"outside, {100 * report['delegated_mac_share']:.1f}% of MACs "

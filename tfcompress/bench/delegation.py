@@ -47,6 +47,10 @@ INT8_SPLITTING_OPS = {
     "HARD_SWISH": "LiteRT 2.3's XNNPACK delegate does not take int8 "
                   "HARD_SWISH (it takes the float op): it runs on the "
                   "reference kernel between two delegate partitions",
+    "SOFTMAX": "LiteRT 2.3's XNNPACK delegate does not take int8 SOFTMAX: "
+               "a classifier's final softmax runs outside it (one more "
+               "partition, usually little time); inside a network each "
+               "one splits the graph",
 }
 
 

@@ -233,3 +233,17 @@ def test_no_partition_is_said_plainly():
          "delegated_mac_share": 0.0, "xnnpack": True})
     assert text.startswith("XNNPACK: no partition: the runtime delegated "
                            "none of the 7 ops")
+
+
+def test_inspect_warning_names_each_known_splitting_op_once():
+    from tfcompress.inspect.report import xnnpack_warnings
+    ops = [{"index": 0, "op": "QUANTIZE", "layer": "", "inputs": ["FLOAT32"]},
+           {"index": 1, "op": "HARD_SWISH", "layer": "a", "inputs": ["INT8"]},
+           {"index": 2, "op": "HARD_SWISH", "layer": "b", "inputs": ["INT8"]},
+           {"index": 3, "op": "HARD_SWISH", "layer": "c",
+            "inputs": ["FLOAT32"]},
+           {"index": 4, "op": "SOFTMAX", "layer": "pred", "inputs": ["INT8"]}]
+    got = {w["op"]: w for w in xnnpack_warnings(ops)}
+    assert set(got) == {"HARD_SWISH", "SOFTMAX"}
+    assert got["HARD_SWISH"]["indices"] == [1, 2]     # the float one is not
+    assert got["SOFTMAX"]["layers"] == ["pred"]

@@ -46,7 +46,9 @@ MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
 INT8_SPLITTING_OPS = {
     "HARD_SWISH": "LiteRT 2.3's XNNPACK delegate does not take int8 "
                   "HARD_SWISH (it takes the float op): it runs on the "
-                  "reference kernel between two delegate partitions",
+                  "reference kernel between two delegate partitions; each "
+                  "one moves the tensor out of XNNPACK and back, and the "
+                  "int8 model can run slower than the float one",
     "SOFTMAX": "LiteRT 2.3's XNNPACK delegate does not take int8 SOFTMAX: "
                "a classifier's final softmax runs outside it (one more "
                "partition, usually little time); inside a network each "

@@ -244,9 +244,7 @@ def format_report(report: dict) -> str:
             f"({', '.join(f'#{i}' for i in w['indices'][:6])}"
             f"{' ...' if w['count'] > 6 else ''}"
             f"{'; layers ' + layers[:120] if layers else ''}): {w['note']}. "
-            f"Up to {w['count'] + 1} XNNPACK partitions; int8 may run "
-            "slower than float. Check with `tfcompress bench` (partitions "
-            "column).")
+            "Check with `tfcompress bench` (partitions column).")
     for c in report["runtime_compatibility"]:
         lines.append(f"compatibility: {c['op']} v{c['version']}: "
                      f"{c['note']}")

@@ -242,8 +242,13 @@ def test_inspect_warning_names_each_known_splitting_op_once():
            {"index": 2, "op": "HARD_SWISH", "layer": "b", "inputs": ["INT8"]},
            {"index": 3, "op": "HARD_SWISH", "layer": "c",
             "inputs": ["FLOAT32"]},
-           {"index": 4, "op": "SOFTMAX", "layer": "pred", "inputs": ["INT8"]}]
+           {"index": 4, "op": "SOFTMAX", "layer": "pred", "inputs": ["INT8"]},
+           {"index": 5, "op": "SHAPE", "layer": "se", "inputs": ["INT8"]},
+           {"index": 6, "op": "STRIDED_SLICE", "layer": "se",
+            "inputs": ["INT32"]},
+           {"index": 7, "op": "MEAN", "layer": "gap", "inputs": ["INT8"]}]
     got = {w["op"]: w for w in xnnpack_warnings(ops)}
-    assert set(got) == {"HARD_SWISH", "SOFTMAX"}
+    assert set(got) == {"HARD_SWISH", "SOFTMAX", "SHAPE"}
+    assert "shape at run time" in got["SHAPE"]["note"]
     assert got["HARD_SWISH"]["indices"] == [1, 2]     # the float one is not
     assert got["SOFTMAX"]["layers"] == ["pred"]

@@ -41,18 +41,33 @@ import numpy as np
 DELEGATE_OP = "DELEGATE"
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL",
            "TRANSPOSE_CONV")
-# Ops seen to leave LiteRT 2.3's XNNPACK delegate in int8 flatbuffers of
-# keras.applications models (measured with delegation_report), with why.
+# Int8 ops that LiteRT 2.3's XNNPACK delegate leaves outside, measured with
+# delegation_report on Conv -> op -> Conv models and keras.applications
+# flatbuffers (benchmarks/xnnpack_op_probe.py, xnnpack_partitions.py); the
+# float versions of these ops are delegated.
+_FLOAT_ONLY = ("LiteRT 2.3's XNNPACK delegate takes {op} in float only: "
+               "the int8 op runs on the reference kernel between two "
+               "delegate partitions")
 INT8_SPLITTING_OPS = {
-    "HARD_SWISH": "LiteRT 2.3's XNNPACK delegate does not take int8 "
-                  "HARD_SWISH (it takes the float op): it runs on the "
-                  "reference kernel between two delegate partitions; each "
-                  "one moves the tensor out of XNNPACK and back, and the "
-                  "int8 model can run slower than the float one",
-    "SOFTMAX": "LiteRT 2.3's XNNPACK delegate does not take int8 SOFTMAX: "
-               "a classifier's final softmax runs outside it (one more "
-               "partition, usually little time); inside a network each "
-               "one splits the graph",
+    "HARD_SWISH": _FLOAT_ONLY.format(op="HARD_SWISH") + "; each one moves "
+                  "the tensor out of XNNPACK and back, and the int8 model "
+                  "can run slower than the float one (MobileNetV3)",
+    "SOFTMAX": _FLOAT_ONLY.format(op="SOFTMAX") + "; a classifier's final "
+               "softmax costs one more partition and little time",
+    "AVERAGE_POOL_2D": _FLOAT_ONLY.format(op="AVERAGE_POOL_2D") + " (a "
+                       "global average is delegated as MEAN)",
+    "GELU": _FLOAT_ONLY.format(op="GELU"),
+    "PRELU": _FLOAT_ONLY.format(op="PRELU") + " (LeakyReLU is delegated)",
+}
+# Ops that split a delegated graph whatever their type: shapes computed at
+# run time (e.g. a Reshape or UpSampling2D traced with an unknown batch
+# size) run as SHAPE, STRIDED_SLICE, PACK, GATHER, ... on int32 tensors,
+# which XNNPACK does not take.
+SHAPE_OPS = {
+    "SHAPE": "the graph computes a tensor shape at run time (a Reshape or "
+             "UpSampling2D with an unknown batch size); the int32 shape "
+             "arithmetic that follows (STRIDED_SLICE, PACK, GATHER, ...) "
+             "and the RESHAPE it feeds run outside XNNPACK",
 }
 
 

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from tfcompress.bench.delegation import INT8_SPLITTING_OPS
+from tfcompress.bench.delegation import INT8_SPLITTING_OPS, SHAPE_OPS
 from tfcompress.errors import InputError
 from tfcompress.inspect.flatbuffer import FlatbufferError
 from tfcompress.inspect.model_reader import read_model, tensor_values
@@ -195,20 +195,23 @@ def inspect(path_or_bytes) -> dict:
 
 
 def xnnpack_warnings(ops):
-    """Integer ops known to stay outside XNNPACK (each splits the delegated
-    graph into one more partition), grouped by op: ``{op, count, indices,
-    layers, note}``. The list is measured
-    (``tfcompress.bench.delegation.INT8_SPLITTING_OPS``); what the runtime
-    really does is in ``tfcompress bench``'s partitions column.
+    """Ops known to stay outside XNNPACK (each splits the delegated graph
+    into one more partition), grouped by op: ``{op, count, indices,
+    layers, note}``: the int8 ops of
+    ``tfcompress.bench.delegation.INT8_SPLITTING_OPS`` and run-time shape
+    computations (``SHAPE_OPS``), both measured; what the runtime really
+    does is in ``tfcompress bench``'s partitions column.
 
     >>> xnnpack_warnings([{"index": 3, "op": "HARD_SWISH", "layer": "act",
     ...                    "inputs": ["INT8"]}])[0]["count"]
     1
     """
     out = []
-    for name, note in INT8_SPLITTING_OPS.items():
+    known = [(n, note, True) for n, note in INT8_SPLITTING_OPS.items()] + \
+        [(n, note, False) for n, note in SHAPE_OPS.items()]
+    for name, note, int8_only in known:
         hits = [o for o in ops if o["op"] == name and
-                set(o["inputs"]) & INTEGER_ACTIVATIONS]
+                (not int8_only or set(o["inputs"]) & INTEGER_ACTIVATIONS)]
         if hits:
             out.append({"op": name, "count": len(hits),
                         "indices": [o["index"] for o in hits],
@@ -240,7 +243,8 @@ def format_report(report: dict) -> str:
     for w in report.get("xnnpack_warnings", []):
         layers = ", ".join(dict.fromkeys(l for l in w["layers"] if l))
         lines.append(
-            f"XNNPACK WARNING: {w['count']} int8 {w['op']} op(s) "
+            f"XNNPACK WARNING: {w['count']} "
+            f"{'' if w['op'] in SHAPE_OPS else 'int8 '}{w['op']} op(s) "
             f"({', '.join(f'#{i}' for i in w['indices'][:6])}"
             f"{' ...' if w['count'] > 6 else ''}"
             f"{'; layers ' + layers[:120] if layers else ''}): {w['note']}. "

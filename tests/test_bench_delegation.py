@@ -82,7 +82,7 @@ def test_xnnpack_off_has_no_partition_and_every_op_outside(flatbuffers):
 def test_known_layers_name_the_layer_exactly(flatbuffers):
     r = delegation_report(flatbuffers["hard_swish"],
                           runtime="ai_edge_litert",
-                          known_layers=["conv_a", "act", "act_1_extra"])
+                          known_layers=["conv_a", "act", "act_1"])
     assert r["ops_outside"][0]["layer"] == "act"
     assert r["ops_outside"][0]["tensor"].split("/")[1].startswith("act")
 

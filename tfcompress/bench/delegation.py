@@ -107,13 +107,17 @@ def layer_from_tensor(name, known_layers=None):
     """Best guess of the Keras layer a TFLite tensor name comes from.
 
     Converted Keras 3 models name tensors ``<model>/<layer>_<n>/<op>``
-    (TensorFlow makes each name scope unique with ``_<n>``); with
-    ``known_layers`` the longest known name the scope starts with wins.
+    (TensorFlow makes each name scope unique with ``_<n>``, usually
+    ``_1``). With ``known_layers`` (the model's layer names), the scope
+    without that suffix wins if it is a layer, then the scope itself, then
+    the longest layer name the scope starts with.
 
     >>> layer_from_tensor("functional_1/conv_a_1/convolution1")
     'conv_a'
-    >>> layer_from_tensor("functional/block_2_1/Relu;functional/x", ["block_2"])
-    'block_2'
+    >>> layer_from_tensor("functional/act_1/mul", ["act", "act_1"])
+    'act'
+    >>> layer_from_tensor("functional/act_1_1/mul", ["act", "act_1"])
+    'act_1'
     >>> layer_from_tensor("tfl.quantize")
     ''
     """
@@ -122,11 +126,17 @@ def layer_from_tensor(name, known_layers=None):
     if len(parts) < 3:
         return ""
     scope = parts[1]
+    stripped = _SCOPE_SUFFIX.sub("", scope) or scope
     if known_layers:
-        for n in sorted(known_layers, key=len, reverse=True):
-            if scope == n or scope.startswith(n + "_"):
+        known = set(known_layers)
+        if stripped in known:
+            return stripped
+        if scope in known:
+            return scope
+        for n in sorted(known, key=len, reverse=True):
+            if scope.startswith(n + "_"):
                 return n
-    return _SCOPE_SUFFIX.sub("", scope) or scope
+    return stripped
 
 
 def _macs(op, inputs, outputs, shapes):

@@ -1,7 +1,8 @@
 """Device-side TFLite benchmark runner: numpy + one TFLite runtime only.
 
-This file is self-contained so it can be copied to a Raspberry Pi or any
-ARM board and run there with only numpy and a TFLite runtime installed::
+This file and ``delegation.py`` next to it import nothing else of
+tfcompress, so the two can be copied to a Raspberry Pi or any ARM board
+and run there with only numpy and a TFLite runtime installed::
 
     python3 runner.py model.tflite --data eval.npz --runs 100 --json out.json
 

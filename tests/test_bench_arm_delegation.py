@@ -1,0 +1,61 @@
+"""Delegate partitions counted on emulated arm64 (the root of
+tfcompress.bench.arm_root): tflite-runtime 2.14 and LiteRT 2.3 aarch64."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tfcompress.bench import arm_root
+from tfcompress.bench.arm_delegation import arm_delegation, format_rows
+
+
+@pytest.fixture(scope="module")
+def root():
+    """The cached arm64 root; this test never builds it (minutes, and the
+    network): build it with arm_root.build_root()."""
+    if not os.path.exists(os.path.join(arm_root.DEFAULT_ROOT,
+                                       ".tfcompress-ready")):
+        pytest.skip(f"no arm64 root at {arm_root.DEFAULT_ROOT}: build it "
+                    "with tfcompress.bench.arm_root.build_root()")
+    return arm_root.DEFAULT_ROOT
+
+
+def _convert(activation, mode, folder):
+    import keras
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_a")(i)
+    x = keras.layers.Activation(activation, name="act")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(i, keras.layers.Dense(4, name="fc")(x))
+    data = np.random.default_rng(0).random((8, 12, 12, 3), np.float32)
+    path = str(folder / f"{activation}_{mode}.tflite")
+    convert(model, mode, representative_data=data, output_path=path)
+    return path
+
+
+@pytest.mark.slow
+def test_partitions_on_emulated_arm64(root, tmp_path):
+    models = {"hard_swish_int8": _convert("hard_swish", "int8", tmp_path),
+              "relu_float32": _convert("relu", "float32", tmp_path)}
+    rows = {(r["model"], r["runtime"]): r
+            for r in arm_delegation(models, root=root)}
+    print(format_rows(rows.values()))
+    for r in rows.values():
+        assert r["error"] is None, r["error"]
+        assert r["machine"].startswith("aarch64")
+    litert = rows["hard_swish_int8", "ai_edge_litert"]
+    assert litert["partitions"] == 2
+    assert [o["op"] for o in litert["ops_outside"]] == ["HARD_SWISH"]
+    assert rows["relu_float32", "ai_edge_litert"]["partitions"] == 1
+    # tflite-runtime 2.14 applies XNNPACK to float graphs only: its int8
+    # graph runs whole on the built-in kernels
+    old = rows["hard_swish_int8", "tflite_runtime"]
+    assert old["runtime_version"] == "2.14.0"
+    assert old["partitions"] == 0
+    assert len(old["ops_outside"]) == old["total_ops"]
+    assert rows["relu_float32", "tflite_runtime"]["partitions"] == 1
+    assert rows["relu_float32", "tflite_runtime"]["ops_outside"] == []

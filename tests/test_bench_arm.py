@@ -211,3 +211,23 @@ def test_cross_check_on_litert_aarch64_in_the_root(root, tmp_path):
     assert r["machine"] == "aarch64 (qemu cortex-a72)"
     assert r["total"] == 40 * 5
     assert r["within_one"] >= 0.99
+
+
+def test_concurrent_build_waits_for_the_other_and_reuses_its_root(
+        tmp_path, monkeypatch):
+    import threading
+    root = str(tmp_path / "root")
+    builds = []
+    monkeypatch.setattr(arm_root, "_build_root",
+                        lambda r, suite: builds.append(r) or r)
+    result = []
+    with arm_root._build_lock(root):      # another process is building
+        t = threading.Thread(target=lambda: result.append(
+            arm_root.build_root(root)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive(), "build_root did not wait for the other build"
+        os.makedirs(root)
+        open(os.path.join(root, ".tfcompress-ready"), "w").close()
+    t.join(10)
+    assert result == [root] and builds == []

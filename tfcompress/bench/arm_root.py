@@ -31,6 +31,8 @@ them with ``max,sme=off`` or without XNNPACK).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import shutil
@@ -92,11 +94,32 @@ def tools_missing():
             not os.path.exists(f"/usr/sbin/{t}")]
 
 
+@contextlib.contextmanager
+def _build_lock(path):
+    """Holds an exclusive lock on ``path + ".lock"``: two processes asked to
+    build the same root (or site) at once build it once, one after the
+    other reusing it, instead of both writing ``.partial``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def build_root(root=DEFAULT_ROOT, suite="bookworm"):
     """Builds (or reuses) the arm64 root; returns its path."""
     marker = os.path.join(root, ".tfcompress-ready")
     if os.path.exists(marker):
         return root
+    with _build_lock(root):
+        if os.path.exists(marker):   # built while we waited
+            return root
+        return _build_root(root, suite)
+
+
+def _build_root(root, suite):
     missing = tools_missing()
     if missing:
         raise ArmRootError(f"missing host tools {missing}: apt-get install "
@@ -144,6 +167,13 @@ def build_litert_site(root=DEFAULT_ROOT):
     marker = os.path.join(site, ".tfcompress-ready")
     if os.path.exists(marker):
         return site
+    with _build_lock(site):
+        if not os.path.exists(marker):   # else built while we waited
+            _build_litert_site(site)
+    return site
+
+
+def _build_litert_site(site):
     tmp = site + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -161,7 +191,6 @@ def build_litert_site(root=DEFAULT_ROOT):
     open(os.path.join(tmp, ".tfcompress-ready"), "w").close()
     shutil.rmtree(site, ignore_errors=True)
     os.replace(tmp, site)
-    return site
 
 
 def run_runner(root, args, timeout=900, site=None, cpu=DEFAULT_CPU):

@@ -51,13 +51,17 @@ testtools:
 demo: install data
 	$(VENV)/bin/tfcompress run $(RECIPE)
 
+# Two pytest workers, one test file each at a time (tests of a file share
+# its fixtures and run in order); TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= 2
+
 test: install data testtools
-	$(PY) -m pytest -q -m "not heavy"
+	$(PY) -m pytest -q -m "not heavy" -n $(TEST_JOBS) --dist loadfile
 
 # The whole keras.applications matrix (every family, QAT conversions):
 # tens of minutes on 2 cores.
 test-heavy: install data
-	$(PY) -m pytest -q -m heavy
+	$(PY) -m pytest -q -m heavy -n $(TEST_JOBS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

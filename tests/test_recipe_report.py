@@ -103,7 +103,7 @@ def test_mini_40x_recipe_reports_fair_baseline_and_ratios(tmp_path):
     # trained (counted from Keras' history) as long as the pipeline
     assert fair["epochs"] == fair["epochs_trained"] == total
     rows = {r["variant"]: r for r in report["variants"]}
-    small = rows["pruned96_clustered16_int4"]
+    small = rows["pruned95_int4"]
     assert small["total_epochs"] == total
     assert small["fair_baseline_accuracy"] == fair["keras_accuracy"]
     assert small["float_ops"] == 0
@@ -117,9 +117,11 @@ def test_mini_40x_recipe_reports_fair_baseline_and_ratios(tmp_path):
     assert small["ratio_vs_float32_tflite"]["raw"] > 6
     assert rows["float"]["ratio_vs_float32_tflite"]["raw"] == \
         pytest.approx(1.0, abs=0.01)
+    # on a few hundred images the headline may be either variant
+    best = rows[report["headline"]["variant"]]
     md = open(result["report_md"]).read()
-    assert f"{small['ratio_vs_float32_tflite']['gzip']:.1f}x smaller than " \
-        "the float32 flatbuffer" in md.split("| variant")[0]
+    assert f"{best['ratio_vs_float32_tflite']['gzip']:.1f}x smaller than " \
+        "the float32 flatbuffer" in md.split("| variant")[0], md[:600]
 
 
 def test_report_command_flags_a_report_without_float32_ratios(tmp_path):

@@ -107,6 +107,25 @@ def test_reports(models, tmp_path):
         "int8.tflite"
 
 
+def test_report_ratios_divide_the_float32_model_even_when_not_first(
+        models):
+    from tfcompress.bench import markdown
+    results = benchmark_models([str(models / "int8.tflite"),
+                                str(models / "float.tflite")], runs=3,
+                               progress=False)
+    md = markdown(results)
+    header = next(l for l in md.splitlines() if l.startswith("| model"))
+    assert header.split("|")[2:4] == [" vs float32 (gzip) ",
+                                      " vs float32 (raw) "]
+    int8_row = next(l for l in md.splitlines()
+                    if l.startswith("| int8.tflite"))
+    float_bytes = results[1]["size_bytes"]
+    assert int8_row.split("|")[2].strip() == \
+        f"{float_bytes / results[0]['gzip_bytes']:.1f}x"
+    assert int8_row.split("|")[3].strip() == \
+        f"{float_bytes / results[0]['size_bytes']:.1f}x"
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "tfcompress", *args],
                           capture_output=True, text=True, timeout=120,

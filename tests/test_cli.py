@@ -68,8 +68,9 @@ def test_run_headline_picks_smallest_variant_that_keeps_accuracy():
         _row("pruned_int8", "int8", 0.800, 2000, 700),   # lost 3 points
         _row("qat_int8", "int8", 0.829, 2000, 1000)]}
     line = headline(report)
-    assert line.startswith("best: qat_int8, accuracy 0.8290 (float32 0.8300)")
-    assert "4.0x smaller than the float32 .tflite (8.0x gzipped)" in line
+    assert line == ("best: qat_int8, 8.0x smaller than the float32 "
+                    "flatbuffer gzipped (4.0x raw), accuracy 0.8290 "
+                    "(float32 0.8300)")
 
 
 def test_run_headline_falls_back_to_most_accurate():
@@ -78,3 +79,14 @@ def test_run_headline_falls_back_to_most_accurate():
         _row("a", "int8", 0.70, 100, 90), _row("b", "int8", 0.75, 200, 150)]}
     assert headline(report) == ("best: b, accuracy 0.7500 "
                                 "(Keras float 0.9000)")
+
+
+def test_run_headline_divides_the_baseline_float32_flatbuffer():
+    from tfcompress.commands.run import headline
+    report = {"baseline": {"keras_accuracy": 0.9,
+                           "keras_file_bytes_with_optimizer_state": 30000,
+                           "float32_tflite": {"size_bytes": 10000}},
+              "variants": [_row("int4", "int8", 0.9, 2000, 250)]}
+    assert headline(report).startswith(
+        "best: int4, 40.0x smaller than the float32 flatbuffer gzipped "
+        "(5.0x raw)")

@@ -172,7 +172,7 @@ def test_killed_run_resumes_from_finished_stage(tmp_path):
     qat = [f for f in files if f.startswith("stages/qat_")
            and f.endswith(".keras")]
     assert len(qat) == 1
-    expected = ["baseline.keras", "eval.npz",
+    expected = ["baseline.keras", "eval.npz", "float32.tflite",
                 "stages/" + prune_name, qat[0],
                 "variants/float/0_convert.tflite",
                 "variants/float/1_bench.json",

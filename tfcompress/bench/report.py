@@ -49,29 +49,57 @@ def rows(results):
     return out
 
 
+def _is_float32(path):
+    """Whether the flatbuffer at ``path`` keeps every weight in float32."""
+    try:
+        from tfcompress.inspect import inspect
+        weights = inspect(path)["weights"]
+    except Exception:   # noqa: BLE001 - unreadable or gone: not a reference
+        return False
+    return bool(weights) and all(w["dtype"] == "FLOAT32" for w in weights)
+
+
+def reference(results):
+    """``(index, label)`` of the model every size ratio divides: the first
+    float32 flatbuffer among the results, else the first model."""
+    for i, r in enumerate(results):
+        if _is_float32(r.get("path", "")):
+            return i, "float32"
+    return 0, "first model"
+
+
 def markdown(results) -> str:
-    """Side-by-side table; ratios are against the first (baseline) model."""
+    """Side-by-side table leading with each model's size ratio to the
+    float32 flatbuffer among the models (raw size over raw and gzip size;
+    the first model when none is float32); speed-ups are against the
+    first model."""
     rs = rows(results)
     if not rs:
         return "(no results)\n"
     base = rs[0]
+    ref_i, ref_label = reference(results)
+    ref = rs[ref_i]
     env = results[0]["environment"]
     lines = [f"Runtime {rs[0]['runtime']}, {env['machine']}"
              f"{' (EMULATED: timings are not device timings)' if env.get('emulated') else ''}"
              f", {rs[0]['threads']} thread(s), XNNPACK "
              f"{'on' if rs[0]['xnnpack'] else 'off'}", "",
-             "| model | size | gzip | p50 ms | p90 ms | speedup | "
-             "size ratio | accuracy | peak RSS MB | XNNPACK partitions | "
-             "ops outside |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"Size ratios: {ref['model']} ({ref_label}, "
+             f"{ref['size_bytes']:,} bytes) over each model's size, gzipped "
+             "and raw.", "",
+             f"| model | vs {ref_label} (gzip) | vs {ref_label} (raw) | size "
+             "| gzip | p50 ms | p90 ms | speedup | accuracy | peak RSS MB | "
+             "XNNPACK partitions | ops outside |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rs:
         acc = "-" if r["top1_accuracy"] is None else \
             f"{r['top1_accuracy']:.4f}"
         lines.append(
-            f"| {r['model']} | {r['size_bytes']:,} | {r['gzip_bytes']:,} | "
+            f"| {r['model']} | {ref['size_bytes'] / r['gzip_bytes']:.1f}x | "
+            f"{ref['size_bytes'] / r['size_bytes']:.1f}x | "
+            f"{r['size_bytes']:,} | {r['gzip_bytes']:,} | "
             f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
-            f"{base['p50_ms'] / r['p50_ms']:.2f}x | "
-            f"{r['gzip_bytes'] / base['gzip_bytes']:.3f} | {acc} | "
+            f"{base['p50_ms'] / r['p50_ms']:.2f}x | {acc} | "
             f"{r['peak_rss_mb']:.1f} | {_dash(r['partitions'])} | "
             f"{_dash(r['ops_outside'])} |")
     lines += _outside_notes(results)

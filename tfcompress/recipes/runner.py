@@ -2,6 +2,8 @@
 every finished stage cached so an interrupted run resumes.
 
 Artifacts go to ``runs/<recipe name>/`` (or ``--out``): ``baseline.keras``,
+``float32.tflite`` (the baseline's float32 flatbuffer: the reference of
+every size ratio), ``fair_baseline.json`` (with ``train.fair_baseline``),
 ``stages/<stage>_<hash>.keras`` (trained models, shared by variants with
 the same stages before them), ``variants/<variant>/<n>_<stage>.{tflite,json}``, ``recipe.json``
 (the resolved recipe), ``environment.json``, ``report.md``,
@@ -139,6 +141,79 @@ def _baseline_model(recipe):
                      ".keras file")
 
 
+TRAINING_STAGES = ("prune", "cluster", "qat")
+
+
+def stage_epochs(variant):
+    """Epochs of a variant's training stages (prune, cluster, qat).
+
+    >>> stage_epochs({"stages": [{"prune": {"epochs": 3}},
+    ...                          {"qat": {"epochs": 1}}, {"convert": {}}]})
+    4
+    """
+    return sum(params["epochs"] for stage in variant["stages"]
+               for kind, params in stage.items() if kind in TRAINING_STAGES)
+
+
+def _float32_reference(baseline, base_hash, run_dir):
+    """The trained baseline as a float32 flatbuffer (weights only, no
+    optimizer state): what every size ratio of the report divides."""
+    import gzip
+    from tfcompress.convert import convert
+    path = os.path.join(run_dir, "float32.tflite")
+    digest = key("float32 reference", base_hash)
+    if _cached(path, digest):
+        print(f"[float32] reusing {path}")
+    else:
+        print(f"[float32] converting the baseline to {path}")
+        convert(baseline, "float32", output_path=path, strict=False)
+        _mark(path, digest, {"baseline": base_hash})
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"path": path, "size_bytes": len(data),
+            "gzip_bytes": len(gzip.compress(data, compresslevel=9))}
+
+
+def _fair_baseline(base_path, base_hash, variants, data, train, run_dir,
+                   strategy):
+    """Trains the float baseline on for as many epochs as each variant's
+    stages add (``train.epochs`` + stage epochs in total), so a compressed
+    variant is compared with a float model trained as long. Returns
+    ``{"epochs", "epochs_trained", "keras_accuracy", "accuracy_by_epochs"}``
+    (None when no variant trains)."""
+    import keras
+    extras = sorted({stage_epochs(v) for v in variants} - {0})
+    if not extras:
+        return None
+    path = os.path.join(run_dir, "fair_baseline.json")
+    inputs = {"baseline": base_hash, "extra_epochs": extras, "train": train}
+    digest = key("fair baseline", inputs)
+    if _cached(path, digest):
+        print(f"[fair baseline] reusing {path}")
+        with open(path) as f:
+            return json.load(f)
+    total = train["epochs"] + extras[-1]
+    print(f"[fair baseline] training the baseline on to {total} epoch(s) "
+          "in total, as long as the longest variant")
+    keras.utils.set_random_seed(train["seed"] + 10_000)
+    with strategy.scope():
+        model = _load_model(base_path)
+        stages._compile(model, train["optimizer"], train["learning_rate"])
+    trained, by_epochs = 0, {}
+    for extra in extras:
+        history = stages._fit(model, data, extra - trained,
+                              train["batch_size"])
+        trained += len(history.epoch)
+        by_epochs[str(train["epochs"] + extra)] = stages.evaluate(model, data)
+    out = {"epochs": total, "epochs_trained": train["epochs"] + trained,
+           "keras_accuracy": by_epochs[str(total)],
+           "accuracy_by_epochs": by_epochs,
+           "learning_rate": train["learning_rate"]}
+    atomic_write_text(path, json.dumps(out, indent=2))
+    _mark(path, digest, inputs)
+    return out
+
+
 def _environment():
     import keras
     import tensorflow as tf
@@ -179,7 +254,11 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
                       json.dumps(_environment(), indent=2))
     import keras
     d = recipe["data"]
-    train = recipe["train"]
+    fair = recipe["train"]["fair_baseline"]
+    # every artifact's key holds the training settings, but turning the
+    # fair baseline on must not retrain the stages
+    train = {k: v for k, v in recipe["train"].items()
+             if k != "fair_baseline"}
     hashes = InputHashes(run_dir)
     raw = _raw_data(d["name"])
     train_key, test_key = _data_keys(d, raw, hashes)
@@ -219,11 +298,20 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
         stages._fit(baseline, data, train["epochs"], train["batch_size"])
         _save_model(baseline, base_path)
         _mark(base_path, base_hash, base_inputs)
-    results = {"baseline": {"path": base_path,
-                            "keras_accuracy": stages.evaluate(baseline,
-                                                              data),
-                            "size_bytes": os.path.getsize(base_path)}}
+    results = {"baseline": {
+        "path": base_path, "epochs": train["epochs"],
+        "keras_accuracy": stages.evaluate(baseline, data),
+        # the .keras file also holds the optimizer state: never a
+        # compression reference
+        "keras_file_bytes_with_optimizer_state": os.path.getsize(base_path),
+        "float32_tflite": _float32_reference(baseline, base_hash, run_dir)}}
+    if fair:
+        results["fair_baseline"] = _fair_baseline(
+            base_path, base_hash, variants, data, train, run_dir, strategy)
     for variant in variants:
+        if variant["name"] in ("baseline", "fair_baseline"):
+            raise InputError(f"variant name {variant['name']!r} is reserved "
+                             "for the report; rename the variant")
         results[variant["name"]] = _run_variant(
             variant, baseline, base_path, base_hash, data, train, run_dir,
             (eval_npz, eval_key), test_key, strategy)
@@ -245,7 +333,8 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
     vdir = os.path.join(run_dir, "variants", name)
     os.makedirs(vdir, exist_ok=True)
     model, model_path, model_key = baseline, base_path, base_hash
-    out = {"stages": [], "keras_accuracy": None}
+    out = {"stages": [], "keras_accuracy": None,
+           "total_epochs": train["epochs"] + stage_epochs(variant)}
     tflite_path = tflite_key = None
     for i, stage in enumerate(variant["stages"]):
         kind, params = next(iter(stage.items()))

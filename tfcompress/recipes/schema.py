@@ -111,6 +111,9 @@ SCHEMA = {
         "optimizer": Field(("adam", "sgd", "rmsprop", "adamw"), "adam"),
         "learning_rate": Field(float, 1e-3, 0.0),
         "seed": Field(int, 0, 0),
+        # also train the baseline on for as many epochs as each variant's
+        # stages add, and compare each variant with it (docs/recipes.md)
+        "fair_baseline": Field(bool, False),
         # tf.distribute strategy of every training stage (docs/distributed.md)
         "strategy": Field(("default", "mirrored", "multi_worker"),
                           "default"),

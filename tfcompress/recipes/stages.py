@@ -26,8 +26,8 @@ def _compile(model, optimizer, lr):
 
 def _fit(model, data, epochs, batch_size, callbacks=()):
     (xt, yt), _ = data
-    model.fit(xt, yt, epochs=epochs, batch_size=batch_size, verbose=2,
-              callbacks=list(callbacks))
+    return model.fit(xt, yt, epochs=epochs, batch_size=batch_size,
+                     verbose=2, callbacks=list(callbacks))
 
 
 def run_prune(model, params, data, train):

@@ -37,13 +37,15 @@ def run_prune(model, params, data, train):
     steps = math.ceil(len(xt) / train["batch_size"]) * params["epochs"]
     end = max(1, int(steps * params["end_fraction"]))
     freq = max(1, min(params["frequency"], end))
-    if params["schedule"] == "polynomial":
-        schedule = prune.PolynomialDecay(params["initial_sparsity"],
-                                         params["final_sparsity"], 0, end,
+
+    def schedule_for(final):
+        if params["schedule"] == "polynomial":
+            return prune.PolynomialDecay(min(params["initial_sparsity"],
+                                             final), final, 0, end,
                                          frequency=freq)
-    else:
-        schedule = prune.ConstantSparsity(params["final_sparsity"], 0,
-                                          frequency=freq)
+        return prune.ConstantSparsity(final, 0, frequency=freq)
+
+    schedule = schedule_for(params["final_sparsity"])
     kwargs = {}
     g = params["granularity"]
     if g == "block":
@@ -52,8 +54,22 @@ def run_prune(model, params, data, train):
         kwargs["sparsity_m_by_n"] = tuple(params["m_by_n"])
     elif g == "global":
         kwargs["global_pruning"] = True
+    per_layer = params.get("layer_sparsity") or {}
+    if per_layer:
+        # only the listed layers with a sparsity above 0, each on its own
+        # schedule
+        kwargs["include"] = [n for n, s in per_layer.items()
+                             if s > 0 and n not in params["exclude"]]
+        if not kwargs["include"]:
+            return model
     pruned = prune.prune_low_magnitude(model, schedule,
                                        exclude=params["exclude"], **kwargs)
+    if per_layer:
+        from tfcompress.utils.layer_map import iter_layers
+        for layer in iter_layers(pruned):
+            if isinstance(layer, prune.PruneLowMagnitude):
+                layer.pruning_schedule = schedule_for(
+                    per_layer[layer.layer.name])
     _compile(pruned, train["optimizer"], params["learning_rate"])
     _fit(pruned, data, params["epochs"], train["batch_size"],
          [prune.UpdatePruningStep()])
@@ -82,7 +98,9 @@ def run_qat(model, params, data, train):
               "cluster_preserving": quantize.ClusterPreservingScheme,
               "n_bit": quantize.NBitScheme}[params["scheme"]](
         weight_bits=params["weight_bits"],
-        activation_bits=params["activation_bits"])
+        activation_bits=params["activation_bits"],
+        **({"preserve_sparsity": True} if params.get("preserve_sparsity")
+           else {}))
     try:
         qat = quantize.quantize_model(model, scheme)
     except ValueError as e:   # e.g. cluster_preserving on unclustered kernels

@@ -1,0 +1,175 @@
+"""tfcompress tune: the search on a tiny model and recipe (a few hundred
+Fashion-MNIST samples, one epoch). The searches convert several models
+each: about a minute of CPU, so they are marked slow."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfcompress.errors import InputError
+
+BUDGET = 2.0
+
+
+def _tiny_model(path):
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(4, 3, strides=2, activation="relu",
+                            name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(16, activation="relu", name="fc"),
+        keras.layers.Dense(10, name="logits")], name="tiny")
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tune")
+    model = _tiny_model(str(folder / "tiny.keras"))
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(
+        f"name: tiny\nmodel: {model}\n"
+        "data: {name: fashion_mnist, train_samples: 500, test_samples: 200}\n"
+        "train: {epochs: 1, batch_size: 50}\n")
+    return folder, str(recipe)
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_recipe):
+    from tfcompress.tune import tune
+    folder, recipe = tiny_recipe
+    lines = []
+    result = tune(recipe, budget=BUDGET, out_dir=str(folder / "run"),
+                  val_samples=150, max_candidates=5, progress=lines.append)
+    return result, lines
+
+
+@pytest.mark.slow
+def test_finds_a_compressed_candidate_within_budget(tuned):
+    result, _ = tuned
+    chosen, ref = result.chosen, result.reference
+    assert chosen["config"]["mode"] != "float32"
+    assert (ref["val_accuracy"] - chosen["val_accuracy"]) * 100 <= BUDGET
+    assert chosen["gzip_bytes"] < ref["gzip_bytes"] / 2
+    with open(chosen["tflite"], "rb") as f:
+        assert len(f.read()) == chosen["size_bytes"]
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+@pytest.mark.slow
+def test_every_candidate_is_in_the_report_and_progress(tuned):
+    result, lines = tuned
+    assert 2 <= len(result.candidates) <= 5
+    with open(result.report_json) as f:
+        report = json.load(f)
+    keys = [r["key"] for r in report["candidates"]]
+    assert keys == [r["key"] for r in result.candidates]
+    assert len(set(keys)) == len(keys)
+    with open(result.report_md) as f:
+        md = f.read()
+    for r in result.candidates:
+        assert f"| {r['label']}" in md
+    assert sum(l.startswith("[tune ") and "/5]" in l for l in lines) == \
+        len(result.candidates)
+    assert os.path.getsize(result.plot) > 1000
+
+
+@pytest.mark.slow
+def test_resume_evaluates_nothing_again(tuned, tiny_recipe):
+    from tfcompress.tune import tune
+    result, _ = tuned
+    folder, recipe = tiny_recipe
+    again = tune(recipe, budget=BUDGET, out_dir=str(folder / "run"),
+                 val_samples=150, max_candidates=5, progress=None)
+    assert result.evaluations == len(result.candidates)
+    assert again.evaluations == 0
+    assert [r["key"] for r in again.candidates] == \
+        [r["key"] for r in result.candidates]
+    assert again.chosen["key"] == result.chosen["key"]
+
+
+@pytest.mark.slow
+def test_chosen_recipe_loads_and_runs(tuned, tmp_path):
+    from tfcompress.recipes import run_recipe
+    from tfcompress.recipes.schema import load_recipe
+    result, _ = tuned
+    recipe = load_recipe(result.recipe_path)
+    assert recipe["data"]["train_samples"] == result.fit_samples == 350
+    names = [v["name"] for v in recipe["variants"]]
+    assert names == ["float", "tuned"]
+    run = run_recipe(result.recipe_path, out_dir=str(tmp_path / "rerun"))
+    tflite = run["results"]["tuned"]["tflite"]
+    mode = run["results"]["tuned"]["conversion"]["mode"]
+    assert os.path.exists(tflite) and mode == result.chosen["config"]["mode"]
+
+
+class _Watched(np.ndarray):
+    """An array that logs every read of its elements."""
+    log = None
+
+    def __getitem__(self, item):
+        if _Watched.log is not None:
+            _Watched.log.append("test read")
+        return np.asarray(self)[item]
+
+    def __array__(self, dtype=None, copy=None):
+        if _Watched.log is not None:
+            _Watched.log.append("test read")
+        return self.view(np.ndarray) if dtype is None else \
+            self.view(np.ndarray).astype(dtype)
+
+
+@pytest.mark.slow
+def test_test_split_is_read_only_after_the_search(tmp_path):
+    import keras
+    from tfcompress.data import load_fashion_mnist, prepare_images
+    from tfcompress.tune import tune
+    (xt, yt), (xv, yv) = load_fashion_mnist()
+    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    x, y = prepare_images(xt[:300]), yt[:300].astype("int32")
+    model.fit(x, y, epochs=1, verbose=0)
+    log = []
+    x_test = prepare_images(xv[:100]).view(_Watched)
+    _Watched.log = log
+    try:
+        result = tune(model, ((x, y), (x_test, yv[:100])), budget=BUDGET,
+                      out_dir=str(tmp_path / "run"), val_samples=100,
+                      max_candidates=2, progress=log.append)
+    finally:
+        _Watched.log = None
+    candidates = [i for i, l in enumerate(log) if str(l).startswith("[tune ")
+                  and "/2]" in l]
+    reads = [i for i, l in enumerate(log) if l == "test read"]
+    assert len(candidates) == 2 and reads
+    assert min(reads) > max(candidates)
+    assert result.val_samples == 100 and result.fit_samples == 200
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"budget": -1}, "budget must be"),
+    ({"objective": "speed"}, "objective must be one of size, latency"),
+    ({"max_candidates": 1}, "max_candidates must be"),
+])
+def test_bad_arguments_are_input_errors(kwargs, message):
+    from tfcompress.tune import tune
+    with pytest.raises(InputError, match=message):
+        tune("configs/fashion_mnist_cnn.yaml", **kwargs)
+
+
+def test_missing_recipe_is_an_input_error():
+    from tfcompress.tune import tune
+    with pytest.raises(InputError, match="does not exist"):
+        tune("configs/no_such_recipe.yaml")
+
+
+def test_too_many_validation_samples_is_an_input_error():
+    from tfcompress.tune.split import validation_split
+    with pytest.raises(InputError, match="validation samples"):
+        validation_split(100, val_samples=100)

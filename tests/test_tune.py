@@ -173,3 +173,34 @@ def test_too_many_validation_samples_is_an_input_error():
     from tfcompress.tune.split import validation_split
     with pytest.raises(InputError, match="validation samples"):
         validation_split(100, val_samples=100)
+
+
+def test_prune_stage_takes_per_layer_sparsities():
+    import keras
+    from tfcompress.recipes import stages
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(32, name="a"),
+                              keras.layers.Dense(32, name="b"),
+                              keras.layers.Dense(4, name="c")])
+    x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    y = np.zeros(64, "int32")
+    params = validated_stages([{"prune": {
+        "layer_sparsity": {"a": 0.5, "b": 0.9, "c": 0.0}, "epochs": 1}},
+        {"convert": {}}])[0]["prune"]
+    train = {"batch_size": 16, "optimizer": "adam", "learning_rate": 1e-3}
+    pruned = stages.run_prune(model, params, ((x, y), (x, y)), train)
+    zeros = {l.name: float(np.mean(l.kernel.numpy() == 0))
+             for l in pruned.layers}
+    assert zeros["a"] == pytest.approx(0.5, abs=0.02)
+    assert zeros["b"] == pytest.approx(0.9, abs=0.02)
+    assert zeros["c"] == 0.0
+
+
+def test_layer_sparsity_out_of_range_is_a_recipe_error():
+    from tfcompress.recipes.schema import RecipeError, load_recipe_text
+    text = ("variants:\n- name: v\n  stages:\n"
+            "  - prune: {layer_sparsity: {fc1: 1.5}}\n")
+    with pytest.raises(RecipeError, match=r"layer_sparsity.*fc1.*1\.5"):
+        load_recipe_text(text, "r.yaml")

@@ -204,3 +204,45 @@ def test_layer_sparsity_out_of_range_is_a_recipe_error():
             "  - prune: {layer_sparsity: {fc1: 1.5}}\n")
     with pytest.raises(RecipeError, match=r"layer_sparsity.*fc1.*1\.5"):
         load_recipe_text(text, "r.yaml")
+
+
+def test_adaround_candidate_is_a_ptq_stage_not_qat():
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.search import ptq_available, validated_stages
+    assert ptq_available()
+    stages = validated_stages(Candidate(weight_bits=4,
+                                        ptq=("adaround",)).stages())
+    kinds = [next(iter(s)) for s in stages]
+    assert kinds == ["ptq", "convert"]
+    assert stages[0]["ptq"]["weight_bits"] == 4
+    assert stages[0]["ptq"]["steps"] == ["adaround"]
+
+
+def test_ptq_stage_runs_its_steps_in_order():
+    import keras
+    from tfcompress.convert import convert
+    from tfcompress.recipes import stages
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(16, activation="relu",
+                                                 name="a"),
+                              keras.layers.Dense(4, name="b")])
+    x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    params = validated_stages([{"ptq": {
+        "steps": ["equalize", "correct_bias", "adaround"],
+        "weight_bits": 4, "iterations": 20}}, {"convert": {}}])[0]["ptq"]
+    out = stages.run_ptq(model, params, ((x, None), (x, None)))
+    result = convert(out, "int8", representative_data=x)
+    assert result.report["fully_integer"]
+    ref = model.predict(x, verbose=0)
+    got = out.predict(x, verbose=0)
+    assert np.mean(np.argmax(ref, 1) == np.argmax(got, 1)) > 0.7
+
+
+def test_unknown_ptq_step_is_a_recipe_error():
+    from tfcompress.recipes.schema import RecipeError, load_recipe_text
+    text = ("variants:\n- name: v\n  stages:\n"
+            "  - ptq: {steps: [equalise]}\n  - convert: {}\n")
+    with pytest.raises(RecipeError, match="did you mean 'equalize'"):
+        load_recipe_text(text, "r.yaml")

@@ -22,6 +22,7 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
 from tfcompress.errors import InputError
 
 MISSING = object()
+PTQ_STEPS = ("equalize", "correct_bias", "adaround", "reestimate_batchnorm")
 
 
 class RecipeError(InputError):
@@ -82,6 +83,15 @@ STAGE_SCHEMAS = {
         "preserve_sparsity": Field(bool, False),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
+    },
+    # post-training steps of tfcompress.ptq, in order (no labels used)
+    "ptq": {
+        "steps": Field(list, [], items=str, doc="equalize, correct_bias, "
+                       "adaround, reestimate_batchnorm"),
+        "weight_bits": Field(int, 8, 2, 8),
+        "per_channel": Field(bool, True),
+        "samples": Field(int, 256, 1),
+        "iterations": Field(int, 500, 1, doc="AdaRound steps per layer"),
     },
     "convert": {
         "mode": Field(MODES, "int8"),
@@ -262,6 +272,14 @@ def _check_stage(kind, params, node, path, source):
                                   f"{name!r}: {value!r}")
         params["layer_sparsity"] = {k: float(v) for k, v in
                                     params["layer_sparsity"].items()}
+    if kind == "ptq":
+        for step in params["steps"]:
+            if step not in PTQ_STEPS:
+                _, vnode = _node_for(node, "steps")
+                raise RecipeError(f"{_where(source, vnode or node)}: "
+                                  f"{path}.steps: unknown step {step!r}; "
+                                  f"steps are {', '.join(PTQ_STEPS)}"
+                                  f"{_suggest(step, PTQ_STEPS)}")
     if kind == "convert" and params["mode"] in INTEGER_MODES and \
             params["io_type"] not in io_types_for(params["mode"]):
         _, vnode = _node_for(node, "io_type")

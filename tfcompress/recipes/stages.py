@@ -110,6 +110,33 @@ def run_qat(model, params, data, train):
     return qat
 
 
+def run_ptq(model, params, data, train=None):
+    """Post-training steps (:mod:`tfcompress.ptq`) in order, on the first
+    ``samples`` training inputs (labels unused). With AdaRound at fewer
+    than 8 bits the result carries fake-quant layers, so ``convert``
+    stores the rounded weights at that width."""
+    from tfcompress import ptq
+    (xt, _), _ = data
+    x = xt[:params["samples"]]
+    bits, per_channel = params["weight_bits"], params["per_channel"]
+    for step in params["steps"]:
+        if step == "equalize":
+            model = ptq.equalize(model)
+        elif step == "correct_bias":
+            model = ptq.correct_bias(model, x, bits=bits,
+                                     per_channel=per_channel)
+        elif step == "adaround":
+            model = ptq.adaround(model, x, bits=bits,
+                                 per_channel=per_channel,
+                                 iterations=params["iterations"])
+        elif step == "reestimate_batchnorm":
+            model = ptq.reestimate_batchnorm(model, x)
+    if "adaround" in params["steps"] and bits < 8:
+        model = ptq.for_conversion(model, x, bits=bits,
+                                   per_channel=per_channel)
+    return model
+
+
 def run_convert(model, params, data, out_path):
     """Converts to TFLite; returns the conversion report (dict)."""
     from tfcompress.convert import FloatFallbackError, convert

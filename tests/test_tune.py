@@ -246,3 +246,20 @@ def test_unknown_ptq_step_is_a_recipe_error():
             "  - ptq: {steps: [equalise]}\n  - convert: {}\n")
     with pytest.raises(RecipeError, match="did you mean 'equalize'"):
         load_recipe_text(text, "r.yaml")
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "tfcompress", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_input_is_one_line_exit_2():
+    r = _cli("tune", "configs/no_such_recipe.yaml", "--budget", "1.0")
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tfcompress")]
+    assert len(lines) == 1 and "no_such_recipe.yaml does not exist" in \
+        lines[0]
+    r = _cli("tune", "configs/fashion_mnist_cnn.yaml", "--budget", "-3")
+    assert r.returncode == 2 and "budget must be" in r.stderr

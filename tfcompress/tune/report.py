@@ -38,7 +38,8 @@ def _compact(stage):
     kind, params = next(iter(stage.items()))
     schema = STAGE_SCHEMAS.get(kind, {})
     return {kind: {k: v for k, v in params.items()
-                   if k not in schema or schema[k].default != v}}
+                   if k not in schema or schema[k].default != v
+                   or k == "mode"}}
 
 
 def recipe_for(result, setup, baseline_path, recipe_data=None):
@@ -82,8 +83,9 @@ def markdown(result, command=None):
         "# tfcompress tune", "",
         f"Budget {result.budget} point(s) of validation accuracy, objective "
         f"{result.objective}; {len(result.candidates)} candidates "
-        f"({result.evaluations} evaluated in this run, the rest read from "
-        f"the cache); fine-tuned on {result.fit_samples} and validated on "
+        f"({result.evaluations} evaluated in this run, "
+        f"{len(result.candidates) - result.evaluations} read from the "
+        f"cache); fine-tuned on {result.fit_samples} and validated on "
         f"{result.val_samples} training samples; {result.seconds} s.", "",
         f"**Chosen: {c['label']}**: validation accuracy "
         f"{c['val_accuracy']:.4f} (float32 {ref['val_accuracy']:.4f}), "

@@ -263,3 +263,19 @@ def test_cli_bad_input_is_one_line_exit_2():
         lines[0]
     r = _cli("tune", "configs/fashion_mnist_cnn.yaml", "--budget", "-3")
     assert r.returncode == 2 and "budget must be" in r.stderr
+
+
+@pytest.mark.slow
+def test_latency_objective_benchmarks_every_candidate(tmp_path):
+    import keras
+    from tfcompress.tune import tune
+    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 300).astype("int32")
+    result = tune(model, ((x, y), (x[:50], y[:50])), budget=100.0,
+                  objective="latency", out_dir=str(tmp_path / "run"),
+                  val_samples=100, max_candidates=3, progress=None)
+    p50 = [r["latency_p50_ms"] for r in result.candidates]
+    assert len(p50) == 3 and all(p is not None and p > 0 for p in p50)
+    assert result.chosen["latency_p50_ms"] == min(p50)

@@ -160,7 +160,7 @@ def write_all(result, setup, baseline, recipe_data=None, command=None):
     their paths on ``result``."""
     folder = result.folder
     baseline_path = os.path.join(folder, "baseline.keras")
-    if setup["recipe"] is None and not os.path.exists(baseline_path):
+    if setup["recipe"] is None:     # the recipe's model: the given one
         with atomic_path(baseline_path, suffix=".keras") as tmp:
             baseline.save(tmp)
     result.recipe_path = os.path.join(folder, "recipe.yaml")

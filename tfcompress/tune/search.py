@@ -76,8 +76,8 @@ def validated_stages(stages):
 
 def _check_args(budget, objective, max_candidates):
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) \
-            or not 0 <= budget < 100:
-        raise InputError(f"budget must be accuracy points in [0, 100), e.g. "
+            or not 0 <= budget <= 100:
+        raise InputError(f"budget must be accuracy points in [0, 100], e.g. "
                          f"1.0; got {budget!r}")
     if objective not in OBJECTIVES:
         raise InputError(f"objective must be one of {', '.join(OBJECTIVES)}"

@@ -217,6 +217,32 @@ def test_calibrate_only_on_a_converter_without_the_flag_is_an_error():
         compat.calibrate_only(OldConverter())
 
 
+def test_disable_per_channel_quantization_gives_one_scale_per_weight():
+    converter = tf.lite.TFLiteConverter.from_keras_model(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: (
+        [rng.random((1, 4), np.float32)] for _ in range(4))
+    compat.disable_per_channel_quantization(converter)
+    schema = compat.tflite_schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(converter.convert()), 0)
+    (kernel,) = [t for t in model.subgraphs[0].tensors
+                 if t.type == schema.TensorType.INT8 and t.shape is not None
+                 and list(t.shape) == [3, 4]]
+    assert len(kernel.quantization.scale) == 1, moved(
+        "tf.lite.TFLiteConverter._experimental_disable_per_channel")
+
+
+def test_disable_per_channel_on_a_converter_without_the_flag_is_an_error():
+    class OldConverter:
+        pass
+
+    with pytest.raises(compat.CompatError,
+                       match="_experimental_disable_per_channel"):
+        compat.disable_per_channel_quantization(OldConverter())
+
+
 def test_multi_head_attention_projections_are_public():
     # tfcompress.prune.prunable reads them by these public names
     mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)

@@ -26,6 +26,7 @@ from tfcompress.saving import register_on_keras_import as _register
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("analyze", "bench", "cluster", "convert", "data", "distill",
+                "ptq",
                 "distribute",
                 "inspect", "models", "prune", "quantize", "recipes",
                 "utils")

@@ -2,10 +2,12 @@
 
 Usage:
   tfcompress run RECIPE.yaml [--out DIR] [--set key.path=value ...]
+  tfcompress tune RECIPE.yaml [--budget 1.0] [--objective size|latency]
   tfcompress --help
 
 Commands:
   run      Run a recipe from configs/ (train, compress, convert, benchmark).
+  tune     Find the smallest (or fastest) model within an accuracy budget.
 
 Exit codes: 0 success, 2 usage or input error, 1 unexpected failure.
 """

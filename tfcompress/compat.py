@@ -229,6 +229,15 @@ def calibrate_only(converter) -> bytes:
     return converter.convert()
 
 
+def disable_per_channel_quantization(converter) -> None:
+    """Makes a ``tf.lite.TFLiteConverter`` quantize weights per tensor (one
+    scale per weight tensor) instead of per output channel."""
+    name = "_experimental_disable_per_channel"
+    if not hasattr(converter, name):
+        raise missing(f"tf.lite.TFLiteConverter.{name}")
+    setattr(converter, name, True)
+
+
 def mlir_quantize(model_bytes: bytes, input_data_type=None,
                   output_data_type=None) -> bytes:
     """Quantizes a calibrated flatbuffer (from :func:`calibrate_only`) to

@@ -22,7 +22,7 @@ from tfcompress.errors import InputError
 
 # Importing these registers every Keras serializable tfcompress defines.
 SERIALIZABLE_PACKAGES = ("tfcompress.prune", "tfcompress.quantize",
-                         "tfcompress.cluster")
+                         "tfcompress.cluster", "tfcompress.ptq")
 
 # An import of either runs the other; registration waits for the outer one.
 _WATCHED = ("keras", "tensorflow")

@@ -178,7 +178,7 @@ def convert(model, mode="int8", representative_data=None,
             input_type="float32", output_type="float32", output_path=None,
             strict=None, sparse=False, calibration="minmax",
             calibration_samples=200, percentile=99.99, check_data=None,
-            check_samples=200):
+            check_samples=200, per_channel=True):
     """Converts a Keras model to a TFLite flatbuffer and reports on it.
 
     Args:
@@ -204,6 +204,11 @@ def convert(model, mode="int8", representative_data=None,
         ``percentile`` or ``entropy``.
       check_data: inputs to compare TFLite and Keras outputs on (default:
         the representative data).
+      per_channel: quantize post-training weights per output channel
+        (default); False gives one scale per weight tensor, what some NPUs
+        and microcontroller kernels need (see :mod:`tfcompress.ptq` to
+        keep accuracy). Weights of QAT models follow their fake-quant
+        layers.
 
     Returns:
       A :class:`ConversionResult`.
@@ -268,6 +273,8 @@ def convert(model, mode="int8", representative_data=None,
     if sparse:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
+    if not per_channel and mode != "float32":
+        compat.disable_per_channel_quantization(converter)
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in ("int8", "int16x8"):

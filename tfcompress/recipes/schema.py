@@ -22,6 +22,7 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
 from tfcompress.errors import InputError
 
 MISSING = object()
+PTQ_STEPS = ("equalize", "correct_bias", "adaround", "reestimate_batchnorm")
 
 
 class RecipeError(InputError):
@@ -59,6 +60,9 @@ STAGE_SCHEMAS = {
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 5e-4, 0.0),
         "exclude": Field(list, [], items=str, doc="layer names"),
+        # per-layer final sparsity; listed layers use it instead of
+        # final_sparsity (what ``tfcompress tune`` writes)
+        "layer_sparsity": Field(dict, {}, doc="layer name -> sparsity"),
     },
     "cluster": {
         "number_of_clusters": Field(int, 16, 2, 256),
@@ -75,8 +79,19 @@ STAGE_SCHEMAS = {
                          "cluster_preserving", "n_bit"), "default_8bit"),
         "weight_bits": Field(int, 8, 2, 8),
         "activation_bits": Field(int, 8, 2, 8),
+        # keep a pruned model's zeros (prune_preserving always does)
+        "preserve_sparsity": Field(bool, False),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
+    },
+    # post-training steps of tfcompress.ptq, in order (no labels used)
+    "ptq": {
+        "steps": Field(list, [], items=str, doc="equalize, correct_bias, "
+                       "adaround, reestimate_batchnorm"),
+        "weight_bits": Field(int, 8, 2, 8),
+        "per_channel": Field(bool, True),
+        "samples": Field(int, 256, 1),
+        "iterations": Field(int, 500, 1, doc="AdaRound steps per layer"),
     },
     "convert": {
         "mode": Field(MODES, "int8"),
@@ -248,6 +263,26 @@ def _check_stage(kind, params, node, path, source):
                               f"{path}.m_by_n: expected [N, M] with N < M "
                               f"(N of every M weights kept), found "
                               f"{[n, m]}")
+    if kind == "prune":
+        for name, value in params["layer_sparsity"].items():
+            if not isinstance(name, str) or isinstance(value, bool) or \
+                    not isinstance(value, (int, float)) or \
+                    not 0.0 <= value <= 0.99:
+                _, vnode = _node_for(node, "layer_sparsity")
+                raise RecipeError(f"{_where(source, vnode or node)}: "
+                                  f"{path}.layer_sparsity: expected layer "
+                                  "name: sparsity in [0, 0.99], found "
+                                  f"{name!r}: {value!r}")
+        params["layer_sparsity"] = {k: float(v) for k, v in
+                                    params["layer_sparsity"].items()}
+    if kind == "ptq":
+        for step in params["steps"]:
+            if step not in PTQ_STEPS:
+                _, vnode = _node_for(node, "steps")
+                raise RecipeError(f"{_where(source, vnode or node)}: "
+                                  f"{path}.steps: unknown step {step!r}; "
+                                  f"steps are {', '.join(PTQ_STEPS)}"
+                                  f"{_suggest(step, PTQ_STEPS)}")
     if kind == "convert" and params["mode"] in INTEGER_MODES and \
             params["io_type"] not in io_types_for(params["mode"]):
         _, vnode = _node_for(node, "io_type")

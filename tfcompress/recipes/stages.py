@@ -37,13 +37,15 @@ def run_prune(model, params, data, train):
     steps = math.ceil(len(xt) / train["batch_size"]) * params["epochs"]
     end = max(1, int(steps * params["end_fraction"]))
     freq = max(1, min(params["frequency"], end))
-    if params["schedule"] == "polynomial":
-        schedule = prune.PolynomialDecay(params["initial_sparsity"],
-                                         params["final_sparsity"], 0, end,
+
+    def schedule_for(final):
+        if params["schedule"] == "polynomial":
+            return prune.PolynomialDecay(min(params["initial_sparsity"],
+                                             final), final, 0, end,
                                          frequency=freq)
-    else:
-        schedule = prune.ConstantSparsity(params["final_sparsity"], 0,
-                                          frequency=freq)
+        return prune.ConstantSparsity(final, 0, frequency=freq)
+
+    schedule = schedule_for(params["final_sparsity"])
     kwargs = {}
     g = params["granularity"]
     if g == "block":
@@ -52,8 +54,22 @@ def run_prune(model, params, data, train):
         kwargs["sparsity_m_by_n"] = tuple(params["m_by_n"])
     elif g == "global":
         kwargs["global_pruning"] = True
+    per_layer = params.get("layer_sparsity") or {}
+    if per_layer:
+        # only the listed layers with a sparsity above 0, each on its own
+        # schedule
+        kwargs["include"] = [n for n, s in per_layer.items()
+                             if s > 0 and n not in params["exclude"]]
+        if not kwargs["include"]:
+            return model
     pruned = prune.prune_low_magnitude(model, schedule,
                                        exclude=params["exclude"], **kwargs)
+    if per_layer:
+        from tfcompress.utils.layer_map import iter_layers
+        for layer in iter_layers(pruned):
+            if isinstance(layer, prune.PruneLowMagnitude):
+                layer.pruning_schedule = schedule_for(
+                    per_layer[layer.layer.name])
     _compile(pruned, train["optimizer"], params["learning_rate"])
     _fit(pruned, data, params["epochs"], train["batch_size"],
          [prune.UpdatePruningStep()])
@@ -82,7 +98,9 @@ def run_qat(model, params, data, train):
               "cluster_preserving": quantize.ClusterPreservingScheme,
               "n_bit": quantize.NBitScheme}[params["scheme"]](
         weight_bits=params["weight_bits"],
-        activation_bits=params["activation_bits"])
+        activation_bits=params["activation_bits"],
+        **({"preserve_sparsity": True} if params.get("preserve_sparsity")
+           else {}))
     try:
         qat = quantize.quantize_model(model, scheme)
     except ValueError as e:   # e.g. cluster_preserving on unclustered kernels
@@ -90,6 +108,33 @@ def run_qat(model, params, data, train):
     _compile(qat, train["optimizer"], params["learning_rate"])
     _fit(qat, data, params["epochs"], train["batch_size"])
     return qat
+
+
+def run_ptq(model, params, data, train=None):
+    """Post-training steps (:mod:`tfcompress.ptq`) in order, on the first
+    ``samples`` training inputs (labels unused). With AdaRound at fewer
+    than 8 bits the result carries fake-quant layers, so ``convert``
+    stores the rounded weights at that width."""
+    from tfcompress import ptq
+    (xt, _), _ = data
+    x = xt[:params["samples"]]
+    bits, per_channel = params["weight_bits"], params["per_channel"]
+    for step in params["steps"]:
+        if step == "equalize":
+            model = ptq.equalize(model)
+        elif step == "correct_bias":
+            model = ptq.correct_bias(model, x, bits=bits,
+                                     per_channel=per_channel)
+        elif step == "adaround":
+            model = ptq.adaround(model, x, bits=bits,
+                                 per_channel=per_channel,
+                                 iterations=params["iterations"])
+        elif step == "reestimate_batchnorm":
+            model = ptq.reestimate_batchnorm(model, x)
+    if "adaround" in params["steps"] and bits < 8:
+        model = ptq.for_conversion(model, x, bits=bits,
+                                   per_channel=per_channel)
+    return model
 
 
 def run_convert(model, params, data, out_path):

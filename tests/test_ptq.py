@@ -1,0 +1,217 @@
+"""tfcompress.ptq: batch-norm folding, cross-layer equalization, bias
+correction and per-tensor conversion on a tiny Conv-BN-ReLU-Conv-Dense net
+whose channels have deliberately unbalanced ranges."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import ptq
+from tfcompress.convert import convert
+from tfcompress.convert.result import litert_interpreter
+from tfcompress.errors import InputError
+from tfcompress.inspect import inspect
+
+RNG = np.random.default_rng(0)
+X = RNG.random((96, 8, 8, 3), dtype=np.float32)
+
+
+def _batch_stats(model, bn_name, x):
+    """Mean and variance of the input of batch norm ``bn_name`` on ``x``."""
+    bn = model.get_layer(bn_name)
+    y = np.asarray(keras.Model(model.inputs, bn.input)(x), np.float64)
+    y = y.reshape(-1, y.shape[-1])
+    return y.mean(0), y.var(0)
+
+
+def unbalanced_net(shift=0.5):
+    """Conv-BN-ReLU-Conv-Dense; BN gammas span 1000x, conv2 undoes them,
+    so the float function is tame but the folded conv1 kernel's channels
+    differ by 1000x (per-tensor int8 flattens the small ones). The moving
+    statistics are the batch statistics of ``X``, so BN output channel i
+    has mean ``shift * gamma_i`` and deviation ``gamma_i``."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", use_bias=False,
+                            name="conv1")(i)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(name="relu1")(h)
+    h = keras.layers.Conv2D(6, 3, name="conv2")(h)
+    h = keras.layers.ReLU(name="relu2")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    out = keras.layers.Dense(4, name="fc")(h)
+    model = keras.Model(i, out)
+    gamma = (10.0 ** np.linspace(-1.5, 1.5, 8)).astype(np.float32)
+    bn = model.get_layer("bn1")
+    mean, var = _batch_stats(model, "bn1", X)
+    bn.set_weights([gamma, (shift * gamma).astype(np.float32),
+                    mean.astype(np.float32), var.astype(np.float32)])
+    conv2 = model.get_layer("conv2")
+    k, b = conv2.get_weights()
+    conv2.set_weights([k / gamma[None, None, :, None], b])
+    return model
+
+
+def tflite_outputs(result, x):
+    interp, _ = litert_interpreter(result.tflite_bytes)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    ys = []
+    for sample in x:
+        interp.set_tensor(inp["index"], sample[None])
+        interp.invoke()
+        ys.append(interp.get_tensor(out["index"])[0])
+    return np.asarray(ys)
+
+
+def weights_of(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def assert_unchanged(model, before):
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- folding ------------------------------------------------------------
+def test_fold_batchnorm_replaces_bn_by_identity_and_keeps_outputs():
+    model = unbalanced_net()
+    before = weights_of(model)
+    folded = ptq.fold_batchnorm(model)
+    assert type(folded.get_layer("bn1")).__name__ == "FoldedBatchNorm"
+    assert folded.get_layer("conv1").use_bias
+    np.testing.assert_allclose(folded(X), model(X), rtol=1e-4, atol=1e-4)
+    assert_unchanged(model, before)
+
+
+def test_fold_batchnorm_leaves_a_bn_after_relu_and_says_why():
+    from tfcompress.ptq.fold import fold_batchnorm_with_stats
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.BatchNormalization(name="bn")])
+    result = fold_batchnorm_with_stats(model)
+    assert result.folded == []
+    assert "activation" in result.not_folded["bn"]
+
+
+# -- equalization -------------------------------------------------------
+def test_equalize_preserves_float_outputs_and_balances_channel_ranges():
+    model = unbalanced_net()
+    before = weights_of(model)
+    eq, report = ptq.equalize(model, return_report=True)
+    assert ("conv1", "conv2") in report.pairs and ("conv2", "fc") in \
+        report.pairs
+    assert report.unpaired == {"fc": "model output"}
+    assert report.folded_batchnorms == [("conv1", "bn1")]
+    np.testing.assert_allclose(eq(X), model(X), rtol=1e-3, atol=1e-3)
+    folded = ptq.fold_batchnorm(model).get_layer("conv1").kernel.numpy()
+    ranges = lambda k: np.abs(k).reshape(-1, k.shape[-1]).max(0)
+    spread_before = ranges(folded).max() / ranges(folded).min()
+    k = eq.get_layer("conv1").kernel.numpy()
+    assert ranges(k).max() / ranges(k).min() < spread_before / 20
+    assert_unchanged(model, before)
+
+
+def test_equalize_lowers_per_tensor_int8_error_of_the_flatbuffer():
+    model = unbalanced_net()
+    ref = np.asarray(model(X))
+    plain = convert(model, "int8", representative_data=X, per_channel=False,
+                    strict=True)
+    equalized = convert(ptq.equalize(model), "int8", representative_data=X,
+                        per_channel=False, strict=True)
+    err_plain = np.abs(tflite_outputs(plain, X) - ref).mean()
+    err_eq = np.abs(tflite_outputs(equalized, X) - ref).mean()
+    assert err_eq < 0.5 * err_plain, (err_plain, err_eq)
+
+
+def test_high_bias_absorption_moves_bias_and_keeps_outputs_close():
+    model = unbalanced_net(shift=4.0)     # mean 4 sigma above zero
+    ref = np.asarray(model(X))
+    kept, r0 = ptq.equalize(model, return_report=True, absorb_bias=False)
+    absorbed, r1 = ptq.equalize(model, return_report=True)
+    assert r0.absorbed == {} and r1.absorbed["conv1->conv2"] > 0
+    b0 = np.abs(kept.get_layer("conv1").bias.numpy())
+    b1 = np.abs(absorbed.get_layer("conv1").bias.numpy())
+    # c = mean - 3 std = gamma of each channel's mean of 4 gamma moved
+    np.testing.assert_allclose(b0.sum() - b1.sum(),
+                               r1.absorbed["conv1->conv2"], rtol=1e-3)
+    assert b1.sum() < 0.8 * b0.sum()
+    err = np.abs(np.asarray(absorbed(X)) - ref).mean()
+    assert err < 1e-2 * np.abs(ref).mean()
+
+
+def test_equalize_replaces_relu6_between_pairs_and_reports_it():
+    model = keras.Sequential([
+        keras.Input((6, 6, 3)),
+        keras.layers.Conv2D(4, 3, name="a"), keras.layers.ReLU(6.0, name="r6"),
+        keras.layers.DepthwiseConv2D(3, name="dw"),
+        keras.layers.Activation("tanh", name="tanh"),
+        keras.layers.Conv2D(2, 1, name="b")])
+    eq, report = ptq.equalize(model, return_report=True)
+    assert report.pairs == [("a", "dw")]
+    assert report.relu6_replaced == ["r6"]
+    assert eq.get_layer("r6").max_value is None
+    assert "Activation 'tanh'" in report.unpaired["dw"]
+
+
+def test_equalize_refuses_a_subclassed_model():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(InputError, match="Sequential or Functional"):
+        ptq.equalize(Net())
+
+
+# -- bias correction ----------------------------------------------------
+def test_correct_bias_reduces_the_mean_output_shift_of_the_flatbuffer():
+    model = unbalanced_net()
+    ref = np.asarray(model(X))
+    before = weights_of(model)
+    plain = convert(model, "int8", representative_data=X, per_channel=False)
+    corrected = ptq.correct_bias(model, X, per_channel=False)
+    fixed = convert(corrected, "int8", representative_data=X,
+                    per_channel=False, strict=True)
+    shift_plain = np.abs((tflite_outputs(plain, X) - ref).mean(0)).mean()
+    shift_fixed = np.abs((tflite_outputs(fixed, X) - ref).mean(0)).mean()
+    # activation rounding of the crushed channels remains: what is left
+    assert shift_fixed < 0.85 * shift_plain, (shift_plain, shift_fixed)
+    assert_unchanged(model, before)
+
+
+def test_correct_bias_removes_the_mean_shift_of_4bit_nearest_weights():
+    from tfcompress.ptq.bias_correction import quantized_kernel
+    model = ptq.fold_batchnorm(unbalanced_net())
+    ref = np.asarray(model(X))
+
+    def rounded(m):
+        new = ptq.fold_batchnorm(m)
+        for layer in new.layers:
+            if hasattr(layer, "kernel"):
+                layer.kernel.assign(quantized_kernel(
+                    layer, layer.kernel.numpy(), 4, True))
+        return np.asarray(new(X))
+
+    shift_plain = np.abs((rounded(model) - ref).mean(0)).mean()
+    corrected = ptq.correct_bias(model, X, bits=4)
+    shift_fixed = np.abs((rounded(corrected) - ref).mean(0)).mean()
+    assert shift_fixed < 0.2 * shift_plain, (shift_plain, shift_fixed)
+
+
+def test_correct_bias_without_data_is_an_input_error():
+    with pytest.raises(InputError, match="representative data"):
+        ptq.correct_bias(unbalanced_net(), None)
+
+
+# -- per-tensor conversion ----------------------------------------------
+def test_convert_per_channel_false_writes_one_scale_per_weight_tensor():
+    model = unbalanced_net()
+    result = convert(model, "int8", representative_data=X, per_channel=False)
+    kernels = [w for w in inspect(result.tflite_bytes)["weights"]
+               if w["dtype"] == "INT8" and len(w["shape"]) >= 2]
+    assert len(kernels) == 3
+    assert all(w["quantization"]["scales"] == 1 for w in kernels)
+    default = convert(model, "int8", representative_data=X)
+    assert any(w["quantization"]["scales"] > 1 for w in
+               inspect(default.tflite_bytes)["weights"]
+               if w["dtype"] == "INT8" and len(w["shape"]) >= 2)

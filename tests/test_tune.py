@@ -1,0 +1,281 @@
+"""tfcompress tune: the search on a tiny model and recipe (a few hundred
+Fashion-MNIST samples, one epoch). The searches convert several models
+each: about a minute of CPU, so they are marked slow."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfcompress.errors import InputError
+
+BUDGET = 2.0
+
+
+def _tiny_model(path):
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(4, 3, strides=2, activation="relu",
+                            name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(16, activation="relu", name="fc"),
+        keras.layers.Dense(10, name="logits")], name="tiny")
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tune")
+    model = _tiny_model(str(folder / "tiny.keras"))
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(
+        f"name: tiny\nmodel: {model}\n"
+        "data: {name: fashion_mnist, train_samples: 500, test_samples: 200}\n"
+        "train: {epochs: 1, batch_size: 50}\n")
+    return folder, str(recipe)
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_recipe):
+    from tfcompress.tune import tune
+    folder, recipe = tiny_recipe
+    lines = []
+    result = tune(recipe, budget=BUDGET, out_dir=str(folder / "run"),
+                  val_samples=150, max_candidates=5, progress=lines.append)
+    return result, lines
+
+
+@pytest.mark.slow
+def test_finds_a_compressed_candidate_within_budget(tuned):
+    result, _ = tuned
+    chosen, ref = result.chosen, result.reference
+    assert chosen["config"]["mode"] != "float32"
+    assert (ref["val_accuracy"] - chosen["val_accuracy"]) * 100 <= BUDGET
+    assert chosen["gzip_bytes"] < ref["gzip_bytes"] / 2
+    with open(chosen["tflite"], "rb") as f:
+        assert len(f.read()) == chosen["size_bytes"]
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+@pytest.mark.slow
+def test_every_candidate_is_in_the_report_and_progress(tuned):
+    result, lines = tuned
+    assert 2 <= len(result.candidates) <= 5
+    with open(result.report_json) as f:
+        report = json.load(f)
+    keys = [r["key"] for r in report["candidates"]]
+    assert keys == [r["key"] for r in result.candidates]
+    assert len(set(keys)) == len(keys)
+    with open(result.report_md) as f:
+        md = f.read()
+    for r in result.candidates:
+        assert f"| {r['label']}" in md
+    assert sum(l.startswith("[tune ") and "/5]" in l for l in lines) == \
+        len(result.candidates)
+    assert os.path.getsize(result.plot) > 1000
+
+
+@pytest.mark.slow
+def test_resume_evaluates_nothing_again(tuned, tiny_recipe):
+    from tfcompress.tune import tune
+    result, _ = tuned
+    folder, recipe = tiny_recipe
+    again = tune(recipe, budget=BUDGET, out_dir=str(folder / "run"),
+                 val_samples=150, max_candidates=5, progress=None)
+    assert result.evaluations == len(result.candidates)
+    assert again.evaluations == 0
+    assert [r["key"] for r in again.candidates] == \
+        [r["key"] for r in result.candidates]
+    assert again.chosen["key"] == result.chosen["key"]
+
+
+@pytest.mark.slow
+def test_chosen_recipe_loads_and_runs(tuned, tmp_path):
+    from tfcompress.recipes import run_recipe
+    from tfcompress.recipes.schema import load_recipe
+    result, _ = tuned
+    recipe = load_recipe(result.recipe_path)
+    assert recipe["data"]["train_samples"] == result.fit_samples == 350
+    names = [v["name"] for v in recipe["variants"]]
+    assert names == ["float", "tuned"]
+    run = run_recipe(result.recipe_path, out_dir=str(tmp_path / "rerun"))
+    tflite = run["results"]["tuned"]["tflite"]
+    mode = run["results"]["tuned"]["conversion"]["mode"]
+    assert os.path.exists(tflite) and mode == result.chosen["config"]["mode"]
+
+
+class _Watched(np.ndarray):
+    """An array that logs every read of its elements."""
+    log = None
+
+    def __getitem__(self, item):
+        if _Watched.log is not None:
+            _Watched.log.append("test read")
+        return np.asarray(self)[item]
+
+    def __array__(self, dtype=None, copy=None):
+        if _Watched.log is not None:
+            _Watched.log.append("test read")
+        return self.view(np.ndarray) if dtype is None else \
+            self.view(np.ndarray).astype(dtype)
+
+
+@pytest.mark.slow
+def test_test_split_is_read_only_after_the_search(tmp_path):
+    import keras
+    from tfcompress.data import load_fashion_mnist, prepare_images
+    from tfcompress.tune import tune
+    (xt, yt), (xv, yv) = load_fashion_mnist()
+    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    x, y = prepare_images(xt[:300]), yt[:300].astype("int32")
+    model.fit(x, y, epochs=1, verbose=0)
+    log = []
+    x_test = prepare_images(xv[:100]).view(_Watched)
+    _Watched.log = log
+    try:
+        result = tune(model, ((x, y), (x_test, yv[:100])), budget=BUDGET,
+                      out_dir=str(tmp_path / "run"), val_samples=100,
+                      max_candidates=2, progress=log.append)
+    finally:
+        _Watched.log = None
+    candidates = [i for i, l in enumerate(log) if str(l).startswith("[tune ")
+                  and "/2]" in l]
+    reads = [i for i, l in enumerate(log) if l == "test read"]
+    assert len(candidates) == 2 and reads
+    assert min(reads) > max(candidates)
+    assert result.val_samples == 100 and result.fit_samples == 200
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"budget": -1}, "budget must be"),
+    ({"objective": "speed"}, "objective must be one of size, latency"),
+    ({"max_candidates": 1}, "max_candidates must be"),
+])
+def test_bad_arguments_are_input_errors(kwargs, message):
+    from tfcompress.tune import tune
+    with pytest.raises(InputError, match=message):
+        tune("configs/fashion_mnist_cnn.yaml", **kwargs)
+
+
+def test_missing_recipe_is_an_input_error():
+    from tfcompress.tune import tune
+    with pytest.raises(InputError, match="does not exist"):
+        tune("configs/no_such_recipe.yaml")
+
+
+def test_too_many_validation_samples_is_an_input_error():
+    from tfcompress.tune.split import validation_split
+    with pytest.raises(InputError, match="validation samples"):
+        validation_split(100, val_samples=100)
+
+
+def test_prune_stage_takes_per_layer_sparsities():
+    import keras
+    from tfcompress.recipes import stages
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(32, name="a"),
+                              keras.layers.Dense(32, name="b"),
+                              keras.layers.Dense(4, name="c")])
+    x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    y = np.zeros(64, "int32")
+    params = validated_stages([{"prune": {
+        "layer_sparsity": {"a": 0.5, "b": 0.9, "c": 0.0}, "epochs": 1}},
+        {"convert": {}}])[0]["prune"]
+    train = {"batch_size": 16, "optimizer": "adam", "learning_rate": 1e-3}
+    pruned = stages.run_prune(model, params, ((x, y), (x, y)), train)
+    zeros = {l.name: float(np.mean(l.kernel.numpy() == 0))
+             for l in pruned.layers}
+    assert zeros["a"] == pytest.approx(0.5, abs=0.02)
+    assert zeros["b"] == pytest.approx(0.9, abs=0.02)
+    assert zeros["c"] == 0.0
+
+
+def test_layer_sparsity_out_of_range_is_a_recipe_error():
+    from tfcompress.recipes.schema import RecipeError, load_recipe_text
+    text = ("variants:\n- name: v\n  stages:\n"
+            "  - prune: {layer_sparsity: {fc1: 1.5}}\n")
+    with pytest.raises(RecipeError, match=r"layer_sparsity.*fc1.*1\.5"):
+        load_recipe_text(text, "r.yaml")
+
+
+def test_adaround_candidate_is_a_ptq_stage_not_qat():
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.search import ptq_available, validated_stages
+    assert ptq_available()
+    stages = validated_stages(Candidate(weight_bits=4,
+                                        ptq=("adaround",)).stages())
+    kinds = [next(iter(s)) for s in stages]
+    assert kinds == ["ptq", "convert"]
+    assert stages[0]["ptq"]["weight_bits"] == 4
+    assert stages[0]["ptq"]["steps"] == ["adaround"]
+
+
+def test_ptq_stage_runs_its_steps_in_order():
+    import keras
+    from tfcompress.convert import convert
+    from tfcompress.recipes import stages
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(16, activation="relu",
+                                                 name="a"),
+                              keras.layers.Dense(4, name="b")])
+    x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    params = validated_stages([{"ptq": {
+        "steps": ["equalize", "correct_bias", "adaround"],
+        "weight_bits": 4, "iterations": 20}}, {"convert": {}}])[0]["ptq"]
+    out = stages.run_ptq(model, params, ((x, None), (x, None)))
+    result = convert(out, "int8", representative_data=x)
+    assert result.report["fully_integer"]
+    ref = model.predict(x, verbose=0)
+    got = out.predict(x, verbose=0)
+    assert np.mean(np.argmax(ref, 1) == np.argmax(got, 1)) > 0.7
+
+
+def test_unknown_ptq_step_is_a_recipe_error():
+    from tfcompress.recipes.schema import RecipeError, load_recipe_text
+    text = ("variants:\n- name: v\n  stages:\n"
+            "  - ptq: {steps: [equalise]}\n  - convert: {}\n")
+    with pytest.raises(RecipeError, match="did you mean 'equalize'"):
+        load_recipe_text(text, "r.yaml")
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "tfcompress", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_bad_input_is_one_line_exit_2():
+    r = _cli("tune", "configs/no_such_recipe.yaml", "--budget", "1.0")
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tfcompress")]
+    assert len(lines) == 1 and "no_such_recipe.yaml does not exist" in \
+        lines[0]
+    r = _cli("tune", "configs/fashion_mnist_cnn.yaml", "--budget", "-3")
+    assert r.returncode == 2 and "budget must be" in r.stderr
+
+
+@pytest.mark.slow
+def test_latency_objective_benchmarks_every_candidate(tmp_path):
+    import keras
+    from tfcompress.tune import tune
+    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 300).astype("int32")
+    result = tune(model, ((x, y), (x[:50], y[:50])), budget=100.0,
+                  objective="latency", out_dir=str(tmp_path / "run"),
+                  val_samples=100, max_candidates=3, progress=None)
+    p50 = [r["latency_p50_ms"] for r in result.candidates]
+    assert len(p50) == 3 and all(p is not None and p > 0 for p in p50)
+    assert result.chosen["latency_p50_ms"] == min(p50)

@@ -1,0 +1,64 @@
+"""Batch-norm statistics re-estimated on data.
+
+Pruning, ``shrink`` or QAT change what reaches each BatchNormalization, but
+its moving mean and variance still describe the old model. This computes,
+layer after layer (each batch norm seeing the outputs of the ones before it
+already re-estimated), the exact mean and (biased) variance of each batch
+norm's input over ``data``, and stores them as the moving statistics.
+
+>>> import keras, numpy as np
+>>> m = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(name="bn")])
+>>> x = np.random.default_rng(0).normal(5.0, 2.0, (500, 3)).astype("float32")
+>>> new = reestimate_batchnorm(m, x)
+>>> bool(np.allclose(new.get_layer("bn").moving_mean.numpy(), x.mean(0), atol=1e-4))
+True
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tfcompress.ptq import layers as lyr
+from tfcompress.ptq.samples import as_inputs
+from tfcompress.utils.graph import node_graph
+
+
+def _moments(features, x, batch_size):
+    total = total_sq = 0.0
+    count = 0
+    for i in range(0, len(x), batch_size):
+        y = np.asarray(features(x[i:i + batch_size]), np.float64)
+        y = y.reshape(-1, y.shape[-1])
+        total = total + y.sum(0)
+        total_sq = total_sq + (y * y).sum(0)
+        count += len(y)
+    mean = total / count
+    return mean, np.maximum(total_sq / count - mean * mean, 0.0)
+
+
+def reestimate_batchnorm(model, data, batch_size: int = 64,
+                         samples: int | None = None):
+    """A new model whose BatchNormalization moving statistics are those of
+    ``data`` (inputs only, no labels; the input model is not changed).
+
+    Args:
+      model: a Sequential or Functional Keras 3 model.
+      data: representative inputs (array ``(n, ...)`` or ``(x, y)``).
+      batch_size: inference batch size.
+      samples: use only the first ``samples`` inputs (default: all).
+    """
+    lyr.check_model(model, "reestimate_batchnorm")
+    new = lyr.copy_model(model)
+    x = as_inputs(data, new, "reestimate_batchnorm", limit=samples)
+    for node in node_graph(new):
+        bn = node.op
+        if type(bn) is not keras.layers.BatchNormalization or node.calls > 1:
+            continue
+        axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
+        if axis not in (-1, len(bn.input.shape) - 1):
+            continue
+        mean, var = _moments(lyr.feature_model(new, bn), x, batch_size)
+        bn.moving_mean.assign(mean.astype(np.float32))
+        bn.moving_variance.assign(var.astype(np.float32))
+    return new

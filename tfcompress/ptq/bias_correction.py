@@ -1,0 +1,95 @@
+"""Empirical bias correction (Nagel et al. 2019, section 4.2).
+
+Rounding weights shifts the mean of each output channel: ``E[(W_q - W)
+x] != 0`` in general, and the shifts add up layer after layer. Bias
+correction measures, on representative inputs, each channel's mean
+pre-activation output of the float model and of the model with quantized
+weights (layers before it already quantized and corrected), and adds the
+difference to the bias. The returned model keeps float kernels: the
+converter quantizes them to the same grid the correction assumed, so
+``bits`` and ``per_channel`` must match the conversion
+(``convert(..., per_channel=False)`` for per-tensor weights).
+
+>>> import keras, numpy as np
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
+>>> x = np.random.default_rng(0).random((64, 4), dtype=np.float32)
+>>> corrected = correct_bias(m, x, bits=4)
+>>> tuple(corrected.get_layer("fc").kernel.shape), corrected is m
+((4, 3), False)
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tfcompress.ptq import grid
+from tfcompress.ptq import layers as lyr
+from tfcompress.ptq.fold import fold_batchnorm
+from tfcompress.ptq.samples import as_inputs
+from tfcompress.utils.graph import node_graph
+
+
+def weight_layers(model) -> list:
+    """The Conv2D/DepthwiseConv2D/Dense layers of ``model`` in
+    topological order (layers called once only)."""
+    return [n.op for n in node_graph(model)
+            if n.is_layer and lyr.is_weight_layer(n.op) and n.calls == 1]
+
+
+def quantized_kernel(layer, kernel, bits, per_channel):
+    """``kernel`` rounded to nearest on the converter's grid for ``layer``."""
+    return grid.quantize_nearest(
+        kernel, bits, grid.layer_per_channel(layer, bits, per_channel),
+        lyr.is_depthwise(layer))
+
+
+def _channel_means(features, layer, kernel, bias, x, batch_size):
+    total, count = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        y = np.asarray(lyr.preactivation(
+            layer, features(x[i:i + batch_size]), kernel, bias), np.float64)
+        total = total + y.reshape(-1, y.shape[-1]).sum(axis=0)
+        count += y.reshape(-1, y.shape[-1]).shape[0]
+    return total / count
+
+
+def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
+                 samples: int = 512, batch_size: int = 64):
+    """A new model whose biases cancel the mean output shift of weight
+    quantization.
+
+    Args:
+      model: a Sequential or Functional Keras 3 model (not changed); batch
+        norms are folded first.
+      data: representative inputs (array ``(n, ...)`` or ``(x, y)``; no
+        labels needed); the first ``samples`` are used.
+      bits: weight bits of the conversion (8, or 4 with
+        :func:`tfcompress.ptq.for_conversion`).
+      per_channel: whether the conversion quantizes weights per channel
+        (``convert(..., per_channel=...)``).
+
+    Returns:
+      The corrected model: batch norms folded, float kernels, new biases.
+    """
+    lyr.check_model(model, "correct_bias")
+    if not 2 <= int(bits) <= 8:
+        from tfcompress.errors import InputError
+        raise InputError(f"bits must be between 2 and 8, got {bits}")
+    base = fold_batchnorm(model)
+    x = as_inputs(data, base, "correct_bias", limit=samples)
+    quant = lyr.copy_model(base)
+    weights = {}
+    for layer in weight_layers(base):
+        qlayer = quant.get_layer(layer.name)
+        kernel, bias = lyr.kernel_and_bias(layer)
+        qkernel = quantized_kernel(layer, kernel, bits, per_channel)
+        qlayer.kernel.assign(qkernel)
+        float_in = lyr.feature_model(base, layer)
+        quant_in = lyr.feature_model(quant, qlayer)
+        want = _channel_means(float_in, layer, kernel, bias, x, batch_size)
+        got = _channel_means(quant_in, layer, qkernel, bias, x, batch_size)
+        new_bias = (bias + (want - got)).astype(np.float32)
+        qlayer.bias.assign(new_bias)
+        weights[layer.name] = (kernel, new_bias)
+    return lyr.with_weights(base, weights)

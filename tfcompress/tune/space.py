@@ -1,0 +1,107 @@
+"""The search space: a :class:`Candidate` is per-layer sparsity, weight
+bits, a conversion mode and optional post-training steps, written as the
+recipe stages that build it (so the chosen one reruns with
+``tfcompress run``).
+
+>>> c = Candidate(sparsity=(("conv1", 0.5), ("fc1", 0.9)), weight_bits=4)
+>>> c.label, [next(iter(s)) for s in c.stages(epochs=1)]
+('p_w4_int8', ['prune', 'qat', 'convert'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+# conversion modes, most compact first; float32 is the reference
+MODES = ("int8", "int16x8", "float16", "float32")
+# post-training steps tune can use when tfcompress.ptq is installed
+PTQ_STEPS = ("equalize", "correct_bias", "adaround")
+# magnitude-pruning levels a layer is analysed (and pruned) at
+SPARSITIES = (0.5, 0.75, 0.9, 0.95)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of the search space.
+
+    ``sparsity``: sorted ``(layer, final sparsity)`` pairs (dense layers
+    left out); ``weight_bits``: 8, or 4 (learned by one epoch of 4-bit
+    QAT, or by AdaRound when ``"adaround"`` is in ``ptq``); ``mode``:
+    the conversion mode; ``ptq``: post-training steps applied before
+    conversion; ``level``: the sparsity level's rank (labels only).
+    """
+    sparsity: tuple = ()
+    weight_bits: int = 8
+    mode: str = "int8"
+    ptq: tuple = ()
+    level: int = -1
+
+    @property
+    def label(self):
+        parts = []
+        if self.sparsity:
+            parts.append(f"p{self.level}" if self.level >= 0 else "p")
+        if self.weight_bits != 8:
+            parts.append(f"w{self.weight_bits}")
+        parts += list(self.ptq)
+        parts.append(self.mode)
+        return "_".join(parts)
+
+    def to_dict(self):
+        return {"sparsity": dict(self.sparsity),
+                "weight_bits": self.weight_bits, "mode": self.mode,
+                "ptq": list(self.ptq), "label": self.label}
+
+    def stages(self, epochs=1, calibration_samples=200):
+        """The recipe stages that build this candidate (unvalidated)."""
+        out = []
+        if self.sparsity:
+            out.append({"prune": {
+                "final_sparsity": 0.0, "epochs": epochs,
+                "layer_sparsity": {n: float(s) for n, s in self.sparsity}}})
+        learned_rounding = "adaround" in self.ptq
+        if self.weight_bits != 8 and not learned_rounding:
+            out.append({"qat": {"scheme": "n_bit",
+                                "weight_bits": self.weight_bits,
+                                "activation_bits": 8,
+                                "preserve_sparsity": bool(self.sparsity),
+                                "epochs": epochs}})
+        if self.ptq:
+            out.append({"ptq": {"steps": list(self.ptq),
+                                "weight_bits": self.weight_bits,
+                                "samples": calibration_samples}})
+        out.append({"convert": {"mode": self.mode,
+                                "samples": calibration_samples,
+                                **({"strict": False}
+                                   if self.mode not in ("int8", "int16x8")
+                                   else {})}})
+        return out
+
+
+def sparsity_levels(sensitivity, weights, budget,
+                    drops=(0.5, 1, 2, 4, 8, 16, 32, 64, 100)):
+    """Per-layer sparsities of increasing aggressiveness from a sensitivity
+    analysis: for each tolerated single-layer drop ``budget * d`` (points),
+    every layer takes the highest analysed sparsity whose drop alone stays
+    within it (:func:`tfcompress.analyze.propose_sparsities`); the last
+    level prunes every layer to the highest analysed sparsity.
+
+    Returns distinct levels (``((layer, sparsity), ...)`` tuples), sorted
+    by the number of weights they zero (``weights``: layer -> count).
+    Fine-tuning recovers much of what one-shot pruning loses, so the
+    search goes well past ``budget``.
+    """
+    from tfcompress.analyze import propose_sparsities
+    found = {}
+    top = max(sensitivity.sparsities)
+    for d in drops:
+        proposal = propose_sparsities(sensitivity, max_drop=budget * d)
+        level = tuple(sorted((n, float(s)) for n, s in proposal.items()
+                             if s > 0))
+        if level:
+            found[level] = None
+    found[tuple(sorted((n, float(top)) for n in sensitivity.pruned))] = None
+
+    def zeros(level):
+        return sum(weights.get(n, 0) * s for n, s in level)
+    return sorted(found, key=zeros)

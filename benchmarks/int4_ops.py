@@ -14,6 +14,7 @@ Writes benchmarks/results/int4_ops.json and int4_ops.md.
 """
 
 import argparse
+import re
 
 import common
 
@@ -21,7 +22,7 @@ CASES = ["FULLY_CONNECTED (Dense)", "CONV_2D (Conv2D)",
          "DEPTHWISE_CONV_2D (DepthwiseConv2D)",
          "TRANSPOSE_CONV (Conv2DTranspose)", "Dense on 3-D input",
          "EinsumDense abc,cd->abd", "EinsumDense abc,bcd->abd",
-         "Embedding"]
+         "Embedding", "Conv1D", "SeparableConv2D", "SeparableConv1D"]
 
 
 def _layers():
@@ -86,6 +87,9 @@ def build(case, bits):
         CASES[2]: (lambda: L.DepthwiseConv2D(3), (8, 8, 4)),
         CASES[3]: (lambda: L.Conv2DTranspose(8, 3), (4, 4, 4)),
         CASES[4]: (lambda: L.Dense(8), (6, 16)),
+        "Conv1D": (lambda: L.Conv1D(8, 3), (16, 4)),
+        "SeparableConv2D": (lambda: L.SeparableConv2D(8, 3), (8, 8, 4)),
+        "SeparableConv1D": (lambda: L.SeparableConv1D(8, 3), (16, 4)),
     }
     if case in keras_layer:
         make, shape = keras_layer[case]
@@ -192,17 +196,20 @@ def measure(case, bits):
     try:
         tflite = _convert(model, data)
     except Exception as e:  # noqa: BLE001 - the error is the measurement
-        text = " ".join(str(e).split())
-        at = text.find("error:")
-        row["conversion"] = "fails: " + (text[at:at + 200] if at >= 0
-                                         else text[-200:])
+        text = " ".join(str(e.__cause__ or e).split())   # in full
+        # the converter's message: "'tfl.<op>' op <what is wrong>"
+        msg = re.search(r"'tfl?\.\w+' op .*?(?= <unknown>| main\(\)|$)",
+                        text)
+        row["conversion"] = "fails: " + (msg.group(0) if msg
+                                         else text)[:240]
         return row
     rep = inspect(tflite)
     weights = [w for w in rep["weights"] if len(w["shape"]) >= 2]
     row["conversion"] = "ok"
-    row["weight_dtype"] = weights[0]["dtype"] if weights else None
-    row["weight_bytes"] = weights[0]["bytes"] if weights else None
-    row["weight_params"] = weights[0]["params"] if weights else None
+    row["weight_dtype"] = ("/".join(sorted({w["dtype"] for w in weights}))
+                           if weights else None)
+    row["weight_bytes"] = sum(w["bytes"] for w in weights) or None
+    row["weight_params"] = sum(w["params"] for w in weights) or None
     row["distinct_values"] = (weights[0]["distinct_values"] if weights
                               else None)
     row["ops"] = {o: v for o, v in rep["op_versions"].items()

@@ -231,3 +231,30 @@ def test_concurrent_build_waits_for_the_other_and_reuses_its_root(
         open(os.path.join(root, ".tfcompress-ready"), "w").close()
     t.join(10)
     assert result == [root] and builds == []
+@pytest.mark.slow
+def test_tflite_runtime_2_14_loads_packed_int4_weights_inspect_does_not_warn(
+        root, tmp_path):
+    """4-bit fake-quant Conv2D, DepthwiseConv2D and Dense convert to INT4
+    filters (CONV_2D v7, DEPTHWISE_CONV_2D v7, FULLY_CONNECTED v10), which
+    tflite-runtime 2.14 runs: inspect has nothing to warn about."""
+    import keras
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    from tfcompress.inspect import inspect
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((8, 8, 2)),
+                          keras.layers.Conv2D(4, 3, activation="relu"),
+                          keras.layers.DepthwiseConv2D(3),
+                          keras.layers.Flatten(), keras.layers.Dense(3)])
+    qat = quantize.quantize_model(m, quantize.NBitScheme(4, 8))
+    x = np.random.default_rng(0).random((16, 8, 8, 2), dtype=np.float32)
+    qat(x, training=True)
+    path = tmp_path / "int4.tflite"
+    convert(qat, "int8", representative_data=x, output_path=path)
+    report = inspect(path)
+    assert {w["dtype"] for w in report["weights"]
+            if len(w["shape"]) >= 2} == {"INT4"}
+    assert report["runtime_compatibility"] == []
+    r = arm_root.run_runner(root, [str(path), "--runtime", "tflite_runtime",
+                                   "--runs", "1", "--warmup-runs", "0"])
+    assert r.returncode == 0, r.stderr[-500:]

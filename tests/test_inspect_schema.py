@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from tfcompress.inspect import FlatbufferError, inspect
+from tfcompress.inspect import FlatbufferError, format_report, inspect
 from tfcompress.inspect import model_reader
 from tfcompress.inspect.schema_enums import BUILTIN_OPS, TENSOR_TYPES
 
@@ -250,3 +250,40 @@ def test_int4_weights_of_a_converted_model_match_the_interpreter():
     (t,) = [t for t in r["subgraphs"][0]["tensors"] if t["name"] == w["name"]]
     np.testing.assert_array_equal(model_reader.tensor_values(t, r["buffers"]),
                                   ref)
+
+
+# ---------------------------------------------------------------------------
+# bits of every weight, and tensor types tflite-runtime 2.14 does not know
+
+@pytest.mark.parametrize("type_code,shape,raw,bits,value_bits", [
+    (INT4, [2, 3], [0x21, 0xF7, 0x08], 4, 3),      # 6 distinct values
+    (INT8, [4], [1, 2, 3, 1], 8, 2),               # 3 distinct values
+    (INT2, [5], [0b11100100, 0b01], 2, 2),
+])
+def test_weight_rows_give_stored_bits_and_bits_the_values_need(
+        type_code, shape, raw, bits, value_bits):
+    data = _model([("x", INT8, [1, 3], 0), ("y", INT8, [1, 3], 0),
+                   ("w", type_code, shape, 1)], [([0, 2], [1])],
+                  buffers=[bytes(raw)])
+    report = inspect(data)
+    (w,) = report["weights"]
+    assert (w["bits"], w["value_bits"]) == (bits, value_bits)
+    row = [line for line in format_report(report).splitlines()
+           if line.startswith("w ")]
+    assert row and row[0].split()[1:3] == [w["dtype"], str(bits)]
+
+
+@pytest.mark.parametrize("type_code,warned", [(INT2, True), (UINT4, True),
+                                              (INT4, False)])
+def test_tensor_types_newer_than_tflite_runtime_2_14_are_warned(
+        type_code, warned):
+    data = _model([("x", INT8, [1, 3], 0), ("y", INT8, [1, 3], 0),
+                   ("w", type_code, [2], 1)], [([0, 2], [1])],
+                  buffers=[b"\x01"])
+    report = inspect(data)
+    name = {INT2: "INT2", UINT4: "UINT4", INT4: "INT4"}[type_code]
+    hits = [c for c in report["runtime_compatibility"]
+            if c.get("tensor_type") == name]
+    assert bool(hits) == warned
+    text = format_report(report)
+    assert (f"WARNING compatibility: {name} tensors" in text) == warned

@@ -32,6 +32,19 @@ INTEGER_ACTIVATIONS = {"INT8", "UINT8"}
 NEWER_THAN_TFLITE_RUNTIME_2_14 = {
     "FULLY_CONNECTED": 12,
 }
+# Tensor types added to the TFLite schema after tflite-runtime 2.14.
+# (Packed INT4 weights load there: FULLY_CONNECTED v10, CONV_2D v7 and
+# DEPTHWISE_CONV_2D v7 with INT4 filters run on tflite-runtime 2.14 arm64,
+# measured with benchmarks/int4_runtime.py --arm.)
+TYPES_NEWER_THAN_TFLITE_RUNTIME_2_14 = ("INT2", "UINT4", "FLOAT8_E4M3FN",
+                                        "FLOAT8_E5M2")
+# Bits one element of each tensor type takes as stored (sub-byte types
+# packed).
+TYPE_BITS = {"FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8,
+             "INT64": 64, "BOOL": 8, "INT16": 16, "COMPLEX64": 64,
+             "INT8": 8, "FLOAT64": 64, "COMPLEX128": 128, "UINT64": 64,
+             "UINT32": 32, "UINT16": 16, "INT4": 4, "BFLOAT16": 16,
+             "INT2": 2, "UINT4": 4, "FLOAT8_E4M3FN": 8, "FLOAT8_E5M2": 8}
 
 
 def layer_of(tensor_name: str) -> str:
@@ -60,14 +73,18 @@ def _weight_row(t, values, nbytes):
     params = int(np.prod(t["shape"])) if t["shape"] else flat.size
     nonzero = int(np.count_nonzero(flat))
     q = t["quantization"]
+    distinct = int(np.unique(flat).size)
     row = {"name": t["name"], "layer": layer_of(t["name"]),
            "dtype": t["dtype"], "shape": t["shape"], "params": params,
-           "bytes": nbytes,
+           "bytes": nbytes, "bits": TYPE_BITS.get(t["dtype"]),
+           # bits the distinct values need (a 6-bit kernel stored as INT8)
+           "value_bits": int(np.ceil(np.log2(distinct))) if distinct > 1
+           else 0,
            "bits_per_weight": round(8 * nbytes / params, 3) if params else
            None,
            "nonzero": nonzero,
            "sparsity": round(1 - nonzero / params, 4) if params else 0.0,
-           "distinct_values": int(np.unique(flat).size),
+           "distinct_values": distinct,
            "sparse_format": t["sparse"]}
     if q:
         row["quantization"] = {
@@ -145,6 +162,7 @@ def inspect(path_or_bytes) -> dict:
                 weights.append({"name": t["name"], "layer": layer_of(
                     t["name"]), "dtype": t["dtype"], "shape": t["shape"],
                     "params": params, "bytes": nbytes,
+                    "bits": TYPE_BITS.get(t["dtype"]), "value_bits": None,
                     "bits_per_weight": round(8 * nbytes / params, 3)
                     if params > 0 else None, "nonzero": None,
                     "sparsity": None, "distinct_values": None,
@@ -167,6 +185,12 @@ def inspect(path_or_bytes) -> dict:
                            "note": "tflite-runtime 2.14 cannot load this op "
                                    "version; use LiteRT (ai-edge-litert)"})
     xnnpack = xnnpack_warnings(ops)
+    for dtype in sorted({t["dtype"] for t in tensors}
+                        & set(TYPES_NEWER_THAN_TFLITE_RUNTIME_2_14)):
+        compat.append({"tensor_type": dtype,
+                       "note": f"{dtype} tensors are newer than "
+                               "tflite-runtime 2.14's schema; use LiteRT "
+                               "(ai-edge-litert)"})
     input_is_float = any(t["dtype"] in FLOAT_TYPES
                          for t in io(main["inputs"]))
     return {
@@ -250,11 +274,12 @@ def format_report(report: dict) -> str:
             f"{'; layers ' + layers[:120] if layers else ''}): {w['note']}. "
             "Check with `tfcompress bench` (partitions column).")
     for c in report["runtime_compatibility"]:
-        lines.append(f"compatibility: {c['op']} v{c['version']}: "
-                     f"{c['note']}")
+        what = (f"{c['op']} v{c['version']}" if "op" in c
+                else f"{c['tensor_type']} tensors")
+        lines.append(f"WARNING compatibility: {what}: {c['note']}")
     lines.append("")
-    head = f"{'weight':<40} {'dtype':<8} {'params':>9} {'sparsity':>8} " \
-           f"{'distinct':>8} quantization"
+    head = f"{'weight':<40} {'dtype':<8} {'bits':>4} {'params':>9} " \
+           f"{'sparsity':>8} {'distinct':>8} quantization"
     lines += [head, "-" * len(head)]
     for w in report["weights"]:
         q = w.get("quantization")
@@ -263,6 +288,7 @@ def format_report(report: dict) -> str:
               if q["per_channel"] else f"per-tensor {q['scale_min']:.3g}")
         sp = "-" if w["sparsity"] is None else f"{w['sparsity']:.1%}"
         dv = "-" if w["distinct_values"] is None else w["distinct_values"]
-        lines.append(f"{w['name'][:40]:<40} {w['dtype']:<8} "
+        bits = w.get("bits") or "-"
+        lines.append(f"{w['name'][:40]:<40} {w['dtype']:<8} {bits:>4} "
                      f"{w['params']:>9,} {sp:>8} {dv:>8} {qs}")
     return "\n".join(lines)

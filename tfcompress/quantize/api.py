@@ -9,6 +9,7 @@ import keras
 
 from tfcompress.quantize import transform
 from tfcompress.quantize.affine import QuantizeChannelAffine
+from tfcompress.quantize.bit_widths import check_bits, check_layer_bits
 from tfcompress.quantize.graph import ConstantArithmetic
 from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
@@ -26,8 +27,18 @@ class QuantizeConfig:
     ``quantize_output``: fake-quantize the layer's output (weightless or
     integer-friendly layers); False keeps the layer float (it is then
     reported, and strict int8 conversion will name it).
+    ``weight_bits``: on a Conv/Dense layer, quantize it by the default
+    rule with this many weight bits (as ``layer_bits`` does).
+
+    >>> QuantizeConfig(weight_bits=4).weight_bits
+    4
     """
     quantize_output: bool = True
+    weight_bits: int | None = None
+
+    def __post_init__(self):
+        if self.weight_bits is not None:
+            check_bits(self.weight_bits, "QuantizeConfig.weight_bits")
 
     def describe(self):
         return "output int8 (annotated)" if self.quantize_output else \
@@ -79,11 +90,14 @@ def quantize_annotate_model(model):
     return map_layers(model, annotate)
 
 
-def quantize_apply(model, scheme=None):
+def quantize_apply(model, scheme=None, layer_bits=None):
     """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``.
 
-    Returns a new Keras model (the original is unchanged); its
-    ``quantize_report`` attribute lists what happened to each layer.
+    ``layer_bits`` (``{layer name: weight bits}``, 2 to 8) overrides
+    ``scheme.weight_bits`` for the named Conv/Dense layers; activations
+    keep ``scheme.activation_bits``. Returns a new Keras model (the
+    original is unchanged); its ``quantize_report`` attribute lists what
+    happened to each layer.
     """
     scheme = scheme or Default8BitScheme()
     if not isinstance(model, keras.Model):
@@ -91,26 +105,43 @@ def quantize_apply(model, scheme=None):
                          f"{type(model).__name__}")
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
+    layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
     report = []
-    qat = transform.quantize_graph(model, scheme, report)
+    qat = transform.quantize_graph(model, scheme, report, layer_bits)
     qat.quantize_report = report
     qat.quantize_scheme = scheme
     return qat
 
 
-def quantize_model(model, scheme=None):
+def weight_layer_names(model):
+    """Names of the layers whose weights QAT fake-quantizes (the names
+    ``layer_bits`` takes)."""
+    return {layer.name for layer in iter_layers(model)
+            if isinstance(layer, transform.FUSABLE)}
+
+
+def quantize_model(model, scheme=None, layer_bits=None):
     """QAT in one call: annotate every layer and apply ``scheme``.
 
     Works on Sequential, Functional and nested models. Layers without a
     quantize rule raise an error that says how to annotate them.
+    ``layer_bits`` sets the weight bits of single layers, e.g.
+    ``{"fc1": 4}`` for packed 4-bit weights in one Dense layer; a layer
+    whose TFLite op has no 4-bit kernel stays 8-bit (``summary`` says so).
 
     >>> from tfcompress.models import seed_cnn
     >>> qat = quantize_model(seed_cnn())
     >>> has_fake_quant(qat)
     True
+    >>> model = seed_cnn()
+    >>> big = max(model.layers, key=lambda l: l.count_params()).name
+    >>> qat4 = quantize_model(model, layer_bits={big: 4})
+    >>> [r["weight_bits"] for r in summary(qat4, print_fn=None)
+    ...  if r.get("wraps") == big]
+    [4]
     """
     # unannotated layers get the default rule: no annotated copy needed
-    return quantize_apply(model, scheme)
+    return quantize_apply(model, scheme, layer_bits)
 
 
 @contextlib.contextmanager
@@ -139,7 +170,9 @@ def has_fake_quant(model) -> bool:
 def summary(model, print_fn=print) -> list:
     """Per QAT layer: what is quantized, bits, folded BN and ranges;
     layers QAT keeps float (no int8 TFLite kernel) are rows with a
-    ``float`` entry saying so."""
+    ``float`` entry saying so. Every layer with weights has
+    ``weight_bits``; a ``note`` says when they differ from the bits asked
+    for (e.g. an op with no 4-bit TFLite kernel kept at 8 bits)."""
     rows = []
     for layer in iter_layers(model):
         if getattr(layer, "_tfcompress_kept_float", False):
@@ -168,6 +201,10 @@ def summary(model, print_fn=print) -> list:
                             int(layer.cluster_centroids.shape[-1])
                             if layer.cluster_centroids is not None
                             else None)})
+            if layer.weight_bits_note:
+                row["note"] = layer.weight_bits_note
+        elif hasattr(layer, "weight_bits"):    # per-channel affine
+            row["weight_bits"] = layer.weight_bits
         rows.append(row)
     if print_fn is not None:
         for r in rows:

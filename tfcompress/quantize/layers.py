@@ -110,13 +110,16 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                  preserve_sparsity=False, ema_decay=0.999,
                  quantize_output=True, preserve_clusters=False,
                  cluster_count=None, input_scale=None, input_offset=None,
-                 output_scale=1.0, output_shift=0.0, **kwargs):
+                 output_scale=1.0, output_shift=0.0, weight_bits_note=None,
+                 **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
         self.batchnorm = batchnorm
         self.activation_name = activation
         self.weight_bits = int(weight_bits)
+        # why weight_bits differs from the bits asked for (summary shows it)
+        self.weight_bits_note = weight_bits_note
         self.activation_bits = int(activation_bits)
         # TFLite requires per-tensor weights for fully connected layers.
         # Conv1D (an expanded Conv2D) and Conv2DTranspose (a transposed
@@ -314,6 +317,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                           if self.batchnorm is not None else None),
             "activation": self.activation_name,
             "weight_bits": self.weight_bits,
+            "weight_bits_note": self.weight_bits_note,
             "activation_bits": self.activation_bits,
             "per_channel": self.per_channel,
             "preserve_sparsity": self.preserve_sparsity,

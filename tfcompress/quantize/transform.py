@@ -8,7 +8,7 @@ from keras import layers as L
 from tfcompress import compat
 from tfcompress.utils.graph import (SEQUENTIAL_INPUT as _SEQUENTIAL_INPUT,
                                     layer_graph)
-from tfcompress.quantize import zoo_layers
+from tfcompress.quantize import bit_widths, zoo_layers
 from tfcompress.quantize.affine import (AFFINE_LAYERS,
                                         QuantizeChannelAffine, layer_affine)
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
@@ -80,8 +80,13 @@ def _compose(layer, scale, shift):
     return scale / c, shift / c
 
 
-def quantize_graph(model, scheme, report):
-    """Returns the QAT version of ``model``; fills ``report`` per layer."""
+def quantize_graph(model, scheme, report, layer_bits=None):
+    """Returns the QAT version of ``model``; fills ``report`` per layer.
+
+    ``layer_bits``: ``{layer name: weight bits}`` overriding
+    ``scheme.weight_bits`` (names checked by the caller).
+    """
+    layer_bits = layer_bits or {}
     if not is_container(model):
         raise InputError(f"{model.name} is a subclassed model; tfcompress "
                          "can quantize Sequential and Functional models")
@@ -172,6 +177,12 @@ def quantize_graph(model, scheme, report):
                 tensors[_SEQUENTIAL_INPUT] = QuantizeOutput(
                     None, name="quant_input", **kw)(inp)
         config = getattr(layer, "_tfcompress_quantize_config", None)
+        requested_bits = layer_bits.get(name, scheme.weight_bits)
+        if getattr(config, "weight_bits", None) is not None and \
+                isinstance(layer, FUSABLE):
+            # QuantizeConfig(weight_bits=..): the default rule, other bits
+            requested_bits = layer_bits.get(name, config.weight_bits)
+            config = "default"
         if config in (None, "default") and len(parents) == 1:
             p = parents[0]
             affine = layer_affine(layer, layer.output.shape[-1]) \
@@ -212,7 +223,7 @@ def quantize_graph(model, scheme, report):
                            "quantized": config.describe()})
             continue
         if is_container(layer):
-            inner = quantize_graph(layer, scheme, report)
+            inner = quantize_graph(layer, scheme, report, layer_bits)
             tensors[name] = inner(x)
             continue
         if isinstance(layer, FUSABLE):
@@ -253,9 +264,12 @@ def quantize_graph(model, scheme, report):
                 prescaled.add(fused[-1])
             core = (copy_layer(layer, activation="linear") if split_act
                     else copy_layer(layer))
+            bits, bits_note = bit_widths.weight_bits_for(layer,
+                                                         requested_bits)
             q = QuantizeFused(core,
                               copy_layer(bn) if bn is not None else None,
-                              act, weight_bits=scheme.weight_bits,
+                              act, weight_bits=bits,
+                              weight_bits_note=bits_note,
                               per_channel=scheme.per_channel,
                               preserve_sparsity=scheme.preserve_sparsity,
                               preserve_clusters=getattr(
@@ -281,9 +295,10 @@ def quantize_graph(model, scheme, report):
                 consumed[n] = name
             report.append({
                 "layer": name, "type": type(layer).__name__,
-                "quantized": f"weights int{scheme.weight_bits} "
+                "quantized": f"weights int{bits} "
                              f"{'per-channel' if q.per_channel else 'per-tensor'}"
-                             f", output int{scheme.activation_bits}",
+                             f", output int{scheme.activation_bits}"
+                             + (f" ({bits_note})" if bits_note else ""),
                 "folded": ((folded_input[4] if folded_input else []) +
                            fused[1:]), "wrapper": q.name})
             continue

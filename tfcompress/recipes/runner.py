@@ -340,8 +340,12 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
         kind, params = next(iter(stage.items()))
         label = f"[{name}] {i}_{kind}"
         if kind in ("prune", "cluster", "qat"):
-            inputs = {"model": model_key, kind: params, "train": train,
-                      "seed": train["seed"] + i}
+            # an unset layer_bits leaves the key as it was before the
+            # field existed (cached stages stay valid)
+            inputs = {"model": model_key, kind: {
+                k: v for k, v in params.items()
+                if not (k == "layer_bits" and v is None)},
+                "train": train, "seed": train["seed"] + i}
             model_key = key(kind, inputs)
             # content-addressed: variants sharing a prefix share the model
             path = os.path.join(run_dir, "stages",

@@ -81,6 +81,9 @@ STAGE_SCHEMAS = {
         "activation_bits": Field(int, 8, 2, 8),
         # keep a pruned model's zeros (prune_preserving always does)
         "preserve_sparsity": Field(bool, False),
+        "layer_bits": Field(dict, None, 2, 8, items=int,
+                            doc="{layer name: weight bits} overriding "
+                                "weight_bits for single layers"),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
     },
@@ -111,6 +114,9 @@ STAGE_SCHEMAS = {
         "host": Field(str, None),
     },
 }
+
+# other names a stage may be given under (tfmot calls QAT "quantize")
+STAGE_ALIASES = {"quantize": "qat"}
 
 SCHEMA = {
     "name": Field(str, None),
@@ -214,6 +220,8 @@ def _validate_mapping(schema, value, node, path, source):
             continue
         if field.kind is list:
             out[key] = _check_list(field, value[key], vnode, sub, source)
+        elif field.kind is dict:
+            out[key] = _check_map(field, value[key], vnode, sub, source)
         elif isinstance(field.kind, list):
             out[key] = value[key]
         else:
@@ -251,6 +259,30 @@ def _check_list(field, value, node, path, source):
                               f"a value {bound}, found {item!r}")
         out.append(item)
     return out
+
+
+def _check_map(field, value, node, path, source):
+    """A ``{name: value}`` mapping whose values are ``field.items`` in
+    [``low``, ``high``]."""
+    if value is None:
+        return None
+    where = _where(source, node)
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: {path}: expected a mapping of name: "
+                          f"value, found {type(value).__name__} {value!r}")
+    for name, item in value.items():
+        knode, vnode = _node_for(node, name)
+        if not isinstance(name, str) or not name.strip():
+            raise RecipeError(f"{_where(source, knode or node)}: {path}: "
+                              f"expected a layer name, found {name!r}")
+        if isinstance(item, bool) or not isinstance(item, field.items) or \
+                field.low is not None and item < field.low or \
+                field.high is not None and item > field.high:
+            raise RecipeError(f"{_where(source, vnode or node)}: "
+                              f"{path}.{name}: expected "
+                              f"{field.items.__name__} in [{field.low}, "
+                              f"{field.high}], found {item!r}")
+    return dict(value)
 
 
 def _check_stage(kind, params, node, path, source):
@@ -337,12 +369,13 @@ def _validate_variants(variants, node, source):
                                   "expected one stage, e.g. {convert: "
                                   "{mode: int8}}")
             kind, params = next(iter(st.items()))
+            _, pnode = _node_for(stnode, kind)
+            kind = STAGE_ALIASES.get(kind, kind)
             if kind not in STAGE_SCHEMAS:
                 raise RecipeError(f"{_where(source, stnode)}: {spath}: "
                                   f"unknown stage {kind!r}; stages are "
                                   f"{', '.join(STAGE_SCHEMAS)}"
                                   f"{_suggest(kind, STAGE_SCHEMAS)}")
-            _, pnode = _node_for(stnode, kind)
             params = _validate_mapping(STAGE_SCHEMAS[kind], params, pnode,
                                        f"{spath}.{kind}", source)
             _check_stage(kind, params, pnode, f"{spath}.{kind}", source)

@@ -102,7 +102,8 @@ def run_qat(model, params, data, train):
         **({"preserve_sparsity": True} if params.get("preserve_sparsity")
            else {}))
     try:
-        qat = quantize.quantize_model(model, scheme)
+        qat = quantize.quantize_model(model, scheme,
+                                      layer_bits=params.get("layer_bits"))
     except ValueError as e:   # e.g. cluster_preserving on unclustered kernels
         raise InputError(f"qat stage: {e}") from None
     _compile(qat, train["optimizer"], params["learning_rate"])

@@ -1,0 +1,84 @@
+"""Recipe key ``qat.layer_bits`` (also under the stage name ``quantize``)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+
+from tfcompress import quantize
+from tfcompress.errors import InputError
+from tfcompress.recipes import stages
+from tfcompress.recipes.schema import RecipeError, load_recipe_text
+
+
+def _recipe(stage):
+    return ("model: lenet_300_100\nvariants:\n  - name: v\n    stages:\n"
+            f"      - {stage}\n")
+
+
+def _qat_params(text):
+    return load_recipe_text(text, "r.yaml")["variants"][0]["stages"][0]
+
+
+def test_layer_bits_mapping_is_validated_and_kept():
+    stage = _qat_params(_recipe("qat: {scheme: n_bit, weight_bits: 8, "
+                                "layer_bits: {fc1: 4, fc2: 8}}"))
+    assert stage["qat"]["layer_bits"] == {"fc1": 4, "fc2": 8}
+
+
+def test_layer_bits_default_is_unset():
+    assert _qat_params(_recipe("qat: {}"))["qat"]["layer_bits"] is None
+
+
+def test_quantize_is_another_name_for_the_qat_stage():
+    stage = _qat_params(_recipe("quantize: {layer_bits: {fc1: 4}}"))
+    assert list(stage) == ["qat"]
+    assert stage["qat"]["layer_bits"] == {"fc1": 4}
+
+
+@pytest.mark.parametrize("value,words", [
+    ("{fc1: 9}", ["r.yaml:5", "layer_bits.fc1", "[2, 8]", "found 9"]),
+    ("{fc1: four}", ["layer_bits.fc1", "expected int", "'four'"]),
+    ("[fc1, 4]", ["layer_bits", "expected a mapping"]),
+])
+def test_bad_layer_bits_name_file_line_and_field(value, words):
+    with pytest.raises(RecipeError) as e:
+        load_recipe_text(_recipe(f"qat: {{layer_bits: {value}}}"), "r.yaml")
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def _tiny_data():
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6)).astype("float32")
+    y = rng.integers(0, 2, 16)
+    return (x, y), (x, y)
+
+
+def _tiny_model():
+    inp = keras.Input((6,))
+    x = L.Dense(5, activation="relu", name="fc1")(inp)
+    return keras.Model(inp, L.Dense(2, name="fc2")(x))
+
+
+def _params(layer_bits):
+    return {"scheme": "default_8bit", "weight_bits": 8,
+            "activation_bits": 8, "layer_bits": layer_bits, "epochs": 1,
+            "learning_rate": 1e-4}
+
+
+TRAIN = {"optimizer": "adam", "batch_size": 8}
+
+
+def test_qat_stage_applies_layer_bits():
+    qat = stages.run_qat(_tiny_model(), _params({"fc1": 4}), _tiny_data(),
+                         TRAIN)
+    bits = {r["wraps"]: r["weight_bits"]
+            for r in quantize.summary(qat, print_fn=None) if "wraps" in r}
+    assert bits == {"fc1": 4, "fc2": 8}
+
+
+def test_qat_stage_with_an_unknown_layer_name_says_which():
+    with pytest.raises(InputError, match="fc7.*valid names: fc1, fc2"):
+        stages.run_qat(_tiny_model(), _params({"fc7": 4}), _tiny_data(),
+                       TRAIN)

@@ -231,6 +231,8 @@ def test_concurrent_build_waits_for_the_other_and_reuses_its_root(
         open(os.path.join(root, ".tfcompress-ready"), "w").close()
     t.join(10)
     assert result == [root] and builds == []
+
+
 @pytest.mark.slow
 def test_tflite_runtime_2_14_loads_packed_int4_weights_inspect_does_not_warn(
         root, tmp_path):

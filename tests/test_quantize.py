@@ -155,6 +155,28 @@ def test_seed_cnn_lone_batchnorm_is_integer_affine():
     assert r.report["fully_integer"]
 
 
+@pytest.mark.parametrize("shape", [(6,), (3, 6)])
+def test_lone_batchnorm_on_vectors_and_sequences_converts_and_agrees(shape):
+    # not an image: the affine is an int8 MUL + ADD, whose constant TFLite
+    # quantizes with one scale
+    keras.utils.set_random_seed(0)
+    i = keras.Input(shape)
+    bn = L.BatchNormalization(name="bn")
+    h = bn(L.Dense(8, activation="relu")(i))
+    m = keras.Model(i, L.Dense(3)(L.Flatten()(h)))
+    bn.gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    bn.moving_mean.assign(np.linspace(-0.2, 0.3, 8).astype("float32"))
+    x = np.random.default_rng(0).normal(size=(500,) + shape).astype(
+        "float32")
+    q = quantize.quantize_model(m)
+    assert "affine" in {r["layer"]: r["quantized"]
+                        for r in q.quantize_report}["bn"]
+    q(x, training=True)
+    r = convert(q, "int8", representative_data=x[:64], check_data=x,
+                check_samples=len(x))
+    _check_integer_and_agreeing(q, r, x)
+
+
 def test_four_bit_weights_take_at_most_16_levels_per_channel():
     keras.utils.set_random_seed(0)
     m = _model(lambda i: L.Conv2D(8, 3)(i))

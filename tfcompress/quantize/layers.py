@@ -27,12 +27,22 @@ def channel_affine(inputs, scale, shift, weight_bits):
     per channel as TFLite's int8 kernel stores it (a 1x1 DEPTHWISE_CONV_2D
     for images, MUL + ADD otherwise)."""
     scale = tf.reshape(tf.cast(scale, tf.float32), (-1,))
-    k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)), weight_bits,
-                            True)
-    if len(inputs.shape) == 4:
+    rank, inner = len(inputs.shape), inputs.shape[1:-1]
+    if rank != 4 and all(d is not None for d in inputs.shape[1:]):
+        # vectors and sequences of known length go through the same 1x1
+        # depthwise convolution between two (free) int8 RESHAPEs
+        rows = int(np.prod(inner)) if len(inner) else 1
+        image = tf.reshape(inputs, (-1, 1, rows, inputs.shape[-1]))
+        return tf.reshape(channel_affine(image, scale, shift, weight_bits),
+                          (-1,) + tuple(inputs.shape[1:]))
+    if rank == 4:
+        k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)),
+                                weight_bits, True)
         return keras.ops.depthwise_conv(
             inputs, tf.reshape(k, (1, 1, -1, 1)), 1, "valid") + shift
-    return inputs * tf.reshape(k, (-1,)) + shift
+    # unknown length: TFLite's int8 MUL takes one scale per operand, so the
+    # constant is quantized per tensor (a per-channel one fails conversion)
+    return inputs * fq.quantize_weights(scale, weight_bits, False) + shift
 
 
 class _RangeMixin:

@@ -26,7 +26,7 @@ import common  # noqa: E402
 import numpy as np  # noqa: E402
 import zoo  # noqa: E402
 
-MODELS = ("mobilenet_v2", "seed_cnn")
+MODELS = ("seed_cnn", "mobilenet_v2")
 
 
 def parse_args(argv=None):
@@ -34,12 +34,12 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--size", type=int, default=32,
                    help="MobileNetV2 image size (Fashion-MNIST resized)")
-    p.add_argument("--train-samples", type=int, default=8000)
-    p.add_argument("--test-samples", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--train-samples", type=int, default=4000)
+    p.add_argument("--test-samples", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--qat-epochs", type=int, default=1)
-    p.add_argument("--calib", type=int, default=256)
-    p.add_argument("--iterations", type=int, default=200,
+    p.add_argument("--calib", type=int, default=128)
+    p.add_argument("--iterations", type=int, default=100,
                    help="AdaRound steps per layer")
     p.add_argument("--name", default="ptq")
     return p.parse_args(argv)
@@ -166,9 +166,8 @@ def aims(row):
 
 def markdown(results, args, seconds):
     lines = ["# Post-training quantization (tfcompress.ptq)", "",
-             f"Command: `nice -n 10 .venv/bin/python benchmarks/ptq.py "
-             f"{' '.join(sys.argv[1:])}`".replace(" `", "`").replace(
-                 "ptq.py`", "ptq.py`"), "",
+             "Command: `nice -n 10 .venv/bin/python benchmarks/ptq.py"
+             + "".join(" " + a for a in sys.argv[1:]) + "`", "",
              f"Fashion-MNIST, {args.train_samples} training images, "
              f"{args.test_samples} test images; float models trained "
              f"{args.epochs} epochs from scratch; calibration/AdaRound/bias "
@@ -207,12 +206,13 @@ def main(argv=None):
             results.append({"model": name, "error": zoo.error_text(e),
                             "float_accuracy": float("nan"), "rows": {},
                             "equalization": {}})
-    seconds = time.perf_counter() - start
-    common.save(args.name, {"args": vars(args), "results": results,
-                            "seconds": round(seconds, 1),
-                            "aims": {r["model"]: aims(r) for r in results
-                                     if "error" not in r}})
-    common.save_markdown(args.name, markdown(results, args, seconds))
+        # written after each model, so a long run leaves its finished part
+        seconds = time.perf_counter() - start
+        common.save(args.name, {"args": vars(args), "results": results,
+                                "seconds": round(seconds, 1),
+                                "aims": {r["model"]: aims(r) for r in results
+                                         if "error" not in r}})
+        common.save_markdown(args.name, markdown(results, args, seconds))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ converts it with ``tfcompress.convert.convert(model, "int8", strict=True)``
 (post-training int8, int8 input and output). A model that tfcompress does
 not convert is converted with the TFLite converter's own int8
 post-training quantization instead, and labelled so. ``--flatbuffers DIR``
-checks the ``.tflite`` files of DIR instead (e.g. QAT flatbuffers).
+checks the ``.tflite`` files of DIR instead (e.g. QAT flatbuffers; a
+``<file>.tflite.json`` beside one gives its input pixel scale, as
+``benchmarks/zoo.py --keep DIR`` writes).
 
 Counts, per model and arm64 runtime, the int8 outputs equal to x86's, one
 quantization step off, or further off, on ``--samples`` test images.
@@ -154,6 +156,17 @@ def inputs_for(path, xv, scale=None):
     return x
 
 
+def sidecar_scale(path):
+    """The input pixel scale that ``path + ".json"`` gives (as
+    benchmarks/zoo.py --keep writes it), else None."""
+    import json
+    try:
+        with open(path + ".json") as f:
+            return float(json.load(f)["input_scale"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def markdown(rows, built, command, samples, cpu):
     from tfcompress.bench.cross_check import format_table
     out = ["# keras.applications int8 flatbuffers on arm64 vs x86", "",
@@ -225,7 +238,7 @@ def main():
     try:
         for name in todo:
             if args.flatbuffers:
-                path, scale = given[name], None
+                path, scale = given[name], sidecar_scale(given[name])
             else:
                 path, entry = make_flatbuffer(name, out_dir, data,
                                               args.train_samples,

@@ -600,7 +600,9 @@ def markdown(results, args):
         ch = p.get("channel_int8", {})
         tf_cell = ("—" if not t else
                    f"{_f(t.get('tflite_accuracy'))} ({t['int8_from']})"
-                   if t.get("int8_from") else "failed")
+                   if t.get("int8_from") else
+                   "not run" if t.get("error", "").startswith("not run")
+                   else "failed")
         lines.append(
             f"| {name} | {_f(row['float_accuracy'])} | "
             f"{_f(row['float_fair_accuracy'])} | {acc('float32')} | "

@@ -69,6 +69,13 @@ BATCH = 128
 SPARSITY = 0.5
 QAT_TOLERANCE_POINTS = 0.5
 CHANNEL_SPEEDUP_AIM, CHANNEL_DROP_POINTS = 1.5, 1.5
+AGREEMENT_AIM, LATENCY_TOLERANCE = 0.98, 0.05
+AGREEMENT_SAMPLES = 200
+# --quick: options it sets unless given explicitly.
+QUICK = {"models": "mobilenet_v2", "train_samples": 384,
+         "test_samples": AGREEMENT_SAMPLES, "epochs": 1,
+         "finetune_epochs": 1, "runs": 20, "repeats": 1,
+         "calibration_samples": 64, "name": "zoo_quick"}
 
 
 def parse_args(argv=None):
@@ -92,11 +99,31 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-tfmot", action="store_true",
                    help="skip tfmot's side")
+    p.add_argument("--tfmot-models", default=None,
+                   help="run tfmot's side for these models only "
+                        "(comma-separated; default: every model)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run of a few minutes: " + ", ".join(
+                       f"--{k.replace('_', '-')} {v}"
+                       for k, v in QUICK.items()) + " (figures mean "
+                   "nothing; it proves every path runs)")
+    p.add_argument("--keep", default=None,
+                   help="folder to keep every flatbuffer in (with a "
+                        "<file>.json giving its input pixel scale, as "
+                        "benchmarks/zoo_arm.py --flatbuffers reads)")
+    p.add_argument("--time-only", action="store_true",
+                   help="after an interrupted run with --keep: time the "
+                        "flatbuffers its saved <name>.json lists and "
+                        "write the tables from it (no training)")
     p.add_argument("--name", default="zoo",
                    help="results file benchmarks/results/<name>.{json,md}")
     p.add_argument("--tfmot-side", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            if getattr(args, k) == p.get_default(k):
+                setattr(args, k, v)
     unknown = [m for m in args.models.split(",") if m not in MODELS]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from "
@@ -174,24 +201,89 @@ def error_text(e):
     return f"{type(e).__name__}: {' '.join(str(e).split())}"[:600]
 
 
-def flatbuffer_figures(tflite_bytes, data, path):
+def tflite_logits(tflite_bytes, x, path):
+    """Dequantized outputs of the flatbuffer on ``x`` (one at a time, as
+    deployed) and the output's quantization step (None if float)."""
+    from tfcompress.bench.cross_check import output_step
+    from tfcompress.convert.result import litert_interpreter
+    it, _ = litert_interpreter(tflite_bytes)   # built-ins if XNNPACK refuses
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    got = []
+    for i in range(len(x)):
+        v = x[i:i + 1]
+        if inp["dtype"] != np.float32:
+            s, z = inp["quantization"]
+            v = np.clip(np.round(v / s + z), -128, 127).astype(inp["dtype"])
+        it.set_tensor(inp["index"], v)
+        it.invoke()
+        y = it.get_tensor(out["index"])[0].astype(np.float32)
+        if out["dtype"] != np.float32:
+            s, z = out["quantization"]
+            y = (y - z) * s
+        got.append(y)
+    return np.asarray(got), output_step(path)
+
+
+def agreement(tflite_out, step, keras_model, x):
+    """Top-1 agreement and logit error (in output quantization steps) of
+    the int8 flatbuffer against the Keras model it came from."""
+    ref = np.asarray(keras_model.predict(x, batch_size=250, verbose=0),
+                     np.float32).reshape(tflite_out.shape)
+    err = np.abs(tflite_out - ref)
+    res = {"samples": int(len(x)),
+           "top1_agreement": float(np.mean(tflite_out.argmax(1) ==
+                                           ref.argmax(1))),
+           "max_abs_error": float(err.max()),
+           "mean_abs_error": float(err.mean())}
+    if step:
+        steps = err / step
+        res.update({"output_step": step,
+                    "mean_error_steps": float(steps.mean()),
+                    "p99_error_steps": float(np.percentile(steps, 99)),
+                    "max_error_steps": float(steps.max()),
+                    "within_one_step": float(np.mean(steps <= 1.0 + 1e-6))})
+    return res
+
+
+def flatbuffer_figures(tflite_bytes, data, path, pixel_scale=1.0):
+    """Accuracy, sizes and op counts of one flatbuffer, written to
+    ``path`` (with ``path.json`` giving its input pixel scale). Keeps the
+    outputs on the test images in ``["_outputs"]`` for the agreement."""
     from tfcompress.inspect import inspect
-    with open(path + ".tmp", "wb") as f:
-        f.write(tflite_bytes)
-    os.replace(path + ".tmp", path)
+    from tfcompress.utils.atomic import atomic_write_bytes, \
+        atomic_write_text
+    atomic_write_bytes(path, tflite_bytes)
+    atomic_write_text(path + ".json", json.dumps(
+        {"input_scale": pixel_scale}))
     rep = inspect(tflite_bytes)
     big = [w for w in rep["weights"]
            if w["dtype"] in ("INT8", "FLOAT32") and w["params"] >= 1000]
     params = sum(w["params"] for w in big)
     nonzero = sum(w["nonzero"] for w in big)
-    return {"tflite_accuracy": common.tflite_accuracy(tflite_bytes, data),
+    _, (xv, yv) = data
+    outputs, step = tflite_logits(tflite_bytes, xv, path)
+    return {"tflite_accuracy": float(np.mean(outputs.argmax(1) == yv)),
             "fully_integer": rep["fully_integer"],
             "float_ops": sorted({o["op"] for o in rep["float_ops"]}),
+            "op_counts": rep["op_counts"],
             "size_bytes": len(tflite_bytes),
             "gzip_bytes": len(gzip.compress(tflite_bytes, 9)),
             "weight_sparsity": round(1 - nonzero / params, 4)
             if params else 0.0,
-            "path": path}
+            "path": path, "_outputs": outputs, "_step": step}
+
+
+def converter_int8(model, calib):
+    """The TFLite converter's own post-training int8 (built-in int8 ops
+    only, float input and output as tfcompress's default), seconds."""
+    import tensorflow as tf
+    t = time.perf_counter()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: (
+        [calib[i:i + 1]] for i in range(len(calib)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return conv.convert(), round(time.perf_counter() - t, 2)
 
 
 # ------------------------------------------------------ tfcompress side
@@ -230,15 +322,26 @@ def run_model(name, args, tmp):
             row["paths"][key] = {"error": error_text(e)}
             print(f"[{name}] {key} failed: {error_text(e)}", flush=True)
 
-    def to_tflite(key, model, mode="int8"):
-        r = convert(model, mode, strict=mode == "int8",
-                    representative_data=calib)
-        fig = flatbuffer_figures(r.tflite_bytes, data,
-                                 os.path.join(tmp, f"{name}_{key}.tflite"))
-        fig["conversion_s"] = r.report["conversion_seconds"]
+    scale = 255.0 if MODELS[name][2] else 1.0
+
+    def record(key, tflite_bytes, seconds, keras_model=None):
+        fig = flatbuffer_figures(tflite_bytes, data,
+                                 os.path.join(tmp, f"{name}_{key}.tflite"),
+                                 scale)
+        outputs, step = fig.pop("_outputs"), fig.pop("_step")
+        fig["conversion_s"] = seconds
+        if keras_model is not None:
+            fig["agreement"] = agreement(outputs, step, keras_model,
+                                         data[1][0])
         row["paths"].setdefault(key, {}).update(fig)
         print(f"[{name}] {key}: TFLite accuracy "
               f"{fig['tflite_accuracy']:.4f}", flush=True)
+
+    def to_tflite(key, model, mode="int8", check=False):
+        r = convert(model, mode, strict=mode == "int8",
+                    representative_data=calib)
+        record(key, r.tflite_bytes, r.report["conversion_seconds"],
+               model if check else None)
 
     keras.utils.set_random_seed(0)
     fl = build(name, keras, args.size)
@@ -255,13 +358,15 @@ def run_model(name, args, tmp):
           f"{row['float_fair_accuracy']:.4f} after {E + 2 * F}", flush=True)
     step("float32", lambda: to_tflite("float32", fl, "float32"))
     step("ptq_int8", lambda: to_tflite("ptq_int8", fl))
+    step("converter_ptq_int8",
+         lambda: record("converter_ptq_int8", *converter_int8(fl, calib)))
 
     def qat():
         q = quantize.quantize_model(clone(start))
         secs["qat"] = timed_train(q, data, F, FT_LR)
         row["paths"]["qat_int8"] = {
             "keras_accuracy": common.keras_accuracy(q, data)}
-        to_tflite("qat_int8", q)
+        to_tflite("qat_int8", q, check=True)
     step("qat_int8", qat)
 
     def pruned():
@@ -278,7 +383,7 @@ def run_model(name, args, tmp):
                                     quantize.PrunePreservingScheme())
         secs["prune_preserving_qat"] = timed_train(q, data, F, FT_LR)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
-        to_tflite("pruned_pqat_int8", q)
+        to_tflite("pruned_pqat_int8", q, check=True)
     step("pruned_pqat_int8", pruned)
 
     def channels():
@@ -364,8 +469,11 @@ def tfmot_side(args):
         out["convert_error"] = error_text(e)
     else:
         out["int8_from"] = label
-        out.update(flatbuffer_figures(
-            tfl, data, os.path.join(args.out, f"{name}_tfmot.tflite")))
+        fig = flatbuffer_figures(
+            tfl, data, os.path.join(args.out, f"{name}_tfmot.tflite"),
+            255.0 if MODELS[name][2] else 1.0)
+        fig.pop("_outputs"), fig.pop("_step")
+        out.update(fig)
     print(json.dumps(out))
 
 
@@ -394,7 +502,8 @@ def run_tfmot(name, args, tmp):
 PATHS = [("float32", "float32"), ("ptq_int8", "post-training int8"),
          ("qat_int8", "QAT int8"),
          ("pruned_pqat_int8", "pruned 50% + PQAT int8"),
-         ("channel_int8", "channel-pruned 50% int8")]
+         ("channel_int8", "channel-pruned 50% int8"),
+         ("converter_ptq_int8", "TFLite converter's own PTQ int8")]
 
 
 def finish(row):
@@ -431,6 +540,29 @@ def finish(row):
             and drop <= CHANNEL_DROP_POINTS,
             "speedup": round(ch["int8_speedup_vs_unpruned"], 2),
             "drop_points": round(drop, 2)}
+    qat_r, conv = paths.get("qat_int8", {}), paths.get("converter_ptq_int8",
+                                                       {})
+    ag = qat_r.get("agreement")
+    if ag:
+        aims["qat_top1_agreement_98"] = {
+            "met": ag["top1_agreement"] >= AGREEMENT_AIM,
+            "agreement": round(ag["top1_agreement"], 4),
+            "samples": ag["samples"]}
+    if "p50_ms_xnnpack" in qat_r and "p50_ms_xnnpack" in conv:
+        ratios = {x: qat_r[f"p50_ms_{x}"] / conv[f"p50_ms_{x}"]
+                  for x in ("xnnpack", "no_xnnpack")}
+        qat_r["p50_vs_converter_ptq"] = ratios
+        extra = {op: qat_r["op_counts"].get(op, 0) - n
+                 for op, n in conv["op_counts"].items()
+                 if qat_r["op_counts"].get(op, 0) != n}
+        extra.update({op: n for op, n in qat_r["op_counts"].items()
+                      if op not in conv["op_counts"]})
+        qat_r["op_count_difference_vs_converter_ptq"] = extra
+        aims["qat_p50_within_5pct_of_converter_ptq"] = {
+            "met": max(ratios.values()) <= 1 + LATENCY_TOLERANCE,
+            "ratio_xnnpack": round(ratios["xnnpack"], 3),
+            "ratio_no_xnnpack": round(ratios["no_xnnpack"], 3),
+            "op_difference": extra}
     row["aims"] = aims
 
 
@@ -441,8 +573,8 @@ def _f(v, fmt="{:.4f}"):
 
 
 def markdown(results, args):
-    cmd = " ".join(["python"] + [os.path.relpath(sys.argv[0])] +
-                   sys.argv[1:])
+    cmd = getattr(args, "command", None) or " ".join(
+        ["python"] + [os.path.relpath(sys.argv[0])] + sys.argv[1:])
     lines = [f"Command: `{cmd}`", "",
              f"{args.train_samples or 60000} training / "
              f"{args.test_samples or 10000} test images, {args.size}x"
@@ -468,7 +600,9 @@ def markdown(results, args):
         ch = p.get("channel_int8", {})
         tf_cell = ("—" if not t else
                    f"{_f(t.get('tflite_accuracy'))} ({t['int8_from']})"
-                   if t.get("int8_from") else "failed")
+                   if t.get("int8_from") else
+                   "not run" if t.get("error", "").startswith("not run")
+                   else "failed")
         lines.append(
             f"| {name} | {_f(row['float_accuracy'])} | "
             f"{_f(row['float_fair_accuracy'])} | {acc('float32')} | "
@@ -508,6 +642,39 @@ def markdown(results, args):
                 f"{_f(r.get('p50_ms_xnnpack'), '{:.3f}')} | "
                 f"{_f(r.get('p50_ms_no_xnnpack'), '{:.3f}')} | {sp} | "
                 f"{_f(r.get('conversion_s'), '{:.1f}')} |")
+    lines += ["", "### int8 flatbuffer vs its Keras model; QAT vs the "
+              "converter's own int8", "",
+              f"Agreement on the {args.test_samples or 10000} test images: "
+              "top-1 of the int8 TFLite logits vs the Keras QAT model's; "
+              "logit error in output quantization steps (dequantized). "
+              "p50 ratio: QAT int8 p50 / the TFLite converter's own "
+              "post-training int8 p50 of the fair float model (XNNPACK / "
+              "built-in); op difference: QAT op counts minus the "
+              "converter's (none = the same ops).", "",
+              "| model | flatbuffer | top-1 agreement | mean / p99 / max "
+              "error (steps) | within 1 step | p50 ratio vs converter "
+              "PTQ | op difference |", "|---" * 7 + "|"]
+    for name, row in results.items():
+        for key in ("qat_int8", "pruned_pqat_int8"):
+            r = row.get("paths", {}).get(key, {})
+            a = r.get("agreement")
+            if not a:
+                continue
+            steps = (f"{a['mean_error_steps']:.2f} / "
+                     f"{a['p99_error_steps']:.2f} / "
+                     f"{a['max_error_steps']:.2f}"
+                     if "mean_error_steps" in a else "—")
+            ratio = r.get("p50_vs_converter_ptq")
+            ratio = (f"{ratio['xnnpack']:.3f} / {ratio['no_xnnpack']:.3f}"
+                     if ratio else "—")
+            diff = r.get("op_count_difference_vs_converter_ptq")
+            diff = ("—" if diff is None else ", ".join(
+                f"{k} {v:+d}" for k, v in diff.items()) or "none")
+            lines.append(
+                f"| {name} | {dict(PATHS)[key]} | "
+                f"{a['top1_agreement']:.2%} | {steps} | "
+                f"{_f(a.get('within_one_step'), '{:.2%}')} | {ratio} | "
+                f"{diff if key == 'qat_int8' else '—'} |")
     lines += ["", "### Errors and tfmot refusals", ""]
     for name, row in results.items():
         for key, r in row.get("paths", {}).items():
@@ -528,11 +695,21 @@ def aim_lines(results):
     out = []
     for name, row in results.items():
         for aim, a in row.get("aims", {}).items():
-            if aim.startswith("qat"):
+            if aim.startswith("qat_within"):
                 what = (f"QAT int8 within {QAT_TOLERANCE_POINTS} points of "
                         "the fair float model")
                 fig = (f"drop {a['drop_points']} points" if a["met"] is not
                        None else f"not measured: {a['why']}")
+            elif aim.startswith("qat_top1"):
+                what = (f"QAT int8 TFLite top-1 agrees with the Keras QAT "
+                        f"model on >= {AGREEMENT_AIM:.0%}")
+                fig = f"{a['agreement']:.2%} of {a['samples']} inputs"
+            elif aim.startswith("qat_p50"):
+                what = (f"QAT int8 p50 within {LATENCY_TOLERANCE:.0%} of "
+                        "the TFLite converter's own PTQ int8")
+                fig = (f"ratio {a['ratio_xnnpack']} XNNPACK, "
+                       f"{a['ratio_no_xnnpack']} built-in; op difference "
+                       f"{a['op_difference'] or 'none'}")
             else:
                 what = (f"channel-pruned int8 >= {CHANNEL_SPEEDUP_AIM}x "
                         f"faster than unpruned int8 at <= "
@@ -545,13 +722,60 @@ def aim_lines(results):
     return out or ["- none measured"]
 
 
+def time_and_report(results, args, save):
+    """Times every flatbuffer still on disk, derives ratios and aims,
+    writes the JSON and Markdown; returns the timing seconds."""
+    timed = [res for r in results.values()
+             for res in list(r.get("paths", {}).values()) +
+             [r.get("tfmot", {})] if "path" in res]
+    paths = [res["path"] for res in timed]
+    t = time.perf_counter()
+    for xnn in (True, False):
+        p50 = common.alternating_p50(paths, args.runs, args.repeats,
+                                     xnnpack=xnn) if paths else {}
+        for res in timed:
+            key = "p50_ms_xnnpack" if xnn else "p50_ms_no_xnnpack"
+            res[key] = p50[res["path"]]
+    timing_s = round(time.perf_counter() - t, 1)
+    for res in timed:
+        res["file"] = os.path.basename(res.pop("path"))
+    for row in results.values():
+        if "paths" in row:
+            finish(row)
+    save(True, timing_s)
+    table = markdown(results, args)
+    common.save_markdown(args.name, table)
+    print(table)
+    return timing_s
+
+
 def main(argv=None):
     args = parse_args(argv)
     if TFMOT_SIDE or args.tfmot_side:
         return tfmot_side(args)
     t0 = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix="zoo_")
-    results = {}
+    args_out = {k: v for k, v in vars(args).items()
+                if k not in ("tfmot_side", "out")}
+    results, before = {}, 0.0
+
+    def save(complete, timing_s=None):
+        common.save(args.name, {
+            "args": args_out, "complete": complete, "models": results,
+            "timing_seconds": timing_s,
+            "total_seconds": round(before + time.perf_counter() - t0, 1)})
+    if args.time_only:
+        # an interrupted run: its trained models' rows and kept flatbuffers
+        with open(os.path.join(common.RESULTS, f"{args.name}.json")) as f:
+            saved = json.load(f)
+        results, before = saved["models"], saved["total_seconds"]
+        args_out = dict(saved["args"], runs=args.runs, repeats=args.repeats)
+        trained = argparse.Namespace(**args_out)
+        trained.command = (saved["command"] + " (trained), then "
+                           + " ".join(sys.argv[1:]) + " (timed)")
+        time_and_report(results, trained, save)
+        return results
+    tmp = args.keep or tempfile.mkdtemp(prefix="zoo_")
+    os.makedirs(tmp, exist_ok=True)
     try:
         for name in args.models.split(","):
             t = time.perf_counter()
@@ -560,41 +784,15 @@ def main(argv=None):
             except Exception as e:
                 results[name] = {"error": error_text(e)}
                 print(f"[{name}] failed: {error_text(e)}", flush=True)
-            if not args.no_tfmot:
+            if not args.no_tfmot and name in (
+                    args.tfmot_models or args.models).split(","):
                 results[name]["tfmot"] = run_tfmot(name, args, tmp)
             results[name]["wall_seconds"] = round(time.perf_counter() - t, 1)
-        timed = [(r, res) for r in results.values()
-                 for res in list(r.get("paths", {}).values()) +
-                 [r.get("tfmot", {})] if "path" in res]
-        paths = [res["path"] for _, res in timed]
-        t = time.perf_counter()
-        for xnn in (True, False):
-            p50 = common.alternating_p50(paths, args.runs, args.repeats,
-                                         xnnpack=xnn) if paths else {}
-            for _, res in timed:
-                key = "p50_ms_xnnpack" if xnn else "p50_ms_no_xnnpack"
-                res[key] = p50[res["path"]]
-        timing_s = round(time.perf_counter() - t, 1)
+            save(False)   # an interrupted run keeps what it trained
+        time_and_report(results, args, save)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for _, res in timed:
-        res.pop("path")
-    args_out = {k: v for k, v in vars(args).items()
-                if k not in ("tfmot_side", "out")}
-    common.save(args.name, {"args": args_out, "models": results,
-                            "timing_seconds": timing_s,
-                            "total_seconds": round(time.perf_counter() - t0,
-                                                   1)})
-    for row in results.values():
-        if "paths" in row:
-            finish(row)
-    common.save(args.name, {"args": args_out, "models": results,
-                            "timing_seconds": timing_s,
-                            "total_seconds": round(time.perf_counter() - t0,
-                                                   1)})
-    table = markdown(results, args)
-    common.save_markdown(args.name, table)
-    print(table)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 

@@ -9,7 +9,9 @@ converts it with ``tfcompress.convert.convert(model, "int8", strict=True)``
 (post-training int8, int8 input and output). A model that tfcompress does
 not convert is converted with the TFLite converter's own int8
 post-training quantization instead, and labelled so. ``--flatbuffers DIR``
-checks the ``.tflite`` files of DIR instead (e.g. QAT flatbuffers).
+checks the ``.tflite`` files of DIR instead (e.g. QAT flatbuffers; a
+``<file>.tflite.json`` beside one gives its input pixel scale, as
+``benchmarks/zoo.py --keep DIR`` writes).
 
 Counts, per model and arm64 runtime, the int8 outputs equal to x86's, one
 quantization step off, or further off, on ``--samples`` test images.
@@ -154,6 +156,17 @@ def inputs_for(path, xv, scale=None):
     return x
 
 
+def sidecar_scale(path):
+    """The input pixel scale that ``path + ".json"`` gives (as
+    benchmarks/zoo.py --keep writes it), else None."""
+    import json
+    try:
+        with open(path + ".json") as f:
+            return float(json.load(f)["input_scale"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def markdown(rows, built, command, samples, cpu):
     from tfcompress.bench.cross_check import format_table
     out = ["# keras.applications int8 flatbuffers on arm64 vs x86", "",
@@ -217,6 +230,12 @@ def main():
         paths = sorted(glob.glob(os.path.join(args.flatbuffers, "*.tflite")))
         if not paths:
             raise SystemExit(f"no .tflite files in {args.flatbuffers}")
+        from tfcompress.bench.cross_check import output_step
+        skipped = [p for p in paths if output_step(p) is None]
+        for p in skipped:
+            log(f"skipping {os.path.basename(p)}: its output is computed "
+                "in float (no int8 step to compare)")
+        paths = [p for p in paths if p not in skipped]
         todo = [os.path.splitext(os.path.basename(p))[0] for p in paths]
         given = dict(zip(todo, paths))
     else:
@@ -225,7 +244,7 @@ def main():
     try:
         for name in todo:
             if args.flatbuffers:
-                path, scale = given[name], None
+                path, scale = given[name], sidecar_scale(given[name])
             else:
                 path, entry = make_flatbuffer(name, out_dir, data,
                                               args.train_samples,

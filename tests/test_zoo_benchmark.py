@@ -1,0 +1,94 @@
+"""benchmarks/zoo.py: its options, the aims it derives from measured
+figures, and (heavy) one ``--quick`` run end to end."""
+
+import json
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+import zoo  # noqa: E402
+
+
+def test_quick_sets_small_defaults_and_explicit_options_win():
+    args = zoo.parse_args(["--quick", "--epochs", "3"])
+    assert args.models == "mobilenet_v2"
+    assert args.train_samples == zoo.QUICK["train_samples"]
+    assert args.test_samples >= zoo.AGREEMENT_SAMPLES
+    assert args.epochs == 3
+    assert args.name == "zoo_quick"
+
+
+def test_unknown_model_is_refused_with_the_choices():
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--models", "resnet18"])
+
+
+def _row(qat_ops, qat_p50=1.0, agreement=0.99):
+    conv_ops = {"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1}
+    return {"float_fair_accuracy": 0.80, "paths": {
+        "float32": {"size_bytes": 400, "gzip_bytes": 380,
+                    "p50_ms_xnnpack": 4.0, "p50_ms_no_xnnpack": 8.0},
+        "ptq_int8": {"size_bytes": 100, "gzip_bytes": 90,
+                     "tflite_accuracy": 0.79, "p50_ms_xnnpack": 2.0,
+                     "p50_ms_no_xnnpack": 4.0},
+        "qat_int8": {"size_bytes": 100, "gzip_bytes": 90,
+                     "tflite_accuracy": 0.797, "op_counts": qat_ops,
+                     "p50_ms_xnnpack": qat_p50, "p50_ms_no_xnnpack": 2.0,
+                     "agreement": {"top1_agreement": agreement,
+                                   "samples": 200}},
+        "converter_ptq_int8": {"size_bytes": 100, "gzip_bytes": 90,
+                               "op_counts": conv_ops,
+                               "p50_ms_xnnpack": 1.0,
+                               "p50_ms_no_xnnpack": 2.0},
+        "channel_int8": {"size_bytes": 50, "gzip_bytes": 45,
+                         "tflite_accuracy": 0.78, "p50_ms_xnnpack": 1.0,
+                         "p50_ms_no_xnnpack": 2.0}}}
+
+
+def test_same_ops_and_latency_as_the_converter_meets_the_aims():
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
+    zoo.finish(row)
+    aims = row["aims"]
+    assert aims["qat_p50_within_5pct_of_converter_ptq"]["met"] is True
+    assert aims["qat_p50_within_5pct_of_converter_ptq"][
+        "op_difference"] == {}
+    assert aims["qat_top1_agreement_98"]["met"] is True
+    assert aims["qat_within_0.5_points"]["met"] is True
+    assert aims["channel_1.5x_at_1.5_points"]["speedup"] == 2.0
+
+
+def test_extra_quantize_pairs_and_slower_qat_miss_the_aims():
+    row = _row({"CONV_2D": 10, "QUANTIZE": 3, "DEQUANTIZE": 3, "MUL": 1},
+               qat_p50=1.2, agreement=0.9)
+    zoo.finish(row)
+    aim = row["aims"]["qat_p50_within_5pct_of_converter_ptq"]
+    assert aim["met"] is False
+    assert aim["op_difference"] == {"QUANTIZE": 2, "DEQUANTIZE": 2,
+                                    "MUL": 1}
+    assert row["aims"]["qat_top1_agreement_98"]["met"] is False
+    assert "MISSED" in "\n".join(zoo.aim_lines({"m": row}))
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_quick_run_writes_every_path(tmp_path, monkeypatch):
+    """The --quick run end to end (minutes): every tfcompress path of
+    MobileNetV2 gives a fully integer flatbuffer, timed and checked."""
+    import common
+    monkeypatch.setattr(common, "RESULTS", str(tmp_path))
+    zoo.main(["--quick", "--no-tfmot", "--runs", "3",
+              "--keep", str(tmp_path / "fb")])
+    out = json.loads((tmp_path / "zoo_quick.json").read_text())
+    paths = out["models"]["mobilenet_v2"]["paths"]
+    for key in ("ptq_int8", "qat_int8", "pruned_pqat_int8", "channel_int8",
+                "converter_ptq_int8"):
+        assert "error" not in paths[key], paths[key]
+        assert paths[key]["fully_integer"], key
+        assert paths[key]["p50_ms_xnnpack"] > 0
+    assert paths["qat_int8"]["agreement"]["samples"] >= 200
+    assert (tmp_path / "fb" / "mobilenet_v2_qat_int8.tflite").exists()
+    assert "### Aims" in (tmp_path / "zoo_quick.md").read_text()

@@ -275,7 +275,7 @@ class _Analysis:
                 self.mark_gate(sid, f"{name} activation "
                                f"{_activation_name(op)} maps 0 to non-zero")
             self.set_output(key, sid)
-        elif concat_in:
+        elif concat_in and not isinstance(op, L.Concatenate):
             pass    # handled by concat_consumer
         elif isinstance(op, FOLLOWERS):
             if isinstance(op, (L.DepthwiseConv1D, L.DepthwiseConv2D)) and \

@@ -123,3 +123,13 @@ def test_squeeze_excitation_gates_ride_along():
     assert len(gated) == 9 and all(s.prunable for s in gated)
     assert all(p.name.endswith("squeeze_excite_conv_1")
                for s in gated for p in s.passengers)
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_densenet_dense_blocks_shrink():
+    """DenseNet121: every block's BatchNorm reads the concatenation of all
+    earlier blocks (concatenations of concatenations); channel pruning
+    drops each block's channels at their offset in every one of them."""
+    keras.utils.set_random_seed(0)
+    _check_channels(build("DenseNet121"))

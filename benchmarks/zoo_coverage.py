@@ -285,27 +285,39 @@ def tfmot_main(families, out=None):
 
 def collect(args, folder):
     """Table from the partial results of an interrupted run: the job files
-    ``part*.json`` and ``tfmot.json`` in ``folder``; cells not reached say
-    so."""
+    ``part*.json`` and ``tfmot.json`` in ``folder``, and with ``--log``
+    the progress lines of the run's stderr (both sides); with ``--merge``
+    the other families' rows of the previous table. Cells not reached
+    say so."""
     import glob
+    import re
     import keras
     import tensorflow as tf
     done = {}
     for path in sorted(glob.glob(os.path.join(folder, "part*.json"))):
         with open(path) as f:
             done.update(json.load(f)["rows"])
-    columns = [c for c, _ in OPERATIONS] + [c for c, _ in TFMOT_OPERATIONS]
+    ours = [c for c, _ in OPERATIONS]
+    theirs = [c for c, _ in TFMOT_OPERATIONS]
+    columns = ours + theirs
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
     tfmot_path = os.path.join(folder, "tfmot.json")
-    if args.tfmot_log:
-        # the progress lines the tfmot side prints: family, column, status
-        tfmot_columns = {c for c, _ in TFMOT_OPERATIONS}
-        with open(args.tfmot_log) as f:
+    log = args.log or args.tfmot_log
+    if log:
+        # progress lines: family, column, [seconds (tfcompress side)],
+        # status
+        with open(log) as f:
             for line in f:
                 family, column = line[:24].strip(), line[25:49].strip()
-                if family in args.families and column in tfmot_columns:
+                if family not in args.families:
+                    continue
+                if column in theirs:
                     done.setdefault(family, {})[column] = \
                         line[50:].rstrip("\n")
+                elif column in ours:
+                    timed = re.match(r"\s*[0-9.]+s (.*)$", line[49:])
+                    if timed:
+                        done.setdefault(family, {})[column] = timed.group(1)
         versions += ", tfmot 0.8.1 (tf_keras)"
     elif os.path.exists(tfmot_path):
         with open(tfmot_path) as f:
@@ -313,11 +325,22 @@ def collect(args, folder):
         versions += f", tfmot {side['tfmot']} (tf_keras)"
         for family, row in side["rows"].items():
             done.setdefault(family, {}).update(row)
-    missing = "not run (stopped at the time limit)"
-    rows = {f: {c: done.get(f, {}).get(c, missing) for c in columns}
-            for f in args.families}
+    previous = _previous_rows(args) if args.merge else {}
+    order = [f for f in family_order() if f in args.families
+             or f in previous] if args.merge else list(args.families)
+    rows = {}
+    for f in order:
+        ran = f in args.families
+        row = done.get(f, {}) if ran else previous[f]
+        rows[f] = {c: row.get(c, NOT_RUN if ran else NOT_RUN_OLD)
+                   for c in columns}
     print(write(args, rows, columns, versions + "; interrupted run "
-                "gathered with --collect DIR --tfmot-log LOG", 0.0))
+                "gathered with --collect DIR --log LOG", 0.0))
+
+
+def family_order():
+    from tfcompress.utils.zoo import FAMILIES
+    return list(FAMILIES)
 
 
 def run_tfmot(families, folder):
@@ -377,8 +400,8 @@ def markdown(rows, columns, versions, seconds):
         "int8 = tfmot `quantize_model`, one step, the TFLite converter "
         "with int8 builtin ops only.",
         "- A row not run in the latest invocation is kept from the "
-        "previous table (`--merge`); `not run` cells were not reached in "
-        "the time limit.",
+        "previous table (`--merge`); `not run` cells say why (time limit, "
+        "or a row older than the column).",
         "",
         "| family | " + " | ".join(columns) + " |",
         "|" + "---|" * (len(columns) + 1),
@@ -401,6 +424,8 @@ def main():
     ap.add_argument("--tfmot-out", help=argparse.SUPPRESS)
     ap.add_argument("--tfmot-log", help="with --collect: the stderr of "
                     "the interrupted run (tfmot progress lines)")
+    ap.add_argument("--log", help="with --collect: the stderr of the "
+                    "interrupted run (progress lines of both sides)")
     ap.add_argument("--collect", metavar="DIR",
                     help="write the table from an interrupted run's "
                     "partial results in DIR")
@@ -449,7 +474,8 @@ def main():
                 row = previous[family]
             else:
                 continue
-            out[family] = {c: row.get(c, NOT_RUN) for c in columns}
+            missing = NOT_RUN if family in args.families else NOT_RUN_OLD
+            out[family] = {c: row.get(c, missing) for c in columns}
         return out
 
     if args.jobs > 1:
@@ -470,6 +496,8 @@ def main():
 
 
 NOT_RUN = "not run (stopped at the time limit)"
+# a row kept from an earlier table (--merge) that predates the column
+NOT_RUN_OLD = "not run (row from an earlier run without this column)"
 
 
 def _previous_rows(args):

@@ -257,3 +257,19 @@ def test_concatenation_of_concatenations_shrinks_at_every_reader():
     # 3 of 6 stem channels and 2 of 4 per block remain: 3 + 3 * 2
     assert small.get_layer("final_bn").gamma.shape == (9,)
     assert small.get_layer("b2_bn").gamma.shape == (7,)
+
+
+def test_add_of_a_concatenation_and_a_conv_freezes_both():
+    """NASNet adjust blocks: Add(Concatenate([a, b]), c): the channels of
+    c line up with the concatenation's, so neither side can shrink."""
+    i = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 1, name="a")(i)
+    b = keras.layers.Conv2D(4, 1, name="b")(i)
+    c = keras.layers.Conv2D(8, 1, name="c")(i)
+    x = keras.layers.Add(name="add")([keras.layers.Concatenate()([a, b]), c])
+    x = keras.layers.Conv2D(4, 1, name="mix")(x)
+    model = keras.Model(i, x)
+    spaces = {tuple(s.names()): s for s in prune.channel_spaces(model)}
+    for name in ("a", "b", "c"):
+        assert not spaces[(name,)].prunable
+        assert "add" in spaces[(name,)].frozen

@@ -419,9 +419,11 @@ class _Analysis:
             at += channels
         self.set_output(key, None)
         if len(node.parents) > 1:
-            self.freeze_segments(concat_in, f"{name} "
-                                 f"({type(op).__name__}) combines a "
-                                 "concatenation with other tensors")
+            # the concatenation and every other input line up channel by
+            # channel: all of them keep their channels
+            self.freeze_inputs(node, f"{name} ({type(op).__name__}) "
+                               "combines a concatenation with other "
+                               "tensors")
             return True
         if isinstance(op, PRODUCERS) and getattr(op, "groups", 1) == 1:
             for (sid, _), off in zip(segs, offsets):

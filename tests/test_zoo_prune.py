@@ -158,6 +158,7 @@ VARIANTS = [
     ("ResNet50V2", dict(classifier_activation="softmax")),
     ("DenseNet121", dict(include_top=False, pooling="avg")),
     ("ConvNeXtTiny", dict(include_top=False, pooling="avg")),
+    ("NASNetMobile", dict(include_top=False, pooling="avg")),
 ]
 
 

@@ -9,8 +9,10 @@ error message. tfmot 0.8.1 runs the same operations on
 Writes benchmarks/results/zoo_coverage.json and .md, and
 docs/zoo_coverage.md.
 
-    nice -n 10 python benchmarks/zoo_coverage.py --jobs 3
+    nice -n 10 python benchmarks/zoo_coverage.py --jobs 1
     python benchmarks/zoo_coverage.py --families MobileNetV2 --no-tfmot
+    # a few families, the other rows kept from the previous table
+    python benchmarks/zoo_coverage.py --merge --families ConvNeXtTiny
 
 More columns: write ``def my_op(model) -> str`` (raise on failure) and
 append ``("column name", my_op)`` to ``OPERATIONS``.
@@ -30,7 +32,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py --jobs 3"
+COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py " + " ".join(
+    a for a in sys.argv[1:] if not a.startswith("--tfmot-"))
 SPARSITY = 0.5
 CLUSTERS = 8
 
@@ -132,8 +135,44 @@ def _reason_kind(why: str) -> str:
     return why.split(" ", 1)[1] if " " in why else why
 
 
+# samples used for QAT training, calibration and the TFLite check
+CONVERT_SAMPLES = 16
+
+
+def _int8_cell(status) -> str:
+    """A cell for a :mod:`tfcompress.quantize.zoo` status; raises when the
+    conversion failed."""
+    if status["status"] == "error":
+        raise RuntimeError(f"{status.get('stage', 'convert')}: "
+                           f"{status['error']}")
+    ops = sum(status["ops"].values())
+    kept = status.get("kept_float") or []
+    kept = f"; kept float by QAT: {len(kept)} layers" if kept else ""
+    if status["status"] == "ok":
+        return f"ok (fully integer, {ops} ops{kept})"
+    names = sorted({f.split(" ")[0] for f in status["float_ops"]})
+    return (f"strict fails: {len(status['float_ops'])} float ops "
+            f"({', '.join(names)}){kept}; strict=False converts "
+            f"({ops} ops) and lists them")
+
+
+def qat_int8_op(model) -> str:
+    """quantize_model -> 2 QAT steps -> strict int8: fully integer, or
+    the float ops strict conversion names."""
+    from tfcompress.quantize import zoo
+    return _int8_cell(zoo.try_qat_convert(
+        model, steps=2, batch_size=8, samples=CONVERT_SAMPLES))
+
+
+def ptq_int8_op(model) -> str:
+    """Post-training strict int8 of the float model."""
+    from tfcompress.quantize import zoo
+    return _int8_cell(zoo.try_ptq_convert(model, samples=CONVERT_SAMPLES))
+
+
 OPERATIONS = [("prune", prune_op), ("cluster", cluster_op),
-              ("channel prune + shrink", channel_op)]
+              ("channel prune + shrink", channel_op),
+              ("PTQ int8", ptq_int8_op), ("QAT int8", qat_int8_op)]
 
 
 def status_of(fn, family, build) -> str:
@@ -144,9 +183,11 @@ def status_of(fn, family, build) -> str:
         return f"{type(e).__name__}: {lines[0]}"
 
 
-def run_tfcompress(families, operations=None):
+def run_tfcompress(families, operations=None, rows=None, on_cell=None):
+    """Fills ``rows[family][column]``; calls ``on_cell()`` after each
+    cell (to write what an interrupted run reached)."""
     from tfcompress.utils.zoo import build
-    rows = {}
+    rows = {} if rows is None else rows
     for family in families:
         rows[family] = {}
         for column, fn in operations or OPERATIONS:
@@ -155,6 +196,8 @@ def run_tfcompress(families, operations=None):
             print(f"{family:24s} {column:24s} "
                   f"{time.perf_counter() - t:6.1f}s "
                   f"{rows[family][column]}", file=sys.stderr, flush=True)
+            if on_cell:
+                on_cell()
     return rows
 
 
@@ -192,9 +235,31 @@ def tfmot_channel_op(model) -> str:
     raise NotImplementedError("tfmot 0.8.1 has no channel pruning")
 
 
+def tfmot_qat_op(model) -> str:
+    """tfmot ``quantize_model`` -> one step -> TFLite converter with int8
+    builtin ops only (strict)."""
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    qat = tfmot.quantization.keras.quantize_model(model)
+    fit_one_step(qat, tf_keras)
+    x, _ = random_data(model, n=CONVERT_SAMPLES)
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [x[i:i + 1]] for i in range(len(x)))
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    flat = converter.convert()
+    return f"ok (fully integer, {len(flat) // 1024} KiB)"
+
+
 TFMOT_OPERATIONS = [("tfmot prune", tfmot_prune_op),
                     ("tfmot cluster", tfmot_cluster_op),
-                    ("tfmot channel prune", tfmot_channel_op)]
+                    ("tfmot channel prune", tfmot_channel_op),
+                    ("tfmot QAT int8", tfmot_qat_op)]
 
 
 def tfmot_main(families, out=None):
@@ -220,27 +285,39 @@ def tfmot_main(families, out=None):
 
 def collect(args, folder):
     """Table from the partial results of an interrupted run: the job files
-    ``part*.json`` and ``tfmot.json`` in ``folder``; cells not reached say
-    so."""
+    ``part*.json`` and ``tfmot.json`` in ``folder``, and with ``--log``
+    the progress lines of the run's stderr (both sides); with ``--merge``
+    the other families' rows of the previous table. Cells not reached
+    say so."""
     import glob
+    import re
     import keras
     import tensorflow as tf
     done = {}
     for path in sorted(glob.glob(os.path.join(folder, "part*.json"))):
         with open(path) as f:
             done.update(json.load(f)["rows"])
-    columns = [c for c, _ in OPERATIONS] + [c for c, _ in TFMOT_OPERATIONS]
+    ours = [c for c, _ in OPERATIONS]
+    theirs = [c for c, _ in TFMOT_OPERATIONS]
+    columns = ours + theirs
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
     tfmot_path = os.path.join(folder, "tfmot.json")
-    if args.tfmot_log:
-        # the progress lines the tfmot side prints: family, column, status
-        tfmot_columns = {c for c, _ in TFMOT_OPERATIONS}
-        with open(args.tfmot_log) as f:
+    log = args.log or args.tfmot_log
+    if log:
+        # progress lines: family, column, [seconds (tfcompress side)],
+        # status
+        with open(log) as f:
             for line in f:
                 family, column = line[:24].strip(), line[25:49].strip()
-                if family in args.families and column in tfmot_columns:
+                if family not in args.families:
+                    continue
+                if column in theirs:
                     done.setdefault(family, {})[column] = \
                         line[50:].rstrip("\n")
+                elif column in ours:
+                    timed = re.match(r"\s*[0-9.]+s (.*)$", line[49:])
+                    if timed:
+                        done.setdefault(family, {})[column] = timed.group(1)
         versions += ", tfmot 0.8.1 (tf_keras)"
     elif os.path.exists(tfmot_path):
         with open(tfmot_path) as f:
@@ -248,11 +325,22 @@ def collect(args, folder):
         versions += f", tfmot {side['tfmot']} (tf_keras)"
         for family, row in side["rows"].items():
             done.setdefault(family, {}).update(row)
-    missing = "not run (stopped at the time limit)"
-    rows = {f: {c: done.get(f, {}).get(c, missing) for c in columns}
-            for f in args.families}
+    previous = _previous_rows(args) if args.merge else {}
+    order = [f for f in family_order() if f in args.families
+             or f in previous] if args.merge else list(args.families)
+    rows = {}
+    for f in order:
+        ran = f in args.families
+        row = done.get(f, {}) if ran else previous[f]
+        rows[f] = {c: row.get(c, NOT_RUN if ran else NOT_RUN_OLD)
+                   for c in columns}
     print(write(args, rows, columns, versions + "; interrupted run "
-                "gathered with --collect DIR --tfmot-log LOG", 0.0))
+                "gathered with --collect DIR --log LOG", 0.0))
+
+
+def family_order():
+    from tfcompress.utils.zoo import FAMILIES
+    return list(FAMILIES)
 
 
 def run_tfmot(families, folder):
@@ -279,7 +367,7 @@ def markdown(rows, columns, versions, seconds):
         return text.replace("|", "\\|").replace("\n", " ")
     lines = [
         "# keras.applications coverage: pruning, clustering, channel "
-        "pruning",
+        "pruning, int8",
         "",
         f"Generated by `{COMMAND}` (do not edit by hand); "
         f"{versions}" + (f"; {seconds:.0f} s." if seconds else "."),
@@ -300,8 +388,20 @@ def markdown(rows, columns, versions, seconds):
         "outputs equal the masked model's, output shape kept; params = "
         "shrunk/original; frozen = why the other spaces keep their "
         "channels.",
+        "- **PTQ int8**: `convert(model, \"int8\", strict=True)` of the "
+        f"float model, calibrated on {CONVERT_SAMPLES} random inputs: fully "
+        "integer, or the float ops strict conversion names (then "
+        "`strict=False` converts and lists them).",
+        "- **QAT int8**: `quantize_model`, 2 QAT steps, then the same "
+        "strict int8 conversion; layers QAT keeps float (no int8 TFLite "
+        "kernel) are counted.",
         "- **tfmot** columns: the same through tfmot on "
-        "`tf_keras.applications` (tfmot's messages verbatim).",
+        "`tf_keras.applications` (tfmot's messages verbatim); tfmot QAT "
+        "int8 = tfmot `quantize_model`, one step, the TFLite converter "
+        "with int8 builtin ops only.",
+        "- A row not run in the latest invocation is kept from the "
+        "previous table (`--merge`); `not run` cells say why (time limit, "
+        "or a row older than the column).",
         "",
         "| family | " + " | ".join(columns) + " |",
         "|" + "---|" * (len(columns) + 1),
@@ -324,9 +424,15 @@ def main():
     ap.add_argument("--tfmot-out", help=argparse.SUPPRESS)
     ap.add_argument("--tfmot-log", help="with --collect: the stderr of "
                     "the interrupted run (tfmot progress lines)")
+    ap.add_argument("--log", help="with --collect: the stderr of the "
+                    "interrupted run (progress lines of both sides)")
     ap.add_argument("--collect", metavar="DIR",
                     help="write the table from an interrupted run's "
                     "partial results in DIR")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other families' rows of the table at "
+                    "--out (run a few families, regenerate the whole "
+                    "table)")
     ap.add_argument("--out", default=os.path.join(HERE, "results",
                                                   "zoo_coverage"))
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs",
@@ -348,22 +454,70 @@ def main():
     import keras
     import tensorflow as tf
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
-    columns = [c for c, _ in OPERATIONS]
+    if not args.no_tfmot:
+        versions += ", tfmot 0.8.1 (tf_keras)"
+    columns = [c for c, _ in OPERATIONS] + (
+        [] if args.no_tfmot else [c for c, _ in TFMOT_OPERATIONS])
+    previous = _previous_rows(args) if args.merge else {}
+    order = list(FAMILIES) if args.merge else list(args.families)
     rows = {}
+
+    def table():
+        """This run's cells (tfmot's as far as it got); with --merge the
+        other families' rows of the previous table."""
+        side = _tfmot_partial(folder)
+        out = {}
+        for family in order:
+            if family in args.families:
+                row = dict(rows.get(family, {}), **side.get(family, {}))
+            elif family in previous:
+                row = previous[family]
+            else:
+                continue
+            missing = NOT_RUN if family in args.families else NOT_RUN_OLD
+            out[family] = {c: row.get(c, missing) for c in columns}
+        return out
+
     if args.jobs > 1:
         done = run_jobs(args.families, args.jobs, folder)
-        rows = {f: done[f] for f in args.families if f in done}
-    for family in args.families:   # written after each family
+        rows.update({f: done[f] for f in args.families if f in done})
+    def write_now():
+        write(args, table(), columns, versions, time.perf_counter() - t0)
+
+    for family in args.families:   # written after each cell
         if family not in rows:
-            rows.update(run_tfcompress([family]))
-        write(args, rows, columns, versions, time.perf_counter() - t0)
+            run_tfcompress([family], rows=rows, on_cell=write_now)
+        write_now()
     if tfmot_proc is not None:
         tfmot_version, tfmot_rows = tfmot_proc.result()
-        versions += f", tfmot {tfmot_version} (tf_keras)"
-        columns += [c for c, _ in TFMOT_OPERATIONS]
-        for family in rows:
+        for family in args.families:
             rows[family].update(tfmot_rows.get(family, {}))
-    print(write(args, rows, columns, versions, time.perf_counter() - t0))
+    print(write(args, table(), columns, versions, time.perf_counter() - t0))
+
+
+NOT_RUN = "not run (stopped at the time limit)"
+# a row kept from an earlier table (--merge) that predates the column
+NOT_RUN_OLD = "not run (row from an earlier run without this column)"
+
+
+def _previous_rows(args):
+    """The rows of the table at ``--out`` (for --merge), or {}."""
+    path = args.out + ".json"
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)["rows"]
+
+
+def _tfmot_partial(folder):
+    """The tfmot side's rows written so far (it writes after each
+    family)."""
+    path = os.path.join(folder, "tfmot.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["rows"]
+    except (OSError, ValueError):
+        return {}
 
 
 def run_jobs(families, jobs, folder):

@@ -215,3 +215,61 @@ def test_channel_docstring_examples(name):
     import importlib
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted and result.failed == 0
+
+
+def _dense_blocks():
+    """DenseNet-style: each block concatenates its new channels onto the
+    running concatenation; BatchNorm + ReLU + conv read each
+    concatenation, the last one a concatenation of concatenations."""
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", name="stem")(i)
+    for n in range(3):
+        h = keras.layers.BatchNormalization(name=f"b{n}_bn")(x)
+        h = keras.layers.ReLU()(h)
+        h = keras.layers.Conv2D(4, 3, padding="same", name=f"b{n}_conv")(h)
+        x = keras.layers.Concatenate(name=f"b{n}_concat")([x, h])
+    x = keras.layers.BatchNormalization(name="final_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(i, keras.layers.Dense(10, name="logits")(x))
+
+
+def test_concatenation_of_concatenations_shrinks_at_every_reader():
+    keras.utils.set_random_seed(5)
+    model = _dense_blocks()
+    spaces = {tuple(s.names()): s for s in prune.channel_spaces(model)}
+    # the stem's channels reach every block's BatchNorm at offset 0, the
+    # first block's at offset 6 of the 2nd and 3rd blocks' and the last
+    follows = {name: dict((l.name, off) for l, off in
+                          spaces[(name,)].iter_followers())
+               for name in ("stem", "b0_conv", "b2_conv")}
+    assert follows["stem"] == {"b0_bn": 0, "b1_bn": 0, "b2_bn": 0,
+                               "final_bn": 0}
+    assert follows["b0_conv"] == {"b1_bn": 6, "b2_bn": 6, "final_bn": 6}
+    assert follows["b2_conv"] == {"final_bn": 14}
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 8, 8, 3), dtype=np.float32)
+    compile_classifier(model)
+    model.fit(x, rng.integers(0, 10, 8), batch_size=8, epochs=1, verbose=0,
+              callbacks=[prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))])
+    small = prune.shrink(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-5)
+    # 3 of 6 stem channels and 2 of 4 per block remain: 3 + 3 * 2
+    assert small.get_layer("final_bn").gamma.shape == (9,)
+    assert small.get_layer("b2_bn").gamma.shape == (7,)
+
+
+def test_add_of_a_concatenation_and_a_conv_freezes_both():
+    """NASNet adjust blocks: Add(Concatenate([a, b]), c): the channels of
+    c line up with the concatenation's, so neither side can shrink."""
+    i = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 1, name="a")(i)
+    b = keras.layers.Conv2D(4, 1, name="b")(i)
+    c = keras.layers.Conv2D(8, 1, name="c")(i)
+    x = keras.layers.Add(name="add")([keras.layers.Concatenate()([a, b]), c])
+    x = keras.layers.Conv2D(4, 1, name="mix")(x)
+    model = keras.Model(i, x)
+    spaces = {tuple(s.names()): s for s in prune.channel_spaces(model)}
+    for name in ("a", "b", "c"):
+        assert not spaces[(name,)].prunable
+        assert "add" in spaces[(name,)].frozen

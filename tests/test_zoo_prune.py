@@ -14,6 +14,7 @@ import pytest
 
 from tfcompress import cluster, prune
 from tfcompress.utils.layer_map import iter_layers
+from tfcompress.prune.channels import zero_channels
 from tfcompress.utils.zoo import build
 
 SPARSITY = 0.5
@@ -123,3 +124,68 @@ def test_squeeze_excitation_gates_ride_along():
     assert len(gated) == 9 and all(s.prunable for s in gated)
     assert all(p.name.endswith("squeeze_excite_conv_1")
                for s in gated for p in s.passengers)
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+def test_densenet_dense_blocks_shrink():
+    """DenseNet121: every block's BatchNorm reads the concatenation of all
+    earlier blocks (concatenations of concatenations); channel pruning
+    drops each block's channels at their offset in every one of them."""
+    keras.utils.set_random_seed(0)
+    _check_channels(build("DenseNet121"))
+
+
+# configurations besides the smallest: width, input size, top or pooled
+# features, softmax head, minimalistic, no preprocessing
+VARIANTS = [
+    ("MobileNet", dict(alpha=0.5, include_top=False, pooling="max")),
+    ("MobileNet", dict(classifier_activation="softmax",
+                       input_shape=(40, 48, 3))),
+    ("MobileNetV2", dict(alpha=0.5, include_top=False, pooling=None)),
+    ("MobileNetV2", dict(classifier_activation="softmax")),
+    ("MobileNetV3Small", dict(minimalistic=True)),
+    ("MobileNetV3Small", dict(alpha=0.75, include_top=False, pooling="avg",
+                              include_preprocessing=False)),
+    ("MobileNetV3Small", dict(alpha=1.0, classifier_activation="softmax")),
+    ("MobileNetV3Large", dict(minimalistic=True, include_top=False,
+                              include_preprocessing=False)),
+    ("EfficientNetB0", dict(include_top=False, pooling="avg")),
+    ("EfficientNetB0", dict(classifier_activation="softmax")),
+    ("EfficientNetV2B0", dict(include_top=False, pooling="max",
+                              include_preprocessing=False)),
+    ("ResNet50", dict(include_top=False, pooling="avg")),
+    ("ResNet50V2", dict(classifier_activation="softmax")),
+    ("DenseNet121", dict(include_top=False, pooling="avg")),
+    ("ConvNeXtTiny", dict(include_top=False, pooling="avg")),
+    ("NASNetMobile", dict(include_top=False, pooling="avg")),
+]
+
+
+def _variant_id(variant):
+    family, kw = variant
+    return family + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+@pytest.mark.parametrize("family,kw", VARIANTS,
+                         ids=[_variant_id(v) for v in VARIANTS])
+def test_variant_shrinks_to_the_masked_outputs(family, kw):
+    """Half of every prunable space zeroed, then shrink: the same outputs
+    (feature maps, pooled features or softmax) with fewer parameters."""
+    keras.utils.set_random_seed(0)
+    model = build(family, **kw)
+    spaces = [s for s in prune.channel_spaces(model) if s.prunable]
+    assert spaces
+    for space in spaces:
+        keep = np.ones(space.channels, np.float32)
+        keep[:space.channels // 2] = 0
+        zero_channels(space, keep)
+    small = prune.shrink(model)
+    x, _ = _data(model)
+    masked, shrunk = np.asarray(model(x)), np.asarray(small(x))
+    assert shrunk.shape == masked.shape
+    np.testing.assert_allclose(shrunk, masked, rtol=1e-4,
+                               atol=1e-4 * np.abs(masked).max())
+    assert small.count_params() < model.count_params()

@@ -18,8 +18,9 @@ from tfcompress.quantize import zoo
 
 # building and rewriting these takes more than ~20 s each
 HEAVY = {"InceptionResNetV2", "NASNetMobile", "DenseNet121"}
+# the shared family table (MobileNetV3 with and without preprocessing
+# among them), plus EfficientNetV2 and ConvNeXt without it
 CONFIGS = [(f, None) for f in zoo.FAMILIES] + [
-    ("MobileNetV3Small", False), ("MobileNetV3Large", False),
     ("EfficientNetV2B0", False), ("ConvNeXtTiny", False)]
 # layers with no int8 TFLite kernel, kept float and named by QAT
 KEPT_FLOAT = {"ConvNeXtTiny": {"LayerNormalization", "LayerScale"}}
@@ -91,11 +92,15 @@ def _names(model, kind):
 _CONVERTED = {}
 
 
+# the configurations of the figures in docs/zoo_quantize.md
+MEASURED = {"MobileNetV3Small": {"alpha": 0.75}}
+
+
 def _converted(family):
     """(QAT status, PTQ status) with zoo's defaults: 200 inputs, 3 QAT
     steps, seed 0 (the settings of the figures in docs/zoo_quantize.md)."""
     if family not in _CONVERTED:
-        model = zoo.build_zoo_model(family)
+        model = zoo.build_zoo_model(family, **MEASURED.get(family, {}))
         _CONVERTED[family] = (zoo.try_qat_convert(model),
                               zoo.try_ptq_convert(model))
     return _CONVERTED[family]
@@ -139,3 +144,39 @@ def test_efficientnet_b0_qat_flatbuffer_equals_ptq_and_errs_like_it():
     # model (mean error 15.1, 8.6 output steps)
     assert qat["top1_agreement"] >= ptq["top1_agreement"] - 0.15, (qat, ptq)
     assert qat["mean_abs_error"] <= 1.5 * ptq["mean_abs_error"], (qat, ptq)
+
+
+# configurations besides the smallest (tests/test_zoo_prune.py VARIANTS):
+# pooled or feature-map outputs, softmax heads, minimalistic blocks
+VARIANTS = [
+    ("MobileNet", dict(alpha=0.5, include_top=False, pooling="max")),
+    ("MobileNetV2", dict(alpha=0.5, include_top=False, pooling=None)),
+    ("MobileNetV2", dict(classifier_activation="softmax")),
+    ("MobileNetV3Small", dict(minimalistic=True)),
+    ("MobileNetV3Small", dict(alpha=1.0, classifier_activation="softmax")),
+    ("MobileNetV3Large", dict(minimalistic=True, include_top=False,
+                              include_preprocessing=False)),
+    ("EfficientNetB0", dict(include_top=False, pooling="avg")),
+    ("EfficientNetV2B0", dict(include_top=False, pooling="max",
+                              include_preprocessing=False)),
+    ("ResNet50", dict(include_top=False, pooling="avg")),
+    ("ConvNeXtTiny", dict(include_top=False, pooling="avg")),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.heavy
+@pytest.mark.parametrize(
+    "family,kw", VARIANTS,
+    ids=[f + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+         for f, kw in VARIANTS])
+def test_variant_quantizes_and_runs(family, kw):
+    model = zoo.build_zoo_model(family, calibrate=False, **kw)
+    qat = quantize.quantize_model(model)
+    x = zoo.zoo_inputs(model, 2, raw_pixels=zoo.has_input_scaling(model))
+    y = np.asarray(qat(x, training=True))
+    assert y.shape == (2,) + tuple(model.output_shape[1:])
+    assert np.isfinite(y).all()
+    floats = {r["type"] for r in quantize.summary(qat, print_fn=None)
+              if r.get("float")}
+    assert floats <= KEPT_FLOAT.get(family, set()), floats

@@ -21,6 +21,7 @@ import keras
 from keras import layers as L
 
 from tfcompress.errors import InputError
+from tfcompress.utils import graph as graph_lib
 
 # keras.ops class name -> (layer for two tensors, ConstantArithmetic op)
 _BINARY = {"Add": (L.Add, "add"), "Subtract": (L.Subtract, "subtract"),
@@ -68,39 +69,19 @@ class UnsupportedOperationError(InputError):
     """A keras.ops call in a functional graph with no layer equivalent."""
 
 
-def _tensor_names(node):
-    found = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            if v.get("class_name") == "__keras_tensor__":
-                found.append(v["config"]["keras_history"][0])
-            else:
-                for x in v.values():
-                    walk(x)
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                walk(x)
-    walk(node)
-    return found
-
-
-def _is_tensor(v):
-    return isinstance(v, dict) and v.get("class_name") == "__keras_tensor__"
-
-
 def _as_layer(op, node):
-    """The layer computing what the operation ``op`` computed at ``node``."""
+    """The layer computing what the operation ``op`` computed at ``node``
+    (a :class:`tfcompress.utils.graph.Node`)."""
     kind = type(op).__name__
-    args = list(node.get("args", []))
-    if node.get("kwargs") or kind not in _BINARY or len(args) != 2:
+    args = list(node.call_args)
+    if node.call_kwargs or kind not in _BINARY or len(args) != 2:
         raise UnsupportedOperationError(
             f"operation {op.name!r} (keras.ops.{kind}) applied as a "
             "function has no quantize rule; express it with a Keras layer "
             "(e.g. keras.layers.Add, Multiply) or wrap it in a custom layer "
             "and annotate that with quantize_annotate_layer")
     pair_layer, const_op = _BINARY[kind]
-    if all(_is_tensor(a) for a in args) and pair_layer is not None:
+    if all(a is graph_lib.TENSOR for a in args) and pair_layer is not None:
         return pair_layer(name=op.name)
     numbers_at = [i for i, a in enumerate(args)
                   if isinstance(a, numbers.Number)]
@@ -116,18 +97,14 @@ def _as_layer(op, node):
 
 def functional_graph(model):
     """``[(layer, [parent names])]`` of a Functional model in topological
-    order; operations (keras.ops calls) come as new equivalent layers."""
-    config = model.get_config()
-    by_name = {op.name: op for op in model.operations}
+    order (:func:`tfcompress.utils.graph.layer_graph`); operations
+    (keras.ops calls) come as new equivalent layers."""
     out = []
-    for c in config["layers"]:
-        name = c.get("name", c["config"].get("name"))
-        op = by_name[name]
-        nodes = c.get("inbound_nodes", [])
-        if len(nodes) > 1:
-            raise InputError(f"layer {name!r} is shared (called more than "
-                             "once); quantize needs each layer used once")
-        if not isinstance(op, keras.layers.Layer):
-            op = _as_layer(op, nodes[0])
-        out.append((op, _tensor_names(nodes)))
+    for node in graph_lib.node_graph(model):
+        if node.calls > 1:
+            raise InputError(f"layer {node.op.name!r} is shared (called "
+                             f"{node.calls} times); quantize needs each "
+                             "layer used once")
+        op = node.op if node.is_layer else _as_layer(node.op, node)
+        out.append((op, [p.split("#")[0] for p in node.parents]))
     return out

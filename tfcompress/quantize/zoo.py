@@ -19,57 +19,34 @@ import traceback
 
 import numpy as np
 
-# family -> (keras.applications name, smallest-config kwargs, input side,
-#            takes include_preprocessing, expects raw [0, 255] pixels)
-FAMILIES = {
-    "MobileNet": ("MobileNet", {"alpha": 0.25}, 32, False),
-    "MobileNetV2": ("MobileNetV2", {"alpha": 0.35}, 32, False),
-    "MobileNetV3Small": ("MobileNetV3Small", {"alpha": 0.75}, 32, True),
-    "MobileNetV3Large": ("MobileNetV3Large", {"alpha": 0.75}, 32, True),
-    "EfficientNetB0": ("EfficientNetB0", {}, 32, False),
-    "EfficientNetV2B0": ("EfficientNetV2B0", {}, 32, True),
-    "ResNet50": ("ResNet50", {}, 32, False),
-    "ResNet50V2": ("ResNet50V2", {}, 32, False),
-    "DenseNet121": ("DenseNet121", {}, 32, False),
-    "Xception": ("Xception", {}, 71, False),
-    "InceptionV3": ("InceptionV3", {}, 75, False),
-    "InceptionResNetV2": ("InceptionResNetV2", {}, 75, False),
-    "NASNetMobile": ("NASNetMobile", {}, 32, False),
-    "VGG16": ("VGG16", {}, 32, False),
-    "ConvNeXtTiny": ("ConvNeXtTiny", {}, 32, True),
-}
-# the families whose graph rescales raw pixels itself (Rescaling or
-# Normalization layers), and so take inputs in [0, 255]
-RAW_PIXELS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
-              "EfficientNetV2B0", "ConvNeXtTiny")
+from tfcompress.errors import InputError
+from tfcompress.utils import zoo as zoo_table
+
+FAMILIES = zoo_table.FAMILIES
 
 
 def build_zoo_model(family, include_preprocessing=None, seed=0,
-                    calibrate=True):
-    """``keras.applications.<family>`` at its smallest configuration:
-    ``weights=None``, ``classes=10``, ``classifier_activation=None``, the
-    smallest width multiplier and input side the family accepts.
+                    calibrate=True, **overrides):
+    """``keras.applications.<family>`` at its smallest configuration
+    (:func:`tfcompress.utils.zoo.build`): ``weights=None``, ``classes=10``,
+    ``classifier_activation=None``, the smallest width multiplier and
+    input side the family accepts.
 
     ``include_preprocessing``: for the families that take it (MobileNetV3,
-    EfficientNetV2, ConvNeXt); None keeps Keras' default (True).
+    EfficientNetV2, ConvNeXt); None keeps the family's setting.
+    ``overrides``: other builder arguments (``alpha=0.75``...).
     ``calibrate``: set the BatchNormalization statistics from 32 random
     inputs (:func:`calibrate_batchnorm`); random-init models otherwise
     give logits near 0, which say little about agreement.
     """
     import keras
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; one of "
-                         f"{', '.join(FAMILIES)}")
-    name, kwargs, side, has_pre = FAMILIES[family]
-    kwargs = dict(kwargs)
     if include_preprocessing is not None:
-        if not has_pre:
-            raise ValueError(f"{family} has no include_preprocessing")
-        kwargs["include_preprocessing"] = include_preprocessing
+        if not zoo_table.accepts(family, "include_preprocessing"):
+            raise InputError(f"{family} has no include_preprocessing "
+                             "argument; leave it None")
+        overrides["include_preprocessing"] = include_preprocessing
     keras.utils.set_random_seed(seed)
-    model = getattr(keras.applications, name)(
-        weights=None, classes=10, classifier_activation=None,
-        input_shape=(side, side, 3), **kwargs)
+    model = zoo_table.build(family, **overrides)
     if calibrate:
         calibrate_batchnorm(model, zoo_inputs(
             model, 32, seed + 1, has_input_scaling(model)))

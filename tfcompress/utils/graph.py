@@ -43,7 +43,9 @@ class Node:
     its i-th; ``parents`` are the keys of the nodes whose outputs it reads,
     ``parent_shapes`` their shapes, ``constants`` the non-tensor positional
     arguments (``3.0`` in ``x + 3.0``), ``calls`` how many times the
-    operation is called in the model.
+    operation is called in the model, ``call_args`` all positional
+    arguments (tensors as :data:`TENSOR`), ``call_kwargs`` the keyword
+    arguments as serialized in the model config.
     """
     op: object
     key: str
@@ -52,6 +54,7 @@ class Node:
     constants: list
     calls: int = 1
     call_args: list = dataclasses.field(default_factory=list)
+    call_kwargs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def is_layer(self) -> bool:
@@ -126,7 +129,9 @@ def node_graph(model) -> list:
                 op, node_key(name, index),
                 [node_key(h[0], h[1]) for h, _ in refs],
                 [s for _, s in refs], constants, calls=len(inbound),
-                call_args=call_args))
+                call_args=call_args,
+                call_kwargs=dict(call.get("kwargs") or {})
+                if isinstance(call, dict) else {}))
     return nodes
 
 

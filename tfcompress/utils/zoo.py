@@ -1,6 +1,8 @@
 """The ``keras.applications`` families at their smallest configuration.
 
-Used by the zoo tests and the coverage table (benchmarks/zoo_coverage.py):
+The one family table of tfcompress: used by the zoo tests, the QAT zoo
+checks (:mod:`tfcompress.quantize.zoo`) and the coverage table
+(benchmarks/zoo_coverage.py):
 ``weights=None``, 10 classes, logits out, the smallest width multiplier a
 family has and the smallest input it accepts.
 
@@ -13,6 +15,8 @@ family has and the smallest input it accepts.
 from __future__ import annotations
 
 import keras
+
+from tfcompress.errors import InputError
 
 COMMON = dict(weights=None, classes=10, classifier_activation=None)
 
@@ -40,15 +44,39 @@ FAMILIES = {
 }
 
 
-def build(family: str, keras_module=None):
+def accepts(family: str, argument: str, keras_module=None) -> bool:
+    """True if ``family``'s builder takes ``argument``.
+
+    >>> accepts("MobileNetV3Small", "include_preprocessing")
+    True
+    >>> accepts("ResNet50", "include_preprocessing")
+    False
+    """
+    import inspect
+    module = keras_module or keras
+    builder = getattr(module.applications, _entry(family)[0])
+    return argument in inspect.signature(builder).parameters
+
+
+def _entry(family):
+    if family not in FAMILIES:
+        raise InputError(f"unknown keras.applications family {family!r}; "
+                         f"use one of {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def build(family: str, keras_module=None, **overrides):
     """The model of ``family`` (a key of :data:`FAMILIES`), untrained.
 
-    ``keras_module``: ``keras`` (default) or ``tf_keras``.
+    ``keras_module``: ``keras`` (default) or ``tf_keras``. ``overrides``
+    replace the family's arguments (``alpha=0.75``,
+    ``input_shape=(64, 64, 3)``, ``include_preprocessing=False``...).
     """
     module = keras_module or keras
-    name, side, extra = FAMILIES[family]
+    name, side, extra = _entry(family)
     builder = getattr(module.applications, name)
     kwargs = dict(COMMON, input_shape=(side, side, 3), **extra)
+    kwargs.update(overrides)
     if keras_module is not None and keras_module is not keras:
         # tf_keras's MobileNetV3 and ConvNeXt predate some arguments
         import inspect

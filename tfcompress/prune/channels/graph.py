@@ -275,7 +275,7 @@ class _Analysis:
                 self.mark_gate(sid, f"{name} activation "
                                f"{_activation_name(op)} maps 0 to non-zero")
             self.set_output(key, sid)
-        elif concat_in:
+        elif concat_in and not isinstance(op, L.Concatenate):
             pass    # handled by concat_consumer
         elif isinstance(op, FOLLOWERS):
             if isinstance(op, (L.DepthwiseConv1D, L.DepthwiseConv2D)) and \
@@ -419,9 +419,11 @@ class _Analysis:
             at += channels
         self.set_output(key, None)
         if len(node.parents) > 1:
-            self.freeze_segments(concat_in, f"{name} "
-                                 f"({type(op).__name__}) combines a "
-                                 "concatenation with other tensors")
+            # the concatenation and every other input line up channel by
+            # channel: all of them keep their channels
+            self.freeze_inputs(node, f"{name} ({type(op).__name__}) "
+                               "combines a concatenation with other "
+                               "tensors")
             return True
         if isinstance(op, PRODUCERS) and getattr(op, "groups", 1) == 1:
             for (sid, _), off in zip(segs, offsets):

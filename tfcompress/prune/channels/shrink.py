@@ -166,8 +166,17 @@ def shrink(model):
     new = model.__class__.from_config(config)
     for old_layer in model.layers:
         if old_layer.weights:
-            new.get_layer(old_layer.name).set_weights(
-                plan.weights(old_layer))
+            weights = plan.weights(old_layer)
+            target = new.get_layer(old_layer.name)
+            shapes = [tuple(w.shape) for w in target.weights]
+            if shapes != [w.shape for w in weights]:
+                raise InputError(
+                    f"cannot shrink: layer {old_layer.name!r} "
+                    f"({type(old_layer).__name__}) reads pruned channels "
+                    f"along a path the channel graph does not follow "
+                    f"(weights {[w.shape for w in weights]} vs {shapes}); "
+                    "exclude the producers feeding it from channel pruning")
+            target.set_weights(weights)
     return new
 
 

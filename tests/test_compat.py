@@ -337,6 +337,11 @@ def test_install_keras_fixes_is_silent_when_they_apply():
 # -- no framework internals outside tfcompress/compat.py -----------------
 #: Files allowed to reach framework internals (relative to tfcompress/).
 ALLOWED_FILES = {"compat.py"}
+#: The device-side files are copied to boards without the rest of
+#: tfcompress, so they cannot call compat.py: each private access they make
+#: is named here and has its own test (tests/test_bench_delegation.py:
+#: test_litert_interpreter_still_exposes_its_nodes).
+DEVICE_SIDE_ACCESSES = {"bench/delegation.py": {"_get_ops_details"}}
 
 #: Private modules of the frameworks, forbidden anywhere else (code,
 #: strings or comments).
@@ -466,8 +471,10 @@ def test_no_framework_internals_outside_compat():
         rel = p.relative_to(PACKAGE).as_posix()
         if rel in ALLOWED_FILES:
             continue
-        found += find_private_access(p.read_text(), defined,
-                                     f"tfcompress/{rel}")
+        allowed = DEVICE_SIDE_ACCESSES.get(rel, set())
+        found += [f for f in find_private_access(p.read_text(), defined,
+                                                 f"tfcompress/{rel}")
+                  if f.split(": ", 1)[1].split(" ", 1)[0] not in allowed]
     assert not found, (
         "Keras/TensorFlow internals outside tfcompress/compat.py; add a "
         "named function to compat.py (with a test here) and call it:\n"

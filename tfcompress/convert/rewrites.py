@@ -86,11 +86,16 @@ def rewrite_hard_swish(model):
         return model
 
     def call(layer, *args, **kwargs):
-        if not _hard_swish_layer(layer) or kwargs or len(args) != 1:
+        if not _hard_swish_layer(layer) or kwargs or len(args) != 1 or \
+                getattr(layer, "_tfcompress_quantize_config", None) not in (
+                    None, "default"):   # annotated by the user: kept
             return layer(*args, **kwargs)
         if isinstance(layer, L.Activation):
             return hard_swish_ops(args[0], layer.name)
         core = copy_layer(layer, activation="linear")
+        config = getattr(layer, "_tfcompress_quantize_config", None)
+        if config is not None:
+            core._tfcompress_quantize_config = config
         return hard_swish_ops(core(args[0]), f"{layer.name}_hard_swish")
 
     return keras.models.clone_model(functional, clone_function=_copy,
@@ -100,6 +105,10 @@ def rewrite_hard_swish(model):
 def _copy(operation):
     # keras.ops calls in a functional graph (``x + 3.0``) are stateless
     # operations: reused as they are
-    if isinstance(operation, keras.layers.Layer):
-        return copy_layer(operation)
-    return operation
+    if not isinstance(operation, keras.layers.Layer):
+        return operation
+    copy = copy_layer(operation)
+    config = getattr(operation, "_tfcompress_quantize_config", None)
+    if config is not None:   # quantize_annotate_layer's mark
+        copy._tfcompress_quantize_config = config
+    return copy

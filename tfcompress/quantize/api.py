@@ -79,11 +79,14 @@ def quantize_annotate_model(model):
     return map_layers(model, annotate)
 
 
-def quantize_apply(model, scheme=None):
+def quantize_apply(model, scheme=None, xnnpack_rewrites=True):
     """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``.
 
     Returns a new Keras model (the original is unchanged); its
     ``quantize_report`` attribute lists what happened to each layer.
+    ``xnnpack_rewrites``: first write hard-swish as int8 ops the XNNPACK
+    delegate runs (:func:`tfcompress.convert.rewrites.rewrite_hard_swish`),
+    with fake-quant where the int8 flatbuffer quantizes them.
     """
     scheme = scheme or Default8BitScheme()
     if not isinstance(model, keras.Model):
@@ -91,6 +94,9 @@ def quantize_apply(model, scheme=None):
                          f"{type(model).__name__}")
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
+    if xnnpack_rewrites:
+        from tfcompress.convert.rewrites import rewrite_hard_swish
+        model = rewrite_hard_swish(model)
     report = []
     qat = transform.quantize_graph(model, scheme, report)
     qat.quantize_report = report
@@ -98,7 +104,7 @@ def quantize_apply(model, scheme=None):
     return qat
 
 
-def quantize_model(model, scheme=None):
+def quantize_model(model, scheme=None, xnnpack_rewrites=True):
     """QAT in one call: annotate every layer and apply ``scheme``.
 
     Works on Sequential, Functional and nested models. Layers without a
@@ -110,7 +116,7 @@ def quantize_model(model, scheme=None):
     True
     """
     # unannotated layers get the default rule: no annotated copy needed
-    return quantize_apply(model, scheme)
+    return quantize_apply(model, scheme, xnnpack_rewrites)
 
 
 @contextlib.contextmanager

@@ -111,7 +111,8 @@ def _row(name, runtime, **fields):
            "off_by_one": None, "worse": None, "total": None,
            "max_steps": None, "within_one": None, "refused_ops": [],
            "error": None, "seconds": None, "op_versions": {},
-           "vs_x86_builtin": None}
+           "vs_x86_builtin": None, "partitions": None, "ops_outside": None,
+           "x86_partitions": None}
     row.update(fields)
     return row
 
@@ -228,7 +229,13 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                     log(f"{name} on {rt}: {msg}")
                     continue
                 with open(result) as f:
-                    env = json.load(f)["environment"]
+                    result_json = json.load(f)
+                env = result_json["environment"]
+                arm_d = result_json.get("delegation") or {}
+                base.update(partitions=arm_d.get("partitions"),
+                            ops_outside=arm_d.get("ops_outside"),
+                            x86_partitions=(refs[True].get("delegation")
+                                            or {}).get("partitions"))
                 if step is None:
                     rows.append(_row(
                         name, rt, runtime_version=env["runtime_version"],

@@ -19,6 +19,8 @@ from tfcompress.errors import InputError
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "runner.py")
+# runner.py imports it from its own folder on the device
+DELEGATION = os.path.join(os.path.dirname(RUNNER), "delegation.py")
 SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                "-o", "StrictHostKeyChecking=accept-new"]
 
@@ -295,7 +297,7 @@ def benchmark_remote(host, paths, data=None, runtime="auto", threads=1,
         if not os.path.isfile(p):
             raise BenchError(f"{p} does not exist")
     names = {p: _remote_name(p) for p in paths}
-    files = {RUNNER: "runner.py", **names}
+    files = {RUNNER: "runner.py", DELEGATION: "delegation.py", **names}
     if data:
         files[data] = _remote_name(data)
     dest = target.destination

@@ -7,11 +7,28 @@ import io
 import json
 import os
 
+from tfcompress.bench.delegation import outside_summary
 from tfcompress.utils import atomic_path, atomic_write_text
 
 COLUMNS = ("model", "size_bytes", "gzip_bytes", "p50_ms", "p90_ms",
            "mean_ms", "cv", "throughput_per_s", "peak_rss_mb",
-           "top1_accuracy", "runtime", "threads", "xnnpack")
+           "top1_accuracy", "runtime", "threads", "xnnpack", "partitions",
+           "ops_outside", "delegated_mac_share", "outside")
+
+
+def delegation_fields(result):
+    """``partitions``, ``ops_outside`` (count), ``delegated_mac_share`` and
+    ``outside`` (op types x count) of a benchmark result; None where the
+    result has no delegation report (older results, or a runtime that does
+    not expose its nodes)."""
+    d = result.get("delegation") or {}
+    if "partitions" not in d:
+        return {"partitions": None, "ops_outside": None,
+                "delegated_mac_share": None, "outside": None}
+    return {"partitions": d["partitions"],
+            "ops_outside": len(d["ops_outside"]),
+            "delegated_mac_share": d["delegated_mac_share"],
+            "outside": outside_summary(d["ops_outside"])}
 
 
 def rows(results):
@@ -27,7 +44,8 @@ def rows(results):
             "peak_rss_mb": r["peak_rss_mb"],
             "top1_accuracy": (r.get("accuracy") or {}).get("top1_accuracy"),
             "runtime": f"{env['runtime']} {env['runtime_version']}",
-            "threads": r["threads"], "xnnpack": r["xnnpack"]})
+            "threads": r["threads"], "xnnpack": r["xnnpack"],
+            **delegation_fields(r)})
     return out
 
 
@@ -43,8 +61,9 @@ def markdown(results) -> str:
              f", {rs[0]['threads']} thread(s), XNNPACK "
              f"{'on' if rs[0]['xnnpack'] else 'off'}", "",
              "| model | size | gzip | p50 ms | p90 ms | speedup | "
-             "size ratio | accuracy | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "size ratio | accuracy | peak RSS MB | XNNPACK partitions | "
+             "ops outside |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rs:
         acc = "-" if r["top1_accuracy"] is None else \
             f"{r['top1_accuracy']:.4f}"
@@ -53,8 +72,38 @@ def markdown(results) -> str:
             f"{r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
             f"{base['p50_ms'] / r['p50_ms']:.2f}x | "
             f"{r['gzip_bytes'] / base['gzip_bytes']:.3f} | {acc} | "
-            f"{r['peak_rss_mb']:.1f} |")
+            f"{r['peak_rss_mb']:.1f} | {_dash(r['partitions'])} | "
+            f"{_dash(r['ops_outside'])} |")
+    lines += _outside_notes(results)
     return "\n".join(lines) + "\n"
+
+
+def _dash(v):
+    return "-" if v is None else v
+
+
+def _outside_notes(results):
+    """One line per model whose ops do not all run inside XNNPACK."""
+    notes = []
+    for r in results:
+        d = r.get("delegation") or {}
+        if not r["xnnpack"] or "partitions" not in d or \
+                not d["ops_outside"]:
+            continue
+        named = ", ".join(
+            f"#{o['index']} {o['op']}" + (f" ({o['layer']})"
+                                          if o.get("layer") else "")
+            for o in d["ops_outside"][:8])
+        more = len(d["ops_outside"]) - 8
+        notes.append(
+            f"- {r['model']}: {d['partitions']} XNNPACK partition(s), "
+            f"{100 * d['delegated_mac_share']:.1f}% of MACs delegated; "
+            f"outside: {named}{f' and {more} more' if more > 0 else ''}")
+    if notes:
+        notes = ["", "Ops the XNNPACK delegate left on the runtime's own "
+                 "kernels (each splits the graph; the tensor leaves the "
+                 "delegate and comes back):", ""] + notes
+    return notes
 
 
 def plot(results, path):

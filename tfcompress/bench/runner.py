@@ -13,7 +13,11 @@ labels) and ``reference`` (reference outputs to compare against).
 
 Measures what TFLite's ``benchmark_model`` reports (init time, first
 inference, warm-up, timed runs with mean/std/percentiles), plus peak
-resident memory, throughput and accuracy.
+resident memory, throughput, accuracy and how the runtime executes the
+model (``delegation``: XNNPACK partitions, the ops left outside the
+delegate and the share of MACs inside it; see ``delegation.py``, which
+must be copied along with this file). ``--delegation-only`` reports that
+without timing anything.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ import sys
 import time
 
 import numpy as np
+
+try:
+    from . import delegation
+except ImportError:     # runner.py copied to a device with delegation.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import delegation
 
 SCHEMA = "tfcompress.bench/1"
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
@@ -160,6 +170,29 @@ def _make_interpreter(Interpreter, Resolver, path, threads, xnnpack):
     return interp
 
 
+def delegation_of(interp):
+    """The interpreter's :func:`delegation.report_for_interpreter`, or
+    ``{"error": ...}`` when this runtime does not expose its nodes."""
+    try:
+        return delegation.report_for_interpreter(interp)
+    except delegation.DelegationError as e:
+        return {"error": str(e)}
+
+
+def delegation_only(path, runtime="auto", threads=1, xnnpack=True):
+    """Loads the model and reports how the runtime executes it (no
+    timing): :func:`delegation.delegation_report` plus the environment."""
+    if not os.path.isfile(path):
+        raise BenchError(f"model {path} does not exist")
+    rt, version, Interpreter, Resolver = load_runtime(runtime)
+    interp = _make_interpreter(Interpreter, Resolver, path, threads, xnnpack)
+    r = {"schema": SCHEMA, "model": os.path.basename(path), "path": path,
+         **delegation.report_for_interpreter(interp),
+         "xnnpack": bool(xnnpack), "threads": int(threads)}
+    r["environment"] = environment(rt, version)
+    return r
+
+
 def _stats(times):
     t = np.asarray(times) * 1000.0
     mean = float(t.mean())
@@ -205,6 +238,7 @@ def benchmark(path, data=None, runtime="auto", threads=1, warmup_runs=5,
     t0 = time.perf_counter()
     interp = _make_interpreter(Interpreter, Resolver, path, threads, xnnpack)
     init_s = time.perf_counter() - t0
+    executed = delegation_of(interp)
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
     shape = tuple(int(d) for d in inp["shape"])
@@ -265,6 +299,7 @@ def benchmark(path, data=None, runtime="auto", threads=1, warmup_runs=5,
         "init_ms": init_s * 1000.0, "first_inference_ms": first_s * 1000.0,
         "warmup_runs": warm, "latency": _stats(times),
         "environment": environment(rt, version),
+        "delegation": executed,
     }
     if x is not None:
         outputs = []
@@ -308,13 +343,20 @@ def main(argv=None):
     p.add_argument("--outputs", help="write model outputs on --data to "
                    "this .npy file")
     p.add_argument("--json", help="write the result here (else stdout)")
+    p.add_argument("--delegation-only", action="store_true",
+                   help="report how the runtime executes the model "
+                   "(partitions, ops outside the delegate), time nothing")
     a = p.parse_args(argv)
     try:
-        r = benchmark(a.model, a.data, a.runtime, a.threads, a.warmup_runs,
+        if a.delegation_only:
+            r = delegation_only(a.model, a.runtime, a.threads,
+                                not a.no_xnnpack)
+        else:
+            r = benchmark(a.model, a.data, a.runtime, a.threads, a.warmup_runs,
                       a.warmup_seconds, a.runs, a.min_seconds,
                       a.max_seconds, not a.no_xnnpack,
                       return_outputs=bool(a.outputs))
-    except BenchError as e:
+    except (BenchError, delegation.DelegationError) as e:
         print(f"runner: error: {e}", file=sys.stderr)
         return 2
     outputs = r.pop("_outputs", None)

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from tfcompress.bench.delegation import INT8_SPLITTING_OPS
 from tfcompress.errors import InputError
 from tfcompress.inspect.flatbuffer import FlatbufferError
 from tfcompress.inspect.model_reader import read_model, tensor_values
@@ -24,6 +25,7 @@ from tfcompress.inspect.model_reader import read_model, tensor_values
 SCHEMA = "tfcompress.inspect/1"
 FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+INTEGER_ACTIVATIONS = {"INT8", "UINT8"}
 
 # Op versions that tflite-runtime 2.14 (the last tflite-runtime release)
 # cannot load although TF 2.21 emits them.
@@ -164,6 +166,7 @@ def inspect(path_or_bytes) -> dict:
             compat.append({"op": name, "version": v,
                            "note": "tflite-runtime 2.14 cannot load this op "
                                    "version; use LiteRT (ai-edge-litert)"})
+    xnnpack = xnnpack_warnings(ops)
     input_is_float = any(t["dtype"] in FLOAT_TYPES
                          for t in io(main["inputs"]))
     return {
@@ -187,7 +190,31 @@ def inspect(path_or_bytes) -> dict:
         "fully_integer": not float_ops,
         "float_io": input_is_float,
         "runtime_compatibility": compat,
+        "xnnpack_warnings": xnnpack,
     }
+
+
+def xnnpack_warnings(ops):
+    """Integer ops known to stay outside XNNPACK (each splits the delegated
+    graph into one more partition), grouped by op: ``{op, count, indices,
+    layers, note}``. The list is measured
+    (``tfcompress.bench.delegation.INT8_SPLITTING_OPS``); what the runtime
+    really does is in ``tfcompress bench``'s partitions column.
+
+    >>> xnnpack_warnings([{"index": 3, "op": "HARD_SWISH", "layer": "act",
+    ...                    "inputs": ["INT8"]}])[0]["count"]
+    1
+    """
+    out = []
+    for name, note in INT8_SPLITTING_OPS.items():
+        hits = [o for o in ops if o["op"] == name and
+                set(o["inputs"]) & INTEGER_ACTIVATIONS]
+        if hits:
+            out.append({"op": name, "count": len(hits),
+                        "indices": [o["index"] for o in hits],
+                        "layers": [o["layer"] for o in hits],
+                        "note": note})
+    return out
 
 
 def format_report(report: dict) -> str:
@@ -210,6 +237,16 @@ def format_report(report: dict) -> str:
             lines.append(f"  #{f['index']} {f['op']} (layer {f['layer']})")
     else:
         lines.append("fully integer: every op computes in int8/int16/int32")
+    for w in report.get("xnnpack_warnings", []):
+        layers = ", ".join(dict.fromkeys(l for l in w["layers"] if l))
+        lines.append(
+            f"XNNPACK WARNING: {w['count']} int8 {w['op']} op(s) "
+            f"({', '.join(f'#{i}' for i in w['indices'][:6])}"
+            f"{' ...' if w['count'] > 6 else ''}"
+            f"{'; layers ' + layers[:120] if layers else ''}): {w['note']}. "
+            f"Up to {w['count'] + 1} XNNPACK partitions; int8 may run "
+            "slower than float. Check with `tfcompress bench` (partitions "
+            "column).")
     for c in report["runtime_compatibility"]:
         lines.append(f"compatibility: {c['op']} v{c['version']}: "
                      f"{c['note']}")

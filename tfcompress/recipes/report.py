@@ -32,6 +32,7 @@ def _rows(results):
             "mode": conv.get("mode"),
             "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
             "peak_rss_mb": bench.get("peak_rss_mb"),
+            **_delegation(bench),
         }
         if conv.get("mode") == "float32" and float_p50 is None:
             float_p50 = lat.get("p50_ms")
@@ -47,6 +48,15 @@ def _rows(results):
     return rows
 
 
+def _delegation(bench):
+    from tfcompress.bench.report import delegation_fields
+    d = delegation_fields(bench) if bench else delegation_fields({})
+    return {"xnnpack_partitions": d["partitions"],
+            "ops_outside_xnnpack": d["outside"] if d["ops_outside"] else
+            (None if d["ops_outside"] is None else ""),
+            "delegated_mac_share": d["delegated_mac_share"]}
+
+
 def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -60,9 +70,9 @@ def markdown(recipe, results, rows) -> str:
              f"{base['size_bytes']:,} bytes.", "",
              "| variant | stages | Keras acc | TFLite acc | size | gzip | "
              "vs .keras | vs float | sparsity | float ops | p50 ms | p90 ms | "
-             "speedup | peak MB |",
+             "speedup | peak MB | XNNPACK partitions |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-             "---:|---:|"]
+             "---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['stages']} | "
@@ -74,7 +84,16 @@ def markdown(recipe, results, rows) -> str:
             f"{_fmt(r['sparsity'], '.1%')} | {_fmt(r['float_ops'], 'd')} | "
             f"{_fmt(r['p50_ms'], '.3f')} | {_fmt(r['p90_ms'], '.3f')} | "
             f"{_fmt(r['speedup_vs_float'], '.2f')}x | "
-            f"{_fmt(r['peak_rss_mb'], '.1f')} |")
+            f"{_fmt(r['peak_rss_mb'], '.1f')} | "
+            f"{_fmt(r['xnnpack_partitions'], 'd')} |")
+    outside = [r for r in rows if r["ops_outside_xnnpack"]]
+    if outside:
+        lines += ["", "Ops outside the XNNPACK delegate (each splits the "
+                  "graph into one more partition; see the variant's bench "
+                  "JSON for indices and layers):", ""]
+        lines += [f"- {r['variant']}: {r['ops_outside_xnnpack']} "
+                  f"({100 * r['delegated_mac_share']:.1f}% of MACs "
+                  "delegated)" for r in outside]
     lines += ["", "Sizes are of the .tflite file. 'vs .keras': the float "
               "baseline .keras file (weights plus optimizer state, as "
               "model.save writes it) over the .tflite gzip size; 'vs "

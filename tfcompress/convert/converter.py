@@ -13,6 +13,7 @@ from tfcompress import compat
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
+from tfcompress.convert.rewrites import rewrite_hard_swish
 from tfcompress.errors import InputError
 from tfcompress.utils.atomic import check_writable_folder
 
@@ -178,7 +179,7 @@ def convert(model, mode="int8", representative_data=None,
             input_type="float32", output_type="float32", output_path=None,
             strict=None, sparse=False, calibration="minmax",
             calibration_samples=200, percentile=99.99, check_data=None,
-            check_samples=200, per_channel=True):
+            check_samples=200, per_channel=True, xnnpack_rewrites=True):
     """Converts a Keras model to a TFLite flatbuffer and reports on it.
 
     Args:
@@ -209,6 +210,11 @@ def convert(model, mode="int8", representative_data=None,
         and microcontroller kernels need (see :mod:`tfcompress.ptq` to
         keep accuracy). Weights of QAT models follow their fake-quant
         layers.
+      xnnpack_rewrites: for post-training ``int8``, write hard-swish as
+        int8 ops the XNNPACK delegate runs instead of HARD_SWISH, which it
+        does not (:mod:`tfcompress.convert.rewrites`). The same function;
+        False keeps the converter's own graph. QAT models carry the
+        rewrite from ``quantize_apply``.
 
     Returns:
       A :class:`ConversionResult`.
@@ -250,6 +256,8 @@ def convert(model, mode="int8", representative_data=None,
     keras_model = model = outside_strategy(model)
     model = batch_free_flatten(strip_training_wrappers(model))
     qat = has_fake_quant(model)
+    if mode == "int8" and xnnpack_rewrites and not qat:
+        model = rewrite_hard_swish(model)
     samples = _as_samples(representative_data, model)
     notes = []
     if mode in ("int8", "int16x8") and samples is None:

@@ -90,12 +90,16 @@ def quantize_annotate_model(model):
     return map_layers(model, annotate)
 
 
-def quantize_apply(model, scheme=None, layer_bits=None):
+def quantize_apply(model, scheme=None, layer_bits=None,
+                   xnnpack_rewrites=True):
     """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``.
 
     ``layer_bits`` (``{layer name: weight bits}``, 2 to 8) overrides
     ``scheme.weight_bits`` for the named Conv/Dense layers; activations
-    keep ``scheme.activation_bits``. Returns a new Keras model (the
+    keep ``scheme.activation_bits``. ``xnnpack_rewrites``: first write
+    hard-swish as int8 ops the XNNPACK delegate runs
+    (:func:`tfcompress.convert.rewrites.rewrite_hard_swish`), with fake-quant
+    where the int8 flatbuffer quantizes them. Returns a new Keras model (the
     original is unchanged); its ``quantize_report`` attribute lists what
     happened to each layer.
     """
@@ -106,6 +110,9 @@ def quantize_apply(model, scheme=None, layer_bits=None):
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
+    if xnnpack_rewrites:
+        from tfcompress.convert.rewrites import rewrite_hard_swish
+        model = rewrite_hard_swish(model)
     report = []
     qat = transform.quantize_graph(model, scheme, report, layer_bits)
     qat.quantize_report = report
@@ -120,7 +127,8 @@ def weight_layer_names(model):
             if isinstance(layer, transform.FUSABLE)}
 
 
-def quantize_model(model, scheme=None, layer_bits=None):
+def quantize_model(model, scheme=None, layer_bits=None,
+                   xnnpack_rewrites=True):
     """QAT in one call: annotate every layer and apply ``scheme``.
 
     Works on Sequential, Functional and nested models. Layers without a
@@ -141,7 +149,7 @@ def quantize_model(model, scheme=None, layer_bits=None):
     [4]
     """
     # unannotated layers get the default rule: no annotated copy needed
-    return quantize_apply(model, scheme, layer_bits)
+    return quantize_apply(model, scheme, layer_bits, xnnpack_rewrites)
 
 
 @contextlib.contextmanager

@@ -62,7 +62,8 @@ STAGE_SCHEMAS = {
         "exclude": Field(list, [], items=str, doc="layer names"),
         # per-layer final sparsity; listed layers use it instead of
         # final_sparsity (what ``tfcompress tune`` writes)
-        "layer_sparsity": Field(dict, {}, doc="layer name -> sparsity"),
+        "layer_sparsity": Field(dict, {}, 0.0, 0.99, items=(int, float),
+                                doc="layer name -> sparsity"),
     },
     "cluster": {
         "number_of_clusters": Field(int, 16, 2, 256),
@@ -278,10 +279,12 @@ def _check_map(field, value, node, path, source):
         if isinstance(item, bool) or not isinstance(item, field.items) or \
                 field.low is not None and item < field.low or \
                 field.high is not None and item > field.high:
+            kinds = field.items if isinstance(field.items, tuple) else (
+                field.items,)
             raise RecipeError(f"{_where(source, vnode or node)}: "
                               f"{path}.{name}: expected "
-                              f"{field.items.__name__} in [{field.low}, "
-                              f"{field.high}], found {item!r}")
+                              f"{' or '.join(k.__name__ for k in kinds)} in "
+                              f"[{field.low}, {field.high}], found {item!r}")
     return dict(value)
 
 
@@ -296,15 +299,6 @@ def _check_stage(kind, params, node, path, source):
                               f"(N of every M weights kept), found "
                               f"{[n, m]}")
     if kind == "prune":
-        for name, value in params["layer_sparsity"].items():
-            if not isinstance(name, str) or isinstance(value, bool) or \
-                    not isinstance(value, (int, float)) or \
-                    not 0.0 <= value <= 0.99:
-                _, vnode = _node_for(node, "layer_sparsity")
-                raise RecipeError(f"{_where(source, vnode or node)}: "
-                                  f"{path}.layer_sparsity: expected layer "
-                                  "name: sparsity in [0, 0.99], found "
-                                  f"{name!r}: {value!r}")
         params["layer_sparsity"] = {k: float(v) for k, v in
                                     params["layer_sparsity"].items()}
     if kind == "ptq":

@@ -20,9 +20,8 @@ import tempfile
 
 from tfcompress.bench import arm_root
 from tfcompress.bench.delegation import outside_summary
-from tfcompress.errors import InputError
 
-ARM_RUNTIMES = ("tflite_runtime", "ai_edge_litert")
+ARM_RUNTIMES = arm_root.ARM_RUNTIMES
 
 
 def _row(name, runtime, **fields):
@@ -61,18 +60,7 @@ def arm_delegation(models, root=None, runtimes=ARM_RUNTIMES, xnnpack=True,
       ``ops_outside``, ``delegated_mac_share``, ``outside_op_types``,
       ``runtime_version``, ``machine``, ``error`` (one line, or None).
     """
-    if isinstance(models, dict):
-        models = {str(k): os.fspath(v) for k, v in models.items()}
-    else:
-        models = {os.path.splitext(os.path.basename(os.fspath(p)))[0]:
-                  os.fspath(p) for p in models}
-    for rt in runtimes:
-        if rt not in ARM_RUNTIMES:
-            raise InputError(f"arm64 runtime {rt!r} is not one of "
-                             f"{', '.join(ARM_RUNTIMES)}")
-    for name, path in models.items():
-        if not os.path.isfile(path):
-            raise InputError(f"flatbuffer {path} ({name}) does not exist")
+    models = arm_root.arm_request(models, runtimes)
     log = log or (lambda *a: None)
     root = root or arm_root.build_root()
     sites, site_errors = {"tflite_runtime": None}, {}

@@ -41,6 +41,8 @@ import sys
 import tempfile
 import zipfile
 
+from tfcompress.errors import InputError
+
 DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "tfcompress",
                             "arm64-bookworm")
 WHEELS = ("numpy<2", "tflite-runtime==2.14.0")
@@ -49,10 +51,31 @@ PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_17_aarch64",
 QEMU = "qemu-aarch64-static"
 DEFAULT_CPU = "cortex-a72"
 LITERT_WHEELS = ("ai-edge-litert==2.3.0",)
+#: the runtimes the root can run a flatbuffer with
+ARM_RUNTIMES = ("tflite_runtime", "ai_edge_litert")
 LITERT_SITE = "opt/tfcompress/litert-site"
 LITERT_PLATFORMS = ("manylinux_2_34_aarch64", "manylinux_2_28_aarch64",
                     "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                     "manylinux2014_aarch64")
+
+
+def arm_request(models, runtimes):
+    """``{name: path}`` of ``models`` (a mapping, or paths named by their
+    file stem) once every path exists and every runtime is one the arm64
+    root has; else an :class:`InputError` naming what is wrong."""
+    if isinstance(models, dict):
+        models = {str(k): os.fspath(v) for k, v in models.items()}
+    else:
+        models = {os.path.splitext(os.path.basename(os.fspath(p)))[0]:
+                  os.fspath(p) for p in models}
+    for rt in runtimes:
+        if rt not in ARM_RUNTIMES:
+            raise InputError(f"arm64 runtime {rt!r} is not one of "
+                             f"{', '.join(ARM_RUNTIMES)}")
+    for name, path in models.items():
+        if not os.path.isfile(path):
+            raise InputError(f"flatbuffer {path} ({name}) does not exist")
+    return models
 
 
 class ArmRootError(RuntimeError):

@@ -33,7 +33,7 @@ from tfcompress.errors import InputError
 from tfcompress.inspect import inspect
 from tfcompress.inspect.model_reader import read_model
 
-ARM_RUNTIMES = ("tflite_runtime", "ai_edge_litert")
+ARM_RUNTIMES = arm_root.ARM_RUNTIMES
 INTEGER_TYPES = {"INT8": np.int8, "UINT8": np.uint8, "INT16": np.int16}
 _REFUSED = re.compile(r"opcode '([A-Z0-9_]+)' version '(\d+)'")
 
@@ -117,14 +117,6 @@ def _row(name, runtime, **fields):
     return row
 
 
-def _as_mapping(models):
-    if isinstance(models, dict):
-        return {str(k): os.fspath(v) for k, v in models.items()}
-    out = {}
-    for p in models:
-        p = os.fspath(p)
-        out[os.path.splitext(os.path.basename(p))[0]] = p
-    return out
 
 
 def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
@@ -152,14 +144,7 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
       load, e.g. ``["FULLY_CONNECTED v12"]``), ``op_versions`` and
       ``error`` (one line, or None).
     """
-    models = _as_mapping(models)
-    for rt in runtimes:
-        if rt not in ARM_RUNTIMES:
-            raise InputError(f"arm64 runtime {rt!r} is not one of "
-                             f"{', '.join(ARM_RUNTIMES)}")
-    for name, path in models.items():
-        if not os.path.isfile(path):
-            raise InputError(f"flatbuffer {path} ({name}) does not exist")
+    models = arm_root.arm_request(models, runtimes)
     x = np.asarray(x)
     log = log or (lambda *a: None)
     root = root or arm_root.build_root()

@@ -69,23 +69,7 @@ class ConversionResult:
                 f"{refused}); the numerical check ran on the built-in "
                 "kernels. Run it with XNNPACK off: `tfcompress bench "
                 "--noxnnpack` or benchmark(..., xnnpack=False).")
-        inp = interp.get_input_details()[0]
-        out = interp.get_output_details()[0]
-        got = []
-        for sample in x:
-            v = sample[None]
-            if inp["dtype"] != np.float32:
-                scale, zp = inp["quantization"]
-                info = np.iinfo(inp["dtype"])
-                v = np.clip(np.round(v / scale + zp), info.min, info.max)
-            interp.set_tensor(inp["index"], v.astype(inp["dtype"]))
-            interp.invoke()
-            y = interp.get_tensor(out["index"])[0]
-            if out["dtype"] != np.float32:
-                scale, zp = out["quantization"]
-                y = (y.astype(np.float32) - zp) * scale
-            got.append(y)
-        got = np.asarray(got, np.float32)
+        got = run_flatbuffer(interp, x)
         ref = np.asarray(keras_model.predict(x, verbose=0, batch_size=256),
                          np.float32).reshape(got.shape)
         err = np.abs(got - ref)
@@ -150,6 +134,34 @@ def litert_interpreter(tflite_bytes):
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     interp.allocate_tensors()
     return interp, reason
+
+
+def run_flatbuffer(interp, x):
+    """Outputs of a LiteRT interpreter on each sample of ``x``, one at a
+    time, as float32: integer inputs are quantized and integer outputs
+    dequantized with the tensors' own scales.
+
+    >>> interp, _ = litert_interpreter(result.tflite_bytes)  # doctest: +SKIP
+    >>> run_flatbuffer(interp, x[:2]).shape                  # doctest: +SKIP
+    (2, 10)
+    """
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    got = []
+    for sample in np.asarray(x, np.float32):
+        v = sample[None]
+        if inp["dtype"] != np.float32:
+            scale, zp = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            v = np.clip(np.round(v / scale + zp), info.min, info.max)
+        interp.set_tensor(inp["index"], v.astype(inp["dtype"]))
+        interp.invoke()
+        y = interp.get_tensor(out["index"])[0]
+        if out["dtype"] != np.float32:
+            scale, zp = out["quantization"]
+            y = (y.astype(np.float32) - zp) * scale
+        got.append(y)
+    return np.asarray(got, np.float32)
 
 
 def _jsonable(o):

@@ -28,21 +28,13 @@ def tflite_accuracy(tflite_bytes, x, y):
     >>> tflite_accuracy(result.tflite_bytes, x_val, y_val)  # doctest: +SKIP
     0.8825
     """
-    from tfcompress.convert.result import litert_interpreter
+    from tfcompress.convert.result import litert_interpreter, run_flatbuffer
+    if not len(x):
+        return 0.0
     interp, _ = litert_interpreter(tflite_bytes)
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    hits = 0
-    for i in range(len(x)):
-        v = np.asarray(x[i:i + 1], np.float32)
-        if inp["dtype"] != np.float32:
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            v = np.clip(np.round(v / scale + zp), info.min, info.max)
-        interp.set_tensor(inp["index"], v.astype(inp["dtype"]))
-        interp.invoke()
-        hits += int(np.argmax(interp.get_tensor(out["index"])[0]) == y[i])
-    return hits / max(1, len(x))
+    logits = run_flatbuffer(interp, x)
+    return float(np.mean(logits.reshape(len(x), -1).argmax(1) ==
+                         np.asarray(y).reshape(-1)))
 
 
 def _read_json(path):

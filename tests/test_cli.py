@@ -90,3 +90,14 @@ def test_run_headline_divides_the_baseline_float32_flatbuffer():
     assert headline(report).startswith(
         "best: int4, 40.0x smaller than the float32 flatbuffer gzipped "
         "(5.0x raw)")
+
+
+def test_starting_the_cli_imports_no_tensorflow():
+    # TensorFlow prints C++ log lines when it loads, before tfcompress can
+    # capture them: the CLI loads it only for commands that need it
+    code = ("import sys, tfcompress.cli, tfcompress.convert\n"
+            "print(sorted(m for m in ('keras', 'tensorflow') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"

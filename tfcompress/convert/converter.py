@@ -13,7 +13,6 @@ from tfcompress import compat
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
-from tfcompress.convert.rewrites import rewrite_hard_swish
 from tfcompress.errors import InputError
 from tfcompress.utils.atomic import check_writable_folder
 
@@ -257,6 +256,8 @@ def convert(model, mode="int8", representative_data=None,
     model = batch_free_flatten(strip_training_wrappers(model))
     qat = has_fake_quant(model)
     if mode == "int8" and xnnpack_rewrites and not qat:
+        # keras is imported on first use, not with the CLI
+        from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
     samples = _as_samples(representative_data, model)
     notes = []

@@ -63,14 +63,7 @@ def arm_delegation(models, root=None, runtimes=ARM_RUNTIMES, xnnpack=True,
     models = arm_root.arm_request(models, runtimes)
     log = log or (lambda *a: None)
     root = root or arm_root.build_root()
-    sites, site_errors = {"tflite_runtime": None}, {}
-    if "ai_edge_litert" in runtimes:
-        try:
-            sites["ai_edge_litert"] = arm_root.build_litert_site(root)
-        except arm_root.ArmRootError as e:
-            site_errors["ai_edge_litert"] = (
-                f"LiteRT's aarch64 wheel could not be installed in the "
-                f"root: {e}")
+    sites, site_errors = arm_root.runtime_sites(root, runtimes)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in models.items():

@@ -216,6 +216,22 @@ def _build_litert_site(site):
     os.replace(tmp, site)
 
 
+def runtime_sites(root, runtimes):
+    """``(sites, errors)``: the extra site folder each runtime needs in the
+    root (None for tflite-runtime, which is installed in the root itself;
+    LiteRT's aarch64 site, built on first use) and, per runtime whose site
+    could not be built, a one-line reason."""
+    sites, errors = {"tflite_runtime": None}, {}
+    if "ai_edge_litert" in runtimes:
+        try:
+            sites["ai_edge_litert"] = build_litert_site(root)
+        except ArmRootError as e:
+            errors["ai_edge_litert"] = (
+                f"LiteRT's aarch64 wheel could not be installed in the "
+                f"root: {e}")
+    return sites, errors
+
+
 def run_runner(root, args, timeout=900, site=None, cpu=DEFAULT_CPU):
     """Runs ``runner.py`` with the root's Python 3.11 under qemu emulating
     ``cpu``; ``site`` (e.g. from :func:`build_litert_site`) goes first on

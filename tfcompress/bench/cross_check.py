@@ -148,15 +148,7 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
     x = np.asarray(x)
     log = log or (lambda *a: None)
     root = root or arm_root.build_root()
-    sites = {"tflite_runtime": None}
-    site_errors = {}
-    if "ai_edge_litert" in runtimes:
-        try:
-            sites["ai_edge_litert"] = arm_root.build_litert_site(root)
-        except arm_root.ArmRootError as e:
-            site_errors["ai_edge_litert"] = (
-                f"LiteRT's aarch64 wheel could not be installed in the "
-                f"root: {e}")
+    sites, site_errors = arm_root.runtime_sites(root, runtimes)
     import_errors = {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

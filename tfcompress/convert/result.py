@@ -148,8 +148,8 @@ def run_flatbuffer(interp, x):
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
     got = []
-    for sample in np.asarray(x, np.float32):
-        v = sample[None]
+    for i in range(len(x)):
+        v = np.asarray(x[i:i + 1], np.float32)
         if inp["dtype"] != np.float32:
             scale, zp = inp["quantization"]
             info = np.iinfo(inp["dtype"])

@@ -205,23 +205,9 @@ def tflite_logits(tflite_bytes, x, path):
     """Dequantized outputs of the flatbuffer on ``x`` (one at a time, as
     deployed) and the output's quantization step (None if float)."""
     from tfcompress.bench.cross_check import output_step
-    from tfcompress.convert.result import litert_interpreter
+    from tfcompress.convert.result import litert_interpreter, run_flatbuffer
     it, _ = litert_interpreter(tflite_bytes)   # built-ins if XNNPACK refuses
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    got = []
-    for i in range(len(x)):
-        v = x[i:i + 1]
-        if inp["dtype"] != np.float32:
-            s, z = inp["quantization"]
-            v = np.clip(np.round(v / s + z), -128, 127).astype(inp["dtype"])
-        it.set_tensor(inp["index"], v)
-        it.invoke()
-        y = it.get_tensor(out["index"])[0].astype(np.float32)
-        if out["dtype"] != np.float32:
-            s, z = out["quantization"]
-            y = (y - z) * s
-        got.append(y)
-    return np.asarray(got), output_step(path)
+    return run_flatbuffer(it, x), output_step(path)
 
 
 def agreement(tflite_out, step, keras_model, x):

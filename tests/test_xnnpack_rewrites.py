@@ -136,3 +136,43 @@ def test_qat_int8_equals_the_qat_model_and_stays_in_one_partition(tmp_path):
     step = output_step(result)
     got, ref = tflite_outputs(result, x), qat.predict(x, verbose=0)
     assert np.abs(got - ref).max() <= 1.01 * step
+
+
+def squeeze_excite(target_shape=(1, 1, 8)):
+    """Conv -> squeeze-and-excitation as EfficientNet builds it
+    (GlobalAveragePooling2D -> Reshape -> Conv -> Conv -> Multiply)."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv")(i)
+    se = L.GlobalAveragePooling2D(name="se_squeeze")(x)
+    se = L.Reshape(target_shape, name="se_reshape")(se)
+    se = L.Conv2D(4, 1, activation="relu", name="se_reduce")(se)
+    se = L.Conv2D(8, 1, activation="sigmoid", name="se_expand")(se)
+    x = L.Multiply(name="se_excite")([x, se])
+    return keras.Model(i, L.GlobalAveragePooling2D(name="pool")(x))
+
+
+@pytest.mark.parametrize("target_shape", [(1, 1, 8), (1, 1, -1)])
+@pytest.mark.parametrize("mode", ["float32", "int8", "qat_int8"])
+def test_reshape_converts_to_one_op_and_one_partition(tmp_path, mode,
+                                                      target_shape):
+    # Keras 3's Reshape reads the batch at run time: SHAPE, STRIDED_SLICE
+    # and PACK before each RESHAPE, and XNNPACK cuts the graph around them
+    model = squeeze_excite(target_shape)
+    x = inputs()
+    if mode == "qat_int8":
+        qat = quantize_model(model)
+        qat.predict(x, verbose=0)
+        r = convert(qat, "int8", strict=True)
+    else:
+        r = convert(model, mode, representative_data=x)
+    assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(ops(r)), ops(r)
+    assert ops(r).count("RESHAPE") == 1
+    assert partitions(r, tmp_path, mode) == 1
+    if mode == "float32":   # the same values, for any batch size
+        from tfcompress.convert.result import litert_interpreter, \
+            run_flatbuffer
+        interp, _ = litert_interpreter(r.tflite_bytes)
+        np.testing.assert_allclose(run_flatbuffer(interp, x[:8]),
+                                   model.predict(x[:8], verbose=0),
+                                   rtol=1e-5, atol=1e-5)

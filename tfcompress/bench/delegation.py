@@ -67,7 +67,8 @@ SHAPE_OPS = {
     "SHAPE": "the graph computes a tensor shape at run time (a Reshape or "
              "UpSampling2D with an unknown batch size); the int32 shape "
              "arithmetic that follows (STRIDED_SLICE, PACK, GATHER, ...) "
-             "and the RESHAPE it feeds run outside XNNPACK",
+             "and the RESHAPE it feeds run outside XNNPACK (tfcompress "
+             "convert writes Keras Flatten and Reshape as one RESHAPE)",
 }
 
 

@@ -43,47 +43,77 @@ def strip_training_wrappers(model):
     return model
 
 
-def _flatten_layer_class():
+def _static_reshape_class():
     import keras
 
-    class FlattenFeatures(keras.layers.Layer):
-        """``Flatten`` as a reshape to ``(-1, features)``: the same result
-        for any batch size, one TFLite RESHAPE."""
+    class StaticReshape(keras.layers.Layer):
+        """A reshape to ``(-1, *target_shape)`` with every feature dimension
+        known: the same result for any batch size, one TFLite RESHAPE."""
+
+        def __init__(self, target_shape, **kwargs):
+            super().__init__(**kwargs)
+            self.target_shape = tuple(int(d) for d in target_shape)
 
         def call(self, x):
-            return keras.ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))
+            return keras.ops.reshape(x, (-1, *self.target_shape))
 
         def compute_output_shape(self, input_shape):
-            return (input_shape[0], int(np.prod(input_shape[1:])))
-    return FlattenFeatures
+            return (input_shape[0], *self.target_shape)
+
+        def get_config(self):
+            return {**super().get_config(), "target_shape": self.target_shape}
+    return StaticReshape
 
 
-def batch_free_flatten(model):
-    """Replaces Keras 3 ``Flatten`` layers (channels-last, known feature
-    size) with a reshape to ``(-1, features)``.
-
-    Keras 3's Flatten reshapes to ``(batch, -1)`` with the batch read at
-    run time, which the converter writes as SHAPE + STRIDED_SLICE + PACK
-    before every RESHAPE (tf_keras' Flatten gives a single RESHAPE). The
-    replacement computes the same values and converts to one RESHAPE.
-    Models it cannot rebuild (subclassed) are returned as they are.
-    """
+def _static_target(layer):
+    """The feature shape ``layer`` (a Keras ``Flatten`` or ``Reshape``)
+    writes, every dimension known; None when it cannot be known before run
+    time."""
     import keras
+    if type(layer) not in (keras.layers.Flatten, keras.layers.Reshape):
+        return None
+    features = tuple(layer.input.shape[1:])
+    if None in features:
+        return None
+    if type(layer) is keras.layers.Flatten:
+        if layer.data_format != "channels_last":
+            return None
+        return (int(np.prod(features)),)
+    target = tuple(layer.output.shape[1:])
+    return None if None in target else target
+
+
+def batch_free_reshape(model):
+    """Replaces Keras 3 ``Flatten`` (channels-last) and ``Reshape`` layers
+    whose output shape is known with a reshape to ``(-1, *shape)``.
+
+    Keras 3's Flatten and Reshape reshape to ``(batch, ...)`` with the
+    batch read at run time, which the converter writes as SHAPE +
+    STRIDED_SLICE + PACK before every RESHAPE (tf_keras' gave a single
+    RESHAPE); XNNPACK does not take those ops, so each squeeze-and-excite
+    ``Reshape`` (EfficientNet) cuts the graph into two more delegate
+    partitions. The replacement computes the same values and converts to
+    one RESHAPE. Models it cannot rebuild (subclassed) are returned as
+    they are.
+
+    >>> import keras
+    >>> i = keras.Input((4,))
+    >>> m = keras.Model(i, keras.layers.Reshape((2, 2))(i))
+    >>> type(batch_free_reshape(m).layers[-1]).__name__
+    'StaticReshape'
+    """
     from tfcompress.utils.layer_map import is_container, iter_layers, \
         map_layers
     if not is_container(model):
         return model
-
-    def replaceable(layer):
-        return (type(layer) is keras.layers.Flatten
-                and layer.data_format == "channels_last"
-                and None not in tuple(layer.input.shape[1:]))
-
-    if not any(replaceable(l) for l in iter_layers(model)):
+    if not any(_static_target(l) for l in iter_layers(model)):
         return model
-    cls = _flatten_layer_class()
-    return map_layers(model, lambda l: cls(name=l.name) if replaceable(l)
-                      else l, copy=False)
+    cls = _static_reshape_class()
+
+    def replace(layer):
+        target = _static_target(layer)
+        return layer if target is None else cls(target, name=layer.name)
+    return map_layers(model, replace, copy=False)
 
 
 def outside_strategy(model):
@@ -253,7 +283,7 @@ def convert(model, mode="int8", representative_data=None,
 
     start = time.time()
     keras_model = model = outside_strategy(model)
-    model = batch_free_flatten(strip_training_wrappers(model))
+    model = batch_free_reshape(strip_training_wrappers(model))
     qat = has_fake_quant(model)
     if mode == "int8" and xnnpack_rewrites and not qat:
         # keras is imported on first use, not with the CLI

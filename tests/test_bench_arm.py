@@ -145,6 +145,22 @@ def test_output_step_reads_the_int8_output_scale(tmp_path):
     assert scale and output_step(path) == pytest.approx(scale)
 
 
+def test_cross_check_table_labels_runtimes_with_their_version():
+    from tfcompress.bench.cross_check import _row, format_table
+    counts = {"equal": 9, "off_by_one": 1, "worse": 0, "total": 10,
+              "max_steps": 1, "within_one": 1.0}
+    rows = [_row("cnn", "tflite_runtime", runtime_version="2.14.0",
+                 vs_x86_builtin={"within_one": 0.9, "max_steps": 2},
+                 **counts),
+            _row("cnn", "ai_edge_litert", error="no wheel | for aarch64")]
+    lines = format_table(rows).splitlines()
+    assert lines[2] == ("| cnn | tflite_runtime 2.14.0 | 9 | 1 | 0 | 10 | "
+                        "100.00% | 90.00% | max 1 step(s) (vs built-in: "
+                        "2) |")
+    assert lines[3] == ("| cnn | ai_edge_litert | - | - | - | - | - | - "
+                        "| no wheel / for aarch64 |")
+
+
 @pytest.mark.slow
 def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(root,
                                                               tmp_path):

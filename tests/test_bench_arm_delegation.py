@@ -39,6 +39,45 @@ def _convert(activation, mode, folder):
     return path
 
 
+def test_table_labels_runtimes_with_their_version():
+    from tfcompress.bench.arm_delegation import _row
+    rows = [_row("m", "ai_edge_litert", runtime_version="2.3.0",
+                 partitions=2, total_ops=7, delegated_mac_share=0.5,
+                 ops_outside=[{"op": "HARD_SWISH", "index": 3}]),
+            _row("m", "tflite_runtime", error="crashed | badly")]
+    lines = format_rows(rows).splitlines()
+    assert lines[2].startswith("| m | ai_edge_litert 2.3.0 | 2 | 1 / 7 | "
+                               "50.0% | ")
+    assert lines[3] == "| m | tflite_runtime | - | - | - | crashed / badly |"
+
+
+def test_runtime_label_adds_the_version_when_known():
+    assert arm_root.runtime_label({"runtime": "tflite_runtime",
+                                   "runtime_version": "2.14.0"}) == \
+        "tflite_runtime 2.14.0"
+    assert arm_root.runtime_label({"runtime": "ai_edge_litert",
+                                   "runtime_version": None}) == \
+        "ai_edge_litert"
+
+
+def test_machine_label_names_the_emulated_cpu():
+    assert arm_root.machine_label({"machine": "aarch64", "emulated": True},
+                                  "cortex-a76") == "aarch64 (qemu cortex-a76)"
+    assert arm_root.machine_label({"machine": "aarch64", "emulated": False},
+                                  "cortex-a76") == "aarch64"
+
+
+def test_runner_error_is_the_last_runner_line_or_says_it_crashed():
+    import subprocess
+    refused = subprocess.CompletedProcess(
+        [], 2, stdout="", stderr="Traceback\nrunner: cannot  load m.tflite\n")
+    assert arm_root.runner_error(refused) == "runner: cannot load m.tflite"
+    crashed = subprocess.CompletedProcess([], -11, stdout="last words\n",
+                                          stderr="")
+    assert arm_root.runner_error(crashed) == \
+        "the runner crashed (exit code -11): last words"
+
+
 @pytest.mark.slow
 def test_partitions_on_emulated_arm64(root, tmp_path):
     models = {"hard_swish_int8": _convert("hard_swish", "int8", tmp_path),

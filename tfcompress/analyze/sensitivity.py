@@ -60,24 +60,17 @@ class SensitivityResult:
 
     def plot(self, path):
         """Saves a PNG: metric vs sparsity, one line per layer."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from tfcompress.utils import atomic_path
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, row in self.pruned.items():
-            ax.plot([0] + list(self.sparsities),
-                    [self.baseline] + [row[s] for s in self.sparsities],
-                    marker="o", label=name)
-        ax.set_xlabel("sparsity of this layer alone")
-        ax.set_ylabel(self.metric)
-        ax.set_title("Per-layer pruning sensitivity")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
+        from tfcompress.utils.plotting import png_figure
+        with png_figure(path) as (fig, ax):
+            for name, row in self.pruned.items():
+                ax.plot([0] + list(self.sparsities),
+                        [self.baseline] + [row[s] for s in self.sparsities],
+                        marker="o", label=name)
+            ax.set_xlabel("sparsity of this layer alone")
+            ax.set_ylabel(self.metric)
+            ax.set_title("Per-layer pruning sensitivity")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         return str(path)
 
 

@@ -34,13 +34,6 @@ def _row(name, runtime, **fields):
     return row
 
 
-def _one_line(text):
-    lines = [l for l in (text or "").splitlines() if l.startswith("runner:")]
-    line = lines[-1] if lines else ((text or "").strip().splitlines()
-                                    or ["?"])[-1]
-    return " ".join(line.split())[:500]
-
-
 def arm_delegation(models, root=None, runtimes=ARM_RUNTIMES, xnnpack=True,
                    threads=1, cpu=arm_root.DEFAULT_CPU, timeout=1800,
                    log=None):
@@ -84,10 +77,7 @@ def arm_delegation(models, root=None, runtimes=ARM_RUNTIMES, xnnpack=True,
                     rows.append(_row(name, rt, error=str(e)))
                     continue
                 if r.returncode != 0:
-                    msg = _one_line(r.stderr or r.stdout)
-                    if r.returncode != 2:
-                        msg = (f"the runner crashed (exit code "
-                               f"{r.returncode}): {msg}")
+                    msg = arm_root.runner_error(r)
                     rows.append(_row(name, rt, error=msg))
                     log(f"{name} on {rt}: {msg}")
                     continue
@@ -96,8 +86,7 @@ def arm_delegation(models, root=None, runtimes=ARM_RUNTIMES, xnnpack=True,
                 env = rep["environment"]
                 rows.append(_row(
                     name, rt, runtime_version=env["runtime_version"],
-                    machine=env["machine"] + (f" (qemu {cpu})"
-                                              if env["emulated"] else ""),
+                    machine=arm_root.machine_label(env, cpu),
                     xnnpack=rep["xnnpack"], partitions=rep["partitions"],
                     total_ops=rep["total_ops"],
                     ops_outside=rep["ops_outside"],
@@ -116,8 +105,7 @@ def format_rows(rows):
              "| MACs delegated | outside (type x count) |",
              "|---|---|---:|---:|---:|---|"]
     for r in rows:
-        rt = r["runtime"] + (f" {r['runtime_version']}"
-                             if r["runtime_version"] else "")
+        rt = arm_root.runtime_label(r)
         if r["error"]:
             lines.append(f"| {r['model']} | {rt} | - | - | - | "
                          f"{r['error'].replace('|', '/')} |")

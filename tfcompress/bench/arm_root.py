@@ -232,6 +232,41 @@ def runtime_sites(root, runtimes):
     return sites, errors
 
 
+def runtime_label(row):
+    """``"tflite_runtime 2.14.0"``: a row's runtime and, when known, its
+    version (the arm64 runtime column of the report tables).
+
+    >>> runtime_label({"runtime": "ai_edge_litert", "runtime_version": None})
+    'ai_edge_litert'
+    """
+    version = row["runtime_version"]
+    return row["runtime"] + (f" {version}" if version else "")
+
+
+def machine_label(environment, cpu):
+    """The runner's ``machine``, with the CPU qemu emulated when the run
+    was emulated.
+
+    >>> machine_label({"machine": "aarch64", "emulated": True}, "cortex-a72")
+    'aarch64 (qemu cortex-a72)'
+    """
+    return environment["machine"] + (f" (qemu {cpu})"
+                                     if environment["emulated"] else "")
+
+
+def runner_error(result):
+    """One line saying why a :func:`run_runner` run failed: the runner's
+    last ``runner:`` line (its own errors exit with code 2), else the last
+    line it printed, naming a crash's exit code."""
+    text = result.stderr or result.stdout or ""
+    lines = [l for l in text.splitlines() if l.startswith("runner:")]
+    line = lines[-1] if lines else (text.strip().splitlines() or ["?"])[-1]
+    msg = " ".join(line.split())[:500]
+    if result.returncode != 2:
+        msg = f"the runner crashed (exit code {result.returncode}): {msg}"
+    return msg
+
+
 def run_runner(root, args, timeout=900, site=None, cpu=DEFAULT_CPU):
     """Runs ``runner.py`` with the root's Python 3.11 under qemu emulating
     ``cpu``; ``site`` (e.g. from :func:`build_litert_site`) goes first on

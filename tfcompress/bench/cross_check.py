@@ -95,12 +95,6 @@ def count_steps(a, b, step):
             "max_steps": int(steps.max()) if steps.size else 0}
 
 
-def _one_line(text):
-    lines = [l for l in text.splitlines() if l.startswith("runner:")]
-    line = lines[-1] if lines else (text.strip().splitlines() or ["?"])[-1]
-    return " ".join(line.split())[:500]
-
-
 def _refused(message):
     return [f"{op} v{v}" for op, v in _REFUSED.findall(message or "")]
 
@@ -195,10 +189,7 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                     continue
                 seconds = round(time.time() - t0, 1)
                 if r.returncode != 0:
-                    msg = _one_line(r.stderr or r.stdout)
-                    if r.returncode != 2:   # not the runner's own error
-                        msg = (f"the runner crashed (exit code "
-                               f"{r.returncode}): {msg}")
+                    msg = arm_root.runner_error(r)
                     if "could be imported" in msg:
                         import_errors[rt] = msg
                     rows.append(_row(name, rt, error=msg, seconds=seconds,
@@ -227,9 +218,7 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                 builtin["within_one"] = _within_one(builtin)
                 rows.append(_row(name, rt,
                                  runtime_version=env["runtime_version"],
-                                 machine=env["machine"] + (
-                                     f" (qemu {cpu})" if env["emulated"]
-                                     else ""),
+                                 machine=arm_root.machine_label(env, cpu),
                                  seconds=seconds, within_one=within,
                                  vs_x86_builtin=builtin, **counts, **base))
                 log(f"{name} on {rt} {env['runtime_version']}: "
@@ -250,8 +239,7 @@ def format_table(rows):
              "| note |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        rt = r["runtime"] + (f" {r['runtime_version']}"
-                             if r["runtime_version"] else "")
+        rt = arm_root.runtime_label(r)
         if r["error"]:
             note = r["error"].replace("|", "/")
             lines.append(f"| {r['model']} | {rt} | - | - | - | - | - | - "

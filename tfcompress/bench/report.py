@@ -8,7 +8,8 @@ import json
 import os
 
 from tfcompress.bench.delegation import outside_summary
-from tfcompress.utils import atomic_path, atomic_write_text
+from tfcompress.utils import atomic_write_text
+from tfcompress.utils.plotting import png_figure
 
 COLUMNS = ("model", "size_bytes", "gzip_bytes", "p50_ms", "p90_ms",
            "mean_ms", "cv", "throughput_per_s", "peak_rss_mb",
@@ -136,25 +137,18 @@ def _outside_notes(results):
 
 def plot(results, path):
     """Accuracy vs p50 latency, point size = gzip size (PNG)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     rs = rows(results)
-    fig, ax = plt.subplots(figsize=(6, 4))
     biggest = max(r["gzip_bytes"] for r in rs)
-    for r in rs:
-        acc = r["top1_accuracy"] if r["top1_accuracy"] is not None else 0
-        ax.scatter(r["p50_ms"], acc, s=30 + 400 * r["gzip_bytes"] / biggest,
-                   alpha=0.6)
-        ax.annotate(r["model"], (r["p50_ms"], acc), fontsize=7)
-    ax.set_xlabel("p50 latency (ms)")
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_title("Accuracy vs latency (point size: gzip size)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    with png_figure(path) as (fig, ax):
+        for r in rs:
+            acc = r["top1_accuracy"] if r["top1_accuracy"] is not None else 0
+            ax.scatter(r["p50_ms"], acc,
+                       s=30 + 400 * r["gzip_bytes"] / biggest, alpha=0.6)
+            ax.annotate(r["model"], (r["p50_ms"], acc), fontsize=7)
+        ax.set_xlabel("p50 latency (ms)")
+        ax.set_ylabel("top-1 accuracy")
+        ax.set_title("Accuracy vs latency (point size: gzip size)")
+        ax.grid(alpha=0.3)
     return str(path)
 
 

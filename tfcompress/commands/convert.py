@@ -24,6 +24,9 @@ flags.DEFINE_integer("samples", 200, "convert: calibration samples.")
 flags.DEFINE_bool("strict", None, "convert: fail if ops stay float "
                   "(default: on for int8).")
 flags.DEFINE_bool("sparse", False, "convert: store pruned weights sparse.")
+flags.DEFINE_bool("per_channel", True, "convert: int8 weights with one "
+                  "scale per output channel; --noper_channel gives one "
+                  "scale per weight tensor.")
 
 
 def _progress(text):
@@ -77,7 +80,8 @@ def convert_command(args):
                          representative_data=samples,
                          input_type=FLAGS.io_type, output_type=FLAGS.io_type,
                          output_path=out, strict=FLAGS.strict,
-                         sparse=FLAGS.sparse, calibration=FLAGS.calibration)
+                         sparse=FLAGS.sparse, calibration=FLAGS.calibration,
+                         per_channel=FLAGS.per_channel)
     except FloatFallbackError as e:
         raise InputError(str(e)) from None
     _progress(f"converted in {time.monotonic() - start:.1f} s")

@@ -34,6 +34,27 @@ def key(*parts):
     return h.hexdigest()[:16]
 
 
+# settings added to a stage after its keys were first written; at these
+# values the stage does what it did before the setting existed, so they are
+# left out of its key and artifacts cached then stay valid
+ADDED_SETTINGS = {"qat": {"layer_bits": None},
+                  "convert": {"per_channel": True}}
+
+
+def stage_settings(kind, params):
+    """The settings of a ``kind`` stage that go into its key: all of
+    ``params`` but the :data:`ADDED_SETTINGS` left at their old meaning.
+
+    >>> stage_settings("convert", {"mode": "int8", "per_channel": True})
+    {'mode': 'int8'}
+    >>> stage_settings("convert", {"mode": "int8", "per_channel": False})
+    {'mode': 'int8', 'per_channel': False}
+    """
+    added = ADDED_SETTINGS.get(kind, {})
+    return {k: v for k, v in params.items()
+            if not (k in added and v == added[k])}
+
+
 def arrays_sha256(*arrays):
     """sha256 of arrays' dtypes, shapes and bytes (in memory data sets)."""
     h = hashlib.sha256()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from tfcompress.utils import atomic_path, atomic_write_text
+from tfcompress.utils import atomic_write_text
+from tfcompress.utils.plotting import png_figure
 
 
 # A variant counts as keeping the float model's accuracy within this.
@@ -247,27 +248,20 @@ def markdown(recipe, results, rows) -> str:
 
 
 def pareto(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "gzip_bytes", "gzip size (bytes)"),
-                           (axes[1], "p50_ms", "p50 latency (ms)")):
-        for r in rows:
-            if r[key] is None or r["tflite_accuracy"] is None:
-                continue
-            ax.scatter(r[key], r["tflite_accuracy"])
-            ax.annotate(r["variant"], (r[key], r["tflite_accuracy"]),
-                        fontsize=7)
-        ax.set_xlabel(label)
-        ax.set_ylabel("TFLite accuracy")
-        ax.grid(alpha=0.3)
-    axes[0].set_xscale("log")
-    fig.suptitle("Accuracy vs size and latency")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    with png_figure(path, figsize=(10, 4), dpi=110, ncols=2) as (fig, axes):
+        for ax, key, label in ((axes[0], "gzip_bytes", "gzip size (bytes)"),
+                               (axes[1], "p50_ms", "p50 latency (ms)")):
+            for r in rows:
+                if r[key] is None or r["tflite_accuracy"] is None:
+                    continue
+                ax.scatter(r[key], r["tflite_accuracy"])
+                ax.annotate(r["variant"], (r[key], r["tflite_accuracy"]),
+                            fontsize=7)
+            ax.set_xlabel(label)
+            ax.set_ylabel("TFLite accuracy")
+            ax.grid(alpha=0.3)
+        axes[0].set_xscale("log")
+        fig.suptitle("Accuracy vs size and latency")
 
 
 def report_json(recipe, results, rows) -> dict:

@@ -26,7 +26,8 @@ import numpy as np
 
 from tfcompress.errors import InputError
 from tfcompress.recipes import stages
-from tfcompress.recipes.keys import InputHashes, arrays_sha256, key
+from tfcompress.recipes.keys import (InputHashes, arrays_sha256, key,
+                                     stage_settings)
 from tfcompress.recipes.schema import load_recipe
 from tfcompress.utils import atomic_path, atomic_write_text
 
@@ -340,12 +341,9 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
         kind, params = next(iter(stage.items()))
         label = f"[{name}] {i}_{kind}"
         if kind in ("prune", "cluster", "qat"):
-            # an unset layer_bits leaves the key as it was before the
-            # field existed (cached stages stay valid)
-            inputs = {"model": model_key, kind: {
-                k: v for k, v in params.items()
-                if not (k == "layer_bits" and v is None)},
-                "train": train, "seed": train["seed"] + i}
+            inputs = {"model": model_key,
+                      kind: stage_settings(kind, params),
+                      "train": train, "seed": train["seed"] + i}
             model_key = key(kind, inputs)
             # content-addressed: variants sharing a prefix share the model
             path = os.path.join(run_dir, "stages",
@@ -367,7 +365,8 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
                 _mark(path, model_key, inputs)
             model_path = path
         elif kind == "convert":
-            inputs = {"model": model_key, "convert": params,
+            inputs = {"model": model_key,
+                      "convert": stage_settings(kind, params),
                       "test_data": test_key}
             tflite_key = key("convert", inputs)
             path = os.path.join(vdir, f"{i}_convert.tflite")

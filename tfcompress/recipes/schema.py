@@ -104,6 +104,8 @@ STAGE_SCHEMAS = {
         "samples": Field(int, 200, 1),
         "strict": Field(bool, None),   # default: on for int8/int16x8
         "sparse": Field(bool, False),
+        # False: one scale per weight tensor (per-tensor int8 weights)
+        "per_channel": Field(bool, True),
     },
     "bench": {
         "runtime": Field(("auto", "ai_edge_litert", "tflite_runtime",

@@ -152,6 +152,7 @@ def run_convert(model, params, data, out_path):
                          output_path=out_path, strict=params["strict"],
                          sparse=params["sparse"],
                          calibration=params["calibration"],
+                         per_channel=params["per_channel"],
                          check_data=xv[:200])
     except FloatFallbackError as e:
         raise InputError(str(e)) from None

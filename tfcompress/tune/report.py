@@ -17,6 +17,7 @@ import os
 import yaml
 
 from tfcompress.utils import atomic_path, atomic_write_text
+from tfcompress.utils.plotting import png_figure
 
 
 def pareto_front(results, cost):
@@ -117,15 +118,17 @@ def markdown(result, command=None):
 def plot(result, path):
     """Validation accuracy against the objective's cost, every candidate,
     the Pareto front, the budget line and the chosen one."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     cost = "latency_p50_ms" if result.objective == "latency" else \
         "gzip_bytes"
     rows = [r for r in result.candidates
             if r.get("val_accuracy") is not None and r.get(cost) is not None]
     scale = 1.0 if cost == "latency_p50_ms" else 1 / 1024
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    with png_figure(path, figsize=(6.5, 4.2)) as (fig, ax):
+        _draw_pareto(ax, result, rows, cost, scale)
+    return path
+
+
+def _draw_pareto(ax, result, rows, cost, scale):
     ax.scatter([r[cost] * scale for r in rows],
                [r["val_accuracy"] for r in rows], color="0.6",
                label="candidates")
@@ -148,11 +151,6 @@ def plot(result, path):
     ax.set_ylabel("validation accuracy (LiteRT)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
 
 
 def write_all(result, setup, baseline, recipe_data=None, command=None):

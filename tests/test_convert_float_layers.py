@@ -111,6 +111,52 @@ def test_strict_still_fails_on_float_ops_that_were_not_requested():
     assert [f["op"] for f in caught.value.result.fallback_ops] == ["COS"]
 
 
+def test_layer_names_that_extend_each_other_are_told_apart():
+    # TensorFlow writes layer "fc" as fc_1 and layer "fc_1" as fc_1_2
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    x = L.Dense(8, activation="relu", name="fc")(inp)
+    x = L.Dense(8, activation="relu", name="fc_1")(x)
+    model = keras.Model(inp, L.Dense(4, name="out")(x))
+    for kept, types in (("fc", [["FLOAT32"], ["INT8"], ["INT8"]]),
+                        ("fc_1", [["INT8"], ["FLOAT32"], ["INT8"]])):
+        result = convert(model, "int8", representative_data=_data(),
+                         float_layers=[kept])
+        assert [o for _, _, o in _fully_connected(result.report)] == types
+
+
+def _cnn():
+    """conv1 + BatchNormalization + ReLU (fused into one CONV_2D), then a
+    nested model's conv2 block, pooling and a Dense head."""
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential([keras.Input((8, 8, 4)),
+                              L.Conv2D(4, 3, padding="same", name="conv2"),
+                              L.ReLU(name="relu2")], name="block")
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, padding="same", name="conv1")(inp)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = block(L.ReLU(name="relu1")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, L.Dense(3, name="logits")(x))
+
+
+@pytest.mark.parametrize("kept, float_op", [("conv1", 0), ("conv2", 1)])
+def test_a_fused_or_nested_convolution_can_stay_float(kept, float_op):
+    x = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
+    result = convert(_cnn(), "int8", representative_data=x,
+                     float_layers=[kept])
+    convs = [o for o in result.report["ops"] if o["op"] == "CONV_2D"]
+    assert [c["outputs"] for c in convs] == [
+        ["FLOAT32"] if i == float_op else ["INT8"] for i in range(2)]
+    assert [r["layer"] for r in result.report["float_by_request"]] == [kept]
+
+
+def test_a_folded_batch_normalization_is_an_input_error_saying_so():
+    x = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
+    with pytest.raises(InputError, match=r"'bn1' has no op.*fused"):
+        convert(_cnn(), "int8", representative_data=x, float_layers=["bn1"])
+
+
 def test_an_unknown_layer_name_is_an_input_error_listing_the_names():
     with pytest.raises(InputError, match=r"fc3.*fc1, .*fc2, .*out"):
         convert(_mlp(), "int8", representative_data=_data(),

@@ -6,14 +6,19 @@ named layers; TFLite puts DEQUANTIZE/QUANTIZE around the float ops. This
 is what TensorFlow's ``tf.lite.experimental.QuantizationDebugger`` does
 with ``QuantizationDebugOptions(denylisted_nodes=[...])``: the nodes are
 the output tensor names of the ops in the calibrated flatbuffer, which
-this module finds from the Keras layer names (Keras 3 writes a layer
-``fc1`` as the path component ``fc1`` or ``fc1_<n>``).
+this module finds from the Keras layer names. Keras 3 writes a layer
+``fc1`` as the path component ``fc1`` or ``fc1_<n>`` (TensorFlow's name
+scopes count up), so with layers ``fc`` and ``fc_1`` the component
+``fc_1`` is layer ``fc``'s and ``fc_1_2`` layer ``fc_1``'s:
+:func:`layer_components` resolves such overlaps.
 
->>> layer_in_name("functional_1/fc1_1/MatMul;functional_1/fc1_1/Relu",
-...               ["fc1", "fc2"])
-'fc1'
->>> layer_in_name("StatefulPartitionedCall_1:0", ["fc1"]) is None
+>>> names = ["functional_1/fc_1/MatMul;functional_1/fc_1/Relu",
+...          "functional_1/fc_1_2/MatMul", "StatefulPartitionedCall_1:0"]
+>>> parts = layer_components(names, ["fc", "fc_1"])
+>>> parts == {"fc_1": "fc", "fc_1_2": "fc_1"}
 True
+>>> layers_in_name(names[0], parts), layers_in_name(names[2], parts)
+(['fc'], [])
 """
 
 from __future__ import annotations
@@ -50,48 +55,87 @@ def check_float_layers(float_layers, layer_names, mode, qat):
     return list(dict.fromkeys(names))
 
 
-def layer_in_name(tensor_name, layer_names):
-    """The layer of ``layer_names`` a TFLite tensor name mentions as a path
-    component (``fc1`` or ``fc1_<n>``), the longest name first; None if
-    none does."""
-    parts = [p for piece in tensor_name.split(";") for p in piece.split("/")]
-    for name in sorted(layer_names, key=len, reverse=True):
-        pattern = re.compile(re.escape(name) + r"(_\d+)?")
-        if any(pattern.fullmatch(p) for p in parts):
-            return name
-    return None
+def _components(tensor_name):
+    return [p for piece in tensor_name.split(";") for p in piece.split("/")
+            if p]
+
+
+def layer_components(tensor_names, layer_names):
+    """``{path component: layer}`` for the components of ``tensor_names``
+    that name a layer of ``layer_names`` (``name`` or ``name_<n>``).
+
+    A component two layers could claim (``fc_1``: layer ``fc_1``, or
+    layer ``fc`` counted up) goes to the layer no other component names:
+    components only one layer claims are settled first, and a settled
+    layer leaves the others' claims; what stays ambiguous goes to the layer
+    of exactly that name, else to the longest name."""
+    claims = {}
+    for part in {p for n in tensor_names for p in _components(n)}:
+        hits = {l for l in layer_names
+                if re.fullmatch(re.escape(l) + r"(_\d+)?", part)}
+        if hits:
+            claims[part] = hits
+    settled = {}
+    changed = True
+    while changed:
+        changed = False
+        for part, hits in claims.items():
+            if part not in settled and len(hits) == 1:
+                settled[part] = next(iter(hits))
+                changed = True
+        taken = set(settled.values())
+        for part, hits in claims.items():
+            if part not in settled and hits & taken and hits - taken:
+                claims[part] = hits - taken
+                changed = True
+    for part, hits in claims.items():
+        if part not in settled:
+            settled[part] = part if part in hits else max(hits, key=len)
+    return settled
+
+
+def layers_in_name(tensor_name, components):
+    """The layers ``tensor_name``'s components name (``components`` from
+    :func:`layer_components`), in order: one, or several for an op the
+    converter fused (``.../r1_1/Relu;.../conv1_1/convolution``)."""
+    return list(dict.fromkeys(components[p] for p in _components(tensor_name)
+                              if p in components))
 
 
 def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
     """``{layer: [node, ...]}``: the output tensor names of the ops of each
     of ``float_layers`` in the calibrated flatbuffer ``calibrated``.
 
-    An op belongs to the layer its output tensor names; an output tensor
-    without a layer name (the model's output is called
-    ``StatefulPartitionedCall...``) goes by the op's constant inputs (its
-    weights), else by ``output_layers`` (the layers making the model's
-    outputs). Raises InputError for a layer with no op of its own."""
+    An op belongs to the layers its output tensor names (a fused
+    convolution + ReLU op to both); an output tensor without a layer name
+    (the model's output is called ``StatefulPartitionedCall...``) goes by
+    the op's first named constant input (its weights), else by
+    ``output_layers`` (the layers making the model's outputs). Raises
+    InputError for a layer with no op of its own (a folded
+    BatchNormalization has none)."""
     from tfcompress.inspect.model_reader import read_model, tensor_values
     model = read_model(calibrated)
     graph = model["subgraphs"][0]
     tensors, outputs = graph["tensors"], set(graph["outputs"])
     found = {name: [] for name in float_layers}
+    parts = layer_components([t["name"] for t in tensors], layer_names)
     for op in graph["operators"]:
         outs = [i for i in op["outputs"] if i >= 0]
         if not outs:
             continue
         node = tensors[outs[0]]["name"]
-        layer = layer_in_name(node, layer_names)
-        if layer is None:
+        layers = layers_in_name(node, parts)
+        if not layers:
             weights = [tensors[i]["name"] for i in op["inputs"] if i >= 0
                        and tensor_values(tensors[i], model["buffers"])
                        is not None]
-            layer = next((l for l in (layer_in_name(w, layer_names)
-                                      for w in weights) if l), None)
-        if layer is None and outs[0] in outputs and len(output_layers) == 1:
-            layer = output_layers[0]
-        if layer in found:
-            found[layer].append(node)
+            layers = next((l[:1] for l in (layers_in_name(w, parts)
+                                           for w in weights) if l), [])
+        if not layers and outs[0] in outputs and len(output_layers) == 1:
+            layers = list(output_layers)
+        for layer in layers:
+            if layer in found:
+                found[layer].append(node)
     empty = [n for n, nodes in found.items() if not nodes]
     if empty:
         raise InputError(f"float_layers: {', '.join(map(repr, empty))} has "

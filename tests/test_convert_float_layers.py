@@ -258,3 +258,10 @@ def test_cli_flag_and_recipe_key_share_the_default():
     from tfcompress.recipes.schema import STAGE_SCHEMAS
     assert not flags.FLAGS["float_layers"].default
     assert STAGE_SCHEMAS["convert"]["float_layers"].default == []
+
+
+def test_float_layers_on_a_qat_model_is_an_input_error():
+    from tfcompress.quantize import quantize_model
+    qat = quantize_model(_mlp())
+    with pytest.raises(InputError, match="QAT.*quantize_annotate_layer"):
+        convert(qat, "int8", float_layers=["fc1"])

@@ -45,8 +45,9 @@ def check_float_layers(float_layers, layer_names, mode, qat):
                          "mode int8 or drop float_layers")
     if qat:
         raise InputError("float_layers applies to post-training int8; this "
-                         "model has QAT fake-quant layers: leave the layers "
-                         "to keep float out of quantize annotation instead")
+                         "model has QAT fake-quant layers: annotate only the "
+                         "layers to quantize (quantize_annotate_layer) "
+                         "instead, or drop float_layers")
     unknown = [n for n in names if n not in layer_names]
     if unknown:
         raise InputError(f"float_layers: no layer named "

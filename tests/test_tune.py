@@ -391,3 +391,59 @@ def test_float_layers_candidate_converts_with_the_layer_float(tmp_path):
                        path)
     fcs = [o for o in inspect(path)["ops"] if o["op"] == "FULLY_CONNECTED"]
     assert [o["outputs"] for o in fcs] == [["FLOAT32"], ["INT8"]]
+
+
+def test_chosen_recipe_carries_float_layers_and_loads(tmp_path):
+    import types
+
+    import yaml
+
+    from tfcompress.recipes.schema import load_recipe_text
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.report import recipe_for
+    from tfcompress.tune.search import validated_stages
+    chosen = {"key": "b", "stages": validated_stages(
+        Candidate(float_layers=("fc",)).stages())}
+    result = types.SimpleNamespace(chosen=chosen, reference={"key": "a"},
+                                   fit_samples=100)
+    from tfcompress.tune.search import DEFAULT_TRAIN
+    setup = {"recipe": None, "name": "tiny", "train": dict(DEFAULT_TRAIN)}
+    recipe = recipe_for(result, setup, "tiny.keras")
+    tuned = recipe["variants"][1]["stages"]
+    assert tuned[0] == {"convert": {"mode": "int8", "float_layers": ["fc"]}}
+    loaded = load_recipe_text(yaml.safe_dump(recipe), "recipe.yaml")
+    assert loaded["variants"][1]["stages"][0]["convert"]["float_layers"] \
+        == ["fc"]
+
+
+@pytest.mark.slow
+def test_tune_keeps_a_badly_quantized_layer_float(tmp_path):
+    """fc1 has a row of huge weights on an input that is always 0: int8
+    rounds fc1's other weights to zero, keeping fc1 float restores it."""
+    import keras
+
+    from tfcompress.recipes.schema import load_recipe
+    from tfcompress.tune import tune
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(32, activation="relu", name="fc1"),
+        keras.layers.Dense(4, name="logits")], name="outlier")
+    kernel, bias = model.get_layer("fc1").get_weights()
+    kernel[0, :] = 1000.0
+    model.get_layer("fc1").set_weights([kernel, bias])
+    x = np.random.default_rng(0).random((600, 8), dtype=np.float32)
+    x[:, 0] = 0.0
+    y = model.predict(x, verbose=0).argmax(1).astype("int32")
+    result = tune(model, ((x[:400], y[:400]), (x[400:], y[400:])),
+                  budget=1.0, out_dir=str(tmp_path / "run"),
+                  val_samples=200, max_candidates=3, use_ptq=False,
+                  progress=None)
+    configs = [r["config"] for r in result.candidates]
+    assert [c["mode"] for c in configs] == ["float32", "int8", "int8"]
+    assert not result.candidates[1]["within_budget"]
+    assert configs[2]["float_layers"] == ["fc1"]
+    assert result.chosen["config"] == configs[2]
+    recipe = load_recipe(result.recipe_path)
+    convert = recipe["variants"][1]["stages"][0]["convert"]
+    assert convert["float_layers"] == ["fc1"]

@@ -1,11 +1,12 @@
 """``tune``: the search loop.
 
 Starting from the float model, it measures the float32 flatbuffer (the
-reference), then the cheapest conversions (int8, int16x8, float16) until
-one keeps the validation accuracy within ``budget`` points; then it
-bisects a ladder of per-layer sparsities built from the sensitivity
-analysis (each level fine-tuned with pruning), then tries 4-bit weights on
-the best level, and post-training steps (equalization, bias correction,
+reference), then the cheapest conversions (int8, int8 with the layers
+the sensitivity analysis finds most sensitive kept float, int16x8,
+float16) until one keeps the validation accuracy within ``budget``
+points; then it bisects a ladder of per-layer sparsities built from the
+sensitivity analysis (each level fine-tuned with pruning), then tries
+4-bit weights on the best level, and post-training steps (equalization, bias correction,
 AdaRound) where ``tfcompress.ptq`` and its recipe stage are available.
 The smallest (or fastest) flatbuffer within the budget wins; its test
 accuracy is measured once, after the search.

@@ -207,6 +207,41 @@ def test_calibrate_only_mlir_quantize_and_tflite_schema_round_trip():
     assert sub.tensors[sub.outputs[0]].type == schema.TensorType.INT8
 
 
+def test_mlir_quantize_denylisted_nodes_is_what_the_public_debugger_does():
+    """tfcompress.convert.fallback keeps layers float through
+    mlir_quantize(denylisted_nodes=...): the same flatbuffer TensorFlow's
+    public QuantizationDebugger gives for the same denylist."""
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, activation="relu"),
+                              keras.layers.Dense(2)])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    x = np.random.default_rng(0).random((4, 1, 4), np.float32)
+    converter.representative_dataset = lambda: ([s] for s in x)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=lambda: ([s] for s in x))
+    schema = compat.tflite_schema()
+    calibrated = schema.ModelT.InitFromPackedBuf(
+        bytearray(debugger.calibrated_model), 0)
+    first = calibrated.subgraphs[0].operators[0].outputs[0]
+    node = calibrated.subgraphs[0].tensors[first].name.decode()
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=[node])
+    public = debugger.get_nondebug_quantized_model()
+    ours = compat.mlir_quantize(debugger.calibrated_model,
+                                denylisted_nodes=[node],
+                                disable_per_channel=False)
+    assert ours == public, moved(
+        "tensorflow.lite.python.convert.mlir_quantize(denylisted_nodes=...)")
+    quantized = schema.ModelT.InitFromPackedBuf(bytearray(ours), 0)
+    graph = quantized.subgraphs[0]
+    kept = [op for op in graph.operators
+            if graph.tensors[op.outputs[0]].name.decode() == node]
+    assert len(kept) == 1
+    assert graph.tensors[kept[0].outputs[0]].type == \
+        schema.TensorType.FLOAT32
+
+
 def test_calibrate_only_on_a_converter_without_the_flag_is_an_error():
     class OldConverter:
         def convert(self):

@@ -77,7 +77,9 @@ def test_recipe_default_writes_a_scale_per_output_channel(tmp_path):
 
 def test_per_channel_false_changes_the_convert_key_default_keeps_it():
     default = _convert_params("convert: {}")
-    before = {k: v for k, v in default.items() if k != "per_channel"}
+    # the settings before per_channel (and the later float_layers) existed
+    before = {k: v for k, v in default.items()
+              if k not in ("per_channel", "float_layers")}
     per_tensor = dict(default, per_channel=False)
     # the default leaves the key as before the setting existed, so
     # flatbuffers converted then are reused

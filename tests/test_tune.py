@@ -279,3 +279,171 @@ def test_latency_objective_benchmarks_every_candidate(tmp_path):
     p50 = [r["latency_p50_ms"] for r in result.candidates]
     assert len(p50) == 3 and all(p is not None and p > 0 for p in p50)
     assert result.chosen["latency_p50_ms"] == min(p50)
+
+
+# -- keeping the most sensitive layer float ----------------------------------
+def test_candidate_with_float_layers_carries_them_to_its_convert_stage():
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.search import validated_stages
+    kept = Candidate(mode="int8", float_layers=("fc",))
+    assert kept.to_dict()["float_layers"] == ["fc"]
+    assert "fc" in kept.label and kept.label != Candidate().label
+    convert = validated_stages(kept.stages())[-1]["convert"]
+    assert convert["float_layers"] == ["fc"]
+    # candidates without float layers keep the configuration they had
+    assert "float_layers" not in Candidate().to_dict()
+
+
+def test_candidate_key_leaves_out_empty_float_layers(tmp_path):
+    from tfcompress.recipes.keys import key
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.evaluate import Evaluator
+    from tfcompress.tune.search import validated_stages
+    train = {"seed": 0}
+    evaluator = Evaluator(str(tmp_path), None, "base", None, None, "data",
+                          train)
+    stages = validated_stages(Candidate().stages())
+    assert stages[-1]["convert"]["float_layers"] == []
+    before = [dict(s) for s in stages]
+    before[-1] = {"convert": {k: v for k, v in stages[-1]["convert"].items()
+                              if k != "float_layers"}}
+    # the key a run written before float_layers existed stored
+    assert evaluator.candidate_key(stages) == key(
+        "tune candidate", "base", "data", before, train, None)
+    kept = validated_stages(Candidate(float_layers=("fc",)).stages())
+    assert evaluator.candidate_key(kept) != evaluator.candidate_key(stages)
+
+
+class _Accuracies:
+    """Validation accuracy by candidate configuration: int8 loses 5
+    points unless ``fc`` stays float; everything else keeps accuracy."""
+
+    def __init__(self):
+        self.configs = []
+
+    def evaluate(self, stages, info):
+        cfg = info["config"]
+        self.configs.append(cfg)
+        lossy = cfg["mode"] == "int8" and "fc" not in cfg.get(
+            "float_layers", [])
+        return _measured(info, 0.85 if lossy else 0.90, len(self.configs))
+
+
+def _measured(info, accuracy, n):
+    return dict(info, val_accuracy=accuracy, gzip_bytes=1000,
+                size_bytes=2000, seconds=0.0, reused=False, key=str(n))
+
+
+def _sensitivity_fc_worst():
+    from tfcompress.analyze.sensitivity import SensitivityResult
+    return SensitivityResult(
+        metric="accuracy", baseline=0.9, sparsities=[0.5], bits=[8, 4],
+        pruned={"conv": {0.5: 0.9}, "fc": {0.5: 0.9}, "logits": {0.5: 0.9}},
+        quantized={"conv": {8: 0.9, 4: 0.88}, "fc": {8: 0.86, 4: 0.7},
+                   "logits": {8: 0.898, 4: 0.89}},
+        samples=100)
+
+
+def test_search_keeps_the_most_sensitive_layer_float_when_int8_misses():
+    from tfcompress.tune.search import _Search, _search
+    evaluator = _Accuracies()
+    s = _Search(evaluator, budget=1.0, epochs=1, max_candidates=6,
+                progress=lambda line: None)
+    _search(s, _sensitivity_fc_worst(),
+            {"conv": 36, "fc": 3136, "logits": 160}, use_ptq=False)
+    modes = [(c["mode"], c.get("float_layers", [])) for c in
+             evaluator.configs]
+    assert modes[:3] == [("float32", []), ("int8", []), ("int8", ["fc"])]
+    # the sparsity ladder builds on the candidate within budget
+    assert all(c.get("float_layers") == ["fc"] for c in evaluator.configs[3:])
+    assert evaluator.configs[3:] and all(c["sparsity"] for c in
+                                         evaluator.configs[3:])
+    # 4-bit weights come from QAT, which float_layers does not apply to
+    assert all(c["weight_bits"] == 8 for c in evaluator.configs)
+
+
+def test_search_does_not_keep_layers_float_when_int8_is_within_budget():
+    from tfcompress.tune.search import _Search, _search
+
+    class Lossless(_Accuracies):
+        def evaluate(self, stages, info):
+            self.configs.append(info["config"])
+            return _measured(info, 0.9, len(self.configs))
+    evaluator = Lossless()
+    s = _Search(evaluator, budget=1.0, epochs=1, max_candidates=4,
+                progress=lambda line: None)
+    _search(s, _sensitivity_fc_worst(), {"conv": 36, "fc": 3136,
+                                         "logits": 160}, use_ptq=False)
+    assert not any(c.get("float_layers") for c in evaluator.configs)
+
+
+def test_float_layers_candidate_converts_with_the_layer_float(tmp_path):
+    import keras
+    from tfcompress.inspect import inspect
+    from tfcompress.recipes import stages
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.search import validated_stages
+    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    x = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    convert = validated_stages(Candidate(float_layers=("fc",)).stages())[-1]
+    path = str(tmp_path / "kept.tflite")
+    stages.run_convert(model, convert["convert"], ((x, None), (x, None)),
+                       path)
+    fcs = [o for o in inspect(path)["ops"] if o["op"] == "FULLY_CONNECTED"]
+    assert [o["outputs"] for o in fcs] == [["FLOAT32"], ["INT8"]]
+
+
+def test_chosen_recipe_carries_float_layers_and_loads(tmp_path):
+    import types
+
+    import yaml
+
+    from tfcompress.recipes.schema import load_recipe_text
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.report import recipe_for
+    from tfcompress.tune.search import validated_stages
+    chosen = {"key": "b", "stages": validated_stages(
+        Candidate(float_layers=("fc",)).stages())}
+    result = types.SimpleNamespace(chosen=chosen, reference={"key": "a"},
+                                   fit_samples=100)
+    from tfcompress.tune.search import DEFAULT_TRAIN
+    setup = {"recipe": None, "name": "tiny", "train": dict(DEFAULT_TRAIN)}
+    recipe = recipe_for(result, setup, "tiny.keras")
+    tuned = recipe["variants"][1]["stages"]
+    assert tuned[0] == {"convert": {"mode": "int8", "float_layers": ["fc"]}}
+    loaded = load_recipe_text(yaml.safe_dump(recipe), "recipe.yaml")
+    assert loaded["variants"][1]["stages"][0]["convert"]["float_layers"] \
+        == ["fc"]
+
+
+@pytest.mark.slow
+def test_tune_keeps_a_badly_quantized_layer_float(tmp_path):
+    """fc1 has a row of huge weights on an input that is always 0: int8
+    rounds fc1's other weights to zero, keeping fc1 float restores it."""
+    import keras
+
+    from tfcompress.recipes.schema import load_recipe
+    from tfcompress.tune import tune
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(32, activation="relu", name="fc1"),
+        keras.layers.Dense(4, name="logits")], name="outlier")
+    kernel, bias = model.get_layer("fc1").get_weights()
+    kernel[0, :] = 1000.0
+    model.get_layer("fc1").set_weights([kernel, bias])
+    x = np.random.default_rng(0).random((600, 8), dtype=np.float32)
+    x[:, 0] = 0.0
+    y = model.predict(x, verbose=0).argmax(1).astype("int32")
+    result = tune(model, ((x[:400], y[:400]), (x[400:], y[400:])),
+                  budget=1.0, out_dir=str(tmp_path / "run"),
+                  val_samples=200, max_candidates=3, use_ptq=False,
+                  progress=None)
+    configs = [r["config"] for r in result.candidates]
+    assert [c["mode"] for c in configs] == ["float32", "int8", "int8"]
+    assert not result.candidates[1]["within_budget"]
+    assert configs[2]["float_layers"] == ["fc1"]
+    assert result.chosen["config"] == configs[2]
+    recipe = load_recipe(result.recipe_path)
+    convert = recipe["variants"][1]["stages"][0]["convert"]
+    assert convert["float_layers"] == ["fc1"]

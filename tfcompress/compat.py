@@ -239,16 +239,27 @@ def disable_per_channel_quantization(converter) -> None:
 
 
 def mlir_quantize(model_bytes: bytes, input_data_type=None,
-                  output_data_type=None) -> bytes:
+                  output_data_type=None, denylisted_nodes=None,
+                  disable_per_channel=None) -> bytes:
     """Quantizes a calibrated flatbuffer (from :func:`calibrate_only`) to
     int8 with TensorFlow's converter; ``input_data_type`` and
-    ``output_data_type`` are ``tf.DType`` (default float32)."""
+    ``output_data_type`` are ``tf.DType`` (default float32).
+
+    ``denylisted_nodes``: output tensor names of ops to leave in float
+    (QUANTIZE/DEQUANTIZE are put around them), what
+    ``tf.lite.experimental.QuantizationDebugger.get_nondebug_quantized_model``
+    does with ``QuantizationDebugOptions(denylisted_nodes=...)``;
+    ``disable_per_channel``: one scale per weight tensor."""
     fn = _import("tensorflow.lite.python.convert", "mlir_quantize")
     kwargs = {}
     if input_data_type is not None:
         kwargs["input_data_type"] = input_data_type
     if output_data_type is not None:
         kwargs["output_data_type"] = output_data_type
+    if denylisted_nodes:
+        kwargs["denylisted_nodes"] = list(denylisted_nodes)
+    if disable_per_channel is not None:
+        kwargs["disable_per_channel"] = bool(disable_per_channel)
     params = inspect.signature(fn).parameters
     for key in kwargs:
         if key not in params:

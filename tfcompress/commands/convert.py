@@ -27,6 +27,9 @@ flags.DEFINE_bool("sparse", False, "convert: store pruned weights sparse.")
 flags.DEFINE_bool("per_channel", True, "convert: int8 weights with one "
                   "scale per output channel; --noper_channel gives one "
                   "scale per weight tensor.")
+flags.DEFINE_list("float_layers", [], "convert: comma-separated Keras "
+                  "layer names whose ops stay float32 in an int8 model "
+                  "(e.g. fc1,conv2).")
 
 
 def _progress(text):
@@ -81,7 +84,8 @@ def convert_command(args):
                          input_type=FLAGS.io_type, output_type=FLAGS.io_type,
                          output_path=out, strict=FLAGS.strict,
                          sparse=FLAGS.sparse, calibration=FLAGS.calibration,
-                         per_channel=FLAGS.per_channel)
+                         per_channel=FLAGS.per_channel,
+                         float_layers=FLAGS.float_layers or None)
     except FloatFallbackError as e:
         raise InputError(str(e)) from None
     _progress(f"converted in {time.monotonic() - start:.1f} s")

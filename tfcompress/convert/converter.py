@@ -208,7 +208,8 @@ def convert(model, mode="int8", representative_data=None,
             input_type="float32", output_type="float32", output_path=None,
             strict=None, sparse=False, calibration="minmax",
             calibration_samples=200, percentile=99.99, check_data=None,
-            check_samples=200, per_channel=True, xnnpack_rewrites=True):
+            check_samples=200, per_channel=True, xnnpack_rewrites=True,
+            float_layers=None):
     """Converts a Keras model to a TFLite flatbuffer and reports on it.
 
     Args:
@@ -244,6 +245,11 @@ def convert(model, mode="int8", representative_data=None,
         does not (:mod:`tfcompress.convert.rewrites`). The same function;
         False keeps the converter's own graph. QAT models carry the
         rewrite from ``quantize_apply``.
+      float_layers: names of Keras layers whose ops stay float32 in a
+        post-training ``int8`` model (QUANTIZE/DEQUANTIZE around them),
+        for layers that lose too much accuracy in int8
+        (:mod:`tfcompress.convert.fallback`). Strict mode accepts their
+        float ops; the report lists them under ``float_by_request``.
 
     Returns:
       A :class:`ConversionResult`.
@@ -289,6 +295,7 @@ def convert(model, mode="int8", representative_data=None,
         # keras is imported on first use, not with the CLI
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
+    float_layers = _check_float_layers(float_layers, model, mode, qat)
     samples = _as_samples(representative_data, model)
     notes = []
     if mode in ("int8", "int16x8") and samples is None:
@@ -334,7 +341,11 @@ def convert(model, mode="int8", representative_data=None,
         with contextlib.redirect_stdout(io.StringIO()), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if mode == "int8" and not qat and calibration != "minmax":
+            if float_layers:
+                tflite_bytes, ranges, float_nodes = _convert_keeping_float(
+                    converter, calib, float_layers, model, calibration,
+                    percentile, input_type, output_type, per_channel)
+            elif mode == "int8" and not qat and calibration != "minmax":
                 tflite_bytes, ranges = _convert_recalibrated(
                     converter, calib, calibration, percentile, input_type,
                     output_type)
@@ -355,6 +366,9 @@ def convert(model, mode="int8", representative_data=None,
                      samples is not None else None),
         calibration_ranges=ranges, notes=notes, seconds=seconds,
         layer_names=_layer_names(keras_model))
+    if float_layers:
+        from tfcompress.convert.fallback import mark_requested
+        mark_requested(result.report, float_nodes)
     if sparse:
         _note_sparse_storage(result)
     check = _as_samples(check_data, model, "check_data") \
@@ -401,6 +415,28 @@ def _layer_names(model):
         return [l.name for l in iter_layers(model)]
     except Exception:
         return [l.name for l in getattr(model, "layers", [])]
+
+
+def _check_float_layers(float_layers, model, mode, qat):
+    if not float_layers:
+        return []
+    from tfcompress.convert.fallback import check_float_layers
+    return check_float_layers(float_layers, _layer_names(model), mode, qat)
+
+
+def _convert_keeping_float(converter, calib, float_layers, model,
+                           calibration, percentile, input_type, output_type,
+                           per_channel):
+    from tfcompress.convert.fallback import convert_keeping_float
+    outputs = []
+    for tensor in getattr(model, "outputs", None) or []:
+        try:
+            outputs.append(compat.keras_history(tensor).operation.name)
+        except compat.CompatError:
+            pass
+    return convert_keeping_float(
+        converter, calib, float_layers, _layer_names(model), outputs,
+        calibration, percentile, input_type, output_type, per_channel)
 
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,

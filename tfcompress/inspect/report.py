@@ -258,10 +258,18 @@ def format_report(report: dict) -> str:
         "ops: " + ", ".join(f"{k} x{v} (v{report['op_versions'][k]})"
                             for k, v in report["op_counts"].items()),
     ]
+    requested = report.get("float_by_request") or []
+    if requested:
+        lines.append(f"float by request ({len(requested)}, float_layers "
+                     f"{', '.join(report.get('float_layers', []))}):")
+        for f in requested:
+            lines.append(f"  #{f['index']} {f['op']} (layer {f['layer']})")
     if report["float_ops"]:
         lines.append(f"FLOAT OPS ({len(report['float_ops'])}):")
         for f in report["float_ops"]:
             lines.append(f"  #{f['index']} {f['op']} (layer {f['layer']})")
+    elif requested:
+        lines.append("every other op computes in int8/int16/int32")
     else:
         lines.append("fully integer: every op computes in int8/int16/int32")
     for w in report.get("xnnpack_warnings", []):

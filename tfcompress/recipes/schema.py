@@ -106,6 +106,8 @@ STAGE_SCHEMAS = {
         "sparse": Field(bool, False),
         # False: one scale per weight tensor (per-tensor int8 weights)
         "per_channel": Field(bool, True),
+        # layers whose ops stay float32 in a post-training int8 model
+        "float_layers": Field(list, [], items=str, doc="layer names"),
     },
     "bench": {
         "runtime": Field(("auto", "ai_edge_litert", "tflite_runtime",
@@ -311,6 +313,14 @@ def _check_stage(kind, params, node, path, source):
                                   f"{path}.steps: unknown step {step!r}; "
                                   f"steps are {', '.join(PTQ_STEPS)}"
                                   f"{_suggest(step, PTQ_STEPS)}")
+    if kind == "convert" and params["float_layers"] and \
+            params["mode"] != "int8":
+        _, vnode = _node_for(node, "float_layers")
+        raise RecipeError(f"{_where(source, vnode or node)}: "
+                          f"{path}.float_layers: layers are kept float in "
+                          f"post-training int8 only; mode is "
+                          f"{params['mode']}: use mode int8 or drop "
+                          "float_layers")
     if kind == "convert" and params["mode"] in INTEGER_MODES and \
             params["io_type"] not in io_types_for(params["mode"]):
         _, vnode = _node_for(node, "io_type")

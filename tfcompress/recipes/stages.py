@@ -153,6 +153,7 @@ def run_convert(model, params, data, out_path):
                          sparse=params["sparse"],
                          calibration=params["calibration"],
                          per_channel=params["per_channel"],
+                         float_layers=params.get("float_layers") or None,
                          check_data=xv[:200])
     except FloatFallbackError as e:
         raise InputError(str(e)) from None

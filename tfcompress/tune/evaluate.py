@@ -45,6 +45,16 @@ def _read_json(path):
         return None
 
 
+def _without_empty_float_layers(stage):
+    """``stage`` as keyed before ``convert.float_layers`` existed when it
+    keeps no layer float (so earlier candidates are reused)."""
+    params = stage.get("convert")
+    if params is None or params.get("float_layers", []) != []:
+        return stage
+    return {"convert": {k: v for k, v in params.items()
+                        if k != "float_layers"}}
+
+
 class Evaluator:
     """Evaluates candidates' stages on ``fit`` (training) and ``val``
     (measuring) arrays, caching under ``folder``.
@@ -65,7 +75,8 @@ class Evaluator:
         os.makedirs(os.path.join(folder, "stages"), exist_ok=True)
 
     def candidate_key(self, stages):
-        return key("tune candidate", self.base_key, self.data_key, stages,
+        return key("tune candidate", self.base_key, self.data_key,
+                   [_without_empty_float_layers(s) for s in stages],
                    self.train, self.latency)
 
     def cached(self, stages):

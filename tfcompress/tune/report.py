@@ -104,13 +104,15 @@ def markdown(result, command=None):
               "|---|---:|---:|---:|---:|---:|---|"]
     lines += [_row(r, c["key"]) for r in result.candidates]
     lines += ["", "Configurations (per-layer sparsity, weight bits, mode, "
-              "post-training steps):", ""]
+              "post-training steps, layers kept float):", ""]
     for r in result.candidates:
         cfg = r["config"]
         sp = ", ".join(f"{n} {s:.2f}" for n, s in cfg["sparsity"].items())
         lines.append(f"- {r['label']}: sparsity {{{sp or 'dense'}}}, "
                      f"weights {cfg['weight_bits']}-bit, {cfg['mode']}"
-                     + (f", {' + '.join(cfg['ptq'])}" if cfg["ptq"] else ""))
+                     + (f", {' + '.join(cfg['ptq'])}" if cfg["ptq"] else "")
+                     + (f", float {', '.join(cfg['float_layers'])}"
+                        if cfg.get("float_layers") else ""))
     lines += ["", "![Pareto front](pareto.png)", ""]
     return "\n".join(lines)
 

@@ -1,11 +1,12 @@
 """``tune``: the search loop.
 
 Starting from the float model, it measures the float32 flatbuffer (the
-reference), then the cheapest conversions (int8, int16x8, float16) until
-one keeps the validation accuracy within ``budget`` points; then it
-bisects a ladder of per-layer sparsities built from the sensitivity
-analysis (each level fine-tuned with pruning), then tries 4-bit weights on
-the best level, and post-training steps (equalization, bias correction,
+reference), then the cheapest conversions (int8, int8 with the layers
+the sensitivity analysis finds most sensitive kept float, int16x8,
+float16) until one keeps the validation accuracy within ``budget``
+points; then it bisects a ladder of per-layer sparsities built from the
+sensitivity analysis (each level fine-tuned with pruning), then tries
+4-bit weights on the best level, and post-training steps (equalization, bias correction,
 AdaRound) where ``tfcompress.ptq`` and its recipe stage are available.
 The smallest (or fastest) flatbuffer within the budget wins; its test
 accuracy is measured once, after the search.
@@ -24,7 +25,8 @@ import yaml
 from tfcompress.errors import InputError
 from tfcompress.recipes.keys import arrays_sha256, key
 from tfcompress.tune.evaluate import Evaluator, tflite_accuracy
-from tfcompress.tune.space import SPARSITIES, Candidate, sparsity_levels
+from tfcompress.tune.space import (SPARSITIES, Candidate,
+                                   most_sensitive_layers, sparsity_levels)
 from tfcompress.tune.split import validation_split
 from tfcompress.utils import atomic_path, atomic_write_text
 
@@ -260,6 +262,9 @@ def _search(s, sens, weights, use_ptq):
     s.run(Candidate(mode="float32"))
     base = Candidate(mode="float32")
     plans = [Candidate(mode="int8")]
+    keep = most_sensitive_layers(sens, s.budget)
+    if keep:    # int8 with the layers the analysis finds most sensitive float
+        plans.append(Candidate(mode="int8", float_layers=keep))
     if use_ptq:
         plans.append(Candidate(mode="int8",
                                ptq=("equalize", "correct_bias")))
@@ -279,8 +284,10 @@ def _search(s, sens, weights, use_ptq):
             lo = mid
         else:
             hi = mid
-    if base.mode != "int8":
-        return      # 4-bit weights need integer conversion
+    if base.mode != "int8" or base.float_layers:
+        # 4-bit weights need integer conversion and come from QAT or
+        # AdaRound fake-quant layers, which float_layers does not apply to
+        return
     tries = [lo] + ([lo - 1] if lo >= 0 else [])
     for level in tries:
         sparsity = levels[level] if level >= 0 else ()

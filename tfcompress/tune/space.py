@@ -28,13 +28,15 @@ class Candidate:
     left out); ``weight_bits``: 8, or 4 (learned by one epoch of 4-bit
     QAT, or by AdaRound when ``"adaround"`` is in ``ptq``); ``mode``:
     the conversion mode; ``ptq``: post-training steps applied before
-    conversion; ``level``: the sparsity level's rank (labels only).
+    conversion; ``level``: the sparsity level's rank (labels only);
+    ``float_layers``: layers kept float32 in the int8 flatbuffer.
     """
     sparsity: tuple = ()
     weight_bits: int = 8
     mode: str = "int8"
     ptq: tuple = ()
     level: int = -1
+    float_layers: tuple = ()
 
     @property
     def label(self):
@@ -45,12 +47,17 @@ class Candidate:
             parts.append(f"w{self.weight_bits}")
         parts += list(self.ptq)
         parts.append(self.mode)
+        if self.float_layers:
+            parts.append("float-" + "+".join(self.float_layers))
         return "_".join(parts)
 
     def to_dict(self):
-        return {"sparsity": dict(self.sparsity),
-                "weight_bits": self.weight_bits, "mode": self.mode,
-                "ptq": list(self.ptq), "label": self.label}
+        out = {"sparsity": dict(self.sparsity),
+               "weight_bits": self.weight_bits, "mode": self.mode,
+               "ptq": list(self.ptq), "label": self.label}
+        if self.float_layers:
+            out["float_layers"] = list(self.float_layers)
+        return out
 
     def stages(self, epochs=1, calibration_samples=200):
         """The recipe stages that build this candidate (unvalidated)."""
@@ -72,10 +79,37 @@ class Candidate:
                                 "samples": calibration_samples}})
         out.append({"convert": {"mode": self.mode,
                                 "samples": calibration_samples,
+                                **({"float_layers": list(self.float_layers)}
+                                   if self.float_layers else {}),
                                 **({"strict": False}
                                    if self.mode not in ("int8", "int16x8")
                                    else {})}})
         return out
+
+
+def most_sensitive_layers(sensitivity, budget, limit=2):
+    """The layers to keep float when int8 loses too much: those whose
+    8-bit weights alone cost more than half the ``budget`` (points), at
+    most ``limit``, worst first; else the single worst layer (by its 8-bit,
+    then 4-bit drop). Empty when the analysis has no 8-bit row.
+
+    >>> from tfcompress.analyze.sensitivity import SensitivityResult
+    >>> r = SensitivityResult("accuracy", 0.9, [], [8, 4], {},
+    ...     {"a": {8: 0.9, 4: 0.8}, "b": {8: 0.89, 4: 0.85}}, 10)
+    >>> most_sensitive_layers(r, budget=1.0)
+    ('b',)
+    """
+    rows = {n: row for n, row in sensitivity.quantized.items() if 8 in row}
+    if not rows:
+        return ()
+
+    def drops(name):
+        row = rows[name]
+        return tuple((sensitivity.baseline - row[b]) * 100
+                     for b in sorted(row, reverse=True))
+    worst = sorted(rows, key=drops, reverse=True)
+    over = [n for n in worst if drops(n)[0] > budget / 2]
+    return tuple(over[:limit] or worst[:1])
 
 
 def sparsity_levels(sensitivity, weights, budget,

@@ -1,0 +1,194 @@
+"""Keeping named Keras layers float in a post-training int8 model.
+
+``convert(model, "int8", representative_data=x, float_layers=["fc1"])``
+calibrates the whole model, then quantizes every op but those of the
+named layers; TFLite puts DEQUANTIZE/QUANTIZE around the float ops. This
+is what TensorFlow's ``tf.lite.experimental.QuantizationDebugger`` does
+with ``QuantizationDebugOptions(denylisted_nodes=[...])``: the nodes are
+the output tensor names of the ops in the calibrated flatbuffer, which
+this module finds from the Keras layer names. Keras 3 writes a layer
+``fc1`` as the path component ``fc1`` or ``fc1_<n>`` (TensorFlow's name
+scopes count up), so with layers ``fc`` and ``fc_1`` the component
+``fc_1`` is layer ``fc``'s and ``fc_1_2`` layer ``fc_1``'s:
+:func:`layer_components` resolves such overlaps.
+
+>>> names = ["functional_1/fc_1/MatMul;functional_1/fc_1/Relu",
+...          "functional_1/fc_1_2/MatMul", "StatefulPartitionedCall_1:0"]
+>>> parts = layer_components(names, ["fc", "fc_1"])
+>>> parts == {"fc_1": "fc", "fc_1_2": "fc_1"}
+True
+>>> layers_in_name(names[0], parts), layers_in_name(names[2], parts)
+(['fc'], [])
+"""
+
+from __future__ import annotations
+
+import re
+
+from tfcompress import compat
+from tfcompress.errors import InputError
+
+
+def check_float_layers(float_layers, layer_names, mode, qat):
+    """The requested layer names as a list (empty when none), checked:
+    post-training ``int8`` only, every name a layer of the model."""
+    if float_layers is None:
+        return []
+    if isinstance(float_layers, str):
+        float_layers = [n for n in float_layers.split(",") if n.strip()]
+    names = [str(n).strip() for n in float_layers]
+    if not names:
+        return []
+    if mode != "int8":
+        raise InputError(f"float_layers keeps layers float in a "
+                         f"post-training int8 model; mode is {mode}: use "
+                         "mode int8 or drop float_layers")
+    if qat:
+        raise InputError("float_layers applies to post-training int8; this "
+                         "model has QAT fake-quant layers: annotate only the "
+                         "layers to quantize (quantize_annotate_layer) "
+                         "instead, or drop float_layers")
+    unknown = [n for n in names if n not in layer_names]
+    if unknown:
+        raise InputError(f"float_layers: no layer named "
+                         f"{', '.join(map(repr, unknown))}; the model's "
+                         f"layers are {', '.join(layer_names)}")
+    return list(dict.fromkeys(names))
+
+
+def _components(tensor_name):
+    return [p for piece in tensor_name.split(";") for p in piece.split("/")
+            if p]
+
+
+def layer_components(tensor_names, layer_names):
+    """``{path component: layer}`` for the components of ``tensor_names``
+    that name a layer of ``layer_names`` (``name`` or ``name_<n>``).
+
+    A component two layers could claim (``fc_1``: layer ``fc_1``, or
+    layer ``fc`` counted up) goes to the layer no other component names:
+    components only one layer claims are settled first, and a settled
+    layer leaves the others' claims; what stays ambiguous goes to the layer
+    of exactly that name, else to the longest name."""
+    claims = {}
+    for part in {p for n in tensor_names for p in _components(n)}:
+        hits = {l for l in layer_names
+                if re.fullmatch(re.escape(l) + r"(_\d+)?", part)}
+        if hits:
+            claims[part] = hits
+    settled = {}
+    changed = True
+    while changed:
+        changed = False
+        for part, hits in claims.items():
+            if part not in settled and len(hits) == 1:
+                settled[part] = next(iter(hits))
+                changed = True
+        taken = set(settled.values())
+        for part, hits in claims.items():
+            if part not in settled and hits & taken and hits - taken:
+                claims[part] = hits - taken
+                changed = True
+    for part, hits in claims.items():
+        if part not in settled:
+            settled[part] = part if part in hits else max(hits, key=len)
+    return settled
+
+
+def layers_in_name(tensor_name, components):
+    """The layers ``tensor_name``'s components name (``components`` from
+    :func:`layer_components`), in order: one, or several for an op the
+    converter fused (``.../r1_1/Relu;.../conv1_1/convolution``)."""
+    return list(dict.fromkeys(components[p] for p in _components(tensor_name)
+                              if p in components))
+
+
+def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
+    """``{layer: [node, ...]}``: the output tensor names of the ops of each
+    of ``float_layers`` in the calibrated flatbuffer ``calibrated``.
+
+    An op belongs to the layers its output tensor names (a fused
+    convolution + ReLU op to both); an output tensor without a layer name
+    (the model's output is called ``StatefulPartitionedCall...``) goes by
+    the op's first named constant input (its weights), else by
+    ``output_layers`` (the layers making the model's outputs). Raises
+    InputError for a layer with no op of its own (a folded
+    BatchNormalization has none)."""
+    from tfcompress.inspect.model_reader import read_model, tensor_values
+    model = read_model(calibrated)
+    graph = model["subgraphs"][0]
+    tensors, outputs = graph["tensors"], set(graph["outputs"])
+    found = {name: [] for name in float_layers}
+    parts = layer_components([t["name"] for t in tensors], layer_names)
+    for op in graph["operators"]:
+        outs = [i for i in op["outputs"] if i >= 0]
+        if not outs:
+            continue
+        node = tensors[outs[0]]["name"]
+        layers = layers_in_name(node, parts)
+        if not layers:
+            weights = [tensors[i]["name"] for i in op["inputs"] if i >= 0
+                       and tensor_values(tensors[i], model["buffers"])
+                       is not None]
+            layers = next((l[:1] for l in (layers_in_name(w, parts)
+                                           for w in weights) if l), [])
+        if not layers and outs[0] in outputs and len(output_layers) == 1:
+            layers = list(output_layers)
+        for layer in layers:
+            if layer in found:
+                found[layer].append(node)
+    empty = [n for n, nodes in found.items() if not nodes]
+    if empty:
+        raise InputError(f"float_layers: {', '.join(map(repr, empty))} has "
+                         "no op of its own in the flatbuffer (it computes "
+                         "nothing, or the converter fused it into another "
+                         "layer's op): name a layer with weights or "
+                         "arithmetic instead")
+    return found
+
+
+def convert_keeping_float(converter, calib, float_layers, layer_names,
+                          output_layers, calibration, percentile,
+                          input_type, output_type, per_channel):
+    """Calibrates with ``converter`` (set up for post-training int8), then
+    quantizes every op but those of ``float_layers``. Returns
+    ``(tflite_bytes, calibration ranges or None, {layer: [node, ...]})``."""
+    from tfcompress.convert.converter import _tf_type
+    calibrated = compat.calibrate_only(converter)
+    ranges = None
+    if calibration != "minmax":
+        from tfcompress.convert.calibration import recalibrate
+        calibrated, ranges = recalibrate(calibrated, calib, calibration,
+                                         percentile)
+    nodes = float_nodes(calibrated, float_layers, layer_names, output_layers)
+    tflite_bytes = compat.mlir_quantize(
+        calibrated, input_data_type=_tf_type(input_type),
+        output_data_type=_tf_type(output_type),
+        denylisted_nodes=[n for layer in nodes.values() for n in layer],
+        disable_per_channel=not per_channel)
+    return tflite_bytes, ranges, nodes
+
+
+def mark_requested(report, nodes):
+    """Moves the float ops of the requested layers (``{layer: [node,
+    ...]}``) from ``report["float_ops"]`` (what strict mode refuses) to
+    ``report["float_by_request"]``; ``report["float_layers"]`` lists the
+    layers."""
+    by_node = {n: layer for layer, names in nodes.items() for n in names}
+    outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
+    requested, others = [], []
+    for row in report["float_ops"]:
+        layer = by_node.get(outputs.get(row["index"]))
+        if layer is None:
+            others.append(row)
+        else:
+            requested.append({**row, "layer": layer})
+    report["float_ops"] = others
+    report["float_by_request"] = requested
+    report["float_layers"] = list(nodes)
+    report["fully_integer"] = False
+    report["notes"].append(
+        f"float_layers: {len(requested)} op(s) of "
+        f"{', '.join(nodes)} compute in float32 by request "
+        "(QUANTIZE/DEQUANTIZE around them); strict mode accepts them")
+    return report

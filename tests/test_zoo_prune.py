@@ -19,13 +19,16 @@ from tfcompress.utils.zoo import build
 
 SPARSITY = 0.5
 CLUSTERS = 8
-# families taking more than ~20 s here, and MobileNetV3Large without its
-# input rescaling (the same blocks as MobileNetV3Large; a network without
-# the rescaling is covered by MobileNetV3Small_nopre, MobileNet and
-# MobileNetV2)
+# families taking more than ~20 s here, and MobileNetV3Large with and
+# without its input rescaling: keras.applications builds it from the same
+# blocks as MobileNetV3Small (expansion-1 and squeeze-excitation blocks,
+# hard-swish, 5x5 depthwise, residual adds), and MobileNetV2 has the
+# inverted residuals without squeeze-excitation; a network without the
+# rescaling is covered by MobileNetV3Small_nopre, MobileNet and MobileNetV2
 HEAVY = {"ResNet50", "ResNet50V2", "DenseNet121", "InceptionResNetV2",
          "NASNetMobile", "VGG16", "ConvNeXtTiny", "EfficientNetV2B0",
-         "InceptionV3", "Xception", "MobileNetV3Large_nopre"}
+         "InceptionV3", "Xception", "MobileNetV3Large",
+         "MobileNetV3Large_nopre"}
 FAMILIES = ["MobileNet", "MobileNetV2", "MobileNetV3Small",
             "MobileNetV3Small_nopre", "MobileNetV3Large",
             "MobileNetV3Large_nopre", "EfficientNetB0", "EfficientNetV2B0",

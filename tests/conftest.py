@@ -69,3 +69,60 @@ class TwoCpus:
 def two_cpus(tmp_path):
     """A :class:`TwoCpus` runner writing its script under ``tmp_path``."""
     return TwoCpus(tmp_path)
+
+
+# Under pytest-xdist (make test: -n 2 --dist loadfile) each worker takes
+# one whole file at a time. xdist hands out files with the most tests
+# first, which leaves the long files of one or two tests (two worker
+# processes training together, a killed-and-resumed run) for the end,
+# where one worker runs them alone while the other has nothing left.
+# Files start instead by their size in tests/BUILD (large, then medium,
+# then small; among equal sizes, files holding slow tests first; ties in
+# xdist's order), so the run ends on short files.
+SIZE_RANK = {"enormous": 3, "large": 2, "medium": 1, "small": 0}
+
+
+def build_sizes(build_text):
+    """``{test file stem: (Bazel size, holds slow tests)}`` from the QUICK
+    and WITH_SLOW tables of tests/BUILD."""
+    import ast
+    import re
+    sizes = {}
+    for table in ("QUICK", "WITH_SLOW"):
+        m = re.search(rf"^{table} = (\{{.*?^\}})", build_text, re.S | re.M)
+        if m:
+            sizes.update({name: (size, table == "WITH_SLOW") for
+                          name, (size, _) in
+                          ast.literal_eval(m.group(1)).items()})
+    return sizes
+
+
+def largest_first(scopes, sizes):
+    """``scopes`` (file node ids in xdist's order) sorted largest first by
+    :func:`build_sizes`; stable among equals."""
+    def rank(scope):
+        stem = os.path.splitext(os.path.basename(scope))[0]
+        size, slow = sizes.get(stem, ("small", False))
+        return (-SIZE_RANK.get(size, 0), not slow)
+    return sorted(scopes, key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+    build = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         "BUILD")
+    if not os.path.exists(build):
+        return None
+    with open(build) as f:
+        sizes = build_sizes(f.read())
+
+    class LargestFileFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            first = largest_first(list(self.workqueue), sizes)[0]
+            self.workqueue.move_to_end(first, last=False)
+            super()._assign_work_unit(node)
+
+    return LargestFileFirst(config, log)

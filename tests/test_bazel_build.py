@@ -30,6 +30,25 @@ def test_every_test_file_has_a_bazel_target():
             "in QUICK")
 
 
+def test_make_test_starts_files_by_their_bazel_size():
+    from conftest import build_sizes, largest_first
+    sizes = build_sizes(open(os.path.join(ROOT, "tests", "BUILD")).read())
+    files = {os.path.basename(p)[:-3]
+             for p in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))}
+    assert set(sizes) == files
+    assert sizes["test_distribute_multi_worker"] == ("large", True)
+    assert sizes["test_convert"] == ("large", False)
+    assert sizes["test_atomic"] == ("small", False)
+    # xdist's own order (most tests first) would leave the two-test
+    # multi-worker file for last
+    scopes = ["tests/test_atomic.py", "tests/test_convert.py",
+              "tests/test_cli.py", "tests/test_distribute_multi_worker.py",
+              "tests/test_data.py"]
+    assert largest_first(scopes, sizes) == [
+        "tests/test_distribute_multi_worker.py", "tests/test_convert.py",
+        "tests/test_cli.py", "tests/test_atomic.py", "tests/test_data.py"]
+
+
 def test_bazel_smoke_targets_are_quick_test_targets():
     text = open(os.path.join(ROOT, "tests", "BUILD")).read()
     quick = _dict_literal(text, "QUICK")

@@ -45,22 +45,11 @@ def root():
 
 
 @pytest.mark.slow
-def test_runner_on_emulated_arm64_matches_x86(root, tmp_path):
-    import keras
-    from tfcompress.convert import convert
-    keras.utils.set_random_seed(0)
-    i = keras.Input((12, 12, 1))
-    h = keras.layers.Conv2D(8, 3, activation="relu")(i)
-    h = keras.layers.MaxPooling2D()(h)
-    o = keras.layers.Dense(5)(keras.layers.Flatten()(h))
-    model = keras.Model(i, o)
-    x = np.random.default_rng(0).random((40, 12, 12, 1), dtype=np.float32)
-    path = tmp_path / "m_int8.tflite"
-    r = convert(model, "int8", representative_data=x, input_type="int8",
-                output_type="int8", output_path=path)
-    scale = r.report["outputs"][0]["scale"]
-    np.savez(tmp_path / "eval.npz", x=x,
-             y=model.predict(x, verbose=0).argmax(1))
+def test_runner_on_emulated_arm64_matches_x86(root, conv_int8, tmp_path):
+    path, x, labels = conv_int8
+    from tfcompress.inspect import inspect
+    scale = inspect(path)["outputs"][0]["scale"]
+    np.savez(tmp_path / "eval.npz", x=x, y=labels)
     common = [str(path), "--data", str(tmp_path / "eval.npz"), "--runs",
               "3", "--warmup-runs", "1"]
     x86 = subprocess.run(
@@ -90,21 +79,15 @@ def test_runner_on_emulated_arm64_matches_x86(root, tmp_path):
 
 @pytest.mark.slow
 def test_op_version_too_new_for_tflite_runtime_is_one_clear_error(root,
-                                                                  tmp_path):
+                                                                  dyn_fc):
     """TF 2.21 writes FULLY_CONNECTED v12 for dynamic-range models, which
     tflite-runtime 2.14 cannot load: the runner says so in one line."""
-    import keras
-    from tfcompress.convert import convert
     from tfcompress.inspect import inspect
-    keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
-    path = tmp_path / "dyn.tflite"
-    convert(m, "dynamic", output_path=path)
-    report = inspect(path)
+    report = inspect(dyn_fc)
     assert report["op_versions"]["FULLY_CONNECTED"] >= 12
     assert report["runtime_compatibility"]
-    r = arm_root.run_runner(root, [str(path), "--runtime", "tflite_runtime",
-                                   "--runs", "1"])
+    r = arm_root.run_runner(root, [str(dyn_fc), "--runtime",
+                                   "tflite_runtime", "--runs", "1"])
     assert r.returncode == 2
     lines = [l for l in r.stderr.splitlines() if l.startswith("runner:")]
     assert len(lines) == 1
@@ -121,10 +104,46 @@ def _tiny_int8_conv(tmp_path, n=40):
     h = keras.layers.MaxPooling2D()(h)
     o = keras.layers.Dense(5)(keras.layers.Flatten()(h))
     x = np.random.default_rng(0).random((n, 12, 12, 1), dtype=np.float32)
+    model = keras.Model(i, o)
     path = tmp_path / "conv_int8.tflite"
-    convert(keras.Model(i, o), "int8", representative_data=x,
-            input_type="int8", output_type="int8", output_path=path)
-    return path, x
+    convert(model, "int8", representative_data=x, input_type="int8",
+            output_type="int8", output_path=path)
+    return path, x, model
+
+
+@pytest.fixture(scope="module")
+def conv_int8(tmp_path_factory):
+    """The tiny int8 conv flatbuffer (integer input and output) on 40
+    samples, the samples, and the Keras model's labels for them: converted
+    once for every arm64 test of this file."""
+    path, x, model = _tiny_int8_conv(tmp_path_factory.mktemp("conv"))
+    return path, x, model.predict(x, verbose=0).argmax(1)
+
+
+@pytest.fixture(scope="module")
+def dyn_fc(tmp_path_factory):
+    """A dynamic-range Dense model: TF 2.21 writes FULLY_CONNECTED v12,
+    which tflite-runtime 2.14 refuses to load."""
+    import keras
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
+                          keras.layers.Dense(64)])
+    path = tmp_path_factory.mktemp("dyn") / "dyn.tflite"
+    convert(m, "dynamic", output_path=path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tflite_runtime_rows(root, conv_int8, dyn_fc):
+    """One cross_check of the conv model and the refused dynamic-range
+    model on tflite-runtime 2.14 in the root: ``{model: row}``."""
+    from tfcompress.bench.cross_check import cross_check
+    path, x, _ = conv_int8
+    rows = cross_check({"dyn": dyn_fc, "conv": path}, x, root=root,
+                       runtimes=("tflite_runtime",))
+    assert len(rows) == 2
+    return {r["model"]: r for r in rows}
 
 
 def test_count_steps_sorts_outputs_by_quantization_steps():
@@ -140,7 +159,7 @@ def test_count_steps_sorts_outputs_by_quantization_steps():
 def test_output_step_reads_the_int8_output_scale(tmp_path):
     from tfcompress.bench.cross_check import output_step
     from tfcompress.inspect import inspect
-    path, _ = _tiny_int8_conv(tmp_path, n=8)
+    path, _, _ = _tiny_int8_conv(tmp_path, n=8)
     scale = inspect(path)["outputs"][0]["scale"]
     assert scale and output_step(path) == pytest.approx(scale)
 
@@ -162,14 +181,9 @@ def test_cross_check_table_labels_runtimes_with_their_version():
 
 
 @pytest.mark.slow
-def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(root,
-                                                              tmp_path):
-    from tfcompress.bench.cross_check import cross_check
-    path, x = _tiny_int8_conv(tmp_path)
-    rows = cross_check({"conv": path}, x, root=root,
-                       runtimes=("tflite_runtime",))
-    assert len(rows) == 1
-    r = rows[0]
+def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(
+        tflite_runtime_rows):
+    r = tflite_runtime_rows["conv"]
     assert r["error"] is None, r["error"]
     assert r["runtime"] == "tflite_runtime"
     assert r["runtime_version"] == "2.14.0"
@@ -185,31 +199,22 @@ def test_cross_check_counts_int8_outputs_of_tiny_conv_on_arm64(root,
 
 
 @pytest.mark.slow
-def test_cross_check_gives_one_line_row_for_a_refused_op_version(root,
-                                                                tmp_path):
+def test_cross_check_gives_one_line_row_for_a_refused_op_version(
+        tflite_runtime_rows):
     """A model tflite-runtime 2.14 cannot load is a row with one error line
-    naming the refused op version, and the other models still run."""
-    import keras
-    from tfcompress.bench.cross_check import cross_check
-    from tfcompress.convert import convert
-    conv, x = _tiny_int8_conv(tmp_path, n=8)
-    keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(),
-                          keras.layers.Dense(64)])
-    dyn = tmp_path / "dyn.tflite"
-    convert(m, "dynamic", output_path=dyn)
-    rows = cross_check({"dyn": dyn, "conv": conv}, x, root=root,
-                       runtimes=("tflite_runtime",))
-    by = {r["model"]: r for r in rows}
+    naming the refused op version, and the other models of the same call
+    still run (the conv row of the fixture's one call is checked in full
+    above)."""
+    by = tflite_runtime_rows
     assert by["dyn"]["error"] and "\n" not in by["dyn"]["error"]
     assert "FULLY_CONNECTED" in by["dyn"]["error"]
     assert by["dyn"]["refused_ops"] == ["FULLY_CONNECTED v12"]
     assert by["dyn"]["total"] is None
-    assert by["conv"]["error"] is None and by["conv"]["total"] == 8 * 5
+    assert by["conv"]["error"] is None and by["conv"]["total"] == 40 * 5
 
 
 @pytest.mark.slow
-def test_cross_check_on_litert_aarch64_in_the_root(root, tmp_path):
+def test_cross_check_on_litert_aarch64_in_the_root(root, conv_int8):
     """LiteRT's aarch64 wheel (numpy 2) runs in its own site folder of the
     root and agrees with x86 LiteRT within one quantization step."""
     from tfcompress.bench.cross_check import cross_check
@@ -219,7 +224,7 @@ def test_cross_check_on_litert_aarch64_in_the_root(root, tmp_path):
         if "pip download" not in str(e):
             raise
         pytest.skip(f"LiteRT's aarch64 wheel could not be downloaded: {e}")
-    path, x = _tiny_int8_conv(tmp_path)
+    path, x, _ = conv_int8
     [r] = cross_check({"conv": path}, x, root=root,
                       runtimes=("ai_edge_litert",))
     assert r["error"] is None, r["error"]

@@ -28,12 +28,23 @@ def _compile(m, lr=1e-2):
     return m
 
 
-@pytest.mark.parametrize("init", ["linear", "random", "density", "kmeans++"])
-def test_clustered_kernel_has_k_values_and_centroids_train(init):
+@pytest.fixture(scope="module")
+def trained_mlp():
+    """The MLP trained 2 epochs on ``_data()``, once for the module
+    (cluster_weights leaves its input model unchanged: test_no_mutation)."""
     x, y = _data()
     m = _compile(_mlp())
     m.fit(x, y, epochs=2, verbose=0)
-    c = _compile(cluster.cluster_weights(m, 8, centroid_init=init), 1e-2)
+    return m
+
+
+@pytest.mark.parametrize("init", ["linear", "random", "density", "kmeans++"])
+def test_clustered_kernel_has_k_values_and_centroids_train(init,
+                                                           trained_mlp):
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    c = _compile(cluster.cluster_weights(trained_mlp, 8, centroid_init=init),
+                 1e-2)
     w = c.layers[0]
     idx_before = np.asarray(w.indices).copy()
     cent_before = np.asarray(w.centroids).copy()
@@ -108,10 +119,19 @@ def test_clustered_int8_flatbuffer_keeps_at_most_k_values():
         assert max(len(np.unique(row)) for row in w) <= 8
 
 
-def test_distiller_trains_student_and_validates():
+@pytest.fixture(scope="module")
+def teacher():
+    """A 64-unit teacher (layers ``t_hidden``, ``t_logits``) trained 5
+    epochs on ``_data(512)``, once for the module; the distillation tests
+    check that they leave it unchanged."""
     x, y = _data(512)
-    teacher = _compile(_mlp(64, seed=1))
-    teacher.fit(x, y, epochs=5, verbose=0)
+    t = _compile(_named_mlp(64, 1, "t"))
+    t.fit(x, y, epochs=5, verbose=0)
+    return t
+
+
+def test_distiller_trains_student_and_validates(teacher):
+    x, y = _data(512)
     student = _mlp(4, seed=2)
     d = Distiller(student, teacher, temperature=4.0, alpha=0.2)
     d.compile(keras.optimizers.Adam(1e-2), metrics=["accuracy"])
@@ -159,16 +179,30 @@ def _conv_model():
         keras.layers.Dense(4, name="logits")])
 
 
-@pytest.mark.parametrize("prune_first", [False, True])
-def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first,
-                                                           tmp_path):
-    from tfcompress import quantize
-    from tfcompress.convert import convert
+def _conv_data():
     rng = np.random.default_rng(0)
     x = rng.random((128, 8, 8, 2), dtype=np.float32)
-    y = (x.mean(axis=(1, 2, 3)) * 8).astype("int32") % 4
+    return x, (x.mean(axis=(1, 2, 3)) * 8).astype("int32") % 4
+
+
+@pytest.fixture(scope="module")
+def conv_base_weights():
+    """The weights of ``_conv_model()`` after one epoch on
+    ``_conv_data()``, trained once for the module."""
+    x, y = _conv_data()
     base = _compile(_conv_model())
     base.fit(x, y, epochs=1, verbose=0)
+    return base.get_weights()
+
+
+@pytest.mark.parametrize("prune_first", [False, True])
+def test_cluster_preserving_qat_keeps_k_values_per_channel(
+        prune_first, conv_base_weights, tmp_path):
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    x, y = _conv_data()
+    base = _conv_model()
+    base.set_weights(conv_base_weights)
     if prune_first:
         for layer in base.layers:
             if hasattr(layer, "kernel"):
@@ -182,9 +216,13 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first,
     # with zeros kept as their own cluster: at most 6 + 1 values
     k = 7 if prune_first else 6
     results = {}
-    for name, scheme in (("cqat", quantize.ClusterPreservingScheme(
-            preserve_sparsity=prune_first)),
-            ("default", quantize.Default8BitScheme())):
+    schemes = [("cqat", quantize.ClusterPreservingScheme(
+        preserve_sparsity=prune_first))]
+    if not prune_first:
+        # the control (QAT without the scheme spreads the shared values)
+        # does not depend on the zeros: trained and converted once
+        schemes.append(("default", quantize.Default8BitScheme()))
+    for name, scheme in schemes:
         q = _compile(quantize.quantize_model(plain, scheme), 1e-3)
         q.fit(x, y, epochs=2, verbose=0)
         r = convert(q, "int8", representative_data=x[:32])
@@ -215,6 +253,8 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(prune_first,
     back = keras.models.load_model(tmp_path / "cqat.keras")
     np.testing.assert_allclose(back.predict(x[:16], verbose=0),
                                q.predict(x[:16], verbose=0), atol=1e-5)
+    if prune_first:
+        return
     # without the scheme, QAT spreads the shared values apart
     _, _, plain_kernels = results["default"]
     conv_default = [w for w in plain_kernels if w.ndim == 4][0]
@@ -267,10 +307,10 @@ def _named_mlp(width, seed, prefix):
         keras.layers.Dense(4, name=f"{prefix}_logits")])
 
 
-def test_feature_distillation_matches_intermediate_layers(tmp_path):
+def test_feature_distillation_matches_intermediate_layers(teacher,
+                                                         tmp_path):
     x, y = _data(512)
-    teacher = _compile(_named_mlp(64, 1, "t"))
-    teacher.fit(x, y, epochs=5, verbose=0)
+    before_teacher = [w.copy() for w in teacher.get_weights()]
     t_hidden = keras.Model(teacher.inputs,
                            teacher.get_layer("t_hidden").output)
     target = t_hidden.predict(x, verbose=0)
@@ -298,6 +338,8 @@ def test_feature_distillation_matches_intermediate_layers(tmp_path):
     d.save(tmp_path / "student.keras")
     saved = keras.models.load_model(tmp_path / "student.keras")
     assert [l.name for l in saved.layers] == ["s_hidden", "s_logits"]
+    for a, b in zip(before_teacher, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)            # teacher frozen
     with pytest.raises(ValueError, match="no layer named 'nope'"):
         Distiller(_named_mlp(8, 2, "s"), teacher,
                   feature_pairs=[("nope", "t_hidden")])

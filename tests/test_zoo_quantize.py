@@ -18,6 +18,14 @@ from tfcompress.quantize import zoo
 
 # building and rewriting these takes more than ~20 s each
 HEAVY = {"InceptionResNetV2", "NASNetMobile", "DenseNet121"}
+# configurations repeating blocks the quick set already has (25-55 s
+# each): MobileNetV3Large is built from MobileNetV3Small's blocks
+# (expansion-1 and squeeze-excitation blocks, hard-swish, 5x5 depthwise,
+# residual adds); the others are families without their input rescaling,
+# covered by MobileNetV3Small_nopre, and the rescaling itself by
+# test_input_scaling_folds_or_becomes_one_affine_op
+HEAVY_REPEATS = {("MobileNetV3Large", None), ("MobileNetV3Large_nopre", None),
+                 ("EfficientNetV2B0", False), ("ConvNeXtTiny", False)}
 # the shared family table (MobileNetV3 with and without preprocessing
 # among them), plus EfficientNetV2 and ConvNeXt without it
 CONFIGS = [(f, None) for f in zoo.FAMILIES] + [
@@ -27,7 +35,8 @@ KEPT_FLOAT = {"ConvNeXtTiny": {"LayerNormalization", "LayerScale"}}
 
 
 def _param(family, pre):
-    marks = [pytest.mark.slow, pytest.mark.heavy] if family in HEAVY else []
+    marks = [pytest.mark.slow, pytest.mark.heavy] if (
+        family in HEAVY or (family, pre) in HEAVY_REPEATS) else []
     name = family + {None: "", False: "-no_preprocessing"}[pre]
     return pytest.param(family, pre, marks=marks, id=name)
 

@@ -133,3 +133,16 @@ def test_cli_flag_and_recipe_key_share_the_default():
     from tfcompress.recipes.schema import STAGE_SCHEMAS
     assert flags.FLAGS["per_channel"].default is True
     assert STAGE_SCHEMAS["convert"]["per_channel"].default is True
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
+@pytest.mark.parametrize("per_channel,scales", [(False, 1), (True, 4)])
+def test_per_channel_holds_for_every_calibration(tmp_path, calibration,
+                                                 per_channel, scales):
+    from tfcompress.convert import convert
+    (x, _), _ = _tiny_data()
+    path = str(tmp_path / "m.tflite")
+    convert(_tiny_model(), "int8", representative_data=x,
+            calibration=calibration, per_channel=per_channel,
+            output_path=path)
+    assert _weight_scales(path)["conv"] == scales

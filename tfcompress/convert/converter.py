@@ -348,7 +348,7 @@ def convert(model, mode="int8", representative_data=None,
             elif mode == "int8" and not qat and calibration != "minmax":
                 tflite_bytes, ranges = _convert_recalibrated(
                     converter, calib, calibration, percentile, input_type,
-                    output_type)
+                    output_type, per_channel)
             else:
                 tflite_bytes = converter.convert()
     except InputError:
@@ -440,9 +440,11 @@ def _convert_keeping_float(converter, calib, float_layers, model,
 
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,
-                          output_type):
+                          output_type, per_channel=True):
     from tfcompress.convert.calibration import recalibrate
     calibrated = compat.calibrate_only(converter)
     new, ranges = recalibrate(calibrated, calib, method, percentile)
+    # quantized apart from the converter: its per-tensor setting is not seen
     return compat.mlir_quantize(new, input_data_type=_tf_type(input_type),
-                                output_data_type=_tf_type(output_type)), ranges
+                                output_data_type=_tf_type(output_type),
+                                disable_per_channel=not per_channel), ranges

@@ -341,14 +341,12 @@ def convert(model, mode="int8", representative_data=None,
         with contextlib.redirect_stdout(io.StringIO()), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if float_layers:
-                tflite_bytes, ranges, float_nodes = _convert_keeping_float(
-                    converter, calib, float_layers, model, calibration,
-                    percentile, input_type, output_type, per_channel)
-            elif mode == "int8" and not qat and calibration != "minmax":
-                tflite_bytes, ranges = _convert_recalibrated(
+            if float_layers or (mode == "int8" and not qat
+                                and calibration != "minmax"):
+                tflite_bytes, ranges, float_nodes = _convert_recalibrated(
                     converter, calib, calibration, percentile, input_type,
-                    output_type, per_channel)
+                    output_type, per_channel,
+                    _float_nodes_of(float_layers, model))
             else:
                 tflite_bytes = converter.convert()
     except InputError:
@@ -424,27 +422,40 @@ def _check_float_layers(float_layers, model, mode, qat):
     return check_float_layers(float_layers, _layer_names(model), mode, qat)
 
 
-def _convert_keeping_float(converter, calib, float_layers, model,
-                           calibration, percentile, input_type, output_type,
-                           per_channel):
-    from tfcompress.convert.fallback import convert_keeping_float
+def _float_nodes_of(float_layers, model):
+    """None, or a function giving ``{layer: [node, ...]}`` of
+    ``float_layers`` in a calibrated flatbuffer."""
+    if not float_layers:
+        return None
+    from tfcompress.convert.fallback import float_nodes
+    names = _layer_names(model)
     outputs = []
     for tensor in getattr(model, "outputs", None) or []:
         try:
             outputs.append(compat.keras_history(tensor).operation.name)
         except compat.CompatError:
             pass
-    return convert_keeping_float(
-        converter, calib, float_layers, _layer_names(model), outputs,
-        calibration, percentile, input_type, output_type, per_channel)
+    return lambda calibrated: float_nodes(calibrated, float_layers, names,
+                                          outputs)
 
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,
-                          output_type, per_channel=True):
-    from tfcompress.convert.calibration import recalibrate
+                          output_type, per_channel=True, float_nodes_of=None):
+    """Calibrates with ``converter`` (set up for post-training int8),
+    recomputes the ranges with ``method`` unless it is minmax, then
+    quantizes every op but those ``float_nodes_of(calibrated)`` names.
+    Returns ``(tflite_bytes, ranges or None, {layer: [node, ...]})``."""
     calibrated = compat.calibrate_only(converter)
-    new, ranges = recalibrate(calibrated, calib, method, percentile)
+    ranges = None
+    if method != "minmax":
+        from tfcompress.convert.calibration import recalibrate
+        calibrated, ranges = recalibrate(calibrated, calib, method,
+                                         percentile)
+    nodes = float_nodes_of(calibrated) if float_nodes_of else {}
     # quantized apart from the converter: its per-tensor setting is not seen
-    return compat.mlir_quantize(new, input_data_type=_tf_type(input_type),
-                                output_data_type=_tf_type(output_type),
-                                disable_per_channel=not per_channel), ranges
+    tflite_bytes = compat.mlir_quantize(
+        calibrated, input_data_type=_tf_type(input_type),
+        output_data_type=_tf_type(output_type),
+        denylisted_nodes=[n for layer in nodes.values() for n in layer],
+        disable_per_channel=not per_channel)
+    return tflite_bytes, ranges, nodes

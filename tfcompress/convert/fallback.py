@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 
-from tfcompress import compat
 from tfcompress.errors import InputError
 
 
@@ -145,28 +144,6 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
                          "layer's op): name a layer with weights or "
                          "arithmetic instead")
     return found
-
-
-def convert_keeping_float(converter, calib, float_layers, layer_names,
-                          output_layers, calibration, percentile,
-                          input_type, output_type, per_channel):
-    """Calibrates with ``converter`` (set up for post-training int8), then
-    quantizes every op but those of ``float_layers``. Returns
-    ``(tflite_bytes, calibration ranges or None, {layer: [node, ...]})``."""
-    from tfcompress.convert.converter import _tf_type
-    calibrated = compat.calibrate_only(converter)
-    ranges = None
-    if calibration != "minmax":
-        from tfcompress.convert.calibration import recalibrate
-        calibrated, ranges = recalibrate(calibrated, calib, calibration,
-                                         percentile)
-    nodes = float_nodes(calibrated, float_layers, layer_names, output_layers)
-    tflite_bytes = compat.mlir_quantize(
-        calibrated, input_data_type=_tf_type(input_type),
-        output_data_type=_tf_type(output_type),
-        denylisted_nodes=[n for layer in nodes.values() for n in layer],
-        disable_per_channel=not per_channel)
-    return tflite_bytes, ranges, nodes
 
 
 def mark_requested(report, nodes):

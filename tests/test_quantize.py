@@ -311,9 +311,11 @@ def test_rescaling_before_valid_conv_folds_into_kernel_and_bias():
                              "FULLY_CONNECTED", "DEQUANTIZE"}, _hist(r)
 
 
-def test_rescaling_offset_before_same_padding_is_one_int8_affine_op():
+def test_rescaling_offset_before_same_padding_is_int8_mul_and_add():
     # an offset folded into the bias would be wrong on the zero-padded
-    # border: the rescaling stays an op of its own (1x1 depthwise)
+    # border: the rescaling stays ops of its own, MUL and ADD by constants
+    # as the converter writes the float layer (a 1x1 depthwise on 3
+    # channels is slower under XNNPACK)
     m = _model(lambda i: L.GlobalAveragePooling2D()(L.Conv2D(
         4, 3, padding="same", name="conv")(L.Rescaling(
             1 / 127.5, offset=-1.0, name="scale")(i))), (8, 8, 3))
@@ -322,10 +324,28 @@ def test_rescaling_offset_before_same_padding_is_one_int8_affine_op():
     x = _pixels()
     q, r = _qat_and_convert(m, x)
     assert r.report["fully_integer"]
-    assert _hist(r)["DEPTHWISE_CONV_2D"] == 1
+    ptq = convert(m, "int8", representative_data=x)
+    assert _hist(r) == _hist(ptq), (_hist(r), _hist(ptq))
+    assert _hist(r)["MUL"] == 1 and _hist(r)["ADD"] == 1, _hist(r)
+    assert "DEPTHWISE_CONV_2D" not in _hist(r)
     chk = r.report["numerical_check"]
     step = output_step_of(q)
     assert chk["max_abs_error"] <= 2 * step + 1e-6, (chk, step)
+
+
+def test_per_channel_normalization_before_padding_is_one_int8_affine_op():
+    # a scale and offset per channel: one 1x1 depthwise with its kernel
+    # quantized per channel
+    m = _model(lambda i: L.Flatten()(L.Conv2D(4, 3, name="conv")(
+        L.ZeroPadding2D()(L.Normalization(
+            mean=[100.0, 120.0, 90.0], variance=[900.0, 400.0, 2500.0],
+            name="norm")(i)))), (8, 8, 3))
+    q = quantize.quantize_model(m)
+    assert _rows(q, "norm")[0]["type"] == "input affine"
+    q, r = _qat_and_convert(m, _pixels())
+    assert r.report["fully_integer"]
+    assert _hist(r)["DEPTHWISE_CONV_2D"] == 1, _hist(r)
+    assert not {"MUL", "ADD"} & set(_hist(r)), _hist(r)
 
 
 def output_step_of(q):

@@ -23,7 +23,7 @@ HEAVY = {"InceptionResNetV2", "NASNetMobile", "DenseNet121"}
 # (expansion-1 and squeeze-excitation blocks, hard-swish, 5x5 depthwise,
 # residual adds); the others are families without their input rescaling,
 # covered by MobileNetV3Small_nopre, and the rescaling itself by
-# test_input_scaling_folds_or_becomes_one_affine_op
+# test_input_scaling_folds_or_becomes_int8_mul_and_add
 HEAVY_REPEATS = {("MobileNetV3Large", None), ("MobileNetV3Large_nopre", None),
                  ("EfficientNetV2B0", False), ("ConvNeXtTiny", False)}
 # the shared family table (MobileNetV3 with and without preprocessing
@@ -67,12 +67,13 @@ def test_family_quantizes_and_runs(family, pre):
     assert "Rescaling" not in kinds and "Normalization" not in kinds
 
 
-def test_input_scaling_folds_or_becomes_one_affine_op():
+def test_input_scaling_folds_or_becomes_int8_mul_and_add():
     # MobileNetV3: 1/127.5 and -1 before a 'same' padded conv: not exact
-    # to fold (the border), so one int8 affine op
+    # to fold (the border), so an int8 MUL and ADD by constants
     model, qat = _qat("MobileNetV3Small", None)
     rows = [r for r in qat.quantize_report if r["type"] == "input affine"]
     assert [r["layer"] for r in rows] == [_names(model, "Rescaling")[0]]
+    assert rows[0]["quantized"] == "int8 MUL and ADD by constants", rows
     # EfficientNetB0 (weights=None: mean 0, variance 1): a pure scale,
     # folded through the zero padding into the stem conv
     model, qat = _qat("EfficientNetB0", None)

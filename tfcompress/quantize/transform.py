@@ -127,6 +127,9 @@ def quantize_graph(model, scheme, report, layer_bits=None):
 
     def emit_affine(name):
         src, scale, offset, _, names = pending.pop(name)
+        if (scale == scale[0]).all() and (offset == offset[0]).all():
+            return emit_scalar_affine(name, src, float(scale[0]),
+                                      float(offset[0]), names)
         q = QuantizeChannelAffine(scale, offset, source=names,
                                   weight_bits=scheme.weight_bits,
                                   name=f"quant_{name}", **kw)
@@ -135,6 +138,24 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                        "quantized": "int8 per-channel affine (1x1 "
                                     "depthwise)", "wrapper": q.name})
         return tensors[name]
+
+    def emit_scalar_affine(name, src, scale, offset, names):
+        # one scale and offset for every channel (Rescaling(1 / 127.5, -1)):
+        # an int8 MUL and ADD by constants, as TFLite writes the float
+        # layer, which XNNPACK runs faster than a 1x1 depthwise on 3
+        # channels
+        x, ops = tensor(src), []
+        for op, constant in (("multiply", scale), ("add", offset)):
+            if constant != (1.0 if op == "multiply" else 0.0):
+                suffix = "scale" if op == "multiply" else "offset"
+                x = QuantizeOutput(ConstantArithmetic(
+                    op, constant, name=f"{name}_{suffix}"), **kw)(x)
+                ops.append("MUL" if op == "multiply" else "ADD")
+        tensors[name] = x
+        report.append({"layer": ", ".join(names), "type": "input affine",
+                       "quantized": f"int8 {' and '.join(ops) or 'identity'}"
+                                    " by constants"})
+        return x
 
     def tensor(name):
         return emit_affine(name) if name in pending else tensors[name]

@@ -89,7 +89,7 @@ def _pairs(model):
     return pairs, dict(folded.folded), unpaired
 
 
-def _relu6_to_relu(model, names):
+def relu6_to_relu(model, names):
     replace, overrides = {}, {}
     for name in names:
         layer = model.get_layer(name)
@@ -116,7 +116,7 @@ def spread_channels(model, low: float = 0.01, high: float = 100.0,
     if replace_relu6:
         names = sorted({n for p in pairs for n in p.relu6})
         if names:
-            model = _relu6_to_relu(model, names)
+            model = relu6_to_relu(model, names)
             report.relu6_replaced = names
             pairs, bn_of, _ = _pairs(model)
     new = lyr.copy_model(model)

@@ -291,6 +291,19 @@ def test_equalize_undoes_a_channel_spread_that_ruins_per_tensor_int8():
     assert equalized < 0.1 * per_channel, (equalized, per_channel)
 
 
+def test_equalize_of_a_spread_model_matches_equalize_of_the_original():
+    # equalization's balanced scales depend on each channel's product of
+    # ranges, which the spread leaves unchanged: it is undone exactly
+    from tfcompress.ptq.spread import spread_channels
+    model = depthwise_net()
+    spread, _ = spread_channels(model, 0.01, 100.0, seed=0)
+    a, b = ptq.equalize(model), ptq.equalize(spread)
+    for name in ("conv1", "dw", "conv2", "fc"):
+        ka = a.get_layer(name).kernel.numpy()
+        kb = b.get_layer(name).kernel.numpy()
+        assert np.abs(ka - kb).max() < 1e-3 * np.abs(ka).max(), name
+
+
 def test_spread_channels_skips_relu6_pairs_unless_told_to_replace_them():
     from tfcompress.ptq.spread import spread_channels
     model = keras.Sequential([

@@ -280,15 +280,12 @@ def test_equalize_undoes_a_channel_spread_that_ruins_per_tensor_int8():
     spread, _ = spread_channels(model, 0.01, 100.0, seed=0)
     reference = _relative_error(model, ref, per_channel=True)
     plain = _relative_error(spread, ref, per_channel=False)
-    per_channel = _relative_error(spread, ref, per_channel=True)
     equalized = _relative_error(ptq.equalize(spread), ref,
                                 per_channel=False)
-    # measured: reference 0.0155, plain 1.0, per-channel 0.71,
-    # equalized 0.0149 (the spread also widens activation ranges, which
-    # are per tensor, so per-channel weights do not rescue it)
+    # measured: per-channel before spreading 0.0155, plain per-tensor 1.0
+    # (every output zero), equalized per-tensor 0.0149
     assert plain > 20 * reference, (plain, reference)
     assert equalized < 1.5 * reference, (equalized, reference)
-    assert equalized < 0.1 * per_channel, (equalized, per_channel)
 
 
 def test_equalize_of_a_spread_model_matches_equalize_of_the_original():

@@ -87,7 +87,7 @@ class _Pair:
     zero_padding: bool
 
 
-def _follow(node, nodes_by_key, readers, outputs):
+def pair_from(node, nodes_by_key, readers, outputs):
     """The pair starting at weight-layer ``node``, or the reason why not."""
     first = node.op
     act = lyr.activation_name(first)
@@ -139,7 +139,7 @@ def _follow(node, nodes_by_key, readers, outputs):
         return None, f"followed by {type(op).__name__} {op.name!r}"
 
 
-def _in_view(kernel, layer, flatten_channels):
+def input_channel_view(kernel, layer, flatten_channels):
     """Second layer's kernel as ``(A, input_channels, B)``."""
     if type(layer) is L.Dense:
         if flatten_channels:
@@ -161,7 +161,7 @@ def _scale_pair(weights, layers, stats, pair):
     k1, b1 = weights[pair.first]
     k2, b2 = weights[pair.second]
     r1 = np.abs(_out_view(k1, l1)).max(axis=0).astype(np.float64)
-    v2 = _in_view(k2, l2, pair.flatten_channels)
+    v2 = input_channel_view(k2, l2, pair.flatten_channels)
     r2 = np.abs(v2).max(axis=(0, 2)).astype(np.float64)
     if r1.shape != r2.shape:
         return 0.0
@@ -190,7 +190,7 @@ def _absorb(weights, layers, stats, pair):
         return 0.0
     k1, b1 = weights[pair.first]
     k2, b2 = weights[pair.second]
-    v2 = _in_view(k2, layers[pair.second], pair.flatten_channels)
+    v2 = input_channel_view(k2, layers[pair.second], pair.flatten_channels)
     extra = np.einsum("anb,n->nb" if lyr.is_depthwise(layers[pair.second])
                       else "anb,n->b", v2.astype(np.float64), c)
     weights[pair.first] = (k1, (b1 - c).astype(np.float32))
@@ -233,7 +233,7 @@ def equalize(model, return_report: bool = False, absorb_bias: bool = True,
         if node.calls > 1:
             report.unpaired[node.op.name] = "shared layer"
             continue
-        pair, reason = _follow(node, by_key, readers, outputs)
+        pair, reason = pair_from(node, by_key, readers, outputs)
         if pair is None:
             report.unpaired[node.op.name] = reason
             continue

@@ -47,7 +47,7 @@ import numpy as np
 
 from tfcompress.errors import InputError
 from tfcompress.ptq import layers as lyr
-from tfcompress.ptq.equalize import _follow, _in_view
+from tfcompress.ptq.equalize import input_channel_view, pair_from
 from tfcompress.ptq.fold import fold_batchnorm_with_stats
 from tfcompress.ptq.grid import channel_view
 from tfcompress.utils.graph import consumers, node_graph, output_keys
@@ -81,7 +81,7 @@ def _pairs(model):
         if node.calls > 1:
             unpaired[node.op.name] = "shared layer"
             continue
-        pair, reason = _follow(node, by_key, readers, outputs)
+        pair, reason = pair_from(node, by_key, readers, outputs)
         if pair is None:
             unpaired[node.op.name] = reason
         else:
@@ -147,7 +147,7 @@ def spread_channels(model, low: float = 0.01, high: float = 100.0,
                 first.bias.assign((first.bias.numpy() * s).astype(
                     np.float32))
         k2 = second.kernel.numpy()
-        v2 = _in_view(k2, second, p.flatten_channels) / s[None, :, None]
+        v2 = input_channel_view(k2, second, p.flatten_channels) / s[None, :, None]
         second.kernel.assign(v2.reshape(k2.shape).astype(np.float32))
         report.pairs.append((p.first, p.second))
         report.factors[p.first] = s.astype(np.float32)

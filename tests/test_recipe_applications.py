@@ -133,6 +133,17 @@ def test_models_that_rescale_themselves_get_255_pixels():
     assert pixel_scale(load_recipe_text(MINI), (32, 32, 3), 10) == 1.0
 
 
+def test_a_normalization_first_means_255_pixels():
+    # ConvNeXt's preprocessing: ImageNet mean and variance of [0, 255]
+    import keras
+    from tfcompress.models.applications import rescales_input
+    inp = keras.Input((8, 8, 3))
+    norm = keras.Model(inp, keras.layers.Normalization(
+        mean=[124.0] * 3, variance=[3000.0] * 3)(inp))
+    conv = keras.Model(inp, keras.layers.Conv2D(2, 3)(inp))
+    assert rescales_input(norm) and not rescales_input(conv)
+
+
 def test_cli_shows_one_line_without_traceback_for_a_refused_size(tmp_path):
     p = tmp_path / "r.yaml"
     # no image_size: Fashion-MNIST's 28x28x1 is below MobileNetV2's 32x32

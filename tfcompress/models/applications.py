@@ -106,14 +106,22 @@ def build_application(model, options, input_shape, classes):
 
 
 def rescales_input(model) -> bool:
-    """True if ``model`` scales its own pixels (a Rescaling layer right
-    after the input, as MobileNetV3 and EfficientNet have): it takes
-    pixels in [0, 255], the others [0, 1]."""
+    """True if ``model`` scales its own pixels: its first layer after the
+    input is a Rescaling or Normalization (keras.applications MobileNetV3,
+    EfficientNet and ConvNeXt with their preprocessing, which expect
+    pixels in [0, 255]); the others take pixels in [0, 1].
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((4, 4, 3)),
+    ...                       keras.layers.Rescaling(1 / 255)])
+    >>> rescales_input(m)
+    True
+    """
     import keras
-    for layer in model.layers[:3]:
-        if isinstance(layer, keras.layers.Rescaling):
-            return True
-    return False
+    first = [l for l in model.layers
+             if not isinstance(l, keras.layers.InputLayer)][:1]
+    return bool(first) and isinstance(
+        first[0], (keras.layers.Rescaling, keras.layers.Normalization))
 
 
 def set_batchnorm_momentum(model, momentum, keras_module=None) -> int:

@@ -169,3 +169,17 @@ def test_run_of_a_mini_recipe_writes_a_fully_integer_flatbuffer(tmp_path):
     report = inspect(open(path, "rb").read())
     assert report["fully_integer"], report["float_ops"]
     assert report["inputs"][0]["shape"][1:] == [32, 32, 3]
+
+
+def test_a_recipe_written_before_these_settings_keeps_its_keys():
+    # values computed by tfcompress before model_options, data.image_size,
+    # data.channels and train.batchnorm_momentum existed
+    from tfcompress.recipes.keys import InputHashes, key
+    from tfcompress.recipes.runner import _data_keys, training_settings
+    from tfcompress.recipes.schema import load_recipe
+    r = load_recipe(os.path.join(REPO, "configs", "fashion_mnist_cnn.yaml"))
+    raw = ((np.zeros((4, 28, 28), np.uint8), np.arange(4, dtype=np.uint8)),
+           (np.ones((2, 28, 28), np.uint8), np.arange(2, dtype=np.uint8)))
+    assert _data_keys(r["data"], raw, InputHashes(REPO)) == (
+        "de34a1c35e7348f6", "d2ecf5c72223d08c")
+    assert key(training_settings(r)) == "2ca1a55277cbe955"

@@ -170,22 +170,18 @@ def build(name, keras_module, size):
         model = getattr(keras_module.applications, cls)(
             input_shape=shape, weights=None, classes=10,
             classifier_activation=None, **kwargs)
-    for layer in model.layers:
-        if isinstance(layer, keras_module.layers.BatchNormalization):
-            layer.momentum = BN_MOMENTUM
+    from tfcompress.models.applications import set_batchnorm_momentum
+    set_batchnorm_momentum(model, BN_MOMENTUM, keras_module)
     return model
 
 
 def images(data, size, pixels):
     """Fashion-MNIST ``((x, y), (xv, yv))`` in [0, 1] as 3-channel
     ``size`` x ``size`` images, in [0, 255] if ``pixels``."""
-    import tensorflow as tf
+    from tfcompress.data import resize_images
 
     def one(x):
-        out = np.concatenate([
-            tf.image.resize(x[i:i + 2000], (size, size)).numpy()
-            for i in range(0, len(x), 2000)]) if size != x.shape[1] else x
-        out = np.repeat(np.clip(out, 0.0, 1.0), 3, axis=-1)
+        out = resize_images(x, size, 3)
         return (out * 255.0 if pixels else out).astype(np.float32)
     (x, y), (xv, yv) = data
     return (one(x), y), (one(xv), yv)

@@ -38,7 +38,8 @@ def key(*parts):
 # values the stage does what it did before the setting existed, so they are
 # left out of its key and artifacts cached then stay valid
 ADDED_SETTINGS = {"qat": {"layer_bits": None},
-                  "convert": {"per_channel": True, "float_layers": []}}
+                  "convert": {"per_channel": True, "float_layers": []},
+                  "train": {"batchnorm_momentum": None}}
 
 
 def stage_settings(kind, params):

@@ -74,43 +74,113 @@ def _raw_data(name):
                      "or a path to an .npz file")
 
 
-def _prepare(raw, train_samples=None, test_samples=None):
+def _prepare(raw, train_samples=None, test_samples=None, image_size=None,
+             channels=None):
     from tfcompress import data
     (xt, yt), (xv, yv) = raw
     if train_samples:
         xt, yt = xt[:train_samples], yt[:train_samples]
     if test_samples:
         xv, yv = xv[:test_samples], yv[:test_samples]
-    return ((data.prepare_images(xt), yt.astype("int32")),
-            (data.prepare_images(xv), yv.astype("int32")))
+
+    def images(x):
+        x = data.prepare_images(x)
+        if image_size is None and channels is None:
+            return x
+        return data.resize_images(x, image_size, channels)
+    return ((images(xt), yt.astype("int32")),
+            (images(xv), yv.astype("int32")))
 
 
-def load_data(name, train_samples=None, test_samples=None):
-    """Float ``(x_train, y_train), (x_test, y_test)`` for a recipe."""
-    return _prepare(_raw_data(name), train_samples, test_samples)
+def load_data(name, train_samples=None, test_samples=None, image_size=None,
+              channels=None):
+    """Float ``(x_train, y_train), (x_test, y_test)`` for a recipe: pixels
+    in [0, 1], resized to ``image_size`` and repeated to ``channels`` when
+    given (``data.image_size``, ``data.channels``)."""
+    return _prepare(_raw_data(name), train_samples, test_samples,
+                    image_size, channels)
 
 
-def _data_keys(d, raw, hashes):
+def data_classes(data):
+    """Number of classes of ``((x, y), (x_test, y_test))``: the highest
+    label + 1."""
+    (_, yt), (_, yv) = data
+    return int(max(np.max(yt, initial=0), np.max(yv, initial=0))) + 1
+
+
+def pixel_scale(recipe, input_shape, classes):
+    """255.0 when the recipe's keras.applications model scales its pixels
+    itself (a Rescaling layer first: MobileNetV3, EfficientNet), else 1.0
+    (pixels in [0, 1]). Builds an application once, so a name, option or
+    input size it refuses fails here, before any training."""
+    from tfcompress.models.applications import (is_application,
+                                                rescales_input)
+    if not is_application(recipe["model"]):
+        return 1.0
+    return 255.0 if rescales_input(baseline_model(
+        recipe, input_shape, classes)) else 1.0
+
+
+def scale_pixels(data, scale):
+    """``data`` with every image multiplied by ``scale``."""
+    if scale == 1.0:
+        return data
+    (xt, yt), (xv, yv) = data
+    return (xt * np.float32(scale), yt), (xv * np.float32(scale), yv)
+
+
+def recipe_data(recipe):
+    """The recipe's data as its model takes it: ``((x_train, y_train),
+    (x_test, y_test))`` sliced, resized, in [0, 1] or [0, 255]
+    (:func:`pixel_scale`)."""
+    d = recipe["data"]
+    data = load_data(d["name"], d["train_samples"], d["test_samples"],
+                     d["image_size"], d["channels"])
+    (xt, _), _ = data
+    return scale_pixels(data, pixel_scale(recipe, xt.shape[1:],
+                                          data_classes(data)))
+
+
+def _data_settings(d, scale):
+    """Data settings beyond the samples that change the arrays; empty
+    (so keys written before these settings stay valid) by default."""
+    out = {k: d[k] for k in ("image_size", "channels") if d[k] is not None}
+    if scale != 1.0:
+        out["pixel_scale"] = scale
+    return out
+
+
+def _data_keys(d, raw, hashes, settings=None):
     """Keys of the training and the test split: their content (the .npz
     file's sha256, or the loaded arrays' for a named data set, wherever
-    it was found) and sample counts."""
+    it was found), sample counts and ``settings`` (resizing, pixel
+    scale)."""
     if str(d["name"]).endswith(".npz"):
         train = test = {"npz_sha256": hashes.sha256(d["name"])}
     else:
         (xt, yt), (xv, yv) = raw
         train = {"arrays_sha256": arrays_sha256(xt, yt)}
         test = {"arrays_sha256": arrays_sha256(xv, yv)}
-    return (key("train data", train, d["train_samples"]),
-            key("test data", test, d["test_samples"]))
+    extra = [settings] if settings else []
+    return (key("train data", train, d["train_samples"], *extra),
+            key("test data", test, d["test_samples"], *extra))
 
 
-def _model_key(name, hashes):
+def model_source(recipe, hashes):
     """What the baseline starts from: a reference model (by name and
-    tfcompress version) or a model file (by content)."""
+    tfcompress version), a keras.applications model (by name, options
+    and Keras version) or a model file (by content)."""
     import tfcompress
     from tfcompress.models import MODELS
+    from tfcompress.models.applications import is_application
+    name = recipe["model"]
     if name in MODELS:
         return {"reference": name, "tfcompress": tfcompress.__version__}
+    if is_application(name):
+        import keras
+        return {"application": name, "options": recipe["model_options"],
+                "keras": keras.__version__,
+                "tfcompress": tfcompress.__version__}
     if os.path.exists(name):
         return {"file_sha256": hashes.sha256(name)}
     return {"missing": name}
@@ -130,16 +200,41 @@ def _check_bench_hosts(variants):
                                      f"bench: {e}") from None
 
 
-def _baseline_model(recipe):
+def baseline_model(recipe, input_shape, classes):
+    """The recipe's untrained (or loaded) model for inputs of
+    ``input_shape``: a reference model, a keras.applications model with
+    ``classes`` logits, or a .keras file; with ``train.batchnorm_momentum``
+    every BatchNormalization layer takes that momentum."""
     from tfcompress.models import MODELS, get_model
+    from tfcompress.models.applications import (build_application,
+                                                is_application,
+                                                set_batchnorm_momentum)
     name = recipe["model"]
     if name in MODELS:
-        return get_model(name)
-    if os.path.exists(name):
-        return _load_model(name)
-    raise InputError(f"model {name!r} is neither a reference model "
-                     f"({', '.join(sorted(MODELS))}) nor an existing "
-                     ".keras file")
+        model = get_model(name, input_shape=tuple(input_shape))
+    elif is_application(name):
+        model = build_application(name, recipe["model_options"],
+                                  input_shape, classes)
+    elif os.path.exists(name):
+        model = _load_model(name)
+    else:
+        raise InputError(f"model {name!r} is neither a reference model "
+                         f"({', '.join(sorted(MODELS))}), "
+                         "keras.applications.<Name> nor an existing .keras "
+                         "file")
+    momentum = recipe["train"].get("batchnorm_momentum")
+    if momentum is not None:
+        set_batchnorm_momentum(model, momentum)
+    return model
+
+
+def training_settings(recipe):
+    """The ``train`` settings that go into artifact keys: all but
+    ``fair_baseline`` (turning it on must not retrain the stages) and the
+    settings added later left at their old meaning."""
+    train = {k: v for k, v in recipe["train"].items()
+             if k != "fair_baseline"}
+    return stage_settings("train", train)
 
 
 TRAINING_STAGES = ("prune", "cluster", "qat")
@@ -256,18 +351,23 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     import keras
     d = recipe["data"]
     fair = recipe["train"]["fair_baseline"]
-    # every artifact's key holds the training settings, but turning the
-    # fair baseline on must not retrain the stages
-    train = {k: v for k, v in recipe["train"].items()
-             if k != "fair_baseline"}
+    train = training_settings(recipe)
     hashes = InputHashes(run_dir)
     raw = _raw_data(d["name"])
-    train_key, test_key = _data_keys(d, raw, hashes)
-    model_key = _model_key(recipe["model"], hashes)
+    data = _prepare(raw, d["train_samples"], d["test_samples"],
+                    d["image_size"], d["channels"])
+    input_shape, classes = data[0][0].shape[1:], data_classes(data)
+    scale = pixel_scale(recipe, input_shape, classes)
+    data = scale_pixels(data, scale)
+    train_key, test_key = _data_keys(d, raw, hashes,
+                                     _data_settings(d, scale))
+    model_key = model_source(recipe, hashes)
     hashes.save()
-    data = _prepare(raw, d["train_samples"], d["test_samples"])
     del raw
     (xt, yt), (xv, yv) = data
+    if scale != 1.0:
+        print(f"[data] pixels in [0, {scale:g}]: {recipe['model']} "
+              "scales its input itself")
     eval_npz = os.path.join(run_dir, "eval.npz")
     eval_key = key("eval.npz", test_key)
     if _cached(eval_npz, eval_key):
@@ -293,7 +393,7 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
                  "replicas)" if train["strategy"] != "default" else ""))
         keras.utils.set_random_seed(train["seed"])
         with strategy.scope():
-            baseline = _baseline_model(recipe)
+            baseline = baseline_model(recipe, input_shape, classes)
             stages._compile(baseline, train["optimizer"],
                             train["learning_rate"])
         stages._fit(baseline, data, train["epochs"], train["batch_size"])

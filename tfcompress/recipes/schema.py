@@ -22,6 +22,7 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
 from tfcompress.errors import InputError
 
 MISSING = object()
+APPLICATIONS = "keras.applications."
 PTQ_STEPS = ("equalize", "correct_bias", "adaround", "reestimate_batchnorm")
 
 
@@ -125,11 +126,18 @@ STAGE_ALIASES = {"quantize": "qat"}
 
 SCHEMA = {
     "name": Field(str, None),
+    # a reference model, a .keras file or keras.applications.<Name>
     "model": Field(str, "seed_cnn"),
+    # constructor arguments of a keras.applications model ({alpha: 0.35})
+    "model_options": Field(dict, {}, doc="argument name -> value"),
     "data": {
         "name": Field(str, "fashion_mnist"),
         "train_samples": Field(int, None, 1),
         "test_samples": Field(int, None, 1),
+        # resize images to image_size x image_size (bilinear) and repeat a
+        # single channel to `channels`; the model's input follows the data
+        "image_size": Field(int, None, 1, 4096),
+        "channels": Field(int, None, 1, 4),
     },
     "train": {
         "epochs": Field(int, 1, 0, 1000),
@@ -143,6 +151,9 @@ SCHEMA = {
         # tf.distribute strategy of every training stage (docs/distributed.md)
         "strategy": Field(("default", "mirrored", "multi_worker"),
                           "default"),
+        # momentum of every BatchNormalization layer of the model before the
+        # baseline trains (kept by the stages after it); None: the model's
+        "batchnorm_momentum": Field(float, None, 0.0, 1.0),
     },
     "variants": Field([{"name": Field(str), "stages": Field(list)}],
                       [{"name": "float", "stages": [
@@ -279,7 +290,9 @@ def _check_map(field, value, node, path, source):
         knode, vnode = _node_for(node, name)
         if not isinstance(name, str) or not name.strip():
             raise RecipeError(f"{_where(source, knode or node)}: {path}: "
-                              f"expected a layer name, found {name!r}")
+                              f"expected a name, found {name!r}")
+        if field.items is None:     # any value: checked by its consumer
+            continue
         if isinstance(item, bool) or not isinstance(item, field.items) or \
                 field.low is not None and item < field.low or \
                 field.high is not None and item > field.high:
@@ -469,10 +482,33 @@ def load_recipe_text(text, source="<recipe>", overrides=()):
     _, vnode = _node_for(node, "variants")
     recipe["variants"] = _validate_variants(
         given.get("variants", SCHEMA["variants"].default), vnode, source)
+    _check_model(recipe, node, source)
     if recipe["name"] is None:
         recipe["name"] = os.path.splitext(os.path.basename(source))[0]
     _check_run_name(recipe["name"], _node_for(node, "name")[1], source)
     return recipe
+
+
+def _check_model(recipe, node, source):
+    """A keras.applications name and its options exist (nothing built);
+    other models take no options."""
+    model, options = recipe["model"], recipe["model_options"]
+    if model.startswith(APPLICATIONS):
+        # imports keras: only for the recipes that need it
+        from tfcompress.models.applications import check_application
+        try:
+            check_application(model, options)
+        except InputError as e:
+            key = "model_options" if str(e).startswith("model_options") \
+                else "model"
+            raise RecipeError(f"{_where(source, _node_for(node, key)[1])}: "
+                              f"{e}") from None
+    elif options:
+        where = _where(source, _node_for(node, "model_options")[1])
+        raise RecipeError(f"{where}: model_options: only keras.applications "
+                          f"models take options, model is {model!r}; remove "
+                          "model_options or use model: "
+                          "keras.applications.<Name>")
 
 
 def _check_run_name(name, node, source):

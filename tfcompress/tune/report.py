@@ -57,9 +57,14 @@ def recipe_for(result, setup, baseline_path, recipe_data=None):
     if setup["recipe"] is not None:
         r = setup["recipe"]
         data = dict(r["data"], train_samples=result.fit_samples)
-        return {"name": f"{r['name']}_tuned", "model": r["model"],
-                "data": {k: v for k, v in data.items() if v is not None},
-                "train": r["train"], "variants": variants}
+        out = {"name": f"{r['name']}_tuned", "model": r["model"]}
+        if r.get("model_options"):
+            out["model_options"] = r["model_options"]
+        train = {k: v for k, v in r["train"].items()
+                 if k != "batchnorm_momentum" or v is not None}
+        return dict(out, data={k: v for k, v in data.items()
+                               if v is not None},
+                    train=train, variants=variants)
     return {"name": f"{setup['name']}_tuned", "model": baseline_path,
             "data": {"name": recipe_data or "data.npz"},
             "train": dict(setup["train"], epochs=0), "variants": variants}

@@ -92,19 +92,22 @@ def _check_args(budget, objective, max_candidates):
 
 def _from_recipe(path, overrides, out_dir):
     """(setup dict) for a recipe: its data, training and baseline key."""
-    from tfcompress.recipes.runner import load_data
+    from tfcompress.models import MODELS
+    from tfcompress.models.applications import is_application
+    from tfcompress.recipes.runner import recipe_data, training_settings
     from tfcompress.recipes.schema import load_recipe
     recipe = load_recipe(path, overrides)
-    d = recipe["data"]
-    (xt, yt), test = load_data(d["name"], d["train_samples"],
-                               d["test_samples"])
     model_name = recipe["model"]
-    from tfcompress.models import MODELS
-    if model_name not in MODELS and not os.path.exists(model_name):
+    if model_name not in MODELS and not is_application(model_name) and \
+            not os.path.exists(model_name):
         raise InputError(f"model {model_name!r} is neither a reference "
-                         f"model ({', '.join(sorted(MODELS))}) nor an "
-                         "existing .keras file")
-    return {"name": recipe["name"], "recipe": recipe, "train": recipe["train"],
+                         f"model ({', '.join(sorted(MODELS))}), "
+                         "keras.applications.<Name> nor an existing .keras "
+                         "file")
+    (xt, yt), test = recipe_data(recipe)
+    train = dict(training_settings(recipe),
+                 fair_baseline=recipe["train"]["fair_baseline"])
+    return {"name": recipe["name"], "recipe": recipe, "train": train,
             "x": xt, "y": yt, "test": test, "model": None,
             "folder": os.path.join(out_dir or os.path.join(
                 "runs", recipe["name"]), "tune")}
@@ -145,10 +148,12 @@ def _baseline(setup, fit, data_key):
         return model, key("tune model", model.to_json(), weights)
     recipe = setup["recipe"]
     name = recipe["model"]
-    from tfcompress.models import MODELS, get_model
+    from tfcompress.models import MODELS
     from tfcompress.recipes.keys import InputHashes
+    from tfcompress.recipes.runner import (baseline_model, data_classes,
+                                           model_source)
     source = {"reference": name} if name in MODELS else \
-        {"file_sha256": InputHashes(folder).sha256(name)}
+        model_source(recipe, InputHashes(folder))
     base_key = key("tune baseline", source, data_key, setup["train"])
     path = os.path.join(folder, "baseline.keras")
     try:
@@ -162,8 +167,8 @@ def _baseline(setup, fit, data_key):
     setup["progress"](f"[tune] training {name} for {train['epochs']} "
                       f"epoch(s) on {fit[0].shape[0]} samples")
     keras.utils.set_random_seed(train["seed"])
-    model = get_model(name) if name in MODELS else \
-        load_model(name, compile=False)
+    classes = data_classes(((setup["x"], setup["y"]), setup["test"]))
+    model = baseline_model(recipe, fit[0].shape[1:], classes)
     stages._compile(model, train["optimizer"], train["learning_rate"])
     stages._fit(model, (fit, None), train["epochs"], train["batch_size"])
     with atomic_path(path, suffix=".keras") as tmp:

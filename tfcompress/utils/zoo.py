@@ -17,8 +17,10 @@ from __future__ import annotations
 import keras
 
 from tfcompress.errors import InputError
+from tfcompress.models.applications import FIXED
 
-COMMON = dict(weights=None, classes=10, classifier_activation=None)
+# as recipes build them (weights=None, logits), for 10 classes
+COMMON = dict(FIXED, classes=10)
 
 # family -> (keras.applications name, input side, extra arguments)
 FAMILIES = {

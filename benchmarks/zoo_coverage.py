@@ -143,21 +143,49 @@ def _reason_kind(why: str) -> str:
 CONVERT_SAMPLES = 16
 
 
-def _int8_cell(status) -> str:
-    """A cell for a :mod:`tfcompress.quantize.zoo` status; raises when the
-    conversion failed."""
+def _int8_cell(status, kinds) -> str:
+    """A cell for a :mod:`tfcompress.quantize.zoo` status, naming the
+    layers (``kinds``: layer name -> class name) of the float ops and of
+    those QAT kept float; raises when the conversion failed."""
     if status["status"] == "error":
         raise RuntimeError(f"{status.get('stage', 'convert')}: "
                            f"{status['error']}")
     ops = sum(status["ops"].values())
     kept = status.get("kept_float") or []
-    kept = f"; kept float by QAT: {len(kept)} layers" if kept else ""
+    kept = (f"; kept float by QAT: {len(kept)} layers "
+            f"({_count_kinds(kept, kinds)})" if kept else "")
     if status["status"] == "ok":
         return f"ok (fully integer, {ops} ops{kept})"
-    names = sorted({f.split(" ")[0] for f in status["float_ops"]})
-    return (f"strict fails: {len(status['float_ops'])} float ops "
-            f"({', '.join(names)}){kept}; strict=False converts "
-            f"({ops} ops) and lists them")
+    by_op = {}   # float_ops rows read "OP (layer)"
+    for row in status["float_ops"]:
+        op, _, layer = row.partition(" (")
+        by_op.setdefault(op, []).append(layer[:-1])
+    where = "; ".join(f"{op} in {_count_kinds(layers, kinds)} "
+                      f"({_some(sorted(layers))})"
+                      for op, layers in sorted(by_op.items()))
+    return (f"strict fails: {len(status['float_ops'])} float ops: "
+            f"{where}{kept}; strict=False converts ({ops} ops) and lists "
+            "them")
+
+
+def _count_kinds(layers, kinds):
+    """``23 LayerNormalization, 18 LayerScale``."""
+    import collections
+    counts = collections.Counter(kinds.get(l, "not a layer of the model")
+                                 for l in layers)
+    return ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+
+
+def _some(names, shown=2):
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f", ... {more} more" if more > 0
+                                       else "")
+
+
+def _layer_kinds(model):
+    """{layer name: class name} of every layer of ``model``."""
+    from tfcompress.utils.layer_map import iter_layers
+    return {l.name: type(l).__name__ for l in iter_layers(model)}
 
 
 def qat_int8_op(model) -> str:
@@ -165,13 +193,15 @@ def qat_int8_op(model) -> str:
     the float ops strict conversion names."""
     from tfcompress.quantize import zoo
     return _int8_cell(zoo.try_qat_convert(
-        model, steps=2, batch_size=8, samples=CONVERT_SAMPLES))
+        model, steps=2, batch_size=8, samples=CONVERT_SAMPLES),
+        _layer_kinds(model))
 
 
 def ptq_int8_op(model) -> str:
     """Post-training strict int8 of the float model."""
     from tfcompress.quantize import zoo
-    return _int8_cell(zoo.try_ptq_convert(model, samples=CONVERT_SAMPLES))
+    return _int8_cell(zoo.try_ptq_convert(model, samples=CONVERT_SAMPLES),
+                      _layer_kinds(model))
 
 
 OPERATIONS = [("prune", prune_op), ("cluster", cluster_op),

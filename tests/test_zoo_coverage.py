@@ -68,3 +68,16 @@ def test_header_names_each_command_with_the_cells_it_wrote():
     lines = zc.provenance_lines(table, ["prune", "PTQ int8"])
     assert lines == ["- `old run` (10 s): prune of A; all columns of B.",
                      "- `new run` (2 s): PTQ int8 of A."]
+
+
+def test_int8_cell_names_the_layers_of_the_float_ops_and_kept_float():
+    kinds = {"ln_1": "LayerNormalization", "ln_2": "LayerNormalization",
+             "ln_3": "LayerNormalization", "ls_1": "LayerScale"}
+    status = {"status": "float_ops", "ops": {"NEG": 3, "ADD": 4},
+              "float_ops": ["NEG (ln_1)", "NEG (ln_2)", "NEG (ln_3)"],
+              "kept_float": ["ln_1", "ln_2", "ln_3", "ls_1"]}
+    assert zc._int8_cell(status, kinds) == (
+        "strict fails: 3 float ops: NEG in 3 LayerNormalization (ln_1, "
+        "ln_2, ... 1 more); kept float by QAT: 4 layers (3 "
+        "LayerNormalization, 1 LayerScale); strict=False converts (7 ops) "
+        "and lists them")

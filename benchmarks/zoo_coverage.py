@@ -425,11 +425,12 @@ def markdown(table, columns, versions):
         "channels.",
         "- **PTQ int8**: `convert(model, \"int8\", strict=True)` of the "
         f"float model, calibrated on {CONVERT_SAMPLES} random inputs: fully "
-        "integer, or the float ops strict conversion names (then "
-        "`strict=False` converts and lists them).",
+        "integer, or the float ops strict conversion names, per op with "
+        "the Keras layers they come from (counted by class, the first "
+        "named), then `strict=False` converts and lists them.",
         "- **QAT int8**: `quantize_model`, 2 QAT steps, then the same "
         "strict int8 conversion; layers QAT keeps float (no int8 TFLite "
-        "kernel) are counted.",
+        "kernel) are counted by class.",
         "- **tfmot** columns: the same through tfmot on "
         "`tf_keras.applications` (tfmot's messages verbatim); tfmot QAT "
         "int8 = tfmot `quantize_model`, one step, the TFLite converter "

@@ -36,8 +36,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py " + " ".join(
-    shlex.quote(a) for a in sys.argv[1:] if not a.startswith("--tfmot-"))
+# the command line as run (with its niceness), for the table's header
+NICE = os.nice(0)
+COMMAND = ((f"nice -n {NICE} " if NICE else "")
+           + "python benchmarks/zoo_coverage.py " + " ".join(
+               shlex.quote(a) for a in sys.argv[1:]
+               if not a.startswith("--tfmot-")))
 SPARSITY = 0.5
 CLUSTERS = 8
 
@@ -330,10 +334,13 @@ def collect(args, folder):
     import re
     import keras
     import tensorflow as tf
-    done = {}
+    done, gathered = {}, []
     for path in sorted(glob.glob(os.path.join(folder, "part*.json"))):
         with open(path) as f:
-            done.update(json.load(f)["rows"])
+            part = json.load(f)
+        done.update(part["rows"])
+        if part.get("command"):
+            gathered.append(part["command"])
     ours = [c for c, _ in OPERATIONS]
     theirs = [c for c, _ in TFMOT_OPERATIONS]
     ran = args.columns or ours + theirs
@@ -365,10 +372,13 @@ def collect(args, folder):
         for family, row in side["rows"].items():
             done.setdefault(family, {}).update(row)
     order = family_order() if args.merge else list(args.families)
+    if "tfmot" not in versions and any(c.startswith("tfmot")
+                                       for c in columns):
+        versions += ", tfmot 0.8.1 (tf_keras)"
     table = merge(previous, done, args.families, ran, columns, order,
-                  {"command": COMMAND, "seconds": None})
-    print(write(args, table, columns, versions + "; interrupted run "
-                "gathered with --collect DIR --log LOG", 0.0))
+                  {"command": COMMAND, "seconds": None,
+                   "gathered": gathered})
+    print(write(args, table, columns, versions, 0.0))
 
 
 def family_order():
@@ -472,6 +482,9 @@ def provenance_lines(table, columns):
             what = EARLIER.format(source["command"])
         else:
             what = f"`{source['command']}`"
+            if source.get("gathered"):
+                what += " gathering the results of " + ", ".join(
+                    f"`{c}`" for c in source["gathered"])
             if source.get("seconds"):
                 what += f" ({source['seconds']:.0f} s)"
         lines.append(f"- {what}: {cells}.")

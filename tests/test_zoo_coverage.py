@@ -81,3 +81,12 @@ def test_int8_cell_names_the_layers_of_the_float_ops_and_kept_float():
         "ln_2, ... 1 more); kept float by QAT: 4 layers (3 "
         "LayerNormalization, 1 LayerScale); strict=False converts (7 ops) "
         "and lists them")
+
+
+def test_header_of_gathered_cells_names_the_run_that_made_them():
+    gathered = {"command": "collect", "seconds": None,
+                "gathered": ["the run"]}
+    table = zc.merge({}, {"A": {"PTQ int8": "ok"}}, ["A"], ["PTQ int8"],
+                     ["PTQ int8"], ["A"], gathered)
+    assert zc.provenance_lines(table, ["PTQ int8"]) == [
+        "- `collect` gathering the results of `the run`: all columns of A."]

@@ -13,6 +13,9 @@ docs/zoo_coverage.md.
     python benchmarks/zoo_coverage.py --families MobileNetV2 --no-tfmot
     # a few families, the other rows kept from the previous table
     python benchmarks/zoo_coverage.py --merge --families ConvNeXtTiny
+    # a few columns of a few families, every other cell kept
+    python benchmarks/zoo_coverage.py --merge --no-tfmot \
+        --columns "PTQ int8" "QAT int8" --families MobileNet VGG16
 
 More columns: write ``def my_op(model) -> str`` (raise on failure) and
 append ``("column name", my_op)`` to ``OPERATIONS``.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -32,8 +36,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-COMMAND = "nice -n 10 python benchmarks/zoo_coverage.py " + " ".join(
-    a for a in sys.argv[1:] if not a.startswith("--tfmot-"))
+# the command line as run (with its niceness), for the table's header
+NICE = os.nice(0)
+COMMAND = ((f"nice -n {NICE} " if NICE else "")
+           + "python benchmarks/zoo_coverage.py " + " ".join(
+               shlex.quote(a) for a in sys.argv[1:]
+               if not a.startswith("--tfmot-")))
 SPARSITY = 0.5
 CLUSTERS = 8
 
@@ -139,21 +147,49 @@ def _reason_kind(why: str) -> str:
 CONVERT_SAMPLES = 16
 
 
-def _int8_cell(status) -> str:
-    """A cell for a :mod:`tfcompress.quantize.zoo` status; raises when the
-    conversion failed."""
+def _int8_cell(status, kinds) -> str:
+    """A cell for a :mod:`tfcompress.quantize.zoo` status, naming the
+    layers (``kinds``: layer name -> class name) of the float ops and of
+    those QAT kept float; raises when the conversion failed."""
     if status["status"] == "error":
         raise RuntimeError(f"{status.get('stage', 'convert')}: "
                            f"{status['error']}")
     ops = sum(status["ops"].values())
     kept = status.get("kept_float") or []
-    kept = f"; kept float by QAT: {len(kept)} layers" if kept else ""
+    kept = (f"; kept float by QAT: {len(kept)} layers "
+            f"({_count_kinds(kept, kinds)})" if kept else "")
     if status["status"] == "ok":
         return f"ok (fully integer, {ops} ops{kept})"
-    names = sorted({f.split(" ")[0] for f in status["float_ops"]})
-    return (f"strict fails: {len(status['float_ops'])} float ops "
-            f"({', '.join(names)}){kept}; strict=False converts "
-            f"({ops} ops) and lists them")
+    by_op = {}   # float_ops rows read "OP (layer)"
+    for row in status["float_ops"]:
+        op, _, layer = row.partition(" (")
+        by_op.setdefault(op, []).append(layer[:-1])
+    where = "; ".join(f"{op} in {_count_kinds(layers, kinds)} "
+                      f"({_some(sorted(layers))})"
+                      for op, layers in sorted(by_op.items()))
+    return (f"strict fails: {len(status['float_ops'])} float ops: "
+            f"{where}{kept}; strict=False converts ({ops} ops) and lists "
+            "them")
+
+
+def _count_kinds(layers, kinds):
+    """``23 LayerNormalization, 18 LayerScale``."""
+    import collections
+    counts = collections.Counter(kinds.get(l, "not a layer of the model")
+                                 for l in layers)
+    return ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+
+
+def _some(names, shown=2):
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f", ... {more} more" if more > 0
+                                       else "")
+
+
+def _layer_kinds(model):
+    """{layer name: class name} of every layer of ``model``."""
+    from tfcompress.utils.layer_map import iter_layers
+    return {l.name: type(l).__name__ for l in iter_layers(model)}
 
 
 def qat_int8_op(model) -> str:
@@ -161,13 +197,15 @@ def qat_int8_op(model) -> str:
     the float ops strict conversion names."""
     from tfcompress.quantize import zoo
     return _int8_cell(zoo.try_qat_convert(
-        model, steps=2, batch_size=8, samples=CONVERT_SAMPLES))
+        model, steps=2, batch_size=8, samples=CONVERT_SAMPLES),
+        _layer_kinds(model))
 
 
 def ptq_int8_op(model) -> str:
     """Post-training strict int8 of the float model."""
     from tfcompress.quantize import zoo
-    return _int8_cell(zoo.try_ptq_convert(model, samples=CONVERT_SAMPLES))
+    return _int8_cell(zoo.try_ptq_convert(model, samples=CONVERT_SAMPLES),
+                      _layer_kinds(model))
 
 
 OPERATIONS = [("prune", prune_op), ("cluster", cluster_op),
@@ -190,7 +228,7 @@ def run_tfcompress(families, operations=None, rows=None, on_cell=None):
     rows = {} if rows is None else rows
     for family in families:
         rows[family] = {}
-        for column, fn in operations or OPERATIONS:
+        for column, fn in OPERATIONS if operations is None else operations:
             t = time.perf_counter()
             rows[family][column] = status_of(fn, family, build)
             print(f"{family:24s} {column:24s} "
@@ -262,9 +300,10 @@ TFMOT_OPERATIONS = [("tfmot prune", tfmot_prune_op),
                     ("tfmot QAT int8", tfmot_qat_op)]
 
 
-def tfmot_main(families, out=None):
+def tfmot_main(families, out=None, columns=None):
     """Runs in the subprocess: prints one JSON object (and writes it to
-    ``out`` after each family)."""
+    ``out`` after each family); ``columns``: the tfmot columns to run
+    (default all)."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
     from tfcompress.utils.atomic import atomic_write_text
@@ -273,6 +312,8 @@ def tfmot_main(families, out=None):
     for family in families:
         rows[family] = {}
         for column, fn in TFMOT_OPERATIONS:
+            if columns and column not in columns:
+                continue
             rows[family][column] = status_of(
                 fn, family, lambda f: build(f, keras_module=tf_keras))
             print(f"{family:24s} {column:24s} {rows[family][column]}",
@@ -293,13 +334,18 @@ def collect(args, folder):
     import re
     import keras
     import tensorflow as tf
-    done = {}
+    done, gathered = {}, []
     for path in sorted(glob.glob(os.path.join(folder, "part*.json"))):
         with open(path) as f:
-            done.update(json.load(f)["rows"])
+            part = json.load(f)
+        done.update(part["rows"])
+        if part.get("command"):
+            gathered.append(part["command"])
     ours = [c for c, _ in OPERATIONS]
     theirs = [c for c, _ in TFMOT_OPERATIONS]
-    columns = ours + theirs
+    ran = args.columns or ours + theirs
+    previous = _previous_table(args) if args.merge else {}
+    columns = table_columns(ran, previous)
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
     tfmot_path = os.path.join(folder, "tfmot.json")
     log = args.log or args.tfmot_log
@@ -325,17 +371,14 @@ def collect(args, folder):
         versions += f", tfmot {side['tfmot']} (tf_keras)"
         for family, row in side["rows"].items():
             done.setdefault(family, {}).update(row)
-    previous = _previous_rows(args) if args.merge else {}
-    order = [f for f in family_order() if f in args.families
-             or f in previous] if args.merge else list(args.families)
-    rows = {}
-    for f in order:
-        ran = f in args.families
-        row = done.get(f, {}) if ran else previous[f]
-        rows[f] = {c: row.get(c, NOT_RUN if ran else NOT_RUN_OLD)
-                   for c in columns}
-    print(write(args, rows, columns, versions + "; interrupted run "
-                "gathered with --collect DIR --log LOG", 0.0))
+    order = family_order() if args.merge else list(args.families)
+    if "tfmot" not in versions and any(c.startswith("tfmot")
+                                       for c in columns):
+        versions += ", tfmot 0.8.1 (tf_keras)"
+    table = merge(previous, done, args.families, ran, columns, order,
+                  {"command": COMMAND, "seconds": None,
+                   "gathered": gathered})
+    print(write(args, table, columns, versions, 0.0))
 
 
 def family_order():
@@ -343,34 +386,36 @@ def family_order():
     return list(FAMILIES)
 
 
-def run_tfmot(families, folder):
+def run_tfmot(families, folder, columns):
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH",
                                                               ""))
     done = subprocess.run([sys.executable, os.path.abspath(__file__),
                            "--tfmot-side", "--tfmot-out",
                            os.path.join(folder, "tfmot.json"),
-                           "--families", *families],
+                           "--families", *families, "--columns", *columns],
                           stdout=subprocess.PIPE, env=env, text=True)
     if done.returncode != 0:
         msg = f"tfmot side failed (exit {done.returncode})"
-        return "?", {f: {c: msg for c, _ in TFMOT_OPERATIONS}
-                     for f in families}
+        return "?", {f: {c: msg for c in columns} for f in families}
     out = json.loads(done.stdout.strip().splitlines()[-1])
     return out["tfmot"], out["rows"]
 
 
 # -- output -----------------------------------------------------------------
 
-def markdown(rows, columns, versions, seconds):
+def markdown(table, columns, versions):
     def cell(text):
         return text.replace("|", "\\|").replace("\n", " ")
+    rows = table["rows"]
     lines = [
         "# keras.applications coverage: pruning, clustering, channel "
         "pruning, int8",
         "",
-        f"Generated by `{COMMAND}` (do not edit by hand); "
-        f"{versions}" + (f"; {seconds:.0f} s." if seconds else "."),
+        "Generated by the commands below (do not edit by hand), each "
+        f"with the cells it wrote; {versions}.",
+        "",
+        *provenance_lines(table, columns),
         "",
         "Each family at its smallest configuration (tfcompress.utils.zoo: "
         "smallest width multiplier, smallest input it accepts, "
@@ -390,18 +435,20 @@ def markdown(rows, columns, versions, seconds):
         "channels.",
         "- **PTQ int8**: `convert(model, \"int8\", strict=True)` of the "
         f"float model, calibrated on {CONVERT_SAMPLES} random inputs: fully "
-        "integer, or the float ops strict conversion names (then "
-        "`strict=False` converts and lists them).",
+        "integer, or the float ops strict conversion names, per op with "
+        "the Keras layers they come from (counted by class, the first "
+        "named), then `strict=False` converts and lists them.",
         "- **QAT int8**: `quantize_model`, 2 QAT steps, then the same "
         "strict int8 conversion; layers QAT keeps float (no int8 TFLite "
-        "kernel) are counted.",
+        "kernel) are counted by class.",
         "- **tfmot** columns: the same through tfmot on "
         "`tf_keras.applications` (tfmot's messages verbatim); tfmot QAT "
         "int8 = tfmot `quantize_model`, one step, the TFLite converter "
         "with int8 builtin ops only.",
-        "- A row not run in the latest invocation is kept from the "
-        "previous table (`--merge`); `not run` cells say why (time limit, "
-        "or a row older than the column).",
+        "- A cell not run in the latest invocation (another family, or a "
+        "column left out of `--columns`) is kept from the previous table "
+        "(`--merge`); `not run` cells say why (time limit, or a row older "
+        "than the column).",
         "",
         "| family | " + " | ".join(columns) + " |",
         "|" + "---|" * (len(columns) + 1),
@@ -410,6 +457,105 @@ def markdown(rows, columns, versions, seconds):
         lines.append(f"| {family} | " + " | ".join(
             cell(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+EARLIER = ("earlier invocations, before the table recorded which command "
+           "wrote each cell (the last of them: `{}`; the others are in the "
+           "git history of benchmarks/results/zoo_coverage.json)")
+
+
+def provenance_lines(table, columns):
+    """One line per command of ``table["commands"]``: the command and the
+    cells it wrote (``cols of families; ...``)."""
+    lines = []
+    for i, source in enumerate(table["commands"]):
+        groups = {}
+        for family, row in table["sources"].items():
+            mine = tuple(c for c in columns if row.get(c) == i)
+            if mine:
+                groups.setdefault(mine, []).append(family)
+        cells = "; ".join(
+            ("all columns" if list(cols) == list(columns)
+             else ", ".join(cols)) + " of " + ", ".join(families)
+            for cols, families in groups.items())
+        if source.get("earlier"):
+            what = EARLIER.format(source["command"])
+        else:
+            what = f"`{source['command']}`"
+            if source.get("gathered"):
+                what += " gathering the results of " + ", ".join(
+                    f"`{c}`" for c in source["gathered"])
+            if source.get("seconds"):
+                what += f" ({source['seconds']:.0f} s)"
+        lines.append(f"- {what}: {cells}.")
+    return lines
+
+
+def merge(previous, fresh, families, ran, columns, order, command):
+    """The table: ``rows`` (``{family: {column: cell}}``), ``sources``
+    (``{family: {column: index in commands or None}}``) and ``commands``.
+
+    The ``ran`` columns of ``families`` come from ``fresh`` (this
+    invocation, ``command``; a cell it did not reach is NOT_RUN); every
+    other cell of the families of ``order`` is kept from ``previous``
+    (the previous table's JSON, ``{}`` without --merge) with its source,
+    NOT_RUN_OLD where it has none. Commands no cell comes from are
+    dropped.
+
+    >>> t = merge({}, {"A": {"x": "ok"}}, ["A"], ["x"], ["x"], ["A"],
+    ...           {"command": "run"})
+    >>> t["rows"], t["sources"], t["commands"]
+    ({'A': {'x': 'ok'}}, {'A': {'x': 0}}, [{'command': 'run'}])
+    """
+    commands, sources_before = _provenance(previous)
+    before = previous.get("rows", {})
+    commands = commands + [command]
+    new = len(commands) - 1
+    rows, sources = {}, {}
+    for family in order:
+        if family not in families and family not in before:
+            continue
+        old, old_source = before.get(family, {}), sources_before.get(
+            family, {})
+        rows[family], sources[family] = {}, {}
+        for c in columns:
+            if family in families and c in ran:
+                cell = fresh.get(family, {}).get(c, NOT_RUN)
+                source = new
+            elif c in old:
+                cell, source = old[c], old_source.get(c)
+            else:
+                cell, source = NOT_RUN_OLD, None
+            rows[family][c], sources[family][c] = cell, source
+    used = sorted({i for row in sources.values() for i in row.values()
+                   if i is not None})
+    number = {i: k for k, i in enumerate(used)}
+    return {"rows": rows,
+            "sources": {f: {c: number.get(i) for c, i in row.items()}
+                        for f, row in sources.items()},
+            "commands": [commands[i] for i in used]}
+
+
+def _provenance(previous):
+    """``(commands, sources)`` of a previous table; one written before
+    tables recorded them gets a single ``earlier`` command for every cell
+    but the NOT_RUN_OLD ones."""
+    if not previous:
+        return [], {}
+    if "sources" in previous:
+        return list(previous["commands"]), previous["sources"]
+    sources = {f: {c: None if cell == NOT_RUN_OLD else 0
+                   for c, cell in row.items()}
+               for f, row in previous["rows"].items()}
+    return [{"command": previous.get("command"), "seconds": None,
+             "earlier": True}], sources
+
+
+def table_columns(ran, previous):
+    """The table's columns in OPERATIONS order: those run now and, with
+    --merge, the previous table's."""
+    keep = set(ran) | set(previous.get("columns", []))
+    return [c for c, _ in OPERATIONS + TFMOT_OPERATIONS if c in keep]
 
 
 def main():
@@ -429,64 +575,71 @@ def main():
     ap.add_argument("--collect", metavar="DIR",
                     help="write the table from an interrupted run's "
                     "partial results in DIR")
+    ap.add_argument("--columns", nargs="+", metavar="NAME",
+                    help="run only these columns (tfcompress and/or tfmot "
+                    "side), e.g. 'PTQ int8' 'tfmot QAT int8'; default all")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the other families' rows of the table at "
-                    "--out (run a few families, regenerate the whole "
-                    "table)")
+                    help="keep every cell of the table at --out that this "
+                    "invocation does not run (other families, other "
+                    "columns) and regenerate the whole table")
     ap.add_argument("--out", default=os.path.join(HERE, "results",
                                                   "zoo_coverage"))
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs",
                                                    "zoo_coverage.md"))
     args = ap.parse_args()
+    known = [c for c, _ in OPERATIONS + TFMOT_OPERATIONS]
+    unknown = [c for c in args.columns or [] if c not in known]
+    if unknown:
+        ap.error(f"unknown --columns {unknown}; choose among {known}")
     if args.tfmot_side:
-        return tfmot_main(args.families, args.tfmot_out)
+        return tfmot_main(args.families, args.tfmot_out, args.columns)
     if args.collect:
         return collect(args, args.collect)
     t0 = time.perf_counter()
     import tempfile
     folder = tempfile.mkdtemp(prefix="zoo_coverage_")
     print(f"partial results in {folder} (see --collect)", file=sys.stderr)
+    ours = [(c, fn) for c, fn in OPERATIONS
+            if not args.columns or c in args.columns]
+    theirs = [] if args.no_tfmot else [
+        c for c, _ in TFMOT_OPERATIONS
+        if not args.columns or c in args.columns]
     tfmot_proc = None
-    if not args.no_tfmot:
+    if theirs:
         import concurrent.futures
         pool = concurrent.futures.ThreadPoolExecutor(1)
-        tfmot_proc = pool.submit(run_tfmot, args.families, folder)
+        tfmot_proc = pool.submit(run_tfmot, args.families, folder, theirs)
     import keras
     import tensorflow as tf
+    previous = _previous_table(args) if args.merge else {}
+    ran = [c for c, _ in ours] + theirs
+    columns = table_columns(ran, previous)
     versions = f"TF {tf.__version__}, Keras {keras.__version__}"
-    if not args.no_tfmot:
+    if any(c.startswith("tfmot") for c in columns):
         versions += ", tfmot 0.8.1 (tf_keras)"
-    columns = [c for c, _ in OPERATIONS] + (
-        [] if args.no_tfmot else [c for c, _ in TFMOT_OPERATIONS])
-    previous = _previous_rows(args) if args.merge else {}
     order = list(FAMILIES) if args.merge else list(args.families)
     rows = {}
 
     def table():
-        """This run's cells (tfmot's as far as it got); with --merge the
-        other families' rows of the previous table."""
+        """This run's cells (tfmot's as far as it got); with --merge every
+        other cell of the previous table."""
         side = _tfmot_partial(folder)
-        out = {}
-        for family in order:
-            if family in args.families:
-                row = dict(rows.get(family, {}), **side.get(family, {}))
-            elif family in previous:
-                row = previous[family]
-            else:
-                continue
-            missing = NOT_RUN if family in args.families else NOT_RUN_OLD
-            out[family] = {c: row.get(c, missing) for c in columns}
-        return out
+        fresh = {f: dict(rows.get(f, {}), **side.get(f, {}))
+                 for f in args.families}
+        return merge(previous, fresh, args.families, ran, columns, order,
+                     {"command": COMMAND,
+                      "seconds": round(time.perf_counter() - t0, 1)})
 
-    if args.jobs > 1:
-        done = run_jobs(args.families, args.jobs, folder)
+    if args.jobs > 1 and ours:
+        done = run_jobs(args.families, args.jobs, folder,
+                        [c for c, _ in ours])
         rows.update({f: done[f] for f in args.families if f in done})
     def write_now():
         write(args, table(), columns, versions, time.perf_counter() - t0)
 
     for family in args.families:   # written after each cell
         if family not in rows:
-            run_tfcompress([family], rows=rows, on_cell=write_now)
+            run_tfcompress([family], ours, rows=rows, on_cell=write_now)
         write_now()
     if tfmot_proc is not None:
         tfmot_version, tfmot_rows = tfmot_proc.result()
@@ -500,13 +653,13 @@ NOT_RUN = "not run (stopped at the time limit)"
 NOT_RUN_OLD = "not run (row from an earlier run without this column)"
 
 
-def _previous_rows(args):
-    """The rows of the table at ``--out`` (for --merge), or {}."""
+def _previous_table(args):
+    """The JSON of the table at ``--out`` (for --merge), or {}."""
     path = args.out + ".json"
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f)["rows"]
+        return json.load(f)
 
 
 def _tfmot_partial(folder):
@@ -520,7 +673,7 @@ def _tfmot_partial(folder):
         return {}
 
 
-def run_jobs(families, jobs, folder):
+def run_jobs(families, jobs, folder, columns):
     """Runs the tfcompress columns in ``jobs`` subprocesses writing to
     ``folder``; returns the rows of the families they finished."""
     procs = []
@@ -531,7 +684,7 @@ def run_jobs(families, jobs, folder):
         out = os.path.join(folder, f"part{i}")
         procs.append((out, subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--no-tfmot",
-             "--families", *part, "--out", out, "--docs", out + "_doc.md"])))
+             "--columns", *columns, "--families", *part, "--out", out, "--docs", out + "_doc.md"])))
     rows = {}
     for out, proc in procs:
         proc.wait()
@@ -541,12 +694,13 @@ def run_jobs(families, jobs, folder):
     return rows
 
 
-def write(args, rows, columns, versions, seconds):
+def write(args, table, columns, versions, seconds):
+    """Writes ``table`` (a :func:`merge` result) as JSON and markdown."""
     from tfcompress.utils.atomic import atomic_write_text
     atomic_write_text(args.out + ".json", json.dumps(
         {"command": COMMAND, "versions": versions, "seconds": seconds,
-         "columns": columns, "rows": rows}, indent=1) + "\n")
-    text = markdown(rows, columns, versions, seconds)
+         "columns": columns, **table}, indent=1) + "\n")
+    text = markdown(table, columns, versions)
     atomic_write_text(args.out + ".md", text)
     atomic_write_text(args.docs, text)
     return text

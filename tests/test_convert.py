@@ -112,6 +112,26 @@ def test_strict_mode_names_float_ops_and_layer(tmp_path):
     assert [f["op"] for f in r.fallback_ops] == ["SIN"]
 
 
+def test_float_ops_of_a_layer_inside_a_nested_model_name_that_layer():
+    """Keras 3 LayerNormalization's ``-mean`` is a NEG with no int8
+    kernel; inside a Sequential block the op is named after the leaf
+    layer, not the block."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 6, 3))
+    block = keras.Sequential([keras.layers.Conv2D(4, 2, name="conv"),
+                              keras.layers.LayerNormalization(name="ln")],
+                             name="block")
+    h = keras.layers.LayerNormalization(name="top_ln")(block(i))
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    m = keras.Model(i, keras.layers.Dense(2, name="head")(h))
+    data = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    r = convert(m, "int8", representative_data=data, strict=False)
+    assert sorted((f["op"], f["layer"]) for f in r.fallback_ops) == [
+        ("NEG", "ln"), ("NEG", "top_ln")]
+    assert {o["layer"] for o in r.report["ops"]
+            if o["op"] == "CONV_2D"} == {"conv"}
+
+
 def test_pruned_model_is_stripped_and_smaller_after_gzip(x):
     from tfcompress import prune
     keras.utils.set_random_seed(0)

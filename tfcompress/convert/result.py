@@ -4,6 +4,7 @@ about what it contains."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -46,8 +47,11 @@ class ConversionResult:
         report = inspect(tflite_bytes)
         report.pop("path", None)
         names = sorted(layer_names, key=len, reverse=True)
+        outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
         for row in report["float_ops"] + report["ops"]:
-            row["layer"] = _match_layer(row.get("layer", ""), names)
+            row["layer"] = (_innermost_layer(outputs.get(row["index"], ""),
+                                             set(names))
+                            or _match_layer(row.get("layer", ""), names))
         report.update({
             "mode": mode, "qat": qat, "calibration": calibration,
             "calibration_ranges": calibration_ranges, "notes": notes,
@@ -172,6 +176,22 @@ def _jsonable(o):
     if isinstance(o, (bytes, memoryview)):
         return None
     return str(o)
+
+
+def _innermost_layer(tensor_name, names):
+    """The deepest scope of ``tensor_name`` that is one of the layer
+    ``names`` (Keras suffixes a call's scope with ``_N``): a layer inside a
+    nested model, not the block around it; None if no scope is one.
+
+    >>> _innermost_layer("functional_1/block_1/ln_1/Neg", {"ln", "conv"})
+    'ln'
+    """
+    scopes = [p for p in tensor_name.split(";")[0].split("/") if p][1:]
+    for scope in reversed(scopes):
+        for name in (scope, re.sub(r"_\d+$", "", scope)):
+            if name in names:
+                return name
+    return None
 
 
 def _match_layer(guess, names):

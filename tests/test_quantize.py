@@ -233,13 +233,13 @@ def test_unsupported_layer_error_and_annotation():
     assert any("annotated" in r["quantized"] for r in q.quantize_report)
 
 
-def test_layer_normalization_left_float_and_reported():
+def test_layer_normalization_left_without_fake_quant_and_reported():
     keras.utils.set_random_seed(0)
     i = keras.Input((8,))
     m = keras.Model(i, L.Dense(4)(L.LayerNormalization(name="ln")(i)))
     q = quantize.quantize_model(m)
     row = [r for r in q.quantize_report if r["layer"] == "ln"][0]
-    assert row["quantized"].startswith("FLOAT")
+    assert row["quantized"].startswith("not fake-quantized")
 
 
 def test_save_load_and_nested_model(tmp_path):
@@ -458,10 +458,11 @@ def test_inception_resnet_scale_folds_into_the_branch_conv():
 
 
 def test_convnext_norm_and_scale_kept_float_named_by_summary_and_strict():
-    """ConvNeXt's LayerNormalization has no int8 TFLite kernel: QAT keeps it
-    (and LayerScale) float and names them; strict conversion fails naming
-    the LayerNormalization, strict=False converts and lists its float ops.
-    (The converter itself turns LayerScale's per-channel MUL into int8.)"""
+    """ConvNeXt's LayerNormalization computes a NEG with no int8 TFLite
+    kernel: QAT leaves it (and LayerScale) without fake-quant and names
+    them; strict conversion fails naming the LayerNormalization,
+    strict=False converts and lists its float ops. (The converter itself
+    turns LayerScale's per-channel MUL into int8.)"""
     from keras.src.applications.convnext import LayerScale
     from tfcompress.convert.result import FloatFallbackError
     m = _model(lambda i: L.Flatten()(LayerScale(1e-2, 4, name="ls")(

@@ -177,7 +177,7 @@ def has_fake_quant(model) -> bool:
 
 def summary(model, print_fn=print) -> list:
     """Per QAT layer: what is quantized, bits, folded BN and ranges;
-    layers QAT keeps float (no int8 TFLite kernel) are rows with a
+    layers QAT leaves without fake-quant (LayerNormalization, LayerScale) are rows with a
     ``float`` entry saying so. Every layer with weights has
     ``weight_bits``; a ``note`` says when they differ from the bits asked
     for (e.g. an op with no 4-bit TFLite kernel kept at 8 bits)."""
@@ -186,7 +186,10 @@ def summary(model, print_fn=print) -> list:
         if getattr(layer, "_tfcompress_kept_float", False):
             rows.append({"layer": layer.name, "type": type(layer).__name__,
                          "output_range": None,
-                         "float": "kept float: TFLite has no int8 kernel"})
+                         "float": "not fake-quantized: left to the "
+                                  "converter (an op with no int8 kernel, "
+                                  "e.g. LayerNormalization's NEG, stays "
+                                  "float)"})
             continue
         if not isinstance(layer, QUANTIZE_LAYERS):
             continue

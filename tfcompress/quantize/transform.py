@@ -33,7 +33,8 @@ PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
                 L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
                 L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
                 L.Cropping1D, L.Cropping2D, L.Permute)
-# TFLite has no int8 kernel for these: left float and reported.
+# Not fake-quantized, and reported: the converter quantizes what it can of
+# them and keeps float the op with no int8 kernel (LayerNormalization's NEG).
 KEPT_FLOAT = (L.LayerNormalization,)
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 
@@ -381,7 +382,10 @@ def quantize_graph(model, scheme, report, layer_bits=None):
             kept._tfcompress_kept_float = True   # listed by summary()
             tensors[name] = kept(x)
             report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "FLOAT (TFLite has no int8 kernel)"})
+                           "quantized": "not fake-quantized: left to the "
+                                        "converter, which keeps float any op "
+                                        "with no int8 kernel (LayerNormalization"
+                                        "'s NEG)"})
             continue
         raise _unsupported(layer)
     if isinstance(model, keras.Sequential):

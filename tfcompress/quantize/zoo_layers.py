@@ -1,8 +1,8 @@
 """Rules for the custom layers of ``keras.applications`` models.
 
 Recognised by class name and module (keras.applications defines them in
-its model files): ``LayerScale`` (ConvNeXt) stays float, as tfcompress
-reports; ``StochasticDepth`` (ConvNeXt) is the identity at inference;
+its model files): ``LayerScale`` (ConvNeXt) gets no fake-quant, as
+tfcompress reports; ``StochasticDepth`` (ConvNeXt) is the identity at inference;
 ``CustomScaleLayer`` (InceptionResNetV2) is ``x[0] + x[1] * scale``, whose
 scale folds into the convolution producing ``x[1]`` as TFLite folds it.
 
@@ -22,8 +22,8 @@ def _keras_class(layer, *names):
 
 
 def is_kept_float(layer):
-    """LayerScale: a per-channel MUL TFLite leaves float next to ConvNeXt's
-    float LayerNormalization."""
+    """LayerScale: a per-channel MUL after ConvNeXt's LayerNormalization,
+    left without fake-quant like it (the converter quantizes the MUL)."""
     return _keras_class(layer, "LayerScale")
 
 

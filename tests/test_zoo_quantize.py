@@ -30,7 +30,8 @@ HEAVY_REPEATS = {("MobileNetV3Large", None), ("MobileNetV3Large_nopre", None),
 # among them), plus EfficientNetV2 and ConvNeXt without it
 CONFIGS = [(f, None) for f in zoo.FAMILIES] + [
     ("EfficientNetV2B0", False), ("ConvNeXtTiny", False)]
-# layers with no int8 TFLite kernel, kept float and named by QAT
+# layers QAT leaves without fake-quant and names (LayerNormalization: its NEG
+# has no int8 TFLite kernel)
 KEPT_FLOAT = {"ConvNeXtTiny": {"LayerNormalization", "LayerScale"}}
 
 

@@ -41,13 +41,13 @@ CONFIGS = ((1, True), (2, True), (1, False), (2, False))
 
 def build(name, size, seed=0):
     import keras
-    from tfcompress.quantize.zoo import (calibrate_batchnorm,
-                                         has_input_scaling, zoo_inputs)
+    from tfcompress.models.applications import rescales_input
+    from tfcompress.quantize.zoo import calibrate_batchnorm, zoo_inputs
     keras.utils.set_random_seed(seed)
     model = getattr(keras.applications, name)(
         weights=None, input_shape=(size, size, 3),
         classifier_activation=None, **MODELS[name])
-    raw = has_input_scaling(model)
+    raw = rescales_input(model)
     calibrate_batchnorm(model, zoo_inputs(model, 16, seed + 1, raw))
     return model, zoo_inputs(model, 64, seed + 2, raw)
 

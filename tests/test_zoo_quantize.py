@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tfcompress import quantize
+from tfcompress.models.applications import rescales_input
 from tfcompress.quantize import zoo
 
 # building and rewriting these takes more than ~20 s each
@@ -56,7 +57,7 @@ def _qat(family, pre):
 @pytest.mark.parametrize("family,pre", [_param(*c) for c in CONFIGS])
 def test_family_quantizes_and_runs(family, pre):
     model, qat = _qat(family, pre)
-    x = zoo.zoo_inputs(model, 2, raw_pixels=zoo.has_input_scaling(model))
+    x = zoo.zoo_inputs(model, 2, raw_pixels=rescales_input(model))
     y = np.asarray(qat(x, training=True))
     assert y.shape == (2, 10) and np.isfinite(y).all()
     rows = quantize.summary(qat, print_fn=None)
@@ -184,7 +185,7 @@ VARIANTS = [
 def test_variant_quantizes_and_runs(family, kw):
     model = zoo.build_zoo_model(family, calibrate=False, **kw)
     qat = quantize.quantize_model(model)
-    x = zoo.zoo_inputs(model, 2, raw_pixels=zoo.has_input_scaling(model))
+    x = zoo.zoo_inputs(model, 2, raw_pixels=rescales_input(model))
     y = np.asarray(qat(x, training=True))
     assert y.shape == (2,) + tuple(model.output_shape[1:])
     assert np.isfinite(y).all()

@@ -20,6 +20,7 @@ import traceback
 import numpy as np
 
 from tfcompress.errors import InputError
+from tfcompress.models.applications import rescales_input
 from tfcompress.utils import zoo as zoo_table
 
 FAMILIES = zoo_table.FAMILIES
@@ -49,7 +50,7 @@ def build_zoo_model(family, include_preprocessing=None, seed=0,
     model = zoo_table.build(family, **overrides)
     if calibrate:
         calibrate_batchnorm(model, zoo_inputs(
-            model, 32, seed + 1, has_input_scaling(model)))
+            model, 32, seed + 1, rescales_input(model)))
     return model
 
 
@@ -78,16 +79,6 @@ def zoo_inputs(model, n, seed=0, raw_pixels=True):
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 255, (n, *shape)).astype("float32")
     return x if raw_pixels else x / 127.5 - 1.0
-
-
-def has_input_scaling(model):
-    """True if ``model`` rescales its input itself (Rescaling or
-    Normalization layers, at any depth)."""
-    import keras
-    from tfcompress.utils.layer_map import iter_layers
-    return any(isinstance(l, (keras.layers.Rescaling,
-                              keras.layers.Normalization))
-               for l in iter_layers(model))
 
 
 def _histogram(report):
@@ -150,7 +141,7 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
     from tfcompress import quantize
     start = time.time()
     if x is None:
-        x = zoo_inputs(model, samples, seed, has_input_scaling(model))
+        x = zoo_inputs(model, samples, seed, rescales_input(model))
     try:
         qat = quantize.quantize_model(model)
     except Exception as e:     # the status says why
@@ -211,7 +202,7 @@ def try_ptq_convert(model, x=None, samples=200, strict=True, seed=0):
     """
     start = time.time()
     if x is None:
-        x = zoo_inputs(model, samples, seed, has_input_scaling(model))
+        x = zoo_inputs(model, samples, seed, rescales_input(model))
     try:
         result, error = _convert(model, x, x[:64], len(x), strict)
     except Exception as e:

@@ -129,16 +129,22 @@ def scale_pixels(data, scale):
     return (xt * np.float32(scale), yt), (xv * np.float32(scale), yv)
 
 
+def _model_data(recipe, raw):
+    """``(data, input_shape, classes, pixel scale)``: the recipe's
+    ``raw`` data sliced, resized and scaled as its model takes it."""
+    d = recipe["data"]
+    data = _prepare(raw, d["train_samples"], d["test_samples"],
+                    d["image_size"], d["channels"])
+    input_shape, classes = data[0][0].shape[1:], data_classes(data)
+    scale = pixel_scale(recipe, input_shape, classes)
+    return scale_pixels(data, scale), input_shape, classes, scale
+
+
 def recipe_data(recipe):
     """The recipe's data as its model takes it: ``((x_train, y_train),
     (x_test, y_test))`` sliced, resized, in [0, 1] or [0, 255]
     (:func:`pixel_scale`)."""
-    d = recipe["data"]
-    data = load_data(d["name"], d["train_samples"], d["test_samples"],
-                     d["image_size"], d["channels"])
-    (xt, _), _ = data
-    return scale_pixels(data, pixel_scale(recipe, xt.shape[1:],
-                                          data_classes(data)))
+    return _model_data(recipe, _raw_data(recipe["data"]["name"]))[0]
 
 
 def _data_settings(d, scale):
@@ -354,11 +360,7 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     train = training_settings(recipe)
     hashes = InputHashes(run_dir)
     raw = _raw_data(d["name"])
-    data = _prepare(raw, d["train_samples"], d["test_samples"],
-                    d["image_size"], d["channels"])
-    input_shape, classes = data[0][0].shape[1:], data_classes(data)
-    scale = pixel_scale(recipe, input_shape, classes)
-    data = scale_pixels(data, scale)
+    data, input_shape, classes, scale = _model_data(recipe, raw)
     train_key, test_key = _data_keys(d, raw, hashes,
                                      _data_settings(d, scale))
     model_key = model_source(recipe, hashes)

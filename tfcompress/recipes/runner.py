@@ -206,6 +206,19 @@ def _check_bench_hosts(variants):
                                      f"bench: {e}") from None
 
 
+def check_model_exists(name):
+    """Raises InputError unless ``name`` is a reference model,
+    ``keras.applications.<Name>`` or an existing .keras file."""
+    from tfcompress.models import MODELS
+    from tfcompress.models.applications import is_application
+    if name not in MODELS and not is_application(name) and \
+            not os.path.exists(name):
+        raise InputError(f"model {name!r} is neither a reference model "
+                         f"({', '.join(sorted(MODELS))}), "
+                         "keras.applications.<Name> nor an existing .keras "
+                         "file")
+
+
 def baseline_model(recipe, input_shape, classes):
     """The recipe's untrained (or loaded) model for inputs of
     ``input_shape``: a reference model, a keras.applications model with
@@ -216,18 +229,14 @@ def baseline_model(recipe, input_shape, classes):
                                                 is_application,
                                                 set_batchnorm_momentum)
     name = recipe["model"]
+    check_model_exists(name)
     if name in MODELS:
         model = get_model(name, input_shape=tuple(input_shape))
     elif is_application(name):
         model = build_application(name, recipe["model_options"],
                                   input_shape, classes)
-    elif os.path.exists(name):
-        model = _load_model(name)
     else:
-        raise InputError(f"model {name!r} is neither a reference model "
-                         f"({', '.join(sorted(MODELS))}), "
-                         "keras.applications.<Name> nor an existing .keras "
-                         "file")
+        model = _load_model(name)
     momentum = recipe["train"].get("batchnorm_momentum")
     if momentum is not None:
         set_batchnorm_momentum(model, momentum)

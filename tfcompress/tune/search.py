@@ -92,18 +92,11 @@ def _check_args(budget, objective, max_candidates):
 
 def _from_recipe(path, overrides, out_dir):
     """(setup dict) for a recipe: its data, training and baseline key."""
-    from tfcompress.models import MODELS
-    from tfcompress.models.applications import is_application
-    from tfcompress.recipes.runner import recipe_data, training_settings
+    from tfcompress.recipes.runner import (check_model_exists, recipe_data,
+                                           training_settings)
     from tfcompress.recipes.schema import load_recipe
     recipe = load_recipe(path, overrides)
-    model_name = recipe["model"]
-    if model_name not in MODELS and not is_application(model_name) and \
-            not os.path.exists(model_name):
-        raise InputError(f"model {model_name!r} is neither a reference "
-                         f"model ({', '.join(sorted(MODELS))}), "
-                         "keras.applications.<Name> nor an existing .keras "
-                         "file")
+    check_model_exists(recipe["model"])
     (xt, yt), test = recipe_data(recipe)
     train = dict(training_settings(recipe),
                  fair_baseline=recipe["train"]["fair_baseline"])

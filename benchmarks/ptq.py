@@ -170,7 +170,8 @@ def run_spread(name, model, data, calib, args, flat):
     without changing its float function, then per-tensor int8 plain,
     equalized, equalized + bias correction and per-channel int8."""
     from tfcompress import ptq
-    from tfcompress.ptq.spread import relu6_to_relu, spread_channels
+    from tfcompress.ptq.equalize import relu6_to_relu
+    from tfcompress.ptq.spread import spread_channels
     spread, rep = spread_channels(model, 1.0 / args.spread, args.spread,
                                   seed=args.spread_seed, replace_relu6=True)
     base = relu6_to_relu(model, rep.relu6_replaced) \

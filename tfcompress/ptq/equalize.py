@@ -222,22 +222,9 @@ def equalize(model, return_report: bool = False, absorb_bias: bool = True,
     report = EqualizationReport(
         folded_batchnorms=[tuple(p) for p in folded.folded],
         unfolded_batchnorms=dict(folded.not_folded))
-    nodes = node_graph(base)
-    by_key = {n.key: n for n in nodes}
-    readers = consumers(nodes)
-    outputs = set(output_keys(base))
-    layers, weights, pairs = {}, {}, []
-    for node in nodes:
-        if not (node.is_layer and lyr.is_weight_layer(node.op)):
-            continue
-        if node.calls > 1:
-            report.unpaired[node.op.name] = "shared layer"
-            continue
-        pair, reason = pair_from(node, by_key, readers, outputs)
-        if pair is None:
-            report.unpaired[node.op.name] = reason
-            continue
-        pairs.append(pair)
+    pairs, report.unpaired = find_pairs(base)
+    layers, weights = {}, {}
+    for pair in pairs:
         for name in (pair.first, pair.second):
             layers[name] = base.get_layer(name)
             weights.setdefault(name, lyr.kernel_and_bias(layers[name]))
@@ -254,16 +241,42 @@ def equalize(model, return_report: bool = False, absorb_bias: bool = True,
             if moved:
                 report.absorbed[f"{p.first}->{p.second}"] = moved
     report.pairs = [(p.first, p.second) for p in pairs]
-    relu6 = sorted({n for p in pairs for n in p.relu6})
-    report.relu6_replaced = relu6
+    report.relu6_replaced = sorted({n for p in pairs for n in p.relu6})
+    new = relu6_to_relu(base, report.relu6_replaced, weights)
+    return (new, report) if return_report else new
+
+
+def find_pairs(model):
+    """``(pairs, unpaired)``: the equalization pairs of ``model`` (batch
+    norms already folded) and, for every other weight layer, why it has
+    no pair."""
+    nodes = node_graph(model)
+    by_key = {n.key: n for n in nodes}
+    readers = consumers(nodes)
+    outputs = set(output_keys(model))
+    pairs, unpaired = [], {}
+    for node in nodes:
+        if not (node.is_layer and lyr.is_weight_layer(node.op)):
+            continue
+        if node.calls > 1:
+            unpaired[node.op.name] = "shared layer"
+            continue
+        pair, reason = pair_from(node, by_key, readers, outputs)
+        if pair is None:
+            unpaired[node.op.name] = reason
+        else:
+            pairs.append(pair)
+    return pairs, unpaired
+
+
+def relu6_to_relu(model, names, weights=None):
+    """A copy of ``model`` whose ReLU6 activations ``names`` (ReLU layers
+    or layers with a ``relu6`` activation) are ReLU, with ``weights``
+    (layer -> (kernel, bias)) set."""
     replace, overrides = {}, {}
-    for name in relu6:
-        layer = base.get_layer(name)
-        if type(layer) is L.ReLU:
+    for name in names:
+        if type(model.get_layer(name)) is L.ReLU:
             replace[name] = lambda l: L.ReLU(name=l.name)
-        elif type(layer) is L.Activation:
-            overrides[name] = {"activation": "relu"}
         else:
             overrides[name] = {"activation": "relu"}
-    new = lyr.with_weights(base, weights, replace, overrides)
-    return (new, report) if return_report else new
+    return lyr.with_weights(model, weights or {}, replace, overrides)

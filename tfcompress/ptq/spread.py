@@ -42,17 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from tfcompress.errors import InputError
 from tfcompress.ptq import layers as lyr
-from tfcompress.ptq.equalize import input_channel_view, pair_from
+from tfcompress.ptq.equalize import (find_pairs, input_channel_view,
+                                     relu6_to_relu)
 from tfcompress.ptq.fold import fold_batchnorm_with_stats
 from tfcompress.ptq.grid import channel_view
-from tfcompress.utils.graph import consumers, node_graph, output_keys
 
-L = keras.layers
 
 
 @dataclasses.dataclass
@@ -70,34 +68,8 @@ def _pairs(model):
     """Equalization pairs of ``model`` (on its batch-norm-folded graph),
     the ``layer -> batch norm`` folding map, and the unpaired reasons."""
     folded = fold_batchnorm_with_stats(model)
-    nodes = node_graph(folded.model)
-    by_key = {n.key: n for n in nodes}
-    readers = consumers(nodes)
-    outputs = set(output_keys(folded.model))
-    pairs, unpaired = [], {}
-    for node in nodes:
-        if not (node.is_layer and lyr.is_weight_layer(node.op)):
-            continue
-        if node.calls > 1:
-            unpaired[node.op.name] = "shared layer"
-            continue
-        pair, reason = pair_from(node, by_key, readers, outputs)
-        if pair is None:
-            unpaired[node.op.name] = reason
-        else:
-            pairs.append(pair)
+    pairs, unpaired = find_pairs(folded.model)
     return pairs, dict(folded.folded), unpaired
-
-
-def relu6_to_relu(model, names):
-    replace, overrides = {}, {}
-    for name in names:
-        layer = model.get_layer(name)
-        if type(layer) is L.ReLU:
-            replace[name] = lambda l: L.ReLU(name=l.name)
-        else:
-            overrides[name] = {"activation": "relu"}
-    return lyr.with_weights(model, {}, replace, overrides)
 
 
 def spread_channels(model, low: float = 0.01, high: float = 100.0,

@@ -71,6 +71,9 @@ QAT_TOLERANCE_POINTS = 0.5
 CHANNEL_SPEEDUP_AIM, CHANNEL_DROP_POINTS = 1.5, 1.5
 AGREEMENT_AIM, LATENCY_TOLERANCE = 0.98, 0.05
 AGREEMENT_SAMPLES = 200
+# --paths choices: the flatbuffers (and tfmot's side) a run produces
+PATH_KEYS = ["float32", "ptq_int8", "converter_ptq_int8", "qat_int8",
+             "pruned_pqat_int8", "channel_int8", "tfmot"]
 # --quick: options it sets unless given explicitly.
 QUICK = {"models": "mobilenet_v2", "train_samples": 384,
          "test_samples": AGREEMENT_SAMPLES, "epochs": 1,
@@ -115,6 +118,19 @@ def parse_args(argv=None):
                    help="after an interrupted run with --keep: time the "
                         "flatbuffers its saved <name>.json lists and "
                         "write the tables from it (no training)")
+    p.add_argument("--paths", default=None,
+                   help="comma-separated paths to run (default: all): "
+                        + ", ".join(PATH_KEYS) + "; the float model "
+                        "always trains")
+    p.add_argument("--channel-sparsity", type=float, default=SPARSITY,
+                   help="fraction of each channel space's channels the "
+                        "channel path removes")
+    p.add_argument("--speed-size", default=None,
+                   help="comma-separated larger input sides (e.g. 96,224) "
+                        "at which the PTQ int8 and channel-pruned int8 "
+                        "models are also timed: the trained weights in "
+                        "the same architecture at that input shape "
+                        "(latency only: they were trained at --size)")
     p.add_argument("--name", default="zoo",
                    help="results file benchmarks/results/<name>.{json,md}")
     p.add_argument("--tfmot-side", default=None, help=argparse.SUPPRESS)
@@ -130,6 +146,22 @@ def parse_args(argv=None):
                 f"{', '.join(MODELS)}")
     if args.size < 32:
         p.error("--size must be at least 32 (keras.applications minimum)")
+    wanted = PATH_KEYS if args.paths is None else args.paths.split(",")
+    unknown = [k for k in wanted if k not in PATH_KEYS]
+    if unknown:
+        p.error(f"unknown path(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(PATH_KEYS)}")
+    args.paths = ",".join(wanted)
+    if not 0.0 < args.channel_sparsity < 1.0:
+        p.error("--channel-sparsity must be between 0 and 1 (exclusive)")
+    try:
+        args.speed_sizes = [int(v) for v in (args.speed_size or "").split(
+            ",") if v]
+    except ValueError:
+        p.error(f"--speed-size takes integers like 96,224, got "
+                f"{args.speed_size!r}")
+    if any(v < 32 for v in args.speed_sizes):
+        p.error("--speed-size must be at least 32")
     return args
 
 
@@ -293,11 +325,16 @@ def run_model(name, args, tmp):
     calib = xt[:args.calibration_samples]
     E, F = args.epochs, args.finetune_epochs
     steps = int(np.ceil(len(xt) / BATCH)) * F
-    row = {"train_seconds": {}, "paths": {}}
+    row = {"train_seconds": {}, "paths": {}, "size": args.size}
     secs = row["train_seconds"]
 
+    wanted = args.paths.split(",")
+
     def step(key, fn):
-        """Runs one path; its error goes in the row instead of aborting."""
+        """Runs one path (if chosen with --paths); its error goes in the
+        row instead of aborting."""
+        if key not in wanted:
+            return
         try:
             fn()
         except Exception as e:
@@ -368,20 +405,108 @@ def run_model(name, args, tmp):
         to_tflite("pruned_pqat_int8", q, check=True)
     step("pruned_pqat_int8", pruned)
 
+    kept = {}
+
     def channels():
+        """Channel pruning with the fair float model's epoch budget:
+        E float epochs, F epochs pruning (sparsity ramps from 0 over the
+        first 70% of them, then holds), shrink, F epochs fine-tuning the
+        shrunk model."""
         c = clone(start)
+        sparsity = args.channel_sparsity
         cb = prune.ChannelPruning(prune.PolynomialDecay(
-            0.0, SPARSITY, 0, max(1, steps // 2),
-            frequency=max(1, steps // 8)))
+            0.0, sparsity, 0, max(1, int(0.7 * steps)),
+            frequency=max(1, steps // 20)))
+        res = row["paths"].setdefault("channel_int8", {})
+        res.update({"sparsity": sparsity, "epochs": E + 2 * F})
         secs["channel_prune"] = timed_train(c, data, F, FT_LR, [cb])
+        res.update(channel_counts(cb.summary()))
+        res["masked_keras_accuracy"] = common.keras_accuracy(c, data)
         small = prune.shrink(c)
-        row["paths"]["channel_int8"] = {
+        res["shrunk_keras_accuracy"] = common.keras_accuracy(small, data)
+        x_check = data[1][0][:AGREEMENT_SAMPLES]
+        res["shrink_max_abs_logit_difference"] = float(np.max(np.abs(
+            c.predict(x_check, batch_size=250, verbose=0) -
+            small.predict(x_check, batch_size=250, verbose=0))))
+        from tfcompress.ptq import reestimate_batchnorm
+        res["shrunk_bn_reestimated_keras_accuracy"] = common.keras_accuracy(
+            reestimate_batchnorm(small, xt, samples=1000), data)
+        secs["channel_finetune"] = timed_train(small, data, F, FT_LR)
+        res.update({
             "keras_accuracy": common.keras_accuracy(small, data),
             "params": int(small.count_params()),
-            "mac_ratio": prune.count_macs(small) / prune.count_macs(fl)}
+            "params_ratio": small.count_params() / fl.count_params(),
+            "mac_ratio": prune.count_macs(small) / prune.count_macs(fl)})
+        print(f"[{name}] channel {sparsity:.0%}: masked "
+              f"{res['masked_keras_accuracy']:.4f}, shrunk "
+              f"{res['shrunk_keras_accuracy']:.4f}, fine-tuned "
+              f"{res['keras_accuracy']:.4f}, MACs {res['mac_ratio']:.2%}",
+              flush=True)
+        kept["channel_int8"] = small
         to_tflite("channel_int8", small)
     step("channel_int8", channels)
+    if "ptq_int8" in wanted and "error" not in row["paths"].get(
+            "ptq_int8", {}):
+        kept["ptq_int8"] = fl
+    for size in args.speed_sizes:
+        speed = row.setdefault("speed", {}).setdefault(str(size), {})
+        for key, model in kept.items():
+            try:
+                speed[key] = speed_flatbuffer(model, name, key, size, args,
+                                              tmp)
+            except Exception as e:
+                speed[key] = {"error": error_text(e)}
+                print(f"[{name}] {key} at {size}x{size} failed: "
+                      f"{error_text(e)}", flush=True)
     return row
+
+
+def channel_counts(summary):
+    """Channels in the pruned spaces and how many pruning kept."""
+    total = sum(r["channels"] for r in summary)
+    kept = sum(r["kept"] for r in summary)
+    return {"prunable_channels": total, "kept_channels": kept,
+            "removed_channel_fraction": 1 - kept / total if total else 0.0,
+            "channel_spaces": len(summary)}
+
+
+def at_input_size(model, size):
+    """The functional ``model`` with a ``size`` x ``size`` input and the
+    same weights (convolution weights do not depend on the image size).
+
+    >>> import keras
+    >>> m = build("mobilenet_v2", keras, 32)
+    >>> tuple(at_input_size(m, 96).input.shape)
+    (None, 96, 96, 3)
+    """
+    config = model.get_config()
+    for entry in config["layers"]:
+        entry.pop("build_config", None)   # input shapes change
+        if entry["class_name"] == "InputLayer":
+            shape = list(entry["config"]["batch_shape"])
+            shape[1:-1] = [size] * (len(shape) - 2)
+            entry["config"]["batch_shape"] = shape
+    new = model.__class__.from_config(config)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def speed_flatbuffer(model, name, key, size, args, tmp):
+    """int8 flatbuffer of ``model`` rebuilt at ``size`` (calibrated on
+    the same training images at that size), written for timing."""
+    from tfcompress.convert import convert
+    from tfcompress.utils.atomic import atomic_write_bytes
+    raw = common.fashion_mnist(args.calibration_samples, 1)
+    (calib, _), _ = images(raw, size, MODELS[name][2])
+    big = at_input_size(model, size)
+    r = convert(big, "int8", strict=True, representative_data=calib)
+    path = os.path.join(tmp, f"{name}_{key}_{size}.tflite")
+    atomic_write_bytes(path, r.tflite_bytes)
+    from tfcompress.prune import count_macs
+    print(f"[{name}] {key} at {size}x{size}: "
+          f"{len(r.tflite_bytes):,} bytes", flush=True)
+    return {"size_bytes": len(r.tflite_bytes), "macs": count_macs(big),
+            "conversion_s": r.report["conversion_seconds"], "path": path}
 
 
 # ----------------------------------------------------------- tfmot side
@@ -484,7 +609,7 @@ def run_tfmot(name, args, tmp):
 PATHS = [("float32", "float32"), ("ptq_int8", "post-training int8"),
          ("qat_int8", "QAT int8"),
          ("pruned_pqat_int8", "pruned 50% + PQAT int8"),
-         ("channel_int8", "channel-pruned 50% int8"),
+         ("channel_int8", "channel-pruned int8"),
          ("converter_ptq_int8", "TFLite converter's own PTQ int8")]
 
 
@@ -521,7 +646,32 @@ def finish(row):
             "met": ch["int8_speedup_vs_unpruned"] >= CHANNEL_SPEEDUP_AIM
             and drop <= CHANNEL_DROP_POINTS,
             "speedup": round(ch["int8_speedup_vs_unpruned"], 2),
-            "drop_points": round(drop, 2)}
+            "speedup_no_xnnpack": round(
+                ch["int8_speedup_vs_unpruned_no_xnnpack"], 2),
+            "drop_points": round(drop, 2),
+            "size": row.get("size")}
+    if "tflite_accuracy" in ch and base is not None:
+        ch["drop_points_vs_float_fair"] = 100 * (base -
+                                                 ch["tflite_accuracy"])
+    for size, at in row.get("speed", {}).items():
+        p, c = at.get("ptq_int8", {}), at.get("channel_int8", {})
+        if "p50_ms_xnnpack" not in p or "p50_ms_xnnpack" not in c:
+            continue
+        c["int8_speedup_vs_unpruned"] = (p["p50_ms_xnnpack"] /
+                                         c["p50_ms_xnnpack"])
+        c["int8_speedup_vs_unpruned_no_xnnpack"] = (
+            p["p50_ms_no_xnnpack"] / c["p50_ms_no_xnnpack"])
+        c["mac_ratio"] = c["macs"] / p["macs"]
+        if "drop_points_vs_unpruned_int8" in ch:
+            # accuracy is the trained size's: these weights, larger input
+            drop = ch["drop_points_vs_unpruned_int8"]
+            aims[f"channel_1.5x_at_1.5_points_{size}px"] = {
+                "met": c["int8_speedup_vs_unpruned"] >= CHANNEL_SPEEDUP_AIM
+                and drop <= CHANNEL_DROP_POINTS,
+                "speedup": round(c["int8_speedup_vs_unpruned"], 2),
+                "speedup_no_xnnpack": round(
+                    c["int8_speedup_vs_unpruned_no_xnnpack"], 2),
+                "drop_points": round(drop, 2), "size": int(size)}
     qat_r, conv = paths.get("qat_int8", {}), paths.get("converter_ptq_int8",
                                                        {})
     ag = qat_r.get("agreement")
@@ -607,6 +757,8 @@ def markdown(results, args):
             items.append((f"tfmot int8 ({row['tfmot']['int8_from']})",
                           row["tfmot"]))
         for label, r in items:
+            if not r:
+                continue   # not chosen with --paths
             if "error" in r or "size_bytes" not in r:
                 lines.append(f"| {name} | {label} | failed: "
                              f"{r.get('error', 'not run')} |" + " |" * 6)
@@ -624,6 +776,7 @@ def markdown(results, args):
                 f"{_f(r.get('p50_ms_xnnpack'), '{:.3f}')} | "
                 f"{_f(r.get('p50_ms_no_xnnpack'), '{:.3f}')} | {sp} | "
                 f"{_f(r.get('conversion_s'), '{:.1f}')} |")
+    lines += channel_lines(results) + speed_lines(results)
     lines += ["", "### int8 flatbuffer vs its Keras model; QAT vs the "
               "converter's own int8", "",
               f"Agreement on the {args.test_samples or 10000} test images: "
@@ -673,6 +826,70 @@ def markdown(results, args):
     return "\n".join(lines) + "\n"
 
 
+def channel_lines(results):
+    """The channel path's steps: masked, shrunk, fine-tuned accuracy."""
+    rows = [(n, r["paths"]["channel_int8"]) for n, r in results.items()
+            if "masked_keras_accuracy" in r.get("paths", {}).get(
+                "channel_int8", {})]
+    if not rows:
+        return []
+    out = ["", "### Channel pruning, step by step", "",
+           "E float epochs, F epochs channel pruning (sparsity ramps over "
+           "70% of them), shrink, F epochs fine-tuning the shrunk model "
+           "(E + 2F in all, as the fair float model). Keras accuracy; "
+           "logit difference: largest |masked - shrunk| logit on the test "
+           "images; BN re-estimated: the shrunk model with its "
+           "BatchNormalization statistics re-estimated on 1,000 training "
+           "images (not used further).", "",
+           "| model | sparsity | channels kept | MACs | params | masked | "
+           "shrunk | logit difference | BN re-estimated | fine-tuned | "
+           "int8 TFLite |", "|---" * 11 + "|"]
+    for name, c in rows:
+        out.append(
+            f"| {name} | {c['sparsity']:.0%} | {c['kept_channels']:,} / "
+            f"{c['prunable_channels']:,} | {_f(c.get('mac_ratio'), '{:.1%}')}"
+            f" | {_f(c.get('params'), '{:,}')} "
+            f"({_f(c.get('params_ratio'), '{:.1%}')}) | "
+            f"{_f(c['masked_keras_accuracy'])} | "
+            f"{_f(c['shrunk_keras_accuracy'])} | "
+            f"{c['shrink_max_abs_logit_difference']:.2e} | "
+            f"{_f(c.get('shrunk_bn_reestimated_keras_accuracy'))} | "
+            f"{_f(c.get('keras_accuracy'))} | "
+            f"{_f(c.get('tflite_accuracy'))} |")
+    return out
+
+
+def speed_lines(results):
+    """Latency of the same int8 models rebuilt at --speed-size."""
+    rows = [(n, size, at) for n, r in results.items()
+            for size, at in r.get("speed", {}).items()]
+    if not rows:
+        return []
+    out = ["", "### Latency at larger inputs (--speed-size)", "",
+           "The trained weights in the same architectures at a larger "
+           "input (convolution weights do not depend on it), int8 "
+           "calibrated on the training images at that size; latency only "
+           "(the models were trained at --size). LiteRT, 1 thread.", "",
+           "| model | input | flatbuffer | MACs | bytes | p50 ms XNNPACK | "
+           "p50 ms built-in | channel speed-up XNNPACK / built-in |",
+           "|---" * 8 + "|"]
+    for name, size, at in rows:
+        for key, r in at.items():
+            if "error" in r:
+                out.append(f"| {name} | {size} | {key} | failed: "
+                           f"{r['error']} |" + " |" * 4)
+                continue
+            sp = (f"{r['int8_speedup_vs_unpruned']:.2f} / "
+                  f"{r['int8_speedup_vs_unpruned_no_xnnpack']:.2f}"
+                  if "int8_speedup_vs_unpruned" in r else "—")
+            out.append(
+                f"| {name} | {size}x{size} | {dict(PATHS)[key]} | "
+                f"{r['macs']:,} | {r['size_bytes']:,} | "
+                f"{_f(r.get('p50_ms_xnnpack'), '{:.3f}')} | "
+                f"{_f(r.get('p50_ms_no_xnnpack'), '{:.3f}')} | {sp} |")
+    return out
+
+
 def aim_lines(results):
     out = []
     for name, row in results.items():
@@ -693,11 +910,18 @@ def aim_lines(results):
                        f"{a['ratio_no_xnnpack']} built-in; op difference "
                        f"{a['op_difference'] or 'none'}")
             else:
+                size = a.get("size")
+                at = (f" at {size}x{size}" if size else "")
                 what = (f"channel-pruned int8 >= {CHANNEL_SPEEDUP_AIM}x "
-                        f"faster than unpruned int8 at <= "
-                        f"{CHANNEL_DROP_POINTS} points")
-                fig = (f"{a['speedup']}x (XNNPACK), drop "
-                       f"{a['drop_points']} points")
+                        f"faster than unpruned int8 (LiteRT, 1 thread, "
+                        f"XNNPACK){at} at <= {CHANNEL_DROP_POINTS} points")
+                if aim.endswith("px"):
+                    what += (" (latency at this input size, the trained "
+                             "weights unchanged; accuracy measured at the "
+                             "trained size)")
+                fig = (f"{a['speedup']}x XNNPACK, "
+                       f"{a.get('speedup_no_xnnpack', '—')}x built-in; "
+                       f"drop {a['drop_points']} points vs PTQ int8")
             state = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[
                 a["met"]]
             out.append(f"- {name}: {what}: **{state}** ({fig})")
@@ -709,7 +933,9 @@ def time_and_report(results, args, save):
     writes the JSON and Markdown; returns the timing seconds."""
     timed = [res for r in results.values()
              for res in list(r.get("paths", {}).values()) +
-             [r.get("tfmot", {})] if "path" in res]
+             [r.get("tfmot", {})] + [v for at in r.get("speed", {}).values()
+                                     for v in at.values()]
+             if "path" in res]
     paths = [res["path"] for res in timed]
     t = time.perf_counter()
     for xnn in (True, False):
@@ -766,7 +992,8 @@ def main(argv=None):
             except Exception as e:
                 results[name] = {"error": error_text(e)}
                 print(f"[{name}] failed: {error_text(e)}", flush=True)
-            if not args.no_tfmot and name in (
+            if not args.no_tfmot and "tfmot" in args.paths.split(
+                    ",") and name in (
                     args.tfmot_models or args.models).split(","):
                 results[name]["tfmot"] = run_tfmot(name, args, tmp)
             results[name]["wall_seconds"] = round(time.perf_counter() - t, 1)

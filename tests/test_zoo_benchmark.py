@@ -92,3 +92,87 @@ def test_quick_run_writes_every_path(tmp_path, monkeypatch):
     assert paths["qat_int8"]["agreement"]["samples"] >= 200
     assert (tmp_path / "fb" / "mobilenet_v2_qat_int8.tflite").exists()
     assert "### Aims" in (tmp_path / "zoo_quick.md").read_text()
+
+
+def test_paths_option_chooses_paths_and_refuses_unknown_ones():
+    args = zoo.parse_args(["--paths", "channel_int8,ptq_int8"])
+    assert args.paths.split(",") == ["channel_int8", "ptq_int8"]
+    assert zoo.parse_args([]).paths.split(",") == zoo.PATH_KEYS
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--paths", "channel"])
+
+
+def test_speed_size_takes_a_list_of_sides_of_at_least_32():
+    assert zoo.parse_args(["--speed-size", "96,224"]).speed_sizes == \
+        [96, 224]
+    assert zoo.parse_args([]).speed_sizes == []
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--speed-size", "16"])
+
+
+def test_channel_aim_is_judged_at_the_trained_and_at_each_speed_size():
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
+    row["size"] = 32
+    row["speed"] = {"96": {
+        "ptq_int8": {"macs": 100, "p50_ms_xnnpack": 3.0,
+                     "p50_ms_no_xnnpack": 6.0},
+        "channel_int8": {"macs": 40, "p50_ms_xnnpack": 1.5,
+                         "p50_ms_no_xnnpack": 2.0}}}
+    row["paths"]["channel_int8"]["p50_ms_xnnpack"] = 1.6   # 1.25x at 32
+    zoo.finish(row)
+    at32 = row["aims"]["channel_1.5x_at_1.5_points"]
+    at96 = row["aims"]["channel_1.5x_at_1.5_points_96px"]
+    assert (at32["met"], at32["size"]) == (False, 32)
+    assert (at96["met"], at96["speedup"], at96["size"]) == (True, 2.0, 96)
+    assert at96["drop_points"] == at32["drop_points"] == 1.0
+    assert row["speed"]["96"]["channel_int8"]["mac_ratio"] == 0.4
+    text = "\n".join(zoo.aim_lines({"m": row}))
+    assert "at 32x32" in text and "at 96x96" in text
+    assert "accuracy measured at the trained size" in text
+
+
+def test_channel_counts_sum_the_pruned_spaces():
+    counts = zoo.channel_counts([{"channels": 8, "kept": 4},
+                                 {"channels": 16, "kept": 8}])
+    assert counts["prunable_channels"] == 24
+    assert counts["kept_channels"] == 12
+    assert counts["removed_channel_fraction"] == 0.5
+
+
+def test_at_input_size_keeps_the_weights_at_a_larger_input():
+    import keras
+    import numpy as np
+    m = zoo.build("mobilenet_v2", keras, 32)
+    big = zoo.at_input_size(m, 64)
+    assert tuple(big.input.shape) == (None, 64, 64, 3)
+    assert len(big.weights) == len(m.weights)
+    for a, b in zip(big.weights, m.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_markdown_shows_the_channel_steps_and_the_speed_sizes():
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
+    row.update({"size": 32, "float_accuracy": 0.7, "params": 100,
+                "speed": {"96": {
+                    "ptq_int8": {"macs": 100, "size_bytes": 10,
+                                 "p50_ms_xnnpack": 3.0,
+                                 "p50_ms_no_xnnpack": 6.0},
+                    "channel_int8": {"macs": 40, "size_bytes": 5,
+                                     "p50_ms_xnnpack": 1.5,
+                                     "p50_ms_no_xnnpack": 2.0}}}})
+    row["paths"]["channel_int8"].update({
+        "sparsity": 0.5, "kept_channels": 12, "prunable_channels": 24,
+        "mac_ratio": 0.31, "params": 50, "params_ratio": 0.5,
+        "masked_keras_accuracy": 0.7, "shrunk_keras_accuracy": 0.7,
+        "shrink_max_abs_logit_difference": 1e-6,
+        "shrunk_bn_reestimated_keras_accuracy": 0.69,
+        "keras_accuracy": 0.75})
+    zoo.finish(row)
+    del row["paths"]["qat_int8"]   # not chosen with --paths
+    args = zoo.parse_args(["--paths", "ptq_int8,channel_int8"])
+    args.command = "zoo.py"
+    text = zoo.markdown({"mobilenet_v2": row}, args)
+    assert "| mobilenet_v2 | 50% | 12 / 24 | 31.0% |" in text
+    assert "| mobilenet_v2 | 96x96 | channel-pruned int8 | 40 |" in text
+    assert "2.00 / 3.00" in text
+    assert "QAT int8 | failed" not in text

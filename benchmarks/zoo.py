@@ -414,9 +414,7 @@ def run_model(name, args, tmp):
         shrunk model."""
         c = clone(start)
         sparsity = args.channel_sparsity
-        cb = prune.ChannelPruning(prune.PolynomialDecay(
-            0.0, sparsity, 0, max(1, int(0.7 * steps)),
-            frequency=max(1, steps // 20)))
+        cb = prune.ChannelPruning(channel_schedule(sparsity, steps))
         res = row["paths"].setdefault("channel_int8", {})
         res.update({"sparsity": sparsity, "epochs": E + 2 * F})
         secs["channel_prune"] = timed_train(c, data, F, FT_LR, [cb])
@@ -459,6 +457,23 @@ def run_model(name, args, tmp):
                 print(f"[{name}] {key} at {size}x{size} failed: "
                       f"{error_text(e)}", flush=True)
     return row
+
+
+def channel_schedule(sparsity, steps):
+    """0 -> ``sparsity`` over about 70% of ``steps``, 20 updates. The
+    ramp ends on an update step: a schedule updates only every
+    ``frequency`` steps, so an end between two updates would leave the
+    last update just short of ``sparsity`` (one channel fewer removed
+    per space, as channel counts are rounded down).
+
+    >>> s = channel_schedule(0.5, 94)
+    >>> (s.end_step, s.frequency)
+    (64, 4)
+    """
+    from tfcompress import prune
+    frequency = max(1, steps // 20)
+    end = max(frequency, int(0.7 * steps) // frequency * frequency)
+    return prune.PolynomialDecay(0.0, sparsity, 0, end, frequency=frequency)
 
 
 def channel_counts(summary):

@@ -176,3 +176,11 @@ def test_markdown_shows_the_channel_steps_and_the_speed_sizes():
     assert "| mobilenet_v2 | 96x96 | channel-pruned int8 | 40 |" in text
     assert "2.00 / 3.00" in text
     assert "QAT int8 | failed" not in text
+
+
+@pytest.mark.parametrize("steps", [8, 94, 188, 469])
+def test_channel_schedule_reaches_its_sparsity_on_an_update_step(steps):
+    import tensorflow as tf
+    s = zoo.channel_schedule(0.5, steps)
+    last = max(t for t in range(steps) if s.should_update(t))
+    assert float(s(tf.constant(last, tf.int64))[1]) == 0.5

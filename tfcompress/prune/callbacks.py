@@ -155,9 +155,12 @@ def _mask_update_function(wrappers):
 
     @tf.function(autograph=False)
     def update(step):
+        sparsities = {}  # one schedule evaluation per distinct schedule
         for w in wrappers:
-            _, sparsity = w.pruning_schedule(step)
-            w.update_masks(sparsity)
+            key = id(w.pruning_schedule)
+            if key not in sparsities:
+                sparsities[key] = w.pruning_schedule(step)[1]
+            w.update_masks(sparsities[key])
 
     return update
 

@@ -1,10 +1,12 @@
 """``model.fit`` callbacks that drive pruning.
 
-``UpdatePruningStep`` is required: it sets the step counter kept in every
-wrapper before each batch (the wrappers update their masks on the
-schedule's steps while training) and re-applies the masks at epoch end.
-For a custom training loop (``tf.GradientTape``), call its methods
-yourself, as with tfmot::
+``UpdatePruningStep`` is required: it keeps the step counter of every
+wrapper, updates the masks before each batch on the schedule's steps and
+re-applies the masks at epoch end. For a custom training loop
+(``tf.GradientTape``), call its methods yourself, as with tfmot, calling
+``on_train_begin`` before the training step is first traced (a step traced
+earlier keeps tfmot's in-call mask update, which gives the same masks but a
+larger graph)::
 
     step = tfcompress.prune.UpdatePruningStep()
     step.set_model(model)
@@ -135,15 +137,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
 def due_wrappers(wrappers, step) -> list:
     """The wrappers whose schedule says to prune at ``step``; each
-    distinct schedule is evaluated once (``prune_low_magnitude`` gives all
+    distinct schedule is asked once (``prune_low_magnitude`` gives all
     wrappers of a model the same schedule object)."""
     verdicts = {}
     due = []
     for w in wrappers:
         schedule = w.pruning_schedule
         if id(schedule) not in verdicts:
-            should_prune, _ = schedule(tf.constant(step, tf.int64))
-            verdicts[id(schedule)] = bool(should_prune)
+            verdicts[id(schedule)] = schedule.prunes_at(step)
         if verdicts[id(schedule)]:
             due.append(w)
     return due

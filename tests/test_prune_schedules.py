@@ -93,3 +93,24 @@ def test_schedule_in_tf_function():
 
     up, sp = f(tf.constant(100, tf.int64))
     assert bool(up) and abs(float(sp) - 0.8) < 1e-6
+
+
+class _EveryThirdStep(PolynomialDecay):
+    """A custom rule in ``__call__`` only (``should_update`` not updated)."""
+
+    def __call__(self, step):
+        _, sparsity = super().__call__(step)
+        return tf.equal(tf.math.floormod(tf.cast(step, tf.int64), 3), 0), \
+            sparsity
+
+
+@pytest.mark.parametrize("schedule", [
+    PolynomialDecay(0.0, 0.8, 4, 20, frequency=3),
+    ConstantSparsity(0.5, 2, end_step=11, frequency=4),
+    ConstantSparsity(0.5, 0, frequency=1),
+    _EveryThirdStep(0.0, 0.8, 0, 20, frequency=2),
+], ids=["polynomial", "constant", "constant-open", "custom-call"])
+def test_prunes_at_agrees_with_the_schedule_tensor(schedule):
+    for step in range(30):
+        expected = bool(schedule(tf.constant(step, tf.int64))[0])
+        assert schedule.prunes_at(step) == expected, step

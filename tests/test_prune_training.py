@@ -247,3 +247,85 @@ def test_steps_per_execution_above_one_is_refused_clearly():
     with pytest.raises(ValueError, match="steps_per_execution=1"):
         model.fit(*_data(16), verbose=0,
                   callbacks=[prune.UpdatePruningStep()])
+
+
+def _training_graph_ops(model):
+    """Op types of ``model(x, training=True)`` traced, nested functions
+    (``tf.cond`` branches) included."""
+    call = tf.function(lambda x: model(x, training=True))
+    graph = call.get_concrete_function(
+        tf.TensorSpec((None, 8, 8, 4), tf.float32)).graph.as_graph_def()
+    ops = [n.op for n in graph.node]
+    for function in graph.library.function:
+        ops += [n.op for n in function.node_def]
+    return ops
+
+
+def test_callback_keeps_mask_updates_out_of_the_training_graph():
+    dense = _small_cnn()
+    model = prune.prune_low_magnitude(
+        dense, prune.PolynomialDecay(0.0, 0.8, 0, 24, frequency=4))
+    wrappers = prune.collect_wrappers(model)
+    for w in wrappers:
+        w.pruning_step.assign(0)
+    in_call = _training_graph_ops(model)
+    assert in_call.count("If") == len(wrappers)  # tfmot's in-call update
+
+    callback = prune.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    driven = _training_graph_ops(model)
+    # only the masked forward pass: read each mask, multiply the weight
+    extra = len(driven) - len(_training_graph_ops(dense))
+    assert extra <= 3 * len(wrappers), (extra, len(wrappers))
+    for op in ("If", "StatelessIf", "TopKV2", "Assert", "AssignVariableOp"):
+        assert op not in driven, op
+
+    callback.on_train_end()
+    assert _training_graph_ops(model).count("If") == len(wrappers)
+
+
+def test_callback_updates_masks_as_the_in_call_update_does():
+    dense = _small_cnn()
+    x, y = _data(48)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    models = []
+    for _ in range(2):
+        copy = keras.models.clone_model(dense)
+        copy.set_weights(dense.get_weights())
+        models.append(prune.prune_low_magnitude(
+            copy, prune.PolynomialDecay(0.2, 0.7, 0, 9, frequency=3)))
+
+    def make_step(model):
+        optimizer = keras.optimizers.SGD(0.1)
+
+        @tf.function
+        def step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(yb, model(xb, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return step
+
+    by_callback, in_call = models
+    callback = prune.UpdatePruningStep()
+    callback.set_model(by_callback)
+    callback.on_train_begin()
+    steps = [make_step(m) for m in models]
+    for i in range(12):
+        xb, yb = x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
+        callback.on_train_batch_begin(i)
+        steps[0](xb, yb)
+        callback.on_train_batch_end(i)
+        for w in prune.collect_wrappers(in_call):
+            w.pruning_step.assign(i)
+        steps[1](xb, yb)
+    callback.on_train_end()
+    for a, b in zip(prune.collect_wrappers(by_callback),
+                    prune.collect_wrappers(in_call)):
+        b.apply_masks()
+        np.testing.assert_array_equal(a.masks[0].numpy(), b.masks[0].numpy())
+        np.testing.assert_allclose(a.pruned_weights[0].numpy(),
+                                   b.pruned_weights[0].numpy(), atol=1e-6)
+        assert a.thresholds == pytest.approx(b.thresholds)
+        assert abs(a.sparsity()[0] - 0.7) <= 0.01, a.name

@@ -1,10 +1,12 @@
 """``model.fit`` callbacks that drive pruning.
 
-``UpdatePruningStep`` is required: it sets the step counter kept in every
-wrapper before each batch (the wrappers update their masks on the
-schedule's steps while training) and re-applies the masks at epoch end.
-For a custom training loop (``tf.GradientTape``), call its methods
-yourself, as with tfmot::
+``UpdatePruningStep`` is required: it keeps the step counter of every
+wrapper, updates the masks before each batch on the schedule's steps and
+re-applies the masks at epoch end. For a custom training loop
+(``tf.GradientTape``), call its methods yourself, as with tfmot, calling
+``on_train_begin`` before the training step is first traced (a step traced
+earlier keeps tfmot's in-call mask update, which gives the same masks but a
+larger graph)::
 
     step = tfcompress.prune.UpdatePruningStep()
     step.set_model(model)
@@ -37,12 +39,19 @@ def collect_wrappers(model) -> list:
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advances the pruning step counter of every wrapper; required.
 
-    Each training call of a wrapper runs the schedule on its step counter
-    (masks are updated on the schedule's steps, inside ``tf.function``);
-    this callback advances the counter after each batch, ranks weights across
-    layers for ``global_pruning`` wrappers, and re-applies the masks at the
-    end of each epoch so the saved weights hold exact zeros. A model
-    restored from a ``.keras`` file continues from its saved step.
+    Before each batch it updates the masks of the wrappers whose schedule is
+    due at the current step (one ``tf.function`` for all of them, or one
+    threshold across layers for ``global_pruning`` wrappers); it advances
+    the step counter after each batch and re-applies the masks at the end of
+    each epoch so the saved weights hold exact zeros. A model restored from
+    a ``.keras`` file continues from its saved step.
+
+    The masks and sparsities are those of tfmot's in-graph update (the
+    schedule evaluated on the step counter, each layer ranking its masked
+    weights); doing the update here rather than inside every layer's
+    training call keeps the schedule, a ``tf.cond`` and the mask
+    computation of each layer out of the training graph, whose first
+    trace and optimisation then cost about what the float model's do.
 
     >>> cb = UpdatePruningStep()   # model.fit(..., callbacks=[cb])
     """
@@ -52,6 +61,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.wrappers = []
         self.step = 0
         self._assign_steps = None
+        self._mask_updates = {}
 
     def on_train_begin(self, logs=None):
         self.wrappers = collect_wrappers(self.model)
@@ -84,11 +94,30 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
         self._assign_steps = assign_steps
         self._assign_steps(tf.constant(self.step, tf.int64))
+        self._mask_updates = {}
+        for w in self.wrappers:
+            w.mask_updates_by_callback = True
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._assign_steps is None:
             self.on_train_begin()
         update_global_masks(self.wrappers, self.step)
+        self.update_layer_masks(self.step)
+
+    def update_layer_masks(self, step):
+        """Updates the masks of the (not global) wrappers whose schedule is
+        due at ``step``, in one ``tf.function`` per set of due wrappers;
+        returns how many were updated."""
+        due = due_wrappers([w for w in self.wrappers
+                            if not w.global_pruning], step)
+        if not due:
+            return 0
+        key = tuple(id(w) for w in due)
+        update = self._mask_updates.get(key)
+        if update is None:
+            update = self._mask_updates[key] = _mask_update_function(due)
+        update(tf.constant(step, tf.int64))
+        return len(due)
 
     def on_train_batch_end(self, batch, logs=None):
         # The saved counter is the next step to run, so a checkpoint taken
@@ -103,6 +132,38 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for w in self.wrappers:
             w.apply_masks()
+            w.mask_updates_by_callback = False
+
+
+def due_wrappers(wrappers, step) -> list:
+    """The wrappers whose schedule says to prune at ``step``; each
+    distinct schedule is asked once (``prune_low_magnitude`` gives all
+    wrappers of a model the same schedule object)."""
+    verdicts = {}
+    due = []
+    for w in wrappers:
+        schedule = w.pruning_schedule
+        if id(schedule) not in verdicts:
+            verdicts[id(schedule)] = schedule.prunes_at(step)
+        if verdicts[id(schedule)]:
+            due.append(w)
+    return due
+
+
+def _mask_update_function(wrappers):
+    """A ``tf.function(step)`` recomputing the masks of ``wrappers`` at the
+    sparsity each one's schedule gives for ``step``."""
+
+    @tf.function(autograph=False)
+    def update(step):
+        sparsities = {}  # one schedule evaluation per distinct schedule
+        for w in wrappers:
+            key = id(w.pruning_schedule)
+            if key not in sparsities:
+                sparsities[key] = w.pruning_schedule(step)[1]
+            w.update_masks(sparsities[key])
+
+    return update
 
 
 def update_global_masks(wrappers, step):

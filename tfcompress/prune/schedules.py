@@ -80,6 +80,23 @@ class PruningSchedule:
             return False
         return (step - self.begin_step) % self.frequency == 0
 
+    def prunes_at(self, step: int) -> bool:
+        """Whether ``self(step)`` says to update the masks at ``step``.
+
+        Answered in plain Python (``should_update``) when the schedule's
+        ``__call__`` is a built-in one using the default rule, so a training
+        loop can ask before every batch without running TensorFlow ops;
+        any other schedule is evaluated.
+
+        >>> ConstantSparsity(0.5, begin_step=10, frequency=5).prunes_at(15)
+        True
+        """
+        cls = type(self)
+        if (cls.__call__ in _DEFAULT_RULE_CALLS
+                and cls.should_update is PruningSchedule.should_update):
+            return self.should_update(step)
+        return bool(self(tf.constant(int(step), tf.int64))[0])
+
     def __call__(self, step):
         raise NotImplementedError
 
@@ -165,6 +182,11 @@ class PolynomialDecay(PruningSchedule):
                 "final_sparsity": self.final_sparsity,
                 "begin_step": self.begin_step, "end_step": self.end_step,
                 "power": self.power, "frequency": self.frequency}
+
+
+# ``__call__`` implementations whose ``should_prune`` is the default rule
+# (``PruningSchedule.should_update``).
+_DEFAULT_RULE_CALLS = (ConstantSparsity.__call__, PolynomialDecay.__call__)
 
 
 def serialize(schedule: PruningSchedule) -> dict:

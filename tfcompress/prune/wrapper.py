@@ -4,9 +4,13 @@ It holds, as non-trainable weights, one mask per pruned variable and the
 pruning step counter, so a ``.keras`` file saves and restores them and a
 resumed run continues the schedule exactly.
 
-As in tfmot, every training call first runs the schedule on the step
-counter (inside ``tf.function``) and, on update steps, recomputes the masks
-and assigns ``weight * mask`` to the pruned weights. The wrapped layer then
+As in tfmot, a training call outside ``model.fit`` (a layer called with
+``training=True`` and its step counter set by hand) first runs the schedule
+on the step counter (inside ``tf.function``) and, on update steps, recomputes
+the masks and assigns ``weight * mask`` to the pruned weights. While
+``UpdatePruningStep`` drives training, it does that same update itself
+before each batch that is due (see ``mask_updates_by_callback``), so the
+training graph holds only the masked forward pass. The wrapped layer then
 computes with ``weight * mask`` (substituted for the weight through a Keras
 ``StatelessScope``), so gradients reach the weight only through unmasked
 entries: pruned entries move only by optimizer momentum, never enter the
@@ -93,6 +97,12 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         self.masks = []
         self.threshold_vars = []
         self.pruned_weights = []
+        # Set by UpdatePruningStep while it drives training: it then checks
+        # the step counter and updates the masks before each batch, and a
+        # training call builds only the masked forward pass (no schedule,
+        # no ``tf.cond``, no step check in the training graph). Read when
+        # the call is traced, so it is set before the first training step.
+        self.mask_updates_by_callback = False
         if layer.built:
             self.build()
 
@@ -140,10 +150,8 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
 
     # -- forward ----------------------------------------------------------
     def call(self, inputs, *args, training=None, **kwargs):
-        if training:
-            tf.debugging.assert_greater_equal(
-                self.pruning_step.value, tf.constant(0, tf.int64),
-                message=MISSING_CALLBACK)
+        if training and not self.mask_updates_by_callback:
+            self.check_step_counter()
             if not self.global_pruning:
                 self.conditional_mask_update()
         if compat.call_has_training_arg(self.layer):
@@ -176,6 +184,17 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         return outputs
 
     # -- pruning ----------------------------------------------------------
+    def check_step_counter(self):
+        """Fails the training step if no callback set the step counter.
+
+        Only string data, so the check is a single ``Assert`` op (no
+        ``tf.cond`` guarding a formatted message).
+        """
+        return tf.debugging.Assert(
+            tf.greater_equal(self.pruning_step.value,
+                             tf.constant(0, tf.int64)),
+            [MISSING_CALLBACK])
+
     def conditional_mask_update(self):
         """Graph-friendly: updates the masks if the schedule says so at the
         current step counter; returns the ``should_prune`` tensor.

@@ -643,7 +643,7 @@ def finish(row):
     aims = {}
     base = row.get("float_fair_accuracy")
     qat = paths.get("qat_int8", {}).get("tflite_accuracy")
-    if base is not None:
+    if base is not None and "qat_int8" in paths:
         aims["qat_within_0.5_points"] = (
             {"met": None, "why": paths.get("qat_int8", {}).get("error")}
             if qat is None else
@@ -906,6 +906,8 @@ def speed_lines(results):
 
 
 def aim_lines(results):
+    def met(ok):
+        return "met" if ok else "missed"
     out = []
     for name, row in results.items():
         for aim, a in row.get("aims", {}).items():
@@ -936,7 +938,10 @@ def aim_lines(results):
                              "trained size)")
                 fig = (f"{a['speedup']}x XNNPACK, "
                        f"{a.get('speedup_no_xnnpack', '—')}x built-in; "
-                       f"drop {a['drop_points']} points vs PTQ int8")
+                       f"drop {a['drop_points']} points vs PTQ int8: "
+                       f"speed-up {met(a['speedup'] >= CHANNEL_SPEEDUP_AIM)}"
+                       f", accuracy "
+                       f"{met(a['drop_points'] <= CHANNEL_DROP_POINTS)}")
             state = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[
                 a["met"]]
             out.append(f"- {name}: {what}: **{state}** ({fig})")

@@ -129,6 +129,8 @@ def test_channel_aim_is_judged_at_the_trained_and_at_each_speed_size():
     text = "\n".join(zoo.aim_lines({"m": row}))
     assert "at 32x32" in text and "at 96x96" in text
     assert "accuracy measured at the trained size" in text
+    assert "speed-up missed, accuracy met" in text
+    assert "speed-up met, accuracy met" in text
 
 
 def test_channel_counts_sum_the_pruned_spaces():
@@ -184,3 +186,11 @@ def test_channel_schedule_reaches_its_sparsity_on_an_update_step(steps):
     s = zoo.channel_schedule(0.5, steps)
     last = max(t for t in range(steps) if s.should_update(t))
     assert float(s(tf.constant(last, tf.int64))[1]) == 0.5
+
+
+def test_a_path_left_out_with_paths_has_no_aim():
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
+    del row["paths"]["qat_int8"]
+    zoo.finish(row)
+    assert not any(a.startswith("qat") for a in row["aims"])
+    assert "channel_1.5x_at_1.5_points" in row["aims"]

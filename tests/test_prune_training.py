@@ -33,6 +33,22 @@ def _fit(model, epochs=4, batch_size=8, **kwargs):
                      callbacks=[prune.UpdatePruningStep()], **kwargs)
 
 
+def _sgd_step(model, learning_rate):
+    """A custom tf.function training step (SGD, logits loss) for
+    ``model``, as users write with GradientTape."""
+    optimizer = keras.optimizers.SGD(learning_rate)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+    return step
+
+
 def _kernel_sparsity(model):
     return {w.layer.name: w.sparsity()[0]
             for w in prune.collect_wrappers(model)}
@@ -95,18 +111,8 @@ def test_custom_training_loop_with_gradient_tape():
     keras.utils.set_random_seed(1)
     model = prune.prune_low_magnitude(
         _small_cnn(), prune.PolynomialDecay(0.2, 0.7, 0, 6, frequency=2))
-    optimizer = keras.optimizers.SGD(0.05)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     x, y = _data(32)
-
-    @tf.function
-    def train_step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
+    train_step = _sgd_step(model, 0.05)
     step_callback = prune.UpdatePruningStep()
     step_callback.set_model(model)
     step_callback.on_train_begin()
@@ -288,7 +294,6 @@ def test_callback_keeps_mask_updates_out_of_the_training_graph():
 def test_callback_updates_masks_as_the_in_call_update_does():
     dense = _small_cnn()
     x, y = _data(48)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     models = []
     for _ in range(2):
         copy = keras.models.clone_model(dense)
@@ -296,22 +301,11 @@ def test_callback_updates_masks_as_the_in_call_update_does():
         models.append(prune.prune_low_magnitude(
             copy, prune.PolynomialDecay(0.2, 0.7, 0, 9, frequency=3)))
 
-    def make_step(model):
-        optimizer = keras.optimizers.SGD(0.1)
-
-        @tf.function
-        def step(xb, yb):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(yb, model(xb, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return step
-
     by_callback, in_call = models
     callback = prune.UpdatePruningStep()
     callback.set_model(by_callback)
     callback.on_train_begin()
-    steps = [make_step(m) for m in models]
+    steps = [_sgd_step(m, 0.1) for m in models]
     for i in range(12):
         xb, yb = x[4 * i:4 * i + 4], y[4 * i:4 * i + 4]
         callback.on_train_batch_begin(i)

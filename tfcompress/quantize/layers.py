@@ -9,6 +9,14 @@ by BatchNormalization is trained as one op whose kernel is
 folding — exactly the int8 kernel the device runs. The moving statistics
 are frozen during QAT (the usual practice when fine-tuning a trained
 model); gamma and beta keep training.
+
+Bias: TFLite stores a Conv/Dense bias as int32 in steps of (input step x
+weight step of the channel). A fused layer whose input comes from a
+quantizer (directly or through layers that keep the scale, such as zero
+padding) rounds its folded bias to that grid too, so it computes the
+flatbuffer's very values: a float bias differs from the stored one by up
+to half a bias step, enough to round some outputs to the neighbouring int8
+value, and deep networks amplify those one-step differences.
 """
 
 from __future__ import annotations
@@ -74,6 +82,78 @@ class _RangeMixin:
             seen.assign(1.0)
             return fq.quantize_activations(y, new_lo, new_hi, bits)
         return fq.quantize_activations(y, lo, hi, bits)
+
+
+# Layers that pass int8 values on with their input's scale (TFLite gives
+# their output the input's quantization parameters).
+KEEPS_SCALE = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
+               L.AveragePooling2D, L.GlobalMaxPooling1D,
+               L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
+               L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
+               L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
+               L.Cropping1D, L.Cropping2D, L.Permute)
+
+
+def input_quantizer(tensor):
+    """The layer whose fake-quant sets the int8 scale of the symbolic
+    ``tensor`` (walking back through :data:`KEEPS_SCALE` layers), or None
+    when the tensor is not quantized by a tfcompress quantizer."""
+    from tfcompress import compat
+    for _ in range(1000):
+        try:
+            layer = compat.keras_history(tensor).operation
+        except compat.CompatError:
+            return None
+        if hasattr(layer, "range") and getattr(layer, "quantize_output",
+                                               True):
+            return layer
+        if not isinstance(layer, KEEPS_SCALE):
+            return None
+        tensor = layer.input
+    return None
+
+
+class _InputStep:
+    """The quantization step of a layer's input, read from the range of the
+    quantizer that produces it. Found when the layer is called on a
+    symbolic tensor (building, cloning or loading a model); the range
+    belongs to that other layer, so it is kept out of Keras' tracking."""
+
+    def __init__(self):
+        self.quantizer = None
+
+    def find(self, tensor):
+        found = input_quantizer(tensor)
+        if found is not None:       # keep a link a rebuilt graph hides
+            self.quantizer = found
+
+    def step(self):
+        q = self.quantizer
+        if q is None:
+            return None
+        lo, hi, _ = q.range
+        return (hi - lo) / float(2 ** q.activation_bits - 1)
+
+
+def _weight_steps(kernel, bits, per_channel, channel_axis=-1):
+    """TFLite's weight scale of each output channel (a scalar per tensor)
+    for a symmetric narrow-range ``bits`` fake quant of ``kernel``."""
+    levels = float(2 ** (bits - 1) - 1)
+    if not per_channel:
+        return tf.maximum(tf.reduce_max(tf.abs(kernel)), 1e-8) / levels
+    axis = channel_axis % len(kernel.shape)
+    axes = [a for a in range(len(kernel.shape)) if a != axis]
+    m = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+    return m / levels
+
+
+def round_bias(bias, step):
+    """``bias`` on the int32 grid ``step`` (per channel), as the converter
+    stores it; the gradient passes straight through."""
+    step = tf.stop_gradient(tf.cast(step, bias.dtype))
+    safe = tf.where(step > 0, step, tf.ones_like(step))
+    rounded = tf.where(step > 0, tf.round(bias / safe) * safe, bias)
+    return bias + tf.stop_gradient(rounded - bias)
 
 
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
@@ -158,6 +238,23 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         # a constant factor on the output folded into kernel and bias
         self.output_scale = float(output_scale)
         self.output_shift = float(output_shift)
+        self._input_step = _InputStep()
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):
+            self._input_step.find(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _bias_step(self, kernel, input_step, channel_axis=-1,
+                   multiplier=1):
+        """The int32 bias step of each output channel, or None."""
+        if input_step is None:
+            return None
+        w = _weight_steps(kernel, self.weight_bits, self.per_channel,
+                          channel_axis)
+        if multiplier > 1 and self.per_channel:   # depthwise: c * M + m
+            w = tf.repeat(w, multiplier)
+        return input_step * w
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -270,6 +367,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         layer = self.layer
         kernel, bias = self._folded()
+        input_step = self._input_step.step()
         if isinstance(layer, SEPARABLE):
             dw = _quantize_channels_axis_minus2(
                 layer.depthwise_kernel, self.weight_bits, self.per_channel)
@@ -278,10 +376,18 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                                            layer.dilation_rate)
             mid = self._quantize_output(mid, training, self.depthwise_range,
                                         self.activation_bits)
+            lo, hi, _ = self.depthwise_range
+            bias_step = self._bias_step(
+                kernel, (hi - lo) / float(2 ** self.activation_bits - 1))
             kernel = fq.quantize_weights(kernel, self.weight_bits,
                                          self.per_channel)
             y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)
         elif isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
+            if isinstance(layer, L.DepthwiseConv2D):
+                bias_step = self._bias_step(kernel, input_step, -2,
+                                            kernel.shape[-1])
+            else:   # per-tensor weights (see __init__)
+                bias_step = self._bias_step(kernel, input_step, -2)
             kernel = _quantize_channels_axis_minus2(
                 kernel, self.weight_bits, self.per_channel)
             if isinstance(layer, L.DepthwiseConv2D):
@@ -296,6 +402,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                                              layer.data_format,
                                              layer.dilation_rate)
         else:
+            bias_step = self._bias_step(kernel, input_step)
             kernel = fq.quantize_weights(kernel, self.weight_bits,
                                          self.per_channel)
             if isinstance(layer, L.Dense):
@@ -304,6 +411,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                 y = keras.ops.conv(inputs, kernel, layer.strides,
                                    layer.padding, layer.data_format,
                                    layer.dilation_rate)
+        if bias is not None and bias_step is not None:
+            bias = round_bias(bias, bias_step)
         if bias is not None:
             y = y + bias
         if layer.activation is not None and \

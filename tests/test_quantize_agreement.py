@@ -72,3 +72,22 @@ def test_small_mobilenet_block_logits_within_one_step():
     apart = _steps_apart(_qat(model, data), data)
     assert np.mean(apart <= 1 + 1e-4) >= 0.99, np.mean(apart <= 1 + 1e-4)
     assert np.mean(apart > 0.5) <= 0.02, np.mean(apart > 0.5)
+
+
+def test_lone_batchnorm_outputs_equal_their_flatbuffer():
+    # a BatchNormalization after no Conv/Dense is a 1x1 DEPTHWISE_CONV_2D
+    # with an int32 bias too; channel 0 (rare 255s, small gamma) sets the
+    # coarse input step, the others (small values, larger gamma) have a
+    # bias step that is a good fraction of the output step
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 16))
+    model = keras.Model(i, L.BatchNormalization()(i))
+    gamma = np.linspace(0.2, 0.6, 16)
+    gamma[0] = 0.01
+    model.layers[1].set_weights([gamma, np.linspace(-0.3, 0.35, 16),
+                                 np.zeros(16), np.ones(16)])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, (128, 8, 8, 16)).astype("float32")
+    x[:, 0, 0, 0] = 255.0
+    apart = _steps_apart(_qat(model, x, steps=2), x)
+    assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)

@@ -30,10 +30,11 @@ from tfcompress.quantize import fake_quant as fq
 from tfcompress.errors import InputError
 
 
-def channel_affine(inputs, scale, shift, weight_bits):
+def channel_affine(inputs, scale, shift, weight_bits, input_step=None):
     """``inputs * scale + shift`` per channel, with ``scale`` fake-quantized
     per channel as TFLite's int8 kernel stores it (a 1x1 DEPTHWISE_CONV_2D
-    for images, MUL + ADD otherwise)."""
+    for images, MUL + ADD otherwise). Given the step of the int8 input,
+    ``shift`` is rounded to the depthwise op's int32 bias grid."""
     scale = tf.reshape(tf.cast(scale, tf.float32), (-1,))
     rank, inner = len(inputs.shape), inputs.shape[1:-1]
     if rank != 4 and all(d is not None for d in inputs.shape[1:]):
@@ -41,9 +42,14 @@ def channel_affine(inputs, scale, shift, weight_bits):
         # depthwise convolution between two (free) int8 RESHAPEs
         rows = int(np.prod(inner)) if len(inner) else 1
         image = tf.reshape(inputs, (-1, 1, rows, inputs.shape[-1]))
-        return tf.reshape(channel_affine(image, scale, shift, weight_bits),
+        return tf.reshape(channel_affine(image, scale, shift, weight_bits,
+                                         input_step),
                           (-1,) + tuple(inputs.shape[1:]))
     if rank == 4:
+        if input_step is not None:
+            shift = round_bias(
+                tf.broadcast_to(tf.cast(shift, tf.float32), tf.shape(scale)),
+                input_step * _weight_steps(scale, weight_bits, True, 0))
         k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)),
                                 weight_bits, True)
         return keras.ops.depthwise_conv(
@@ -135,6 +141,16 @@ class _InputStep:
         return (hi - lo) / float(2 ** q.activation_bits - 1)
 
 
+class _InputStepMixin:
+    """Links ``self._input_step`` to the input's quantizer whenever the
+    layer is called on a symbolic tensor."""
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):
+            self._input_step.find(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+
 def _weight_steps(kernel, bits, per_channel, channel_axis=-1):
     """TFLite's weight scale of each output channel (a scalar per tensor)
     for a symmetric narrow-range ``bits`` fake quant of ``kernel``."""
@@ -191,7 +207,7 @@ def _activation_fn(name):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeFused(_RangeMixin, keras.layers.Layer):
+class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
     """Conv1D/Conv2D/DepthwiseConv2D/Dense [+ BatchNorm] [+ activation]
     with fake-quantized (folded) weights and output."""
 
@@ -239,11 +255,6 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         self.output_scale = float(output_scale)
         self.output_shift = float(output_shift)
         self._input_step = _InputStep()
-
-    def __call__(self, inputs, *args, **kwargs):
-        if isinstance(inputs, keras.KerasTensor):
-            self._input_step.find(inputs)
-        return super().__call__(inputs, *args, **kwargs)
 
     def _bias_step(self, kernel, input_step, channel_axis=-1,
                    multiplier=1):
@@ -461,7 +472,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeAffine(_RangeMixin, keras.layers.Layer):
+class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
     """A BatchNormalization that follows no Conv/Dense, as an int8
     per-channel affine op: a 1x1 depthwise convolution (TFLite
     DEPTHWISE_CONV_2D) for images, multiply-add otherwise."""
@@ -474,6 +485,7 @@ class QuantizeAffine(_RangeMixin, keras.layers.Layer):
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        self._input_step = _InputStep()
 
     def build(self, input_shape):
         if not self.batchnorm.built:
@@ -488,7 +500,8 @@ class QuantizeAffine(_RangeMixin, keras.layers.Layer):
         shift = -bn.moving_mean * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        y = channel_affine(inputs, scale, shift, self.weight_bits)
+        y = channel_affine(inputs, scale, shift, self.weight_bits,
+                           self._input_step.step())
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 

@@ -32,11 +32,11 @@ def _steps_apart(q, x):
     return np.abs(got - ref) / step
 
 
-def test_conv_outputs_equal_their_flatbuffer_when_input_step_is_coarse():
-    # small pixel values and a rare 255 (the input step is 1) into
-    # Conv+BN+ReLU6: the int32 bias step (input step x weight step) is a
-    # good fraction of the output step, so a float bias rounds many
-    # outputs differently from the flatbuffer
+def _coarse_conv():
+    """Small pixel values and a rare 255 (the input step is 1) into
+    Conv+BN+ReLU6: the int32 bias step (input step x weight step) is a
+    good fraction of the output step, so a float bias rounds many outputs
+    differently from the flatbuffer."""
     keras.utils.set_random_seed(0)
     i = keras.Input((8, 8, 3))
     y = L.Conv2D(16, 3, use_bias=False)(i)
@@ -47,8 +47,25 @@ def test_conv_outputs_equal_their_flatbuffer_when_input_step_is_coarse():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 4, (256, 8, 8, 3)).astype("float32")
     x[:, 0, 0, 0] = 255.0
+    return model, x
+
+
+def test_conv_outputs_equal_their_flatbuffer_when_input_step_is_coarse():
+    model, x = _coarse_conv()
     apart = _steps_apart(_qat(model, x, steps=2), x)
     assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)
+
+
+def test_saved_and_loaded_qat_model_keeps_the_rounded_bias(tmp_path):
+    # the bias grid comes from the input quantizer's range: a loaded model
+    # finds it again and computes the very same outputs
+    model, x = _coarse_conv()
+    q = _qat(model, x, steps=2)
+    q.save(tmp_path / "q.keras")
+    with quantize.quantize_scope():
+        loaded = keras.models.load_model(tmp_path / "q.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0),
+                                  q.predict(x, verbose=0))
 
 
 def test_small_mobilenet_block_logits_within_one_step():

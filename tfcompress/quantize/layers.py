@@ -115,7 +115,10 @@ def input_quantizer(tensor):
             return layer
         if not isinstance(layer, KEEPS_SCALE):
             return None
-        tensor = layer.input
+        try:
+            tensor = layer.input
+        except (AttributeError, ValueError):    # a layer called twice
+            return None
     return None
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as L
 
-from tfcompress.quantize.layers import _RangeMixin, channel_affine
+from tfcompress.quantize.layers import (_InputStep, _InputStepMixin,
+                                        _RangeMixin, channel_affine)
 
 AFFINE_LAYERS = (L.Rescaling, L.Normalization)
 
@@ -53,7 +54,8 @@ def layer_affine(layer, channels):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeChannelAffine(_RangeMixin, keras.layers.Layer):
+class QuantizeChannelAffine(_InputStepMixin, _RangeMixin,
+                            keras.layers.Layer):
     """``x * scale + offset`` per channel as one int8 op with its output
     fake-quantized: the QAT form of ``Rescaling``/``Normalization`` layers
     that cannot be folded into the next convolution."""
@@ -67,6 +69,7 @@ class QuantizeChannelAffine(_RangeMixin, keras.layers.Layer):
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        self._input_step = _InputStep()
 
     def build(self, input_shape):
         self.range = self._add_range()
@@ -74,7 +77,8 @@ class QuantizeChannelAffine(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         scale = tf.constant(self.scale, tf.float32)
         offset = tf.constant(self.offset, tf.float32)
-        y = channel_affine(inputs, scale, offset, self.weight_bits)
+        y = channel_affine(inputs, scale, offset, self.weight_bits,
+                           self._input_step.step())
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 

@@ -9,6 +9,14 @@ by BatchNormalization is trained as one op whose kernel is
 folding — exactly the int8 kernel the device runs. The moving statistics
 are frozen during QAT (the usual practice when fine-tuning a trained
 model); gamma and beta keep training.
+
+Bias: TFLite stores a Conv/Dense bias as int32 in steps of (input step x
+weight step of the channel). A fused layer whose input comes from a
+quantizer (directly or through layers that keep the scale, such as zero
+padding) rounds its folded bias to that grid too, so it computes the
+flatbuffer's very values: a float bias differs from the stored one by up
+to half a bias step, enough to round some outputs to the neighbouring int8
+value, and deep networks amplify those one-step differences.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from tfcompress.quantize import fake_quant as fq
 from tfcompress.errors import InputError
 
 
-def channel_affine(inputs, scale, shift, weight_bits):
+def channel_affine(inputs, scale, shift, weight_bits, input_step=None):
     """``inputs * scale + shift`` per channel, with ``scale`` fake-quantized
     per channel as TFLite's int8 kernel stores it (a 1x1 DEPTHWISE_CONV_2D
-    for images, MUL + ADD otherwise)."""
+    for images, MUL + ADD otherwise). Given the step of the int8 input,
+    ``shift`` is rounded to the depthwise op's int32 bias grid."""
     scale = tf.reshape(tf.cast(scale, tf.float32), (-1,))
     rank, inner = len(inputs.shape), inputs.shape[1:-1]
     if rank != 4 and all(d is not None for d in inputs.shape[1:]):
@@ -33,9 +42,14 @@ def channel_affine(inputs, scale, shift, weight_bits):
         # depthwise convolution between two (free) int8 RESHAPEs
         rows = int(np.prod(inner)) if len(inner) else 1
         image = tf.reshape(inputs, (-1, 1, rows, inputs.shape[-1]))
-        return tf.reshape(channel_affine(image, scale, shift, weight_bits),
+        return tf.reshape(channel_affine(image, scale, shift, weight_bits,
+                                         input_step),
                           (-1,) + tuple(inputs.shape[1:]))
     if rank == 4:
+        if input_step is not None:
+            shift = round_bias(
+                tf.broadcast_to(tf.cast(shift, tf.float32), tf.shape(scale)),
+                input_step * _weight_steps(scale, weight_bits, True, 0))
         k = fq.quantize_weights(tf.reshape(scale, (1, 1, 1, -1)),
                                 weight_bits, True)
         return keras.ops.depthwise_conv(
@@ -76,6 +90,91 @@ class _RangeMixin:
         return fq.quantize_activations(y, lo, hi, bits)
 
 
+# Layers that pass int8 values on with their input's scale (TFLite gives
+# their output the input's quantization parameters).
+KEEPS_SCALE = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
+               L.AveragePooling2D, L.GlobalMaxPooling1D,
+               L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
+               L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
+               L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
+               L.Cropping1D, L.Cropping2D, L.Permute)
+
+
+def input_quantizer(tensor):
+    """The layer whose fake-quant sets the int8 scale of the symbolic
+    ``tensor`` (walking back through :data:`KEEPS_SCALE` layers), or None
+    when the tensor is not quantized by a tfcompress quantizer."""
+    from tfcompress import compat
+    for _ in range(1000):
+        try:
+            layer = compat.keras_history(tensor).operation
+        except compat.CompatError:
+            return None
+        if hasattr(layer, "range") and getattr(layer, "quantize_output",
+                                               True):
+            return layer
+        if not isinstance(layer, KEEPS_SCALE):
+            return None
+        try:
+            tensor = layer.input
+        except (AttributeError, ValueError):    # a layer called twice
+            return None
+    return None
+
+
+class _InputStep:
+    """The quantization step of a layer's input, read from the range of the
+    quantizer that produces it. Found when the layer is called on a
+    symbolic tensor (building, cloning or loading a model); the range
+    belongs to that other layer, so it is kept out of Keras' tracking."""
+
+    def __init__(self):
+        self.quantizer = None
+
+    def find(self, tensor):
+        found = input_quantizer(tensor)
+        if found is not None:       # keep a link a rebuilt graph hides
+            self.quantizer = found
+
+    def step(self):
+        q = self.quantizer
+        if q is None:
+            return None
+        lo, hi, _ = q.range
+        return (hi - lo) / float(2 ** q.activation_bits - 1)
+
+
+class _InputStepMixin:
+    """Links ``self._input_step`` to the input's quantizer whenever the
+    layer is called on a symbolic tensor."""
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, keras.KerasTensor):
+            self._input_step.find(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+
+def _weight_steps(kernel, bits, per_channel, channel_axis=-1):
+    """TFLite's weight scale of each output channel (a scalar per tensor)
+    for a symmetric narrow-range ``bits`` fake quant of ``kernel``."""
+    levels = float(2 ** (bits - 1) - 1)
+    if not per_channel:
+        return tf.maximum(tf.reduce_max(tf.abs(kernel)), 1e-8) / levels
+    axis = channel_axis % len(kernel.shape)
+    axes = [a for a in range(len(kernel.shape)) if a != axis]
+    m = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+    return m / levels
+
+
+def round_bias(bias, step):
+    """``bias`` on the int32 grid ``step`` (per channel), as the converter
+    stores it; the gradient passes straight through."""
+    step = tf.stop_gradient(tf.cast(step, bias.dtype))
+    safe = tf.where(step > 0, step, tf.ones_like(step))
+    rounded = tf.where(step > 0, tf.round(bias / safe) * safe, bias)
+    return bias + tf.stop_gradient(rounded - bias)
+
+
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
 # ClusterPreservingScheme: more distinct values per channel is not a
 # clustered kernel
@@ -111,7 +210,7 @@ def _activation_fn(name):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeFused(_RangeMixin, keras.layers.Layer):
+class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
     """Conv1D/Conv2D/DepthwiseConv2D/Dense [+ BatchNorm] [+ activation]
     with fake-quantized (folded) weights and output."""
 
@@ -158,6 +257,18 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
         # a constant factor on the output folded into kernel and bias
         self.output_scale = float(output_scale)
         self.output_shift = float(output_shift)
+        self._input_step = _InputStep()
+
+    def _bias_step(self, kernel, input_step, channel_axis=-1,
+                   multiplier=1):
+        """The int32 bias step of each output channel, or None."""
+        if input_step is None:
+            return None
+        w = _weight_steps(kernel, self.weight_bits, self.per_channel,
+                          channel_axis)
+        if multiplier > 1 and self.per_channel:   # depthwise: c * M + m
+            w = tf.repeat(w, multiplier)
+        return input_step * w
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -270,6 +381,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
     def call(self, inputs, training=None):
         layer = self.layer
         kernel, bias = self._folded()
+        input_step = self._input_step.step()
         if isinstance(layer, SEPARABLE):
             dw = _quantize_channels_axis_minus2(
                 layer.depthwise_kernel, self.weight_bits, self.per_channel)
@@ -278,10 +390,18 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                                            layer.dilation_rate)
             mid = self._quantize_output(mid, training, self.depthwise_range,
                                         self.activation_bits)
+            lo, hi, _ = self.depthwise_range
+            bias_step = self._bias_step(
+                kernel, (hi - lo) / float(2 ** self.activation_bits - 1))
             kernel = fq.quantize_weights(kernel, self.weight_bits,
                                          self.per_channel)
             y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)
         elif isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
+            if isinstance(layer, L.DepthwiseConv2D):
+                bias_step = self._bias_step(kernel, input_step, -2,
+                                            kernel.shape[-1])
+            else:   # per-tensor weights (see __init__)
+                bias_step = self._bias_step(kernel, input_step, -2)
             kernel = _quantize_channels_axis_minus2(
                 kernel, self.weight_bits, self.per_channel)
             if isinstance(layer, L.DepthwiseConv2D):
@@ -296,6 +416,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                                              layer.data_format,
                                              layer.dilation_rate)
         else:
+            bias_step = self._bias_step(kernel, input_step)
             kernel = fq.quantize_weights(kernel, self.weight_bits,
                                          self.per_channel)
             if isinstance(layer, L.Dense):
@@ -304,6 +425,8 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
                 y = keras.ops.conv(inputs, kernel, layer.strides,
                                    layer.padding, layer.data_format,
                                    layer.dilation_rate)
+        if bias is not None and bias_step is not None:
+            bias = round_bias(bias, bias_step)
         if bias is not None:
             y = y + bias
         if layer.activation is not None and \
@@ -352,7 +475,7 @@ class QuantizeFused(_RangeMixin, keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeAffine(_RangeMixin, keras.layers.Layer):
+class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
     """A BatchNormalization that follows no Conv/Dense, as an int8
     per-channel affine op: a 1x1 depthwise convolution (TFLite
     DEPTHWISE_CONV_2D) for images, multiply-add otherwise."""
@@ -365,6 +488,7 @@ class QuantizeAffine(_RangeMixin, keras.layers.Layer):
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        self._input_step = _InputStep()
 
     def build(self, input_shape):
         if not self.batchnorm.built:
@@ -379,7 +503,8 @@ class QuantizeAffine(_RangeMixin, keras.layers.Layer):
         shift = -bn.moving_mean * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        y = channel_affine(inputs, scale, shift, self.weight_bits)
+        y = channel_affine(inputs, scale, shift, self.weight_bits,
+                           self._input_step.step())
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 

@@ -12,8 +12,8 @@ from tfcompress.quantize import bit_widths, zoo_layers
 from tfcompress.quantize.affine import (AFFINE_LAYERS,
                                         QuantizeChannelAffine, layer_affine)
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
-from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
-                                        QuantizeOutput)
+from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
+                                        QuantizeFused, QuantizeOutput)
 from tfcompress.utils.layer_map import copy_layer, is_container
 from tfcompress.errors import InputError
 
@@ -27,12 +27,7 @@ OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
 # TFLite fuses a following ReLU/ReLU6 into these ops: one output range.
 FUSES_ACTIVATION = (L.Add, L.Subtract, L.Multiply, ConstantArithmetic)
 # TFLite's int8 AVERAGE_POOL_2D keeps its input scale: no own range.
-PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
-                L.AveragePooling2D, L.GlobalMaxPooling1D,
-                L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
-                L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
-                L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
-                L.Cropping1D, L.Cropping2D, L.Permute)
+PASS_THROUGH = KEEPS_SCALE
 # Not fake-quantized, and reported: the converter quantizes what it can of
 # them and keeps float the op with no int8 kernel (LayerNormalization's NEG).
 KEPT_FLOAT = (L.LayerNormalization,)

@@ -1,0 +1,110 @@
+"""The QAT Keras model computes what its int8 flatbuffer computes: the same
+int8 values, not only close ones (LiteRT's default XNNPACK kernels, whose
+requantization rounds the exact product once)."""
+
+import keras
+import numpy as np
+from keras import layers as L
+
+from tfcompress import quantize
+from tfcompress.convert import convert
+from tfcompress.convert.result import litert_interpreter, run_flatbuffer
+
+
+def _qat(model, x, steps=4):
+    q = quantize.quantize_model(model)
+    q.compile(keras.optimizers.Adam(1e-3), "mse")
+    target = np.asarray(model.predict(x, verbose=0))
+    q.fit(x[:32 * steps], target[:32 * steps], batch_size=32, epochs=1,
+          verbose=0)
+    return q
+
+
+def _steps_apart(q, x):
+    """|flatbuffer - Keras| of every output, in output quantization steps."""
+    r = convert(q, "int8", strict=True, representative_data=x[:32],
+                output_type="int8")
+    interp, refused = litert_interpreter(r.tflite_bytes)
+    assert refused is None, refused           # XNNPACK ran the model
+    step = interp.get_output_details()[0]["quantization"][0]
+    got = run_flatbuffer(interp, x)
+    ref = np.asarray(q.predict(x, verbose=0)).reshape(got.shape)
+    return np.abs(got - ref) / step
+
+
+def _coarse_conv():
+    """Small pixel values and a rare 255 (the input step is 1) into
+    Conv+BN+ReLU6: the int32 bias step (input step x weight step) is a
+    good fraction of the output step, so a float bias rounds many outputs
+    differently from the flatbuffer."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    y = L.Conv2D(16, 3, use_bias=False)(i)
+    y = L.BatchNormalization()(y)
+    model = keras.Model(i, L.ReLU(6.0)(y))
+    model.layers[2].set_weights([np.full(16, 3.0), np.full(16, 3.0),
+                                 np.zeros(16), np.ones(16)])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, (256, 8, 8, 3)).astype("float32")
+    x[:, 0, 0, 0] = 255.0
+    return model, x
+
+
+def test_conv_outputs_equal_their_flatbuffer_when_input_step_is_coarse():
+    model, x = _coarse_conv()
+    apart = _steps_apart(_qat(model, x, steps=2), x)
+    assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)
+
+
+def test_saved_and_loaded_qat_model_keeps_the_rounded_bias(tmp_path):
+    # the bias grid comes from the input quantizer's range: a loaded model
+    # finds it again and computes the very same outputs
+    model, x = _coarse_conv()
+    q = _qat(model, x, steps=2)
+    q.save(tmp_path / "q.keras")
+    with quantize.quantize_scope():
+        loaded = keras.models.load_model(tmp_path / "q.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0),
+                                  q.predict(x, verbose=0))
+
+
+def test_small_mobilenet_block_logits_within_one_step():
+    # Conv-BN-ReLU6, depthwise, projection, Add, GAP, Dense: every op of a
+    # MobileNetV2 block; the logits of the flatbuffer and the Keras model
+    # are the same int8 values (within one step where float32 sums tie)
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 3))
+    x = L.Conv2D(16, 3, 2, padding="same", use_bias=False)(i)
+    x = L.ReLU(6.0)(L.BatchNormalization()(x))
+    y = L.Conv2D(32, 1, use_bias=False)(x)
+    y = L.ReLU(6.0)(L.BatchNormalization()(y))
+    y = L.DepthwiseConv2D(3, padding="same", use_bias=False)(y)
+    y = L.ReLU(6.0)(L.BatchNormalization()(y))
+    y = L.BatchNormalization()(L.Conv2D(16, 1, use_bias=False)(y))
+    x = L.Add()([x, y])
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, L.Dense(10)(x))
+    data = np.random.default_rng(1).uniform(0, 255, (200, 16, 16, 3))
+    data = data.astype("float32")
+    apart = _steps_apart(_qat(model, data), data)
+    assert np.mean(apart <= 1 + 1e-4) >= 0.99, np.mean(apart <= 1 + 1e-4)
+    assert np.mean(apart > 0.5) <= 0.02, np.mean(apart > 0.5)
+
+
+def test_lone_batchnorm_outputs_equal_their_flatbuffer():
+    # a BatchNormalization after no Conv/Dense is a 1x1 DEPTHWISE_CONV_2D
+    # with an int32 bias too; channel 0 (rare 255s, small gamma) sets the
+    # coarse input step, the others (small values, larger gamma) have a
+    # bias step that is a good fraction of the output step
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 16))
+    model = keras.Model(i, L.BatchNormalization()(i))
+    gamma = np.linspace(0.2, 0.6, 16)
+    gamma[0] = 0.01
+    model.layers[1].set_weights([gamma, np.linspace(-0.3, 0.35, 16),
+                                 np.zeros(16), np.ones(16)])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, (128, 8, 8, 16)).astype("float32")
+    x[:, 0, 0, 0] = 255.0
+    apart = _steps_apart(_qat(model, x, steps=2), x)
+    assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)

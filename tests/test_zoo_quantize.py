@@ -137,10 +137,9 @@ def test_mobilenet_v3_small_qat_converts_fully_integer_and_agrees():
 @pytest.mark.heavy
 def test_mobilenet_v3_small_qat_flatbuffer_adds_no_ops_to_the_ptq_one():
     qat, ptq = (_histogram(s) for s in _converted("MobileNetV3Small"))
-    # the input rescaling: MUL + ADD in the PTQ flatbuffer, one
-    # DEPTHWISE_CONV_2D in the QAT one; nothing else differs
-    assert ptq - qat == collections.Counter({"MUL": 1, "ADD": 1})
-    assert qat - ptq == collections.Counter({"DEPTHWISE_CONV_2D": 1})
+    # the input Rescaling(1/127.5, -1) is int8 MUL + ADD in both
+    assert qat == ptq
+    assert qat["MUL"] >= 1 and qat["ADD"] >= 1
 
 
 @pytest.mark.slow

@@ -19,6 +19,24 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def weight_range(w, per_channel=True, channel_axis=-1):
+    """The symmetric range ``m`` (fake quant over ``[-m, m]``) of a kernel:
+    its largest magnitude per ``channel_axis`` channel, or over the whole
+    tensor, at least 1e-8.
+
+    >>> import numpy as np
+    >>> w = np.array([[0.5, -1.0], [0.25, 2.0]], "float32")
+    >>> weight_range(w).numpy().tolist(), float(weight_range(w, False))
+    ([0.5, 2.0], 2.0)
+    """
+    w = tf.convert_to_tensor(w)
+    if not per_channel:
+        return tf.maximum(tf.reduce_max(tf.abs(w)), 1e-8)
+    axis = channel_axis % len(w.shape)
+    axes = [a for a in range(len(w.shape)) if a != axis]
+    return tf.maximum(tf.reduce_max(tf.abs(w), axis=axes), 1e-8)
+
+
 def quantize_weights(w, bits=8, per_channel=True):
     """Symmetric narrow-range fake quantization of a kernel.
 
@@ -26,15 +44,21 @@ def quantize_weights(w, bits=8, per_channel=True):
     channels of Conv and Dense kernels).
     """
     w = tf.convert_to_tensor(w)
+    m = weight_range(w, per_channel)
     if per_channel:
-        axes = list(range(len(w.shape) - 1))
-        m = tf.reduce_max(tf.abs(w), axis=axes)
-        m = tf.maximum(m, 1e-8)
         return tf.quantization.fake_quant_with_min_max_vars_per_channel(
             w, -m, m, num_bits=bits, narrow_range=True)
-    m = tf.maximum(tf.reduce_max(tf.abs(w)), 1e-8)
     return tf.quantization.fake_quant_with_min_max_vars(
         w, -m, m, num_bits=bits, narrow_range=True)
+
+
+def activation_step(lo, hi, bits=8):
+    """The quantization step of an activation range ``[lo, hi]``.
+
+    >>> activation_step(-1.0, 254.0)
+    1.0
+    """
+    return (hi - lo) / float(2 ** bits - 1)
 
 
 def quantize_activations(x, min_var, max_var, bits=8):

@@ -141,7 +141,7 @@ class _InputStep:
         if q is None:
             return None
         lo, hi, _ = q.range
-        return (hi - lo) / float(2 ** q.activation_bits - 1)
+        return fq.activation_step(lo, hi, q.activation_bits)
 
 
 class _InputStepMixin:
@@ -157,13 +157,8 @@ class _InputStepMixin:
 def _weight_steps(kernel, bits, per_channel, channel_axis=-1):
     """TFLite's weight scale of each output channel (a scalar per tensor)
     for a symmetric narrow-range ``bits`` fake quant of ``kernel``."""
-    levels = float(2 ** (bits - 1) - 1)
-    if not per_channel:
-        return tf.maximum(tf.reduce_max(tf.abs(kernel)), 1e-8) / levels
-    axis = channel_axis % len(kernel.shape)
-    axes = [a for a in range(len(kernel.shape)) if a != axis]
-    m = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
-    return m / levels
+    return (fq.weight_range(kernel, per_channel, channel_axis)
+            / float(2 ** (bits - 1) - 1))
 
 
 def round_bias(bias, step):
@@ -392,7 +387,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                                         self.activation_bits)
             lo, hi, _ = self.depthwise_range
             bias_step = self._bias_step(
-                kernel, (hi - lo) / float(2 ** self.activation_bits - 1))
+                kernel, fq.activation_step(lo, hi, self.activation_bits))
             kernel = fq.quantize_weights(kernel, self.weight_bits,
                                          self.per_channel)
             y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)

@@ -706,4 +706,6 @@ def write(args, table, columns, versions, seconds):
     return text
 
 if __name__ == "__main__":
+    from tfcompress.quiet import filter_native_stderr_live
+    filter_native_stderr_live()   # TensorFlow's log lines, not the figures
     main()

@@ -137,3 +137,44 @@ def test_quiet_and_run_headline_docstring_examples_run():
     for module in (tfcompress.quiet, tfcompress.recipes.report):
         result = doctest.testmod(module)
         assert result.attempted >= 1 and result.failed == 0, module
+
+
+def test_live_filter_drops_noise_and_keeps_other_lines_in_order():
+    # For long scripts: descriptor 2 filtered for the whole process, live.
+    # TensorFlow's start-up lines vanish, other lines stay, in order, and
+    # an uncaught exception's traceback still reaches the terminal.
+    script = (
+        "import os, sys\n"
+        "from tfcompress.quiet import filter_native_stderr_live\n"
+        "filter_native_stderr_live()\n"
+        "import tensorflow as tf\n"
+        "tf.config.list_physical_devices()\n"
+        "os.write(2, b'fully_quantize: 0, inference_type: 6\\n')\n"
+        "os.write(2, b'a native line\\n')\n"
+        "print('progress 1/3', file=sys.stderr, flush=True)\n"
+        "os.write(2, b'another native line\\n')\n"
+        "raise RuntimeError('a failure')\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert _noise_in(out.stderr) == []
+    lines = out.stderr.splitlines()
+    assert lines[:3] == ["a native line", "progress 1/3",
+                         "another native line"], out.stderr
+    assert lines[3] == "Traceback (most recent call last):", out.stderr
+    assert lines[-1] == "RuntimeError: a failure", out.stderr
+
+
+def test_every_benchmark_script_filters_native_logs_when_run():
+    import glob
+    scripts = [p for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
+               if os.path.basename(p) != "common.py"]
+    missing = []
+    for path in scripts:
+        with open(path) as f:
+            text = f.read()
+        main_block = text.split('if __name__ == "__main__":', 1)[-1]
+        if "filter_native_stderr_live()" not in main_block:
+            missing.append(os.path.basename(path))
+    assert scripts and missing == []

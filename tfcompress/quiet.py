@@ -107,3 +107,52 @@ def native_stderr_filtered(enabled: bool = True):
         if shown:
             sys.stderr.write(shown)
             sys.stderr.flush()
+
+
+def filter_native_stderr_live() -> None:
+    """Filters descriptor 2 of this process (and of the processes it
+    starts) live, for the rest of its life: TensorFlow's known noise and
+    the converter's chatter are dropped line by line, every other line
+    is passed on as it comes, in order with Python's own ``sys.stderr``
+    (which writes to the same descriptor). For long scripts (the
+    benchmarks), where :func:`native_stderr_filtered`'s replay at the end
+    would hold back their messages. Does nothing if the user asked for TensorFlow's logs
+    or descriptor 2 is unusable; calling it twice is harmless.
+    """
+    global _live_filter
+    if _live_filter is not None or wants_native_logs():
+        return
+    import atexit
+    import threading
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except (OSError, ValueError, AttributeError):
+        return
+
+    def pump():
+        with os.fdopen(read_end, "rb") as lines:
+            for raw in lines:
+                try:
+                    keep = without_noise(raw.decode("utf-8", "replace"))
+                except Exception:   # never block the writers
+                    keep = True
+                if keep:
+                    os.write(real, raw)
+
+    thread = threading.Thread(target=pump, name="stderr-filter",
+                              daemon=True)
+    thread.start()
+
+    def stop():
+        os.dup2(real, 2)        # closes the pipe's last writer here
+        thread.join(timeout=2)
+
+    atexit.register(stop)
+    _live_filter = thread
+
+
+_live_filter = None

@@ -359,3 +359,24 @@ def test_x86_tflite_runtime_2_14_runs_tiny_conv_within_a_step_of_litert(
     c = count_steps(np.load(tmp_path / "y.npy"), litert, output_step(path))
     assert c["total"] == 40 * 5
     assert c["equal"] + c["off_by_one"] == c["total"]
+
+
+@pytest.mark.slow
+def test_cross_check_compares_arm64_tflite_runtime_with_it_on_x86(
+        root, conv_int8, x86_tflite_runtime_python):
+    from tfcompress.bench.cross_check import cross_check
+    path, x, _ = conv_int8
+    [r] = cross_check({"conv": path}, x, root=root,
+                      runtimes=("tflite_runtime",),
+                      x86_python=x86_tflite_runtime_python)
+    assert r["error"] is None, r["error"]
+    same = r["x86_same_runtime"]
+    assert same["error"] is None
+    assert (same["runtime"], same["runtime_version"], same["machine"]) == \
+        ("tflite_runtime", "2.14.0", "x86_64")
+    for counts in (*r["vs_x86_same_runtime"].values(),
+                   *r["x86_same_runtime_vs_litert"].values()):
+        assert counts["total"] == 40 * 5
+        assert counts["equal"] + counts["off_by_one"] + counts["worse"] == \
+            counts["total"]
+        assert counts["within_one"] >= 0.99

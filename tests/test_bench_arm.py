@@ -293,7 +293,7 @@ def x86_tflite_runtime_python():
     if python is None:
         pytest.skip(f"no x86_64 tflite-runtime 2.14 venv in "
                     f"{x86_tflite_runtime.DEFAULT_VENV} (benchmarks/"
-                    "zoo_arm.py --x86-runtimes creates it from PyPI)")
+                    "zoo_arm.py --x86-tflite-runtime creates it from PyPI)")
     return python
 
 

@@ -33,7 +33,11 @@ class VenvError(RuntimeError):
 
 
 def venv_python(path=DEFAULT_VENV):
-    """The venv's Python if the venv is complete, else None."""
+    """The venv's Python if the venv is complete, else None.
+
+    >>> venv_python("/nonexistent/venv") is None
+    True
+    """
     python = os.path.join(path, "bin", "python")
     ready = os.path.exists(os.path.join(path, ".tfcompress-ready"))
     return python if ready and os.path.exists(python) else None

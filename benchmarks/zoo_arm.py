@@ -15,9 +15,15 @@ checks the ``.tflite`` files of DIR instead (e.g. QAT flatbuffers; a
 
 Counts, per model and arm64 runtime, the int8 outputs equal to x86's, one
 quantization step off, or further off, on ``--samples`` test images.
+``--x86-tflite-runtime`` also runs tflite-runtime 2.14 on x86 (in a venv
+of its own, created from PyPI the first time) with XNNPACK and without,
+and compares arm64 tflite-runtime 2.14 with it, and it with x86 LiteRT:
+an ARM difference and a runtime-version difference apart.
 
     nice -n 10 .venv/bin/python benchmarks/zoo_arm.py
     nice -n 10 .venv/bin/python benchmarks/zoo_arm.py --flatbuffers DIR
+    nice -n 10 .venv/bin/python benchmarks/zoo_arm.py --flatbuffers DIR \
+        --x86-tflite-runtime
 """
 
 import argparse
@@ -168,13 +174,23 @@ def sidecar_scale(path):
 
 
 def markdown(rows, built, command, samples, cpu):
-    from tfcompress.bench.cross_check import format_table
+    from tfcompress.bench.cross_check import (format_same_runtime_table,
+                                              format_table)
     out = ["# keras.applications int8 flatbuffers on arm64 vs x86", "",
            f"`{command}`", "",
            f"{samples} Fashion-MNIST test images (resized to the model's "
            "input); x86 reference: LiteRT on the host; arm64: Debian "
            f"bookworm arm64 under qemu user-mode emulation ({cpu}).", "",
            format_table(rows), ""]
+    if any(r.get("x86_same_runtime") for r in rows):
+        out += ["## The same runtime on x86", "",
+                "arm64 tflite-runtime against tflite-runtime of the same "
+                "version on this x86 host (equal / off by one / worse: "
+                "against it as it runs by default; then against its "
+                "built-in kernels, XNNPACK off), and that x86 run against "
+                "x86 LiteRT (XNNPACK against XNNPACK, built-in kernels "
+                "against built-in kernels).", "",
+                format_same_runtime_table(rows), ""]
     if built:
         out += ["## Flatbuffers", "", "| model | source | size (bytes) | "
                 "tfcompress.convert error |", "|---|---|---:|---|"]
@@ -209,6 +225,10 @@ def main():
     ap.add_argument("--keep", help="write the built flatbuffers here (and "
                     "reuse those already there) instead of a temporary "
                     "folder")
+    ap.add_argument("--x86-tflite-runtime", action="store_true",
+                    help="also run tflite-runtime 2.14 on x86 (XNNPACK on "
+                    "and off; a venv of its own, created from PyPI the "
+                    "first time) and compare arm64 tflite-runtime with it")
     ap.add_argument("--name", default="zoo_arm")
     args = ap.parse_args()
     from tfcompress.bench import arm_root
@@ -220,6 +240,10 @@ def main():
 
     cpu = args.cpu or arm_root.DEFAULT_CPU
     root = arm_root.build_root()
+    x86_python = None
+    if args.x86_tflite_runtime:
+        from tfcompress.bench import x86_tflite_runtime
+        x86_python = x86_tflite_runtime.build_venv()
     data = common.fashion_mnist(args.train_samples, args.samples)
     xv = data[1][0]
     command = "nice -n 10 .venv/bin/python benchmarks/zoo_arm.py" + (
@@ -257,7 +281,8 @@ def main():
             t0 = time.time()
             rows += cross_check({name: path}, inputs_for(path, xv, scale),
                                 root=root, cpu=cpu, log=log,
-                                runtimes=tuple(args.runtimes.split(",")))
+                                runtimes=tuple(args.runtimes.split(",")),
+                                x86_python=x86_python)
             log(f"{name}: {round(time.time() - t0)} s")
             # after every model, so an interrupted run keeps its figures
             common.save(args.name, {"samples": args.samples, "cpu": cpu,
@@ -267,6 +292,10 @@ def main():
                               markdown(rows, built, command, args.samples,
                                        cpu))
         print(format_table(rows))
+        if x86_python:
+            from tfcompress.bench.cross_check import \
+                format_same_runtime_table
+            print(format_same_runtime_table(rows))
     finally:
         if not args.keep:
             shutil.rmtree(out_dir, ignore_errors=True)

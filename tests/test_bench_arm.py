@@ -281,3 +281,102 @@ def test_tflite_runtime_2_14_loads_packed_int4_weights_inspect_does_not_warn(
     r = arm_root.run_runner(root, [str(path), "--runtime", "tflite_runtime",
                                    "--runs", "1", "--warmup-runs", "0"])
     assert r.returncode == 0, r.stderr[-500:]
+
+
+@pytest.fixture(scope="module")
+def x86_tflite_runtime_python():
+    """The Python of the x86_64 tflite-runtime 2.14 venv; skips when it
+    has not been created (it is built from PyPI, which tests do not
+    reach)."""
+    from tfcompress.bench import x86_tflite_runtime
+    python = x86_tflite_runtime.venv_python()
+    if python is None:
+        pytest.skip(f"no x86_64 tflite-runtime 2.14 venv in "
+                    f"{x86_tflite_runtime.DEFAULT_VENV} (benchmarks/"
+                    "zoo_arm.py --x86-tflite-runtime creates it from PyPI)")
+    return python
+
+
+def test_same_runtime_table_compares_arm64_with_x86_tflite_runtime():
+    from tfcompress.bench.cross_check import (_row,
+                                              format_same_runtime_table)
+
+    def counts(equal, off, worse):
+        total = equal + off + worse
+        return {"equal": equal, "off_by_one": off, "worse": worse,
+                "total": total, "max_steps": 2,
+                "within_one": (equal + off) / total}
+    same = {"runtime": "tflite_runtime", "runtime_version": "2.14.0",
+            "machine": "x86_64", "partitions": 0, "error": None}
+    rows = [_row("cnn", "tflite_runtime", runtime_version="2.14.0",
+                 x86_same_runtime=same,
+                 vs_x86_same_runtime={"xnnpack": counts(10, 0, 0),
+                                      "builtin": counts(9, 1, 0)},
+                 x86_same_runtime_vs_litert={"xnnpack": counts(6, 2, 2),
+                                             "builtin": counts(7, 3, 0)}),
+            _row("cnn", "ai_edge_litert", runtime_version="2.3.0"),
+            _row("mlp", "tflite_runtime", runtime_version="2.14.0",
+                 x86_same_runtime={"error": "x86 tflite_runtime: no | op"})]
+    lines = format_same_runtime_table(rows).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == (
+        "| cnn | tflite_runtime 2.14.0 | tflite_runtime 2.14.0 (x86_64, 0 "
+        "XNNPACK partitions) | 10 | 0 | 0 | 10 | 100.00% | 9/10 equal, "
+        "100.00% within one step | 6/10 equal, 80.00% within one step | "
+        "7/10 equal, 100.00% within one step |")
+    assert lines[3] == ("| mlp | tflite_runtime 2.14.0 | - | - | - | - | - "
+                        "| - | - | - | x86 tflite_runtime: no / op |")
+
+
+def test_x86_tflite_runtime_venv_without_a_python_says_which(tmp_path):
+    from tfcompress.bench import x86_tflite_runtime
+    with pytest.raises(x86_tflite_runtime.VenvError, match="-m venv"):
+        x86_tflite_runtime.build_venv(str(tmp_path / "venv"),
+                                      python=str(tmp_path / "no-python"))
+    assert x86_tflite_runtime.venv_python(str(tmp_path / "venv")) is None
+
+
+def test_x86_tflite_runtime_2_14_runs_tiny_conv_within_a_step_of_litert(
+        x86_tflite_runtime_python, conv_int8, tmp_path):
+    from tfcompress.bench import runner, x86_tflite_runtime
+    from tfcompress.bench.cross_check import count_steps, output_step
+    path, x, _ = conv_int8
+    np.savez(tmp_path / "x.npz", x=x)
+    r = x86_tflite_runtime.run_runner(
+        x86_tflite_runtime_python,
+        [str(path), "--data", str(tmp_path / "x.npz"), "--runtime",
+         "tflite_runtime", "--runs", "1", "--warmup-runs", "0",
+         "--outputs", str(tmp_path / "y.npy"), "--json",
+         str(tmp_path / "y.json")])
+    assert r.returncode == 0, r.stderr[-1500:]
+    env = json.loads((tmp_path / "y.json").read_text())["environment"]
+    assert (env["runtime"], env["runtime_version"], env["machine"],
+            env["emulated"]) == ("tflite_runtime", "2.14.0", "x86_64", False)
+    assert env["numpy"].startswith("1.")
+    litert = runner.benchmark(str(path), str(tmp_path / "x.npz"),
+                              runtime="ai_edge_litert", warmup_runs=0,
+                              runs=1, return_outputs=True)["_outputs"]
+    c = count_steps(np.load(tmp_path / "y.npy"), litert, output_step(path))
+    assert c["total"] == 40 * 5
+    assert c["equal"] + c["off_by_one"] == c["total"]
+
+
+@pytest.mark.slow
+def test_cross_check_compares_arm64_tflite_runtime_with_it_on_x86(
+        root, conv_int8, x86_tflite_runtime_python):
+    from tfcompress.bench.cross_check import cross_check
+    path, x, _ = conv_int8
+    [r] = cross_check({"conv": path}, x, root=root,
+                      runtimes=("tflite_runtime",),
+                      x86_python=x86_tflite_runtime_python)
+    assert r["error"] is None, r["error"]
+    same = r["x86_same_runtime"]
+    assert same["error"] is None
+    assert (same["runtime"], same["runtime_version"], same["machine"]) == \
+        ("tflite_runtime", "2.14.0", "x86_64")
+    for counts in (*r["vs_x86_same_runtime"].values(),
+                   *r["x86_same_runtime_vs_litert"].values()):
+        assert counts["total"] == 40 * 5
+        assert counts["equal"] + counts["off_by_one"] + counts["worse"] == \
+            counts["total"]
+        assert counts["within_one"] >= 0.99

@@ -5,7 +5,10 @@ it runs by default, with XNNPACK, and with its built-in kernels only) and
 with the arm64 runtimes in the emulated root of :mod:`arm_root`
 (tflite-runtime 2.14, and LiteRT's aarch64 wheel when it installs there),
 then counts, per model and arm64 runtime, the int8 outputs that are equal,
-off by one quantization step, or off by more.
+off by one quantization step, or off by more. Given the Python of
+:mod:`x86_tflite_runtime`'s venv, it also runs tflite-runtime 2.14 on x86
+(XNNPACK on and off), to tell an ARM difference from a runtime-version
+difference (:func:`format_same_runtime_table`).
 
 A runtime that cannot load a model (e.g. an op version newer than
 tflite-runtime 2.14 knows) gives one row with a one-line ``error`` and the
@@ -28,7 +31,7 @@ import time
 
 import numpy as np
 
-from tfcompress.bench import arm_root, runner
+from tfcompress.bench import arm_root, runner, x86_tflite_runtime
 from tfcompress.errors import InputError
 from tfcompress.inspect import inspect
 from tfcompress.inspect.model_reader import read_model
@@ -106,15 +109,66 @@ def _row(name, runtime, **fields):
            "max_steps": None, "within_one": None, "refused_ops": [],
            "error": None, "seconds": None, "op_versions": {},
            "vs_x86_builtin": None, "partitions": None, "ops_outside": None,
-           "x86_partitions": None}
+           "x86_partitions": None, "x86_same_runtime": None,
+           "vs_x86_same_runtime": None, "x86_same_runtime_vs_litert": None}
     row.update(fields)
     return row
 
 
 
 
+def _x86_tflite_runtime(python, path, data, tmp, name, timeout):
+    """``{"version", "outputs", "partitions"}`` of tflite-runtime on x86
+    (outputs and XNNPACK partitions keyed by XNNPACK on/off), or a one-line
+    error string."""
+    out = {"version": None, "outputs": {}, "partitions": {}}
+    for xnnpack in (True, False):
+        outputs = os.path.join(tmp, f"{name}.x86_tflite_runtime.{xnnpack}.npy")
+        result = outputs[:-4] + ".json"
+        args = [path, "--data", data, "--runtime", "tflite_runtime",
+                "--runs", "1", "--warmup-runs", "0", "--outputs", outputs,
+                "--json", result] + ([] if xnnpack else ["--no-xnnpack"])
+        try:
+            r = x86_tflite_runtime.run_runner(python, args, timeout=timeout)
+        except x86_tflite_runtime.VenvError as e:
+            return str(e)
+        if r.returncode != 0:
+            return f"x86 tflite_runtime: {arm_root.runner_error(r)}"
+        with open(result) as f:
+            result_json = json.load(f)
+        out["version"] = result_json["environment"]["runtime_version"]
+        out["partitions"][xnnpack] = (result_json.get("delegation")
+                                      or {}).get("partitions")
+        out["outputs"][xnnpack] = np.load(outputs)
+    return out
+
+
+def _same_runtime_fields(same, arm, ref, ref_builtin, step):
+    """The row fields comparing arm64 tflite-runtime with the same runtime
+    on x86, and that x86 run with x86 LiteRT."""
+    if isinstance(same, str):
+        return {"x86_same_runtime": {"error": same}}
+    counts = {}
+    for key, a, b in (("xnnpack", arm, same["outputs"][True]),
+                      ("builtin", arm, same["outputs"][False]),
+                      ("litert_xnnpack", same["outputs"][True], ref),
+                      ("litert_builtin", same["outputs"][False],
+                       ref_builtin)):
+        counts[key] = count_steps(a, b, step)
+        counts[key]["within_one"] = _within_one(counts[key])
+    return {"x86_same_runtime": {
+                "runtime": "tflite_runtime", "machine": "x86_64",
+                "runtime_version": same["version"], "error": None,
+                "partitions": same["partitions"][True]},
+            "vs_x86_same_runtime": {"xnnpack": counts["xnnpack"],
+                                    "builtin": counts["builtin"]},
+            "x86_same_runtime_vs_litert": {
+                "xnnpack": counts["litert_xnnpack"],
+                "builtin": counts["litert_builtin"]}}
+
+
 def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
-                log=None, cpu=arm_root.DEFAULT_CPU):
+                log=None, cpu=arm_root.DEFAULT_CPU, x86_python=None):
     """Runs each flatbuffer on ``x`` on x86 (LiteRT) and on emulated arm64.
 
     Args:
@@ -127,6 +181,8 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
       timeout: seconds per emulated run.
       cpu: the arm64 CPU qemu emulates (default a Raspberry Pi 4's).
       log: optional ``print``-like callable for progress.
+      x86_python: the Python of :func:`x86_tflite_runtime.build_venv`'s
+        venv: also run tflite-runtime 2.14 on x86 (XNNPACK on and off).
 
     Returns:
       One dict per (model, arm64 runtime): ``equal``, ``off_by_one``,
@@ -136,7 +192,13 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
       kernels (``vs_x86_builtin``), ``runtime``/``runtime_version``,
       ``x86_runtime``, ``refused_ops`` (op versions the runtime would not
       load, e.g. ``["FULLY_CONNECTED v12"]``), ``op_versions`` and
-      ``error`` (one line, or None).
+      ``error`` (one line, or None). With ``x86_python``, tflite-runtime
+      rows also hold ``vs_x86_same_runtime`` (counts against x86
+      tflite-runtime with XNNPACK, ``"xnnpack"``, and with its built-in
+      kernels, ``"builtin"``), ``x86_same_runtime_vs_litert`` (x86
+      tflite-runtime against x86 LiteRT, XNNPACK against XNNPACK and
+      built-in against built-in) and ``x86_same_runtime`` (its version,
+      XNNPACK partitions, or ``error``).
     """
     models = arm_root.arm_request(models, runtimes)
     x = np.asarray(x)
@@ -169,6 +231,12 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                     rows.append(_row(name, rt, op_versions=versions,
                                      error=f"x86 LiteRT: {e}"[:500]))
                 continue
+            same = None
+            if x86_python and "tflite_runtime" in runtimes and step:
+                same = _x86_tflite_runtime(x86_python, path, data, tmp,
+                                           name, timeout)
+                if isinstance(same, str):
+                    log(f"{name}: {same}")
             for rt in runtimes:
                 base = dict(op_versions=versions, x86_runtime=x86_label)
                 if rt in site_errors or rt in import_errors:
@@ -216,6 +284,9 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                 within = _within_one(counts)
                 builtin = count_steps(arm, ref_builtin, step)
                 builtin["within_one"] = _within_one(builtin)
+                if rt == "tflite_runtime" and same is not None:
+                    base.update(_same_runtime_fields(same, arm, ref,
+                                                     ref_builtin, step))
                 rows.append(_row(name, rt,
                                  runtime_version=env["runtime_version"],
                                  machine=arm_root.machine_label(env, cpu),
@@ -252,4 +323,44 @@ def format_table(rows):
                      f"{100 * b['within_one']:.2f}% | max "
                      f"{r['max_steps']} step(s) (vs built-in: "
                      f"{b['max_steps']}) |")
+    return "\n".join(lines)
+
+
+def _share(counts):
+    return (f"{counts['equal']}/{counts['total']} equal, "
+            f"{100 * counts['within_one']:.2f}% within one step")
+
+
+def format_same_runtime_table(rows):
+    """A Markdown table of the :func:`cross_check` rows run with
+    ``x86_python``: arm64 tflite-runtime against the same version on x86
+    (XNNPACK, and built-in kernels), and that x86 run against x86 LiteRT.
+    Rows without those figures are left out; a failed x86 run is a row
+    with its error."""
+    lines = ["| model | arm64 runtime | x86 runtime | equal | off by one | "
+             "worse | total | within one step | vs its built-in kernels | "
+             "x86 runtime vs x86 LiteRT (XNNPACK) | x86 built-in kernels "
+             "vs x86 LiteRT built-in |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        same = r.get("x86_same_runtime")
+        if not same:
+            continue
+        rt = arm_root.runtime_label(r)
+        if same["error"]:
+            note = same["error"].replace("|", "/")
+            lines.append(f"| {r['model']} | {rt} | - | - | - | - | - | - "
+                         f"| - | - | {note} |")
+            continue
+        x86 = (f"{same['runtime']} {same['runtime_version']} "
+               f"({same['machine']}, {same['partitions']} XNNPACK "
+               "partitions)")
+        c = r["vs_x86_same_runtime"]["xnnpack"]
+        lite = r["x86_same_runtime_vs_litert"]
+        lines.append(f"| {r['model']} | {rt} | {x86} | {c['equal']} | "
+                     f"{c['off_by_one']} | {c['worse']} | {c['total']} | "
+                     f"{100 * c['within_one']:.2f}% | "
+                     f"{_share(r['vs_x86_same_runtime']['builtin'])} | "
+                     f"{_share(lite['xnnpack'])} | "
+                     f"{_share(lite['builtin'])} |")
     return "\n".join(lines)

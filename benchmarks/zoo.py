@@ -125,6 +125,15 @@ def parse_args(argv=None):
     p.add_argument("--channel-sparsity", type=float, default=SPARSITY,
                    help="fraction of each channel space's channels the "
                         "channel path removes")
+    p.add_argument("--channel-norm", default="l1",
+                   choices=["l1", "l2", "bn_gamma"],
+                   help="channel ranking of the channel path "
+                        "(ChannelPruning norm)")
+    p.add_argument("--channel-distill", action="store_true",
+                   help="channel path: prune and fine-tune with "
+                        "distillation from the unpruned float model it "
+                        "starts from (its logits precomputed once; no "
+                        "extra epochs)")
     p.add_argument("--speed-size", default=None,
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
@@ -315,6 +324,23 @@ def timed_train(model, data, epochs, lr, callbacks=()):
     return round(time.perf_counter() - t, 1)
 
 
+DISTILL_T, DISTILL_ALPHA = 4.0, 0.3
+
+
+def timed_distill(model, data, teacher_logits, epochs, lr, callbacks=()):
+    """``timed_train`` with a ``tfcompress.distill.Distiller`` on the
+    teacher's precomputed logits (T=4, alpha=0.3)."""
+    import keras
+    from tfcompress.distill import Distiller
+    (xt, yt), _ = data
+    d = Distiller(model, None, temperature=DISTILL_T, alpha=DISTILL_ALPHA)
+    d.compile(optimizer=keras.optimizers.Adam(lr))
+    t = time.perf_counter()
+    d.fit(xt, (yt, teacher_logits), epochs=epochs, batch_size=BATCH,
+          verbose=0, callbacks=list(callbacks))
+    return round(time.perf_counter() - t, 1)
+
+
 def run_model(name, args, tmp):
     """Every tfcompress path for ``name``; returns the row."""
     import keras
@@ -414,10 +440,22 @@ def run_model(name, args, tmp):
         shrunk model."""
         c = clone(start)
         sparsity = args.channel_sparsity
-        cb = prune.ChannelPruning(channel_schedule(sparsity, steps))
+        cb = prune.ChannelPruning(channel_schedule(sparsity, steps),
+                                  norm=args.channel_norm, model=c)
         res = row["paths"].setdefault("channel_int8", {})
-        res.update({"sparsity": sparsity, "epochs": E + 2 * F})
-        secs["channel_prune"] = timed_train(c, data, F, FT_LR, [cb])
+        res.update({"sparsity": sparsity, "epochs": E + 2 * F,
+                    "norm": args.channel_norm,
+                    "distill": args.channel_distill})
+        if args.channel_distill:
+            logits = start.predict(xt, batch_size=500, verbose=0)
+
+            def fit(model, callbacks=()):
+                return timed_distill(model, data, logits, F, FT_LR,
+                                     callbacks)
+        else:
+            def fit(model, callbacks=()):
+                return timed_train(model, data, F, FT_LR, callbacks)
+        secs["channel_prune"] = fit(c, [cb])
         res.update(channel_counts(cb.summary()))
         res["masked_keras_accuracy"] = common.keras_accuracy(c, data)
         small = prune.shrink(c)
@@ -429,7 +467,7 @@ def run_model(name, args, tmp):
         from tfcompress.ptq import reestimate_batchnorm
         res["shrunk_bn_reestimated_keras_accuracy"] = common.keras_accuracy(
             reestimate_batchnorm(small, xt, samples=1000), data)
-        secs["channel_finetune"] = timed_train(small, data, F, FT_LR)
+        secs["channel_finetune"] = fit(small)
         res.update({
             "keras_accuracy": common.keras_accuracy(small, data),
             "params": int(small.count_params()),
@@ -841,6 +879,21 @@ def markdown(results, args):
     return "\n".join(lines) + "\n"
 
 
+def ranking_note(rows):
+    """How the channel path ranked channels (``--channel-norm``,
+    ``--channel-distill``), as one sentence for the step table.
+
+    >>> ranking_note([("m", {"norm": "bn_gamma", "distill": False})])
+    ' Channels ranked by bn_gamma.'
+    """
+    kinds = sorted({(c.get("norm", "l1"), bool(c.get("distill")))
+                    for _, c in rows})
+    return "".join(f" Channels ranked by {norm}" +
+                   (", pruned and fine-tuned with distillation from the "
+                    "unpruned float model" if distill else "") + "."
+                   for norm, distill in kinds)
+
+
 def channel_lines(results):
     """The channel path's steps: masked, shrunk, fine-tuned accuracy."""
     rows = [(n, r["paths"]["channel_int8"]) for n, r in results.items()
@@ -855,7 +908,7 @@ def channel_lines(results):
            "logit difference: largest |masked - shrunk| logit on the test "
            "images; BN re-estimated: the shrunk model with its "
            "BatchNormalization statistics re-estimated on 1,000 training "
-           "images (not used further).", "",
+           "images (not used further)." + ranking_note(rows), "",
            "| model | sparsity | channels kept | MACs | params | masked | "
            "shrunk | logit difference | BN re-estimated | fine-tuned | "
            "int8 TFLite |", "|---" * 11 + "|"]

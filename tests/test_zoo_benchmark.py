@@ -194,3 +194,14 @@ def test_a_path_left_out_with_paths_has_no_aim():
     zoo.finish(row)
     assert not any(a.startswith("qat") for a in row["aims"])
     assert "channel_1.5x_at_1.5_points" in row["aims"]
+
+
+def test_channel_ranking_options_are_parsed_and_reported():
+    args = zoo.parse_args(["--channel-norm", "bn_gamma",
+                           "--channel-distill"])
+    assert (args.channel_norm, args.channel_distill) == ("bn_gamma", True)
+    assert zoo.parse_args([]).channel_norm == "l1"
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--channel-norm", "gamma"])
+    note = zoo.ranking_note([("m", {"norm": "bn_gamma", "distill": True})])
+    assert "bn_gamma" in note and "distillation" in note

@@ -26,17 +26,46 @@ from tfcompress.prune import schedules
 from tfcompress.prune.channels.graph import channel_spaces, output_kernel
 
 
+NORMS = ("l1", "l2", "bn_gamma")
+
+
+def _gamma_scores(space):
+    """Sum over the space's BatchNormalization layers of ``|gamma|``,
+    each layer's divided by its mean so that every one weighs the same;
+    None when no BatchNormalization (with a scale) is on the path."""
+    score, found = np.zeros(space.channels, np.float64), False
+    for layer, offset in space.iter_followers():
+        if isinstance(layer, L.BatchNormalization) and \
+                layer.gamma is not None:
+            g = np.abs(np.asarray(layer.gamma, np.float64))
+            score += g[offset:offset + space.channels] / max(g.mean(), 1e-12)
+            found = True
+    return score if found else None
+
+
 def channel_scores(space, norm="l1"):
-    """Importance of each channel of ``space``: summed producer norms."""
+    """Importance of each channel of ``space``.
+
+    ``"l1"``/``"l2"``: summed norms of the producers' kernels.
+    ``"bn_gamma"``: the ``|gamma|`` of the BatchNormalization layers on the
+    path (network slimming, Liu et al. 2017); a BatchNormalization
+    normalises the producer's output, so the kernel's scale says nothing
+    there while gamma sets the channel's output scale. Spaces without
+    BatchNormalization fall back to ``"l2"``.
+    """
+    if norm not in NORMS:
+        raise InputError(f"norm must be one of {', '.join(NORMS)}, "
+                         f"got {norm!r}")
+    if norm == "bn_gamma":
+        score = _gamma_scores(space)
+        return score if score is not None else channel_scores(space, "l2")
     score = np.zeros(space.channels, np.float64)
     for layer in space.producers:
         k = np.asarray(output_kernel(layer)).reshape(-1, space.channels)
         if norm == "l1":
             score += np.abs(k).sum(axis=0)
-        elif norm == "l2":
-            score += np.sqrt((k.astype(np.float64) ** 2).sum(axis=0))
         else:
-            raise InputError(f"norm must be 'l1' or 'l2', got {norm!r}")
+            score += np.sqrt((k.astype(np.float64) ** 2).sum(axis=0))
     return score
 
 
@@ -74,25 +103,34 @@ class ChannelPruning(keras.callbacks.Callback):
     Args:
       pruning_schedule: a :class:`PruningSchedule`; its sparsity is the
         fraction of channels removed in each channel space.
-      norm: ``"l1"`` or ``"l2"`` channel ranking.
+      norm: channel ranking, see :func:`channel_scores`: ``"l1"`` or
+        ``"l2"`` (producer kernel norms) or ``"bn_gamma"`` (the
+        BatchNormalization scales on the path).
       exclude: names of producer layers whose channels are kept.
       initial_step: the step to start from (to resume a run).
+      model: the model to prune when ``fit`` runs another one around it
+        (e.g. ``tfcompress.distill.Distiller(student, ...)``: pass
+        ``student``); default: the model ``fit`` runs.
     """
 
     def __init__(self, pruning_schedule, norm="l1", exclude=(),
-                 initial_step=0):
+                 initial_step=0, model=None):
         super().__init__()
-        if norm not in ("l1", "l2"):
-            raise InputError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        if norm not in NORMS:
+            raise InputError(f"norm must be one of {', '.join(NORMS)}, "
+                             f"got {norm!r}")
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.norm = norm
         self.exclude = set(exclude)
         self.step = int(initial_step)
         self.spaces = []
         self.keeps = {}
+        self.pruned_model = model
 
     def on_train_begin(self, logs=None):
-        self.spaces = [s for s in channel_spaces(self.model) if s.prunable
+        target = self.pruned_model if self.pruned_model is not None \
+            else self.model
+        self.spaces = [s for s in channel_spaces(target) if s.prunable
                        and not (set(s.names()) & self.exclude)]
         if not self.spaces:
             raise InputError(

@@ -125,7 +125,7 @@ def parse_args(argv=None):
     p.add_argument("--channel-sparsity", type=float, default=SPARSITY,
                    help="fraction of each channel space's channels the "
                         "channel path removes")
-    p.add_argument("--channel-norm", default="l1",
+    p.add_argument("--channel-norm", default="bn_gamma",
                    choices=["l1", "l2", "bn_gamma"],
                    help="channel ranking of the channel path "
                         "(ChannelPruning norm)")

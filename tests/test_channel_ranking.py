@@ -79,3 +79,23 @@ def test_prunes_the_student_inside_a_distiller():
 def test_unknown_norm_names_the_choices():
     with pytest.raises(ValueError, match="bn_gamma"):
         prune.ChannelPruning(prune.ConstantSparsity(0.5, 0), norm="gamma")
+
+
+def test_default_ranking_is_bn_gamma_for_callback_and_scores():
+    # A convolution's kernel scale means nothing before a BatchNormalization
+    # (which divides it out): by default the callback ranks by gamma.
+    keras.utils.set_random_seed(0)
+    model = _conv_bn()
+    model.get_layer("conv").kernel.assign(
+        np.array([[[[9.0, 1.0, 1.0, 0.1]] * 2]], np.float32))
+    model.get_layer("bn").gamma.assign(
+        np.array([1e-3, 1.0, 0.5, 2.0], np.float32))
+    space = _space(model, "conv")
+    np.testing.assert_array_equal(channel_scores(space),
+                                  channel_scores(space, "bn_gamma"))
+    x = np.random.default_rng(0).random((32, 6, 6, 2), dtype=np.float32)
+    compile_classifier(model, 0.0)
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))
+    model.fit(x, np.arange(32) % 3, batch_size=16, epochs=1, verbose=0,
+              callbacks=[cb])
+    np.testing.assert_array_equal(cb.keeps[0], [0, 1, 0, 1])

@@ -3,7 +3,8 @@
 ``ChannelPruning`` is a ``model.fit`` callback driven by the same schedules
 as unstructured pruning. On the schedule's update steps it ranks the output
 channels of each channel space (see :mod:`tfcompress.prune.channels.graph`)
-by the L1 or L2 norm of the producers' weights and zeros the weakest:
+by the scale of the BatchNormalization on their path (or, without one, by
+the L2 norm of the producers' weights) and zeros the weakest:
 producer kernels and biases, and the matching BatchNormalization gamma/beta
 and depthwise channels, so the channel carries exact zeros to its
 consumers. After every batch the zeros are re-applied.
@@ -43,15 +44,15 @@ def _gamma_scores(space):
     return score if found else None
 
 
-def channel_scores(space, norm="l1"):
+def channel_scores(space, norm="bn_gamma"):
     """Importance of each channel of ``space``.
 
-    ``"l1"``/``"l2"``: summed norms of the producers' kernels.
-    ``"bn_gamma"``: the ``|gamma|`` of the BatchNormalization layers on the
+    ``"bn_gamma"`` (default): the ``|gamma|`` of the BatchNormalization layers on the
     path (network slimming, Liu et al. 2017); a BatchNormalization
     normalises the producer's output, so the kernel's scale says nothing
     there while gamma sets the channel's output scale. Spaces without
     BatchNormalization fall back to ``"l2"``.
+    ``"l1"``/``"l2"``: summed norms of the producers' kernels.
     """
     if norm not in NORMS:
         raise InputError(f"norm must be one of {', '.join(NORMS)}, "
@@ -103,9 +104,10 @@ class ChannelPruning(keras.callbacks.Callback):
     Args:
       pruning_schedule: a :class:`PruningSchedule`; its sparsity is the
         fraction of channels removed in each channel space.
-      norm: channel ranking, see :func:`channel_scores`: ``"l1"`` or
-        ``"l2"`` (producer kernel norms) or ``"bn_gamma"`` (the
-        BatchNormalization scales on the path).
+      norm: channel ranking, see :func:`channel_scores`: ``"bn_gamma"``
+        (default: the BatchNormalization scales on the path, ``"l2"``
+        where there is none) or ``"l1"``/``"l2"`` (producer kernel
+        norms).
       exclude: names of producer layers whose channels are kept.
       initial_step: the step to start from (to resume a run).
       model: the model to prune when ``fit`` runs another one around it
@@ -113,7 +115,7 @@ class ChannelPruning(keras.callbacks.Callback):
         ``student``); default: the model ``fit`` runs.
     """
 
-    def __init__(self, pruning_schedule, norm="l1", exclude=(),
+    def __init__(self, pruning_schedule, norm="bn_gamma", exclude=(),
                  initial_step=0, model=None):
         super().__init__()
         if norm not in NORMS:

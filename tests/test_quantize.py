@@ -144,6 +144,60 @@ def test_batchnorm_folded_matches_float_model_before_training():
     assert diff <= 3 * (rng[1] - rng[0]) / 255 + 0.02 * rng[1]
 
 
+def _conv_bn_model(depthwise=False):
+    """Conv (or depthwise) + BatchNormalization whose moving statistics are
+    far from those of ``_img`` batches."""
+    keras.utils.set_random_seed(2)
+    i = keras.Input((8, 8, 8))
+    conv = (L.DepthwiseConv2D(3, use_bias=False)
+            if depthwise else L.Conv2D(8, 3, use_bias=True))
+    bn = L.BatchNormalization(momentum=0.9, name="bn")
+    m = keras.Model(i, bn(conv(i)))
+    bn.gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    bn.beta.assign(np.linspace(-1.0, 1.0, 8).astype("float32"))
+    bn.moving_mean.assign(np.full(8, 3.0, "float32"))
+    bn.moving_variance.assign(np.full(8, 40.0, "float32"))
+    return m, bn
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_qat_training_step_normalizes_with_batch_statistics(depthwise):
+    # as Keras' BatchNormalization trains (and tfmot's QAT): a training call
+    # normalizes with the batch's mean and variance and moves the moving
+    # statistics towards them; the folded kernel stays the inference one
+    m, bn = _conv_bn_model(depthwise)
+    q = quantize.quantize_model(m)
+    fused = [l for l in q.layers if isinstance(l, quantize.QuantizeFused)]
+    assert len(fused) == 1 and fused[0].batchnorm is not None
+    x = _img(64, c=8)
+    want = np.asarray(m(x, training=True))      # batch statistics
+    frozen = np.asarray(m(x, training=False))   # (after m's update)
+    got = np.asarray(q(x, training=True))
+    lo, hi = quantize.summary(q, print_fn=None)[-1]["output_range"]
+    step = (hi - lo) / 255
+    assert np.abs(got - want).max() <= 3 * step, np.abs(got - want).max()
+    assert np.abs(frozen - want).max() > 30 * step   # the check can fail
+    qbn = fused[0].batchnorm
+    np.testing.assert_allclose(qbn.moving_mean, bn.moving_mean, atol=0.02)
+    np.testing.assert_allclose(qbn.moving_variance, bn.moving_variance,
+                               rtol=0.01)
+    assert np.abs(np.asarray(qbn.moving_mean) - 3.0).min() > 0.1
+
+
+def test_qat_frozen_batchnorm_keeps_moving_statistics_in_training():
+    m, bn = _conv_bn_model()
+    bn.trainable = False
+    q = quantize.quantize_model(m)
+    qbn = [l for l in q.layers
+           if isinstance(l, quantize.QuantizeFused)][0].batchnorm
+    assert not qbn.trainable
+    x = _img(64, c=8)
+    got = np.asarray(q(x, training=True))
+    np.testing.assert_array_equal(qbn.moving_mean, np.full(8, 3.0))
+    np.testing.assert_array_equal(qbn.moving_variance, np.full(8, 40.0))
+    np.testing.assert_allclose(got, q.predict(x, verbose=0), atol=1e-5)
+
+
 def test_seed_cnn_lone_batchnorm_is_integer_affine():
     from tfcompress.models import seed_cnn
     q = quantize.quantize_model(seed_cnn())

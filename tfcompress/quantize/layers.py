@@ -6,9 +6,14 @@ Batch-norm folding (Jacob et al. 2018): a Conv/DepthwiseConv/Dense followed
 by BatchNormalization is trained as one op whose kernel is
 ``kernel * gamma / sqrt(var + eps)`` and whose bias is
 ``beta + (bias - mean) * gamma / sqrt(var + eps)``, fake-quantized AFTER
-folding — exactly the int8 kernel the device runs. The moving statistics
-are frozen during QAT (the usual practice when fine-tuning a trained
-model); gamma and beta keep training.
+folding — exactly the int8 kernel the device runs. A training step
+normalizes with the batch's statistics, as Keras' BatchNormalization trains
+(and tfmot's QAT, which keeps Conv and BatchNormalization apart): the
+output of the folded int8 kernel is divided back by the fold scale, batch
+normalized, and the moving statistics updated; inference uses the moving
+statistics. Without batch statistics a deep network such as a ResNet drifts
+as its weights move away from the frozen statistics and ends well under the
+float model. A BatchNormalization set ``trainable = False`` stays frozen.
 
 Bias: TFLite stores a Conv/Dense bias as int32 in steps of (input step x
 weight step of the channel). A fused layer whose input comes from a
@@ -168,6 +173,12 @@ def round_bias(bias, step):
     safe = tf.where(step > 0, step, tf.ones_like(step))
     rounded = tf.where(step > 0, tf.round(bias / safe) * safe, bias)
     return bias + tf.stop_gradient(rounded - bias)
+
+
+def _batchnorm_scale(bn):
+    """``gamma / sqrt(moving_variance + eps)`` of a BatchNormalization."""
+    scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+    return scale if bn.gamma is None else scale * bn.gamma
 
 
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
@@ -338,7 +349,27 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         return kernel, bias
 
     def _folded_batchnorm(self):
-        layer, bn = self.layer, self.batchnorm
+        kernel, bias = self._unfolded()
+        bn = self.batchnorm
+        if bn is None:
+            return kernel, bias
+        scale = _batchnorm_scale(bn)
+        shift = -bn.moving_mean * scale
+        if bias is not None:
+            shift = shift + bias * scale
+        if bn.beta is not None:
+            shift = shift + bn.beta
+        if isinstance(self.layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
+            # channel axis -2: depthwise (h, w, C, 1), transpose (h, w, out, in)
+            kernel = kernel * tf.reshape(scale, (1, 1, -1, 1))
+        else:
+            kernel = kernel * scale
+        return kernel, shift
+
+    def _unfolded(self):
+        """The kernel and bias of the Conv/Dense alone (after any sparsity
+        mask, clusters and folded input affine), before batch norm."""
+        layer = self.layer
         kernel = _main_kernel(layer)
         if self.cluster_centroids is not None:
             mat = tf.gather(self.cluster_centroids, self.cluster_indices,
@@ -356,22 +387,46 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         if self.input_scale is not None:
             kernel = kernel * tf.reshape(tf.constant(self.input_scale),
                                          (1, 1, -1, 1))
-        if bn is None:
-            return kernel, bias
-        scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        return kernel, bias
+
+    def _batch_statistics(self, training):
+        """True when this call normalizes with the batch's statistics: a
+        training call with a trainable BatchNormalization folded in, as
+        Keras runs that layer."""
+        return bool(training) and self.batchnorm is not None and \
+            self.batchnorm.trainable
+
+    def _normalize_batch(self, y):
+        """Batch norm in training mode on ``y``, the output of the
+        fake-quantized folded kernel (the kernel inference runs).
+
+        ``y / s`` (``s = gamma / sqrt(moving_variance + eps)`` times the
+        output scale, per channel) is the Conv/Dense output before batch
+        norm up to the weight quantization; it is normalized with its batch
+        mean and variance, which also update the moving statistics, as
+        Keras' BatchNormalization does in training (Krishnamoorthi 2018,
+        section 3.2). Inference keeps the moving statistics folded into
+        kernel and bias."""
+        bn = self.batchnorm
+        s = tf.cast(_batchnorm_scale(bn) * self.output_scale, y.dtype)
+        safe = tf.where(tf.equal(s, 0.0), tf.ones_like(s), s)
+        _, bias = self._unfolded()
+        raw = y / safe if bias is None else y / safe + tf.cast(bias, y.dtype)
+        axes = list(range(len(y.shape) - 1))
+        mean, variance = keras.ops.moments(raw, axes,
+                                           synchronized=bn.synchronized)
+        m = bn.momentum
+        bn.moving_mean.assign(bn.moving_mean * m +
+                              tf.cast(mean, bn.moving_mean.dtype) * (1 - m))
+        bn.moving_variance.assign(
+            bn.moving_variance * m +
+            tf.cast(variance, bn.moving_variance.dtype) * (1 - m))
+        y = (raw - mean) * tf.math.rsqrt(variance + bn.epsilon)
         if bn.gamma is not None:
-            scale = scale * bn.gamma
-        shift = -bn.moving_mean * scale
-        if bias is not None:
-            shift = shift + bias * scale
+            y = y * tf.cast(bn.gamma, y.dtype)
         if bn.beta is not None:
-            shift = shift + bn.beta
-        if isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
-            # channel axis -2: depthwise (h, w, C, 1), transpose (h, w, out, in)
-            kernel = kernel * tf.reshape(scale, (1, 1, -1, 1))
-        else:
-            kernel = kernel * scale
-        return kernel, shift
+            y = y + tf.cast(bn.beta, y.dtype)
+        return y * self.output_scale + self.output_shift
 
     def call(self, inputs, training=None):
         layer = self.layer
@@ -420,9 +475,11 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                 y = keras.ops.conv(inputs, kernel, layer.strides,
                                    layer.padding, layer.data_format,
                                    layer.dilation_rate)
-        if bias is not None and bias_step is not None:
-            bias = round_bias(bias, bias_step)
-        if bias is not None:
+        if self._batch_statistics(training):
+            y = self._normalize_batch(y)
+        elif bias is not None:
+            if bias_step is not None:
+                bias = round_bias(bias, bias_step)
             y = y + bias
         if layer.activation is not None and \
                 layer.activation is not keras.activations.linear:

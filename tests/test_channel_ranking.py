@@ -22,14 +22,19 @@ def _space(model, name):
     return [s for s in prune.channel_spaces(model) if name in s.names()][0]
 
 
-def test_bn_gamma_ranks_by_batchnorm_scale_not_kernel_size():
+def _big_kernel_small_gamma():
+    """Channel 0: the largest kernel but gamma ~ 0, so its output is ~ beta
+    whatever the kernel; channel 3: a small kernel, the largest gamma."""
     model = _conv_bn()
-    # channel 0: the largest kernel but gamma ~ 0 -> its output is ~ beta,
-    # whatever the kernel; channel 3: a small kernel, the largest gamma
     model.get_layer("conv").kernel.assign(
         np.array([[[[9.0, 1.0, 1.0, 0.1]] * 2]], np.float32))
     model.get_layer("bn").gamma.assign(
         np.array([1e-3, 1.0, 0.5, 2.0], np.float32))
+    return model
+
+
+def test_bn_gamma_ranks_by_batchnorm_scale_not_kernel_size():
+    model = _big_kernel_small_gamma()
     space = _space(model, "conv")
     assert np.argmin(channel_scores(space, "bn_gamma")) == 0
     assert np.argmax(channel_scores(space, "bn_gamma")) == 3
@@ -85,11 +90,7 @@ def test_default_ranking_is_bn_gamma_for_callback_and_scores():
     # A convolution's kernel scale means nothing before a BatchNormalization
     # (which divides it out): by default the callback ranks by gamma.
     keras.utils.set_random_seed(0)
-    model = _conv_bn()
-    model.get_layer("conv").kernel.assign(
-        np.array([[[[9.0, 1.0, 1.0, 0.1]] * 2]], np.float32))
-    model.get_layer("bn").gamma.assign(
-        np.array([1e-3, 1.0, 0.5, 2.0], np.float32))
+    model = _big_kernel_small_gamma()
     space = _space(model, "conv")
     np.testing.assert_array_equal(channel_scores(space),
                                   channel_scores(space, "bn_gamma"))

@@ -200,7 +200,7 @@ def test_channel_ranking_options_are_parsed_and_reported():
     args = zoo.parse_args(["--channel-norm", "bn_gamma",
                            "--channel-distill"])
     assert (args.channel_norm, args.channel_distill) == ("bn_gamma", True)
-    assert zoo.parse_args([]).channel_norm == "l1"
+    assert zoo.parse_args([]).channel_norm == "bn_gamma"
     with pytest.raises(SystemExit):
         zoo.parse_args(["--channel-norm", "gamma"])
     note = zoo.ranking_note([("m", {"norm": "bn_gamma", "distill": True})])

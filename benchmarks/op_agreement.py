@@ -81,12 +81,14 @@ def op_rows(q, tflite_bytes, x):
         d = details[i]
         scale, zp = d["quantization"]
         tfl = (np.asarray(got[i], np.float32) - zp) * scale
-        match = None
-        for (name, s, _), ref in zip(quants, keras_out):
-            if ref.shape[1:] == tfl.shape[1:] and \
-                    abs(s - scale) <= 1e-5 * scale:
-                match = (name, ref)
-                break
+        # same scale and shape; the quantizer named in the tensor's name
+        # first (every LOGISTIC has the scale 1/256)
+        same = [(name, ref) for (name, s, _), ref in zip(quants, keras_out)
+                if ref.shape[1:] == tfl.shape[1:] and
+                abs(s - scale) <= 1e-5 * scale]
+        named = [m for m in same if f"/{m[0]}_" in d["name"] or
+                 f"/{m[0]}/" in d["name"]]
+        match = (named or same or [None])[0]
         if match is None:
             rows.append((op_name, d["name"].split(";")[0][-60:], None))
             continue

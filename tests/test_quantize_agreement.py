@@ -108,3 +108,35 @@ def test_lone_batchnorm_outputs_equal_their_flatbuffer():
     x[:, 0, 0, 0] = 255.0
     apart = _steps_apart(_qat(model, x, steps=2), x)
     assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)
+
+
+def _swish_block(with_excitation):
+    """Conv-BN-swish as EfficientNet writes it, optionally followed by its
+    squeeze-and-excitation (GAP, Conv+swish, Conv+sigmoid, Multiply)."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    x = L.BatchNormalization()(L.Conv2D(16, 3, use_bias=False)(i))
+    x = L.Activation("swish")(x)
+    if with_excitation:
+        s = L.GlobalAveragePooling2D(keepdims=True)(x)
+        s = L.Conv2D(4, 1, activation="swish")(s)
+        s = L.Conv2D(16, 1, activation="sigmoid")(s)
+        x = L.Multiply()([x, s])
+    model = keras.Model(i, x)
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 12.75, (256, 8, 8, 3)).astype("float32")
+    return model, data
+
+
+def test_swish_outputs_equal_their_flatbuffer():
+    # TFLite writes swish as LOGISTIC (fixed output step 1/256) then MUL:
+    # the sigmoid is rounded to int8 before the product
+    model, x = _swish_block(with_excitation=False)
+    apart = _steps_apart(_qat(model, x, steps=2), x)
+    assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)
+
+
+def test_squeeze_excitation_block_outputs_equal_their_flatbuffer():
+    model, x = _swish_block(with_excitation=True)
+    apart = _steps_apart(_qat(model, x, steps=2), x)
+    assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)

@@ -578,6 +578,15 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         return cls(**config)
 
 
+SWISH = ("swish", "silu")
+
+
+def _is_swish(layer):
+    """An Activation layer computing x * sigmoid(x)."""
+    return isinstance(layer, L.Activation) and getattr(
+        layer.activation, "__name__", "") in SWISH
+
+
 @keras.saving.register_keras_serializable(package="tfcompress")
 class QuantizeOutput(_RangeMixin, keras.layers.Layer):
     """Runs a weightless layer (Add, pooling, activation, ...) or nothing
@@ -616,12 +625,23 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
         self.range = self._add_range(fixed=self.fixed_range)
 
     def call(self, inputs, training=None):
-        y = inputs if self.layer is None else self.layer(inputs)
+        if _is_swish(self.layer):
+            y = self._swish(inputs)
+        else:
+            y = inputs if self.layer is None else self.layer(inputs)
         if not self.quantize_output:
             return y
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits,
                                      fixed=self.fixed_range is not None)
+
+    def _swish(self, inputs):
+        # TFLite writes x * sigmoid(x) as LOGISTIC, whose int8 output has
+        # the fixed step 1/256, then MUL: the sigmoid is rounded first
+        lo, hi = self.fixed_range_for("sigmoid", self.activation_bits)
+        gate = fq.quantize_activations(tf.sigmoid(inputs), lo, hi,
+                                       self.activation_bits)
+        return inputs * gate
 
     def get_config(self):
         config = super().get_config()

@@ -140,4 +140,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from tfcompress.quiet import filter_native_stderr_live
+    filter_native_stderr_live()   # TensorFlow's log lines, not the figures
     main()

@@ -338,8 +338,10 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             name="cluster_indices", shape=idx.shape, dtype="int32",
             initializer=keras.initializers.Constant(idx), trainable=False)
 
-    def _folded(self):
-        kernel, bias = self._folded_batchnorm()
+    def _folded(self, unfolded):
+        """Kernel and bias with batch norm and the output constants folded
+        in, from ``unfolded`` (``_unfolded()``'s kernel and bias)."""
+        kernel, bias = self._folded_batchnorm(*unfolded)
         if self.output_scale != 1.0:
             kernel = kernel * self.output_scale
             bias = None if bias is None else bias * self.output_scale
@@ -348,8 +350,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                 bias + self.output_shift
         return kernel, bias
 
-    def _folded_batchnorm(self):
-        kernel, bias = self._unfolded()
+    def _folded_batchnorm(self, kernel, bias):
         bn = self.batchnorm
         if bn is None:
             return kernel, bias
@@ -396,7 +397,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         return bool(training) and self.batchnorm is not None and \
             self.batchnorm.trainable
 
-    def _normalize_batch(self, y):
+    def _normalize_batch(self, y, bias):
         """Batch norm in training mode on ``y``, the output of the
         fake-quantized folded kernel (the kernel inference runs).
 
@@ -406,11 +407,11 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         mean and variance, which also update the moving statistics, as
         Keras' BatchNormalization does in training (Krishnamoorthi 2018,
         section 3.2). Inference keeps the moving statistics folded into
-        kernel and bias."""
+        kernel and bias. ``bias`` is the Conv/Dense bias before folding
+        (``_unfolded()``'s)."""
         bn = self.batchnorm
         s = tf.cast(_batchnorm_scale(bn) * self.output_scale, y.dtype)
         safe = tf.where(tf.equal(s, 0.0), tf.ones_like(s), s)
-        _, bias = self._unfolded()
         raw = y / safe if bias is None else y / safe + tf.cast(bias, y.dtype)
         axes = list(range(len(y.shape) - 1))
         mean, variance = keras.ops.moments(raw, axes,
@@ -430,7 +431,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
 
     def call(self, inputs, training=None):
         layer = self.layer
-        kernel, bias = self._folded()
+        unfolded = self._unfolded()
+        kernel, bias = self._folded(unfolded)
         input_step = self._input_step.step()
         if isinstance(layer, SEPARABLE):
             dw = _quantize_channels_axis_minus2(
@@ -476,7 +478,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                                    layer.padding, layer.data_format,
                                    layer.dilation_rate)
         if self._batch_statistics(training):
-            y = self._normalize_batch(y)
+            y = self._normalize_batch(y, unfolded[1])
         elif bias is not None:
             if bias_step is not None:
                 bias = round_bias(bias, bias_step)

@@ -205,3 +205,26 @@ def test_channel_ranking_options_are_parsed_and_reported():
         zoo.parse_args(["--channel-norm", "gamma"])
     note = zoo.ranking_note([("m", {"norm": "bn_gamma", "distill": True})])
     assert "bn_gamma" in note and "distillation" in note
+
+
+def test_qat_aim_compares_with_the_float_model_trained_as_long():
+    # QAT fine-tunes F epochs from the E-epoch float model: its baseline is
+    # the float model after E + F epochs, not the fair float after E + 2F
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
+    row["float_accuracy_plus_f"] = 0.799
+    zoo.finish(row)
+    aim = row["aims"]["qat_within_0.5_points"]
+    assert aim["drop_points"] == pytest.approx(0.2)
+    assert aim["baseline"] == "float_accuracy_plus_f"
+
+
+def test_converter_ptq_prints_nothing(capsys):
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D()])
+    calib = np.random.default_rng(0).random((4, 8, 8, 3), np.float32)
+    tflite_bytes, _ = zoo.converter_int8(model, calib)
+    assert tflite_bytes[4:8] == b"TFL3"
+    assert capsys.readouterr().out == ""

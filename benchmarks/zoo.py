@@ -21,7 +21,9 @@ the float model after E + F epochs, as long as QAT trained in total.
 
 After every model has trained, all flatbuffers are timed with LiteRT,
 one thread, XNNPACK on and off, alternating (``common.alternating_p50``).
-tfmot runs in its own process (``--tfmot-side``, tf_keras).
+tfmot runs in its own process (``--tfmot-side``, tf_keras), starting from
+the same float weights after E epochs (tf_keras.applications builds the
+same layers), so both libraries compress the same float model.
 
     .venv/bin/python benchmarks/zoo.py                       # default run
     .venv/bin/python benchmarks/zoo.py --models mobilenet_v2,resnet20 \\
@@ -403,6 +405,7 @@ def run_model(name, args, tmp):
     row["params"] = int(fl.count_params())
     secs["float"] = timed_train(fl, data, E, 1e-3)
     start = clone(fl)
+    save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
     secs["float_continue"] = timed_train(fl, data, F, FT_LR)
     row["float_accuracy_plus_f"] = common.keras_accuracy(fl, data)
@@ -574,8 +577,9 @@ def speed_flatbuffer(model, name, key, size, args, tmp):
 
 # ----------------------------------------------------------- tfmot side
 def tfmot_side(args):
-    """tfmot 0.8.1 on tf_keras.applications: float -> prune 50% ->
-    prune-preserving QAT -> TFLite int8. Prints one JSON object."""
+    """tfmot 0.8.1 on tf_keras.applications: float (tfcompress's E-epoch
+    weights when ``run_model`` saved them) -> prune 50% -> prune-preserving
+    QAT -> TFLite int8. Prints one JSON object."""
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as k
@@ -595,7 +599,13 @@ def tfmot_side(args):
 
     k.utils.set_random_seed(0)
     m = build(name, k, args.size)
-    fit(m, E, 1e-3)
+    path = start_weights_path(args.out, name)
+    if os.path.exists(path) and load_start_weights(m, path):
+        out["float_from"] = (f"tfcompress's float model after {E} epochs "
+                             "(the same weights)")
+    else:
+        fit(m, E, 1e-3)
+        out["float_from"] = f"trained {E} epochs with tf_keras"
     out["float_accuracy"] = common.keras_accuracy(m, data)
     final, label = m, "float model, post-training int8"
     s = tfmot.sparsity.keras
@@ -645,6 +655,30 @@ def tfmot_side(args):
         fig.pop("_outputs"), fig.pop("_step")
         out.update(fig)
     print(json.dumps(out))
+
+
+def start_weights_path(folder, name):
+    return os.path.join(folder, f"{name}_float_start.npz")
+
+
+def save_start_weights(model, path):
+    """The float model's weights after E epochs, in layer order, for
+    tfmot's side to start from (``load_start_weights``)."""
+    np.savez(path, *model.get_weights())
+
+
+def load_start_weights(model, path):
+    """Sets ``model``'s weights (the same architecture built with the other
+    Keras) from ``save_start_weights``' file; False, leaving the model as
+    it was, when their count or shapes differ."""
+    with np.load(path) as f:
+        weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+    current = model.get_weights()
+    if len(weights) != len(current) or any(
+            w.shape != c.shape for w, c in zip(weights, current)):
+        return False
+    model.set_weights(weights)
+    return True
 
 
 def run_tfmot(name, args, tmp):
@@ -882,6 +916,11 @@ def markdown(results, args):
                 f"{a['top1_agreement']:.2%} | {steps} | "
                 f"{_f(a.get('within_one_step'), '{:.2%}')} | {ratio} | "
                 f"{diff if key == 'qat_int8' else '—'} |")
+    starts = {r["tfmot"].get("float_from") for r in results.values()
+              if r.get("tfmot", {}).get("float_from")}
+    if starts:
+        lines += ["", "tfmot's float model: " + "; ".join(sorted(starts))
+                  + "."]
     lines += ["", "### Errors and tfmot refusals", ""]
     for name, row in results.items():
         for key, r in row.get("paths", {}).items():

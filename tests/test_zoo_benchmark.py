@@ -228,3 +228,31 @@ def test_converter_ptq_prints_nothing(capsys):
     tflite_bytes, _ = zoo.converter_int8(model, calib)
     assert tflite_bytes[4:8] == b"TFL3"
     assert capsys.readouterr().out == ""
+
+
+def test_tfmot_side_starts_from_the_same_float_weights(tmp_path):
+    # tfmot's tf_keras model loads tfcompress's E-epoch float weights, so
+    # both sides compress the same float model
+    import keras
+    import numpy as np
+    import tf_keras
+    ours = zoo.build("resnet20", keras, 32)
+    theirs = zoo.build("resnet20", tf_keras, 32)
+    path = zoo.start_weights_path(str(tmp_path), "resnet20")
+    zoo.save_start_weights(ours, path)
+    assert zoo.load_start_weights(theirs, path)
+    x = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+    np.testing.assert_allclose(theirs(x).numpy(),
+                               np.asarray(ours(x)), atol=1e-5)
+
+
+def test_start_weights_of_another_architecture_are_refused(tmp_path):
+    import keras
+    import numpy as np
+    path = zoo.start_weights_path(str(tmp_path), "resnet20")
+    zoo.save_start_weights(zoo.resnet20(keras, (32, 32, 3)), path)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    before = [w.copy() for w in other.get_weights()]
+    assert not zoo.load_start_weights(other, path)
+    for a, b in zip(before, other.get_weights()):
+        np.testing.assert_array_equal(a, b)

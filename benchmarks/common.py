@@ -22,8 +22,10 @@ def fashion_mnist(train_samples=None, test_samples=None):
 
 def train(model, data, epochs, batch_size=128, lr=1e-3, callbacks=()):
     from tfcompress.models import compile_classifier
+    from tfcompress.compat import build_training_state
     compile_classifier(model, lr)
     (xt, yt), _ = data
+    build_training_state(model, xt, yt)   # fit traces its step once
     model.fit(xt, yt, epochs=epochs, batch_size=batch_size, verbose=0,
               callbacks=list(callbacks))
     return model

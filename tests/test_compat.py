@@ -176,6 +176,48 @@ def test_model_distribute_strategy_is_the_scope_the_model_was_built_in():
     assert compat.model_distribute_strategy(object()) is None
 
 
+def _variables_created_while_tracing(model, x, y):
+    created = []
+
+    def creator(next_creator, **kwargs):
+        if tf.inside_function():
+            created.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+    with tf.variable_creator_scope(creator):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    return created
+
+
+def _compiled_classifier():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def test_build_training_state_lets_fit_trace_its_step_once():
+    # Keras builds the optimizer and metric variables inside the first
+    # trace of the train step (without a distribution strategy), so
+    # tf.function traces it a second time; built before fit, it traces once
+    x = np.zeros((8, 3), np.float32)
+    y = np.zeros(8, np.int64)
+    assert _variables_created_while_tracing(_compiled_classifier(), x, y), (
+        "Keras no longer defers building to the train step's trace: "
+        "compat.build_training_state may be unnecessary")
+    model = _compiled_classifier()
+    compat.build_training_state(model, x, y)
+    assert model.optimizer.built, moved("keras.Model._symbolic_build")
+    assert _variables_created_while_tracing(model, x, y) == [], moved(
+        "keras.Model._symbolic_build")
+
+
+def test_build_training_state_without_the_internal_names_it():
+    model = types.SimpleNamespace()   # a model without the internal
+    with pytest.raises(compat.CompatError, match="_symbolic_build"):
+        compat.build_training_state(model, np.zeros((2, 3), np.float32),
+                                    np.zeros(2, np.int64))
+
+
 def _tiny_converter():
     model = keras.Sequential([keras.Input((4,)),
                               keras.layers.Dense(3, activation="relu")])

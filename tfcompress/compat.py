@@ -5,8 +5,9 @@ stateless-scope mapping and raw variable values (to compute with
 ``weight * mask``), the Keras graph history of a symbolic tensor, the
 ``Functional`` model class, the TFLite converter's calibrate-only mode and
 ``mlir_quantize`` (to recalibrate activation ranges), TFLite's flatbuffer
-schema, and the Keras TensorFlow trainer functions that
-:mod:`tfcompress.distribute.keras_fixes` patches. Each is reached here by a
+schema, the Keras TensorFlow trainer functions that
+:mod:`tfcompress.distribute.keras_fixes` patches, and Keras' symbolic build
+of a compiled model's training state. Each is reached here by a
 named function and nowhere else in the package (``tests/test_compat.py``
 checks both: that each access still works on the installed versions and
 that no other module reaches into the frameworks).
@@ -215,6 +216,34 @@ def model_distribute_strategy(model):
         return None
     return _attribute(model, "_distribute_strategy",
                       "keras.Model._distribute_strategy")
+
+
+def build_training_state(model, x, y, sample_weight=None) -> None:
+    """Builds a compiled ``model``'s optimizer, loss and metric variables
+    before ``fit``, from the shapes of ``x`` and ``y`` (one sample is
+    enough).
+
+    Without a distribution strategy Keras creates them inside the first
+    trace of the train step, and a ``tf.function`` that creates variables
+    is traced twice; built beforehand, ``fit`` traces the step once. On
+    these models the first step is mostly tracing, so this saves about a
+    third of it. Keras does this itself (``Trainer._symbolic_build``) when
+    the model has a distribution strategy.
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.compile("adam", "mse")
+    >>> build_training_state(model, np.zeros((1, 3)), np.zeros((1, 2)))
+    >>> model.optimizer.built
+    True
+    """
+    build = _attribute(model, "_symbolic_build",
+                       "keras.Model._symbolic_build")
+    import numpy as np
+
+    def first(v):
+        return None if v is None else np.asarray(v)[:1]
+    build(data_batch=(first(x), first(y), first(sample_weight)))
 
 
 # -- TFLite converter ------------------------------------------------------

@@ -19,6 +19,7 @@ import traceback
 
 import numpy as np
 
+from tfcompress import compat
 from tfcompress.errors import InputError
 from tfcompress.models.applications import rescales_input
 from tfcompress.utils import zoo as zoo_table
@@ -156,6 +157,7 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
                     keras.losses.SparseCategoricalCrossentropy(
                         from_logits=True))
         n = min(len(x), steps * batch_size)
+        compat.build_training_state(qat, x, labels)   # one trace, not two
         qat.fit(x[:n], labels[:n], batch_size=batch_size, epochs=1,
                 verbose=0, shuffle=False)
     except Exception as e:

@@ -25,7 +25,9 @@ def _compile(model, optimizer, lr):
 
 
 def _fit(model, data, epochs, batch_size, callbacks=()):
+    from tfcompress.compat import build_training_state
     (xt, yt), _ = data
+    build_training_state(model, xt, yt)   # fit traces its step once
     return model.fit(xt, yt, epochs=epochs, batch_size=batch_size,
                      verbose=2, callbacks=list(callbacks))
 

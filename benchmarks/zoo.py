@@ -41,6 +41,7 @@ if TFMOT_SIDE:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"   # before TensorFlow loads
 
 import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
 import contextlib  # noqa: E402
 import gzip  # noqa: E402
 import io  # noqa: E402
@@ -66,6 +67,9 @@ MODELS = {
     "resnet50": ("ResNet50", {}, False),
 }
 DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
+# rough training cost, to start the longest pipelines first with --jobs
+RELATIVE_COST = {"efficientnet_b0": 4, "resnet50": 4, "mobilenet_v3_small": 2,
+                 "mobilenet_v2": 2, "resnet20": 1}
 FT_LR = 5e-4
 # MobileNetV2/V3 use BatchNormalization momentum 0.999: after a few hundred
 # steps from scratch the moving statistics are still mostly their initial
@@ -146,9 +150,15 @@ def parse_args(argv=None):
                         "models are also timed: the trained weights in "
                         "the same architecture at that input shape "
                         "(latency only: they were trained at --size)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="models trained at once, each in its own process "
+                        "(their first training steps are single-threaded "
+                        "tracing); latency is timed afterwards, one "
+                        "flatbuffer at a time")
     p.add_argument("--name", default="zoo",
                    help="results file benchmarks/results/<name>.{json,md}")
     p.add_argument("--tfmot-side", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model-side", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -177,6 +187,8 @@ def parse_args(argv=None):
                 f"{args.speed_size!r}")
     if any(v < 32 for v in args.speed_sizes):
         p.error("--speed-size must be at least 32")
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
     return args
 
 
@@ -329,6 +341,18 @@ def clone(model):
     return c
 
 
+def accuracy_after(keras, epochs, data):
+    """A callback recording the test accuracy after ``epochs`` epochs of
+    the fit it is given to (``.accuracy``)."""
+    class AccuracyAfter(keras.callbacks.Callback):
+        accuracy = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == epochs:
+                self.accuracy = common.keras_accuracy(self.model, data)
+    return AccuracyAfter()
+
+
 def timed_train(model, data, epochs, lr, callbacks=()):
     t = time.perf_counter()
     common.train(model, data, epochs, batch_size=BATCH, lr=lr,
@@ -407,9 +431,9 @@ def run_model(name, args, tmp):
     start = clone(fl)
     save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
-    secs["float_continue"] = timed_train(fl, data, F, FT_LR)
-    row["float_accuracy_plus_f"] = common.keras_accuracy(fl, data)
-    secs["float_continue"] += timed_train(fl, data, F, FT_LR)
+    after_f = accuracy_after(keras, F, data)   # one fit: one trace
+    secs["float_continue"] = timed_train(fl, data, 2 * F, FT_LR, [after_f])
+    row["float_accuracy_plus_f"] = after_f.accuracy
     row["float_fair_accuracy"] = common.keras_accuracy(fl, data)
     row["float_epochs"], row["float_fair_epochs"] = E, E + 2 * F
     print(f"[{name}] float {row['float_accuracy']:.4f} after {E} epochs, "
@@ -681,6 +705,33 @@ def load_start_weights(model, path):
     return True
 
 
+def run_model_side(name, args, tmp):
+    """``run_model`` in a process of its own (``--jobs`` > 1): its
+    progress lines are passed on, its last line is the row."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--model-side", name,
+           "--out", tmp, "--models", name, "--jobs", "1"]
+    for key in ("epochs", "finetune_epochs", "train_samples",
+                "test_samples", "size", "calibration_samples", "paths",
+                "channel_sparsity", "channel_norm", "speed_size"):
+        value = getattr(args, key)
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    if args.channel_distill:
+        cmd.append("--channel-distill")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    row = None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            row = json.loads(line)
+        else:
+            print(line, end="", flush=True)
+    if proc.wait() != 0 or row is None:
+        print(f"[{name}] failed (exit {proc.returncode}): see the lines "
+              "above", flush=True)
+        return {"error": f"model process exited with {proc.returncode}"}
+    return row
+
+
 def run_tfmot(name, args, tmp):
     cmd = [sys.executable, os.path.abspath(__file__), "--tfmot-side", name,
            "--out", tmp, "--size", str(args.size),
@@ -816,7 +867,12 @@ def markdown(results, args):
              f"{args.size}x3, E={args.epochs}, F={args.finetune_epochs}; "
              "float E + F = as long as QAT; float fair = E + 2F epochs "
              "(as long as pruning + PQAT), the model float32 and PTQ "
-             "convert.", "",
+             "convert." + (f" Models trained {args.jobs} at a time, each "
+                           "in its own process: training and conversion "
+                           "seconds are measured with the cores shared; "
+                           "latency is timed afterwards, one flatbuffer "
+                           "at a time." if getattr(args, "jobs", 1) > 1
+                           else ""), "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "
              "PTQ int8 | QAT int8 | pruned+PQAT int8 (sparsity) | channel "
@@ -1095,9 +1151,17 @@ def main(argv=None):
     args = parse_args(argv)
     if TFMOT_SIDE or args.tfmot_side:
         return tfmot_side(args)
+    if args.model_side:
+        try:
+            row = run_model(args.model_side, args, args.out)
+        except Exception as e:
+            row = {"error": error_text(e)}
+            print(f"[{args.model_side}] failed: {error_text(e)}", flush=True)
+        print(json.dumps(row, default=str), flush=True)
+        return row
     t0 = time.perf_counter()
     args_out = {k: v for k, v in vars(args).items()
-                if k not in ("tfmot_side", "out")}
+                if k not in ("tfmot_side", "model_side", "out")}
     results, before = {}, 0.0
 
     def save(complete, timing_s=None):
@@ -1118,20 +1182,33 @@ def main(argv=None):
         return results
     tmp = args.keep or tempfile.mkdtemp(prefix="zoo_")
     os.makedirs(tmp, exist_ok=True)
-    try:
-        for name in args.models.split(","):
-            t = time.perf_counter()
+    names = args.models.split(",")
+
+    def pipeline(name):
+        """The model's tfcompress paths, then tfmot's side; its row."""
+        t = time.perf_counter()
+        if args.jobs > 1:
+            row = run_model_side(name, args, tmp)
+        else:
             try:
-                results[name] = run_model(name, args, tmp)
+                row = run_model(name, args, tmp)
             except Exception as e:
-                results[name] = {"error": error_text(e)}
+                row = {"error": error_text(e)}
                 print(f"[{name}] failed: {error_text(e)}", flush=True)
-            if not args.no_tfmot and "tfmot" in args.paths.split(
-                    ",") and name in (
-                    args.tfmot_models or args.models).split(","):
-                results[name]["tfmot"] = run_tfmot(name, args, tmp)
-            results[name]["wall_seconds"] = round(time.perf_counter() - t, 1)
-            save(False)   # an interrupted run keeps what it trained
+        if not args.no_tfmot and "tfmot" in args.paths.split(",") and \
+                name in (args.tfmot_models or args.models).split(","):
+            row["tfmot"] = run_tfmot(name, args, tmp)
+        row["wall_seconds"] = round(time.perf_counter() - t, 1)
+        return name, row
+    try:
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            order = sorted(names, key=lambda n: -RELATIVE_COST.get(n, 1))
+            for done in concurrent.futures.as_completed(
+                    [pool.submit(pipeline, n) for n in order]):
+                name, row = done.result()
+                results[name] = row
+                save(False)   # an interrupted run keeps what it trained
+        results = {n: results[n] for n in names}
         time_and_report(results, args, save)
     finally:
         if not args.keep:

@@ -705,20 +705,32 @@ def load_start_weights(model, path):
     return True
 
 
+# the options run_model reads, passed on to its process
+MODEL_SIDE_OPTIONS = ("epochs", "finetune_epochs", "train_samples",
+                      "test_samples", "size", "calibration_samples", "paths",
+                      "channel_sparsity", "channel_norm", "speed_size",
+                      "channel_distill")
+
+
+def model_side_command(name, args, tmp):
+    """The command running ``run_model(name)`` with ``args``' options in a
+    process of its own."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--model-side", name,
+           "--out", tmp, "--models", name, "--jobs", "1"]
+    for key in MODEL_SIDE_OPTIONS:
+        value, flag = getattr(args, key), f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            cmd += [flag] if value else []
+        elif value is not None:
+            cmd += [flag, str(value)]
+    return cmd
+
+
 def run_model_side(name, args, tmp):
     """``run_model`` in a process of its own (``--jobs`` > 1): its
     progress lines are passed on, its last line is the row."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--model-side", name,
-           "--out", tmp, "--models", name, "--jobs", "1"]
-    for key in ("epochs", "finetune_epochs", "train_samples",
-                "test_samples", "size", "calibration_samples", "paths",
-                "channel_sparsity", "channel_norm", "speed_size"):
-        value = getattr(args, key)
-        if value is not None:
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
-    if args.channel_distill:
-        cmd.append("--channel-distill")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(model_side_command(name, args, tmp),
+                            stdout=subprocess.PIPE, text=True)
     row = None
     for line in proc.stdout:
         if line.startswith("{"):

@@ -256,3 +256,24 @@ def test_start_weights_of_another_architecture_are_refused(tmp_path):
     assert not zoo.load_start_weights(other, path)
     for a, b in zip(before, other.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_model_process_gets_every_option_run_model_reads():
+    args = zoo.parse_args(["--epochs", "3", "--finetune-epochs", "2",
+                           "--train-samples", "500", "--size", "48",
+                           "--paths", "qat_int8,ptq_int8",
+                           "--channel-norm", "l1", "--channel-distill",
+                           "--speed-size", "96", "--channel-sparsity", "0.3"])
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/x")
+    child = zoo.parse_args(cmd[2:])
+    assert child.model_side == "resnet20" and child.models == "resnet20"
+    assert child.jobs == 1 and child.out == "/tmp/x"
+    for key in zoo.MODEL_SIDE_OPTIONS + ("test_samples",
+                                         "calibration_samples"):
+        assert getattr(child, key) == getattr(args, key), key
+    assert child.speed_sizes == [96]
+
+
+def test_jobs_must_be_positive():
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--jobs", "0"])

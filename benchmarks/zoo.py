@@ -189,6 +189,8 @@ def parse_args(argv=None):
         p.error("--speed-size must be at least 32")
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    # no more processes than models (one model runs in this process)
+    args.jobs = min(args.jobs, len(args.models.split(",")))
     return args
 
 

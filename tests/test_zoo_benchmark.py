@@ -277,3 +277,9 @@ def test_model_process_gets_every_option_run_model_reads():
 def test_jobs_must_be_positive():
     with pytest.raises(SystemExit):
         zoo.parse_args(["--jobs", "0"])
+
+
+def test_one_model_runs_in_this_process():
+    assert zoo.parse_args(["--models", "resnet20"]).jobs == 1
+    assert zoo.parse_args(["--models", "resnet20,mobilenet_v2",
+                           "--jobs", "4"]).jobs == 2

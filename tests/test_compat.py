@@ -218,6 +218,17 @@ def test_build_training_state_without_the_internal_names_it():
                                     np.zeros(2, np.int64))
 
 
+def test_build_training_state_leaves_a_strategy_model_to_keras():
+    # Keras builds a strategy model's state itself, in the strategy's
+    # scope; built outside it, a multi-worker fit fails
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with mirrored.scope():
+        model = _compiled_classifier()
+    compat.build_training_state(model, np.zeros((2, 3), np.float32),
+                                np.zeros(2, np.int64))
+    assert not model.optimizer.built
+
+
 def _tiny_converter():
     model = keras.Sequential([keras.Input((4,)),
                               keras.layers.Dense(3, activation="relu")])

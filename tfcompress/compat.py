@@ -228,7 +228,7 @@ def build_training_state(model, x, y, sample_weight=None) -> None:
     is traced twice; built beforehand, ``fit`` traces the step once. On
     these models the first step is mostly tracing, so this saves about a
     third of it. Keras does this itself (``Trainer._symbolic_build``) when
-    the model has a distribution strategy.
+    the model has a distribution strategy; such a model is left to it.
 
     >>> import keras, numpy as np
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
@@ -237,6 +237,8 @@ def build_training_state(model, x, y, sample_weight=None) -> None:
     >>> model.optimizer.built
     True
     """
+    if model_distribute_strategy(model) is not None:
+        return   # Keras builds it in the strategy's scope itself
     build = _attribute(model, "_symbolic_build",
                        "keras.Model._symbolic_build")
     import numpy as np

@@ -707,25 +707,44 @@ def load_start_weights(model, path):
     return True
 
 
-# the options run_model reads, passed on to its process
-MODEL_SIDE_OPTIONS = ("epochs", "finetune_epochs", "train_samples",
-                      "test_samples", "size", "calibration_samples", "paths",
-                      "channel_sparsity", "channel_norm", "speed_size",
-                      "channel_distill")
+# the options tfmot's side reads, and those run_model reads, passed on to
+# their processes
+TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
+                      "test_samples", "calibration_samples")
+MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
+    "paths", "channel_sparsity", "channel_norm", "speed_size",
+    "channel_distill")
 
 
-def model_side_command(name, args, tmp):
-    """The command running ``run_model(name)`` with ``args``' options in a
-    process of its own."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--model-side", name,
-           "--out", tmp, "--models", name, "--jobs", "1"]
-    for key in MODEL_SIDE_OPTIONS:
+def side_command(side, name, args, tmp, options):
+    """The command running this script's ``--<side> name`` with ``args``'
+    ``options``, writing to ``tmp``."""
+    cmd = [sys.executable, os.path.abspath(__file__), f"--{side}", name,
+           "--out", tmp]
+    for key in options:
         value, flag = getattr(args, key), f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
             cmd += [flag] if value else []
         elif value is not None:
             cmd += [flag, str(value)]
     return cmd
+
+
+def model_side_command(name, args, tmp):
+    """The command running ``run_model(name)`` with ``args``' options in a
+    process of its own."""
+    return side_command("model-side", name, args, tmp,
+                        MODEL_SIDE_OPTIONS) + ["--models", name,
+                                               "--jobs", "1"]
+
+
+def model_row(name, args, tmp):
+    """``run_model``'s row, or its error as the row."""
+    try:
+        return run_model(name, args, tmp)
+    except Exception as e:
+        print(f"[{name}] failed: {error_text(e)}", flush=True)
+        return {"error": error_text(e)}
 
 
 def run_model_side(name, args, tmp):
@@ -747,13 +766,7 @@ def run_model_side(name, args, tmp):
 
 
 def run_tfmot(name, args, tmp):
-    cmd = [sys.executable, os.path.abspath(__file__), "--tfmot-side", name,
-           "--out", tmp, "--size", str(args.size),
-           "--epochs", str(args.epochs),
-           "--finetune-epochs", str(args.finetune_epochs),
-           "--train-samples", str(args.train_samples),
-           "--test-samples", str(args.test_samples),
-           "--calibration-samples", str(args.calibration_samples)]
+    cmd = side_command("tfmot-side", name, args, tmp, TFMOT_SIDE_OPTIONS)
     print(f"[{name}] tfmot side ...", flush=True)
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
@@ -1166,11 +1179,7 @@ def main(argv=None):
     if TFMOT_SIDE or args.tfmot_side:
         return tfmot_side(args)
     if args.model_side:
-        try:
-            row = run_model(args.model_side, args, args.out)
-        except Exception as e:
-            row = {"error": error_text(e)}
-            print(f"[{args.model_side}] failed: {error_text(e)}", flush=True)
+        row = model_row(args.model_side, args, args.out)
         print(json.dumps(row, default=str), flush=True)
         return row
     t0 = time.perf_counter()
@@ -1201,14 +1210,8 @@ def main(argv=None):
     def pipeline(name):
         """The model's tfcompress paths, then tfmot's side; its row."""
         t = time.perf_counter()
-        if args.jobs > 1:
-            row = run_model_side(name, args, tmp)
-        else:
-            try:
-                row = run_model(name, args, tmp)
-            except Exception as e:
-                row = {"error": error_text(e)}
-                print(f"[{name}] failed: {error_text(e)}", flush=True)
+        row = (run_model_side(name, args, tmp) if args.jobs > 1 else
+               model_row(name, args, tmp))
         if not args.no_tfmot and "tfmot" in args.paths.split(",") and \
                 name in (args.tfmot_models or args.models).split(","):
             row["tfmot"] = run_tfmot(name, args, tmp)

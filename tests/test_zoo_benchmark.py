@@ -283,3 +283,15 @@ def test_one_model_runs_in_this_process():
     assert zoo.parse_args(["--models", "resnet20"]).jobs == 1
     assert zoo.parse_args(["--models", "resnet20,mobilenet_v2",
                            "--jobs", "4"]).jobs == 2
+
+
+def test_tfmot_process_gets_the_options_its_side_reads():
+    args = zoo.parse_args(["--epochs", "3", "--finetune-epochs", "2",
+                           "--train-samples", "500", "--size", "48",
+                           "--calibration-samples", "50"])
+    cmd = zoo.side_command("tfmot-side", "resnet20", args, "/tmp/x",
+                           zoo.TFMOT_SIDE_OPTIONS)
+    child = zoo.parse_args(cmd[2:])
+    assert child.tfmot_side == "resnet20" and child.out == "/tmp/x"
+    for key in zoo.TFMOT_SIDE_OPTIONS:
+        assert getattr(child, key) == getattr(args, key), key

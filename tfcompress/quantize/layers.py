@@ -338,10 +338,10 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             name="cluster_indices", shape=idx.shape, dtype="int32",
             initializer=keras.initializers.Constant(idx), trainable=False)
 
-    def _folded(self, unfolded):
+    def _folded(self, kernel, bias):
         """Kernel and bias with batch norm and the output constants folded
-        in, from ``unfolded`` (``_unfolded()``'s kernel and bias)."""
-        kernel, bias = self._folded_batchnorm(*unfolded)
+        in, from ``_unfolded()``'s kernel and bias."""
+        kernel, bias = self._folded_batchnorm(kernel, bias)
         if self.output_scale != 1.0:
             kernel = kernel * self.output_scale
             bias = None if bias is None else bias * self.output_scale
@@ -431,8 +431,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
 
     def call(self, inputs, training=None):
         layer = self.layer
-        unfolded = self._unfolded()
-        kernel, bias = self._folded(unfolded)
+        conv_kernel, conv_bias = self._unfolded()
+        kernel, bias = self._folded(conv_kernel, conv_bias)
         input_step = self._input_step.step()
         if isinstance(layer, SEPARABLE):
             dw = _quantize_channels_axis_minus2(
@@ -478,7 +478,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                                    layer.padding, layer.data_format,
                                    layer.dilation_rate)
         if self._batch_statistics(training):
-            y = self._normalize_batch(y, unfolded[1])
+            y = self._normalize_batch(y, conv_bias)
         elif bias is not None:
             if bias_step is not None:
                 bias = round_bias(bias, bias_step)

@@ -3,10 +3,12 @@ import collections
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers as L
 
 from tfcompress import quantize
 from tfcompress.convert import convert
+from tfcompress.errors import InputError
 
 
 def _train_and_convert(model, x, steps=3):
@@ -563,3 +565,60 @@ def test_sigmoid_range_is_tflite_fixed_scale_so_se_block_adds_no_ops():
     assert _hist(r)["QUANTIZE"] == 1
     chk = r.report["numerical_check"]
     assert chk["max_abs_error"] <= 2 * output_step_of(q) + 1e-6, chk
+
+
+def _fused_of(q):
+    return [l for l in q.layers if isinstance(l, quantize.QuantizeFused)][0]
+
+
+def test_freeze_bn_delay_switches_to_moving_statistics_after_the_delay():
+    # TF1's freeze_bn_delay: batch statistics for the first steps, then the
+    # moving statistics (the inference graph) for the rest of training
+    m, _ = _conv_bn_model()
+    q = quantize.quantize_model(
+        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=2))
+    qbn = _fused_of(q).batchnorm
+    x = _img(64, c=8)
+    for _ in range(2):
+        q(x, training=True)
+    moved = np.asarray(qbn.moving_mean).copy()
+    assert np.abs(moved - 3.0).min() > 0.01        # batch statistics ran
+    got = np.asarray(q(x, training=True))          # third step: frozen
+    np.testing.assert_array_equal(qbn.moving_mean, moved)
+    np.testing.assert_allclose(got, np.asarray(q(x, training=False)),
+                               atol=1e-5)
+
+
+def test_freeze_bn_delay_zero_trains_gamma_with_moving_statistics():
+    m, _ = _conv_bn_model()
+    q = quantize.quantize_model(
+        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=0))
+    qbn = _fused_of(q).batchnorm
+    x = _img(64, c=8)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(q(x, training=True) ** 2)
+    grads = tape.gradient(loss, [qbn.gamma, qbn.beta])
+    assert all(g is not None and np.abs(g).max() > 0 for g in grads)
+    np.testing.assert_array_equal(qbn.moving_mean, np.full(8, 3.0))
+
+
+def test_freeze_bn_delay_survives_save_and_load(tmp_path):
+    m, _ = _conv_bn_model()
+    q = quantize.quantize_model(
+        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=1))
+    x = _img(16, c=8)
+    q(x, training=True)
+    path = str(tmp_path / "q.keras")
+    q.save(path)
+    with quantize.quantize_scope():
+        back = keras.models.load_model(path)
+    moving = np.asarray(_fused_of(back).batchnorm.moving_mean).copy()
+    back(x, training=True)      # the delay has passed in the saved model
+    np.testing.assert_array_equal(_fused_of(back).batchnorm.moving_mean,
+                                  moving)
+
+
+@pytest.mark.parametrize("delay", [-1, 2.5, True])
+def test_freeze_bn_delay_must_be_a_step_count(delay):
+    with pytest.raises(InputError, match="freeze_bn_delay"):
+        quantize.Default8BitScheme(freeze_bn_delay=delay)

@@ -1,4 +1,5 @@
-"""Recipe key ``qat.layer_bits`` (also under the stage name ``quantize``)."""
+"""Recipe keys ``qat.layer_bits`` and ``qat.freeze_bn_delay`` (also under
+the stage name ``quantize``)."""
 
 import keras
 import numpy as np
@@ -82,3 +83,28 @@ def test_qat_stage_with_an_unknown_layer_name_says_which():
     with pytest.raises(InputError, match="fc7.*valid names: fc1, fc2"):
         stages.run_qat(_tiny_model(), _params({"fc7": 4}), _tiny_data(),
                        TRAIN)
+
+
+def test_freeze_bn_delay_defaults_to_never_and_rejects_negatives():
+    assert _qat_params(_recipe("qat: {}"))["qat"]["freeze_bn_delay"] is None
+    with pytest.raises(RecipeError, match="freeze_bn_delay"):
+        load_recipe_text(_recipe("qat: {freeze_bn_delay: -3}"), "r.yaml")
+
+
+def test_qat_stage_with_freeze_bn_delay_zero_keeps_moving_statistics():
+    inp = keras.Input((6, 6, 2))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(3, 3, name="conv")(inp))
+    model = keras.Model(inp, L.Dense(2, name="fc")(L.Flatten()(x)))
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 6, 6, 2)).astype("float32") * 5
+    data = ((x, rng.integers(0, 2, 16)),) * 2
+    params = dict(_params(None), freeze_bn_delay=0)
+    qat = stages.run_qat(model, params, data, TRAIN)
+    bn = [l for l in qat.layers if isinstance(l, quantize.QuantizeFused)
+          and l.batchnorm is not None][0].batchnorm
+    np.testing.assert_array_equal(bn.moving_mean, np.zeros(3))
+    params["freeze_bn_delay"] = None     # the check can fail
+    qat = stages.run_qat(model, params, data, TRAIN)
+    bn = [l for l in qat.layers if isinstance(l, quantize.QuantizeFused)
+          and l.batchnorm is not None][0].batchnorm
+    assert np.abs(np.asarray(bn.moving_mean)).max() > 1e-3

@@ -226,7 +226,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                  quantize_output=True, preserve_clusters=False,
                  cluster_count=None, input_scale=None, input_offset=None,
                  output_scale=1.0, output_shift=0.0, weight_bits_note=None,
-                 **kwargs):
+                 freeze_bn_delay=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(**kwargs)
         self.layer = layer
@@ -263,6 +263,11 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         # a constant factor on the output folded into kernel and bias
         self.output_scale = float(output_scale)
         self.output_shift = float(output_shift)
+        # training steps with batch statistics before the moving ones
+        # (None: always batch statistics)
+        self.freeze_bn_delay = (None if freeze_bn_delay is None
+                                else int(freeze_bn_delay))
+        self.batchnorm_steps = None
         self._input_step = _InputStep()
 
     def _bias_step(self, kernel, input_step, channel_axis=-1,
@@ -283,6 +288,10 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             self.batchnorm.build(self.layer.compute_output_shape(
                 input_shape))
         self.range = self._add_range()
+        if self.batchnorm is not None and self.freeze_bn_delay:
+            self.batchnorm_steps = self.add_weight(
+                name="batchnorm_steps", shape=(), dtype="int64",
+                initializer="zeros", trainable=False)
         if isinstance(self.layer, SEPARABLE):
             # the depthwise output is a tensor of its own in TFLite
             self.depthwise_range = self._add_range("depthwise")
@@ -395,7 +404,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         training call with a trainable BatchNormalization folded in, as
         Keras runs that layer."""
         return bool(training) and self.batchnorm is not None and \
-            self.batchnorm.trainable
+            self.batchnorm.trainable and self.freeze_bn_delay != 0
 
     def _normalize_batch(self, y, bias):
         """Batch norm in training mode on ``y``, the output of the
@@ -477,12 +486,22 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
                 y = keras.ops.conv(inputs, kernel, layer.strides,
                                    layer.padding, layer.data_format,
                                    layer.dilation_rate)
-        if self._batch_statistics(training):
+        def with_moving_statistics():
+            if bias is None:
+                return y
+            return y + (bias if bias_step is None else
+                        round_bias(bias, bias_step))
+
+        if not self._batch_statistics(training):
+            y = with_moving_statistics()
+        elif self.batchnorm_steps is None:
             y = self._normalize_batch(y, conv_bias)
-        elif bias is not None:
-            if bias_step is not None:
-                bias = round_bias(bias, bias_step)
-            y = y + bias
+        else:
+            steps = self.batchnorm_steps
+            y = tf.cond(steps < self.freeze_bn_delay,
+                        lambda: self._normalize_batch(y, conv_bias),
+                        with_moving_statistics)
+            steps.assign(steps + 1)
         if layer.activation is not None and \
                 layer.activation is not keras.activations.linear:
             y = layer.activation(y)
@@ -515,7 +534,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             "input_scale": self.input_scale,
             "input_offset": self.input_offset,
             "output_scale": self.output_scale,
-            "output_shift": self.output_shift})
+            "output_shift": self.output_shift,
+            "freeze_bn_delay": self.freeze_bn_delay})
         return config
 
     @classmethod

@@ -18,7 +18,19 @@ from tfcompress.errors import InputError
 class Default8BitScheme:
     """int8 weights (symmetric, per-channel for Conv/Depthwise, per-tensor
     for Dense as TFLite requires) and int8 activations (asymmetric, EMA
-    ranges); BatchNormalization folded into the preceding Conv/Dense."""
+    ranges); BatchNormalization folded into the preceding Conv/Dense.
+
+    A folded batch norm trains as Keras trains it: each training step
+    normalizes with the batch's statistics and moves the moving ones.
+    ``freeze_bn_delay`` (training steps, as TF1's ``create_training_graph``)
+    switches to the moving statistics after that many steps: training then
+    runs the inference graph, gamma and beta still train, and the moving
+    statistics stay put. ``None`` never freezes; ``0`` freezes from the
+    first step.
+
+    >>> Default8BitScheme(freeze_bn_delay=100).freeze_bn_delay
+    100
+    """
     weight_bits: int = 8
     activation_bits: int = 8
     per_channel: bool = True
@@ -26,8 +38,15 @@ class Default8BitScheme:
     preserve_sparsity: bool = False
     preserve_clusters: bool = False
     ema_decay: float = 0.999
+    freeze_bn_delay: int | None = None
 
     def __post_init__(self):
+        delay = self.freeze_bn_delay
+        if delay is not None and (isinstance(delay, bool) or
+                                  not isinstance(delay, int) or delay < 0):
+            raise InputError(
+                f"freeze_bn_delay must be a number of training steps (an "
+                f"integer >= 0) or None to never freeze, got {delay!r}")
         for name in ("weight_bits", "activation_bits"):
             bits = getattr(self, name)
             if not 2 <= bits <= 8:

@@ -298,7 +298,9 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                               input_offset=(None if folded_input is None
                                             else folded_input[2]),
                               output_scale=output_scale,
-                              output_shift=output_shift, **kw)
+                              output_shift=output_shift,
+                              freeze_bn_delay=getattr(
+                                  scheme, "freeze_bn_delay", None), **kw)
             out = q(x)
             if split_act:
                 out = QuantizeOutput(

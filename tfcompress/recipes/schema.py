@@ -86,6 +86,11 @@ STAGE_SCHEMAS = {
         "layer_bits": Field(dict, None, 2, 8, items=int,
                             doc="{layer name: weight bits} overriding "
                                 "weight_bits for single layers"),
+        # training steps with batch-norm batch statistics, then the moving
+        # statistics (none: never freeze)
+        "freeze_bn_delay": Field(int, None, 0,
+                                 doc="training steps before batch norm "
+                                     "uses its moving statistics"),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
     },

@@ -101,6 +101,7 @@ def run_qat(model, params, data, train):
               "n_bit": quantize.NBitScheme}[params["scheme"]](
         weight_bits=params["weight_bits"],
         activation_bits=params["activation_bits"],
+        freeze_bn_delay=params.get("freeze_bn_delay"),
         **({"preserve_sparsity": True} if params.get("preserve_sparsity")
            else {}))
     try:

@@ -17,14 +17,13 @@ Writes benchmarks/results/int8_speed[_<size>].json and .md.
 """
 
 import argparse
-import contextlib
-import io
 import os
 import tempfile
-import warnings
 
 import common
 import numpy as np
+
+from tfcompress.quiet import converter_output_silenced
 
 # name -> keras.applications kwargs
 MODELS = {
@@ -61,15 +60,13 @@ def converter_int8(model, x):
     conv.representative_dataset = lambda: (
         [x[i:i + 1]] for i in range(len(x)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with contextlib.redirect_stdout(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with converter_output_silenced():
         return conv.convert()
 
 
 def converter_float(model):
     import tensorflow as tf
-    with contextlib.redirect_stdout(io.StringIO()):
+    with converter_output_silenced():
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 

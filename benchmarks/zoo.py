@@ -42,15 +42,12 @@ if TFMOT_SIDE:
 
 import argparse  # noqa: E402
 import concurrent.futures  # noqa: E402
-import contextlib  # noqa: E402
 import gzip  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -326,11 +323,8 @@ def converter_int8(model, calib):
     conv.representative_dataset = lambda: (
         [calib[i:i + 1]] for i in range(len(calib)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    # Keras' export prints the SavedModel signature to stdout, and the
-    # converter warns about the float input it keeps (as asked)
-    with contextlib.redirect_stdout(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    from tfcompress.quiet import converter_output_silenced
+    with converter_output_silenced():
         tflite_bytes = conv.convert()
     return tflite_bytes, round(time.perf_counter() - t, 2)
 

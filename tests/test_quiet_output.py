@@ -178,3 +178,17 @@ def test_every_benchmark_script_filters_native_logs_when_run():
         if "filter_native_stderr_live()" not in main_block:
             missing.append(os.path.basename(path))
     assert scripts and missing == []
+
+
+def test_converter_output_silenced_hides_prints_and_warnings_not_errors(
+        capsys):
+    import warnings
+    from tfcompress.quiet import converter_output_silenced
+    with converter_output_silenced():
+        print("Saved artifact at '/tmp/x'. The following endpoints ...")
+        warnings.warn("Statistics for quantized inputs were expected")
+    out = capsys.readouterr()
+    assert out.out == "" and "Statistics" not in out.err
+    with pytest.raises(ValueError, match="bad model"):
+        with converter_output_silenced():
+            raise ValueError("bad model")

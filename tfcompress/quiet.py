@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 
 # Printed by every TensorFlow start on a machine without a GPU.
 STARTUP_NOISE = re.compile("|".join([
@@ -107,6 +108,22 @@ def native_stderr_filtered(enabled: bool = True):
         if shown:
             sys.stderr.write(shown)
             sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def converter_output_silenced():
+    """Silences the Python-side chatter of a TFLite conversion: Keras'
+    export prints the SavedModel signature to stdout, and the converter
+    warns about things asked for on purpose (a float input kept, a
+    deprecated path). Errors still raise.
+
+    >>> with converter_output_silenced():
+    ...     print("Saved artifact at '/tmp/x'.")
+    """
+    with contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def filter_native_stderr_live() -> None:

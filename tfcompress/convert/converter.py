@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-import warnings
 
 import numpy as np
 
@@ -14,6 +11,7 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
+from tfcompress.quiet import converter_output_silenced
 from tfcompress.utils.atomic import check_writable_folder
 
 
@@ -337,10 +335,7 @@ def convert(model, mode="int8", representative_data=None,
         converter.inference_output_type = _tf_type(output_type)
     ranges = None
     try:
-        # Keras' export prints its signature to stdout; keep output clean.
-        with contextlib.redirect_stdout(io.StringIO()), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with converter_output_silenced():
             if float_layers or (mode == "int8" and not qat
                                 and calibration != "minmax"):
                 tflite_bytes, ranges, float_nodes = _convert_recalibrated(

@@ -11,7 +11,7 @@ with strategy.scope():
                              keras.layers.BatchNormalization(),
                              keras.layers.ReLU(),
                              keras.layers.Flatten(), keras.layers.Dense(4)])
-    qat = quantize.quantize_model(base)
+    qat = quantize.quantize_model(base, SCHEME)
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
 rng = np.random.default_rng(0)
@@ -19,7 +19,7 @@ x = rng.random((64, 8, 8, 3), dtype=np.float32)
 y = rng.integers(0, 4, 64)
 qat.fit(x, y, batch_size=16, epochs=2, verbose=0)
 report = {"replicas": strategy.num_replicas_in_sync, "ranges": [],
-          "distributed": []}
+          "distributed": [], "batchnorm_steps": []}
 for layer in qat.layers:
     if isinstance(layer, quantize.QuantizeFused):
         lo, hi, seen = layer.range
@@ -30,12 +30,16 @@ for layer in qat.layers:
                   zip(lo._value.values, hi._value.values)] if mirrored \
             else [(float(lo.numpy()), float(hi.numpy()))]
         report["ranges"].append(copies)
+        if layer.batchnorm_steps is not None:
+            report["batchnorm_steps"].append(
+                int(layer.batchnorm_steps.numpy()))
 print("REPORT" + json.dumps(report))
 '''
 
 
 def test_qat_mirrored_strategy_keeps_one_set_of_ranges(two_cpus):
-    report = two_cpus.report(two_cpus.run(SCRIPT))
+    report = two_cpus.report(two_cpus.run(
+        SCRIPT.replace("SCHEME", "None")))
     assert report["replicas"] == 2
     assert report["ranges"]
     # both range variables of every quantizer are distributed, one copy
@@ -46,3 +50,11 @@ def test_qat_mirrored_strategy_keeps_one_set_of_ranges(two_cpus):
         assert all(c == copies[0] for c in copies)
         lo, hi = copies[0]
         assert lo <= 0 < hi and hi != 6.0      # trained, not the default
+
+
+def test_freeze_bn_delay_counts_steps_under_mirrored_strategy(two_cpus):
+    report = two_cpus.report(two_cpus.run(SCRIPT.replace(
+        "SCHEME", "quantize.Default8BitScheme(freeze_bn_delay=3)")))
+    assert report["replicas"] == 2
+    # 64 samples, global batch 16, 2 epochs: 8 training steps
+    assert report["batchnorm_steps"] == [8]

@@ -291,7 +291,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         if self.batchnorm is not None and self.freeze_bn_delay:
             self.batchnorm_steps = self.add_weight(
                 name="batchnorm_steps", shape=(), dtype="int64",
-                initializer="zeros", trainable=False)
+                initializer="zeros", trainable=False,
+                aggregation="only_first_replica")
         if isinstance(self.layer, SEPARABLE):
             # the depthwise output is a tensor of its own in TFLite
             self.depthwise_range = self._add_range("depthwise")

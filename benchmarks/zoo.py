@@ -141,6 +141,11 @@ def parse_args(argv=None):
                         "distillation from the unpruned float model it "
                         "starts from (its logits precomputed once; no "
                         "extra epochs)")
+    p.add_argument("--qat-freeze-bn-delay", type=int, default=None,
+                   help="QAT and PQAT: training steps before the folded "
+                        "batch norms use their moving statistics "
+                        "(Default8BitScheme freeze_bn_delay; default: "
+                        "never, batch statistics throughout)")
     p.add_argument("--speed-size", default=None,
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
@@ -439,11 +444,15 @@ def run_model(name, args, tmp):
     step("converter_ptq_int8",
          lambda: record("converter_ptq_int8", *converter_int8(fl, calib)))
 
+    delay = args.qat_freeze_bn_delay
+
     def qat():
-        q = quantize.quantize_model(clone(start))
+        q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
+            freeze_bn_delay=delay))
         secs["qat"] = timed_train(q, data, F, FT_LR)
         row["paths"]["qat_int8"] = {
-            "keras_accuracy": common.keras_accuracy(q, data)}
+            "keras_accuracy": common.keras_accuracy(q, data),
+            "freeze_bn_delay": delay}
         to_tflite("qat_int8", q, check=True)
     step("qat_int8", qat)
 
@@ -457,8 +466,8 @@ def run_model(name, args, tmp):
         res = {"pruned_keras_accuracy": common.keras_accuracy(stripped,
                                                               data)}
         row["paths"]["pruned_pqat_int8"] = res
-        q = quantize.quantize_model(stripped,
-                                    quantize.PrunePreservingScheme())
+        q = quantize.quantize_model(stripped, quantize.PrunePreservingScheme(
+            freeze_bn_delay=delay))
         secs["prune_preserving_qat"] = timed_train(q, data, F, FT_LR)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
         to_tflite("pruned_pqat_int8", q, check=True)
@@ -707,7 +716,7 @@ TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
                       "test_samples", "calibration_samples")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "speed_size",
-    "channel_distill")
+    "channel_distill", "qat_freeze_bn_delay")
 
 
 def side_command(side, name, args, tmp, options):
@@ -893,7 +902,11 @@ def markdown(results, args):
                            "seconds are measured with the cores shared; "
                            "latency is timed afterwards, one flatbuffer "
                            "at a time." if getattr(args, "jobs", 1) > 1
-                           else ""), "",
+                           else "") +
+             (f" QAT and PQAT with batch norm frozen after "
+              f"{args.qat_freeze_bn_delay} steps (freeze_bn_delay)."
+              if getattr(args, "qat_freeze_bn_delay", None) is not None
+              else ""), "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "
              "PTQ int8 | QAT int8 | pruned+PQAT int8 (sparsity) | channel "

@@ -178,6 +178,11 @@ def test_markdown_shows_the_channel_steps_and_the_speed_sizes():
     assert "| mobilenet_v2 | 96x96 | channel-pruned int8 | 40 |" in text
     assert "2.00 / 3.00" in text
     assert "QAT int8 | failed" not in text
+    assert "freeze_bn_delay" not in text
+    args = zoo.parse_args(["--qat-freeze-bn-delay", "0"])
+    args.command = "zoo.py"
+    text = zoo.markdown({"mobilenet_v2": row}, args)
+    assert "batch norm frozen after 0 steps (freeze_bn_delay)" in text
 
 
 @pytest.mark.parametrize("steps", [8, 94, 188, 469])
@@ -263,7 +268,8 @@ def test_model_process_gets_every_option_run_model_reads():
                            "--train-samples", "500", "--size", "48",
                            "--paths", "qat_int8,ptq_int8",
                            "--channel-norm", "l1", "--channel-distill",
-                           "--speed-size", "96", "--channel-sparsity", "0.3"])
+                           "--speed-size", "96", "--channel-sparsity", "0.3",
+                           "--qat-freeze-bn-delay", "0"])
     cmd = zoo.model_side_command("resnet20", args, "/tmp/x")
     child = zoo.parse_args(cmd[2:])
     assert child.model_side == "resnet20" and child.models == "resnet20"
@@ -272,6 +278,7 @@ def test_model_process_gets_every_option_run_model_reads():
                                          "calibration_samples"):
         assert getattr(child, key) == getattr(args, key), key
     assert child.speed_sizes == [96]
+    assert child.qat_freeze_bn_delay == 0
 
 
 def test_jobs_must_be_positive():

@@ -270,3 +270,16 @@ def test_flatten_converts_to_one_reshape_for_any_batch():
     got = it.get_tensor(it.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, model.predict(x[:4], verbose=0),
                                atol=1e-4)
+
+
+def test_two_output_model_converts_and_says_the_check_was_skipped():
+    # the numerical check compares one output; a model with two used to
+    # fail conversion with numpy's "inhomogeneous shape" error
+    keras.utils.set_random_seed(0)
+    i = keras.Input((4,))
+    h = keras.layers.Dense(3)(i)
+    model = keras.Model(i, [h, keras.layers.Dense(2)(h)])
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    r = convert(model, "int8", representative_data=x)
+    assert "numerical_check" not in r.report
+    assert any("2 outputs" in n for n in r.report["notes"]), r.report["notes"]

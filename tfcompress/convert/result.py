@@ -65,7 +65,16 @@ class ConversionResult:
         return self.report["float_ops"]
 
     def add_numerical_check(self, keras_model, x):
-        """Compares TFLite and Keras outputs on ``x`` (stored in report)."""
+        """Compares TFLite and Keras outputs on ``x`` (stored in report).
+        A model with several outputs gets a note instead (returns None):
+        the check compares one output."""
+        outputs = len(keras_model.outputs)
+        if outputs > 1:
+            self.report["notes"].append(
+                f"The model has {outputs} outputs; the numerical check "
+                "compares single-output models only and was skipped. "
+                "Compare each output with LiteRT's signature runner.")
+            return None
         interp, refused = litert_interpreter(self.tflite_bytes)
         if refused:
             self.report["notes"].append(

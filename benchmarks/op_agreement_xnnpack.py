@@ -122,6 +122,7 @@ def main(argv=None):
           "isolated >=1 step | max |")
     print("|---|---|---|---|---|---|---|")
     totals = collections.defaultdict(lambda: [0, 0])
+    rows = []
     for layer, ref in zip(layers, chained):
         off = steps_off(np.asarray(ref), taps, layer.name)
         kind = type(getattr(layer, "layer", None)).__name__
@@ -141,6 +142,14 @@ def main(argv=None):
             totals[kind][0] += int((alone >= 1).sum())
             totals[kind][1] += alone.size
             iso = f"{100 * np.mean(alone >= 1):.4f}%", f"{alone.max():.0f}"
+        rows.append({"tensor": layer.name, "layer": kind,
+                     "chained_one_step": float(np.mean(off >= 1)),
+                     "chained_two_steps": float(np.mean(off >= 2)),
+                     "chained_max_steps": float(off.max()),
+                     "isolated_one_step": (float(np.mean(alone >= 1))
+                                           if feeds else None),
+                     "isolated_max_steps": (float(alone.max())
+                                            if feeds else None)})
         print(f"| {layer.name} | {kind} | {100 * np.mean(off >= 1):.2f}% | "
               f"{100 * np.mean(off >= 2):.2f}% | {off.max():.0f} | "
               f"{iso[0]} | {iso[1]} |")
@@ -150,7 +159,13 @@ def main(argv=None):
     last = layers[-1].name
     got, scale, zp = taps[last]
     logits = (got - zp) * scale
-    print("\nlogits:", zoo.agreement(logits, scale, q, xv))
+    logit_agreement = zoo.agreement(logits, scale, q, xv)
+    print("\nlogits:", logit_agreement)
+    common.save(f"op_agreement_{args.model}", {
+        "args": vars(args), "tensors": rows,
+        "isolated_by_layer_type": {k: {"one_step_off": b, "values": n}
+                                   for k, (b, n) in totals.items()},
+        "logits": logit_agreement})
 
 
 if __name__ == "__main__":

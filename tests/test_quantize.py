@@ -571,14 +571,19 @@ def _fused_of(q):
     return [l for l in q.layers if isinstance(l, quantize.QuantizeFused)][0]
 
 
+def _qat_with_freeze_bn_delay(delay, n=64):
+    """The Conv+BN QAT model with ``freeze_bn_delay``, its folded batch
+    norm and ``n`` inputs."""
+    m, _ = _conv_bn_model()
+    q = quantize.quantize_model(
+        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=delay))
+    return q, _fused_of(q).batchnorm, _img(n, c=8)
+
+
 def test_freeze_bn_delay_switches_to_moving_statistics_after_the_delay():
     # TF1's freeze_bn_delay: batch statistics for the first steps, then the
     # moving statistics (the inference graph) for the rest of training
-    m, _ = _conv_bn_model()
-    q = quantize.quantize_model(
-        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=2))
-    qbn = _fused_of(q).batchnorm
-    x = _img(64, c=8)
+    q, qbn, x = _qat_with_freeze_bn_delay(2)
     for _ in range(2):
         q(x, training=True)
     moved = np.asarray(qbn.moving_mean).copy()
@@ -590,11 +595,7 @@ def test_freeze_bn_delay_switches_to_moving_statistics_after_the_delay():
 
 
 def test_freeze_bn_delay_zero_trains_gamma_with_moving_statistics():
-    m, _ = _conv_bn_model()
-    q = quantize.quantize_model(
-        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=0))
-    qbn = _fused_of(q).batchnorm
-    x = _img(64, c=8)
+    q, qbn, x = _qat_with_freeze_bn_delay(0)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(q(x, training=True) ** 2)
     grads = tape.gradient(loss, [qbn.gamma, qbn.beta])
@@ -603,10 +604,7 @@ def test_freeze_bn_delay_zero_trains_gamma_with_moving_statistics():
 
 
 def test_freeze_bn_delay_survives_save_and_load(tmp_path):
-    m, _ = _conv_bn_model()
-    q = quantize.quantize_model(
-        m, scheme=quantize.Default8BitScheme(freeze_bn_delay=1))
-    x = _img(16, c=8)
+    q, _, x = _qat_with_freeze_bn_delay(1, n=16)
     q(x, training=True)
     path = str(tmp_path / "q.keras")
     q.save(path)

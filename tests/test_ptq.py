@@ -19,7 +19,7 @@ X = RNG.random((96, 8, 8, 3), dtype=np.float32)
 def _batch_stats(model, bn_name, x):
     """Mean and variance of the input of batch norm ``bn_name`` on ``x``."""
     bn = model.get_layer(bn_name)
-    y = np.asarray(keras.Model(model.inputs, bn.input)(x), np.float64)
+    y = np.asarray(keras.Model(model.inputs[0], bn.input)(x), np.float64)
     y = y.reshape(-1, y.shape[-1])
     return y.mean(0), y.var(0)
 

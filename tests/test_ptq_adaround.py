@@ -85,7 +85,7 @@ def test_reestimate_batchnorm_sets_moving_stats_to_the_batch_statistics():
     bn.moving_mean.assign(np.full(8, 3.0, np.float32))   # stale
     before = weights_of(model)
     new = ptq.reestimate_batchnorm(model, X)
-    feats = np.asarray(keras.Model(model.inputs, bn.input)(X), np.float64)
+    feats = np.asarray(keras.Model(model.inputs[0], bn.input)(X), np.float64)
     feats = feats.reshape(-1, 8)
     nbn = new.get_layer("bn1")
     np.testing.assert_allclose(nbn.moving_mean.numpy(), feats.mean(0),

@@ -283,3 +283,19 @@ def test_two_output_model_converts_and_says_the_check_was_skipped():
     r = convert(model, "int8", representative_data=x)
     assert "numerical_check" not in r.report
     assert any("2 outputs" in n for n in r.report["notes"]), r.report["notes"]
+
+
+def test_subclassed_model_converts_with_its_numerical_check():
+    class Affine(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Affine()
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    model(x)
+    r = convert(model, "int8", representative_data=x)
+    assert r.report["numerical_check"]["samples"] == 16

@@ -367,8 +367,11 @@ def convert(model, mode="int8", representative_data=None,
     check = _as_samples(check_data, model, "check_data") \
         if check_data is not None else samples
     if check is None:
-        check = np.random.default_rng(1).random(
-            (32, *_input_spec(model)), dtype=np.float32)
+        # a subclassed model has no symbolic inputs: the flatbuffer's shape
+        shape = _input_spec(model) or tuple(
+            result.report["inputs"][0]["shape"][1:])
+        check = np.random.default_rng(1).random((32, *shape),
+                                                dtype=np.float32)
         result.report["numerical_check_data"] = "random inputs"
     result.add_numerical_check(model, check[:check_samples])
     if strict and result.fallback_ops:

@@ -310,48 +310,64 @@ def convert(model, mode="int8", representative_data=None,
                      "(tensorflow#38285)")
     calib = None if samples is None else samples[:calibration_samples]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    optimizations = []
-    if mode != "float32":
-        optimizations.append(tf.lite.Optimize.DEFAULT)
-    if sparse:
-        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = optimizations
-    if not per_channel and mode != "float32":
-        compat.disable_per_channel_quantization(converter)
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode in ("int8", "int16x8"):
-        converter.representative_dataset = lambda: (
-            [calib[i:i + 1]] for i in range(len(calib)))
-        ops = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8" else
-               tf.lite.OpsSet.
-               EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
-        # TFLITE_BUILTINS too, so ops without an integer kernel convert and
-        # are reported (strict mode raises) instead of failing obscurely.
-        converter.target_spec.supported_ops = [ops,
-                                               tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.inference_input_type = _tf_type(input_type)
-        converter.inference_output_type = _tf_type(output_type)
-    ranges = None
-    try:
+    def configured(converter):
+        optimizations = []
+        if mode != "float32":
+            optimizations.append(tf.lite.Optimize.DEFAULT)
+        if sparse:
+            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        converter.optimizations = optimizations
+        if not per_channel and mode != "float32":
+            compat.disable_per_channel_quantization(converter)
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode in ("int8", "int16x8"):
+            converter.representative_dataset = lambda: (
+                [calib[i:i + 1]] for i in range(len(calib)))
+            ops = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"
+                   else tf.lite.OpsSet.
+                   EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
+            # TFLITE_BUILTINS too, so ops without an integer kernel convert
+            # and are reported (strict mode raises) instead of failing
+            # obscurely.
+            converter.target_spec.supported_ops = [
+                ops, tf.lite.OpsSet.TFLITE_BUILTINS]
+            converter.inference_input_type = _tf_type(input_type)
+            converter.inference_output_type = _tf_type(output_type)
+        return converter
+
+    def run(converter):
         with converter_output_silenced():
             if float_layers or (mode == "int8" and not qat
                                 and calibration != "minmax"):
-                tflite_bytes, ranges, float_nodes = _convert_recalibrated(
+                return _convert_recalibrated(
                     converter, calib, calibration, percentile, input_type,
                     output_type, per_channel,
                     _float_nodes_of(float_layers, model))
-            else:
-                tflite_bytes = converter.convert()
-    except InputError:
+            return converter.convert(), None, None
+
+    from tfcompress.convert.frozen import (add_signature,
+                                           inference_converter,
+                                           keras_converter)
+    try:
+        converter, inputs, outputs = inference_converter(model)
+        tflite_bytes, ranges, float_nodes = run(configured(converter))
+        if inputs is not None:
+            tflite_bytes = add_signature(tflite_bytes, inputs, outputs)
+    except (InputError, compat.CompatError):
         raise
-    except Exception as e:   # converter errors are long: keep the gist
-        msg = str(e).strip().splitlines()
-        gist = next((l for l in msg if "error" in l.lower()), msg[0] if msg
-                    else type(e).__name__)
-        raise RuntimeError(f"TFLite conversion failed ({mode}): "
-                           f"{gist.strip()[:300]}") from e
+    except Exception as frozen_error:
+        # the SavedModel round trip converts what freezing cannot
+        try:
+            tflite_bytes, ranges, float_nodes = run(configured(
+                keras_converter(model)))
+        except (InputError, compat.CompatError):
+            raise
+        except Exception as e:   # converter errors are long: keep the gist
+            raise RuntimeError(f"TFLite conversion failed ({mode}): "
+                               f"{_gist(e)}") from e
+        notes.append("converted through a SavedModel: the frozen "
+                     f"inference function failed ({_gist(frozen_error)})")
     seconds = time.time() - start
     result = ConversionResult.build(
         tflite_bytes, mode=mode, keras_model=model, qat=qat,
@@ -379,6 +395,14 @@ def convert(model, mode="int8", representative_data=None,
     if output_path is not None:
         result.save(output_path)
     return result
+
+
+def _gist(error) -> str:
+    """The line of a (long) converter error that says what went wrong."""
+    lines = str(error).strip().splitlines()
+    gist = next((l for l in lines if "error" in l.lower()),
+                lines[0] if lines else type(error).__name__)
+    return gist.strip()[:300]
 
 
 def _note_sparse_storage(result):

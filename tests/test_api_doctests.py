@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 MODULES = ["tfcompress.cluster.api", "tfcompress.cluster.centroids",
-           "tfcompress.convert.frozen", "tfcompress.convert.options",
+           "tfcompress.convert.frozen", "tfcompress.convert.inputs",
+           "tfcompress.convert.options",
            "tfcompress.quantize.api",
            "tfcompress.recipes.schema", "tfcompress.utils.atomic"]
 

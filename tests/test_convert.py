@@ -272,17 +272,21 @@ def test_flatten_converts_to_one_reshape_for_any_batch():
                                atol=1e-4)
 
 
-def test_two_output_model_converts_and_says_the_check_was_skipped():
-    # the numerical check compares one output; a model with two used to
-    # fail conversion with numpy's "inhomogeneous shape" error
+def test_two_output_model_is_checked_output_by_output():
+    # a model with two outputs used to fail conversion with numpy's
+    # "inhomogeneous shape" error, then to skip the check
     keras.utils.set_random_seed(0)
     i = keras.Input((4,))
     h = keras.layers.Dense(3)(i)
     model = keras.Model(i, [h, keras.layers.Dense(2)(h)])
     x = np.random.default_rng(0).random((16, 4)).astype("float32")
     r = convert(model, "int8", representative_data=x)
-    assert "numerical_check" not in r.report
-    assert any("2 outputs" in n for n in r.report["notes"]), r.report["notes"]
+    check = r.report["numerical_check"]
+    assert sorted(check["outputs"]) == ["output_0", "output_1"]
+    assert check["outputs"]["output_0"]["max_abs_error"] < 0.05
+    assert check["outputs"]["output_1"]["max_abs_error"] < 0.05
+    assert check["max_abs_error"] == max(
+        o["max_abs_error"] for o in check["outputs"].values())
 
 
 def test_subclassed_model_converts_with_its_numerical_check():

@@ -7,6 +7,8 @@ import time
 import numpy as np
 
 from tfcompress import compat
+from tfcompress.convert.inputs import (as_samples, first, input_shapes,
+                                       one_at_a_time, random_samples)
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
@@ -159,43 +161,6 @@ def _check_model(model):
                          "data or give it an Input layer first")
 
 
-def _input_spec(model):
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(
-        model, "inputs", None) else None
-    return shape
-
-
-def _as_samples(data, model, what="representative_data"):
-    """Validates calibration data; returns a float32 array (n, *shape)."""
-    if data is None:
-        return None
-    if callable(data):
-        data = [np.asarray(d[0] if isinstance(d, (list, tuple)) else d)
-                for d in data()]
-        data = np.concatenate([d if d.ndim and d.shape[0] == 1 else d[None]
-                               for d in data])
-    if isinstance(data, (tuple, list)) and len(data) == 2 and \
-            np.ndim(data[1]) == 1:
-        data = data[0]   # (x, y)
-    arr = np.asarray(data)
-    expected = _input_spec(model)
-    if arr.dtype.kind not in "fiu":
-        raise InputError(f"{what} has dtype {arr.dtype}; expected numbers "
-                         "(float32 like the model input)")
-    if expected is not None:
-        if arr.shape[1:] != tuple(expected):
-            if arr.shape == tuple(expected):
-                arr = arr[None]
-            else:
-                raise InputError(
-                    f"{what} has shape {arr.shape}, expected (n, "
-                    f"{', '.join(str(d) for d in expected)}) to match the "
-                    "model input")
-    if arr.shape[0] == 0:
-        raise InputError(f"{what} is empty; give at least one sample")
-    return arr.astype(np.float32)
-
-
 def _tf_type(name):
     import tensorflow as tf
     return {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8,
@@ -294,21 +259,27 @@ def convert(model, mode="int8", representative_data=None,
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
     float_layers = _check_float_layers(float_layers, model, mode, qat)
-    samples = _as_samples(representative_data, model)
+    samples = as_samples(representative_data, model)
+    if isinstance(samples, list) and (float_layers or calibration !=
+                                      "minmax"):
+        raise InputError(
+            "float_layers and calibration other than minmax work on "
+            "single-input models; this model has "
+            f"{len(samples)} inputs: use calibration='minmax' without "
+            "float_layers")
     notes = []
     if mode in ("int8", "int16x8") and samples is None:
         if not qat:
             raise InputError(
                 f"mode {mode} without QAT needs representative_data (about "
                 "100-500 typical inputs) to calibrate activation ranges")
-        shape = _input_spec(model)
-        samples = np.random.default_rng(0).random(
-            (8, *shape), dtype=np.float32)
+        samples = random_samples(input_shapes(model), 8, seed=0)
         notes.append("QAT model: ranges come from its fake-quant layers; 8 "
                      "random inputs were given to the converter only to "
                      "satisfy its representative-dataset check "
                      "(tensorflow#38285)")
-    calib = None if samples is None else samples[:calibration_samples]
+    calib = None if samples is None else first(samples,
+                                                calibration_samples)
 
     def configured(converter):
         optimizations = []
@@ -322,8 +293,7 @@ def convert(model, mode="int8", representative_data=None,
         if mode == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if mode in ("int8", "int16x8"):
-            converter.representative_dataset = lambda: (
-                [calib[i:i + 1]] for i in range(len(calib)))
+            converter.representative_dataset = lambda: one_at_a_time(calib)
             ops = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"
                    else tf.lite.OpsSet.
                    EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
@@ -380,16 +350,15 @@ def convert(model, mode="int8", representative_data=None,
         mark_requested(result.report, float_nodes)
     if sparse:
         _note_sparse_storage(result)
-    check = _as_samples(check_data, model, "check_data") \
+    check = as_samples(check_data, model, "check_data") \
         if check_data is not None else samples
     if check is None:
         # a subclassed model has no symbolic inputs: the flatbuffer's shape
-        shape = _input_spec(model) or tuple(
-            result.report["inputs"][0]["shape"][1:])
-        check = np.random.default_rng(1).random((32, *shape),
-                                                dtype=np.float32)
+        shapes = input_shapes(model) or [tuple(
+            result.report["inputs"][0]["shape"][1:])]
+        check = random_samples(shapes, 32, seed=1)
         result.report["numerical_check_data"] = "random inputs"
-    result.add_numerical_check(model, check[:check_samples])
+    result.add_numerical_check(model, first(check, check_samples))
     if strict and result.fallback_ops:
         raise FloatFallbackError(result)
     if output_path is not None:

@@ -66,36 +66,77 @@ class ConversionResult:
 
     def add_numerical_check(self, keras_model, x):
         """Compares TFLite and Keras outputs on ``x`` (stored in report).
-        A model with several outputs gets a note instead (returns None):
-        the check compares one output."""
+
+        ``x`` is an array, or a list of arrays for a model with several
+        inputs. A model with several inputs or outputs is run through the
+        flatbuffer's signature and each output compared with the Keras
+        output of the same name (``output_0``, ... or the dict key); the
+        report gives each output's errors under ``outputs``."""
         interp, refused = litert_interpreter(self.tflite_bytes)
-        # counted in the flatbuffer: subclassed models have no .outputs
-        outputs = len(interp.get_output_details())
-        if outputs > 1:
-            self.report["notes"].append(
-                f"The model has {outputs} outputs; the numerical check "
-                "compares single-output models only and was skipped. "
-                "Compare each output with LiteRT's signature runner.")
-            return None
         if refused:
             self.report["notes"].append(
                 "LiteRT's XNNPACK delegate refuses this flatbuffer ("
                 f"{refused}); the numerical check ran on the built-in "
                 "kernels. Run it with XNNPACK off: `tfcompress bench "
                 "--noxnnpack` or benchmark(..., xnnpack=False).")
+        # counted in the flatbuffer: subclassed models have no .outputs
+        if isinstance(x, list) or len(interp.get_output_details()) > 1:
+            return self._check_each_output(interp, keras_model, x, refused)
         got = run_flatbuffer(interp, x)
         ref = np.asarray(keras_model.predict(x, verbose=0, batch_size=256),
                          np.float32).reshape(got.shape)
-        err = np.abs(got - ref)
-        check = {"samples": int(len(x)),
-                 "max_abs_error": float(err.max()),
-                 "mean_abs_error": float(err.mean()),
+        check = {"samples": int(len(x)), **_errors(got, ref),
                  "xnnpack": not refused}
-        if got.ndim == 2 and got.shape[1] > 1:
-            check["top1_agreement"] = float(
-                np.mean(got.argmax(1) == ref.argmax(1)))
         self.report["numerical_check"] = check
         return check
+
+    def _check_each_output(self, interp, keras_model, x, refused):
+        from tfcompress.convert.inputs import input_names
+        signatures = interp.get_signature_list()
+        xs = x if isinstance(x, list) else [x]
+        if not signatures:
+            return self._skip_check("the flatbuffer has no signature to "
+                                    "name its inputs and outputs by")
+        key = next(iter(signatures))
+        runner = interp.get_signature_runner(key)
+        names = input_names(keras_model) if len(xs) > 1 else \
+            signatures[key]["inputs"]
+        if sorted(names) != sorted(signatures[key]["inputs"]):
+            return self._skip_check(
+                f"the signature's inputs {signatures[key]['inputs']} are "
+                f"not the model's {names}")
+        got = run_signature(runner, dict(zip(names, xs)))
+        structure = getattr(keras_model, "input", None) \
+            if len(xs) > 1 else None
+        feed = (dict(zip(names, xs)) if isinstance(structure, dict)
+                else xs if len(xs) > 1 else xs[0])
+        ref = keras_model.predict(feed, verbose=0, batch_size=256)
+        if not isinstance(ref, dict):
+            ref = {f"output_{i}": r for i, r in enumerate(
+                ref if isinstance(ref, (list, tuple)) else [ref])}
+        if sorted(ref) != sorted(got):
+            return self._skip_check(
+                f"the signature's outputs {sorted(got)} are not the "
+                f"model's {sorted(ref)}")
+        outputs = {name: _errors(got[name], np.asarray(
+            ref[name], np.float32).reshape(got[name].shape))
+            for name in sorted(got)}
+        check = {"samples": int(len(xs[0])),
+                 "max_abs_error": max(o["max_abs_error"]
+                                      for o in outputs.values()),
+                 "mean_abs_error": float(np.mean(
+                     [o["mean_abs_error"] for o in outputs.values()])),
+                 "xnnpack": not refused, "outputs": outputs}
+        if len(outputs) == 1:
+            check.update(next(iter(outputs.values())))
+        self.report["numerical_check"] = check
+        return check
+
+    def _skip_check(self, why):
+        self.report["notes"].append(
+            f"The numerical check was skipped: {why}. Compare the outputs "
+            "with LiteRT's signature runner.")
+        return None
 
     def save(self, path):
         """Writes the flatbuffer to ``path`` atomically."""
@@ -163,19 +204,56 @@ def run_flatbuffer(interp, x):
     out = interp.get_output_details()[0]
     got = []
     for i in range(len(x)):
-        v = np.asarray(x[i:i + 1], np.float32)
-        if inp["dtype"] != np.float32:
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            v = np.clip(np.round(v / scale + zp), info.min, info.max)
-        interp.set_tensor(inp["index"], v.astype(inp["dtype"]))
+        interp.set_tensor(inp["index"], _to_input(x[i:i + 1], inp))
         interp.invoke()
-        y = interp.get_tensor(out["index"])[0]
-        if out["dtype"] != np.float32:
-            scale, zp = out["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
-        got.append(y)
+        got.append(_from_output(interp.get_tensor(out["index"])[0], out))
     return np.asarray(got, np.float32)
+
+
+def _errors(got, ref):
+    """Absolute errors of ``got`` against ``ref`` (and top-1 agreement for
+    ``(n, classes)`` outputs)."""
+    err = np.abs(got - ref)
+    errors = {"max_abs_error": float(err.max()),
+              "mean_abs_error": float(err.mean())}
+    if got.ndim == 2 and got.shape[1] > 1:
+        errors["top1_agreement"] = float(np.mean(got.argmax(1) ==
+                                                 ref.argmax(1)))
+    return errors
+
+
+def _to_input(value, details):
+    """``value`` as the tensor wants it: quantized if it is integer."""
+    value = np.asarray(value, np.float32)
+    if details["dtype"] != np.float32:
+        scale, zero = details["quantization"]
+        info = np.iinfo(details["dtype"])
+        value = np.clip(np.round(value / scale + zero), info.min, info.max)
+    return value.astype(details["dtype"])
+
+
+def _from_output(value, details):
+    """An output tensor as float32: dequantized if it is integer."""
+    if details["dtype"] != np.float32:
+        scale, zero = details["quantization"]
+        return (value.astype(np.float32) - zero) * scale
+    return np.asarray(value, np.float32)
+
+
+def run_signature(runner, inputs):
+    """Outputs ``{name: (n, ...)}`` of a LiteRT signature runner fed
+    ``inputs`` (``{input name: (n, ...)}``) one sample at a time, integer
+    tensors quantized and dequantized with their own scales."""
+    in_details = runner.get_input_details()
+    out_details = runner.get_output_details()
+    n = len(next(iter(inputs.values())))
+    rows = {name: [] for name in out_details}
+    for i in range(n):
+        result = runner(**{name: _to_input(v[i:i + 1], in_details[name])
+                           for name, v in inputs.items()})
+        for name, value in result.items():
+            rows[name].append(_from_output(value[0], out_details[name]))
+    return {name: np.asarray(v, np.float32) for name, v in rows.items()}
 
 
 def _jsonable(o):

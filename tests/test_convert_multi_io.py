@@ -1,0 +1,73 @@
+"""Models with several inputs or outputs: calibration data per input, and
+the numerical check output by output through the flatbuffer's signature."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress.convert import convert
+from tfcompress.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def two_inputs():
+    keras.utils.set_random_seed(0)
+    a = keras.Input((4,), name="a")
+    b = keras.Input((3,), name="b")
+    h = keras.layers.Dense(8, activation="relu")(
+        keras.layers.Concatenate()([a, b]))
+    return keras.Model([a, b], keras.layers.Dense(5)(h))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return [rng.random((64, 4), dtype=np.float32),
+            rng.random((64, 3), dtype=np.float32)]
+
+
+def test_two_input_model_converts_to_int8_and_is_checked(two_inputs, data):
+    r = convert(two_inputs, "int8", representative_data=data)
+    assert r.report["fully_integer"]
+    check = r.report["numerical_check"]
+    assert check["samples"] == 64
+    assert check["top1_agreement"] >= 0.9
+    assert 0 < check["max_abs_error"] < 0.1
+
+
+def test_two_input_calibration_data_may_be_a_dict(two_inputs, data):
+    by_list = convert(two_inputs, "int8", representative_data=data)
+    by_dict = convert(two_inputs, "int8",
+                      representative_data={"b": data[1], "a": data[0]})
+    assert by_list.tflite_bytes == by_dict.tflite_bytes
+
+
+def test_swapped_inputs_are_refused_naming_the_inputs(two_inputs, data):
+    with pytest.raises(InputError, match=r"input 'a'.*\(n, 4\)"):
+        convert(two_inputs, "int8", representative_data=data[::-1])
+    with pytest.raises(InputError, match=r"2 inputs \(a, b\).*list of 2"):
+        convert(two_inputs, "int8", representative_data=data[0])
+    with pytest.raises(InputError, match="same number"):
+        convert(two_inputs, "int8",
+                representative_data=[data[0], data[1][:10]])
+
+
+def test_two_input_model_refuses_recalibration(two_inputs, data):
+    with pytest.raises(InputError, match="single-input"):
+        convert(two_inputs, "int8", representative_data=data,
+                calibration="entropy")
+
+
+def test_dict_outputs_are_checked_by_key_with_random_inputs():
+    keras.utils.set_random_seed(0)
+    a = keras.Input((4,), name="a")
+    b = keras.Input((3,), name="b")
+    joined = keras.layers.Concatenate()([a, b])
+    model = keras.Model({"a": a, "b": b},
+                        {"y": keras.layers.Dense(2)(joined),
+                         "z": keras.layers.Dense(1)(a)})
+    r = convert(model, "float32")
+    check = r.report["numerical_check"]
+    assert r.report["numerical_check_data"] == "random inputs"
+    assert sorted(check["outputs"]) == ["y", "z"]
+    assert check["max_abs_error"] < 1e-5

@@ -83,18 +83,10 @@ def savedmodel_path(model):
 
 
 def outputs(flat, x):
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-    interp = Interpreter(model_content=flat)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    rows = []
-    for sample in x:
-        interp.set_tensor(inp["index"], sample[None])
-        interp.invoke()
-        rows.append(interp.get_tensor(out["index"]).copy())
-    return np.concatenate(rows), bool(interp.get_signature_list())
+    """The flatbuffer's outputs on ``x`` and whether it has a signature."""
+    from tfcompress.convert.result import litert_interpreter, run_flatbuffer
+    interp, _ = litert_interpreter(flat)
+    return run_flatbuffer(interp, x), bool(interp.get_signature_list())
 
 
 def measure(name, kind, model, x):

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfcompress.convert import convert, frozen
+from tfcompress.convert.result import run_flatbuffer
 from tfcompress.models import seed_cnn
 from tfcompress.quantize import quantize_model
 from tfcompress.quiet import converter_output_silenced
@@ -31,15 +32,7 @@ def litert_interpreter(tflite_bytes):
 
 
 def _outputs(tflite_bytes, x):
-    interp = litert_interpreter(tflite_bytes)
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    rows = []
-    for sample in x:
-        interp.set_tensor(inp["index"], sample[None])
-        interp.invoke()
-        rows.append(interp.get_tensor(out["index"]).copy())
-    return np.concatenate(rows)
+    return run_flatbuffer(litert_interpreter(tflite_bytes), x)
 
 
 def _savedmodel_int8(model, x):
@@ -91,25 +84,6 @@ def test_flatbuffer_has_the_serving_default_signature(cnn, x):
     runner = interp.get_signature_runner()
     got = runner(**{name: x[:1]})["output_0"]
     np.testing.assert_array_equal(got, _outputs(r.tflite_bytes, x[:1]))
-
-
-def test_multi_input_dict_model_signature_names_inputs_and_output_keys():
-    a = keras.Input((4,), name="a")
-    b = keras.Input((3,), name="b")
-    joined = keras.layers.Concatenate()([a, b])
-    model = keras.Model({"a": a, "b": b},
-                        {"y": keras.layers.Dense(2)(joined),
-                         "z": keras.layers.Dense(1)(a)})
-    r = convert(model, "float32")
-    interp = litert_interpreter(r.tflite_bytes)
-    assert interp.get_signature_list() == {
-        "serving_default": {"inputs": ["a", "b"], "outputs": ["y", "z"]}}
-    xa = np.ones((1, 4), np.float32)
-    xb = np.full((1, 3), 2.0, np.float32)
-    got = interp.get_signature_runner()(a=xa, b=xb)
-    want = model({"a": xa, "b": xb})
-    np.testing.assert_allclose(got["y"], want["y"], atol=1e-5)
-    np.testing.assert_allclose(got["z"], want["z"], atol=1e-5)
 
 
 def test_savedmodel_round_trip_when_freezing_fails(cnn, x, monkeypatch):

@@ -58,16 +58,34 @@ def test_two_input_model_refuses_recalibration(two_inputs, data):
                 calibration="entropy")
 
 
-def test_dict_outputs_are_checked_by_key_with_random_inputs():
+@pytest.fixture(scope="module")
+def dict_model():
     keras.utils.set_random_seed(0)
     a = keras.Input((4,), name="a")
     b = keras.Input((3,), name="b")
     joined = keras.layers.Concatenate()([a, b])
-    model = keras.Model({"a": a, "b": b},
-                        {"y": keras.layers.Dense(2)(joined),
-                         "z": keras.layers.Dense(1)(a)})
-    r = convert(model, "float32")
+    return keras.Model({"a": a, "b": b},
+                       {"y": keras.layers.Dense(2)(joined),
+                        "z": keras.layers.Dense(1)(a)})
+
+
+def test_dict_outputs_are_checked_by_key_with_random_inputs(dict_model):
+    r = convert(dict_model, "float32")
     check = r.report["numerical_check"]
     assert r.report["numerical_check_data"] == "random inputs"
     assert sorted(check["outputs"]) == ["y", "z"]
     assert check["max_abs_error"] < 1e-5
+
+
+def test_signature_names_the_inputs_and_the_output_keys(dict_model):
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_content=convert(dict_model,
+                                               "float32").tflite_bytes)
+    assert interp.get_signature_list() == {
+        "serving_default": {"inputs": ["a", "b"], "outputs": ["y", "z"]}}
+    xa = np.ones((1, 4), np.float32)
+    xb = np.full((1, 3), 2.0, np.float32)
+    got = interp.get_signature_runner()(a=xa, b=xb)
+    want = dict_model({"a": xa, "b": xb})
+    np.testing.assert_allclose(got["y"], want["y"], atol=1e-5)
+    np.testing.assert_allclose(got["z"], want["z"], atol=1e-5)

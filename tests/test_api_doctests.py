@@ -8,6 +8,7 @@ import pytest
 
 MODULES = ["tfcompress.cluster.api", "tfcompress.cluster.centroids",
            "tfcompress.convert.frozen", "tfcompress.convert.inputs",
+           "tfcompress.convert.recurrent",
            "tfcompress.convert.options",
            "tfcompress.quantize.api",
            "tfcompress.recipes.schema", "tfcompress.utils.atomic"]

@@ -9,6 +9,7 @@ import numpy as np
 from tfcompress import compat
 from tfcompress.convert.inputs import (as_samples, first, input_shapes,
                                        one_at_a_time, random_samples)
+from tfcompress.convert.recurrent import check_integer_conversion
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
@@ -259,6 +260,7 @@ def convert(model, mode="int8", representative_data=None,
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
     float_layers = _check_float_layers(float_layers, model, mode, qat)
+    check_integer_conversion(model, mode)
     samples = as_samples(representative_data, model)
     if isinstance(samples, list) and (float_layers or calibration !=
                                       "minmax"):
@@ -334,8 +336,13 @@ def convert(model, mode="int8", representative_data=None,
         except (InputError, compat.CompatError):
             raise
         except Exception as e:   # converter errors are long: keep the gist
+            gist = _gist(e)
+            if "TensorList" in gist:
+                gist += ("; a recurrent layer converts with a fixed batch "
+                         "size (keras.Input(shape, batch_size=1)) or "
+                         "unroll=True")
             raise RuntimeError(f"TFLite conversion failed ({mode}): "
-                               f"{_gist(e)}") from e
+                               f"{gist}") from e
         notes.append("converted through a SavedModel: the frozen "
                      f"inference function failed ({_gist(frozen_error)})")
     seconds = time.time() - start
@@ -367,8 +374,17 @@ def convert(model, mode="int8", representative_data=None,
 
 
 def _gist(error) -> str:
-    """The line of a (long) converter error that says what went wrong."""
+    """The message of a (long) converter error that says what went wrong:
+    the first ``error:`` line's text, without its MLIR location."""
     lines = str(error).strip().splitlines()
+    for line in lines:
+        if "error: " not in line:
+            continue
+        message = line.split("error: ", 1)[1].strip()
+        if message.startswith("loc("):
+            message = message.rsplit("): ", 1)[-1].strip()
+        if message and not message.startswith("loc("):
+            return message[:300]
     gist = next((l for l in lines if "error" in l.lower()),
                 lines[0] if lines else type(error).__name__)
     return gist.strip()[:300]

@@ -249,7 +249,6 @@ def convert(model, mode="int8", representative_data=None,
     _check_model(model)
     if strict is None:
         strict = mode in ("int8", "int16x8")
-    import tensorflow as tf
 
     start = time.time()
     keras_model = model = outside_strategy(model)
@@ -284,67 +283,21 @@ def convert(model, mode="int8", representative_data=None,
                                                 calibration_samples)
 
     def configured(converter):
-        optimizations = []
-        if mode != "float32":
-            optimizations.append(tf.lite.Optimize.DEFAULT)
-        if sparse:
-            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-        converter.optimizations = optimizations
-        if not per_channel and mode != "float32":
-            compat.disable_per_channel_quantization(converter)
-        if mode == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if mode in ("int8", "int16x8"):
-            converter.representative_dataset = lambda: one_at_a_time(calib)
-            ops = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"
-                   else tf.lite.OpsSet.
-                   EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
-            # TFLITE_BUILTINS too, so ops without an integer kernel convert
-            # and are reported (strict mode raises) instead of failing
-            # obscurely.
-            converter.target_spec.supported_ops = [
-                ops, tf.lite.OpsSet.TFLITE_BUILTINS]
-            converter.inference_input_type = _tf_type(input_type)
-            converter.inference_output_type = _tf_type(output_type)
-        return converter
+        return _configure(converter, mode, calib, sparse, per_channel,
+                          input_type, output_type)
 
     def run(converter):
         with converter_output_silenced():
             if float_layers or (mode == "int8" and not qat
                                 and calibration != "minmax"):
                 return _convert_recalibrated(
-                    converter, calib, calibration, percentile, input_type,
-                    output_type, per_channel,
+                    configured(converter), calib, calibration, percentile,
+                    input_type, output_type, per_channel,
                     _float_nodes_of(float_layers, model))
-            return converter.convert(), None, None
+            return configured(converter).convert(), None, None
 
-    from tfcompress.convert.frozen import (add_signature,
-                                           inference_converter,
-                                           keras_converter)
-    try:
-        converter, inputs, outputs = inference_converter(model)
-        tflite_bytes, ranges, float_nodes = run(configured(converter))
-        if inputs is not None:
-            tflite_bytes = add_signature(tflite_bytes, inputs, outputs)
-    except (InputError, compat.CompatError):
-        raise
-    except Exception as frozen_error:
-        # the SavedModel round trip converts what freezing cannot
-        try:
-            tflite_bytes, ranges, float_nodes = run(configured(
-                keras_converter(model)))
-        except (InputError, compat.CompatError):
-            raise
-        except Exception as e:   # converter errors are long: keep the gist
-            gist = _gist(e)
-            if "TensorList" in gist:
-                gist += ("; a recurrent layer converts with a fixed batch "
-                         "size (keras.Input(shape, batch_size=1)) or "
-                         "unroll=True")
-            raise RuntimeError(f"TFLite conversion failed ({mode}): "
-                               f"{gist}") from e
-        notes.append("converted through a SavedModel: the frozen "
-                     f"inference function failed ({_gist(frozen_error)})")
+    tflite_bytes, ranges, float_nodes = _frozen_or_savedmodel(
+        run, model, mode, notes)
     seconds = time.time() - start
     result = ConversionResult.build(
         tflite_bytes, mode=mode, keras_model=model, qat=qat,
@@ -371,6 +324,69 @@ def convert(model, mode="int8", representative_data=None,
     if output_path is not None:
         result.save(output_path)
     return result
+
+
+def _configure(converter, mode, calib, sparse, per_channel, input_type,
+               output_type):
+    """Sets ``converter`` up for ``mode`` (optimizations, representative
+    data, op sets, I/O types); returns it."""
+    import tensorflow as tf
+    optimizations = []
+    if mode != "float32":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if not per_channel and mode != "float32":
+        compat.disable_per_channel_quantization(converter)
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in ("int8", "int16x8"):
+        converter.representative_dataset = lambda: one_at_a_time(calib)
+        ops = (tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8" else
+               tf.lite.OpsSet.
+               EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8)
+        # TFLITE_BUILTINS too, so ops without an integer kernel convert and
+        # are reported (strict mode raises) instead of failing obscurely.
+        converter.target_spec.supported_ops = [ops,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.inference_input_type = _tf_type(input_type)
+        converter.inference_output_type = _tf_type(output_type)
+    return converter
+
+
+def _frozen_or_savedmodel(run, model, mode, notes):
+    """``run(converter)`` on the frozen inference function's converter
+    (:mod:`tfcompress.convert.frozen`), signature added; if that fails, on
+    ``from_keras_model``'s (the SavedModel round trip), with a note.
+    Returns what ``run`` returns: ``(bytes, ranges, float nodes)``."""
+    from tfcompress.convert.frozen import (add_signature,
+                                           inference_converter,
+                                           keras_converter)
+    try:
+        converter, inputs, outputs = inference_converter(model)
+        tflite_bytes, ranges, float_nodes = run(converter)
+        if inputs is not None:
+            tflite_bytes = add_signature(tflite_bytes, inputs, outputs)
+        return tflite_bytes, ranges, float_nodes
+    except (InputError, compat.CompatError):
+        raise
+    except Exception as frozen_error:
+        frozen_gist = _gist(frozen_error)
+    try:
+        converted = run(keras_converter(model))
+    except (InputError, compat.CompatError):
+        raise
+    except Exception as e:   # converter errors are long: keep the gist
+        gist = _gist(e)
+        if "TensorList" in gist:
+            gist += ("; a recurrent layer converts with a fixed batch size "
+                     "(keras.Input(shape, batch_size=1)) or unroll=True")
+        raise RuntimeError(f"TFLite conversion failed ({mode}): "
+                           f"{gist}") from e
+    notes.append("converted through a SavedModel: the frozen inference "
+                 f"function failed ({frozen_gist})")
+    return converted
 
 
 def _gist(error) -> str:

@@ -537,6 +537,19 @@ def test_convnext_norm_and_scale_kept_float_named_by_summary_and_strict():
     assert {f["layer"] for f in r.fallback_ops} == {"ln"}
 
 
+def test_zoo_qat_status_names_the_layers_qat_kept_float():
+    from keras.src.applications.convnext import LayerScale
+    from tfcompress.quantize import zoo
+    m = _model(lambda i: L.Flatten()(LayerScale(1e-2, 4, name="ls")(
+        L.LayerNormalization(epsilon=1e-6, name="ln")(L.Conv2D(4, 1)(i)))),
+        (4, 4, 3))
+    x = np.random.default_rng(0).normal(size=(16, 4, 4, 3)).astype(
+        "float32")
+    status = zoo.try_qat_convert(m, x=x, steps=1, samples=16)
+    assert status["status"] == "float_ops"
+    assert status["kept_float"] == ["ln", "ls"]
+
+
 def _efficientnet_squeeze_excite(i):
     """EfficientNet's block: swish, SE as GAP -> Reshape -> Conv(swish) ->
     Conv(sigmoid) -> Multiply with the feature map."""

@@ -149,8 +149,8 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
         return {"status": "error", "stage": "quantize_model",
                 "error": f"{type(e).__name__}: {str(e)[:300]}",
                 "seconds": round(time.time() - start, 1)}
-    kept_float = [r["layer"] for r in qat.quantize_report
-                  if "FLOAT" in r["quantized"]]
+    kept_float = [r["layer"] for r in quantize.summary(qat, print_fn=None)
+                  if r.get("float")]
     try:
         labels = np.random.default_rng(seed).integers(0, 10, len(x))
         qat.compile(keras.optimizers.Adam(1e-4),

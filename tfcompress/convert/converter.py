@@ -7,8 +7,9 @@ import time
 import numpy as np
 
 from tfcompress import compat
-from tfcompress.convert.inputs import (as_samples, first, input_shapes,
-                                       one_at_a_time, random_samples)
+from tfcompress.convert.inputs import (as_samples, first, input_dtypes,
+                                       input_shapes, one_at_a_time,
+                                       random_samples)
 from tfcompress.convert.recurrent import check_integer_conversion
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
@@ -274,7 +275,8 @@ def convert(model, mode="int8", representative_data=None,
             raise InputError(
                 f"mode {mode} without QAT needs representative_data (about "
                 "100-500 typical inputs) to calibrate activation ranges")
-        samples = random_samples(input_shapes(model), 8, seed=0)
+        samples = random_samples(input_shapes(model), 8, seed=0,
+                                 dtypes=input_dtypes(model))
         notes.append("QAT model: ranges come from its fake-quant layers; 8 "
                      "random inputs were given to the converter only to "
                      "satisfy its representative-dataset check "
@@ -316,7 +318,8 @@ def convert(model, mode="int8", representative_data=None,
         # a subclassed model has no symbolic inputs: the flatbuffer's shape
         shapes = input_shapes(model) or [tuple(
             result.report["inputs"][0]["shape"][1:])]
-        check = random_samples(shapes, 32, seed=1)
+        check = random_samples(shapes, 32, seed=1,
+                               dtypes=input_dtypes(model))
         result.report["numerical_check_data"] = "random inputs"
     result.add_numerical_check(model, first(check, check_samples))
     if strict and result.fallback_ops:
@@ -378,15 +381,31 @@ def _frozen_or_savedmodel(run, model, mode, notes):
     except (InputError, compat.CompatError):
         raise
     except Exception as e:   # converter errors are long: keep the gist
-        gist = _gist(e)
-        if "TensorList" in gist:
-            gist += ("; a recurrent layer converts with a fixed batch size "
-                     "(keras.Input(shape, batch_size=1)) or unroll=True")
+        gist = _gist(e) + _hint(_gist(e), model)
         raise RuntimeError(f"TFLite conversion failed ({mode}): "
                            f"{gist}") from e
     notes.append("converted through a SavedModel: the frozen inference "
                  f"function failed ({frozen_gist})")
     return converted
+
+
+def _hint(gist, model) -> str:
+    """What to do about a converter error ``gist`` on ``model``, if known."""
+    if "TensorList" in gist:
+        return ("; a recurrent layer converts with a fixed batch size "
+                "(keras.Input(shape, batch_size=1)) or unroll=True")
+    half = sorted({l.name for l in getattr(model, "layers", [])
+                   if type(l).__name__ != "InputLayer" and
+                   str(getattr(l, "compute_dtype", "float32"))
+                   in ("float16", "bfloat16")})
+    if half and "neither a custom op nor a flex op" in gist:
+        return (f"; layers {', '.join(half[:3])}"
+                f"{' ...' if len(half) > 3 else ''} compute in float16 "
+                "(mixed precision), which TFLite has no kernels for: build "
+                "the model again under keras.mixed_precision."
+                "set_global_policy('float32'), load the weights, and "
+                "convert that (mode='float16' halves the weights)")
+    return ""
 
 
 def _gist(error) -> str:

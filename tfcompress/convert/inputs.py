@@ -36,6 +36,13 @@ def input_shapes(model):
     return [tuple(t.shape[1:]) for t in inputs]
 
 
+def input_dtypes(model) -> list:
+    """The numpy dtypes of ``model.inputs`` (float32 for a subclassed
+    model)."""
+    inputs = getattr(model, "inputs", None) or [None]
+    return [np.dtype(getattr(t, "dtype", None) or "float32") for t in inputs]
+
+
 def count(samples) -> int:
     """How many samples ``samples`` (an array or a list of them) holds."""
     return len(samples[0]) if isinstance(samples, list) else len(samples)
@@ -56,14 +63,24 @@ def one_at_a_time(samples):
     return ([samples[i:i + 1]] for i in range(len(samples)))
 
 
-def random_samples(shapes, n, seed):
-    """``n`` uniform [0, 1) float32 samples for inputs of ``shapes``."""
+def random_samples(shapes, n, seed, dtypes=None):
+    """``n`` random samples for inputs of ``shapes``: uniform [0, 1) for
+    float inputs, the whole range of 8-bit integer inputs (pixels), 0 or 1
+    for wider integers (indices valid for any vocabulary)."""
     rng = np.random.default_rng(seed)
-    arrays = [rng.random((n, *shape), dtype=np.float32) for shape in shapes]
+    arrays = []
+    for shape, dtype in zip(shapes, dtypes or [np.dtype("float32")] *
+                            len(shapes)):
+        if dtype.kind == "f":
+            arrays.append(rng.random((n, *shape)).astype(dtype))
+        else:
+            high = np.iinfo(dtype).max + 1 if dtype.itemsize == 1 else 2
+            low = np.iinfo(dtype).min if dtype.itemsize == 1 else 0
+            arrays.append(rng.integers(low, high, (n, *shape)).astype(dtype))
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def _checked(arr, expected, what):
+def _checked(arr, expected, what, dtype=np.dtype("float32")):
     arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{what} has dtype {arr.dtype}; expected numbers "
@@ -78,7 +95,7 @@ def _checked(arr, expected, what):
                 "model input")
     if arr.shape[0] == 0:
         raise InputError(f"{what} is empty; give at least one sample")
-    return arr.astype(np.float32)
+    return arr.astype(dtype)
 
 
 def _from_generator(data, inputs):
@@ -93,13 +110,15 @@ def _from_generator(data, inputs):
 
 
 def as_samples(data, model, what="representative_data"):
-    """Validated float32 samples (an array, or a list per input), or None.
+    """Validated samples (an array, or a list per input) in the dtype of
+    each model input (float32 for most), or None.
 
     Raises InputError naming what does not match the model's inputs."""
     if data is None:
         return None
     shapes = input_shapes(model)
     names = input_names(model)
+    dtypes = input_dtypes(model)
     if shapes is None or len(shapes) == 1:
         expected = shapes[0] if shapes else None
         if callable(data):
@@ -107,7 +126,7 @@ def as_samples(data, model, what="representative_data"):
         if isinstance(data, (tuple, list)) and len(data) == 2 and \
                 np.ndim(data[1]) == 1:
             data = data[0]   # (x, y)
-        return _checked(data, expected, what)
+        return _checked(data, expected, what, dtypes[0])
     if callable(data):
         data = _from_generator(data, len(shapes))
     if isinstance(data, dict):
@@ -123,8 +142,8 @@ def as_samples(data, model, what="representative_data"):
             f"{what}: the model has {len(shapes)} inputs ({', '.join(names)})"
             f"; give a list of {len(shapes)} arrays in that order, or a "
             "dict keyed by input name")
-    arrays = [_checked(v, shape, f"{what} for input {name!r}")
-              for v, shape, name in zip(data, shapes, names)]
+    arrays = [_checked(v, shape, f"{what} for input {name!r}", dtype)
+              for v, shape, name, dtype in zip(data, shapes, names, dtypes)]
     if len({len(a) for a in arrays}) > 1:
         raise InputError(
             f"{what}: the inputs hold different numbers of samples "

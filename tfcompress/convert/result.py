@@ -193,7 +193,8 @@ def litert_interpreter(tflite_bytes):
 
 def run_flatbuffer(interp, x):
     """Outputs of a LiteRT interpreter on each sample of ``x``, one at a
-    time, as float32: integer inputs are quantized and integer outputs
+    time (a model built with a fixed batch size: that many at a time), as
+    float32: quantized inputs are quantized and quantized outputs
     dequantized with the tensors' own scales.
 
     >>> interp, _ = litert_interpreter(result.tflite_bytes)  # doctest: +SKIP
@@ -202,11 +203,18 @@ def run_flatbuffer(interp, x):
     """
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
+    # a model built with a fixed batch size takes exactly that many
+    batch = max(int(inp["shape"][0]), 1) if len(inp["shape"]) else 1
     got = []
-    for i in range(len(x)):
-        interp.set_tensor(inp["index"], _to_input(x[i:i + 1], inp))
+    for i in range(0, len(x), batch):
+        chunk = np.asarray(x[i:i + batch])
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n,
+                                                     axis=0)])
+        interp.set_tensor(inp["index"], _to_input(chunk, inp))
         interp.invoke()
-        got.append(_from_output(interp.get_tensor(out["index"])[0], out))
+        got.extend(_from_output(interp.get_tensor(out["index"])[:n], out))
     return np.asarray(got, np.float32)
 
 
@@ -223,19 +231,24 @@ def _errors(got, ref):
 
 
 def _to_input(value, details):
-    """``value`` as the tensor wants it: quantized if it is integer."""
+    """``value`` as the tensor wants it: quantized with the tensor's scale
+    if it is a quantized integer tensor, else cast (an integer model input
+    such as uint8 pixels takes the values as they are)."""
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return np.asarray(value, dtype)
+    scale, zero = details["quantization"]
     value = np.asarray(value, np.float32)
-    if details["dtype"] != np.float32:
-        scale, zero = details["quantization"]
-        info = np.iinfo(details["dtype"])
-        value = np.clip(np.round(value / scale + zero), info.min, info.max)
-    return value.astype(details["dtype"])
+    if scale:
+        value = value / scale + zero
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value), info.min, info.max).astype(dtype)
 
 
 def _from_output(value, details):
-    """An output tensor as float32: dequantized if it is integer."""
-    if details["dtype"] != np.float32:
-        scale, zero = details["quantization"]
+    """An output tensor as float32: dequantized if it is quantized."""
+    scale, zero = details["quantization"]
+    if np.dtype(details["dtype"]).kind != "f" and scale:
         return (value.astype(np.float32) - zero) * scale
     return np.asarray(value, np.float32)
 

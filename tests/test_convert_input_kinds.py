@@ -1,0 +1,64 @@
+"""Inputs other than a float batch of one: uint8 pixels, a fixed batch
+size, and the mixed-precision error that says what to do."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress.convert import convert
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+
+
+def _dense_on(inputs, body=lambda t: t):
+    keras.utils.set_random_seed(0)
+    h = keras.layers.Flatten()(body(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_uint8_pixel_input_is_calibrated_and_checked_as_pixels(x, mode):
+    model = _dense_on(keras.Input((8, 8, 3), dtype="uint8"),
+                      keras.layers.Rescaling(1 / 255.0))
+    pixels = np.round(x * 255).astype("uint8")
+    # int8: the uint8 -> float CAST stays float (input_type="uint8" on a
+    # float-input model is the fully integer way)
+    r = convert(model, mode, representative_data=pixels, strict=False)
+    assert r.report["inputs"][0]["dtype"].lower() == "uint8"
+    # the check feeds the pixels as they are, not "quantized" by scale 0
+    assert r.report["numerical_check"]["max_abs_error"] < (
+        1e-5 if mode == "float32" else 0.05)
+
+
+def test_uint8_input_without_check_data_gets_random_pixels():
+    model = _dense_on(keras.Input((8, 8, 3), dtype="uint8"),
+                      keras.layers.Rescaling(1 / 255.0))
+    r = convert(model, "float32")
+    assert r.report["numerical_check_data"] == "random inputs"
+    assert r.report["numerical_check"]["max_abs_error"] < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_fixed_batch_model_is_checked_in_batches_of_its_size(x, mode):
+    model = _dense_on(keras.Input((8, 8, 3), batch_size=4))
+    r = convert(model, mode, representative_data=x[:10])
+    check = r.report["numerical_check"]
+    assert check["samples"] == 10
+    assert check["max_abs_error"] < (1e-5 if mode == "float32" else 0.05)
+
+
+def test_mixed_precision_error_names_the_fix(x):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((8, 8, 3))
+        h = keras.layers.Conv2D(4, 3, name="half_conv")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(
+            3, dtype="float32")(keras.layers.Flatten()(h)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(RuntimeError,
+                       match=r"half_conv.*float16.*set_global_policy"):
+        convert(model, "float32")

@@ -184,8 +184,10 @@ def convert(model, mode="int8", representative_data=None,
       mode: ``float32``, ``float16``, ``dynamic`` (int8 weights, float
         activations), ``int8`` (fully integer) or ``int16x8``.
       representative_data: inputs for calibration (array ``(n, ...)``,
-        ``(x, y)``, or a generator function as TFLite takes). Required for
-        post-training ``int8``/``int16x8``; optional for QAT models.
+        ``(x, y)``, or a generator function as TFLite takes; for a model
+        with several inputs a list of arrays in ``model.inputs`` order or
+        a dict keyed by input name). Required for post-training
+        ``int8``/``int16x8``; optional for QAT models.
       input_type, output_type: ``float32``; ``int8`` or ``uint8`` with
         mode ``int8``; ``int16`` with mode ``int16x8``
         (:func:`tfcompress.convert.options.io_types_for`).
@@ -199,7 +201,8 @@ def convert(model, mode="int8", representative_data=None,
       calibration: activation ranges for post-training int8: ``minmax``,
         ``percentile`` or ``entropy``.
       check_data: inputs to compare TFLite and Keras outputs on (default:
-        the representative data).
+        the representative data, else random inputs); a model with several
+        outputs is compared output by output.
       per_channel: quantize post-training weights per output channel
         (default); False gives one scale per weight tensor, what some NPUs
         and microcontroller kernels need (see :mod:`tfcompress.ptq` to

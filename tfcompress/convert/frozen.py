@@ -34,7 +34,8 @@ def _names(model):
     """The model's input names and output names, in the order of the
     frozen function's inputs and outputs."""
     import tensorflow as tf
-    inputs = [t.name.split(":")[0] for t in model.inputs]
+    from tfcompress.convert.inputs import input_names
+    inputs = input_names(model)
     try:
         structure = model.output
     except (AttributeError, ValueError):
@@ -56,7 +57,7 @@ def inference_converter(model):
     """
     import tensorflow as tf
     if not getattr(model, "inputs", None):
-        return tf.lite.TFLiteConverter.from_keras_model(model), None, None
+        return keras_converter(model), None, None
     inputs, outputs = _names(model)
     specs = [tf.TensorSpec(t.shape, t.dtype, name=name)
              for t, name in zip(model.inputs, inputs)]

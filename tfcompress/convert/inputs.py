@@ -71,7 +71,9 @@ def random_samples(shapes, n, seed, dtypes=None):
     arrays = []
     for shape, dtype in zip(shapes, dtypes or [np.dtype("float32")] *
                             len(shapes)):
-        if dtype.kind == "f":
+        if dtype == np.float32:
+            arrays.append(rng.random((n, *shape), dtype=np.float32))
+        elif dtype.kind == "f":
             arrays.append(rng.random((n, *shape)).astype(dtype))
         else:
             high = np.iinfo(dtype).max + 1 if dtype.itemsize == 1 else 2

@@ -11,9 +11,10 @@ or ``float16`` keep the loop. Float modes convert the loop when the
 input has a fixed batch size (``keras.Input(..., batch_size=1)``).
 
 >>> import keras
->>> model = keras.Sequential([keras.Input((8, 4)), keras.layers.GRU(3)])
+>>> model = keras.Sequential([keras.Input((8, 4)),
+...                           keras.layers.GRU(3, name="encoder")])
 >>> [layer.name for layer in looping_recurrent_layers(model)]
-['gru']
+['encoder']
 """
 
 from __future__ import annotations

@@ -313,6 +313,27 @@ def tflite_schema():
     return schema
 
 
+
+def read_tflite_object(tflite_bytes: bytes):
+    """A flatbuffer as the schema's editable object tree (``ModelT``).
+
+    >>> model = tflite_schema().ModelT()
+    >>> model.version = 3
+    >>> read_tflite_object(write_tflite_object(model)).version
+    3
+    """
+    return tflite_schema().ModelT.InitFromPackedBuf(bytearray(tflite_bytes),
+                                                    0)
+
+
+def write_tflite_object(model, size_hint: int = 1024) -> bytes:
+    """A ``ModelT`` object tree back to flatbuffer bytes (identifier
+    ``TFL3``), as :func:`read_tflite_object` read it."""
+    import flatbuffers
+    builder = flatbuffers.Builder(size_hint)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
 # -- Keras TensorFlow trainer (multi-worker fit fixes) ---------------------
 TRAINER_MODULE = "keras.src.backend.tensorflow.trainer"
 

@@ -122,11 +122,8 @@ def recalibrate(calibrated_bytes, samples, method, percentile=99.99):
 
     Returns ``(new model bytes, {tensor name: (min, max)} changed)``.
     """
-    import flatbuffers
     from tfcompress import compat
-    schema = compat.tflite_schema()
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated_bytes), 0)
+    model = compat.read_tflite_object(calibrated_bytes)
     sub = model.subgraphs[0]
     # Inputs keep their range; outputs too: clipping logits would tie the
     # top classes and change the prediction.
@@ -147,6 +144,4 @@ def recalibrate(calibrated_bytes, samples, method, percentile=99.99):
         name = tensor.name.decode() if isinstance(tensor.name, bytes) \
             else str(tensor.name)
         ranges[name] = (round(lo, 6), round(hi, 6))
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), ranges
+    return compat.write_tflite_object(model), ranges

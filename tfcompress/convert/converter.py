@@ -384,9 +384,9 @@ def _frozen_or_savedmodel(run, model, mode, notes):
     except (InputError, compat.CompatError):
         raise
     except Exception as e:   # converter errors are long: keep the gist
-        gist = _gist(e) + _hint(_gist(e), model)
+        gist = _gist(e)
         raise RuntimeError(f"TFLite conversion failed ({mode}): "
-                           f"{gist}") from e
+                           f"{gist}{_hint(gist, model)}") from e
     notes.append("converted through a SavedModel: the frozen inference "
                  f"function failed ({frozen_gist})")
     return converted

@@ -99,10 +99,9 @@ def add_signature(tflite_bytes: bytes, inputs, outputs,
     ...             ).get_signature_list()
     {'serving_default': {'inputs': ['x'], 'outputs': ['output_0']}}
     """
-    import flatbuffers
     from tfcompress import compat
     schema = compat.tflite_schema()
-    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
+    model = compat.read_tflite_object(tflite_bytes)
     if model.signatureDefs:
         return tflite_bytes
     graph = model.subgraphs[0]
@@ -126,6 +125,4 @@ def add_signature(tflite_bytes: bytes, inputs, outputs,
     signature.outputs = [tensor_map(n, i) for n, i in zip(outputs,
                                                            graph.outputs)]
     model.signatureDefs = [signature]
-    builder = flatbuffers.Builder(len(tflite_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return compat.write_tflite_object(model, len(tflite_bytes) + 1024)

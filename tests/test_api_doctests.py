@@ -10,7 +10,7 @@ MODULES = ["tfcompress.cluster.api", "tfcompress.cluster.centroids",
            "tfcompress.convert.frozen", "tfcompress.convert.inputs",
            "tfcompress.convert.recurrent",
            "tfcompress.convert.options",
-           "tfcompress.quantize.api",
+           "tfcompress.quantize.api", "tfcompress.quantize.shared_ranges",
            "tfcompress.recipes.schema", "tfcompress.utils.atomic"]
 
 

@@ -556,13 +556,16 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
     DEPTHWISE_CONV_2D) for images, multiply-add otherwise."""
 
     def __init__(self, batchnorm, weight_bits=8, activation_bits=8,
-                 ema_decay=0.999, **kwargs):
+                 ema_decay=0.999, quantize_output=True, **kwargs):
         kwargs.setdefault("name", f"quant_{batchnorm.name}")
         super().__init__(**kwargs)
         self.batchnorm = batchnorm
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        # False when TFLite fuses the next ReLU into the op: the output is
+        # rounded once, at the ReLU's range
+        self.quantize_output = bool(quantize_output)
         self._input_step = _InputStep()
 
     def build(self, input_shape):
@@ -580,6 +583,8 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             shift = shift + bn.beta
         y = channel_affine(inputs, scale, shift, self.weight_bits,
                            self._input_step.step())
+        if not self.quantize_output:
+            return y
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 
@@ -591,7 +596,8 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         config.update({"batchnorm": keras.layers.serialize(self.batchnorm),
                        "weight_bits": self.weight_bits,
                        "activation_bits": self.activation_bits,
-                       "ema_decay": self.ema_decay})
+                       "ema_decay": self.ema_decay,
+                       "quantize_output": self.quantize_output})
         return config
 
     @classmethod
@@ -647,14 +653,17 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
             self.layer.build(input_shape)
         self.range = self._add_range(fixed=self.fixed_range)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, update_range=True):
+        # ``update_range=False``: a call that uses the range without moving
+        # it (one range shared by several tensors, moved by one of them)
         if _is_swish(self.layer):
             y = self._swish(inputs)
         else:
             y = inputs if self.layer is None else self.layer(inputs)
         if not self.quantize_output:
             return y
-        return self._quantize_output(y, training, self.range,
+        return self._quantize_output(y, training and update_range,
+                                     self.range,
                                      self.activation_bits,
                                      fixed=self.fixed_range is not None)
 

@@ -30,6 +30,16 @@ class Default8BitScheme:
 
     >>> Default8BitScheme(freeze_bn_delay=100).freeze_bn_delay
     100
+
+    ``share_concat_ranges``: TFLite's int8 CONCATENATION takes its inputs
+    at its output's scale, so a chain of concatenations (DenseNet's dense
+    blocks) gets one range, moved by its last concatenation
+    (:mod:`tfcompress.quantize.shared_ranges`); the converter then adds no
+    requantizing ops. ``False`` gives each tensor its own range: finer
+    steps early in a chain, one QUANTIZE op per concatenation.
+
+    >>> Default8BitScheme().share_concat_ranges
+    True
     """
     weight_bits: int = 8
     activation_bits: int = 8
@@ -39,6 +49,7 @@ class Default8BitScheme:
     preserve_clusters: bool = False
     ema_decay: float = 0.999
     freeze_bn_delay: int | None = None
+    share_concat_ranges: bool = True
 
     def __post_init__(self):
         delay = self.freeze_bn_delay

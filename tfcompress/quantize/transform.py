@@ -14,6 +14,7 @@ from tfcompress.quantize.affine import (AFFINE_LAYERS,
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
+from tfcompress.quantize.shared_ranges import shared_range_groups
 from tfcompress.utils.layer_map import copy_layer, is_container
 from tfcompress.errors import InputError
 
@@ -110,6 +111,25 @@ def quantize_graph(model, scheme, report, layer_bits=None):
         cs = consumers.get(name, [])
         return bool(cs) and name not in outputs and all(
             isinstance(c, L.Concatenate) for c in cs)
+
+    # tensors TFLite gives one scale (concatenation chains): one range
+    shared = ({} if isinstance(model, keras.Sequential) or not getattr(
+        scheme, "share_concat_ranges", True)
+        else shared_range_groups(graph, outputs))
+    shared_quantizers = {}
+
+    def share_range(member, out):
+        root = shared[member]
+        if root not in shared_quantizers:
+            shared_quantizers[root] = QuantizeOutput(
+                None, name=f"quant_range_{root}", **kw)
+        # only the last concatenation, whose values hold all the others',
+        # moves the range in training
+        return shared_quantizers[root](out, update_range=member == root)
+
+    def shared_note(member):
+        return ({"shared_range": f"quant_range_{shared[member]}"}
+                if member in shared else {})
 
     def fused_by_activation(name):
         nxt = sole_consumer(name)
@@ -283,6 +303,7 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                     else copy_layer(layer))
             bits, bits_note = bit_widths.weight_bits_for(layer,
                                                          requested_bits)
+            shares = fused[-1] in shared and not split_act
             q = QuantizeFused(core,
                               copy_layer(bn) if bn is not None else None,
                               act, weight_bits=bits,
@@ -291,8 +312,8 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                               preserve_sparsity=scheme.preserve_sparsity,
                               preserve_clusters=getattr(
                                   scheme, "preserve_clusters", False),
-                              quantize_output=split_act or not
-                              feeds_concat_only(fused[-1]),
+                              quantize_output=split_act or not (
+                                  shares or feeds_concat_only(fused[-1])),
                               input_scale=(None if folded_input is None
                                            else folded_input[1]),
                               input_offset=(None if folded_input is None
@@ -302,6 +323,8 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                               freeze_bn_delay=getattr(
                                   scheme, "freeze_bn_delay", None), **kw)
             out = q(x)
+            if shares:
+                out = share_range(fused[-1], out)
             if split_act:
                 out = QuantizeOutput(
                     L.Activation(act_inside, name=f"{name}_{act_inside}"),
@@ -319,15 +342,23 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                              f", output int{scheme.activation_bits}"
                              + (f" ({bits_note})" if bits_note else ""),
                 "folded": ((folded_input[4] if folded_input else []) +
-                           fused[1:]), "wrapper": q.name})
+                           fused[1:]), "wrapper": q.name,
+                **(shared_note(fused[-1]) if shares else {})})
             continue
         if isinstance(layer, L.BatchNormalization):
+            fuses = fused_by_activation(name)
             q = QuantizeAffine(copy_layer(layer),
-                               weight_bits=scheme.weight_bits, **kw)
+                               weight_bits=scheme.weight_bits,
+                               quantize_output=not (
+                                   fuses or feeds_concat_only(name)), **kw)
             tensors[name] = q(x)
             report.append({"layer": name, "type": "BatchNormalization",
                            "quantized": "int8 per-channel affine (1x1 "
-                                        "depthwise)", "wrapper": q.name})
+                                        "depthwise)" + (
+                                            ", activation fused by TFLite "
+                                            "(range of the activation)"
+                                            if fuses else ""),
+                           "wrapper": q.name})
             continue
         if zoo_layers.is_identity(layer):
             tensors[name] = x
@@ -358,16 +389,21 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                 scheme.activation_bits)
             fuses = isinstance(layer, FUSES_ACTIVATION) and \
                 fused_by_activation(name)
+            shares = name in shared and fixed is None and not fuses
             q = QuantizeOutput(copy_layer(layer), fixed_range=fixed,
                                quantize_output=not (
-                                   fuses or feeds_concat_only(name)), **kw)
+                                   fuses or shares or
+                                   feeds_concat_only(name)), **kw)
             tensors[name] = q(x)
+            if shares:
+                tensors[name] = share_range(name, tensors[name])
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": (
                                "activation fused by TFLite (range of the "
                                "activation)" if fuses else
                                f"output int{scheme.activation_bits}"),
-                           "wrapper": q.name})
+                           "wrapper": q.name,
+                           **(shared_note(name) if shares else {})})
             continue
         if isinstance(layer, PASS_THROUGH):
             tensors[name] = copy_layer(layer)(x)

@@ -91,6 +91,8 @@ STAGE_SCHEMAS = {
         "freeze_bn_delay": Field(int, None, 0,
                                  doc="training steps before batch norm "
                                      "uses its moving statistics"),
+        # one range per chain of concatenations (no requantizing ops)
+        "share_concat_ranges": Field(bool, True),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
     },

@@ -102,6 +102,7 @@ def run_qat(model, params, data, train):
         weight_bits=params["weight_bits"],
         activation_bits=params["activation_bits"],
         freeze_bn_delay=params.get("freeze_bn_delay"),
+        share_concat_ranges=params.get("share_concat_ranges", True),
         **({"preserve_sparsity": True} if params.get("preserve_sparsity")
            else {}))
     try:

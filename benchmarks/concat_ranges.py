@@ -194,4 +194,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from tfcompress.quiet import filter_native_stderr_live
+    filter_native_stderr_live()
     main()

@@ -72,6 +72,24 @@ def test_convert_prints_no_tensorflow_noise(tiny_model):
     assert "wrote" in r.stdout
 
 
+def test_python_convert_prints_no_converter_chatter(tiny_model):
+    # TensorFlow's start-up lines come at import, before tfcompress runs;
+    # what convert() itself causes (converter, LiteRT) stays out
+    code = ("import sys, keras, numpy as np\n"
+            "from tfcompress.convert import convert\n"
+            f"m = keras.models.load_model({str(tiny_model / 'tiny.keras')!r})\n"
+            f"x = np.load({str(tiny_model / 'data.npz')!r})['x']\n"
+            "sys.stderr.write('MARK\\n'); sys.stderr.flush()\n"
+            "r = convert(m, 'int8', representative_data=x)\n"
+            "print(r.report['fully_integer'])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "True"
+    after = r.stderr.split("MARK", 1)[1]
+    assert _noise_in(after) == [], after
+
+
 def test_cli_keeps_a_users_own_log_level():
     code = ("import os; import tfcompress.cli; "
             "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])")

@@ -15,7 +15,8 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
-from tfcompress.quiet import converter_output_silenced
+from tfcompress.quiet import (converter_output_silenced,
+                             native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
 
 
@@ -230,7 +231,25 @@ def convert(model, mode="int8", representative_data=None,
     >>> result = convert(lenet_300_100(), "int8", representative_data=x)
     >>> result.report["fully_integer"]
     True
+
+    The converter's and LiteRT's C++ log lines (``fully_quantize: 0``,
+    the XNNPACK delegate note) are kept out of the output unless
+    ``TF_CPP_MIN_LOG_LEVEL`` is 0 or 1; on an error they are shown.
     """
+    with native_stderr_filtered(enabled=not wants_native_logs()):
+        return _convert(model, mode, representative_data, input_type,
+                        output_type, output_path, strict, sparse,
+                        calibration, calibration_samples, percentile,
+                        check_data, check_samples, per_channel,
+                        xnnpack_rewrites, float_layers)
+
+
+def _convert(model, mode, representative_data, input_type, output_type,
+             output_path, strict, sparse, calibration, calibration_samples,
+             percentile, check_data, check_samples, per_channel,
+             xnnpack_rewrites, float_layers):
+    """:func:`convert`, its arguments checked here, C++ logs not
+    filtered."""
     if mode not in MODES:
         raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     for name, t in (("input_type", input_type), ("output_type", output_type)):

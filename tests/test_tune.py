@@ -447,3 +447,44 @@ def test_tune_keeps_a_badly_quantized_layer_float(tmp_path):
     recipe = load_recipe(result.recipe_path)
     convert = recipe["variants"][1]["stages"][0]["convert"]
     assert convert["float_layers"] == ["fc1"]
+
+
+def test_candidate_with_eight_bit_layers_puts_them_in_its_qat_stage():
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.search import validated_stages
+    mixed = Candidate(mode="int8", weight_bits=4, eight_bit=("fc",))
+    assert mixed.to_dict()["layer_bits"] == {"fc": 8}
+    assert "fc" in mixed.label and mixed.label != Candidate(
+        weight_bits=4).label
+    qat = [s["qat"] for s in validated_stages(mixed.stages()) if "qat" in s]
+    assert qat[0]["weight_bits"] == 4 and qat[0]["layer_bits"] == {"fc": 8}
+    # candidates without 8-bit layers keep the configuration they had
+    assert "layer_bits" not in Candidate(weight_bits=4).to_dict()
+
+
+class _FourBitAccuracies(_Accuracies):
+    """int8 keeps accuracy; 4-bit weights lose 5 points unless ``fc``
+    keeps 8-bit weights."""
+
+    def evaluate(self, stages, info):
+        cfg = info["config"]
+        self.configs.append(cfg)
+        lossy = cfg["weight_bits"] == 4 and \
+            cfg.get("layer_bits", {}).get("fc") != 8
+        return _measured(info, 0.85 if lossy else 0.90, len(self.configs))
+
+
+def test_search_keeps_the_layer_most_sensitive_to_4_bits_at_8_bits():
+    from tfcompress.tune.search import _Search, _search
+    evaluator = _FourBitAccuracies()
+    s = _Search(evaluator, budget=1.0, epochs=1, max_candidates=12,
+                progress=lambda line: None)
+    _search(s, _sensitivity_fc_worst(),
+            {"conv": 36, "fc": 3136, "logits": 160}, use_ptq=False)
+    four = [c for c in evaluator.configs if c["weight_bits"] == 4]
+    assert four[0].get("layer_bits") is None     # all 4-bit first
+    # then the layers whose 4 bits alone cost over half the budget
+    # (fc 20 points, conv 2) kept 8-bit
+    assert four[1]["layer_bits"] == {"fc": 8, "conv": 8}
+    assert four[1]["sparsity"] == four[0]["sparsity"]
+    assert s.within(s.results[-1])               # and the search stops

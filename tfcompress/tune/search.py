@@ -26,6 +26,7 @@ from tfcompress.errors import InputError
 from tfcompress.recipes.keys import arrays_sha256, key
 from tfcompress.tune.evaluate import Evaluator, tflite_accuracy
 from tfcompress.tune.space import (SPARSITIES, Candidate,
+                                   four_bit_sensitive_layers,
                                    most_sensitive_layers, sparsity_levels)
 from tfcompress.tune.split import validation_split
 from tfcompress.utils import atomic_path, atomic_write_text
@@ -256,7 +257,8 @@ class _Search:
 
 def _search(s, sens, weights, use_ptq):
     """The search order: cheap conversions, then the sparsity ladder by
-    bisection, then 4-bit weights; every step bounded by ``s.room()``."""
+    bisection, then 4-bit weights (all of them, then with the layers most
+sensitive to 4 bits kept at 8); every step bounded by ``s.room()``."""
     s.run(Candidate(mode="float32"))
     base = Candidate(mode="float32")
     plans = [Candidate(mode="int8")]
@@ -287,6 +289,7 @@ def _search(s, sens, weights, use_ptq):
         # AdaRound fake-quant layers, which float_layers does not apply to
         return
     tries = [lo] + ([lo - 1] if lo >= 0 else [])
+    keep8 = four_bit_sensitive_layers(sens, s.budget)
     for level in tries:
         sparsity = levels[level] if level >= 0 else ()
         four = [dataclasses.replace(base, sparsity=sparsity, level=level,
@@ -296,6 +299,10 @@ def _search(s, sens, weights, use_ptq):
                 base, sparsity=sparsity, level=level, weight_bits=4,
                 ptq=tuple(p for p in base.ptq if p != "correct_bias")
                 + ("adaround",)))
+        if keep8:   # 4-bit but the layers 4 bits hurt most (QAT)
+            four.append(dataclasses.replace(
+                base, sparsity=sparsity, level=level, weight_bits=4,
+                eight_bit=keep8))
         for c in four:
             if not s.room():
                 return

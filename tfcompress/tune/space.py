@@ -29,7 +29,9 @@ class Candidate:
     QAT, or by AdaRound when ``"adaround"`` is in ``ptq``); ``mode``:
     the conversion mode; ``ptq``: post-training steps applied before
     conversion; ``level``: the sparsity level's rank (labels only);
-    ``float_layers``: layers kept float32 in the int8 flatbuffer.
+    ``float_layers``: layers kept float32 in the int8 flatbuffer;
+    ``eight_bit``: with 4-bit weights, layers whose weights stay 8-bit
+    (QAT ``layer_bits``).
     """
     sparsity: tuple = ()
     weight_bits: int = 8
@@ -37,6 +39,7 @@ class Candidate:
     ptq: tuple = ()
     level: int = -1
     float_layers: tuple = ()
+    eight_bit: tuple = ()
 
     @property
     def label(self):
@@ -45,6 +48,8 @@ class Candidate:
             parts.append(f"p{self.level}" if self.level >= 0 else "p")
         if self.weight_bits != 8:
             parts.append(f"w{self.weight_bits}")
+        if self.eight_bit:
+            parts.append("8bit-" + "+".join(self.eight_bit))
         parts += list(self.ptq)
         parts.append(self.mode)
         if self.float_layers:
@@ -57,6 +62,8 @@ class Candidate:
                "ptq": list(self.ptq), "label": self.label}
         if self.float_layers:
             out["float_layers"] = list(self.float_layers)
+        if self.eight_bit:
+            out["layer_bits"] = {n: 8 for n in self.eight_bit}
         return out
 
     def stages(self, epochs=1, calibration_samples=200):
@@ -72,6 +79,9 @@ class Candidate:
                                 "weight_bits": self.weight_bits,
                                 "activation_bits": 8,
                                 "preserve_sparsity": bool(self.sparsity),
+                                **({"layer_bits": {n: 8 for n in
+                                                   self.eight_bit}}
+                                   if self.eight_bit else {}),
                                 "epochs": epochs}})
         if self.ptq:
             out.append({"ptq": {"steps": list(self.ptq),
@@ -109,6 +119,28 @@ def most_sensitive_layers(sensitivity, budget, limit=2):
                      for b in sorted(row, reverse=True))
     worst = sorted(rows, key=drops, reverse=True)
     over = [n for n in worst if drops(n)[0] > budget / 2]
+    return tuple(over[:limit] or worst[:1])
+
+
+def four_bit_sensitive_layers(sensitivity, budget, limit=2):
+    """The layers to keep at 8-bit weights when 4-bit weights lose too
+    much: those whose 4-bit weights alone cost more than half the
+    ``budget`` (points), at most ``limit``, worst first; else the single
+    worst. Empty when the analysis has no 4-bit row.
+
+    >>> from tfcompress.analyze.sensitivity import SensitivityResult
+    >>> r = SensitivityResult("accuracy", 0.9, [], [8, 4], {},
+    ...     {"a": {8: 0.9, 4: 0.8}, "b": {8: 0.89, 4: 0.898}}, 10)
+    >>> four_bit_sensitive_layers(r, budget=1.0)
+    ('a',)
+    """
+    rows = {n: row for n, row in sensitivity.quantized.items() if 4 in row}
+    if not rows:
+        return ()
+    drop = {n: (sensitivity.baseline - row[4]) * 100
+            for n, row in rows.items()}
+    worst = sorted(rows, key=lambda n: drop[n], reverse=True)
+    over = [n for n in worst if drop[n] > budget / 2]
     return tuple(over[:limit] or worst[:1])
 
 

@@ -1,5 +1,5 @@
 """Inputs other than a float batch of one: uint8 pixels, a fixed batch
-size, and the mixed-precision error that says what to do."""
+size, and mixed-precision models (converted computing in float32)."""
 
 import keras
 import numpy as np
@@ -50,15 +50,45 @@ def test_fixed_batch_model_is_checked_in_batches_of_its_size(x, mode):
     assert check["max_abs_error"] < (1e-5 if mode == "float32" else 0.05)
 
 
-def test_mixed_precision_error_names_the_fix(x):
+def _mixed_precision_model():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         inputs = keras.Input((8, 8, 3))
         h = keras.layers.Conv2D(4, 3, name="half_conv")(inputs)
+        h = keras.layers.BatchNormalization(name="half_bn")(h)
         model = keras.Model(inputs, keras.layers.Dense(
             3, dtype="float32")(keras.layers.Flatten()(h)))
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    return model
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_mixed_precision_model_converts_computing_in_float32(x, mode):
+    model = _mixed_precision_model()
+    assert model.get_layer("half_conv").compute_dtype == "float16"
+    r = convert(model, mode, representative_data=x)
+    assert any("float16 (mixed precision)" in n for n in r.report["notes"])
+    # checked against the float32 copy: float32 is exact, int8 within
+    # its usual error
+    limit = 1e-5 if mode == "float32" else 0.1
+    assert r.report["numerical_check"]["max_abs_error"] < limit
+    # the user's model is left as it was
+    assert model.get_layer("half_conv").compute_dtype == "float16"
+
+
+def test_subclassed_mixed_precision_error_names_the_fix(x):
+    class Half(keras.Model):
+        def __init__(self):
+            super().__init__(dtype="mixed_float16")
+            self.conv = keras.layers.Conv2D(4, 3, name="half_conv",
+                                            dtype="mixed_float16")
+            self.out = keras.layers.Dense(3, dtype="float32")
+
+        def call(self, t):
+            return self.out(keras.ops.reshape(self.conv(t), (-1, 144)))
+    model = Half()
+    model(x[:1])
     with pytest.raises(RuntimeError,
                        match=r"half_conv.*float16.*set_global_policy"):
         convert(model, "float32")

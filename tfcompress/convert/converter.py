@@ -15,6 +15,7 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
+from tfcompress.convert.precision import float32_compute
 from tfcompress.quiet import (converter_output_silenced,
                              native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
@@ -276,6 +277,7 @@ def _convert(model, mode, representative_data, input_type, output_type,
     start = time.time()
     keras_model = model = outside_strategy(model)
     model = batch_free_reshape(strip_training_wrappers(model))
+    model, half_precision = float32_compute(model)
     qat = has_fake_quant(model)
     if mode == "int8" and xnnpack_rewrites and not qat:
         # keras is imported on first use, not with the CLI
@@ -292,6 +294,12 @@ def _convert(model, mode, representative_data, input_type, output_type,
             f"{len(samples)} inputs: use calibration='minmax' without "
             "float_layers")
     notes = []
+    if half_precision:
+        notes.append(
+            f"{len(half_precision)} layer(s) computed in float16 (mixed "
+            "precision), which TFLite has no kernels for: converted a "
+            "copy computing in float32 with the same weights, and checked "
+            "against that copy")
     if mode in ("int8", "int16x8") and samples is None:
         if not qat:
             raise InputError(

@@ -344,13 +344,19 @@ def _sensitivity_fc_worst():
         samples=100)
 
 
-def test_search_keeps_the_most_sensitive_layer_float_when_int8_misses():
+def _searched(evaluator, max_candidates):
+    """The search run on ``evaluator`` with the fc-worst sensitivity."""
     from tfcompress.tune.search import _Search, _search
-    evaluator = _Accuracies()
-    s = _Search(evaluator, budget=1.0, epochs=1, max_candidates=6,
-                progress=lambda line: None)
+    s = _Search(evaluator, budget=1.0, epochs=1,
+                max_candidates=max_candidates, progress=lambda line: None)
     _search(s, _sensitivity_fc_worst(),
             {"conv": 36, "fc": 3136, "logits": 160}, use_ptq=False)
+    return s
+
+
+def test_search_keeps_the_most_sensitive_layer_float_when_int8_misses():
+    evaluator = _Accuracies()
+    _searched(evaluator, 6)
     modes = [(c["mode"], c.get("float_layers", [])) for c in
              evaluator.configs]
     assert modes[:3] == [("float32", []), ("int8", []), ("int8", ["fc"])]
@@ -475,12 +481,8 @@ class _FourBitAccuracies(_Accuracies):
 
 
 def test_search_keeps_the_layer_most_sensitive_to_4_bits_at_8_bits():
-    from tfcompress.tune.search import _Search, _search
     evaluator = _FourBitAccuracies()
-    s = _Search(evaluator, budget=1.0, epochs=1, max_candidates=12,
-                progress=lambda line: None)
-    _search(s, _sensitivity_fc_worst(),
-            {"conv": 36, "fc": 3136, "logits": 160}, use_ptq=False)
+    s = _searched(evaluator, 12)
     four = [c for c in evaluator.configs if c["weight_bits"] == 4]
     assert four[0].get("layer_bits") is None     # all 4-bit first
     # then the layers whose 4 bits alone cost over half the budget

@@ -109,17 +109,7 @@ def most_sensitive_layers(sensitivity, budget, limit=2):
     >>> most_sensitive_layers(r, budget=1.0)
     ('b',)
     """
-    rows = {n: row for n, row in sensitivity.quantized.items() if 8 in row}
-    if not rows:
-        return ()
-
-    def drops(name):
-        row = rows[name]
-        return tuple((sensitivity.baseline - row[b]) * 100
-                     for b in sorted(row, reverse=True))
-    worst = sorted(rows, key=drops, reverse=True)
-    over = [n for n in worst if drops(n)[0] > budget / 2]
-    return tuple(over[:limit] or worst[:1])
+    return _worst_layers(sensitivity, 8, budget, limit)
 
 
 def four_bit_sensitive_layers(sensitivity, budget, limit=2):
@@ -134,13 +124,24 @@ def four_bit_sensitive_layers(sensitivity, budget, limit=2):
     >>> four_bit_sensitive_layers(r, budget=1.0)
     ('a',)
     """
-    rows = {n: row for n, row in sensitivity.quantized.items() if 4 in row}
+    return _worst_layers(sensitivity, 4, budget, limit)
+
+
+def _worst_layers(sensitivity, bits, budget, limit):
+    """Layers whose ``bits``-bit weights alone cost more than half the
+    budget, worst first (ties by the other bit widths), at most
+    ``limit``; else the single worst; empty without a ``bits`` row."""
+    rows = {n: row for n, row in sensitivity.quantized.items()
+            if bits in row}
     if not rows:
         return ()
-    drop = {n: (sensitivity.baseline - row[4]) * 100
-            for n, row in rows.items()}
-    worst = sorted(rows, key=lambda n: drop[n], reverse=True)
-    over = [n for n in worst if drop[n] > budget / 2]
+
+    def drops(name):
+        row = rows[name]
+        order = [bits] + sorted((b for b in row if b != bits), reverse=True)
+        return tuple((sensitivity.baseline - row[b]) * 100 for b in order)
+    worst = sorted(rows, key=drops, reverse=True)
+    over = [n for n in worst if drops(n)[0] > budget / 2]
     return tuple(over[:limit] or worst[:1])
 
 

@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--test-samples", type=int, default=300)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--name", default="zoo_agreement")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -66,10 +67,10 @@ def run_family(family, args):
                                            args.test_samples), side,
                       rescales_input(model))
     (xt, yt), (xv, yv) = data
-    common.train(model, data, args.epochs)
+    common.train(model, data, args.epochs, args.batch_size)
     float_acc = common.keras_accuracy(model, data)
     q = quantize.quantize_model(model)
-    common.train(q, data, args.qat_epochs, lr=1e-4)
+    common.train(q, data, args.qat_epochs, args.batch_size, lr=1e-4)
     qat_logits = q.predict(xv, batch_size=100, verbose=0)
     r = convert(q, "int8", representative_data=xt[:64], strict=False)
     interp, _ = litert_interpreter(r.tflite_bytes)
@@ -103,7 +104,8 @@ def markdown(rows, args, command):
              "family", "", f"Command: `{command}`", "",
              f"{args.train_samples} Fashion-MNIST training images, "
              f"{args.epochs} float epoch(s) + {args.qat_epochs} QAT "
-             f"epoch(s); {args.test_samples} test images. Agreement: top-1 "
+             f"epoch(s), batch {args.batch_size}; {args.test_samples} test "
+             "images. Agreement: top-1 "
              "of the int8 TFLite logits (LiteRT, XNNPACK) vs the Keras QAT "
              "model's; error in output quantization steps.", "",
              "| family | input | float acc | QAT acc | int8 acc | top-1 "
@@ -147,7 +149,8 @@ def main(argv=None):
                    family, "--out", out, "--train-samples",
                    str(args.train_samples), "--test-samples",
                    str(args.test_samples), "--epochs", str(args.epochs),
-                   "--qat-epochs", str(args.qat_epochs)]
+                   "--qat-epochs", str(args.qat_epochs),
+                   "--batch-size", str(args.batch_size)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode == 0 and os.path.exists(out):
                 with open(out) as f:

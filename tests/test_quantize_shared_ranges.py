@@ -166,3 +166,20 @@ def test_recipe_key_share_concat_ranges():
                              data, {"optimizer": "adam", "batch_size": 8})
         assert any("shared_range" in r for r in qat.quantize_report) \
             is share
+
+
+def test_lone_batchnorm_feeding_a_concatenation_shares_its_range():
+    # NASNet: a batch norm that follows no convolution ("adjust" path)
+    # feeds a concatenation and other layers
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    a = L.BatchNormalization(name="adjust_bn")(L.ReLU()(i))
+    b = L.Conv2D(4, 3, padding="same", name="branch")(a)
+    x = L.Concatenate(name="cat")([a, b])
+    m = keras.Model(i, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    x_ = _images()
+    q = _qat(m, x_)
+    rows = {r["layer"]: r for r in q.quantize_report}
+    assert rows["adjust_bn"]["shared_range"] == "quant_range_cat"
+    r = convert(q, "int8", representative_data=x_)
+    assert _ops(r)["QUANTIZE"] == 1, _ops(r)

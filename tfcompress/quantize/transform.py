@@ -347,18 +347,23 @@ def quantize_graph(model, scheme, report, layer_bits=None):
             continue
         if isinstance(layer, L.BatchNormalization):
             fuses = fused_by_activation(name)
+            shares = name in shared and not fuses
             q = QuantizeAffine(copy_layer(layer),
                                weight_bits=scheme.weight_bits,
                                quantize_output=not (
-                                   fuses or feeds_concat_only(name)), **kw)
+                                   fuses or shares or
+                                   feeds_concat_only(name)), **kw)
             tensors[name] = q(x)
+            if shares:
+                tensors[name] = share_range(name, tensors[name])
             report.append({"layer": name, "type": "BatchNormalization",
                            "quantized": "int8 per-channel affine (1x1 "
                                         "depthwise)" + (
                                             ", activation fused by TFLite "
                                             "(range of the activation)"
                                             if fuses else ""),
-                           "wrapper": q.name})
+                           "wrapper": q.name,
+                           **(shared_note(name) if shares else {})})
             continue
         if zoo_layers.is_identity(layer):
             tensors[name] = x

@@ -13,6 +13,7 @@ from tfcompress.quantize.bit_widths import check_bits, check_layer_bits
 from tfcompress.quantize.graph import ConstantArithmetic
 from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
+from tfcompress.quantize.pooling import QuantizeAveragePooling
 from tfcompress.quantize.schemes import Default8BitScheme
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
 from tfcompress.errors import InputError
@@ -162,8 +163,8 @@ def quantize_scope(*args):
     >>> with quantize_scope():
     ...     pass
     """
-    objects = {cls.__name__: cls
-               for cls in QUANTIZE_LAYERS + (ConstantArithmetic,)}
+    objects = {cls.__name__: cls for cls in QUANTIZE_LAYERS + (
+        ConstantArithmetic, QuantizeAveragePooling)}
     for a in args:
         objects.update(a)
     with keras.saving.custom_object_scope(objects):

@@ -115,8 +115,8 @@ def input_quantizer(tensor):
             layer = compat.keras_history(tensor).operation
         except compat.CompatError:
             return None
-        if hasattr(layer, "range") and getattr(layer, "quantize_output",
-                                               True):
+        if getattr(layer, "range", None) is not None and getattr(
+                layer, "quantize_output", True):
             return layer
         if not isinstance(layer, KEEPS_SCALE):
             return None

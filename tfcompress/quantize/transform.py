@@ -14,6 +14,8 @@ from tfcompress.quantize.affine import (AFFINE_LAYERS,
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
+from tfcompress.quantize.pooling import (QuantizeAveragePooling,
+                                         rounds_average)
 from tfcompress.quantize.shared_ranges import shared_range_groups
 from tfcompress.utils.layer_map import copy_layer, is_container
 from tfcompress.errors import InputError
@@ -409,6 +411,12 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                                f"output int{scheme.activation_bits}"),
                            "wrapper": q.name,
                            **(shared_note(name) if shares else {})})
+            continue
+        if rounds_average(layer):
+            tensors[name] = QuantizeAveragePooling(copy_layer(layer))(x)
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": "keeps scale, average rounded to "
+                                        "it"})
             continue
         if isinstance(layer, PASS_THROUGH):
             tensors[name] = copy_layer(layer)(x)

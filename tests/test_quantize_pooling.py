@@ -1,0 +1,70 @@
+"""QAT rounds an average pooling of odd window to its input's int8 step,
+as TFLite's AVERAGE_POOL_2D does, without an op of its own."""
+
+import collections
+
+import keras
+import numpy as np
+from keras import layers as L
+
+from tfcompress import quantize
+from tfcompress.convert import convert
+from tfcompress.quantize.pooling import QuantizeAveragePooling
+from tfcompress.quantize.zoo import output_step
+
+
+def _pooled(pool):
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 8))
+    x = L.AveragePooling2D(pool, 1, "same", name="pool")(
+        L.Conv2D(8, 1, name="before")(i))
+    return keras.Model(i, L.Conv2D(4, 1, name="after")(x))
+
+
+def _images(n=200):
+    return np.random.default_rng(0).normal(size=(n, 16, 16, 8)).astype(
+        "float32")
+
+
+def _qat(model, x):
+    q = quantize.quantize_model(model)
+    q.compile(keras.optimizers.Adam(1e-4), "mse")
+    q.fit(x[:64], np.zeros((64,) + q.output.shape[1:]), batch_size=16,
+          verbose=0)
+    return q
+
+
+def _ops(result):
+    return collections.Counter(op["op"] for op in result.report["ops"])
+
+
+def test_3x3_average_pooling_agrees_with_the_flatbuffer():
+    x = _images()
+    m = _pooled(3)
+    q = _qat(m, x)
+    assert isinstance(q.get_layer("quant_pool"), QuantizeAveragePooling)
+    r = convert(q, "int8", representative_data=x[:64], check_data=x,
+                check_samples=len(x))
+    # unrounded, the next op read values up to half a step off: 0.44
+    # output steps on average
+    step = output_step(q)
+    assert r.report["numerical_check"]["mean_abs_error"] <= 0.1 * step
+    # rounded with its input's range: no op of its own
+    ptq = convert(m, "int8", representative_data=x[:64])
+    assert _ops(r) == _ops(ptq), (_ops(r), _ops(ptq))
+
+
+def test_even_window_is_left_unrounded():
+    q = quantize.quantize_model(_pooled(2))
+    assert not any(isinstance(l, QuantizeAveragePooling) for l in q.layers)
+
+
+def test_rounded_pooling_survives_save_and_load(tmp_path):
+    x = _images(64)
+    q = _qat(_pooled(3), x)
+    q.save(tmp_path / "q.keras")
+    loaded = keras.models.load_model(tmp_path / "q.keras")
+    # the link to the input quantizer is found again when loading
+    assert loaded.get_layer("quant_pool").range is not None
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               q.predict(x, verbose=0), atol=1e-6)

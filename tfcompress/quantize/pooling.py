@@ -1,0 +1,96 @@
+"""Average pooling rounded to its input's int8 step, as TFLite rounds it.
+
+TFLite's int8 AVERAGE_POOL_2D keeps its input's scale and rounds each
+average to it. A QAT model that passes the float average on unrounded
+feeds the next op values up to half a step away from the flatbuffer's:
+NASNet's 3x3 average poolings put a whole network's logits 2.6 output
+steps from its flatbuffer's on average.
+
+:class:`QuantizeAveragePooling` rounds the average with its input
+quantizer's range (it has none of its own, so the converter writes no
+extra op). Only windows of odd area are wrapped: an average of an even
+number of values can fall exactly half-way between two steps, which
+TFLite rounds away from zero in the int8 domain and a fake-quant op
+rounds up; for 2x2 windows (a quarter of the values are such ties)
+rounding made the QAT model agree with its flatbuffer less than leaving
+the average unrounded (docs/zoo_quantize.md).
+
+>>> import keras
+>>> rounds_average(keras.layers.AveragePooling2D(3))
+True
+>>> rounds_average(keras.layers.AveragePooling2D(2))
+False
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from tfcompress.quantize import fake_quant as fq
+from tfcompress.quantize.layers import _InputStep, _InputStepMixin
+
+AVERAGE_POOLING = (keras.layers.AveragePooling1D,
+                   keras.layers.AveragePooling2D)
+
+
+def rounds_average(layer) -> bool:
+    """True if ``layer`` is an average pooling whose window has an odd
+    number of values (no average falls half-way between two steps)."""
+    if not isinstance(layer, AVERAGE_POOLING):
+        return False
+    size = layer.pool_size
+    size = (size,) if isinstance(size, int) else tuple(size)
+    return math.prod(size) % 2 == 1
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeAveragePooling(_InputStepMixin, keras.layers.Layer):
+    """An average pooling whose output is fake-quantized with the range
+    of the quantizer that makes its input (found when the layer is
+    called on a symbolic tensor, as the bias step of a fused layer is)."""
+
+    def __init__(self, layer, **kwargs):
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(**kwargs)
+        self.layer = layer
+        self._input_step = _InputStep()
+
+    @property
+    def _source(self):
+        return self._input_step.quantizer
+
+    @property
+    def range(self):
+        """The input quantizer's range (None when there is none)."""
+        return None if self._source is None else self._source.range
+
+    @property
+    def activation_bits(self):
+        return 8 if self._source is None else self._source.activation_bits
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def call(self, inputs, training=None):
+        y = self.layer(inputs)
+        if self._source is None:
+            return y
+        lo, hi, _ = self._source.range
+        return fq.quantize_activations(y, lo, hi, self.activation_bits)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config["layer"] = keras.layers.serialize(self.layer)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.layers.deserialize(config["layer"])
+        return cls(**config)

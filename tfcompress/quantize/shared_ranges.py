@@ -17,12 +17,11 @@ group; each other member is fake-quantized with that range (TFLite
 clips it to that scale too).
 
 The output of a scale-keeping layer between a member and a concatenation
-is not rounded again in QAT: after a 2x2 average pooling a quarter of
-the values fall exactly half-way between two steps, and TFLite's int8
-AVERAGE_POOL_2D rounds those away from zero in the int8 domain where a
-fake-quant op rounds them up, so rounding there made QAT agree with the
-flatbuffer less, not more (top-1 agreement on a small trained dense
-network 97.3-98.7% against 98.4-99.0% without).
+gets no call of the shared quantizer: an average pooling of odd window
+is rounded to its input's step already
+(:mod:`tfcompress.quantize.pooling`), and after a 2x2 one rounding made
+QAT agree with the flatbuffer less, not more (top-1 agreement on a small
+trained dense network 97.3-98.7% against 98.4-99.0% without).
 
 >>> import keras
 >>> from keras import layers as L

@@ -43,6 +43,15 @@ from tfcompress.quantize import zoo_layers
 from tfcompress.quantize.layers import KEEPS_SCALE
 
 
+def feeds_concat_only(name, consumers, outputs) -> bool:
+    """True if tensor ``name`` is read by concatenations only and is not
+    a model output (``consumers``: tensor name -> consuming layers): TFLite
+    gives it the concatenation's scale, so it needs no range of its own."""
+    cs = consumers.get(name, [])
+    return bool(cs) and name not in outputs and all(
+        isinstance(c, L.Concatenate) for c in cs)
+
+
 def _is_plain_concat(layer):
     return type(layer) is L.Concatenate and getattr(
         layer, "_tfcompress_quantize_config", None) in (None, "default")
@@ -77,11 +86,6 @@ def shared_range_groups(graph, outputs) -> dict:
             name = parents_of[name][0]
         return name
 
-    def feeds_concat_only(name):
-        cs = consumers.get(name, [])
-        return bool(cs) and name not in outputs and all(
-            isinstance(c, L.Concatenate) for c in cs)
-
     group_of = {}       # union-find over member names
 
     def find(n):
@@ -99,7 +103,7 @@ def shared_range_groups(graph, outputs) -> dict:
             src = producer(p)
             if src in layers and _is_plain_concat(layers[src]):
                 fed.add(src)
-            elif feeds_concat_only(src):
+            elif feeds_concat_only(src, consumers, outputs):
                 continue
             group_of[find(src)] = find(layer.name)
     groups = {}

@@ -16,7 +16,9 @@ from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
 from tfcompress.quantize.pooling import (QuantizeAveragePooling,
                                          rounds_average)
-from tfcompress.quantize.shared_ranges import shared_range_groups
+from tfcompress.quantize.shared_ranges import (feeds_concat_only as
+                                               _feeds_concat_only,
+                                               shared_range_groups)
 from tfcompress.utils.layer_map import copy_layer, is_container
 from tfcompress.errors import InputError
 
@@ -110,9 +112,7 @@ def quantize_graph(model, scheme, report, layer_bits=None):
     def feeds_concat_only(name):
         # TFLite gives a Concatenate's inputs its own scale: their ranges
         # come from the concatenation's quantizer, not their own.
-        cs = consumers.get(name, [])
-        return bool(cs) and name not in outputs and all(
-            isinstance(c, L.Concatenate) for c in cs)
+        return _feeds_concat_only(name, consumers, outputs)
 
     # tensors TFLite gives one scale (concatenation chains): one range
     shared = ({} if isinstance(model, keras.Sequential) or not getattr(
@@ -130,8 +130,7 @@ def quantize_graph(model, scheme, report, layer_bits=None):
         return shared_quantizers[root](out, update_range=member == root)
 
     def shared_note(member):
-        return ({"shared_range": f"quant_range_{shared[member]}"}
-                if member in shared else {})
+        return {"shared_range": f"quant_range_{shared[member]}"}
 
     def fused_by_activation(name):
         nxt = sole_consumer(name)

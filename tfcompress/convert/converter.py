@@ -15,7 +15,8 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
 from tfcompress.convert.result import ConversionResult, FloatFallbackError
 from tfcompress.errors import InputError
-from tfcompress.convert.precision import float32_compute
+from tfcompress.convert.precision import (float32_compute,
+                                          half_precision_layers)
 from tfcompress.quiet import (converter_output_silenced,
                              native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
@@ -424,10 +425,7 @@ def _hint(gist, model) -> str:
     if "TensorList" in gist:
         return ("; a recurrent layer converts with a fixed batch size "
                 "(keras.Input(shape, batch_size=1)) or unroll=True")
-    half = sorted({l.name for l in getattr(model, "layers", [])
-                   if type(l).__name__ != "InputLayer" and
-                   str(getattr(l, "compute_dtype", "float32"))
-                   in ("float16", "bfloat16")})
+    half = half_precision_layers(model)
     if half and "neither a custom op nor a flex op" in gist:
         return (f"; layers {', '.join(half[:3])}"
                 f"{' ...' if len(half) > 3 else ''} compute in float16 "

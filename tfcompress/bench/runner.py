@@ -143,7 +143,9 @@ def _quantize_input(x, detail):
                    info.max).astype(detail["dtype"])
 
 
-def _dequantize_output(y, detail):
+def dequantize_output(y, detail):
+    """An output tensor ``y`` as float32: dequantized with the tensor's
+    scale and zero point if it is a quantized integer tensor."""
     if detail["dtype"] in (np.float32, np.float16):
         return y.astype(np.float32)
     scale, zero_point = detail["quantization"]
@@ -307,7 +309,7 @@ def benchmark(path, data=None, runtime="auto", threads=1, warmup_runs=5,
         for i in range(len(x)):
             interp.set_tensor(inp["index"], _quantize_input(x[i:i + 1], inp))
             interp.invoke()
-            outputs.append(_dequantize_output(
+            outputs.append(dequantize_output(
                 interp.get_tensor(out["index"]), out)[0])
         outputs = np.asarray(outputs)
         acc = {"samples": int(len(x))}

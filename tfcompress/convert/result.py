@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from tfcompress.bench.runner import dequantize_output
 from tfcompress.inspect import format_report, inspect
 from tfcompress.utils import atomic_write_bytes
 
@@ -214,7 +215,8 @@ def run_flatbuffer(interp, x):
                                                      axis=0)])
         interp.set_tensor(inp["index"], _to_input(chunk, inp))
         interp.invoke()
-        got.extend(_from_output(interp.get_tensor(out["index"])[:n], out))
+        got.extend(dequantize_output(interp.get_tensor(out["index"])[:n],
+                                     out))
     return np.asarray(got, np.float32)
 
 
@@ -245,14 +247,6 @@ def _to_input(value, details):
     return np.clip(np.round(value), info.min, info.max).astype(dtype)
 
 
-def _from_output(value, details):
-    """An output tensor as float32: dequantized if it is quantized."""
-    scale, zero = details["quantization"]
-    if np.dtype(details["dtype"]).kind != "f" and scale:
-        return (value.astype(np.float32) - zero) * scale
-    return np.asarray(value, np.float32)
-
-
 def run_signature(runner, inputs):
     """Outputs ``{name: (n, ...)}`` of a LiteRT signature runner fed
     ``inputs`` (``{input name: (n, ...)}``) one sample at a time, integer
@@ -265,7 +259,7 @@ def run_signature(runner, inputs):
         result = runner(**{name: _to_input(v[i:i + 1], in_details[name])
                            for name, v in inputs.items()})
         for name, value in result.items():
-            rows[name].append(_from_output(value[0], out_details[name]))
+            rows[name].append(dequantize_output(value[0], out_details[name]))
     return {name: np.asarray(v, np.float32) for name, v in rows.items()}
 
 

@@ -313,7 +313,6 @@ def tflite_schema():
     return schema
 
 
-
 def read_tflite_object(tflite_bytes: bytes):
     """A flatbuffer as the schema's editable object tree (``ModelT``).
 
@@ -333,6 +332,7 @@ def write_tflite_object(model, size_hint: int = 1024) -> bytes:
     builder = flatbuffers.Builder(size_hint)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
 
 # -- Keras TensorFlow trainer (multi-worker fit fixes) ---------------------
 TRAINER_MODULE = "keras.src.backend.tensorflow.trainer"

@@ -147,6 +147,26 @@ def test_python_stderr_stays_live_during_capture(capfd):
     assert err.index("progress 1/3") < err.index("a native line")
 
 
+def test_log_handler_made_during_capture_keeps_working_after_it(capfd):
+    # TensorFlow makes its logger's handler on first use, with the
+    # sys.stderr of that moment: one made inside the block must not be left
+    # writing to a closed stream ("--- Logging error ---") afterwards
+    import logging
+    from tfcompress.quiet import native_stderr_filtered
+    logger = logging.getLogger("tfcompress_test_late_handler")
+    logger.propagate = False
+    with native_stderr_filtered():
+        handler = logging.StreamHandler()
+        logger.addHandler(handler)
+    try:
+        logger.warning("a warning after the block")
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert "Logging error" not in err, err
+    assert "a warning after the block" in err
+
+
 def test_quiet_and_run_headline_docstring_examples_run():
     import doctest
 

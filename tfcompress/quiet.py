@@ -87,6 +87,7 @@ def native_stderr_filtered(enabled: bool = True):
                                                    None) or "utf-8",
                                   errors="backslashreplace",
                                   line_buffering=True)
+    live = sys.stderr
     failed = False
     try:
         yield
@@ -95,8 +96,9 @@ def native_stderr_filtered(enabled: bool = True):
         raise
     finally:
         try:
-            sys.stderr.flush()
-            sys.stderr.close()
+            live.flush()
+            _rebind_log_handlers(live, old_stderr)
+            live.close()
         finally:
             sys.stderr = old_stderr
             os.dup2(saved_fd, 2)
@@ -108,6 +110,21 @@ def native_stderr_filtered(enabled: bool = True):
         if shown:
             sys.stderr.write(shown)
             sys.stderr.flush()
+
+
+def _rebind_log_handlers(stream, replacement) -> None:
+    """Points every logging handler that writes to ``stream`` at
+    ``replacement``: a handler made during a filtered block (TensorFlow
+    makes its logger's on first use) took the block's ``sys.stderr``."""
+    import logging
+    loggers = [logging.getLogger()] + [
+        l for l in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(l, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and \
+                    getattr(handler, "stream", None) is stream:
+                handler.setStream(replacement)
 
 
 @contextlib.contextmanager

@@ -140,3 +140,33 @@ def test_squeeze_excitation_block_outputs_equal_their_flatbuffer():
     model, x = _swish_block(with_excitation=True)
     apart = _steps_apart(_qat(model, x, steps=2), x)
     assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)
+
+
+def test_depthwise_with_depth_multiplier_folds_batchnorm_per_output_channel():
+    # MobileNet(depth_multiplier=2): the depthwise kernel is (3, 3, C, 2)
+    # and its BatchNormalization has C * 2 channels (c * 2 + m); QAT folds
+    # each into its own output channel and converts fully integer
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 3))
+    x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(8, 3, use_bias=False)(i)))
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False)(x)
+    bn = L.BatchNormalization()
+    x = L.ReLU(6.0)(bn(x))
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, L.Dense(10)(x))
+    rng = np.random.default_rng(3)
+    bn.set_weights([rng.uniform(0.5, 2.0, 16), rng.normal(0, 0.5, 16),
+                    rng.normal(0, 0.5, 16), rng.uniform(0.5, 2.0, 16)])
+    data = rng.uniform(0, 255, (160, 12, 12, 3)).astype("float32")
+    # with frozen batch norm and no weight updates, the ranges set by a few
+    # steps, the QAT model computes the float model up to rounding
+    q = quantize.quantize_model(
+        model, quantize.Default8BitScheme(freeze_bn_delay=0))
+    q.compile(keras.optimizers.SGD(0.0), "mse")
+    ref = np.asarray(model.predict(data, verbose=0))
+    q.fit(data, ref, batch_size=32, epochs=1, verbose=0)
+    got = np.asarray(q.predict(data, verbose=0))
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max(), \
+        np.abs(got - ref).max()
+    apart = _steps_apart(_qat(model, data), data)
+    assert np.mean(apart <= 1 + 1e-4) >= 0.99, np.mean(apart <= 1 + 1e-4)

@@ -194,10 +194,25 @@ def _swap_last_axes(t):
 
 
 def _quantize_channels_axis_minus2(kernel, bits, per_channel):
-    """Weight fake-quant per channel of axis -2 (depthwise kernels
-    ``(.., C, mult)``, transposed-conv kernels ``(h, w, out, in)``)."""
+    """Weight fake-quant per channel of axis -2 (transposed-conv kernels
+    ``(h, w, out, in)``)."""
     k = fq.quantize_weights(_swap_last_axes(kernel), bits, per_channel)
     return _swap_last_axes(k)
+
+
+def _depthwise_as_outputs(kernel):
+    """A depthwise kernel ``(h, w, C, M)`` as ``(h, w, 1, C * M)``: one
+    column per output channel ``c * M + m``, TFLite's layout."""
+    shape = tuple(kernel.shape)
+    return tf.reshape(kernel, shape[:-2] + (1, shape[-2] * shape[-1]))
+
+
+def _quantize_depthwise(kernel, bits, per_channel):
+    """Weight fake-quant of a depthwise kernel ``(h, w, C, M)`` per
+    output channel (``c * M + m``), as TFLite quantizes it."""
+    k = fq.quantize_weights(_depthwise_as_outputs(kernel), bits,
+                            per_channel)
+    return tf.reshape(k, tuple(kernel.shape))
 
 
 def _main_kernel(layer):
@@ -270,15 +285,12 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         self.batchnorm_steps = None
         self._input_step = _InputStep()
 
-    def _bias_step(self, kernel, input_step, channel_axis=-1,
-                   multiplier=1):
+    def _bias_step(self, kernel, input_step, channel_axis=-1):
         """The int32 bias step of each output channel, or None."""
         if input_step is None:
             return None
         w = _weight_steps(kernel, self.weight_bits, self.per_channel,
                           channel_axis)
-        if multiplier > 1 and self.per_channel:   # depthwise: c * M + m
-            w = tf.repeat(w, multiplier)
         return input_step * w
 
     def build(self, input_shape):
@@ -370,8 +382,12 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             shift = shift + bias * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        if isinstance(self.layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
-            # channel axis -2: depthwise (h, w, C, 1), transpose (h, w, out, in)
+        if isinstance(self.layer, L.DepthwiseConv2D):
+            # (h, w, C, M): output channel c * M + m
+            kernel = kernel * tf.reshape(scale, (1, 1) + tuple(
+                kernel.shape[-2:]))
+        elif isinstance(self.layer, L.Conv2DTranspose):
+            # (h, w, out, in): output channels on axis -2
             kernel = kernel * tf.reshape(scale, (1, 1, -1, 1))
         else:
             kernel = kernel * scale
@@ -445,7 +461,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
         kernel, bias = self._folded(conv_kernel, conv_bias)
         input_step = self._input_step.step()
         if isinstance(layer, SEPARABLE):
-            dw = _quantize_channels_axis_minus2(
+            dw = _quantize_depthwise(
                 layer.depthwise_kernel, self.weight_bits, self.per_channel)
             mid = keras.ops.depthwise_conv(inputs, dw, layer.strides,
                                            layer.padding, layer.data_format,
@@ -460,12 +476,14 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)
         elif isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
             if isinstance(layer, L.DepthwiseConv2D):
-                bias_step = self._bias_step(kernel, input_step, -2,
-                                            kernel.shape[-1])
+                bias_step = self._bias_step(_depthwise_as_outputs(kernel),
+                                            input_step)
+                kernel = _quantize_depthwise(kernel, self.weight_bits,
+                                             self.per_channel)
             else:   # per-tensor weights (see __init__)
                 bias_step = self._bias_step(kernel, input_step, -2)
-            kernel = _quantize_channels_axis_minus2(
-                kernel, self.weight_bits, self.per_channel)
+                kernel = _quantize_channels_axis_minus2(
+                    kernel, self.weight_bits, self.per_channel)
             if isinstance(layer, L.DepthwiseConv2D):
                 y = keras.ops.depthwise_conv(inputs, kernel, layer.strides,
                                              layer.padding,

@@ -23,6 +23,7 @@ from tfcompress.prune.schedules import (ConstantSparsity, PolynomialDecay,
 # channel pruning lives in tfcompress.prune.channels; the old module paths
 # (channel_graph, shrink, structured) re-export it
 from tfcompress.prune.channel_graph import ChannelSpace, channel_spaces
+from tfcompress.prune.channels import flatten_nested
 from tfcompress.prune.shrink import count_macs, dead_channels, shrink
 from tfcompress.prune.strip import is_pruned, strip_pruning
 from tfcompress.prune.structured import ChannelPruning
@@ -31,7 +32,7 @@ from tfcompress.prune.wrapper import PruneLowMagnitude
 
 __all__ = [
     "ChannelPruning", "ChannelSpace", "channel_spaces", "count_macs",
-    "dead_channels", "shrink",
+    "dead_channels", "flatten_nested", "shrink",
     "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
     "PruneLowMagnitude", "PruningSchedule", "PruningSummaries",
     "UpdatePruningStep", "block_mask", "collect_wrappers",

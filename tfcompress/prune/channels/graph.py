@@ -250,7 +250,7 @@ class _Analysis:
             return
         if isinstance(op, keras.Model):
             self.freeze_inputs(node, f"nested model {name} is analysed as "
-                               "one layer")
+                               "one layer (flatten_nested(model) opens it)")
             return
         ins = [self.space_of.get(p) for p in node.parents]
         flat_ins = [self.flattened.get(p) for p in node.parents]

@@ -25,6 +25,7 @@ from keras import layers as L
 from tfcompress.errors import InputError
 from tfcompress.prune import schedules
 from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+from tfcompress.utils.layer_map import is_container
 
 
 NORMS = ("l1", "l2", "bn_gamma")
@@ -135,6 +136,15 @@ class ChannelPruning(keras.callbacks.Callback):
         self.spaces = [s for s in channel_spaces(target) if s.prunable
                        and not (set(s.names()) & self.exclude)]
         if not self.spaces:
+            nested = [l.name for l in target.layers if is_container(l)]
+            if nested:
+                raise InputError(
+                    f"ChannelPruning: no channel of this model can be "
+                    f"pruned outside its nested model(s) "
+                    f"{', '.join(nested)}, which channel pruning does not "
+                    f"look into; train and prune "
+                    f"tfcompress.prune.flatten_nested(model) instead (the "
+                    f"same network as one flat Functional model)")
             raise InputError(
                 "ChannelPruning: no channel of this model can be pruned; "
                 "see tfcompress.prune.channel_spaces(model) for why each "

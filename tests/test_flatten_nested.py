@@ -1,0 +1,90 @@
+"""flatten_nested: a model that nests others (the transfer-learning
+pattern, a keras.applications base inside a Sequential) becomes one flat
+Functional model computing the same function, without touching the
+original."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcompress import prune
+from tfcompress.errors import InputError
+from tfcompress.utils.flatten import flatten_nested
+from tfcompress.utils.layer_map import is_container
+
+
+def _base(name="base"):
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name=f"{name}_conv")(i)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    y = keras.layers.Conv2D(8, 1, name=f"{name}_conv2")(
+        keras.layers.ReLU(name=f"{name}_relu")(x))
+    return keras.Model(i, keras.layers.Add(name=f"{name}_add")([x, y]),
+                       name=name)
+
+
+def _transfer_sequential():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((8, 8, 3)), _base(),
+                             keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(4, name="head")])
+
+
+def test_flat_model_has_no_nested_model_and_same_outputs():
+    model = _transfer_sequential()
+    flat = flatten_nested(model)
+    assert not any(is_container(l) for l in flat.layers)
+    x = np.random.default_rng(0).random((5, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(flat.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_functional_outer_with_sequential_and_functional_inside():
+    keras.utils.set_random_seed(1)
+    inner_seq = keras.Sequential([keras.Input((8, 8, 8)),
+                                  keras.layers.Conv2D(8, 1, name="s_conv")])
+    i = keras.Input((8, 8, 3))
+    x = inner_seq(_base()(i))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
+    flat = flatten_nested(model)
+    assert not any(is_container(l) for l in flat.layers)
+    x = np.random.default_rng(1).random((3, 8, 8, 3), np.float32)
+    np.testing.assert_allclose(flat.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_original_model_and_its_layers_are_untouched():
+    model = _transfer_sequential()
+    before = [w.copy() for w in model.get_weights()]
+    base = model.layers[0]
+    flat = flatten_nested(model)
+    flat.layers[1].kernel.assign(np.zeros_like(flat.layers[1].kernel))
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # the base's layers were not called again: their output stays unique
+    assert base.get_layer("base_conv").output is not None
+
+
+def test_channel_pruning_reaches_inside_a_flattened_base():
+    model = _transfer_sequential()
+    assert not [s for s in prune.channel_spaces(model) if s.prunable]
+    flat = flatten_nested(model)
+    assert [s for s in prune.channel_spaces(flat) if s.prunable]
+
+
+def test_channel_pruning_on_a_nested_model_says_to_flatten_it():
+    model = _transfer_sequential()
+    model.compile("sgd", "mse")
+    x = np.zeros((4, 8, 8, 3), np.float32)
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))
+    with pytest.raises(InputError, match="flatten_nested"):
+        model.fit(x, np.zeros((4, 4)), epochs=1, verbose=0, callbacks=[cb])
+
+
+def test_subclassed_model_is_refused():
+    class Net(keras.Model):
+        def call(self, x):
+            return x
+    with pytest.raises(InputError, match="subclassed"):
+        flatten_nested(Net())

@@ -1,0 +1,93 @@
+"""Inline nested models: one flat Functional graph of leaf layers.
+
+Transfer learning nests a whole network as one layer
+(``Sequential([base, GlobalAveragePooling2D(), Dense(10)])`` with ``base``
+a keras.applications model). Graph analyses that follow tensors from
+layer to layer, such as channel pruning's channel spaces, see the nested
+model as one opaque layer. :func:`flatten_nested` rebuilds the model with
+every nested Sequential or Functional model replaced by copies of its
+layers, called where the nested model was called; the result computes
+the same function with copied weights, and the original is not touched.
+
+>>> import keras
+>>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+>>> outer = keras.Sequential([keras.Input((4,)), inner, keras.layers.Dense(2)])
+>>> [type(l).__name__ for l in flatten_nested(outer).layers]
+['InputLayer', 'Dense', 'Dense']
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfcompress.errors import InputError
+from tfcompress.utils.layer_map import copy_layer, is_container
+
+
+def _copy(layer):
+    if is_container(layer) or not isinstance(layer, keras.layers.Layer):
+        return layer        # inlined by _call / a stateless keras.ops call
+    return copy_layer(layer)
+
+
+def _call(layer, *args, **kwargs):
+    """Calls ``layer`` on symbolic ``args``; a nested model is replaced by
+    copies of its layers called on them."""
+    if not is_container(layer):
+        return layer(*args, **kwargs)
+    inputs = args[0] if len(args) == 1 else list(args)
+    if isinstance(layer, keras.Sequential):
+        x = inputs
+        for inner in layer.layers:
+            x = _call(_copy(inner), x)
+        return x
+    inputs = inputs if isinstance(layer.input, (list, tuple)) or \
+        not isinstance(inputs, (list, tuple)) else inputs[0]
+    clone = keras.models.clone_model(layer, input_tensors=inputs,
+                                     clone_function=_copy,
+                                     call_function=_call)
+    return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
+
+
+def has_nested_model(model) -> bool:
+    """True when a layer of ``model`` is itself a Sequential or Functional
+    model.
+
+    >>> import keras
+    >>> has_nested_model(keras.Sequential([keras.Input((2,)),
+    ...                                    keras.layers.Dense(1)]))
+    False
+    """
+    return any(is_container(layer) for layer in model.layers)
+
+
+def flatten_nested(model: keras.Model) -> keras.Model:
+    """``model`` as one Functional model without nested models.
+
+    Returns ``model`` itself when it nests nothing; otherwise a new model
+    of copied layers (same names, same weights) that gives the same
+    outputs. Train, prune or convert the flat model in place of the
+    nested one.
+
+    Raises:
+      InputError: for a subclassed model, whose graph cannot be read.
+    """
+    if not isinstance(model, keras.Model) or not is_container(model):
+        raise InputError(
+            f"flatten_nested takes a Sequential or Functional model; "
+            f"{getattr(model, 'name', model)!r} is a subclassed model "
+            f"({type(model).__name__}): rebuild it as a Functional model")
+    if not model.built or not model.inputs:
+        raise InputError(f"model {model.name} is not built; give it an "
+                         "Input first")
+    if not has_nested_model(model):
+        return model
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                          name=t.name) for t in model.inputs]
+    outputs = _call(model, *inputs)
+    flat = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
+                       outputs, name=model.name)
+    if has_nested_model(flat):
+        raise InputError(f"model {model.name} could not be flattened: a "
+                         "nested model is still inside")
+    return flat

@@ -30,13 +30,16 @@ def _transfer_sequential():
                              keras.layers.Dense(4, name="head")])
 
 
-def test_flat_model_has_no_nested_model_and_same_outputs():
-    model = _transfer_sequential()
+def _assert_flat_and_same_outputs(model):
     flat = flatten_nested(model)
     assert not any(is_container(l) for l in flat.layers)
     x = np.random.default_rng(0).random((5, 8, 8, 3), np.float32)
     np.testing.assert_allclose(flat.predict(x, verbose=0),
                                model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_flat_model_has_no_nested_model_and_same_outputs():
+    _assert_flat_and_same_outputs(_transfer_sequential())
 
 
 def test_functional_outer_with_sequential_and_functional_inside():
@@ -46,12 +49,8 @@ def test_functional_outer_with_sequential_and_functional_inside():
     i = keras.Input((8, 8, 3))
     x = inner_seq(_base()(i))
     x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
-    flat = flatten_nested(model)
-    assert not any(is_container(l) for l in flat.layers)
-    x = np.random.default_rng(1).random((3, 8, 8, 3), np.float32)
-    np.testing.assert_allclose(flat.predict(x, verbose=0),
-                               model.predict(x, verbose=0), atol=1e-6)
+    _assert_flat_and_same_outputs(
+        keras.Model(i, keras.layers.Dense(2, name="head")(x)))
 
 
 def test_original_model_and_its_layers_are_untouched():

@@ -317,3 +317,36 @@ def test_spread_channels_skips_relu6_pairs_unless_told_to_replace_them():
     assert report.pairs == [("a", "b"), ("b", "c")]
     assert report.relu6_replaced == ["r6"]
     assert replaced.get_layer("r6").max_value is None
+
+
+def nested_unbalanced_net():
+    """unbalanced_net as the base of a transfer-learning model: nested
+    inside a Sequential with a new head."""
+    base = unbalanced_net()
+    return keras.Sequential([keras.Input((8, 8, 3)), base,
+                             keras.layers.Dense(3, name="head")])
+
+
+def test_equalize_reaches_inside_a_nested_base_model():
+    model = nested_unbalanced_net()
+    before = weights_of(model)
+    eq, report = ptq.equalize(model, return_report=True)
+    assert ("conv1", "conv2") in report.pairs and ("conv2", "fc") in \
+        report.pairs
+    assert report.folded_batchnorms == [("conv1", "bn1")]
+    np.testing.assert_allclose(eq(X), model(X), rtol=1e-3, atol=1e-3)
+    assert_unchanged(model, before)
+
+
+def test_bias_correction_and_batchnorm_statistics_reach_a_nested_base():
+    model = nested_unbalanced_net()
+    corrected = ptq.correct_bias(model, X, per_channel=False)
+    base_bias = model.layers[0].get_layer("conv2").bias.numpy()
+    assert not np.allclose(corrected.get_layer("conv2").bias.numpy(),
+                           base_bias)
+    shifted = X * 2.0 + 1.0
+    fresh = ptq.reestimate_batchnorm(model, shifted)
+    mean, _ = _batch_stats(model.layers[0], "bn1", shifted)
+    np.testing.assert_allclose(
+        fresh.get_layer("bn1").moving_mean.numpy(), mean, rtol=1e-3,
+        atol=1e-3)

@@ -167,7 +167,7 @@ def adaround(model, data, bits: int = 8, per_channel: bool = True,
     Returns:
       The rounded model (float kernels exactly on the grid).
     """
-    lyr.check_model(model, "adaround")
+    model = lyr.flat_model(model, "adaround")
     if not 2 <= int(bits) <= 8:
         raise InputError(f"bits must be between 2 and 8, got {bits}")
     if iterations < 1:
@@ -213,7 +213,7 @@ def for_conversion(model, data, bits: int = 4, per_channel: bool = True,
     >>> rounded = adaround(model, x, bits=4)          # doctest: +SKIP
     >>> convert(for_conversion(rounded, x), "int8")   # doctest: +SKIP
     """
-    lyr.check_model(model, "for_conversion")
+    model = lyr.flat_model(model, "for_conversion")
     if int(bits) == 8:
         return lyr.copy_model(model)
     from tfcompress.quantize import NBitScheme, quantize_model

@@ -48,7 +48,7 @@ def reestimate_batchnorm(model, data, batch_size: int = 64,
       batch_size: inference batch size.
       samples: use only the first ``samples`` inputs (default: all).
     """
-    lyr.check_model(model, "reestimate_batchnorm")
+    model = lyr.flat_model(model, "reestimate_batchnorm")
     new = lyr.copy_model(model)
     x = as_inputs(data, new, "reestimate_batchnorm", limit=samples)
     for node in node_graph(new):

@@ -72,7 +72,7 @@ def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
     Returns:
       The corrected model: batch norms folded, float kernels, new biases.
     """
-    lyr.check_model(model, "correct_bias")
+    model = lyr.flat_model(model, "correct_bias")
     if not 2 <= int(bits) <= 8:
         from tfcompress.errors import InputError
         raise InputError(f"bits must be between 2 and 8, got {bits}")

@@ -216,7 +216,7 @@ def equalize(model, return_report: bool = False, absorb_bias: bool = True,
       Convert it with ``convert(..., per_channel=False)`` for per-tensor
       weights, where it helps most.
     """
-    lyr.check_model(model, "equalize")
+    model = lyr.flat_model(model, "equalize")
     folded = fold_batchnorm_with_stats(model)
     base = folded.model
     report = EqualizationReport(

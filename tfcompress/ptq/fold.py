@@ -56,7 +56,7 @@ def _bn_axis_is_last(bn, rank):
 def fold_batchnorm_with_stats(model) -> Folded:
     """:func:`fold_batchnorm`, also returning per-channel statistics and
     the batch norms left alone with the reason."""
-    lyr.check_model(model, "fold_batchnorm")
+    model = lyr.flat_model(model, "fold_batchnorm")
     nodes = node_graph(model)
     readers = consumers(nodes)
     outputs = set(output_keys(model))

@@ -85,7 +85,13 @@ def apply_activation(name, y):
     return y
 
 
-def check_model(model, what):
+def flat_model(model, what):
+    """The model a post-training step works on: ``model`` itself, or,
+    when it nests models (a keras.applications base inside a Sequential),
+    the same network as one flat Functional model of copied layers
+    (:func:`tfcompress.utils.flatten.flatten_nested`), so the step reaches
+    the layers inside. Raises InputError for a subclassed or unbuilt
+    model."""
     if not isinstance(model, keras.Model) or not is_container(model):
         raise InputError(f"{what} takes a Sequential or Functional Keras 3 "
                          f"model, got {type(model).__name__}; rebuild a "
@@ -93,6 +99,8 @@ def check_model(model, what):
     if not model.built or not model.inputs:
         raise InputError(f"{what}: model {model.name!r} has no Input; "
                          "give it a keras.Input first")
+    from tfcompress.utils.flatten import flatten_nested
+    return flatten_nested(model)
 
 
 def with_weights(model, weights: dict, replace: dict | None = None,
@@ -149,6 +157,6 @@ def batched(fn, x, batch_size=64):
     return np.concatenate(outs)
 
 
-__all__ = ["activation_name", "apply_activation", "batched", "check_model",
+__all__ = ["activation_name", "apply_activation", "batched", "flat_model",
            "copy_layer", "copy_model", "feature_model", "is_depthwise", "is_weight_layer",
            "kernel_and_bias", "preactivation", "with_weights"]

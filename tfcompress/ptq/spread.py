@@ -79,7 +79,7 @@ def spread_channels(model, low: float = 0.01, high: float = 100.0,
 
     Returns ``(model, SpreadReport)``. The input model is not changed.
     """
-    lyr.check_model(model, "spread_channels")
+    model = lyr.flat_model(model, "spread_channels")
     if not 0 < low <= high:
         raise InputError(f"spread_channels: need 0 < low <= high, got "
                          f"low={low}, high={high}")

@@ -87,3 +87,21 @@ def test_subclassed_model_is_refused():
             return x
     with pytest.raises(InputError, match="subclassed"):
         flatten_nested(Net())
+
+
+def test_keras_applications_base_in_a_sequential_channel_prunes_flattened():
+    base = keras.applications.MobileNetV2(
+        alpha=0.35, include_top=False, weights=None, input_shape=(32, 32, 3))
+    model = keras.Sequential([keras.Input((32, 32, 3)), base,
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(10)])
+    flat = flatten_nested(model)
+    assert sum(s.prunable for s in prune.channel_spaces(flat)) == 25
+    flat.compile("sgd", "mse")
+    x = np.random.default_rng(0).random((8, 32, 32, 3), np.float32)
+    flat.fit(x, np.zeros((8, 10)), batch_size=8, epochs=1, verbose=0,
+             callbacks=[prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))])
+    small = prune.shrink(flat)
+    assert small.count_params() < 0.4 * model.count_params()
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               flat.predict(x, verbose=0), atol=1e-4)

@@ -223,6 +223,20 @@ def test_qat_aim_compares_with_the_float_model_trained_as_long():
     assert aim["baseline"] == "float_accuracy_plus_f"
 
 
+def test_a_drop_of_exactly_the_tolerance_meets_the_aims():
+    # accuracies are counts over the test images: 0.7155 - 0.7105 is ten
+    # images of 2,000, exactly 0.5 points, though 100 * the float
+    # difference is 0.5000000000000004
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
+    row["float_accuracy_plus_f"] = 0.7155
+    row["paths"]["qat_int8"]["tflite_accuracy"] = 0.7105
+    row["paths"]["ptq_int8"]["tflite_accuracy"] = 0.7335
+    row["paths"]["channel_int8"]["tflite_accuracy"] = 0.7185
+    zoo.finish(row)
+    assert row["aims"]["qat_within_0.5_points"]["met"] is True
+    assert row["aims"]["channel_1.5x_at_1.5_points"]["met"] is True
+
+
 def test_converter_ptq_prints_nothing(capsys):
     import keras
     import numpy as np

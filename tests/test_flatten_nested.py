@@ -105,3 +105,12 @@ def test_keras_applications_base_in_a_sequential_channel_prunes_flattened():
     assert small.count_params() < 0.4 * model.count_params()
     np.testing.assert_allclose(small.predict(x, verbose=0),
                                flat.predict(x, verbose=0), atol=1e-4)
+
+
+def test_a_layer_name_repeated_across_nested_models_is_an_input_error():
+    j = keras.Input((4,))
+    inner = keras.Model(j, keras.layers.Dense(3, name="fc")(j))
+    i = keras.Input((4,))
+    model = keras.Model(i, keras.layers.Dense(2, name="fc")(inner(i)))
+    with pytest.raises(InputError, match="fc.*unique names"):
+        flatten_nested(model)

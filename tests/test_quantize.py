@@ -289,6 +289,19 @@ def test_unsupported_layer_error_and_annotation():
     assert any("annotated" in r["quantized"] for r in q.quantize_report)
 
 
+def test_annotation_inside_a_nested_model_survives_flattening():
+    # quantize_apply flattens a nested model; a layer annotated inside the
+    # nested model keeps its annotation
+    keras.utils.set_random_seed(0)
+    j = keras.Input((4,))
+    inner = keras.Model(j, quantize.quantize_annotate_layer(
+        L.Dense(4, name="inner_fc"), quantize.NoOpQuantizeConfig())(j))
+    i = keras.Input((4,))
+    q = quantize.quantize_model(keras.Model(i, L.Dense(2)(inner(i))))
+    row = [r for r in q.quantize_report if r["layer"] == "inner_fc"][0]
+    assert row["quantized"] == "FLOAT (annotated)"
+
+
 def test_layer_normalization_left_without_fake_quant_and_reported():
     keras.utils.set_random_seed(0)
     i = keras.Input((8,))
@@ -315,6 +328,23 @@ def test_save_load_and_nested_model(tmp_path):
     np.testing.assert_allclose(r.predict(x, verbose=0),
                                q.predict(x, verbose=0), atol=1e-6)
     assert not quantize.has_fake_quant(m)
+
+
+def test_nested_base_model_qat_int8_has_no_float_island_at_its_border():
+    # a base model nested in a Sequential (transfer learning): the QAT int8
+    # flatbuffer has the post-training one's ops, no QUANTIZE/DEQUANTIZE
+    # pair where the nested model's output leaves it
+    from tfcompress.quantize import zoo
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 3))
+    x = L.ReLU()(L.BatchNormalization()(
+        L.Conv2D(8, 3, strides=2, use_bias=False)(i)))
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.Model(i, x),
+                              L.GlobalAveragePooling2D(), L.Dense(10)])
+    qat = zoo.try_qat_convert(model, steps=2, batch_size=8, samples=16)
+    ptq = zoo.try_ptq_convert(model, samples=16)
+    assert qat["status"] == "ok" and ptq["status"] == "ok"
+    assert qat["ops"] == ptq["ops"], (qat["ops"], ptq["ops"])
 
 
 # keras.applications layers and patterns (tiny models of each)

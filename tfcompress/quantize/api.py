@@ -15,6 +15,8 @@ from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.pooling import QuantizeAveragePooling
 from tfcompress.quantize.schemes import Default8BitScheme
+from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
+                                      repeated_names)
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
 from tfcompress.errors import InputError
 
@@ -91,13 +93,29 @@ def quantize_annotate_model(model):
     return map_layers(model, annotate)
 
 
+def _flat_keeping_annotations(model):
+    """``flatten_nested(model)`` with each layer's quantize annotation
+    (lost when flattening copies the layers) put back by name."""
+    configs = {layer.name: layer._tfcompress_quantize_config
+               for layer in iter_layers(model)
+               if hasattr(layer, "_tfcompress_quantize_config")}
+    flat = flatten_nested(model)
+    for layer in iter_layers(flat):
+        if layer.name in configs:
+            layer._tfcompress_quantize_config = configs[layer.name]
+    return flat
+
+
 def quantize_apply(model, scheme=None, layer_bits=None,
                    xnnpack_rewrites=True):
     """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``.
 
     ``layer_bits`` (``{layer name: weight bits}``, 2 to 8) overrides
     ``scheme.weight_bits`` for the named Conv/Dense layers; activations
-    keep ``scheme.activation_bits``. ``xnnpack_rewrites``: first write
+    keep ``scheme.activation_bits``. A model that nests others (a
+    keras.applications base inside a Sequential) is quantized as one flat
+    graph (:func:`tfcompress.prune.flatten_nested`): the QAT model is flat,
+    with the same layer names. ``xnnpack_rewrites``: first write
     hard-swish as int8 ops the XNNPACK delegate runs
     (:func:`tfcompress.convert.rewrites.rewrite_hard_swish`), with fake-quant
     where the int8 flatbuffer quantizes them. Returns a new Keras model (the
@@ -111,6 +129,11 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
+    if has_nested_model(model) and not repeated_names(model):
+        # one flat graph: a nested model quantized on its own gets an
+        # input range of its own, and the converter a float island at its
+        # border
+        model = _flat_keeping_annotations(model)
     if xnnpack_rewrites:
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import keras
 
 from tfcompress.errors import InputError
-from tfcompress.utils.layer_map import copy_layer, is_container
+from tfcompress.utils.layer_map import (copy_layer, is_container,
+                                         iter_layers)
 
 
 def _copy(layer):
@@ -61,6 +62,23 @@ def has_nested_model(model) -> bool:
     return any(is_container(layer) for layer in model.layers)
 
 
+def repeated_names(model) -> list:
+    """Leaf layer names used more than once across ``model`` and the
+    models it nests (a flat model needs them unique).
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((2,)),
+    ...                           keras.layers.Dense(2, name="fc")])
+    >>> outer = keras.Sequential([keras.Input((2,)), inner,
+    ...                           keras.layers.Dense(1, name="head")])
+    >>> repeated_names(outer)
+    []
+    """
+    import collections
+    counts = collections.Counter(l.name for l in iter_layers(model))
+    return sorted(name for name, n in counts.items() if n > 1)
+
+
 def flatten_nested(model: keras.Model) -> keras.Model:
     """``model`` as one Functional model without nested models.
 
@@ -70,7 +88,8 @@ def flatten_nested(model: keras.Model) -> keras.Model:
     nested one.
 
     Raises:
-      InputError: for a subclassed model, whose graph cannot be read.
+      InputError: for a subclassed model, whose graph cannot be read, and
+        when a layer name repeats across the nested models.
     """
     if not isinstance(model, keras.Model) or not is_container(model):
         raise InputError(
@@ -82,6 +101,13 @@ def flatten_nested(model: keras.Model) -> keras.Model:
                          "Input first")
     if not has_nested_model(model):
         return model
+    repeated = repeated_names(model)
+    if repeated:
+        raise InputError(
+            f"model {model.name} cannot be flattened: layer name(s) "
+            f"{', '.join(repeated)} appear in more than one of its nested "
+            f"models; give the layers unique names (rebuild the head with "
+            f"name=...)")
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
                           name=t.name) for t in model.inputs]
     outputs = _call(model, *inputs)

@@ -52,6 +52,14 @@ def unbalanced_net(shift=0.5):
     return model
 
 
+def nested_unbalanced_net():
+    """unbalanced_net as the base of a transfer-learning model: nested
+    inside a Sequential with a new head."""
+    base = unbalanced_net()
+    return keras.Sequential([keras.Input((8, 8, 3)), base,
+                             keras.layers.Dense(3, name="head")])
+
+
 def tflite_outputs(result, x):
     interp, _ = litert_interpreter(result.tflite_bytes)
     inp = interp.get_input_details()[0]
@@ -95,13 +103,17 @@ def test_fold_batchnorm_leaves_a_bn_after_relu_and_says_why():
 
 
 # -- equalization -------------------------------------------------------
-def test_equalize_preserves_float_outputs_and_balances_channel_ranges():
-    model = unbalanced_net()
+# nested: the base reached inside a transfer-learning model
+@pytest.mark.parametrize("build, output", [(unbalanced_net, "fc"),
+                                           (nested_unbalanced_net, "head")])
+def test_equalize_preserves_float_outputs_and_balances_channel_ranges(
+        build, output):
+    model = build()
     before = weights_of(model)
     eq, report = ptq.equalize(model, return_report=True)
     assert ("conv1", "conv2") in report.pairs and ("conv2", "fc") in \
         report.pairs
-    assert report.unpaired == {"fc": "model output"}
+    assert report.unpaired == {output: "model output"}
     assert report.folded_batchnorms == [("conv1", "bn1")]
     np.testing.assert_allclose(eq(X), model(X), rtol=1e-3, atol=1e-3)
     folded = ptq.fold_batchnorm(model).get_layer("conv1").kernel.numpy()
@@ -317,25 +329,6 @@ def test_spread_channels_skips_relu6_pairs_unless_told_to_replace_them():
     assert report.pairs == [("a", "b"), ("b", "c")]
     assert report.relu6_replaced == ["r6"]
     assert replaced.get_layer("r6").max_value is None
-
-
-def nested_unbalanced_net():
-    """unbalanced_net as the base of a transfer-learning model: nested
-    inside a Sequential with a new head."""
-    base = unbalanced_net()
-    return keras.Sequential([keras.Input((8, 8, 3)), base,
-                             keras.layers.Dense(3, name="head")])
-
-
-def test_equalize_reaches_inside_a_nested_base_model():
-    model = nested_unbalanced_net()
-    before = weights_of(model)
-    eq, report = ptq.equalize(model, return_report=True)
-    assert ("conv1", "conv2") in report.pairs and ("conv2", "fc") in \
-        report.pairs
-    assert report.folded_batchnorms == [("conv1", "bn1")]
-    np.testing.assert_allclose(eq(X), model(X), rtol=1e-3, atol=1e-3)
-    assert_unchanged(model, before)
 
 
 def test_bias_correction_and_batchnorm_statistics_reach_a_nested_base():

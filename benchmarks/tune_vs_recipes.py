@@ -18,6 +18,7 @@ Writes benchmarks/results/tune_vs_recipes.json and .md.
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -84,7 +85,6 @@ def run_model(name, args, folder):
     run = run_recipe(recipe, out_dir=os.path.join(folder, name, "recipe"),
                      overrides=[f"data.train_samples={spec['fit']}"])
     recipe_seconds = time.time() - t
-    import json
     with open(run["report_json"]) as f:
         report = json.load(f)
     best, reference, reference_name = best_variant(report)

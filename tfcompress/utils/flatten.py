@@ -87,6 +87,16 @@ def flatten_nested(model: keras.Model) -> keras.Model:
     outputs. Train, prune or convert the flat model in place of the
     nested one.
 
+    >>> import keras
+    >>> i = keras.Input((8, 8, 3))
+    >>> base = keras.Model(i, keras.layers.Conv2D(4, 3, name="conv")(i))
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), base,
+    ...                           keras.layers.GlobalAveragePooling2D(),
+    ...                           keras.layers.Dense(2, name="head")])
+    >>> flat = flatten_nested(model)
+    >>> [l.name for l in flat.layers][1:2], flat.count_params() == model.count_params()
+    (['conv'], True)
+
     Raises:
       InputError: for a subclassed model, whose graph cannot be read, and
         when a layer name repeats across the nested models.

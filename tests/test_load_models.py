@@ -145,8 +145,12 @@ print("loaded", len(expected))
     "import tfcompress\nimport keras",
     "import tfcompress\nimport tensorflow\nimport keras",
     "from tfcompress.prune import strip_pruning\nimport keras",
+    # a module that imports keras before its own names exist: registration
+    # waits until it has finished
+    "import warnings\nwarnings.simplefilter('error')\n"
+    "from tfcompress.utils.flatten import flatten_nested\nimport keras",
 ], ids=["keras_first", "tfcompress_first", "tensorflow_then_keras",
-        "prune_first"])
+        "prune_first", "utils_module_first"])
 def test_plain_keras_load_model_after_import_tfcompress(saved, imports):
     r = subprocess.run(
         [sys.executable, "-c", LOAD_ALL.format(imports=imports),

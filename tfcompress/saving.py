@@ -26,6 +26,10 @@ SERIALIZABLE_PACKAGES = ("tfcompress.prune", "tfcompress.quantize",
 
 # An import of either runs the other; registration waits for the outer one.
 _WATCHED = ("keras", "tensorflow")
+# ... and for a tfcompress module being imported around it: a module that
+# imports keras before defining its own names (tfcompress.utils.flatten)
+# would otherwise be imported again, half done, by the registration.
+_WATCHED_PREFIX = "tfcompress."
 
 
 def register_serializables():
@@ -81,7 +85,8 @@ def load_model(path, compile=True, safe_mode=True):
 
 class _RegisterAfterKerasImport:
     """A ``sys.meta_path`` finder that registers tfcompress's serializables
-    once the outermost import of Keras or TensorFlow has finished.
+    once Keras is imported and the outermost import of Keras, TensorFlow
+    or a tfcompress module has finished.
 
     It finds nothing itself: for the watched modules it asks the finders
     after it for the spec and wraps that spec's loader's ``exec_module``.
@@ -91,7 +96,8 @@ class _RegisterAfterKerasImport:
         self.depth = 0
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _WATCHED:
+        if fullname not in _WATCHED and \
+                not fullname.startswith(_WATCHED_PREFIX):
             return None
         spec = None
         for finder in sys.meta_path:
@@ -111,7 +117,7 @@ class _RegisterAfterKerasImport:
                 exec_module(module)
             finally:
                 self.depth -= 1
-            if self.depth == 0:
+            if self.depth == 0 and sys.modules.get("keras") is not None:
                 self._done()
 
         loader.exec_module = exec_then_register

@@ -64,6 +64,26 @@ def channel_affine(inputs, scale, shift, weight_bits, input_step=None):
     return inputs * fq.quantize_weights(scale, weight_bits, False) + shift
 
 
+class _NestedLayersMixin:
+    """Serializes the Keras layers a QAT layer holds (the attributes named
+    in ``NESTED_LAYERS``, each a layer or None) inside its config."""
+
+    NESTED_LAYERS = ()
+
+    def _nested_layers_config(self):
+        return {name: (None if getattr(self, name) is None
+                       else keras.layers.serialize(getattr(self, name)))
+                for name in self.NESTED_LAYERS}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in cls.NESTED_LAYERS:
+            if config.get(name):
+                config[name] = keras.layers.deserialize(config[name])
+        return cls(**config)
+
+
 class _RangeMixin:
     """Adds an EMA-tracked activation range to a layer."""
 
@@ -231,9 +251,12 @@ def _activation_fn(name):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
+class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
+                    keras.layers.Layer):
     """Conv1D/Conv2D/DepthwiseConv2D/Dense [+ BatchNorm] [+ activation]
     with fake-quantized (folded) weights and output."""
+
+    NESTED_LAYERS = ("layer", "batchnorm")
 
     def __init__(self, layer, batchnorm=None, activation=None,
                  weight_bits=8, activation_bits=8, per_channel=True,
@@ -536,10 +559,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        config.update(self._nested_layers_config())
         config.update({
-            "layer": keras.layers.serialize(self.layer),
-            "batchnorm": (keras.layers.serialize(self.batchnorm)
-                          if self.batchnorm is not None else None),
             "activation": self.activation_name,
             "weight_bits": self.weight_bits,
             "weight_bits_note": self.weight_bits_note,
@@ -557,21 +578,15 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, keras.layers.Layer):
             "freeze_bn_delay": self.freeze_bn_delay})
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
-        if config.get("batchnorm"):
-            config["batchnorm"] = keras.layers.deserialize(
-                config["batchnorm"])
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
+class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
+                     keras.layers.Layer):
     """A BatchNormalization that follows no Conv/Dense, as an int8
     per-channel affine op: a 1x1 depthwise convolution (TFLite
     DEPTHWISE_CONV_2D) for images, multiply-add otherwise."""
+
+    NESTED_LAYERS = ("batchnorm",)
 
     def __init__(self, batchnorm, weight_bits=8, activation_bits=8,
                  ema_decay=0.999, quantize_output=True, **kwargs):
@@ -611,18 +626,12 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"batchnorm": keras.layers.serialize(self.batchnorm),
-                       "weight_bits": self.weight_bits,
+        config.update(self._nested_layers_config())
+        config.update({"weight_bits": self.weight_bits,
                        "activation_bits": self.activation_bits,
                        "ema_decay": self.ema_decay,
                        "quantize_output": self.quantize_output})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["batchnorm"] = keras.layers.deserialize(config["batchnorm"])
-        return cls(**config)
 
 
 SWISH = ("swish", "silu")
@@ -635,9 +644,11 @@ def _is_swish(layer):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeOutput(_RangeMixin, keras.layers.Layer):
+class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
     """Runs a weightless layer (Add, pooling, activation, ...) or nothing
     (``layer=None``: the model input), then fake-quantizes its output."""
+
+    NESTED_LAYERS = ("layer",)
 
     # TFLite's int8 LOGISTIC and SOFTMAX write a fixed output scale of
     # 1/256 (zero point -128): the range [0, 255/256], not [0, 1] (whose
@@ -695,21 +706,13 @@ class QuantizeOutput(_RangeMixin, keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"layer": (keras.layers.serialize(self.layer)
-                                 if self.layer is not None else None),
-                       "activation_bits": self.activation_bits,
+        config.update(self._nested_layers_config())
+        config.update({"activation_bits": self.activation_bits,
                        "ema_decay": self.ema_decay,
                        "fixed_range": (list(self.fixed_range)
                                        if self.fixed_range else None),
                        "quantize_output": self.quantize_output})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if config.get("layer"):
-            config["layer"] = keras.layers.deserialize(config["layer"])
-        return cls(**config)
 
 
 QUANTIZE_LAYERS = (QuantizeFused, QuantizeAffine, QuantizeOutput)

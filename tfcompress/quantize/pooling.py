@@ -29,7 +29,8 @@ import math
 import keras
 
 from tfcompress.quantize import fake_quant as fq
-from tfcompress.quantize.layers import _InputStep, _InputStepMixin
+from tfcompress.quantize.layers import (_InputStep, _InputStepMixin,
+                                        _NestedLayersMixin)
 
 AVERAGE_POOLING = (keras.layers.AveragePooling1D,
                    keras.layers.AveragePooling2D)
@@ -46,10 +47,13 @@ def rounds_average(layer) -> bool:
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class QuantizeAveragePooling(_InputStepMixin, keras.layers.Layer):
+class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
+                             keras.layers.Layer):
     """An average pooling whose output is fake-quantized with the range
     of the quantizer that makes its input (found when the layer is
     called on a symbolic tensor, as the bias step of a fused layer is)."""
+
+    NESTED_LAYERS = ("layer",)
 
     def __init__(self, layer, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
@@ -85,12 +89,4 @@ class QuantizeAveragePooling(_InputStepMixin, keras.layers.Layer):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config["layer"] = keras.layers.serialize(self.layer)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.layers.deserialize(config["layer"])
-        return cls(**config)
+        return {**super().get_config(), **self._nested_layers_config()}

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from tfcompress.errors import InputError
+from tfcompress.utils.flatten import flatten_nested
 from tfcompress.utils.layer_map import copy_layer, is_container, map_layers
 
 L = keras.layers
@@ -99,7 +100,6 @@ def flat_model(model, what):
     if not model.built or not model.inputs:
         raise InputError(f"{what}: model {model.name!r} has no Input; "
                          "give it a keras.Input first")
-    from tfcompress.utils.flatten import flatten_nested
     return flatten_nested(model)
 
 

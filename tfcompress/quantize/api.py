@@ -15,6 +15,8 @@ from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.pooling import QuantizeAveragePooling
 from tfcompress.quantize.schemes import Default8BitScheme
+from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
+                                      repeated_names)
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
 from tfcompress.errors import InputError
 
@@ -94,7 +96,6 @@ def quantize_annotate_model(model):
 def _flat_keeping_annotations(model):
     """``flatten_nested(model)`` with each layer's quantize annotation
     (lost when flattening copies the layers) put back by name."""
-    from tfcompress.utils.flatten import flatten_nested
     configs = {layer.name: layer._tfcompress_quantize_config
                for layer in iter_layers(model)
                if hasattr(layer, "_tfcompress_quantize_config")}
@@ -128,7 +129,6 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
-    from tfcompress.utils.flatten import has_nested_model, repeated_names
     if has_nested_model(model) and not repeated_names(model):
         # one flat graph: a nested model quantized on its own gets an
         # input range of its own, and the converter a float island at its

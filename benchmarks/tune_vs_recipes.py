@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import common  # noqa: F401  (quiet TensorFlow logs, sys.path)
+from tfcompress.recipes.report import best_variant, variant_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,11 +53,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def accuracy(row):
-    a = row.get("tflite_accuracy")
-    return row.get("keras_accuracy") if a is None else a
-
-
 def compare(tuned, rows, best):
     """How the tuned model stands against each hand-written variant."""
     out = []
@@ -64,18 +60,17 @@ def compare(tuned, rows, best):
         if not r.get("gzip_bytes"):
             continue
         out.append({
-            "variant": r["variant"], "test_accuracy": accuracy(r),
+            "variant": r["variant"], "test_accuracy": variant_accuracy(r),
             "gzip_bytes": r["gzip_bytes"], "size_bytes": r["size_bytes"],
             "is_best": r["variant"] == best["variant"],
             "tuned_times_smaller": round(r["gzip_bytes"]
                                          / tuned["gzip_bytes"], 2),
             "tuned_accuracy_change_points": round(
-                100 * (tuned["test_accuracy"] - accuracy(r)), 2)})
+                100 * (tuned["test_accuracy"] - variant_accuracy(r)), 2)})
     return out
 
 
 def run_model(name, args, folder):
-    from tfcompress.recipes.report import best_variant
     from tfcompress.recipes.runner import run_recipe
     from tfcompress.tune import tune
     spec = MODELS[name]
@@ -115,7 +110,7 @@ def run_model(name, args, folder):
         "val_images": args.val, "recipe_seconds": round(recipe_seconds, 1),
         "tune_seconds": round(tune_seconds, 1),
         "recipe_float32_test_accuracy": next(
-            (accuracy(r) for r in report["variants"]
+            (variant_accuracy(r) for r in report["variants"]
              if r.get("mode") == "float32"), None),
         "best_variant": best["variant"],
         "best_reference": f"{reference_name} {reference:.4f}",

@@ -86,7 +86,13 @@ def _delegation(bench):
             "delegated_mac_share": d["delegated_mac_share"]}
 
 
-def _accuracy(row):
+def variant_accuracy(row):
+    """A report row's accuracy: its flatbuffer's (TFLite) when measured,
+    else its Keras model's.
+
+    >>> variant_accuracy({"tflite_accuracy": 0.81, "keras_accuracy": 0.8})
+    0.81
+    """
     a = row.get("tflite_accuracy")
     return row.get("keras_accuracy") if a is None else a
 
@@ -99,7 +105,7 @@ def best_variant(report):
     else the float32 flatbuffer's accuracy, else the Keras baseline's."""
     rows = [r for r in report.get("variants", [])
             if r.get("size_bytes") and r.get("gzip_bytes")
-            and _accuracy(r) is not None]
+            and variant_accuracy(r) is not None]
     if not rows:
         return None, None, None
     floats = [r for r in rows if r.get("mode") == "float32"]
@@ -109,13 +115,13 @@ def best_variant(report):
             return (r["fair_baseline_accuracy"],
                     f"fair float baseline, {r.get('total_epochs')} epochs")
         if floats:
-            return _accuracy(floats[0]), "float32"
+            return variant_accuracy(floats[0]), "float32"
         acc = report.get("baseline", {}).get("keras_accuracy")
         return acc, "Keras float"
 
     good = [r for r in rows if reference(r)[0] is None or
-            _accuracy(r) >= reference(r)[0] - ACCURACY_TOLERANCE]
-    best = (min(good, key=lambda r: (r["gzip_bytes"], -_accuracy(r)))
+            variant_accuracy(r) >= reference(r)[0] - ACCURACY_TOLERANCE]
+    best = (min(good, key=lambda r: (r["gzip_bytes"], -variant_accuracy(r)))
             if good else max(rows, key=_accuracy))
     return (best,) + reference(best)
 
@@ -156,7 +162,7 @@ def headline(report):
     if r["gzip"] is not None:
         line += (f"{r['gzip']:.1f}x smaller than the float32 flatbuffer "
                  f"gzipped ({r['raw']:.1f}x raw), ")
-    line += f"accuracy {_accuracy(best):.4f}"
+    line += f"accuracy {variant_accuracy(best):.4f}"
     if ref_acc is not None:
         line += f" ({ref_name} {ref_acc:.4f})"
     return line
@@ -275,7 +281,7 @@ def report_json(recipe, results, rows) -> dict:
                 "ratio_vs_float32_tflite": best["ratio_vs_float32_tflite"],
                 "size_bytes": best["size_bytes"],
                 "gzip_bytes": best["gzip_bytes"],
-                "accuracy": _accuracy(best),
+                "accuracy": variant_accuracy(best),
                 "reference_accuracy": ref_acc, "reference": ref_name,
                 "text": headline(report)}
     return {"schema": "tfcompress.run-report/2", "headline": lead,

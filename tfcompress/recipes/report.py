@@ -122,7 +122,7 @@ def best_variant(report):
     good = [r for r in rows if reference(r)[0] is None or
             variant_accuracy(r) >= reference(r)[0] - ACCURACY_TOLERANCE]
     best = (min(good, key=lambda r: (r["gzip_bytes"], -variant_accuracy(r)))
-            if good else max(rows, key=_accuracy))
+            if good else max(rows, key=variant_accuracy))
     return (best,) + reference(best)
 
 

@@ -92,7 +92,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help=f"comma-separated from {', '.join(MODELS)}")
-    p.add_argument("--epochs", type=int, default=3,
+    p.add_argument("--epochs", type=int, default=6,
                    help="float training epochs E")
     p.add_argument("--finetune-epochs", type=int, default=2,
                    help="epochs F of each fine-tune stage")
@@ -146,12 +146,13 @@ def parse_args(argv=None):
                         "batch norms use their moving statistics "
                         "(Default8BitScheme freeze_bn_delay; default: "
                         "never, batch statistics throughout)")
-    p.add_argument("--speed-size", default=None,
+    p.add_argument("--speed-size", default="96",
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
                         "models are also timed: the trained weights in "
                         "the same architecture at that input shape "
-                        "(latency only: they were trained at --size)")
+                        "(latency only: they were trained at --size); "
+                        "'' for none (default: 96)")
     p.add_argument("--jobs", type=int, default=2,
                    help="models trained at once, each in its own process "
                         "(their first training steps are single-threaded "

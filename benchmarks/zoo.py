@@ -10,17 +10,14 @@ and repeated to 3 channels; every model trains from scratch
 Models with their own preprocessing layers (MobileNetV3Small,
 EfficientNetB0: Rescaling 1/255) get pixels in [0, 255], the others [0, 1].
 
-Training per model (Adam, batch 128; every ``fit`` decays its learning
-rate to 0 along a cosine, so each accuracy is read at the end of a
-schedule, not at a point of an oscillating one): the float model trains
-``--epochs`` E from 1e-3; each compressed path starts from it and
-fine-tunes from 5e-4: QAT for F (``--finetune-epochs``), pruning for F
-then prune-preserving QAT for F, channel pruning for F then the shrunk
-model for F. The float model continues for two more fits of F epochs
-each from 5e-4 (the longest pipeline, so the baseline trained as long as
-any compressed model); that fair float model is what post-training int8
-and float32 convert. QAT's aim compares it with the float model after the
-first of those fits (E + F epochs, as long as QAT trained in total).
+Training per model (Adam, batch 128): the float model trains
+``--epochs`` E at 1e-3; each compressed path starts from it and fine-tunes
+at 5e-4: QAT for F (``--finetune-epochs``), pruning for F then
+prune-preserving QAT for F, channel pruning for F. The float model
+continues for 2F more epochs at 5e-4 (the longest pipeline, so the
+baseline trained as long as any compressed model); that fair float model
+is what post-training int8 and float32 convert. QAT's aim compares it with
+the float model after E + F epochs, as long as QAT trained in total.
 
 After every model has trained, all flatbuffers are timed with LiteRT,
 one thread, XNNPACK on and off, alternating (``common.alternating_p50``).
@@ -349,24 +346,21 @@ def clone(model):
     return c
 
 
-def cosine(keras_module, lr, epochs, samples):
-    """The learning rate of one ``fit``: from ``lr`` to 0 along a cosine
-    over its ``epochs`` epochs of ``samples`` images (Keras 3 or tf_keras).
+def accuracy_after(keras, epochs, data):
+    """A callback recording the test accuracy after ``epochs`` epochs of
+    the fit it is given to (``.accuracy``)."""
+    class AccuracyAfter(keras.callbacks.Callback):
+        accuracy = None
 
-    >>> import keras
-    >>> s = cosine(keras, 1e-3, 2, 256)   # 2 steps per epoch
-    >>> [round(float(s(step)), 6) for step in (0, 2, 4)]
-    [0.001, 0.0005, 0.0]
-    """
-    steps = int(np.ceil(samples / BATCH)) * epochs
-    return keras_module.optimizers.schedules.CosineDecay(lr, steps)
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == epochs:
+                self.accuracy = common.keras_accuracy(self.model, data)
+    return AccuracyAfter()
 
 
 def timed_train(model, data, epochs, lr, callbacks=()):
-    import keras
     t = time.perf_counter()
-    common.train(model, data, epochs, batch_size=BATCH,
-                 lr=cosine(keras, lr, epochs, len(data[0][0])),
+    common.train(model, data, epochs, batch_size=BATCH, lr=lr,
                  callbacks=callbacks)
     return round(time.perf_counter() - t, 1)
 
@@ -381,8 +375,7 @@ def timed_distill(model, data, teacher_logits, epochs, lr, callbacks=()):
     from tfcompress.distill import Distiller
     (xt, yt), _ = data
     d = Distiller(model, None, temperature=DISTILL_T, alpha=DISTILL_ALPHA)
-    d.compile(optimizer=keras.optimizers.Adam(
-        cosine(keras, lr, epochs, len(xt))))
+    d.compile(optimizer=keras.optimizers.Adam(lr))
     t = time.perf_counter()
     d.fit(xt, (yt, teacher_logits), epochs=epochs, batch_size=BATCH,
           verbose=0, callbacks=list(callbacks))
@@ -443,9 +436,9 @@ def run_model(name, args, tmp):
     start = clone(fl)
     save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
-    secs["float_continue"] = timed_train(fl, data, F, FT_LR)
-    row["float_accuracy_plus_f"] = common.keras_accuracy(fl, data)
-    secs["float_continue"] += timed_train(fl, data, F, FT_LR)
+    after_f = accuracy_after(keras, F, data)   # one fit: one trace
+    secs["float_continue"] = timed_train(fl, data, 2 * F, FT_LR, [after_f])
+    row["float_accuracy_plus_f"] = after_f.accuracy
     row["float_fair_accuracy"] = common.keras_accuracy(fl, data)
     row["float_epochs"], row["float_fair_epochs"] = E, E + 2 * F
     print(f"[{name}] float {row['float_accuracy']:.4f} after {E} epochs, "
@@ -631,7 +624,7 @@ def tfmot_side(args):
     out = {"tfmot": tfmot.__version__, "int8_from": None}
 
     def fit(m, epochs, lr, callbacks=()):
-        m.compile(k.optimizers.Adam(cosine(k, lr, epochs, len(x))),
+        m.compile(k.optimizers.Adam(lr),
                   k.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
         m.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0,

@@ -273,3 +273,18 @@ def test_add_of_a_concatenation_and_a_conv_freezes_both():
     for name in ("a", "b", "c"):
         assert not spaces[(name,)].prunable
         assert "add" in spaces[(name,)].frozen
+
+
+def test_count_macs_sees_through_pruning_quantize_and_cluster_wrappers():
+    from tfcompress import cluster, quantize
+    model = mobilenet_small()
+    macs = prune.count_macs(model)
+    assert macs > 0
+    wrapped = {
+        "pruned": prune.prune_low_magnitude(
+            model, prune.ConstantSparsity(0.5, 0)),
+        "qat": quantize.quantize_model(model),
+        "clustered": cluster.cluster_weights(model, number_of_clusters=4),
+    }
+    for kind, m in wrapped.items():
+        assert prune.count_macs(m) == macs, kind

@@ -180,23 +180,35 @@ def shrink(model):
     return new
 
 
+_MAC_LAYERS = (L.Dense, L.Conv1D, L.Conv2D, L.DepthwiseConv2D) + SEPARABLE
+
+
+def _unwrapped(layer):
+    """The layer a pruning, clustering or QAT wrapper holds (``.layer``,
+    nested wrappers too), or ``layer`` itself."""
+    while not isinstance(layer, _MAC_LAYERS) and isinstance(
+            getattr(layer, "layer", None), keras.layers.Layer):
+        layer = layer.layer
+    return layer
+
+
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass (Conv, Dense, Depthwise,
-    SeparableConv).
+    SeparableConv), also inside pruning, clustering and QAT wrappers.
 
     >>> from tfcompress.models import lenet_300_100
     >>> count_macs(lenet_300_100())
     266200
     """
     total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += count_macs(layer)
+    for outer in model.layers:
+        if isinstance(outer, keras.Model):
+            total += count_macs(outer)
             continue
-        if not isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D,
-                                  L.DepthwiseConv2D) + SEPARABLE):
+        layer = _unwrapped(outer)
+        if not isinstance(layer, _MAC_LAYERS):
             continue
-        out = layer.output.shape
+        out = outer.output.shape   # the wrapper's output is the layer's
         spatial = int(np.prod(out[1:-1])) if len(out) > 2 else 1
         if isinstance(layer, SEPARABLE):
             kernels = (layer.depthwise_kernel, layer.pointwise_kernel)

@@ -136,6 +136,11 @@ def parse_args(argv=None):
                    choices=["l1", "l2", "bn_gamma"],
                    help="channel ranking of the channel path "
                         "(ChannelPruning norm)")
+    p.add_argument("--channel-finetune", choices=("qat", "float"),
+                   default="qat",
+                   help="channel path: the shrunk model's F fine-tuning "
+                        "epochs as QAT (int8 from its fake-quant ranges; "
+                        "default) or in float, then post-training int8")
     p.add_argument("--channel-distill", action="store_true",
                    help="channel path: prune and fine-tune with "
                         "distillation from the unpruned float model it "
@@ -483,7 +488,8 @@ def run_model(name, args, tmp):
         """Channel pruning with the fair float model's epoch budget:
         E float epochs, F epochs pruning (sparsity ramps from 0 over the
         first 70% of them, then holds), shrink, F epochs fine-tuning the
-        shrunk model."""
+        shrunk model: QAT (``--channel-finetune qat``) or float, then
+        post-training int8."""
         c = clone(start)
         sparsity = args.channel_sparsity
         cb = prune.ChannelPruning(channel_schedule(sparsity, steps),
@@ -491,7 +497,8 @@ def run_model(name, args, tmp):
         res = row["paths"].setdefault("channel_int8", {})
         res.update({"sparsity": sparsity, "epochs": E + 2 * F,
                     "norm": args.channel_norm,
-                    "distill": args.channel_distill})
+                    "distill": args.channel_distill,
+                    "finetune": args.channel_finetune})
         if args.channel_distill:
             logits = start.predict(xt, batch_size=500, verbose=0)
 
@@ -513,19 +520,23 @@ def run_model(name, args, tmp):
         from tfcompress.ptq import reestimate_batchnorm
         res["shrunk_bn_reestimated_keras_accuracy"] = common.keras_accuracy(
             reestimate_batchnorm(small, xt, samples=1000), data)
-        secs["channel_finetune"] = fit(small)
         res.update({
-            "keras_accuracy": common.keras_accuracy(small, data),
             "params": int(small.count_params()),
             "params_ratio": small.count_params() / fl.count_params(),
             "mac_ratio": prune.count_macs(small) / prune.count_macs(fl)})
+        qat_finetune = args.channel_finetune == "qat"
+        if qat_finetune:
+            small = quantize.quantize_model(small, quantize.Default8BitScheme(
+                freeze_bn_delay=delay))
+        secs["channel_finetune"] = fit(small)
+        res["keras_accuracy"] = common.keras_accuracy(small, data)
         print(f"[{name}] channel {sparsity:.0%}: masked "
               f"{res['masked_keras_accuracy']:.4f}, shrunk "
               f"{res['shrunk_keras_accuracy']:.4f}, fine-tuned "
               f"{res['keras_accuracy']:.4f}, MACs {res['mac_ratio']:.2%}",
               flush=True)
         kept["channel_int8"] = small
-        to_tflite("channel_int8", small)
+        to_tflite("channel_int8", small, check=qat_finetune)
     step("channel_int8", channels)
     if "ptq_int8" in wanted and "error" not in row["paths"].get(
             "ptq_int8", {}):
@@ -720,7 +731,7 @@ TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
                       "test_samples", "calibration_samples")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "speed_size",
-    "channel_distill", "qat_freeze_bn_delay")
+    "channel_distill", "channel_finetune", "qat_freeze_bn_delay")
 
 
 def side_command(side, name, args, tmp, options):
@@ -997,7 +1008,7 @@ def markdown(results, args):
               "error (steps) | within 1 step | p50 ratio vs converter "
               "PTQ | op difference |", "|---" * 7 + "|"]
     for name, row in results.items():
-        for key in ("qat_int8", "pruned_pqat_int8"):
+        for key in ("qat_int8", "pruned_pqat_int8", "channel_int8"):
             r = row.get("paths", {}).get(key, {})
             a = r.get("agreement")
             if not a:
@@ -1042,15 +1053,19 @@ def ranking_note(rows):
     """How the channel path ranked channels (``--channel-norm``,
     ``--channel-distill``), as one sentence for the step table.
 
-    >>> ranking_note([("m", {"norm": "bn_gamma", "distill": False})])
-    ' Channels ranked by bn_gamma.'
+    >>> ranking_note([("m", {"norm": "bn_gamma", "distill": False,
+    ...                          "finetune": "qat"})])
+    ' Channels ranked by bn_gamma; the shrunk model fine-tuned with QAT.'
     """
-    kinds = sorted({(c.get("norm", "l1"), bool(c.get("distill")))
-                    for _, c in rows})
+    kinds = sorted({(c.get("norm", "l1"), bool(c.get("distill")),
+                     c.get("finetune", "float")) for _, c in rows})
     return "".join(f" Channels ranked by {norm}" +
                    (", pruned and fine-tuned with distillation from the "
-                    "unpruned float model" if distill else "") + "."
-                   for norm, distill in kinds)
+                    "unpruned float model" if distill else "") +
+                   ("; the shrunk model fine-tuned with QAT" if finetune ==
+                    "qat" else "; the shrunk model fine-tuned in float, "
+                    "then post-training int8") + "."
+                   for norm, distill, finetune in kinds)
 
 
 def channel_lines(results):

@@ -214,6 +214,18 @@ def test_channel_ranking_options_are_parsed_and_reported():
     assert "bn_gamma" in note and "distillation" in note
 
 
+def test_channel_finetune_is_qat_by_default_and_reported():
+    assert zoo.parse_args([]).channel_finetune == "qat"
+    assert zoo.parse_args(["--channel-finetune", "float"]
+                          ).channel_finetune == "float"
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--channel-finetune", "int8"])
+    assert "with QAT" in zoo.ranking_note(
+        [("m", {"norm": "l1", "finetune": "qat"})])
+    assert "post-training int8" in zoo.ranking_note(
+        [("m", {"norm": "l1", "finetune": "float"})])
+
+
 def test_qat_aim_compares_with_the_float_model_trained_as_long():
     # QAT fine-tunes F epochs from the E-epoch float model: its baseline is
     # the float model after E + F epochs, not the fair float after E + 2F

@@ -1,0 +1,129 @@
+"""QAT int8 against the float model trained as long, over several seeds.
+
+One zoo run (``benchmarks/zoo.py``) compares each model's QAT int8 accuracy
+with its float model's after the same number of epochs once. At the zoo's
+budget the test accuracy of one float model moves by 1-2 points between
+epochs and between shuffling seeds, so one run cannot decide a 0.5-point
+aim. This script trains each model's float start once (E epochs, seed 0,
+the zoo's data, architecture and settings), then for each seed fine-tunes
+two copies of it for F epochs with the same shuffling: one in float, one
+with ``quantize.quantize_model``, and converts the QAT model to strict
+int8. It reports the QAT int8 (TFLite) minus float (Keras) difference per
+seed and its mean and standard deviation.
+
+    .venv/bin/python benchmarks/qat_seeds.py                # 4 models, 3 seeds
+    .venv/bin/python benchmarks/qat_seeds.py --models resnet20 --seeds 2 \\
+        --train-samples 1000 --test-samples 500 --epochs 1 --name qat_small
+
+Writes ``benchmarks/results/<name>.{json,md}``.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402
+import zoo  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=zoo.DEFAULT_MODELS)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6, help="float epochs E")
+    p.add_argument("--finetune-epochs", type=int, default=2,
+                   help="epochs F of each fine-tune (float and QAT)")
+    p.add_argument("--train-samples", type=int, default=6000)
+    p.add_argument("--test-samples", type=int, default=2000)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--calibration-samples", type=int, default=200)
+    p.add_argument("--name", default="qat_seeds")
+    args = p.parse_args(argv)
+    unknown = [m for m in args.models.split(",") if m not in zoo.MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(zoo.MODELS)}")
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    return args
+
+
+def summary(differences):
+    """Mean and sample standard deviation (points) of per-seed
+    differences given as fractions.
+
+    >>> summary([0.01, -0.01, 0.0])
+    {'mean_points': 0.0, 'sd_points': 1.0, 'runs': 3}
+    """
+    d = 100 * np.asarray(differences, np.float64)
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    return {"mean_points": round(float(np.mean(d)), 6),
+            "sd_points": round(sd, 6), "runs": len(d)}
+
+
+def run_model(name, args):
+    import keras
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    data = zoo.load(args, name)
+    (xt, _), _ = data
+    keras.utils.set_random_seed(0)
+    start = zoo.build(name, keras, args.size)
+    zoo.timed_train(start, data, args.epochs, 1e-3)
+    row = {"float_start_accuracy": common.keras_accuracy(start, data),
+           "seeds": []}
+    for seed in range(1, args.seeds + 1):
+        keras.utils.set_random_seed(seed)
+        fl = zoo.clone(start)
+        zoo.timed_train(fl, data, args.finetune_epochs, zoo.FT_LR)
+        keras.utils.set_random_seed(seed)
+        q = quantize.quantize_model(zoo.clone(start))
+        zoo.timed_train(q, data, args.finetune_epochs, zoo.FT_LR)
+        r = convert(q, "int8", strict=True,
+                    representative_data=xt[:args.calibration_samples])
+        one = {"seed": seed, "float": common.keras_accuracy(fl, data),
+               "qat_keras": common.keras_accuracy(q, data),
+               "qat_int8": common.tflite_accuracy(r.tflite_bytes, data)}
+        row["seeds"].append(one)
+        print(f"[{name}] seed {seed}: float {one['float']:.4f}, QAT int8 "
+              f"{one['qat_int8']:.4f}", flush=True)
+    row.update(summary([s["qat_int8"] - s["float"] for s in row["seeds"]]))
+    return row
+
+
+def markdown(results, args):
+    lines = [f"E = {args.epochs} float epochs (seed 0), then per seed F = "
+             f"{args.finetune_epochs} epochs of float and of QAT from the "
+             f"same start with the same shuffling; {args.train_samples} "
+             f"training / {args.test_samples} test images, "
+             f"{args.size}x{args.size}. Difference: QAT int8 (TFLite) minus "
+             "float (Keras), points.", "",
+             "| model | float start | per seed: float / QAT int8 | mean "
+             "difference | sd |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        seeds = "; ".join(f"{s['float']:.4f} / {s['qat_int8']:.4f}"
+                          for s in r["seeds"])
+        lines.append(f"| {name} | {r['float_start_accuracy']:.4f} | {seeds} "
+                     f"| {r['mean_points']:+.2f} | {r['sd_points']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = {}
+    for name in args.models.split(","):
+        results[name] = run_model(name, args)
+    common.save(args.name, {"args": vars(args), "models": results})
+    text = markdown(results, args)
+    common.save_markdown(args.name, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    from tfcompress.quiet import filter_native_stderr_live
+    filter_native_stderr_live()   # TensorFlow's log lines, not the figures
+    main()

@@ -1,0 +1,37 @@
+"""benchmarks/qat_seeds.py: its options, per-seed summary and table."""
+
+import os
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCH)
+import qat_seeds  # noqa: E402
+
+
+def test_summary_is_mean_and_sample_sd_in_points():
+    s = qat_seeds.summary([0.02, 0.0, -0.005])
+    assert s["mean_points"] == pytest.approx(0.5)
+    assert s["sd_points"] == pytest.approx(1.3228757, rel=1e-6)
+    assert s["runs"] == 3
+    assert qat_seeds.summary([0.01])["sd_points"] == 0.0
+
+
+def test_unknown_model_and_zero_seeds_are_refused():
+    with pytest.raises(SystemExit):
+        qat_seeds.parse_args(["--models", "resnet18"])
+    with pytest.raises(SystemExit):
+        qat_seeds.parse_args(["--seeds", "0"])
+
+
+def test_table_lists_every_seed_and_the_signed_mean():
+    args = qat_seeds.parse_args(["--models", "resnet20", "--seeds", "2"])
+    row = {"float_start_accuracy": 0.8, "seeds": [
+        {"seed": 1, "float": 0.85, "qat_int8": 0.84},
+        {"seed": 2, "float": 0.86, "qat_int8": 0.87}]}
+    row.update(qat_seeds.summary([-0.01, 0.01]))
+    text = qat_seeds.markdown({"resnet20": row}, args)
+    assert "| resnet20 | 0.8000 | 0.8500 / 0.8400; 0.8600 / 0.8700 | " \
+           "+0.00 | 1.41 |" in text

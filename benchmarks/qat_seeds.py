@@ -31,22 +31,22 @@ import zoo  # noqa: E402
 
 
 def parse_args(argv=None):
+    zoo_default = zoo.parse_args([])   # the zoo's settings, unless given
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=zoo.DEFAULT_MODELS)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=6, help="float epochs E")
-    p.add_argument("--finetune-epochs", type=int, default=2,
+    p.add_argument("--epochs", type=int, default=zoo_default.epochs,
+                   help="float epochs E")
+    p.add_argument("--finetune-epochs", type=int,
+                   default=zoo_default.finetune_epochs,
                    help="epochs F of each fine-tune (float and QAT)")
-    p.add_argument("--train-samples", type=int, default=6000)
-    p.add_argument("--test-samples", type=int, default=2000)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--calibration-samples", type=int, default=200)
+    for option in ("train_samples", "test_samples", "size",
+                   "calibration_samples"):
+        p.add_argument("--" + option.replace("_", "-"), type=int,
+                       default=getattr(zoo_default, option))
     p.add_argument("--name", default="qat_seeds")
     args = p.parse_args(argv)
-    unknown = [m for m in args.models.split(",") if m not in zoo.MODELS]
-    if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; choose from "
-                f"{', '.join(zoo.MODELS)}")
+    zoo.check_models(p, args.models)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
     return args

@@ -88,6 +88,15 @@ QUICK = {"models": "mobilenet_v2", "train_samples": 384,
          "calibration_samples": 64, "name": "zoo_quick"}
 
 
+def check_models(parser, models):
+    """Exits through ``parser.error`` naming the choices when the
+    comma-separated ``models`` has a name that is not in :data:`MODELS`."""
+    unknown = [m for m in models.split(",") if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(MODELS)}")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=DEFAULT_MODELS,
@@ -176,10 +185,7 @@ def parse_args(argv=None):
         for k, v in QUICK.items():
             if getattr(given, k) is None:
                 setattr(args, k, v)
-    unknown = [m for m in args.models.split(",") if m not in MODELS]
-    if unknown:
-        p.error(f"unknown model(s) {', '.join(unknown)}; choose from "
-                f"{', '.join(MODELS)}")
+    check_models(p, args.models)
     if args.size < 32:
         p.error("--size must be at least 32 (keras.applications minimum)")
     wanted = PATH_KEYS if args.paths is None else args.paths.split(",")
@@ -488,8 +494,8 @@ def run_model(name, args, tmp):
         """Channel pruning with the fair float model's epoch budget:
         E float epochs, F epochs pruning (sparsity ramps from 0 over the
         first 70% of them, then holds), shrink, F epochs fine-tuning the
-        shrunk model: QAT (``--channel-finetune qat``) or float, then
-        post-training int8."""
+        shrunk model: QAT, converted from its own ranges
+        (``--channel-finetune qat``), or float, then post-training int8."""
         c = clone(start)
         sparsity = args.channel_sparsity
         cb = prune.ChannelPruning(channel_schedule(sparsity, steps),

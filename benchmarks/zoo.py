@@ -145,6 +145,12 @@ def parse_args(argv=None):
                    choices=["l1", "l2", "bn_gamma"],
                    help="channel ranking of the channel path "
                         "(ChannelPruning norm)")
+    p.add_argument("--channel-allocation", choices=("uniform", "global"),
+                   default="uniform",
+                   help="channel path: remove --channel-sparsity of every "
+                        "channel space (uniform) or of all channels "
+                        "together, the weakest of the model first "
+                        "(global; ChannelPruning allocation)")
     p.add_argument("--channel-finetune", choices=("qat", "float"),
                    default="qat",
                    help="channel path: the shrunk model's F fine-tuning "
@@ -499,10 +505,12 @@ def run_model(name, args, tmp):
         c = clone(start)
         sparsity = args.channel_sparsity
         cb = prune.ChannelPruning(channel_schedule(sparsity, steps),
-                                  norm=args.channel_norm, model=c)
+                                  norm=args.channel_norm, model=c,
+                                  allocation=args.channel_allocation)
         res = row["paths"].setdefault("channel_int8", {})
         res.update({"sparsity": sparsity, "epochs": E + 2 * F,
                     "norm": args.channel_norm,
+                    "allocation": args.channel_allocation,
                     "distill": args.channel_distill,
                     "finetune": args.channel_finetune})
         if args.channel_distill:
@@ -736,7 +744,8 @@ def load_start_weights(model, path):
 TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
                       "test_samples", "calibration_samples")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
-    "paths", "channel_sparsity", "channel_norm", "speed_size",
+    "paths", "channel_sparsity", "channel_norm", "channel_allocation",
+    "speed_size",
     "channel_distill", "channel_finetune", "qat_freeze_bn_delay")
 
 
@@ -1064,14 +1073,17 @@ def ranking_note(rows):
     ' Channels ranked by bn_gamma; the shrunk model fine-tuned with QAT.'
     """
     kinds = sorted({(c.get("norm", "l1"), bool(c.get("distill")),
-                     c.get("finetune", "float")) for _, c in rows})
+                     c.get("finetune", "float"),
+                     c.get("allocation", "uniform")) for _, c in rows})
     return "".join(f" Channels ranked by {norm}" +
+                   (" across the whole model (global allocation)"
+                    if allocation == "global" else "") +
                    (", pruned and fine-tuned with distillation from the "
                     "unpruned float model" if distill else "") +
                    ("; the shrunk model fine-tuned with QAT" if finetune ==
                     "qat" else "; the shrunk model fine-tuned in float, "
                     "then post-training int8") + "."
-                   for norm, distill, finetune in kinds)
+                   for norm, distill, finetune, allocation in kinds)
 
 
 def channel_lines(results):

@@ -288,3 +288,55 @@ def test_count_macs_sees_through_pruning_quantize_and_cluster_wrappers():
     }
     for kind, m in wrapped.items():
         assert prune.count_macs(m) == macs, kind
+
+
+def _global_pruning_model():
+    """Two channel spaces with their BatchNormalization scales set by
+    hand: ``a`` (8 channels) has six weak channels, ``b`` (32 channels)
+    none."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="a")(inp)
+    x = keras.layers.BatchNormalization(name="a_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(32, 3, use_bias=False, name="b")(x)
+    x = keras.layers.BatchNormalization(name="b_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(4, name="logits")(x))
+    gamma_a = np.full(8, 1.0, np.float32)
+    gamma_a[:6] = 0.01
+    model.get_layer("a_bn").gamma.assign(gamma_a)
+    model.get_layer("b_bn").gamma.assign(
+        np.linspace(0.8, 1.2, 32).astype(np.float32))
+    return model
+
+
+def _prune_once(model, **kw):
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.25, 0), model=model,
+                              **kw)
+    cb.on_train_begin()
+    cb.on_train_batch_begin(0)
+    return {row["producers"][0]: row["kept"] for row in cb.summary()}
+
+
+def test_global_allocation_prunes_the_weakest_channels_of_the_model():
+    kept = _prune_once(_global_pruning_model(), allocation="global")
+    # 25% of 40 channels = 10: the 6 weak channels of a, 4 of b
+    assert kept == {"a": 2, "b": 28}
+    assert _prune_once(_global_pruning_model()) == {"a": 6, "b": 24}
+
+
+def test_global_allocation_keeps_max_space_sparsity():
+    kept = _prune_once(_global_pruning_model(), allocation="global",
+                       max_space_sparsity=0.5)
+    assert kept == {"a": 4, "b": 26}
+
+
+def test_bad_allocation():
+    with pytest.raises(ValueError, match="allocation"):
+        prune.ChannelPruning(prune.ConstantSparsity(0.5, 0),
+                             allocation="layer")
+    with pytest.raises(ValueError, match="max_space_sparsity"):
+        prune.ChannelPruning(prune.ConstantSparsity(0.5, 0),
+                             max_space_sparsity=1.0)

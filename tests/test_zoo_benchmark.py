@@ -226,6 +226,17 @@ def test_channel_finetune_is_qat_by_default_and_reported():
         [("m", {"norm": "l1", "finetune": "float"})])
 
 
+def test_channel_allocation_is_parsed_and_reported():
+    assert zoo.parse_args([]).channel_allocation == "uniform"
+    assert zoo.parse_args(["--channel-allocation", "global"]
+                          ).channel_allocation == "global"
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--channel-allocation", "layer"])
+    assert "global allocation" in zoo.ranking_note(
+        [("m", {"norm": "bn_gamma", "allocation": "global"})])
+    assert "global" not in zoo.ranking_note([("m", {"norm": "bn_gamma"})])
+
+
 def test_qat_aim_compares_with_the_float_model_trained_as_long():
     # QAT fine-tunes F epochs from the E-epoch float model: its baseline is
     # the float model after E + F epochs, not the fair float after E + 2F

@@ -29,6 +29,7 @@ from tfcompress.utils.layer_map import is_container
 
 
 NORMS = ("l1", "l2", "bn_gamma")
+ALLOCATIONS = ("uniform", "global")
 
 
 def _gamma_scores(space):
@@ -99,17 +100,65 @@ def zero_channels(space, keep):
                 layer.bias.assign(np.asarray(layer.bias) * full)
 
 
+def channels_to_remove(scores, sparsity, allocation="uniform",
+                       max_space_sparsity=0.8):
+    """How many channels to remove from each space.
+
+    ``"uniform"``: ``sparsity`` of every space. ``"global"``: ``sparsity``
+    of all the spaces' channels together, the weakest first, each space's
+    scores divided by their mean so that spaces compare (a space whose
+    scores are spread loses more than one whose channels are alike); no
+    space loses more than ``max_space_sparsity`` of its channels. Every
+    space keeps at least one.
+
+    >>> a = np.array([0.01, 0.01, 0.01, 1.0])
+    >>> b = np.array([0.9, 1.0, 1.1, 1.0])
+    >>> channels_to_remove([a, b], 0.25)
+    [1, 1]
+    >>> channels_to_remove([a, b], 0.25, "global", max_space_sparsity=0.75)
+    [2, 0]
+    """
+    if allocation == "uniform":
+        return [min(int(np.floor(len(s) * sparsity)), len(s) - 1)
+                for s in scores]
+    total = int(np.floor(sum(len(s) for s in scores) * sparsity))
+    caps = [min(int(np.floor(len(s) * max_space_sparsity)), len(s) - 1)
+            for s in scores]
+    pooled = np.concatenate([s / max(float(np.mean(s)), 1e-12)
+                             for s in scores])
+    owner = np.concatenate([np.full(len(s), i) for i, s in
+                            enumerate(scores)])
+    counts = [0] * len(scores)
+    removed = 0
+    for j in np.argsort(pooled, kind="stable"):
+        if removed == total:
+            break
+        if counts[owner[j]] < caps[owner[j]]:
+            counts[owner[j]] += 1
+            removed += 1
+    return counts
+
+
 class ChannelPruning(keras.callbacks.Callback):
     """Zeros the weakest whole channels on a pruning schedule.
 
     Args:
       pruning_schedule: a :class:`PruningSchedule`; its sparsity is the
-        fraction of channels removed in each channel space.
+        fraction of channels removed: of each channel space
+        (``allocation="uniform"``) or of all of them together
+        (``"global"``).
       norm: channel ranking, see :func:`channel_scores`: ``"bn_gamma"``
         (default: the BatchNormalization scales on the path, ``"l2"``
         where there is none) or ``"l1"``/``"l2"`` (producer kernel
         norms).
       exclude: names of producer layers whose channels are kept.
+      allocation: ``"uniform"`` (default: every space loses the same
+        fraction) or ``"global"`` (the weakest channels of the whole model,
+        scores compared after dividing each space's by its mean; thin
+        spaces whose channels all matter keep more, wide ones with weak
+        channels lose more), see :func:`channels_to_remove`.
+      max_space_sparsity: with ``"global"``, the largest fraction of any
+        one space removed (default 0.8).
       initial_step: the step to start from (to resume a run).
       model: the model to prune when ``fit`` runs another one around it
         (e.g. ``tfcompress.distill.Distiller(student, ...)``: pass
@@ -117,11 +166,20 @@ class ChannelPruning(keras.callbacks.Callback):
     """
 
     def __init__(self, pruning_schedule, norm="bn_gamma", exclude=(),
-                 initial_step=0, model=None):
+                 initial_step=0, model=None, allocation="uniform",
+                 max_space_sparsity=0.8):
         super().__init__()
         if norm not in NORMS:
             raise InputError(f"norm must be one of {', '.join(NORMS)}, "
                              f"got {norm!r}")
+        if allocation not in ALLOCATIONS:
+            raise InputError(f"allocation must be one of "
+                             f"{', '.join(ALLOCATIONS)}, got {allocation!r}")
+        if not 0.0 < max_space_sparsity < 1.0:
+            raise InputError(f"max_space_sparsity must be between 0 and 1 "
+                             f"(exclusive), got {max_space_sparsity!r}")
+        self.allocation = allocation
+        self.max_space_sparsity = float(max_space_sparsity)
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.norm = norm
         self.exclude = set(exclude)
@@ -156,13 +214,13 @@ class ChannelPruning(keras.callbacks.Callback):
         import tensorflow as tf
         sparsity = float(self.pruning_schedule(
             tf.constant(self.step, tf.int64))[1])
-        for i, space in enumerate(self.spaces):
-            n_remove = min(int(np.floor(space.channels * sparsity)),
-                           space.channels - 1)
+        scores = [channel_scores(s, self.norm) for s in self.spaces]
+        counts = channels_to_remove(scores, sparsity, self.allocation,
+                                    self.max_space_sparsity)
+        for i, (space, n_remove) in enumerate(zip(self.spaces, counts)):
             keep = np.ones(space.channels, np.float32)
             if n_remove > 0:
-                order = np.argsort(channel_scores(space, self.norm),
-                                   kind="stable")
+                order = np.argsort(scores[i], kind="stable")
                 keep[order[:n_remove]] = 0
             self.keeps[i] = keep
             zero_channels(space, keep)

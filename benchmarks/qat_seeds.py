@@ -44,6 +44,9 @@ def parse_args(argv=None):
                    "calibration_samples"):
         p.add_argument("--" + option.replace("_", "-"), type=int,
                        default=getattr(zoo_default, option))
+    p.add_argument("--finetune-lr", type=float,
+                   default=zoo_default.finetune_lr,
+                   help="Adam learning rate of both fine-tunes")
     p.add_argument("--name", default="qat_seeds")
     args = p.parse_args(argv)
     zoo.check_models(p, args.models)
@@ -79,10 +82,10 @@ def run_model(name, args):
     for seed in range(1, args.seeds + 1):
         keras.utils.set_random_seed(seed)
         fl = zoo.clone(start)
-        zoo.timed_train(fl, data, args.finetune_epochs, zoo.FT_LR)
+        zoo.timed_train(fl, data, args.finetune_epochs, args.finetune_lr)
         keras.utils.set_random_seed(seed)
         q = quantize.quantize_model(zoo.clone(start))
-        zoo.timed_train(q, data, args.finetune_epochs, zoo.FT_LR)
+        zoo.timed_train(q, data, args.finetune_epochs, args.finetune_lr)
         r = convert(q, "int8", strict=True,
                     representative_data=xt[:args.calibration_samples])
         one = {"seed": seed, "float": common.keras_accuracy(fl, data),
@@ -97,7 +100,9 @@ def run_model(name, args):
 
 def markdown(results, args):
     lines = [f"E = {args.epochs} float epochs (seed 0), then per seed F = "
-             f"{args.finetune_epochs} epochs of float and of QAT from the "
+             f"{args.finetune_epochs} epochs (learning rate "
+             f"{getattr(args, 'finetune_lr', zoo.FT_LR):g}) of float and "
+             "of QAT from the "
              f"same start with the same shuffling; {args.train_samples} "
              f"training / {args.test_samples} test images, "
              f"{args.size}x{args.size}. Difference: QAT int8 (TFLite) minus "

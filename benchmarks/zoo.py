@@ -105,6 +105,9 @@ def parse_args(argv=None):
                    help="float training epochs E")
     p.add_argument("--finetune-epochs", type=int, default=2,
                    help="epochs F of each fine-tune stage")
+    p.add_argument("--finetune-lr", type=float, default=FT_LR,
+                   help="Adam learning rate of every fine-tune stage "
+                        "(the float model's E epochs use 1e-3)")
     p.add_argument("--train-samples", type=int, default=6000,
                    help="0: all 60,000")
     p.add_argument("--test-samples", type=int, default=2000,
@@ -192,6 +195,8 @@ def parse_args(argv=None):
             if getattr(given, k) is None:
                 setattr(args, k, v)
     check_models(p, args.models)
+    if not args.finetune_lr > 0:
+        p.error("--finetune-lr must be positive")
     if args.size < 32:
         p.error("--size must be at least 32 (keras.applications minimum)")
     wanted = PATH_KEYS if args.paths is None else args.paths.split(",")
@@ -454,7 +459,7 @@ def run_model(name, args, tmp):
     save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
     after_f = accuracy_after(keras, F, data)   # one fit: one trace
-    secs["float_continue"] = timed_train(fl, data, 2 * F, FT_LR, [after_f])
+    secs["float_continue"] = timed_train(fl, data, 2 * F, args.finetune_lr, [after_f])
     row["float_accuracy_plus_f"] = after_f.accuracy
     row["float_fair_accuracy"] = common.keras_accuracy(fl, data)
     row["float_epochs"], row["float_fair_epochs"] = E, E + 2 * F
@@ -470,7 +475,7 @@ def run_model(name, args, tmp):
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
             freeze_bn_delay=delay))
-        secs["qat"] = timed_train(q, data, F, FT_LR)
+        secs["qat"] = timed_train(q, data, F, args.finetune_lr)
         row["paths"]["qat_int8"] = {
             "keras_accuracy": common.keras_accuracy(q, data),
             "freeze_bn_delay": delay}
@@ -481,7 +486,7 @@ def run_model(name, args, tmp):
         p = prune.prune_low_magnitude(clone(start), prune.PolynomialDecay(
             0.0, SPARSITY, 0, max(1, int(0.7 * steps)),
             frequency=max(1, steps // 20)))
-        secs["prune"] = timed_train(p, data, F, FT_LR,
+        secs["prune"] = timed_train(p, data, F, args.finetune_lr,
                                     [prune.UpdatePruningStep()])
         stripped = prune.strip_pruning(p)
         res = {"pruned_keras_accuracy": common.keras_accuracy(stripped,
@@ -489,7 +494,7 @@ def run_model(name, args, tmp):
         row["paths"]["pruned_pqat_int8"] = res
         q = quantize.quantize_model(stripped, quantize.PrunePreservingScheme(
             freeze_bn_delay=delay))
-        secs["prune_preserving_qat"] = timed_train(q, data, F, FT_LR)
+        secs["prune_preserving_qat"] = timed_train(q, data, F, args.finetune_lr)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
         to_tflite("pruned_pqat_int8", q, check=True)
     step("pruned_pqat_int8", pruned)
@@ -517,11 +522,13 @@ def run_model(name, args, tmp):
             logits = start.predict(xt, batch_size=500, verbose=0)
 
             def fit(model, callbacks=()):
-                return timed_distill(model, data, logits, F, FT_LR,
+                return timed_distill(model, data, logits, F,
+                                     args.finetune_lr,
                                      callbacks)
         else:
             def fit(model, callbacks=()):
-                return timed_train(model, data, F, FT_LR, callbacks)
+                return timed_train(model, data, F, args.finetune_lr,
+                                   callbacks)
         secs["channel_prune"] = fit(c, [cb])
         res.update(channel_counts(cb.summary()))
         res["masked_keras_accuracy"] = common.keras_accuracy(c, data)
@@ -674,7 +681,7 @@ def tfmot_side(args):
     except Exception as e:
         out["prune_error"] = error_text(e)
     else:
-        fit(p, F, FT_LR, [s.UpdatePruningStep()])
+        fit(p, F, args.finetune_lr, [s.UpdatePruningStep()])
         final = s.strip_pruning(p)
         out["pruned_keras_accuracy"] = common.keras_accuracy(final, data)
         label = "pruned model, post-training int8"
@@ -687,7 +694,7 @@ def tfmot_side(args):
     except Exception as e:
         out["qat_error"] = error_text(e)
     else:
-        fit(qat, F, FT_LR)
+        fit(qat, F, args.finetune_lr)
         out["qat_keras_accuracy"] = common.keras_accuracy(qat, data)
         final = qat
         label = ("prune-preserving QAT" if "prune_error" not in out
@@ -742,7 +749,7 @@ def load_start_weights(model, path):
 # the options tfmot's side reads, and those run_model reads, passed on to
 # their processes
 TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
-                      "test_samples", "calibration_samples")
+                      "test_samples", "calibration_samples", "finetune_lr")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size",
@@ -931,7 +938,9 @@ def markdown(results, args):
     lines = [f"Command: `{cmd}`", "",
              f"{args.train_samples or 60000} training / "
              f"{args.test_samples or 10000} test images, {args.size}x"
-             f"{args.size}x3, E={args.epochs}, F={args.finetune_epochs}; "
+             f"{args.size}x3, E={args.epochs}, F={args.finetune_epochs} "
+             f"(fine-tune learning rate "
+             f"{getattr(args, 'finetune_lr', FT_LR):g}); "
              "float E + F = as long as QAT; float fair = E + 2F epochs "
              "(as long as pruning + PQAT), the model float32 and PTQ "
              "convert." + (f" Models trained {args.jobs} at a time, each "

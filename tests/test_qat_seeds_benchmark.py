@@ -35,3 +35,12 @@ def test_table_lists_every_seed_and_the_signed_mean():
     text = qat_seeds.markdown({"resnet20": row}, args)
     assert "| resnet20 | 0.8000 | 0.8500 / 0.8400; 0.8600 / 0.8700 | " \
            "+0.00 | 1.41 |" in text
+
+
+def test_finetune_learning_rate_follows_the_zoo_and_is_reported():
+    import zoo
+    assert qat_seeds.parse_args([]).finetune_lr == zoo.parse_args(
+        []).finetune_lr
+    args = qat_seeds.parse_args(["--finetune-lr", "0.002"])
+    assert args.finetune_lr == 0.002
+    assert "learning rate 0.002" in qat_seeds.markdown({}, args)

@@ -237,6 +237,16 @@ def test_channel_allocation_is_parsed_and_reported():
     assert "global" not in zoo.ranking_note([("m", {"norm": "bn_gamma"})])
 
 
+def test_finetune_learning_rate_is_parsed_passed_on_and_reported():
+    args = zoo.parse_args(["--finetune-lr", "0.001"])
+    assert args.finetune_lr == 0.001
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--finetune-lr", "0"])
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
+    assert cmd[cmd.index("--finetune-lr") + 1] == "0.001"
+    assert "fine-tune learning rate 0.001" in zoo.markdown({}, args)
+
+
 def test_qat_aim_compares_with_the_float_model_trained_as_long():
     # QAT fine-tunes F epochs from the E-epoch float model: its baseline is
     # the float model after E + F epochs, not the fair float after E + 2F

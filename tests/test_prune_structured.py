@@ -340,3 +340,26 @@ def test_bad_allocation():
     with pytest.raises(ValueError, match="max_space_sparsity"):
         prune.ChannelPruning(prune.ConstantSparsity(0.5, 0),
                              max_space_sparsity=1.0)
+
+
+def test_batchnorm_without_scale_trained_before_pruning_shrinks_exactly():
+    # keras.applications InceptionV3's conv2d_bn: BatchNormalization(
+    # scale=False); its moving mean, trained before pruning, reached the
+    # output of a zeroed channel
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(16, 3, use_bias=False, name="conv_a")(i)
+    x = keras.layers.BatchNormalization(scale=False, name="bn_a")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(i, keras.layers.Dense(10, name="fc")(x))
+    compile_classifier(model)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 16, 16, 3), dtype=np.float32) * 4 - 1
+    y = np.arange(64) % 10
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[
+        prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))])
+    small = prune.shrink(model)
+    assert small.get_layer("conv_a").filters == 8
+    np.testing.assert_allclose(small.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-5)

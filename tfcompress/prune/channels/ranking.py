@@ -93,6 +93,11 @@ def zero_channels(space, keep):
             for v in (layer.gamma, layer.beta):
                 if v is not None:
                     v.assign(np.asarray(v) * full)
+            if layer.gamma is None:
+                # without a scale the channel outputs -mean/std + beta:
+                # zero the mean too (its input is zero from now on)
+                layer.moving_mean.assign(np.asarray(layer.moving_mean) *
+                                         full)
         elif depthwise:
             layer.kernel.assign(np.asarray(layer.kernel) *
                                 full.reshape(-1, 1))

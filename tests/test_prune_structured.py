@@ -363,3 +363,12 @@ def test_batchnorm_without_scale_trained_before_pruning_shrinks_exactly():
     assert small.get_layer("conv_a").filters == 8
     np.testing.assert_allclose(small.predict(x, verbose=0),
                                model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_exclude_must_name_producers_and_schedule_must_be_a_schedule():
+    with pytest.raises(ValueError, match=r"\['conv1'\]"):
+        prune.ChannelPruning(prune.ConstantSparsity(0.5, 0), exclude="conv1")
+    with pytest.raises(ValueError, match="pruning schedule"):
+        prune.ChannelPruning(0.5)
+    with pytest.raises(ValueError, match="convx"):
+        _train_with_channel_pruning(seed_cnn(), exclude=["convx"])

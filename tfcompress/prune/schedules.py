@@ -200,6 +200,10 @@ def deserialize(config) -> PruningSchedule:
     with ``keras.saving.register_keras_serializable``)."""
     if isinstance(config, PruningSchedule):
         return config
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise InputError(f"expected a pruning schedule such as "
+                         f"ConstantSparsity(0.5, begin_step=0), got "
+                         f"{config!r}")
     name = config["class_name"]
     cls = {"PolynomialDecay": PolynomialDecay,
            "ConstantSparsity": ConstantSparsity}.get(name)

@@ -187,6 +187,9 @@ class ChannelPruning(keras.callbacks.Callback):
         self.max_space_sparsity = float(max_space_sparsity)
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.norm = norm
+        if isinstance(exclude, str):
+            raise InputError(f"exclude takes a list of layer names, got the "
+                             f"string {exclude!r}; pass [{exclude!r}]")
         self.exclude = set(exclude)
         self.step = int(initial_step)
         self.spaces = []
@@ -196,7 +199,15 @@ class ChannelPruning(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         target = self.pruned_model if self.pruned_model is not None \
             else self.model
-        self.spaces = [s for s in channel_spaces(target) if s.prunable
+        spaces = channel_spaces(target)
+        unknown = self.exclude - {n for s in spaces for n in s.names()}
+        if unknown:
+            raise InputError(
+                f"ChannelPruning: exclude names {', '.join(sorted(unknown))}, "
+                f"which produce no channel space of this model; name "
+                f"convolution or Dense layers (see "
+                f"tfcompress.prune.channel_spaces(model))")
+        self.spaces = [s for s in spaces if s.prunable
                        and not (set(s.names()) & self.exclude)]
         if not self.spaces:
             nested = [l.name for l in target.layers if is_container(l)]

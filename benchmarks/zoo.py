@@ -459,7 +459,8 @@ def run_model(name, args, tmp):
     save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
     after_f = accuracy_after(keras, F, data)   # one fit: one trace
-    secs["float_continue"] = timed_train(fl, data, 2 * F, args.finetune_lr, [after_f])
+    secs["float_continue"] = timed_train(fl, data, 2 * F, args.finetune_lr,
+                                         [after_f])
     row["float_accuracy_plus_f"] = after_f.accuracy
     row["float_fair_accuracy"] = common.keras_accuracy(fl, data)
     row["float_epochs"], row["float_fair_epochs"] = E, E + 2 * F
@@ -494,7 +495,8 @@ def run_model(name, args, tmp):
         row["paths"]["pruned_pqat_int8"] = res
         q = quantize.quantize_model(stripped, quantize.PrunePreservingScheme(
             freeze_bn_delay=delay))
-        secs["prune_preserving_qat"] = timed_train(q, data, F, args.finetune_lr)
+        secs["prune_preserving_qat"] = timed_train(q, data, F,
+                                                   args.finetune_lr)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
         to_tflite("pruned_pqat_int8", q, check=True)
     step("pruned_pqat_int8", pruned)
@@ -523,8 +525,7 @@ def run_model(name, args, tmp):
 
             def fit(model, callbacks=()):
                 return timed_distill(model, data, logits, F,
-                                     args.finetune_lr,
-                                     callbacks)
+                                     args.finetune_lr, callbacks)
         else:
             def fit(model, callbacks=()):
                 return timed_train(model, data, F, args.finetune_lr,

@@ -19,7 +19,8 @@ def dead_channels(space) -> np.ndarray:
 
     A channel is dead when every producer's kernel and bias are zero for
     it, every BatchNormalization on the path has gamma = beta = 0 for it
-    (beta = moving mean = 0 when it has no gamma) and every depthwise convolution on the path has bias 0 for it.
+    (beta = moving mean = 0 when it has no gamma) and every depthwise
+    convolution on the path has bias 0 for it.
     """
     dead = np.ones(space.channels, bool)
     for layer in space.producers:

@@ -285,6 +285,9 @@ def _convert(model, mode, representative_data, input_type, output_type,
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
     float_layers = _check_float_layers(float_layers, model, mode, qat)
+    qat_float = _qat_float_layers(model) if qat and mode == "int8" else []
+    if qat_float:
+        float_layers = qat_float
     check_integer_conversion(model, mode)
     samples = as_samples(representative_data, model)
     if isinstance(samples, list) and (float_layers or calibration !=
@@ -326,7 +329,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
                 return _convert_recalibrated(
                     configured(converter), calib, calibration, percentile,
                     input_type, output_type, per_channel,
-                    _float_nodes_of(float_layers, model))
+                    _float_nodes_of(float_layers, model,
+                                    every_layer_has_ops=not qat_float))
             return configured(converter).convert(), None, None
 
     tflite_bytes, ranges, float_nodes = _frozen_or_savedmodel(
@@ -340,7 +344,9 @@ def _convert(model, mode, representative_data, input_type, output_type,
         layer_names=_layer_names(keras_model))
     if float_layers:
         from tfcompress.convert.fallback import mark_requested
-        mark_requested(result.report, float_nodes)
+        mark_requested(result.report, float_nodes, by=(
+            "QAT (not annotated, or NoOpQuantizeConfig)" if qat_float
+            else "request"))
     if sparse:
         _note_sparse_storage(result)
     check = as_samples(check_data, model, "check_data") \
@@ -492,9 +498,15 @@ def _check_float_layers(float_layers, model, mode, qat):
     return check_float_layers(float_layers, _layer_names(model), mode, qat)
 
 
-def _float_nodes_of(float_layers, model):
+def _qat_float_layers(model):
+    from tfcompress.quantize.float_layers import float_layers
+    return float_layers(model)
+
+
+def _float_nodes_of(float_layers, model, every_layer_has_ops=True):
     """None, or a function giving ``{layer: [node, ...]}`` of
-    ``float_layers`` in a calibrated flatbuffer."""
+    ``float_layers`` in a calibrated flatbuffer (a layer with no op is an
+    InputError if ``every_layer_has_ops``, else left out)."""
     if not float_layers:
         return None
     from tfcompress.convert.fallback import float_nodes
@@ -506,7 +518,7 @@ def _float_nodes_of(float_layers, model):
         except compat.CompatError:
             pass
     return lambda calibrated: float_nodes(calibrated, float_layers, names,
-                                          outputs)
+                                          outputs, every_layer_has_ops)
 
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,

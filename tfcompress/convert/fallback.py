@@ -45,8 +45,8 @@ def check_float_layers(float_layers, layer_names, mode, qat):
     if qat:
         raise InputError("float_layers applies to post-training int8; this "
                          "model has QAT fake-quant layers: annotate only the "
-                         "layers to quantize (quantize_annotate_layer) "
-                         "instead, or drop float_layers")
+                         "layers to quantize (quantize_annotate_layer) and "
+                         "call quantize_apply instead, or drop float_layers")
     unknown = [n for n in names if n not in layer_names]
     if unknown:
         raise InputError(f"float_layers: no layer named "
@@ -102,7 +102,8 @@ def layers_in_name(tensor_name, components):
                               if p in components))
 
 
-def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
+def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
+                every_layer_has_ops=True):
     """``{layer: [node, ...]}``: the output tensor names of the ops of each
     of ``float_layers`` in the calibrated flatbuffer ``calibrated``.
 
@@ -112,7 +113,8 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
     the op's first named constant input (its weights), else by
     ``output_layers`` (the layers making the model's outputs). Raises
     InputError for a layer with no op of its own (a folded
-    BatchNormalization has none)."""
+    BatchNormalization has none) if ``every_layer_has_ops``, else leaves
+    it out."""
     from tfcompress.inspect.model_reader import read_model, tensor_values
     model = read_model(calibrated)
     graph = model["subgraphs"][0]
@@ -137,6 +139,8 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
             if layer in found:
                 found[layer].append(node)
     empty = [n for n, nodes in found.items() if not nodes]
+    if not every_layer_has_ops:
+        return {n: nodes for n, nodes in found.items() if nodes}
     if empty:
         raise InputError(f"float_layers: {', '.join(map(repr, empty))} has "
                          "no op of its own in the flatbuffer (it computes "
@@ -146,11 +150,11 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=()):
     return found
 
 
-def mark_requested(report, nodes):
+def mark_requested(report, nodes, by="request"):
     """Moves the float ops of the requested layers (``{layer: [node,
     ...]}``) from ``report["float_ops"]`` (what strict mode refuses) to
     ``report["float_by_request"]``; ``report["float_layers"]`` lists the
-    layers."""
+    layers; ``by`` says who asked (in the note)."""
     by_node = {n: layer for layer, names in nodes.items() for n in names}
     outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
     requested, others = [], []
@@ -162,10 +166,15 @@ def mark_requested(report, nodes):
             requested.append({**row, "layer": layer})
     report["float_ops"] = others
     report["float_by_request"] = requested
-    report["float_layers"] = list(nodes)
+    # the layers with a float op (the converter still quantizes an op
+    # whose input and output scales come from QAT fake-quant)
+    layers = [n for n in nodes if any(r["layer"] == n for r in requested)]
+    report["float_layers"] = layers
+    if not requested:   # every op of them was quantized after all
+        return report
     report["fully_integer"] = False
     report["notes"].append(
         f"float_layers: {len(requested)} op(s) of "
-        f"{', '.join(nodes)} compute in float32 by request "
+        f"{', '.join(layers)} compute in float32 by {by} "
         "(QUANTIZE/DEQUANTIZE around them); strict mode accepts them")
     return report

@@ -53,13 +53,18 @@ def count_hard_swish(model) -> int:
     return sum(_hard_swish_layer(l) for l in iter_layers(model))
 
 
-def hard_swish_ops(x, name):
+def hard_swish_ops(x, name, annotation=None):
     """``(x * (1/6)) * relu6(x + 3)`` as Keras layers named after ``name``;
-    the final ``Multiply`` is called ``name``."""
-    sixth = ConstantArithmetic("multiply", 1.0 / 6.0, name=f"{name}_sixth")(x)
-    shifted = ConstantArithmetic("add", 3.0, name=f"{name}_plus3")(x)
-    gate = L.ReLU(6.0, name=f"{name}_relu6")(shifted)
-    return L.Multiply(name=name)([sixth, gate])
+    the final ``Multiply`` is called ``name``. ``annotation``: the
+    quantize annotation the new layers carry (the hard-swish layer's)."""
+    ops = (ConstantArithmetic("multiply", 1.0 / 6.0, name=f"{name}_sixth"),
+           ConstantArithmetic("add", 3.0, name=f"{name}_plus3"),
+           L.ReLU(6.0, name=f"{name}_relu6"), L.Multiply(name=name))
+    if annotation is not None:
+        for op in ops:
+            op._tfcompress_quantize_config = annotation
+    sixth, plus3, relu6, product = ops
+    return product([sixth(x), relu6(plus3(x))])
 
 
 def _functional(model):
@@ -70,11 +75,13 @@ def _functional(model):
     return model
 
 
-def rewrite_hard_swish(model):
+def rewrite_hard_swish(model, annotated_only=False):
     """A copy of ``model`` with every hard-swish written as int8 ops that
     XNNPACK runs (see the module docstring); ``model`` itself is unchanged
     and returned as is when it has no hard-swish or cannot be rebuilt
     (subclassed, or a Sequential model without an ``Input``).
+    ``annotated_only``: rewrite only layers annotated for default
+    quantization (the others stay float in ``quantize_apply``).
 
     Hard-swish in nested Functional models is rewritten too; in nested
     Sequential models it is left as it is.
@@ -86,17 +93,18 @@ def rewrite_hard_swish(model):
         return model
 
     def call(layer, *args, **kwargs):
+        config = getattr(layer, "_tfcompress_quantize_config", None)
         if not _hard_swish_layer(layer) or kwargs or len(args) != 1 or \
-                getattr(layer, "_tfcompress_quantize_config", None) not in (
-                    None, "default"):   # annotated by the user: kept
+                config not in (None, "default") or \
+                (annotated_only and config is None):   # kept as it is
             return layer(*args, **kwargs)
         if isinstance(layer, L.Activation):
-            return hard_swish_ops(args[0], layer.name)
+            return hard_swish_ops(args[0], layer.name, config)
         core = copy_layer(layer, activation="linear")
-        config = getattr(layer, "_tfcompress_quantize_config", None)
         if config is not None:
             core._tfcompress_quantize_config = config
-        return hard_swish_ops(core(args[0]), f"{layer.name}_hard_swish")
+        return hard_swish_ops(core(args[0]), f"{layer.name}_hard_swish",
+                              config)
 
     return keras.models.clone_model(functional, clone_function=_copy,
                                     call_function=call, recursive=True)

@@ -108,7 +108,16 @@ def _flat_keeping_annotations(model):
 
 def quantize_apply(model, scheme=None, layer_bits=None,
                    xnnpack_rewrites=True):
-    """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``.
+    """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``, for
+    the layers annotated with :func:`quantize_annotate_layer` (or all of
+    them, after :func:`quantize_annotate_model`).
+
+    As in tfmot, layers without an annotation stay float; a quantized
+    layer that reads a float tensor gets a quantizer on it (the
+    flatbuffer's QUANTIZE op), and ``convert(..., strict=False)`` reports
+    the float ops (``strict=True`` refuses them). A model with no annotated
+    layer is an ``InputError``: use :func:`quantize_model` to quantize every
+    layer.
 
     ``layer_bits`` (``{layer name: weight bits}``, 2 to 8) overrides
     ``scheme.weight_bits`` for the named Conv/Dense layers; activations
@@ -121,13 +130,50 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     where the int8 flatbuffer quantizes them. Returns a new Keras model (the
     original is unchanged); its ``quantize_report`` attribute lists what
     happened to each layer.
+
+    >>> import keras
+    >>> i = keras.Input((8,))
+    >>> x = quantize_annotate_layer(keras.layers.Dense(4, name="fc1"))(i)
+    >>> m = keras.Model(i, keras.layers.Dense(2, name="fc2")(x))
+    >>> {r["layer"]: r["quantized"] for r in
+    ...  quantize_apply(m).quantize_report}["fc2"]
+    'FLOAT (not annotated)'
     """
-    scheme = scheme or Default8BitScheme()
+    _check_model(model, "quantize_apply")
+    if not any(transform.is_annotated(layer) for layer in iter_layers(model)):
+        raise InputError(
+            f"quantize_apply: no layer of model {model.name} is annotated, so "
+            "there is nothing to quantize. Annotate the layers to quantize "
+            "with quantize_annotate_layer, or all of them with "
+            "quantize_annotate_model, or call quantize_model(model)")
+    return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
+                     annotated_only=True)
+
+
+def _check_model(model, api):
     if not isinstance(model, keras.Model):
-        raise InputError(f"quantize_apply takes a Keras model, got "
+        raise InputError(f"{api} takes a Keras model, got "
                          f"{type(model).__name__}")
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
+    from tfcompress.cluster.wrapper import ClusterWeights
+    from tfcompress.prune.wrapper import PruneLowMagnitude
+    for layer in iter_layers(model):
+        if isinstance(layer, PruneLowMagnitude):
+            raise InputError(
+                f"{api}: layer {layer.name!r} still has its pruning wrapper; "
+                "call tfcompress.prune.strip_pruning(model) first (and "
+                "quantize with PrunePreservingScheme() to keep the zeros)")
+        if isinstance(layer, ClusterWeights):
+            raise InputError(
+                f"{api}: layer {layer.name!r} still has its clustering "
+                "wrapper; call tfcompress.cluster.strip_clustering(model) "
+                "first (and quantize with ClusterPreservingScheme() to keep "
+                "the clusters)")
+
+
+def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
+    scheme = scheme or Default8BitScheme()
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
     if has_nested_model(model) and not repeated_names(model):
         # one flat graph: a nested model quantized on its own gets an
@@ -136,9 +182,10 @@ def quantize_apply(model, scheme=None, layer_bits=None,
         model = _flat_keeping_annotations(model)
     if xnnpack_rewrites:
         from tfcompress.convert.rewrites import rewrite_hard_swish
-        model = rewrite_hard_swish(model)
+        model = rewrite_hard_swish(model, annotated_only=annotated_only)
     report = []
-    qat = transform.quantize_graph(model, scheme, report, layer_bits)
+    qat = transform.quantize_graph(model, scheme, report, layer_bits,
+                                   annotated_only=annotated_only)
     qat.quantize_report = report
     qat.quantize_scheme = scheme
     return qat
@@ -172,8 +219,10 @@ def quantize_model(model, scheme=None, layer_bits=None,
     ...  if r.get("wraps") == big]
     [4]
     """
+    _check_model(model, "quantize_model")
     # unannotated layers get the default rule: no annotated copy needed
-    return quantize_apply(model, scheme, layer_bits, xnnpack_rewrites)
+    return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
+                     annotated_only=False)
 
 
 @contextlib.contextmanager
@@ -201,19 +250,21 @@ def has_fake_quant(model) -> bool:
 
 def summary(model, print_fn=print) -> list:
     """Per QAT layer: what is quantized, bits, folded BN and ranges;
-    layers QAT leaves without fake-quant (LayerNormalization, LayerScale) are rows with a
+    layers QAT leaves without fake-quant (LayerNormalization, LayerScale,
+    layers ``quantize_apply`` found without annotation) are rows with a
     ``float`` entry saying so. Every layer with weights has
     ``weight_bits``; a ``note`` says when they differ from the bits asked
     for (e.g. an op with no 4-bit TFLite kernel kept at 8 bits)."""
     rows = []
     for layer in iter_layers(model):
-        if getattr(layer, "_tfcompress_kept_float", False):
+        kept = getattr(layer, "_tfcompress_kept_float", False)
+        if kept:
             rows.append({"layer": layer.name, "type": type(layer).__name__,
                          "output_range": None,
-                         "float": "not fake-quantized: left to the "
-                                  "converter (an op with no int8 kernel, "
-                                  "e.g. LayerNormalization's NEG, stays "
-                                  "float)"})
+                         "float": kept if isinstance(kept, str) else
+                         "not fake-quantized: left to the converter (an op "
+                         "with no int8 kernel, e.g. LayerNormalization's "
+                         "NEG, stays float)"})
             continue
         if not isinstance(layer, QUANTIZE_LAYERS):
             continue

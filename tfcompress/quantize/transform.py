@@ -37,6 +37,7 @@ PASS_THROUGH = KEEPS_SCALE
 # them and keeps float the op with no int8 kernel (LayerNormalization's NEG).
 KEPT_FLOAT = (L.LayerNormalization,)
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
+NOT_ANNOTATED = "not annotated: kept float (quantize_apply)"
 
 
 class UnsupportedLayerError(InputError):
@@ -81,13 +82,27 @@ def _compose(layer, scale, shift):
     return scale / c, shift / c
 
 
-def quantize_graph(model, scheme, report, layer_bits=None):
+def is_annotated(layer) -> bool:
+    """True if ``layer`` carries a ``quantize_annotate_layer`` mark."""
+    return getattr(layer, "_tfcompress_quantize_config", None) is not None
+
+
+def quantize_graph(model, scheme, report, layer_bits=None,
+                   annotated_only=False):
     """Returns the QAT version of ``model``; fills ``report`` per layer.
 
     ``layer_bits``: ``{layer name: weight bits}`` overriding
     ``scheme.weight_bits`` (names checked by the caller).
+    ``annotated_only``: quantize only the annotated layers and keep the
+    others float, as tfmot's ``quantize_apply`` does; a quantized layer
+    fed by a float one gets a quantizer on that input. Otherwise a layer
+    without an annotation gets the default rule (``quantize_model``).
     """
     layer_bits = layer_bits or {}
+
+    def quantized(layer):
+        return not annotated_only or is_annotated(layer)
+
     if not is_container(model):
         raise InputError(f"{model.name} is a subclassed model; tfcompress "
                          "can quantize Sequential and Functional models")
@@ -106,17 +121,24 @@ def quantize_graph(model, scheme, report, layer_bits=None):
             outputs.add(compat.keras_history(t).operation.name)
 
     def sole_consumer(name):
+        # the one layer reading tensor ``name``, if QAT quantizes it (only
+        # then can it fuse with the producer)
         cs = consumers.get(name, [])
-        return cs[0] if len(cs) == 1 and name not in outputs else None
+        return cs[0] if len(cs) == 1 and name not in outputs and \
+            quantized(cs[0]) else None
 
     def feeds_concat_only(name):
         # TFLite gives a Concatenate's inputs its own scale: their ranges
         # come from the concatenation's quantizer, not their own.
-        return _feeds_concat_only(name, consumers, outputs)
+        return _feeds_concat_only(name, consumers, outputs) and all(
+            quantized(c) for c in consumers[name])
 
-    # tensors TFLite gives one scale (concatenation chains): one range
+    # tensors TFLite gives one scale (concatenation chains): one range;
+    # not where some layers stay float (each quantized tensor keeps its own)
+    partly_float = not all(quantized(layer) for layer, _ in graph
+                           if not isinstance(layer, L.InputLayer))
     shared = ({} if isinstance(model, keras.Sequential) or not getattr(
-        scheme, "share_concat_ranges", True)
+        scheme, "share_concat_ranges", True) or partly_float
         else shared_range_groups(graph, outputs))
     shared_quantizers = {}
 
@@ -150,7 +172,7 @@ def quantize_graph(model, scheme, report, layer_bits=None):
         q = QuantizeChannelAffine(scale, offset, source=names,
                                   weight_bits=scheme.weight_bits,
                                   name=f"quant_{name}", **kw)
-        tensors[name] = q(tensor(src))
+        tensors[name] = q(qtensor(src))
         report.append({"layer": ", ".join(names), "type": "input affine",
                        "quantized": "int8 per-channel affine (1x1 "
                                     "depthwise)", "wrapper": q.name})
@@ -161,7 +183,7 @@ def quantize_graph(model, scheme, report, layer_bits=None):
         # an int8 MUL and ADD by constants, as TFLite writes the float
         # layer, which XNNPACK runs faster than a 1x1 depthwise on 3
         # channels
-        x, ops = tensor(src), []
+        x, ops = qtensor(src), []
         for op, constant in (("multiply", scale), ("add", offset)):
             if constant != (1.0 if op == "multiply" else 0.0):
                 suffix = "scale" if op == "multiply" else "offset"
@@ -177,6 +199,23 @@ def quantize_graph(model, scheme, report, layer_bits=None):
     def tensor(name):
         return emit_affine(name) if name in pending else tensors[name]
 
+    # tensors left float (inputs of a partly quantized model, outputs of
+    # float layers): name -> name of the quantizer a quantized reader uses
+    float_tensors, float_quantized = {}, {}
+
+    def qtensor(name):
+        """Tensor ``name`` as a quantized layer reads it."""
+        if name not in float_tensors:
+            return tensor(name)
+        if name not in float_quantized:
+            float_quantized[name] = QuantizeOutput(
+                None, name=float_tensors[name], **kw)(tensors[name])
+            report.append({"layer": name, "type": "float tensor",
+                           "quantized": "input range of the quantized "
+                                        "layers reading it",
+                           "wrapper": float_tensors[name]})
+        return float_quantized[name]
+
     def foldable_affine(layer, parents):
         # a pending affine whose sole consumer is this Conv2D; an offset is
         # exact only without zero padding between (none, or 'valid')
@@ -190,6 +229,16 @@ def quantize_graph(model, scheme, report, layer_bits=None):
             return None
         return pending.pop(parents[0])
     new_inputs = []
+
+    def add_input(name, inp, quantizer_name):
+        tensors[name] = inp
+        if annotated_only:   # quantized where a quantized layer reads it
+            float_tensors[name] = quantizer_name
+            return
+        tensors[name] = QuantizeOutput(None, name=quantizer_name, **kw)(inp)
+        report.append({"layer": name, "type": "Input",
+                       "quantized": "input range"})
+
     kw = dict(activation_bits=scheme.activation_bits,
               ema_decay=scheme.ema_decay)
     for layer, parents in graph:
@@ -202,18 +251,24 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                      else model.inputs[0].shape[1:])
             inp = keras.Input(shape=shape, name=name)
             new_inputs.append(inp)
-            tensors[name] = QuantizeOutput(None, name=f"quant_input_{name}",
-                                           **kw)(inp)
-            report.append({"layer": name, "type": "Input",
-                           "quantized": "input range"})
+            add_input(name, inp, f"quant_input_{name}")
             continue
         if parents == [_SEQUENTIAL_INPUT]:
             if _SEQUENTIAL_INPUT not in tensors:
                 inp = keras.Input(shape=model.inputs[0].shape[1:],
                                   name="input")
                 new_inputs.append(inp)
-                tensors[_SEQUENTIAL_INPUT] = QuantizeOutput(
-                    None, name="quant_input", **kw)(inp)
+                add_input(_SEQUENTIAL_INPUT, inp, "quant_input")
+        if not quantized(layer):
+            kept = copy_layer(layer)
+            kept._tfcompress_kept_float = NOT_ANNOTATED   # for summary()
+            tensors[name] = kept(
+                [tensor(p) for p in parents] if len(parents) > 1
+                else tensor(parents[0]))
+            float_tensors[name] = f"quant_{name}_output"
+            report.append({"layer": name, "type": type(layer).__name__,
+                           "quantized": "FLOAT (not annotated)"})
+            continue
         config = getattr(layer, "_tfcompress_quantize_config", None)
         requested_bits = layer_bits.get(name, scheme.weight_bits)
         if getattr(config, "weight_bits", None) is not None and \
@@ -239,7 +294,7 @@ def quantize_graph(model, scheme, report, layer_bits=None):
                     sole_consumer(p) is layer and name not in outputs:
                 # zero padding commutes with a pure scale only
                 src, s0, o0, padded, names = pending.pop(p)
-                tensors[name + "/unscaled"] = copy_layer(layer)(tensor(src))
+                tensors[name + "/unscaled"] = copy_layer(layer)(qtensor(src))
                 pending[name] = (name + "/unscaled", s0, o0, True,
                                  names + [name])
                 report.append({"layer": name, "type": "ZeroPadding2D",
@@ -248,20 +303,25 @@ def quantize_graph(model, scheme, report, layer_bits=None):
         folded_input = foldable_affine(layer, parents) \
             if config in (None, "default") else None
         if folded_input is not None:
-            args = [tensor(folded_input[0])]
+            args = [qtensor(folded_input[0])]
         else:
-            args = [tensor(p) for p in parents]
+            args = [qtensor(p) for p in parents]
         x = args[0] if len(args) == 1 else args
         if config is not None and config != "default":
             new = copy_layer(layer)
             if config.quantize_output:
                 new = QuantizeOutput(new, **kw)
+            else:   # float: reads its inputs as they are
+                x = [tensor(p) for p in parents]
+                x = x[0] if len(x) == 1 else x
+                float_tensors[name] = f"quant_{name}_output"
             tensors[name] = new(x)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": config.describe()})
             continue
         if is_container(layer):
-            inner = quantize_graph(layer, scheme, report, layer_bits)
+            inner = quantize_graph(layer, scheme, report, layer_bits,
+                                   annotated_only)
             tensors[name] = inner(x)
             continue
         if isinstance(layer, FUSABLE):

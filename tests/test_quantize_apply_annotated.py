@@ -1,0 +1,133 @@
+"""quantize_apply quantizes the annotated layers only (tfmot's contract);
+the layers QAT keeps float stay float in the int8 flatbuffer."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+
+from tfcompress import quantize
+from tfcompress.convert import convert
+from tfcompress.errors import InputError
+from tfcompress.quantize.float_layers import float_layers
+from tfcompress.quantize.layers import QuantizeFused
+
+
+def _conv_net(annotate=("conv1",)):
+    """conv1 -> conv2 -> pool -> flatten -> fc, ``annotate`` marked."""
+    keras.utils.set_random_seed(0)
+
+    def maybe(layer):
+        return quantize.quantize_annotate_layer(layer) \
+            if layer.name in annotate else layer
+
+    i = keras.Input((12, 12, 1))
+    x = maybe(L.Conv2D(4, 3, activation="relu", name="conv1"))(i)
+    x = maybe(L.Conv2D(4, 3, activation="relu", name="conv2"))(x)
+    x = L.MaxPooling2D(name="pool")(x)
+    x = L.Flatten(name="flat")(x)
+    return keras.Model(i, maybe(L.Dense(3, name="fc"))(x))
+
+
+def _rows(qat):
+    return {r["layer"]: r["quantized"] for r in qat.quantize_report}
+
+
+def test_quantize_apply_keeps_layers_without_annotation_float():
+    qat = quantize.quantize_apply(_conv_net())
+    rows = _rows(qat)
+    assert rows["conv1"].startswith("weights int8")
+    assert rows["conv2"] == rows["fc"] == "FLOAT (not annotated)"
+    assert [l.layer.name for l in qat.layers
+            if isinstance(l, QuantizeFused)] == ["conv1"]
+    floats = {r["layer"] for r in quantize.summary(qat, print_fn=None)
+              if "float" in r}
+    assert floats == {"conv2", "pool", "flat", "fc"}
+
+
+def test_float_layers_stay_float_in_the_flatbuffer():
+    qat = quantize.quantize_apply(_conv_net())
+    x = np.random.default_rng(0).random((32, 12, 12, 1), "float32")
+    result = convert(qat, "int8", strict=True, check_data=x)
+    report = result.report
+    assert not report["fully_integer"] and report["float_ops"] == []
+    assert {(r["op"], r["layer"]) for r in report["float_by_request"]} >= {
+        ("CONV_2D", "conv2"), ("FULLY_CONNECTED", "fc")}
+    # conv2 and fc compute in float: the flatbuffer is the Keras QAT model
+    assert report["numerical_check"]["max_abs_error"] < 1e-4
+
+
+def test_every_layer_annotated_is_quantize_model():
+    x = np.random.default_rng(0).random((8, 12, 12, 1), "float32")
+    annotated = quantize.quantize_apply(
+        quantize.quantize_annotate_model(_conv_net(annotate=())))
+    whole = quantize.quantize_model(_conv_net(annotate=()))
+    names = ("conv1", "conv2", "pool", "flat", "fc")
+    assert [_rows(annotated)[n] for n in names] == \
+        [_rows(whole)[n] for n in names]
+    assert np.allclose(annotated(x), whole(x))
+    assert float_layers(annotated) == []
+
+
+def test_quantize_apply_without_annotation_says_what_to_do():
+    with pytest.raises(InputError, match="no layer.*annotated.*"
+                                         "quantize_model"):
+        quantize.quantize_apply(_conv_net(annotate=()))
+
+
+def test_noop_annotated_layer_reader_gets_a_trained_input_range():
+    # The Dense after a NoOpQuantizeConfig layer reads a float tensor: it
+    # gets a QAT range for it. Without one the converter calibrated that
+    # tensor on random inputs (top-1 agreement with Keras 0.49).
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8,))
+    x = L.Dense(8, activation="relu", name="fc1")(i)
+    x = quantize.quantize_annotate_layer(
+        L.Dense(8, activation="relu", name="mid"),
+        quantize.NoOpQuantizeConfig())(x)
+    m = keras.Model(i, L.Dense(3, name="out")(x))
+    qat = quantize.quantize_model(m)
+    assert "quant_mid_output" in {l.name for l in qat.layers}
+    x = np.random.default_rng(0).random((256, 8), "float32") * 3
+    qat.compile("adam", "mse")
+    qat.fit(x, np.random.default_rng(1).random((256, 3)), epochs=2,
+            verbose=0)
+    check = convert(qat, "int8", check_data=x).report["numerical_check"]
+    assert check["mean_abs_error"] < 0.05
+    assert check["top1_agreement"] >= 0.95
+
+
+def test_hard_swish_rewritten_only_where_annotated():
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 6, 3))
+    a = quantize.quantize_annotate_layer(
+        L.Conv2D(4, 1, activation="hard_swish", name="qconv"))(i)
+    b = L.Conv2D(4, 1, activation="hard_swish", name="fconv")(a)
+    qat = quantize.quantize_apply(keras.Model(i, b))
+    rows = _rows(qat)
+    # the annotated layer's hard-swish becomes quantized int8 ops
+    assert rows["qconv_hard_swish"].startswith(("output", "activation"))
+    assert rows["fconv"] == "FLOAT (not annotated)"
+    assert "fconv_hard_swish" not in rows
+
+
+def test_float_layers_found_in_a_loaded_qat_model(tmp_path):
+    qat = quantize.quantize_apply(_conv_net())
+    path = tmp_path / "qat.keras"
+    qat.save(path)
+    loaded = keras.models.load_model(path)
+    assert float_layers(loaded) == float_layers(qat) == [
+        "conv2", "pool", "flat", "fc"]
+
+
+def test_model_still_wrapped_for_pruning_or_clustering_says_strip():
+    from tfcompress import cluster, prune
+    keras.utils.set_random_seed(0)
+    pruned = prune.prune_low_magnitude(_conv_net(annotate=()))
+    with pytest.raises(InputError, match="pruning wrapper.*strip_pruning"):
+        quantize.quantize_model(pruned)
+    clustered = cluster.cluster_weights(_conv_net(annotate=()),
+                                        number_of_clusters=4)
+    with pytest.raises(InputError,
+                       match="clustering wrapper.*strip_clustering"):
+        quantize.quantize_apply(quantize.quantize_annotate_model(clustered))

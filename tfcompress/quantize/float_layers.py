@@ -1,0 +1,71 @@
+"""Which layers of a QAT model compute in float.
+
+A QAT model from :func:`tfcompress.quantize.quantize_apply` keeps the
+layers that were not annotated float, and one from either API keeps float
+those annotated with ``NoOpQuantizeConfig()``. The converter must leave
+them float: given calibration inputs (a QAT model gets random ones, only
+to satisfy the converter's check), it would otherwise quantize them with
+ranges nobody trained or calibrated.
+
+:func:`float_layers` finds them from the QAT model alone, so it works on a
+model loaded from a ``.keras`` file as well: walking the graph in order, a
+tensor is float when it is a model input, the output of a layer with
+weights outside any QAT wrapper, or the output of a weightless layer
+(pooling, reshaping) that reads a float tensor. Layers left to the
+converter by design (LayerNormalization, LayerScale) are not counted.
+
+>>> import keras
+>>> from tfcompress import quantize
+>>> i = keras.Input((8,))
+>>> x = quantize.quantize_annotate_layer(keras.layers.Dense(4, name="a"))(i)
+>>> x = keras.layers.Dense(4, name="b")(x)
+>>> m = keras.Model(i, keras.layers.Flatten(name="flat")(x))
+>>> float_layers(quantize.quantize_apply(m))
+['b', 'flat']
+"""
+
+from __future__ import annotations
+
+from tfcompress.quantize import zoo_layers
+from tfcompress.quantize.affine import QuantizeChannelAffine
+from tfcompress.quantize.layers import QUANTIZE_LAYERS
+from tfcompress.quantize.pooling import QuantizeAveragePooling
+from tfcompress.utils.graph import node_graph
+from tfcompress.utils.layer_map import is_container
+
+_QUANTIZED = QUANTIZE_LAYERS + (QuantizeChannelAffine, QuantizeAveragePooling)
+_LEFT_TO_CONVERTER = ("LayerNormalization",)
+
+
+def _left_to_converter(layer) -> bool:
+    return type(layer).__name__ in _LEFT_TO_CONVERTER or \
+        zoo_layers.is_kept_float(layer)
+
+
+def float_layers(model) -> list:
+    """Names of the layers of QAT ``model`` that compute in float, in
+    graph order (see the module docstring); ``[]`` for a model that is
+    not Sequential or Functional."""
+    if not is_container(model):
+        return []
+    float_tensors, names = set(), []
+    # one node per call: QAT calls a shared range's quantizer many times
+    for node in node_graph(model):
+        layer = node.op
+        if not node.parents:        # an input
+            float_tensors.add(node.key)
+            continue
+        if isinstance(layer, _QUANTIZED) or _left_to_converter(layer):
+            continue
+        if is_container(layer):
+            inner = float_layers(layer)
+            names.extend(n for n in inner if n not in names)
+            if inner:
+                float_tensors.add(node.key)
+            continue
+        if getattr(layer, "weights", None) or any(
+                p in float_tensors for p in node.parents):
+            float_tensors.add(node.key)
+            if layer.name not in names:
+                names.append(layer.name)
+    return names

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tfcompress import prune
+from tfcompress.errors import InputError
 from tfcompress.models import compile_classifier, mobilenet_small, seed_cnn
 
 
@@ -333,6 +334,14 @@ def test_global_allocation_keeps_max_space_sparsity():
     assert kept == {"a": 4, "b": 26}
 
 
+def test_global_allocation_cap_below_the_target_is_input_error():
+    # caps 0.1: a loses 0 of 8, b 3 of 32 -> 7.5% of 40, schedule asks 25%
+    with pytest.raises(InputError, match="max_space_sparsity 0.1 lets at "
+                                         "most 7.5%.*asks for 25%"):
+        _prune_once(_global_pruning_model(), allocation="global",
+                    max_space_sparsity=0.1)
+
+
 def test_bad_allocation():
     with pytest.raises(ValueError, match="allocation"):
         prune.ChannelPruning(prune.ConstantSparsity(0.5, 0),
@@ -372,3 +381,67 @@ def test_exclude_must_name_producers_and_schedule_must_be_a_schedule():
         prune.ChannelPruning(0.5)
     with pytest.raises(ValueError, match="convx"):
         _train_with_channel_pruning(seed_cnn(), exclude=["convx"])
+
+
+def test_softmax_over_channels_is_not_an_elementwise_gate():
+    # x * softmax(conv(gap(x))): removing a channel changes every other
+    # channel's softmax value, so neither space may lose channels
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="body")(i)
+    g = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    g = keras.layers.Conv2D(8, 1, name="attend")(g)
+    g = keras.layers.Activation("softmax", name="weights")(g)
+    y = keras.layers.Multiply()([x, g])
+    head_in = keras.layers.Conv2D(4, 1, activation="softmax",
+                                  name="soft_conv")(y)
+    out = keras.layers.Dense(2, name="head")(
+        keras.layers.GlobalAveragePooling2D()(head_in))
+    spaces = {tuple(s.names()): s
+              for s in prune.channel_spaces(keras.Model(i, out))}
+    frozen = {n: s.frozen for names, s in spaces.items() for n in names}
+    assert "softmax" in frozen["attend"] and frozen["body"]
+    assert "softmax" in frozen["soft_conv"]
+
+
+def test_batchnorm_or_layers_on_another_axis_freeze_their_channels():
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="a")(i)
+    x = keras.layers.BatchNormalization(axis=1, name="bn_rows")(x)
+    x = keras.layers.Conv2D(8, 3, name="b")(x)
+    x = keras.layers.Conv2D(8, 1, data_format="channels_first",
+                            name="cf")(x)
+    out = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x))
+    spaces = {tuple(s.names()): s
+              for s in prune.channel_spaces(keras.Model(i, out))}
+    frozen = {n: s.frozen for names, s in spaces.items() for n in names}
+    assert "axis" in frozen["a"]
+    assert "channels_first" in frozen["b"]
+    assert "channels_first" in frozen["cf"]
+
+
+def test_channel_spaces_of_a_subclassed_model_is_input_error():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.fc(x)
+
+    net = Net()
+    net(np.zeros((1, 4), "float32"))
+    with pytest.raises(InputError, match="subclassed"):
+        prune.channel_spaces(net)
+
+
+def test_count_macs_of_shared_3d_depthwise_1d_and_transposed_layers():
+    i = keras.Input((6, 8))
+    shared = keras.layers.Dense(8, name="shared")
+    x = shared(shared(i))                                  # 2 * 6 * 8 * 8
+    x = keras.layers.DepthwiseConv1D(3, name="dw1")(x)     # 4 * 3 * 8
+    x = keras.layers.Conv1DTranspose(2, 3, name="up")(x)   # 4 * 3 * 2 * 8
+    assert prune.count_macs(keras.Model(i, x)) == 768 + 96 + 192
+    j = keras.Input((4, 4, 4, 2))
+    c3 = keras.layers.Conv3D(3, 3, padding="same")(j)  # 64 * 27 * 2 * 3
+    assert prune.count_macs(keras.Model(j, c3)) == 64 * 162

@@ -32,7 +32,9 @@ import keras
 import numpy as np
 from keras import layers as L
 
+from tfcompress.errors import InputError
 from tfcompress.utils import graph as graph_lib
+from tfcompress.utils.layer_map import is_container
 
 PRODUCERS = (L.Conv1D, L.Conv2D, L.Dense, L.SeparableConv1D,
              L.SeparableConv2D)
@@ -52,6 +54,8 @@ PASS_THROUGH = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
 # layers that normalise across channels: a removed channel changes the rest
 ACROSS_CHANNELS = (L.LayerNormalization, L.GroupNormalization,
                    L.UnitNormalization, L.Softmax)
+# activations computed across the channels of a position
+ACROSS_CHANNEL_ACTIVATIONS = {"softmax", "log_softmax"}
 # keras.ops calls applied element-wise (with constants) in functional graphs
 ELEMENTWISE_OPS = {"Add", "Subtract", "Multiply", "Divide", "TrueDivide",
                    "Relu", "Relu6", "Sigmoid", "HardSigmoid", "Silu",
@@ -126,6 +130,21 @@ def _activation_name(layer):
     if act is None:
         return None
     return getattr(act, "__name__", str(act))
+
+
+def _channels_not_last(op, rank):
+    """Why ``op`` (input of rank ``rank`` or None) does not keep channels on
+    the last axis (or "")."""
+    if getattr(op, "data_format", None) == "channels_first":
+        return f"{op.name} is channels_first (channel pruning rewires " \
+            "channels_last layers)"
+    if isinstance(op, L.BatchNormalization):
+        axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
+        last = {-1} | ({rank - 1} if rank else set())
+        if len(axes) != 1 or axes[0] not in last:
+            return f"{op.name} (BatchNormalization) normalises along axis " \
+                f"{op.axis}, not the channel axis"
+    return ""
 
 
 def _maps_zero_to_zero(node) -> bool:
@@ -252,6 +271,22 @@ class _Analysis:
             self.freeze_inputs(node, f"nested model {name} is analysed as "
                                "one layer (flatten_nested(model) opens it)")
             return
+        shapes = node.parent_shapes
+        not_last = _channels_not_last(
+            op, len(shapes[0]) if shapes and shapes[0] else None)
+        if not_last:
+            self.freeze_inputs(node, not_last)
+            if isinstance(op, PRODUCERS):   # its own channels stay too
+                sid = self.new_space(int(output_kernel(op).shape[-1]))
+                self.space(sid).producers.append(op)
+                self.freeze(sid, not_last)
+                self.set_output(key, sid)
+            return
+        if _activation_name(op) in ACROSS_CHANNEL_ACTIVATIONS and \
+                not isinstance(op, PRODUCERS):
+            self.freeze_inputs(node, f"{name} ({kind}) mixes channels "
+                               f"({_activation_name(op)} across them)")
+            return
         ins = [self.space_of.get(p) for p in node.parents]
         flat_ins = [self.flattened.get(p) for p in node.parents]
         src = ins[0]
@@ -271,7 +306,10 @@ class _Analysis:
         if isinstance(op, PRODUCERS):
             sid = self.new_space(int(output_kernel(op).shape[-1]))
             self.space(sid).producers.append(op)
-            if _activation_name(op) not in ZERO_PRESERVING_ACTIVATIONS:
+            if _activation_name(op) in ACROSS_CHANNEL_ACTIVATIONS:
+                self.freeze(sid, f"{name} activation {_activation_name(op)} "
+                            "mixes its channels")
+            elif _activation_name(op) not in ZERO_PRESERVING_ACTIVATIONS:
                 self.mark_gate(sid, f"{name} activation "
                                f"{_activation_name(op)} maps 0 to non-zero")
             self.set_output(key, sid)
@@ -458,6 +496,11 @@ def channel_spaces(model):
     Nested models and shared layers are kept whole: the channels entering
     them are frozen, with the reason in ``ChannelSpace.frozen``.
     """
+    if not isinstance(model, keras.Model) or not is_container(model):
+        raise InputError("channel pruning analyses Sequential and Functional "
+                         f"models; {getattr(model, 'name', model)!r} is "
+                         "subclassed (or not a model): rebuild it as "
+                         "Functional first")
     return _Analysis(model).run()
 
 

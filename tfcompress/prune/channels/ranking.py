@@ -223,6 +223,26 @@ class ChannelPruning(keras.callbacks.Callback):
                 "ChannelPruning: no channel of this model can be pruned; "
                 "see tfcompress.prune.channel_spaces(model) for why each "
                 "space is frozen")
+        self._check_reachable()
+
+    def _check_reachable(self):
+        """With global allocation, the cap must let the schedule's final
+        sparsity be reached."""
+        final = getattr(self.pruning_schedule, "final_sparsity", getattr(
+            self.pruning_schedule, "target_sparsity", None))
+        if self.allocation != "global" or final is None:
+            return
+        sizes = [s.channels for s in self.spaces]
+        caps = channels_to_remove([np.ones(n) for n in sizes], 1.0,
+                                  "global", self.max_space_sparsity)
+        reachable = sum(caps) / sum(sizes)
+        if int(np.floor(sum(sizes) * final)) > sum(caps):
+            raise InputError(
+                f"ChannelPruning: max_space_sparsity "
+                f"{self.max_space_sparsity:g} lets at most "
+                f"{100 * reachable:.1f}% of the prunable channels go, and "
+                f"the schedule asks for {100 * final:g}%; raise "
+                f"max_space_sparsity or lower the sparsity")
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self.pruning_schedule.should_update(self.step):

@@ -184,7 +184,9 @@ def shrink(model):
     return new
 
 
-_MAC_LAYERS = (L.Dense, L.Conv1D, L.Conv2D, L.DepthwiseConv2D) + SEPARABLE
+TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+_MAC_LAYERS = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D,
+               L.DepthwiseConv2D) + TRANSPOSED + SEPARABLE
 
 
 def _unwrapped(layer):
@@ -196,27 +198,43 @@ def _unwrapped(layer):
     return layer
 
 
+def _layer_macs(layer, input_shape):
+    """Multiply-accumulates of one call of ``layer`` on ``input_shape``:
+    each output position (each input position of a transposed
+    convolution) takes one product per kernel weight."""
+    if isinstance(layer, TRANSPOSED):
+        positions = input_shape[1:-1]
+    else:
+        positions = layer.compute_output_shape(tuple(input_shape))[1:-1]
+    spatial = int(np.prod(positions)) if len(positions) else 1
+    kernels = ((layer.depthwise_kernel, layer.pointwise_kernel)
+               if isinstance(layer, SEPARABLE) else (layer.kernel,))
+    return spatial * sum(int(np.prod(k.shape)) for k in kernels)
+
+
 def count_macs(model) -> int:
-    """Multiply-accumulates of one forward pass (Conv, Dense, Depthwise,
-    SeparableConv), also inside pruning, clustering and QAT wrappers.
+    """Multiply-accumulates of one forward pass (Dense, convolutions of
+    every kind: 1D to 3D, depthwise, separable, transposed), also inside
+    pruning, clustering and QAT wrappers; a layer called twice counts
+    twice.
 
     >>> from tfcompress.models import lenet_300_100
     >>> count_macs(lenet_300_100())
     266200
     """
+    from tfcompress.utils.graph import node_graph
     total = 0
-    for outer in model.layers:
-        if isinstance(outer, keras.Model):
-            total += count_macs(outer)
+    for node in node_graph(model):
+        if isinstance(node.op, keras.Model):
+            total += count_macs(node.op)
             continue
-        layer = _unwrapped(outer)
+        layer = _unwrapped(node.op)
         if not isinstance(layer, _MAC_LAYERS):
             continue
-        out = outer.output.shape   # the wrapper's output is the layer's
-        spatial = int(np.prod(out[1:-1])) if len(out) > 2 else 1
-        if isinstance(layer, SEPARABLE):
-            kernels = (layer.depthwise_kernel, layer.pointwise_kernel)
-            total += spatial * sum(int(np.prod(k.shape)) for k in kernels)
-        else:
-            total += spatial * int(np.prod(layer.kernel.shape))
+        shape = node.parent_shapes[0] if node.parent_shapes else None
+        if not shape:
+            raise InputError(f"count_macs: the input shape of "
+                             f"{node.op.name} is unknown; build the model "
+                             "with a keras.Input")
+        total += _layer_macs(layer, shape)
     return int(total)

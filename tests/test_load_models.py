@@ -181,7 +181,9 @@ def test_load_model_not_a_keras_file_is_input_error(tmp_path):
     from tfcompress.errors import InputError
     bad = tmp_path / "bad.keras"
     bad.write_text("not a zip")
-    with pytest.raises(InputError, match="cannot load"):
+    # Keras itself says "File not found" for a file that exists
+    with pytest.raises(InputError, match="bad.keras is not a .keras file.*"
+                                         "zip archive.*model.save"):
         tfcompress.load_model(bad)
 
 

@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 import warnings
+import zipfile
 
 from tfcompress.errors import InputError
 
@@ -72,6 +73,11 @@ def load_model(path, compile=True, safe_mode=True):
     if os.path.isdir(path):
         raise InputError(f"model {path} is a folder; give the path of a "
                          ".keras file")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise InputError(f"model {path} is not a .keras file (a .keras file "
+                         "is a zip archive; this one is not, or is cut "
+                         "short): save the model again with "
+                         "model.save(path)")
     register_serializables()
     import keras
     try:

@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float,
                    default=zoo_default.finetune_lr,
                    help="Adam learning rate of both fine-tunes")
+    p.add_argument("--ema-decay", type=float, default=0.999,
+                   help="Default8BitScheme ema_decay of the activation "
+                        "ranges")
     p.add_argument("--name", default="qat_seeds")
     args = p.parse_args(argv)
     zoo.check_models(p, args.models)
@@ -84,7 +87,8 @@ def run_model(name, args):
         fl = zoo.clone(start)
         zoo.timed_train(fl, data, args.finetune_epochs, args.finetune_lr)
         keras.utils.set_random_seed(seed)
-        q = quantize.quantize_model(zoo.clone(start))
+        scheme = quantize.Default8BitScheme(ema_decay=args.ema_decay)
+        q = quantize.quantize_model(zoo.clone(start), scheme)
         zoo.timed_train(q, data, args.finetune_epochs, args.finetune_lr)
         r = convert(q, "int8", strict=True,
                     representative_data=xt[:args.calibration_samples])
@@ -103,7 +107,8 @@ def markdown(results, args):
              f"{args.finetune_epochs} epochs (learning rate "
              f"{getattr(args, 'finetune_lr', zoo.FT_LR):g}) of float and "
              "of QAT from the "
-             f"same start with the same shuffling; {args.train_samples} "
+             f"same start with the same shuffling (QAT ema_decay "
+             f"{getattr(args, 'ema_decay', 0.999):g}); {args.train_samples} "
              f"training / {args.test_samples} test images, "
              f"{args.size}x{args.size}. Difference: QAT int8 (TFLite) minus "
              "float (Keras), points.", "",

@@ -30,7 +30,10 @@ def _conv_net(annotate=("conv1",)):
 
 
 def _rows(qat):
-    return {r["layer"]: r["quantized"] for r in qat.quantize_report}
+    """Layer -> what QAT did to it (the ranges given to float tensors
+    left out)."""
+    return {r["layer"]: r["quantized"] for r in qat.quantize_report
+            if r["type"] != "float tensor"}
 
 
 def test_quantize_apply_keeps_layers_without_annotation_float():
@@ -131,3 +134,34 @@ def test_model_still_wrapped_for_pruning_or_clustering_says_strip():
     with pytest.raises(InputError,
                        match="clustering wrapper.*strip_clustering"):
         quantize.quantize_apply(quantize.quantize_annotate_model(clustered))
+
+
+def test_keras_ops_follow_the_layers_around_them():
+    # hard_sigmoid as keras.ops calls (keras.applications MobileNetV3):
+    # no annotation possible; quantize_annotate_model + quantize_apply
+    # must still quantize them, and the ops reading a float layer stay float
+    def net(annotate_b=False):
+        keras.utils.set_random_seed(0)
+        i = keras.Input((6, 6, 3))
+        a = L.Conv2D(4, 1, name="a")(i)
+        gate = L.ReLU(6.0, name="gate_relu")(a + 3.0) * (1.0 / 6.0)
+        b = L.Conv2D(4, 1, name="b")
+        if annotate_b:
+            b = quantize.quantize_annotate_layer(b)
+        return keras.Model(i, b(L.Multiply(name="gated")([a, gate])))
+
+    whole = _rows(quantize.quantize_model(net()))
+    annotated = _rows(quantize.quantize_apply(
+        quantize.quantize_annotate_model(net())))
+    model = quantize.quantize_model(net())
+    # x + 3.0 and x * (1 / 6) (auto-named: add, multiply, or add_<n>)
+    assert [r["type"] for r in model.quantize_report].count(
+        "ConstantArithmetic") == 2
+    assert [annotated[n] for n in whole if n in annotated] == \
+        [whole[n] for n in whole if n in annotated]
+    assert not [n for n, r in annotated.items() if "FLOAT" in r]
+    partly = quantize.quantize_apply(net(annotate_b=True))
+    rows = _rows(partly)
+    assert rows.pop("b").startswith("weights int8")
+    # a, its two ops, the ReLU and the Multiply
+    assert list(rows.values()) == ["FLOAT (not annotated)"] * 5

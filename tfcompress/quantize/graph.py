@@ -105,6 +105,10 @@ def functional_graph(model):
             raise InputError(f"layer {node.op.name!r} is shared (called "
                              f"{node.calls} times); quantize needs each "
                              "layer used once")
-        op = node.op if node.is_layer else _as_layer(node.op, node)
+        if node.is_layer:
+            op = node.op
+        else:
+            op = _as_layer(node.op, node)
+            op._tfcompress_from_op = True   # no annotation of its own
         out.append((op, [p.split("#")[0] for p in node.parents]))
     return out

@@ -95,13 +95,12 @@ def quantize_graph(model, scheme, report, layer_bits=None,
     ``scheme.weight_bits`` (names checked by the caller).
     ``annotated_only``: quantize only the annotated layers and keep the
     others float, as tfmot's ``quantize_apply`` does; a quantized layer
-    fed by a float one gets a quantizer on that input. Otherwise a layer
-    without an annotation gets the default rule (``quantize_model``).
+    fed by a float one gets a quantizer on that input. A keras.ops call
+    (``x + 3.0``), which cannot carry an annotation, is quantized unless
+    it reads a float layer's output. Otherwise a layer without an
+    annotation gets the default rule (``quantize_model``).
     """
     layer_bits = layer_bits or {}
-
-    def quantized(layer):
-        return not annotated_only or is_annotated(layer)
 
     if not is_container(model):
         raise InputError(f"{model.name} is a subclassed model; tfcompress "
@@ -113,6 +112,19 @@ def quantize_graph(model, scheme, report, layer_bits=None,
         parents_of[layer.name] = parents
         for p in parents:
             consumers.setdefault(p, []).append(layer)
+    is_quantized = {}   # layer name -> True/False; inputs: None
+    for layer, parents in graph:
+        if isinstance(layer, L.InputLayer) or not parents:
+            is_quantized[layer.name] = None
+        elif not annotated_only or is_annotated(layer):
+            is_quantized[layer.name] = True
+        else:
+            is_quantized[layer.name] = getattr(
+                layer, "_tfcompress_from_op", False) and all(
+                is_quantized.get(p, None) is not False for p in parents)
+
+    def quantized(layer):
+        return is_quantized.get(layer.name) is not False
     outputs = set()
     if isinstance(model, keras.Sequential):
         outputs.add(model.layers[-1].name)

@@ -351,14 +351,18 @@ def test_bad_allocation():
                              max_space_sparsity=1.0)
 
 
-def test_batchnorm_without_scale_trained_before_pruning_shrinks_exactly():
+@pytest.mark.parametrize("center", [True, False])
+def test_batchnorm_without_scale_trained_before_pruning_shrinks_exactly(
+        center):
     # keras.applications InceptionV3's conv2d_bn: BatchNormalization(
     # scale=False); its moving mean, trained before pruning, reached the
-    # output of a zeroed channel
+    # output of a zeroed channel. Without beta either, a channel whose
+    # moving mean is zeroed outputs 0 too, and goes.
     keras.utils.set_random_seed(0)
     i = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(16, 3, use_bias=False, name="conv_a")(i)
-    x = keras.layers.BatchNormalization(scale=False, name="bn_a")(x)
+    x = keras.layers.BatchNormalization(scale=False, center=center,
+                                        name="bn_a")(x)
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
     model = keras.Model(i, keras.layers.Dense(10, name="fc")(x))
     compile_classifier(model)

@@ -19,8 +19,8 @@ def dead_channels(space) -> np.ndarray:
 
     A channel is dead when every producer's kernel and bias are zero for
     it, every BatchNormalization on the path has gamma = beta = 0 for it
-    (beta = moving mean = 0 when it has no gamma) and every depthwise
-    convolution on the path has bias 0 for it.
+    (beta, if any, and moving mean = 0 when it has no gamma) and every
+    depthwise convolution on the path has bias 0 for it.
     """
     dead = np.ones(space.channels, bool)
     for layer in space.producers:
@@ -37,8 +37,6 @@ def dead_channels(space) -> np.ndarray:
             if layer.gamma is None:
                 # no scale: -moving_mean / std reaches the output
                 dead &= np.asarray(layer.moving_mean)[window] == 0
-            if layer.beta is None and layer.gamma is None:
-                dead &= False
         elif getattr(layer, "bias", None) is not None:
             dead &= np.asarray(layer.bias)[window] == 0
     return dead

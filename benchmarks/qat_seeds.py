@@ -47,9 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float,
                    default=zoo_default.finetune_lr,
                    help="Adam learning rate of both fine-tunes")
-    p.add_argument("--ema-decay", type=float, default=0.999,
+    p.add_argument("--ema-decay", type=float,
+                   default=zoo_default.qat_ema_decay,
                    help="Default8BitScheme ema_decay of the activation "
-                        "ranges")
+                        "ranges (default: the zoo's --qat-ema-decay)")
     p.add_argument("--name", default="qat_seeds")
     args = p.parse_args(argv)
     zoo.check_models(p, args.models)

@@ -169,6 +169,9 @@ def parse_args(argv=None):
                         "batch norms use their moving statistics "
                         "(Default8BitScheme freeze_bn_delay; default: "
                         "never, batch statistics throughout)")
+    p.add_argument("--qat-ema-decay", type=float, default=0.999,
+                   help="QAT, PQAT and the channel path's QAT: ema_decay of "
+                        "the activation ranges (default 0.999, tfmot's)")
     p.add_argument("--speed-size", default="96",
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
@@ -472,10 +475,11 @@ def run_model(name, args, tmp):
          lambda: record("converter_ptq_int8", *converter_int8(fl, calib)))
 
     delay = args.qat_freeze_bn_delay
+    ema = getattr(args, "qat_ema_decay", 0.999)
 
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
-            freeze_bn_delay=delay))
+            freeze_bn_delay=delay, ema_decay=ema))
         secs["qat"] = timed_train(q, data, F, args.finetune_lr)
         row["paths"]["qat_int8"] = {
             "keras_accuracy": common.keras_accuracy(q, data),
@@ -494,7 +498,7 @@ def run_model(name, args, tmp):
                                                               data)}
         row["paths"]["pruned_pqat_int8"] = res
         q = quantize.quantize_model(stripped, quantize.PrunePreservingScheme(
-            freeze_bn_delay=delay))
+            freeze_bn_delay=delay, ema_decay=ema))
         secs["prune_preserving_qat"] = timed_train(q, data, F,
                                                    args.finetune_lr)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
@@ -549,7 +553,7 @@ def run_model(name, args, tmp):
         qat_finetune = args.channel_finetune == "qat"
         if qat_finetune:
             small = quantize.quantize_model(small, quantize.Default8BitScheme(
-                freeze_bn_delay=delay))
+                freeze_bn_delay=delay, ema_decay=ema))
         secs["channel_finetune"] = fit(small)
         res["keras_accuracy"] = common.keras_accuracy(small, data)
         print(f"[{name}] channel {sparsity:.0%}: masked "
@@ -754,7 +758,8 @@ TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size",
-    "channel_distill", "channel_finetune", "qat_freeze_bn_delay")
+    "channel_distill", "channel_finetune", "qat_freeze_bn_delay",
+    "qat_ema_decay")
 
 
 def side_command(side, name, args, tmp, options):
@@ -953,7 +958,9 @@ def markdown(results, args):
              (f" QAT and PQAT with batch norm frozen after "
               f"{args.qat_freeze_bn_delay} steps (freeze_bn_delay)."
               if getattr(args, "qat_freeze_bn_delay", None) is not None
-              else ""), "",
+              else "") +
+             (f" QAT ranges: ema_decay {args.qat_ema_decay:g}."
+              if getattr(args, "qat_ema_decay", 0.999) != 0.999 else ""), "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "
              "PTQ int8 | QAT int8 | pruned+PQAT int8 (sparsity) | channel "

@@ -44,3 +44,11 @@ def test_finetune_learning_rate_follows_the_zoo_and_is_reported():
     args = qat_seeds.parse_args(["--finetune-lr", "0.002"])
     assert args.finetune_lr == 0.002
     assert "learning rate 0.002" in qat_seeds.markdown({}, args)
+
+
+def test_ema_decay_follows_the_zoo_and_is_reported():
+    import zoo
+    assert qat_seeds.parse_args([]).ema_decay == zoo.parse_args(
+        []).qat_ema_decay
+    args = qat_seeds.parse_args(["--ema-decay", "0.99"])
+    assert "QAT ema_decay 0.99" in qat_seeds.markdown({}, args)

@@ -247,6 +247,15 @@ def test_finetune_learning_rate_is_parsed_passed_on_and_reported():
     assert "fine-tune learning rate 0.001" in zoo.markdown({}, args)
 
 
+def test_qat_ema_decay_is_parsed_passed_on_and_reported():
+    args = zoo.parse_args(["--qat-ema-decay", "0.99"])
+    assert args.qat_ema_decay == 0.99
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
+    assert cmd[cmd.index("--qat-ema-decay") + 1] == "0.99"
+    assert "ema_decay 0.99" in zoo.markdown({}, args)
+    assert "ema_decay" not in zoo.markdown({}, zoo.parse_args([]))
+
+
 def test_qat_aim_compares_with_the_float_model_trained_as_long():
     # QAT fine-tunes F epochs from the E-epoch float model: its baseline is
     # the float model after E + F epochs, not the fair float after E + 2F

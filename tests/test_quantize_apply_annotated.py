@@ -165,3 +165,66 @@ def test_keras_ops_follow_the_layers_around_them():
     assert rows.pop("b").startswith("weights int8")
     # a, its two ops, the ReLU and the Multiply
     assert list(rows.values()) == ["FLOAT (not annotated)"] * 5
+
+
+def _trained_range(qat, x):
+    qat.compile("adam", "mse")
+    qat.fit(x, np.zeros((len(x),) + tuple(qat.output.shape[1:])), epochs=1,
+            batch_size=len(x), verbose=0)
+
+
+def test_weightless_layer_without_annotation_stays_float():
+    # an unannotated ReLU after quantized Dense layers was written int8
+    # with ranges from random inputs (top-1 agreement 0.625)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((16,)),
+                          quantize.quantize_annotate_layer(L.Dense(16)),
+                          quantize.quantize_annotate_layer(L.Dense(8)),
+                          L.ReLU(name="act")])
+    qat = quantize.quantize_apply(m)
+    assert float_layers(qat) == ["act"]
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32") * 2
+    _trained_range(qat, x)
+    report = convert(qat, "int8", strict=True, check_data=x).report
+    assert report["float_layers"] == ["act"]
+    assert report["numerical_check"]["top1_agreement"] >= 0.95
+
+
+def test_float_layer_making_one_of_several_outputs_stays_float():
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8,))
+    a = L.Dense(8, name="fa")(i)
+    b = L.Dense(8, name="fb")(i)
+    out1 = quantize.quantize_annotate_layer(L.Dense(3, name="q"))(a)
+    out2 = L.Multiply(name="mul")([a, b])
+    qat = quantize.quantize_apply(keras.Model(i, [out1, out2]))
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    report = convert(qat, "int8", check_data=x).report
+    assert set(report["float_layers"]) == {"fa", "fb", "mul"}
+    assert report["numerical_check"]["max_abs_error"] < 0.2
+
+
+def test_annotations_inside_nested_models_with_repeated_names_count():
+    keras.utils.set_random_seed(0)
+
+    def tower(name):
+        j = keras.Input((8,))
+        h = quantize.quantize_annotate_layer(L.Dense(8, name="t_d1"))(j)
+        return keras.Model(j, L.Dense(4, name="t_d2")(h), name=name)
+
+    i = keras.Input((8,))
+    m = keras.Model(i, L.Concatenate()([tower("a")(i), tower("b")(i)]))
+    rows = [r for r in quantize.quantize_apply(m).quantize_report
+            if r["layer"] == "t_d1"]
+    assert len(rows) == 2 and all(r["quantized"].startswith("weights int8")
+                                  for r in rows)
+
+
+def test_annotating_a_whole_model_or_bits_for_a_float_layer_is_refused():
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(4)], name="base")
+    with pytest.raises(InputError, match="base is a model.*"
+                                         "quantize_annotate_model"):
+        quantize.quantize_annotate_layer(inner)
+    with pytest.raises(InputError, match="layer_bits names conv2.*not "
+                                         "annotated"):
+        quantize.quantize_apply(_conv_net(), layer_bits={"conv2": 4})

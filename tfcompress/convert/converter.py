@@ -285,7 +285,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
     float_layers = _check_float_layers(float_layers, model, mode, qat)
-    qat_float = _qat_float_layers(model) if qat and mode == "int8" else []
+    qat_float, no_kernel = (_qat_float_layers(model)
+                            if qat and mode == "int8" else ([], set()))
     if qat_float:
         float_layers = qat_float
     check_integer_conversion(model, mode)
@@ -344,7 +345,11 @@ def _convert(model, mode, representative_data, input_type, output_type,
         layer_names=_layer_names(keras_model))
     if float_layers:
         from tfcompress.convert.fallback import mark_requested
-        mark_requested(result.report, float_nodes, by=(
+        # LayerNormalization/LayerScale stay float but are not asked for:
+        # strict mode refuses them
+        requested = {layer: nodes for layer, nodes in float_nodes.items()
+                     if layer not in no_kernel}
+        mark_requested(result.report, requested, by=(
             "QAT (not annotated, or NoOpQuantizeConfig)" if qat_float
             else "request"))
     if sparse:
@@ -499,8 +504,14 @@ def _check_float_layers(float_layers, model, mode, qat):
 
 
 def _qat_float_layers(model):
-    from tfcompress.quantize.float_layers import float_layers
-    return float_layers(model)
+    """The float layers of QAT ``model`` and the names of those among them
+    that have no int8 kernel (LayerNormalization, LayerScale)."""
+    from tfcompress.quantize.float_layers import float_layers, no_int8_kernel
+    from tfcompress.utils.layer_map import iter_layers
+    names = float_layers(model)
+    no_kernel = {l.name for l in iter_layers(model)
+                 if l.name in names and no_int8_kernel(l)}
+    return names, no_kernel
 
 
 def _float_nodes_of(float_layers, model, every_layer_has_ops=True):

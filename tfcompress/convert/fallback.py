@@ -133,8 +133,8 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
                        is not None]
             layers = next((l[:1] for l in (layers_in_name(w, parts)
                                            for w in weights) if l), [])
-        if not layers and outs[0] in outputs and len(output_layers) == 1:
-            layers = list(output_layers)
+        if not layers and outs[0] in outputs:
+            layers = _output_layer(node, output_layers)
         for layer in layers:
             if layer in found:
                 found[layer].append(node)
@@ -148,6 +148,18 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
                          "layer's op): name a layer with weights or "
                          "arithmetic instead")
     return found
+
+
+def _output_layer(node, output_layers):
+    """``[layer]`` making the model output whose flatbuffer tensor is
+    ``node``: the only output layer, or for ``Identity_<k>`` (the frozen
+    function's k-th output) the k-th; else ``[]``."""
+    if len(output_layers) == 1:
+        return list(output_layers)
+    match = re.fullmatch(r"Identity(?:_(\d+))?", node)
+    k = int(match.group(1) or 0) if match else None
+    return [output_layers[k]] if k is not None and k < len(output_layers) \
+        else []
 
 
 def mark_requested(report, nodes, by="request"):

@@ -67,6 +67,11 @@ def quantize_annotate_layer(layer, config=None):
     >>> layer = quantize_annotate_layer(keras.layers.LayerNormalization(),
     ...                                 NoOpQuantizeConfig())
     """
+    if isinstance(layer, keras.Model):
+        raise InputError(
+            f"quantize_annotate_layer takes a layer; {layer.name} is a "
+            "model: annotate the layers inside it, or all of them with "
+            "quantize_annotate_model(model)")
     annotated = copy_layer(layer)
     annotated._tfcompress_quantize_config = config or "default"
     return annotated
@@ -146,6 +151,14 @@ def quantize_apply(model, scheme=None, layer_bits=None,
             "there is nothing to quantize. Annotate the layers to quantize "
             "with quantize_annotate_layer, or all of them with "
             "quantize_annotate_model, or call quantize_model(model)")
+    not_annotated = sorted(
+        set(layer_bits or {}) - {layer.name for layer in iter_layers(model)
+                                 if transform.is_annotated(layer)})
+    if not_annotated and set(layer_bits) <= weight_layer_names(model):
+        raise InputError(
+            f"quantize_apply: layer_bits names {', '.join(not_annotated)}, "
+            "which is not annotated and stays float; annotate it with "
+            "quantize_annotate_layer or leave it out of layer_bits")
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
                      annotated_only=True)
 
@@ -262,9 +275,9 @@ def summary(model, print_fn=print) -> list:
             rows.append({"layer": layer.name, "type": type(layer).__name__,
                          "output_range": None,
                          "float": kept if isinstance(kept, str) else
-                         "not fake-quantized: left to the converter (an op "
-                         "with no int8 kernel, e.g. LayerNormalization's "
-                         "NEG, stays float)"})
+                         "kept float: TFLite has no int8 kernel for "
+                         "LayerNormalization's NEG; the converter keeps "
+                         "its ops float"})
             continue
         if not isinstance(layer, QUANTIZE_LAYERS):
             continue

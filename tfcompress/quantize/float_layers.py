@@ -2,17 +2,17 @@
 
 A QAT model from :func:`tfcompress.quantize.quantize_apply` keeps the
 layers that were not annotated float, and one from either API keeps float
-those annotated with ``NoOpQuantizeConfig()``. The converter must leave
-them float: given calibration inputs (a QAT model gets random ones, only
-to satisfy the converter's check), it would otherwise quantize them with
-ranges nobody trained or calibrated.
+those annotated with ``NoOpQuantizeConfig()`` and the LayerNormalization
+and LayerScale layers (no int8 TFLite kernel for LayerNormalization's
+NEG). The converter must leave them float: given calibration inputs (a QAT
+model gets random ones, only to satisfy the converter's check), it would
+otherwise quantize them with ranges nobody trained or calibrated.
 
 :func:`float_layers` finds them from the QAT model alone, so it works on a
 model loaded from a ``.keras`` file as well: walking the graph in order, a
-tensor is float when it is a model input, the output of a layer with
-weights outside any QAT wrapper, or the output of a weightless layer
-(pooling, reshaping) that reads a float tensor. Layers left to the
-converter by design (LayerNormalization, LayerScale) are not counted.
+tensor is float when it is a model input or the output of a layer outside
+any QAT wrapper, unless that layer only passes a quantized tensor on
+(pooling, reshaping, padding, dropout: TFLite keeps its input's scale).
 
 >>> import keras
 >>> from tfcompress import quantize
@@ -22,24 +22,33 @@ converter by design (LayerNormalization, LayerScale) are not counted.
 >>> m = keras.Model(i, keras.layers.Flatten(name="flat")(x))
 >>> float_layers(quantize.quantize_apply(m))
 ['b', 'flat']
+>>> no_int8_kernel(keras.layers.LayerNormalization())
+True
 """
 
 from __future__ import annotations
 
+from keras import layers as L
+
 from tfcompress.quantize import zoo_layers
 from tfcompress.quantize.affine import QuantizeChannelAffine
-from tfcompress.quantize.layers import QUANTIZE_LAYERS
+from tfcompress.quantize.layers import KEEPS_SCALE, QUANTIZE_LAYERS
 from tfcompress.quantize.pooling import QuantizeAveragePooling
 from tfcompress.utils.graph import node_graph
 from tfcompress.utils.layer_map import is_container
 
 _QUANTIZED = QUANTIZE_LAYERS + (QuantizeChannelAffine, QuantizeAveragePooling)
-_LEFT_TO_CONVERTER = ("LayerNormalization",)
 
 
-def _left_to_converter(layer) -> bool:
-    return type(layer).__name__ in _LEFT_TO_CONVERTER or \
+def no_int8_kernel(layer) -> bool:
+    """LayerNormalization and ConvNeXt's LayerScale: QAT keeps them float
+    whatever the annotations, and strict conversion refuses them."""
+    return isinstance(layer, L.LayerNormalization) or \
         zoo_layers.is_kept_float(layer)
+
+
+def _passes_scale_on(layer) -> bool:
+    return isinstance(layer, KEEPS_SCALE) or zoo_layers.is_identity(layer)
 
 
 def float_layers(model) -> list:
@@ -55,7 +64,7 @@ def float_layers(model) -> list:
         if not node.parents:        # an input
             float_tensors.add(node.key)
             continue
-        if isinstance(layer, _QUANTIZED) or _left_to_converter(layer):
+        if isinstance(layer, _QUANTIZED):
             continue
         if is_container(layer):
             inner = float_layers(layer)
@@ -63,8 +72,8 @@ def float_layers(model) -> list:
             if inner:
                 float_tensors.add(node.key)
             continue
-        if getattr(layer, "weights", None) or any(
-                p in float_tensors for p in node.parents):
+        if getattr(layer, "weights", None) or not _passes_scale_on(
+                layer) or any(p in float_tensors for p in node.parents):
             float_tensors.add(node.key)
             if layer.name not in names:
                 names.append(layer.name)

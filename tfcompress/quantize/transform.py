@@ -19,7 +19,7 @@ from tfcompress.quantize.pooling import (QuantizeAveragePooling,
 from tfcompress.quantize.shared_ranges import (feeds_concat_only as
                                                _feeds_concat_only,
                                                shared_range_groups)
-from tfcompress.utils.layer_map import copy_layer, is_container
+from tfcompress.utils.layer_map import copy_layer, is_container, iter_layers
 from tfcompress.errors import InputError
 
 FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
@@ -116,7 +116,9 @@ def quantize_graph(model, scheme, report, layer_bits=None,
     for layer, parents in graph:
         if isinstance(layer, L.InputLayer) or not parents:
             is_quantized[layer.name] = None
-        elif not annotated_only or is_annotated(layer):
+        elif not annotated_only or is_annotated(layer) or (
+                is_container(layer) and any(
+                    is_annotated(inner) for inner in iter_layers(layer))):
             is_quantized[layer.name] = True
         else:
             is_quantized[layer.name] = getattr(
@@ -497,12 +499,14 @@ def quantize_graph(model, scheme, report, layer_bits=None,
         if isinstance(layer, KEPT_FLOAT) or zoo_layers.is_kept_float(layer):
             kept = copy_layer(layer)
             kept._tfcompress_kept_float = True   # listed by summary()
-            tensors[name] = kept(x)
+            x = [tensor(p) for p in parents]
+            tensors[name] = kept(x[0] if len(x) == 1 else x)
+            # float: the quantized layers reading it get an input range
+            float_tensors[name] = f"quant_{name}_output"
             report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "not fake-quantized: left to the "
-                                        "converter, which keeps float any op "
-                                        "with no int8 kernel (LayerNormalization"
-                                        "'s NEG)"})
+                           "quantized": "FLOAT (no int8 TFLite kernel for "
+                                        "LayerNormalization's NEG; the "
+                                        "converter keeps its ops float)"})
             continue
         raise _unsupported(layer)
     if isinstance(model, keras.Sequential):

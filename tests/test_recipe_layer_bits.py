@@ -108,3 +108,21 @@ def test_qat_stage_with_freeze_bn_delay_zero_keeps_moving_statistics():
     bn = [l for l in qat.layers if isinstance(l, quantize.QuantizeFused)
           and l.batchnorm is not None][0].batchnorm
     assert np.abs(np.asarray(bn.moving_mean)).max() > 1e-3
+
+
+def test_ema_decay_is_read_checked_and_given_to_the_scheme():
+    assert _qat_params(_recipe("qat: {}"))["qat"]["ema_decay"] == 0.999
+    assert _qat_params(_recipe("qat: {ema_decay: 0.99}"))["qat"][
+        "ema_decay"] == 0.99
+    with pytest.raises(RecipeError, match="ema_decay"):
+        load_recipe_text(_recipe("qat: {ema_decay: 1.5}"), "r.yaml")
+    with pytest.raises(InputError, match="ema_decay must be in"):
+        quantize.Default8BitScheme(ema_decay=1.0)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, L.Dense(2, name="fc")(inp))
+    rng = np.random.default_rng(0)
+    data = ((rng.random((8, 4)).astype("float32"),
+             rng.integers(0, 2, 8)),) * 2
+    qat = stages.run_qat(model, dict(_params(None), ema_decay=0.9), data,
+                         TRAIN)
+    assert qat.quantize_scheme.ema_decay == 0.9

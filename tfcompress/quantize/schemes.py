@@ -58,6 +58,13 @@ class Default8BitScheme:
             raise InputError(
                 f"freeze_bn_delay must be a number of training steps (an "
                 f"integer >= 0) or None to never freeze, got {delay!r}")
+        if isinstance(self.ema_decay, bool) or not isinstance(
+                self.ema_decay, (int, float)) or \
+                not 0.0 <= self.ema_decay < 1.0:
+            raise InputError(
+                f"ema_decay must be in [0, 1) (0.999 by default, 0.99 for "
+                f"a fine-tune of a few hundred steps), got "
+                f"{self.ema_decay!r}")
         for name in ("weight_bits", "activation_bits"):
             bits = getattr(self, name)
             if not 2 <= bits <= 8:

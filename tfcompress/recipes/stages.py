@@ -103,6 +103,7 @@ def run_qat(model, params, data, train):
         activation_bits=params["activation_bits"],
         freeze_bn_delay=params.get("freeze_bn_delay"),
         share_concat_ranges=params.get("share_concat_ranges", True),
+        ema_decay=params.get("ema_decay", 0.999),
         **({"preserve_sparsity": True} if params.get("preserve_sparsity")
            else {}))
     try:

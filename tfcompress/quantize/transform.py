@@ -33,8 +33,8 @@ OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
 FUSES_ACTIVATION = (L.Add, L.Subtract, L.Multiply, ConstantArithmetic)
 # TFLite's int8 AVERAGE_POOL_2D keeps its input scale: no own range.
 PASS_THROUGH = KEEPS_SCALE
-# Not fake-quantized, and reported: the converter quantizes what it can of
-# them and keeps float the op with no int8 kernel (LayerNormalization's NEG).
+# Kept float and reported: TFLite has no int8 kernel for LayerNormalization's
+# NEG; convert keeps all their ops float (quantize.float_layers).
 KEPT_FLOAT = (L.LayerNormalization,)
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 NOT_ANNOTATED = "not annotated: kept float (quantize_apply)"
@@ -101,7 +101,6 @@ def quantize_graph(model, scheme, report, layer_bits=None,
     annotation gets the default rule (``quantize_model``).
     """
     layer_bits = layer_bits or {}
-
     if not is_container(model):
         raise InputError(f"{model.name} is a subclassed model; tfcompress "
                          "can quantize Sequential and Functional models")

@@ -169,11 +169,10 @@ def parse_args(argv=None):
                         "batch norms use their moving statistics "
                         "(Default8BitScheme freeze_bn_delay; default: "
                         "never, batch statistics throughout)")
-    p.add_argument("--qat-ema-decay", type=float, default=0.99,
+    p.add_argument("--qat-ema-decay", type=float, default=0.999,
                    help="QAT, PQAT and the channel path's QAT: ema_decay of "
-                        "the activation ranges (default 0.99: a fine-tune "
-                        "of F epochs is a few hundred steps; 0.999 is "
-                        "tfmot's and the library's default)")
+                        "the activation ranges (default 0.999, tfmot's and "
+                        "the library's)")
     p.add_argument("--speed-size", default="96",
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
@@ -477,7 +476,7 @@ def run_model(name, args, tmp):
          lambda: record("converter_ptq_int8", *converter_int8(fl, calib)))
 
     delay = args.qat_freeze_bn_delay
-    ema = getattr(args, "qat_ema_decay", 0.99)
+    ema = getattr(args, "qat_ema_decay", 0.999)
 
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
@@ -962,7 +961,8 @@ def markdown(results, args):
               if getattr(args, "qat_freeze_bn_delay", None) is not None
               else "") +
              (f" QAT ranges: ema_decay {args.qat_ema_decay:g}."
-              if hasattr(args, "qat_ema_decay") else ""), "",
+              if getattr(args, "qat_ema_decay", 0.999) != 0.999 else ""),
+             "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "
              "PTQ int8 | QAT int8 | pruned+PQAT int8 (sparsity) | channel "

@@ -62,8 +62,7 @@ class Default8BitScheme:
                 self.ema_decay, (int, float)) or \
                 not 0.0 <= self.ema_decay < 1.0:
             raise InputError(
-                f"ema_decay must be in [0, 1) (0.999 by default, 0.99 for "
-                f"a fine-tune of a few hundred steps), got "
+                f"ema_decay must be in [0, 1) (0.999 by default), got "
                 f"{self.ema_decay!r}")
         for name in ("weight_bits", "activation_bits"):
             bits = getattr(self, name)

@@ -94,9 +94,8 @@ STAGE_SCHEMAS = {
         # one range per chain of concatenations (no requantizing ops)
         "share_concat_ranges": Field(bool, True),
         "ema_decay": Field(float, 0.999, 0.0, 0.99999,
-                           doc="activation ranges' moving-average decay "
-                               "(0.99 for a fine-tune of a few hundred "
-                               "steps)"),
+                           doc="decay of the activation ranges' moving "
+                               "average"),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
     },

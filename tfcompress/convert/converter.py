@@ -285,6 +285,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)
     float_layers = _check_float_layers(float_layers, model, mode, qat)
+    if qat and mode in ("int8", "int16x8") and representative_data is None:
+        _check_output_only_layers(model)
     qat_float, no_kernel = (_qat_float_layers(model)
                             if qat and mode == "int8" else ([], set()))
     if qat_float:
@@ -501,6 +503,17 @@ def _check_float_layers(float_layers, model, mode, qat):
         return []
     from tfcompress.convert.fallback import check_float_layers
     return check_float_layers(float_layers, _layer_names(model), mode, qat)
+
+
+def _check_output_only_layers(model):
+    from tfcompress.quantize.float_layers import output_only_layers
+    names = output_only_layers(model)
+    if names:
+        raise InputError(
+            f"QAT model: {', '.join(names)} (annotated OutputQuantizeConfig) "
+            "has a trained range for its output only, and the converter "
+            "must calibrate the tensors inside it: pass representative_data "
+            "(about 100-500 typical inputs)")
 
 
 def _qat_float_layers(model):

@@ -32,10 +32,11 @@ from keras import layers as L
 
 from tfcompress.quantize import zoo_layers
 from tfcompress.quantize.affine import QuantizeChannelAffine
-from tfcompress.quantize.layers import KEEPS_SCALE, QUANTIZE_LAYERS
+from tfcompress.quantize.layers import (KEEPS_SCALE, QUANTIZE_LAYERS,
+                                        QuantizeOutput)
 from tfcompress.quantize.pooling import QuantizeAveragePooling
 from tfcompress.utils.graph import node_graph
-from tfcompress.utils.layer_map import is_container
+from tfcompress.utils.layer_map import is_container, iter_layers
 
 _QUANTIZED = QUANTIZE_LAYERS + (QuantizeChannelAffine, QuantizeAveragePooling)
 
@@ -78,3 +79,25 @@ def float_layers(model) -> list:
             if layer.name not in names:
                 names.append(layer.name)
     return names
+
+
+def output_only_layers(model) -> list:
+    """Names of the layers of QAT ``model`` quantized by an
+    ``OutputQuantizeConfig()`` annotation: QAT gives a range to their
+    output only, so the converter calibrates any tensor inside them (a
+    LayerNormalization is several ops) and needs real inputs for it.
+
+    >>> import keras
+    >>> from tfcompress import quantize
+    >>> i = keras.Input((8,))
+    >>> norm = quantize.quantize_annotate_layer(
+    ...     keras.layers.LayerNormalization(name="norm"),
+    ...     quantize.OutputQuantizeConfig())
+    >>> m = keras.Model(i, keras.layers.Dense(2)(norm(i)))
+    >>> output_only_layers(quantize.quantize_model(m))
+    ['norm']
+    """
+    from tfcompress.quantize.transform import OUTPUT_QUANTIZED
+    return [layer.layer.name for layer in iter_layers(model)
+            if isinstance(layer, QuantizeOutput) and layer.layer is not None
+            and not isinstance(layer.layer, OUTPUT_QUANTIZED)]

@@ -145,15 +145,15 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     'FLOAT (not annotated)'
     """
     _check_model(model, "quantize_apply")
-    if not any(transform.is_annotated(layer) for layer in iter_layers(model)):
+    annotated = {layer.name for layer in iter_layers(model)
+                 if transform.is_annotated(layer)}
+    if not annotated:
         raise InputError(
             f"quantize_apply: no layer of model {model.name} is annotated, so "
             "there is nothing to quantize. Annotate the layers to quantize "
             "with quantize_annotate_layer, or all of them with "
             "quantize_annotate_model, or call quantize_model(model)")
-    not_annotated = sorted(
-        set(layer_bits or {}) - {layer.name for layer in iter_layers(model)
-                                 if transform.is_annotated(layer)})
+    not_annotated = sorted(set(layer_bits or {}) - annotated)
     if not_annotated and set(layer_bits) <= weight_layer_names(model):
         raise InputError(
             f"quantize_apply: layer_bits names {', '.join(not_annotated)}, "

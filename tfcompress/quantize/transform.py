@@ -11,6 +11,7 @@ from tfcompress.utils.graph import (SEQUENTIAL_INPUT as _SEQUENTIAL_INPUT,
 from tfcompress.quantize import bit_widths, zoo_layers
 from tfcompress.quantize.affine import (AFFINE_LAYERS,
                                         QuantizeChannelAffine, layer_affine)
+from tfcompress.quantize.float_layers import no_int8_kernel
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
@@ -33,9 +34,6 @@ OUTPUT_QUANTIZED = (L.Add, L.Subtract, L.Multiply, L.Concatenate,
 FUSES_ACTIVATION = (L.Add, L.Subtract, L.Multiply, ConstantArithmetic)
 # TFLite's int8 AVERAGE_POOL_2D keeps its input scale: no own range.
 PASS_THROUGH = KEEPS_SCALE
-# Kept float and reported: TFLite has no int8 kernel for LayerNormalization's
-# NEG; convert keeps all their ops float (quantize.float_layers).
-KEPT_FLOAT = (L.LayerNormalization,)
 FUSABLE_ACTIVATIONS = ("relu", "relu6")
 NOT_ANNOTATED = "not annotated: kept float (quantize_apply)"
 
@@ -229,6 +227,13 @@ def quantize_graph(model, scheme, report, layer_bits=None,
                            "wrapper": float_tensors[name]})
         return float_quantized[name]
 
+    def emit_float(name, layer, parents):
+        """``layer`` computed in float on its parents' tensors as they
+        are; the quantized layers reading its output get a range for it."""
+        x = [tensor(p) for p in parents]
+        tensors[name] = layer(x[0] if len(x) == 1 else x)
+        float_tensors[name] = f"quant_{name}_output"
+
     def foldable_affine(layer, parents):
         # a pending affine whose sole consumer is this Conv2D; an offset is
         # exact only without zero padding between (none, or 'valid')
@@ -275,10 +280,7 @@ def quantize_graph(model, scheme, report, layer_bits=None,
         if not quantized(layer):
             kept = copy_layer(layer)
             kept._tfcompress_kept_float = NOT_ANNOTATED   # for summary()
-            tensors[name] = kept(
-                [tensor(p) for p in parents] if len(parents) > 1
-                else tensor(parents[0]))
-            float_tensors[name] = f"quant_{name}_output"
+            emit_float(name, kept, parents)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": "FLOAT (not annotated)"})
             continue
@@ -321,14 +323,10 @@ def quantize_graph(model, scheme, report, layer_bits=None,
             args = [qtensor(p) for p in parents]
         x = args[0] if len(args) == 1 else args
         if config is not None and config != "default":
-            new = copy_layer(layer)
             if config.quantize_output:
-                new = QuantizeOutput(new, **kw)
-            else:   # float: reads its inputs as they are
-                x = [tensor(p) for p in parents]
-                x = x[0] if len(x) == 1 else x
-                float_tensors[name] = f"quant_{name}_output"
-            tensors[name] = new(x)
+                tensors[name] = QuantizeOutput(copy_layer(layer), **kw)(x)
+            else:
+                emit_float(name, copy_layer(layer), parents)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": config.describe()})
             continue
@@ -495,13 +493,10 @@ def quantize_graph(model, scheme, report, layer_bits=None,
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": "pass-through (keeps scale)"})
             continue
-        if isinstance(layer, KEPT_FLOAT) or zoo_layers.is_kept_float(layer):
+        if no_int8_kernel(layer):
             kept = copy_layer(layer)
             kept._tfcompress_kept_float = True   # listed by summary()
-            x = [tensor(p) for p in parents]
-            tensors[name] = kept(x[0] if len(x) == 1 else x)
-            # float: the quantized layers reading it get an input range
-            float_tensors[name] = f"quant_{name}_output"
+            emit_float(name, kept, parents)
             report.append({"layer": name, "type": type(layer).__name__,
                            "quantized": "FLOAT (no int8 TFLite kernel for "
                                         "LayerNormalization's NEG; the "

@@ -105,6 +105,13 @@ def zero_channels(space, keep):
                 layer.bias.assign(np.asarray(layer.bias) * full)
 
 
+def _space_caps(channels, max_space_sparsity):
+    """The most channels each space of ``channels`` may lose: its
+    ``max_space_sparsity``, and never its last channel."""
+    return [min(int(np.floor(n * max_space_sparsity)), n - 1)
+            for n in channels]
+
+
 def channels_to_remove(scores, sparsity, allocation="uniform",
                        max_space_sparsity=0.8):
     """How many channels to remove from each space.
@@ -127,8 +134,7 @@ def channels_to_remove(scores, sparsity, allocation="uniform",
         return [min(int(np.floor(len(s) * sparsity)), len(s) - 1)
                 for s in scores]
     total = int(np.floor(sum(len(s) for s in scores) * sparsity))
-    caps = [min(int(np.floor(len(s) * max_space_sparsity)), len(s) - 1)
-            for s in scores]
+    caps = _space_caps([len(s) for s in scores], max_space_sparsity)
     pooled = np.concatenate([s / max(float(np.mean(s)), 1e-12)
                              for s in scores])
     owner = np.concatenate([np.full(len(s), i) for i, s in
@@ -233,14 +239,13 @@ class ChannelPruning(keras.callbacks.Callback):
         if self.allocation != "global" or final is None:
             return
         sizes = [s.channels for s in self.spaces]
-        caps = channels_to_remove([np.ones(n) for n in sizes], 1.0,
-                                  "global", self.max_space_sparsity)
-        reachable = sum(caps) / sum(sizes)
-        if int(np.floor(sum(sizes) * final)) > sum(caps):
+        removable = sum(_space_caps(sizes, self.max_space_sparsity))
+        if int(np.floor(sum(sizes) * final)) > removable:
             raise InputError(
                 f"ChannelPruning: max_space_sparsity "
                 f"{self.max_space_sparsity:g} lets at most "
-                f"{100 * reachable:.1f}% of the prunable channels go, and "
+                f"{100 * removable / sum(sizes):.1f}% of the prunable "
+                f"channels go, and "
                 f"the schedule asks for {100 * final:g}%; raise "
                 f"max_space_sparsity or lower the sparsity")
 

@@ -128,3 +128,25 @@ def test_cluster_exclude_unknown_layer_is_input_error():
     clustered = cluster.cluster_weights(m, 2, exclude="a")
     kinds = [type(l).__name__ for l in clustered.layers]
     assert kinds == ["Dense", "ClusterWeights"]
+
+
+def test_missing_output_folder_is_an_input_error(tmp_path):
+    from tfcompress.utils import atomic_write_bytes
+    with pytest.raises(InputError, match="does not exist; create it"):
+        atomic_write_bytes(tmp_path / "no" / "model.tflite", b"x")
+    # callers that catch OSError keep working
+    with pytest.raises(OSError):
+        atomic_write_bytes(tmp_path / "no" / "model.tflite", b"x")
+    assert not (tmp_path / "no").exists()
+
+
+def test_missing_files_the_user_named_are_input_errors(tmp_path):
+    from tfcompress.data import load_idx_dataset, read_idx
+    from tfcompress.inspect import inspect
+    with pytest.raises(InputError, match="give the path of a .tflite"):
+        inspect(tmp_path / "nope.tflite")
+    with pytest.raises(InputError, match="missing train-images-idx3-ubyte"):
+        load_idx_dataset(str(tmp_path))
+    (tmp_path / "bad-idx1-ubyte").write_bytes(b"\x00\x00\x08")
+    with pytest.raises(InputError):
+        read_idx(str(tmp_path / "bad-idx1-ubyte"))

@@ -41,7 +41,7 @@ FILES = {
 _KERAS_CACHE_DIRS = {"fashion-mnist": "fashion-mnist", "mnist": "mnist"}
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(InputError, FileNotFoundError):
     """Raised when no place holds the data set; the message lists them all."""
 
 
@@ -69,7 +69,7 @@ def load_idx_dataset(folder: str):
     """Loads the four idx files of an MNIST-style data set from ``folder``.
 
     Raises:
-      FileNotFoundError: if a file is missing.
+      DatasetNotFoundError: if a file is missing (a FileNotFoundError).
       IdxFormatError: if a file is truncated or corrupt, or the image and
         label counts disagree.
     """
@@ -77,7 +77,9 @@ def load_idx_dataset(folder: str):
     for key, stem in FILES.items():
         path = _find(folder, stem)
         if path is None:
-            raise FileNotFoundError(f"{folder}: missing {stem}[.gz]")
+            raise DatasetNotFoundError(
+                f"{folder}: missing {stem}[.gz]; put the four idx files of "
+                "the data set in that folder")
         arrays[key] = read_idx(path)
     for split in ("train", "test"):
         x, y = arrays["x_" + split], arrays["y_" + split]

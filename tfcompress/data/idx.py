@@ -21,6 +21,8 @@ import zlib
 
 import numpy as np
 
+from tfcompress.errors import InputError
+
 _DTYPES = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
@@ -31,7 +33,7 @@ _DTYPES = {
 }
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(InputError):
     """Raised when a file is not a valid, complete IDX file."""
 
 

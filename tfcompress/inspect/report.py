@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from tfcompress.bench.delegation import INT8_SPLITTING_OPS, SHAPE_OPS
-from tfcompress.errors import InputError
+from tfcompress.errors import InputError, MissingFileError
 from tfcompress.inspect.flatbuffer import FlatbufferError
 from tfcompress.inspect.model_reader import read_model, tensor_values
 
@@ -61,7 +61,8 @@ def _load(path_or_bytes):
         return bytes(path_or_bytes), None
     path = os.fspath(path_or_bytes)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist")
+        raise MissingFileError(f"{path} does not exist; give the path of a "
+                               ".tflite file")
     if os.path.isdir(path):
         raise InputError(f"{path} is a folder; give a .tflite file")
     with open(path, "rb") as f:

@@ -18,17 +18,23 @@ import os
 import stat
 import tempfile
 
+from tfcompress.errors import InputError
+
+
+class OutputFolderError(InputError, OSError):
+    """The folder an output file goes to is missing or not writable."""
+
 
 def check_writable_folder(path: str) -> str:
-    """Raises OSError unless the folder that will hold ``path`` exists and
-    is writable; returns the folder."""
+    """Raises OutputFolderError (an InputError and an OSError) unless the
+    folder that will hold ``path`` exists and is writable; returns it."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
-        raise OSError(f"cannot write {path}: folder {folder} does not exist; "
-                      "create it first")
+        raise OutputFolderError(f"cannot write {path}: folder {folder} does "
+                                "not exist; create it first")
     if not os.access(folder, os.W_OK):
-        raise PermissionError(f"cannot write {path}: folder {folder} is not "
-                              "writable; choose another output path")
+        raise OutputFolderError(f"cannot write {path}: folder {folder} is "
+                                "not writable; choose another output path")
     return folder
 
 

@@ -364,3 +364,15 @@ def test_depthwise_left_dense_unless_included():
                                       include=["block1_dw"])
     assert {w.layer.name for w in prune.collect_wrappers(named)} == {
         "block1_dw"}
+
+
+def test_summary_prints_by_default_and_print_fn_none_is_silent(capsys):
+    # as quantize.summary and cluster.summary
+    pruned = prune.prune_low_magnitude(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(2,
+                                                                name="fc")]),
+        SCHEDULE)
+    rows = prune.summary(pruned, print_fn=None)
+    assert rows[0]["layer"] == "fc" and capsys.readouterr().out == ""
+    prune.summary(pruned)
+    assert "fc" in capsys.readouterr().out

@@ -10,18 +10,20 @@ from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import iter_layers
 
 
-def summary(model, print_fn=None) -> list:
+def summary(model, print_fn=print) -> list:
     """Rows describing every layer with weights, pruned or left dense.
 
     Each row: ``layer``, ``type``, ``status`` (``pruned``, ``dense
     (excluded)`` or ``dense (unsupported)``), ``weights``, ``params``,
-    ``target_sparsity`` and ``sparsity`` (measured zeros).
+    ``target_sparsity`` and ``sparsity`` (measured zeros). The table is
+    printed with ``print_fn``; ``print_fn=None`` prints nothing, as in
+    ``quantize.summary`` and ``cluster.summary``.
 
     >>> import keras
     >>> from tfcompress.prune import prune_low_magnitude
     >>> m = prune_low_magnitude(keras.Sequential([
     ...     keras.Input((4,)), keras.layers.Dense(2)]))
-    >>> summary(m, print_fn=lambda s: None)[0]["status"]
+    >>> summary(m, print_fn=None)[0]["status"]
     'pruned'
     """
     rows = []
@@ -55,8 +57,8 @@ def summary(model, print_fn=None) -> list:
                              [keras.ops.convert_to_numpy(w).ravel() == 0
                               for w in layer.weights]))), 4),
                          "step": None})
-    print_fn = print if print_fn is None else print_fn
-    print_fn(format_table(rows))
+    if print_fn is not None:
+        print_fn(format_table(rows))
     return rows
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import time
-import traceback
 
 import numpy as np
 
@@ -167,8 +166,7 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
                 "seconds": round(time.time() - start, 1)}
     try:
         result, error = _convert(qat, x, x[:64], len(x), strict)
-    except Exception as e:
-        traceback.print_exc()
+    except Exception as e:     # the status says why
         result, error = None, e
     status = _conversion_status(result, error, start)
     status.update({"stage": "convert", "kept_float": kept_float,

@@ -234,13 +234,7 @@ def test_pruning_summaries_write_sparsity_and_thresholds(tmp_path):
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[
         prune.UpdatePruningStep(),
         prune.PruningSummaries(str(tmp_path), update_freq=2)])
-    from tensorflow.core.util import event_pb2
-    values = {}
-    for path in tmp_path.glob("events.out.tfevents.*"):
-        for record in tf.data.TFRecordDataset(str(path)):
-            event = event_pb2.Event.FromString(record.numpy())
-            for v in event.summary.value:
-                values[v.tag] = float(tf.make_ndarray(v.tensor))
+    values = _scalars(tmp_path / "pruning")
     assert values["prune_low_magnitude_fc/kernel/sparsity"] == 0.5
     assert values["prune_low_magnitude_fc/target_sparsity"] == 0.5
     assert values["prune_low_magnitude_conv/kernel/threshold"] > 0
@@ -323,3 +317,82 @@ def test_callback_updates_masks_as_the_in_call_update_does():
                                    b.pruned_weights[0].numpy(), atol=1e-6)
         assert a.thresholds == pytest.approx(b.thresholds)
         assert abs(a.sparsity()[0] - 0.7) <= 0.01, a.name
+
+
+def _scalars(folder):
+    """The last value of each scalar TensorBoard event in ``folder``."""
+    values = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for v in event.summary.value:
+                values[v.tag] = float(tf.make_ndarray(v.tensor))
+    return values
+
+
+def test_tfmot_guide_custom_loop_prunes_and_logs(tmp_path):
+    # tfmot's custom training loop: on_train_batch_begin only, no
+    # on_train_batch_end, on_epoch_end(batch=-1), summaries written at
+    # on_epoch_begin
+    keras.utils.set_random_seed(7)
+    schedule = prune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4,
+                                     frequency=1)
+    model = prune.prune_low_magnitude(keras.Sequential([
+        keras.Input((20,)), keras.layers.Dense(20, name="fc")]), schedule)
+    optimizer = keras.optimizers.Adam()
+    x, y = np.random.rand(4, 20).astype("float32"), np.eye(20)[:4]
+    step_callback = prune.UpdatePruningStep()
+    step_callback.set_model(model)
+    log_callback = prune.PruningSummaries(log_dir=str(tmp_path))
+    log_callback.set_model(model)
+    step_callback.on_train_begin()
+    for _ in range(6):
+        log_callback.on_epoch_begin(epoch=-1)
+        step_callback.on_train_batch_begin(batch=-1)
+        with tf.GradientTape() as tape:
+            loss = keras.losses.categorical_crossentropy(
+                y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        step_callback.on_epoch_end(batch=-1)
+    wrapper = model.layers[0]
+    assert wrapper.step == 6
+    assert wrapper.sparsity() == [0.8]
+    assert np.mean(wrapper.layer.kernel.numpy() == 0) == 0.8
+    values = _scalars(tmp_path / "pruning")
+    assert values["prune_low_magnitude_fc/kernel/sparsity"] == \
+        pytest.approx(0.8)
+
+
+def test_batch_begin_and_end_count_each_step_once():
+    model = prune.prune_low_magnitude(keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(2)]),
+        prune.ConstantSparsity(0.5, 0))
+    cb = prune.UpdatePruningStep()
+    cb.set_model(model)
+    cb.on_train_begin()
+    for batch in range(3):
+        cb.on_train_batch_begin(batch)
+        cb.on_train_batch_end(batch)
+    cb.on_epoch_end(0)
+    assert model.layers[0].step == 3
+
+
+def test_pruning_summaries_take_tfmot_arguments(tmp_path):
+    keras.utils.set_random_seed(8)
+    model = prune.prune_low_magnitude(
+        _small_cnn(), prune.ConstantSparsity(0.5, 0, frequency=1))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    x, y = _data(16)
+    summaries = prune.PruningSummaries(str(tmp_path), profile_batch=0,
+                                       write_graph=False)
+    assert summaries.update_freq == "epoch"    # tfmot's default
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[
+        prune.UpdatePruningStep(), summaries])
+    # Keras's own TensorBoard logs, as from tfmot's subclass
+    assert "epoch_loss" in _scalars(tmp_path / "train")
+    assert _scalars(tmp_path / "pruning")[
+        "prune_low_magnitude_fc/kernel/sparsity"] == 0.5
+    with pytest.raises(ValueError, match="update_freq"):
+        prune.PruningSummaries(str(tmp_path), update_freq="often")

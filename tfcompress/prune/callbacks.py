@@ -6,21 +6,29 @@ re-applies the masks at epoch end. For a custom training loop
 (``tf.GradientTape``), call its methods yourself, as with tfmot, calling
 ``on_train_begin`` before the training step is first traced (a step traced
 earlier keeps tfmot's in-call mask update, which gives the same masks but a
-larger graph)::
+larger graph). tfmot's guide loop works as it is: a batch that began and
+was not ended is ended by the next ``on_train_batch_begin`` or by
+``on_epoch_end``::
 
     step = tfcompress.prune.UpdatePruningStep()
+    log = tfcompress.prune.PruningSummaries(log_dir)
     step.set_model(model)
+    log.set_model(model)
     step.on_train_begin()
-    for x, y in dataset:
-        step.on_train_batch_begin(0)
-        train_step(x, y)   # calls model(x, training=True) under a tape
-        step.on_train_batch_end(0)
-    step.on_train_end()
+    for epoch in range(epochs):
+        log.on_epoch_begin(epoch)
+        for x, y in dataset:
+            step.on_train_batch_begin(batch=-1)
+            train_step(x, y)   # calls model(x, training=True) under a tape
+        step.on_epoch_end(batch=-1)
 
-``PruningSummaries`` writes per-layer sparsity and thresholds to TensorBoard.
+``PruningSummaries`` is Keras's TensorBoard callback that also writes
+per-layer sparsity and thresholds.
 """
 
 from __future__ import annotations
+
+import os
 
 import keras
 import tensorflow as tf
@@ -62,6 +70,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.step = 0
         self._assign_steps = None
         self._mask_updates = {}
+        self._batch_open = False   # a batch began and has not ended
 
     def on_train_begin(self, logs=None):
         self.wrappers = collect_wrappers(self.model)
@@ -95,14 +104,18 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._assign_steps = assign_steps
         self._assign_steps(tf.constant(self.step, tf.int64))
         self._mask_updates = {}
+        self._batch_open = False
         for w in self.wrappers:
             w.mask_updates_by_callback = True
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._assign_steps is None:
             self.on_train_begin()
+        if self._batch_open:   # a loop that never calls on_train_batch_end
+            self._end_batch()
         update_global_masks(self.wrappers, self.step)
         self.update_layer_masks(self.step)
+        self._batch_open = True
 
     def update_layer_masks(self, step):
         """Updates the masks of the (not global) wrappers whose schedule is
@@ -120,16 +133,27 @@ class UpdatePruningStep(keras.callbacks.Callback):
         return len(due)
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._batch_open:
+            self._end_batch()
+
+    def _end_batch(self):
         # The saved counter is the next step to run, so a checkpoint taken
         # now resumes exactly where this run stopped.
         self.step += 1
         self._assign_steps(tf.constant(self.step, tf.int64))
+        self._batch_open = False
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch=None, logs=None, batch=None):
+        """Re-applies the masks. ``batch`` is accepted for tfmot's guide,
+        which calls ``on_epoch_end(batch=-1)``."""
+        if self._batch_open:
+            self._end_batch()
         for w in self.wrappers:
             w.apply_masks()
 
     def on_train_end(self, logs=None):
+        if self._batch_open:
+            self._end_batch()
         for w in self.wrappers:
             w.apply_masks()
             w.mask_updates_by_callback = False
@@ -187,28 +211,46 @@ def update_global_masks(wrappers, step):
     return len(due)
 
 
-class PruningSummaries(keras.callbacks.Callback):
-    """Writes per-layer sparsity and thresholds to TensorBoard.
+class PruningSummaries(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, plus per-layer pruning scalars.
+
+    As tfmot's: the losses and metrics go to ``log_dir/train`` and
+    ``log_dir/validation`` as with ``keras.callbacks.TensorBoard``; the
+    target sparsity, the measured sparsity and the threshold of every
+    pruned weight go to ``log_dir/pruning``, at the start of each epoch
+    (also in a custom training loop that calls ``on_epoch_begin``), at
+    the end of each epoch, and every ``update_freq`` batches when it is a
+    number.
 
     Args:
       log_dir: the TensorBoard log folder.
-      update_freq: write every this many batches (and at each epoch end).
+      update_freq: ``"epoch"`` (tfmot's default), ``"batch"`` or a number
+        of batches.
+      **kwargs: passed to ``keras.callbacks.TensorBoard``.
 
-    >>> cb = PruningSummaries("/tmp/logs")  # doctest: +SKIP
+    >>> import tempfile
+    >>> cb = PruningSummaries(tempfile.mkdtemp(), update_freq=10)
+    >>> cb.update_freq
+    10
     """
 
-    def __init__(self, log_dir, update_freq=100):
-        super().__init__()
-        self.log_dir = log_dir
-        self.update_freq = int(update_freq)
-        self._writer = None
-        self._step = 0
-
-    def on_train_begin(self, logs=None):
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+    def __init__(self, log_dir, update_freq="epoch", **kwargs):
+        if not (update_freq in ("epoch", "batch") or (
+                isinstance(update_freq, int) and update_freq > 0)):
+            raise InputError(f"PruningSummaries: update_freq={update_freq!r}"
+                             "; give 'epoch', 'batch' or a number of "
+                             "batches > 0")
+        super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
+        self._pruning_writer = None
+        self._batches = 0
 
     def _write(self):
-        with self._writer.as_default():
+        if not collect_wrappers(self.model):
+            return
+        if self._pruning_writer is None:
+            self._pruning_writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "pruning"))
+        with self._pruning_writer.as_default():
             for w in collect_wrappers(self.model):
                 step = max(w.step, 0)
                 tf.summary.scalar(f"{w.name}/target_sparsity",
@@ -219,16 +261,25 @@ class PruningSummaries(keras.callbacks.Callback):
                                       step=step)
                     tf.summary.scalar(f"{w.name}/{key}/threshold",
                                       thresholds[key], step=step)
-        self._writer.flush()
+        self._pruning_writer.flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._write()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._step % self.update_freq == 0:
+        super().on_train_batch_end(batch, logs)
+        self._batches += 1
+        if self.update_freq != "epoch" and \
+                self._batches % self.update_freq == 0:
             self._write()
 
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         self._write()
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
+        super().on_train_end(logs)
+        if self._pruning_writer is not None:
+            self._pruning_writer.close()
+            self._pruning_writer = None

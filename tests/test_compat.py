@@ -132,6 +132,22 @@ def test_call_has_training_arg_without_the_flag_reads_the_signature():
     assert compat.call_has_training_arg(NoFlagNoTraining()) is False
 
 
+def test_input_shape_arg_is_what_sequential_builds_from():
+    import warnings
+    with warnings.catch_warnings():   # Keras prefers an Input; tfmot's
+        warnings.simplefilter("ignore")   # guides use input_shape=
+        dense = keras.layers.Dense(2, input_shape=(3,))
+    assert hasattr(dense, "_input_shape_arg"), moved(
+        "keras.Layer._input_shape_arg (a Sequential's first layer's "
+        "input_shape=)")
+    assert compat.input_shape_arg(dense) == (3,)
+    other = keras.layers.Dense(2)
+    compat.carry_input_shape_arg(dense, other)
+    model = keras.Sequential([other])
+    assert model.built and model.input_shape == (None, 3), moved(
+        "keras.Sequential no longer builds from layers[0]._input_shape_arg")
+
+
 def test_keras_history_names_the_producing_layer_of_each_output():
     x = keras.Input((4,))
     h = keras.layers.Dense(3, name="hidden")(x)
@@ -451,6 +467,7 @@ KNOWN_PRIVATE = {
     "_build_shapes_dict", "_keras_mask", "_self_setattr_tracking",
     "_call_signature", "_saved_model_inputs_spec", "_get_save_spec",
     "_run_eagerly", "_jit_compile", "_compile_config", "_autocast",
+    "_input_shape_arg",
 }
 
 #: Private names read outside their own module that tfcompress does not

@@ -376,3 +376,29 @@ def test_summary_prints_by_default_and_print_fn_none_is_silent(capsys):
     assert rows[0]["layer"] == "fc" and capsys.readouterr().out == ""
     prune.summary(pruned)
     assert "fc" in capsys.readouterr().out
+
+
+def test_tfmot_guide_sequential_with_input_shape_on_a_wrapped_layer():
+    # tfmot's guides: Sequential([wrap(Dense(20, input_shape=(20,))), ...])
+    import warnings
+    from tfcompress import cluster, quantize
+    x = np.random.rand(8, 20).astype("float32")
+
+    def dense():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.layers.Dense(20, input_shape=(20,))
+    pruned = keras.Sequential([prune.prune_low_magnitude(dense()),
+                               keras.layers.Flatten()])
+    clustered = keras.Sequential([cluster.cluster_weights(dense(), 3),
+                                  keras.layers.Flatten()])
+    annotated = keras.Sequential([quantize.quantize_annotate_layer(dense()),
+                                  keras.layers.Flatten()])
+    for model in (pruned, clustered, annotated):
+        assert model.built and model.input_shape == (None, 20)
+    pruned.compile("adam", "mse")
+    pruned.fit(x, x, epochs=1, verbose=0,
+               callbacks=[prune.UpdatePruningStep()])
+    assert quantize.has_fake_quant(quantize.quantize_apply(annotated))
+    assert len(np.unique(cluster.strip_clustering(clustered)
+                         .layers[0].kernel.numpy())) == 3

@@ -137,6 +137,25 @@ def variable_value(variable):
 
 
 # -- Keras layers, tensors and models ------------------------------------
+def input_shape_arg(layer):
+    """The ``input_shape=`` ``layer`` was made with, or None. A Sequential
+    whose first layer has one starts with an Input of that shape, so a
+    wrapper or a copy of that layer must carry it too.
+
+    >>> import keras
+    >>> input_shape_arg(keras.layers.Dense(2, input_shape=(3,)))
+    (3,)
+    """
+    return getattr(layer, "_input_shape_arg", None)
+
+
+def carry_input_shape_arg(source, target) -> None:
+    """Gives ``target`` the ``input_shape=`` of ``source``, if it has one."""
+    shape = input_shape_arg(source)
+    if shape is not None:
+        target._input_shape_arg = shape
+
+
 def call_has_training_arg(layer) -> bool:
     """True if ``layer.call`` takes a ``training`` argument (what Keras
     decides it by when calling the layer).

@@ -54,6 +54,7 @@ def copy_layer(layer: keras.layers.Layer, **overrides) -> keras.layers.Layer:
     config = layer.get_config()
     config.update(overrides)
     new = layer.__class__.from_config(config)
+    compat.carry_input_shape_arg(layer, new)
     if layer.built:
         build_config = layer.get_build_config()
         if build_config:

@@ -8,7 +8,15 @@ MultiHeadAttention cannot be built from the wrapper's input shape alone).
 
 class WrappedBuildMixin:
     """``get_build_config``/``build_from_config`` delegating to ``layer``,
-    and ``from_config`` rebuilding ``layer`` from its serialized config."""
+    and ``from_config`` rebuilding ``layer`` from its serialized config.
+    The wrapper keeps the ``input_shape=`` of ``layer``, so that
+    ``Sequential([wrap(Dense(20, input_shape=(20,))), ...])`` is built as
+    the plain model would be."""
+
+    def __init__(self, layer, **kwargs):
+        from tfcompress import compat
+        super().__init__(layer, **kwargs)
+        compat.carry_input_shape_arg(layer, self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

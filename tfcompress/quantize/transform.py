@@ -98,416 +98,504 @@ def quantize_graph(model, scheme, report, layer_bits=None,
     it reads a float layer's output. Otherwise a layer without an
     annotation gets the default rule (``quantize_model``).
     """
-    layer_bits = layer_bits or {}
     if not is_container(model):
         raise InputError(f"{model.name} is a subclassed model; tfcompress "
                          "can quantize Sequential and Functional models")
-    graph = (layer_graph(model) if isinstance(model, keras.Sequential)
-             else functional_graph(model))
-    consumers, parents_of = {}, {}
-    for layer, parents in graph:
-        parents_of[layer.name] = parents
-        for p in parents:
-            consumers.setdefault(p, []).append(layer)
-    is_quantized = {}   # layer name -> True/False; inputs: None
-    for layer, parents in graph:
-        if isinstance(layer, L.InputLayer) or not parents:
-            is_quantized[layer.name] = None
-        elif not annotated_only or is_annotated(layer) or (
-                is_container(layer) and any(
-                    is_annotated(inner) for inner in iter_layers(layer))):
-            is_quantized[layer.name] = True
-        else:
-            is_quantized[layer.name] = getattr(
-                layer, "_tfcompress_from_op", False) and all(
-                is_quantized.get(p, None) is not False for p in parents)
+    return _QatGraph(model, scheme, report, layer_bits or {},
+                     annotated_only).build()
 
-    def quantized(layer):
-        return is_quantized.get(layer.name) is not False
-    outputs = set()
-    if isinstance(model, keras.Sequential):
-        outputs.add(model.layers[-1].name)
-    else:
-        for t in model.outputs:
-            outputs.add(compat.keras_history(t).operation.name)
 
-    def sole_consumer(name):
-        # the one layer reading tensor ``name``, if QAT quantizes it (only
-        # then can it fuse with the producer)
-        cs = consumers.get(name, [])
-        return cs[0] if len(cs) == 1 and name not in outputs and \
-            quantized(cs[0]) else None
+class _QatGraph:
+    """One rebuild of a Sequential or Functional model with QAT layers.
 
-    def feeds_concat_only(name):
-        # TFLite gives a Concatenate's inputs its own scale: their ranges
-        # come from the concatenation's quantizer, not their own.
-        return _feeds_concat_only(name, consumers, outputs) and all(
-            quantized(c) for c in consumers[name])
+    Walks the layer graph in order; each layer either joins a fused op
+    (a convolution's BatchNormalization, constant arithmetic and ReLU),
+    joins a pending input affine (Rescaling, Normalization, ZeroPadding2D
+    before the first convolution), or is rebuilt by the rule for its
+    kind. ``tensors`` maps a layer name to its rebuilt output.
+    """
 
-    # tensors TFLite gives one scale (concatenation chains): one range;
-    # not where some layers stay float (each quantized tensor keeps its own)
-    partly_float = not all(quantized(layer) for layer, _ in graph
-                           if not isinstance(layer, L.InputLayer))
-    shared = ({} if isinstance(model, keras.Sequential) or not getattr(
-        scheme, "share_concat_ranges", True) or partly_float
-        else shared_range_groups(graph, outputs))
-    shared_quantizers = {}
+    def __init__(self, model, scheme, report, layer_bits, annotated_only):
+        self.model, self.scheme, self.report = model, scheme, report
+        self.layer_bits, self.annotated_only = layer_bits, annotated_only
+        self.kw = dict(activation_bits=scheme.activation_bits,
+                       ema_decay=scheme.ema_decay)
+        sequential = isinstance(model, keras.Sequential)
+        self.graph = layer_graph(model) if sequential \
+            else functional_graph(model)
+        self.consumers, self.parents_of = {}, {}
+        for layer, parents in self.graph:
+            self.parents_of[layer.name] = parents
+            for p in parents:
+                self.consumers.setdefault(p, []).append(layer)
+        self.is_quantized = self._which_quantized()
+        self.outputs = ({model.layers[-1].name} if sequential else
+                        {compat.keras_history(t).operation.name
+                         for t in model.outputs})
+        # tensors TFLite gives one scale (concatenation chains): one
+        # range; not where some layers stay float (each quantized tensor
+        # keeps its own)
+        partly_float = not all(self.quantized(layer)
+                               for layer, _ in self.graph
+                               if not isinstance(layer, L.InputLayer))
+        self.shared = ({} if sequential or not getattr(
+            scheme, "share_concat_ranges", True) or partly_float
+            else shared_range_groups(self.graph, self.outputs))
+        self.shared_quantizers = {}
+        self.tensors, self.consumed = {}, {}
+        # producers whose kernel carries a scaled sum's scale
+        self.prescaled = set()
+        # Rescaling/Normalization outputs not computed yet: name ->
+        # (source tensor name, scale, offset, passed through zero
+        # padding, layer names)
+        self.pending = {}
+        # tensors left float (inputs of a partly quantized model, outputs
+        # of float layers): name -> name of the quantizer a quantized
+        # reader uses
+        self.float_tensors, self.float_quantized = {}, {}
+        self.new_inputs = []
 
-    def share_range(member, out):
-        root = shared[member]
-        if root not in shared_quantizers:
-            shared_quantizers[root] = QuantizeOutput(
-                None, name=f"quant_range_{root}", **kw)
-        # only the last concatenation, whose values hold all the others',
-        # moves the range in training
-        return shared_quantizers[root](out, update_range=member == root)
+    # -- which layers are quantized, and who reads what ------------------
 
-    def shared_note(member):
-        return {"shared_range": f"quant_range_{shared[member]}"}
+    def _which_quantized(self):
+        is_quantized = {}   # layer name -> True/False; inputs: None
+        for layer, parents in self.graph:
+            if isinstance(layer, L.InputLayer) or not parents:
+                is_quantized[layer.name] = None
+            elif not self.annotated_only or is_annotated(layer) or (
+                    is_container(layer) and any(
+                        is_annotated(inner) for inner in iter_layers(layer))):
+                is_quantized[layer.name] = True
+            else:
+                is_quantized[layer.name] = getattr(
+                    layer, "_tfcompress_from_op", False) and all(
+                    is_quantized.get(p, None) is not False for p in parents)
+        return is_quantized
 
-    def fused_by_activation(name):
-        nxt = sole_consumer(name)
+    def quantized(self, layer):
+        return self.is_quantized.get(layer.name) is not False
+
+    def sole_consumer(self, name):
+        """The one layer reading tensor ``name``, if QAT quantizes it
+        (only then can it fuse with the producer)."""
+        cs = self.consumers.get(name, [])
+        return cs[0] if len(cs) == 1 and name not in self.outputs and \
+            self.quantized(cs[0]) else None
+
+    def feeds_concat_only(self, name):
+        """TFLite gives a Concatenate's inputs its own scale: their ranges
+        come from the concatenation's quantizer, not their own."""
+        return _feeds_concat_only(name, self.consumers, self.outputs) and \
+            all(self.quantized(c) for c in self.consumers[name])
+
+    def fused_by_activation(self, name):
+        nxt = self.sole_consumer(name)
         return nxt is not None and _fusable_activation(nxt) is not None
 
-    tensors, consumed = {}, {}
-    prescaled = set()   # producers whose kernel carries a scaled sum's scale
-    # Rescaling/Normalization outputs not computed yet: name -> (source
-    # tensor name, scale, offset, passed through zero padding, layer names)
-    pending = {}
+    # -- tensors ---------------------------------------------------------
 
-    def emit_affine(name):
-        src, scale, offset, _, names = pending.pop(name)
+    def tensor(self, name):
+        return self.emit_affine(name) if name in self.pending \
+            else self.tensors[name]
+
+    def qtensor(self, name):
+        """Tensor ``name`` as a quantized layer reads it."""
+        if name not in self.float_tensors:
+            return self.tensor(name)
+        if name not in self.float_quantized:
+            self.float_quantized[name] = QuantizeOutput(
+                None, name=self.float_tensors[name],
+                **self.kw)(self.tensors[name])
+            self.report.append({
+                "layer": name, "type": "float tensor",
+                "quantized": "input range of the quantized layers reading "
+                             "it", "wrapper": self.float_tensors[name]})
+        return self.float_quantized[name]
+
+    def emit_float(self, name, layer, parents):
+        """``layer`` computed in float on its parents' tensors as they
+        are; the quantized layers reading its output get a range for it."""
+        x = [self.tensor(p) for p in parents]
+        self.tensors[name] = layer(x[0] if len(x) == 1 else x)
+        self.float_tensors[name] = f"quant_{name}_output"
+
+    def add_input(self, name, inp, quantizer_name):
+        self.new_inputs.append(inp)
+        self.tensors[name] = inp
+        if self.annotated_only:   # quantized where a quantized layer reads it
+            self.float_tensors[name] = quantizer_name
+            return
+        self.tensors[name] = QuantizeOutput(None, name=quantizer_name,
+                                            **self.kw)(inp)
+        self.report.append({"layer": name, "type": "Input",
+                            "quantized": "input range"})
+
+    def share_range(self, member, out):
+        root = self.shared[member]
+        if root not in self.shared_quantizers:
+            self.shared_quantizers[root] = QuantizeOutput(
+                None, name=f"quant_range_{root}", **self.kw)
+        # only the last concatenation, whose values hold all the others',
+        # moves the range in training
+        return self.shared_quantizers[root](out, update_range=member == root)
+
+    def shared_note(self, member):
+        return {"shared_range": f"quant_range_{self.shared[member]}"}
+
+    # -- input affines (Rescaling, Normalization) -------------------------
+
+    def emit_affine(self, name):
+        src, scale, offset, _, names = self.pending.pop(name)
         if (scale == scale[0]).all() and (offset == offset[0]).all():
-            return emit_scalar_affine(name, src, float(scale[0]),
-                                      float(offset[0]), names)
+            return self.emit_scalar_affine(name, src, float(scale[0]),
+                                           float(offset[0]), names)
         q = QuantizeChannelAffine(scale, offset, source=names,
-                                  weight_bits=scheme.weight_bits,
-                                  name=f"quant_{name}", **kw)
-        tensors[name] = q(qtensor(src))
-        report.append({"layer": ", ".join(names), "type": "input affine",
-                       "quantized": "int8 per-channel affine (1x1 "
-                                    "depthwise)", "wrapper": q.name})
-        return tensors[name]
+                                  weight_bits=self.scheme.weight_bits,
+                                  name=f"quant_{name}", **self.kw)
+        self.tensors[name] = q(self.qtensor(src))
+        self.report.append({"layer": ", ".join(names),
+                            "type": "input affine",
+                            "quantized": "int8 per-channel affine (1x1 "
+                                         "depthwise)", "wrapper": q.name})
+        return self.tensors[name]
 
-    def emit_scalar_affine(name, src, scale, offset, names):
+    def emit_scalar_affine(self, name, src, scale, offset, names):
         # one scale and offset for every channel (Rescaling(1 / 127.5, -1)):
         # an int8 MUL and ADD by constants, as TFLite writes the float
         # layer, which XNNPACK runs faster than a 1x1 depthwise on 3
         # channels
-        x, ops = qtensor(src), []
+        x, ops = self.qtensor(src), []
         for op, constant in (("multiply", scale), ("add", offset)):
             if constant != (1.0 if op == "multiply" else 0.0):
                 suffix = "scale" if op == "multiply" else "offset"
                 x = QuantizeOutput(ConstantArithmetic(
-                    op, constant, name=f"{name}_{suffix}"), **kw)(x)
+                    op, constant, name=f"{name}_{suffix}"), **self.kw)(x)
                 ops.append("MUL" if op == "multiply" else "ADD")
-        tensors[name] = x
-        report.append({"layer": ", ".join(names), "type": "input affine",
-                       "quantized": f"int8 {' and '.join(ops) or 'identity'}"
-                                    " by constants"})
+        self.tensors[name] = x
+        self.report.append({
+            "layer": ", ".join(names), "type": "input affine",
+            "quantized": f"int8 {' and '.join(ops) or 'identity'} by "
+                         "constants"})
         return x
 
-    def tensor(name):
-        return emit_affine(name) if name in pending else tensors[name]
+    def defer_affine(self, layer, parent):
+        """True if ``layer`` (an affine or a zero padding) joins a pending
+        input affine instead of being computed now."""
+        name, pending = layer.name, self.pending
+        if name in self.outputs:
+            return False
+        affine = layer_affine(layer, layer.output.shape[-1]) \
+            if isinstance(layer, AFFINE_LAYERS) else None
+        if affine is not None:
+            if parent in pending and self.sole_consumer(parent) is layer:
+                src, s0, o0, padded, names = pending.pop(parent)
+                pending[name] = (src, s0 * affine[0],
+                                 o0 * affine[0] + affine[1], padded,
+                                 names + [name])
+            else:
+                pending[name] = (parent, affine[0], affine[1], False, [name])
+            return True
+        if isinstance(layer, L.ZeroPadding2D) and parent in pending and \
+                not pending[parent][2].any() and \
+                self.sole_consumer(parent) is layer:
+            # zero padding commutes with a pure scale only
+            src, s0, o0, padded, names = pending.pop(parent)
+            self.tensors[name + "/unscaled"] = copy_layer(layer)(
+                self.qtensor(src))
+            pending[name] = (name + "/unscaled", s0, o0, True,
+                             names + [name])
+            self.report.append({"layer": name, "type": "ZeroPadding2D",
+                                "quantized": "pass-through (keeps scale)"})
+            return True
+        return False
 
-    # tensors left float (inputs of a partly quantized model, outputs of
-    # float layers): name -> name of the quantizer a quantized reader uses
-    float_tensors, float_quantized = {}, {}
-
-    def qtensor(name):
-        """Tensor ``name`` as a quantized layer reads it."""
-        if name not in float_tensors:
-            return tensor(name)
-        if name not in float_quantized:
-            float_quantized[name] = QuantizeOutput(
-                None, name=float_tensors[name], **kw)(tensors[name])
-            report.append({"layer": name, "type": "float tensor",
-                           "quantized": "input range of the quantized "
-                                        "layers reading it",
-                           "wrapper": float_tensors[name]})
-        return float_quantized[name]
-
-    def emit_float(name, layer, parents):
-        """``layer`` computed in float on its parents' tensors as they
-        are; the quantized layers reading its output get a range for it."""
-        x = [tensor(p) for p in parents]
-        tensors[name] = layer(x[0] if len(x) == 1 else x)
-        float_tensors[name] = f"quant_{name}_output"
-
-    def foldable_affine(layer, parents):
-        # a pending affine whose sole consumer is this Conv2D; an offset is
-        # exact only without zero padding between (none, or 'valid')
-        if len(parents) != 1 or parents[0] not in pending or \
+    def foldable_affine(self, layer, parents):
+        """A pending affine whose sole consumer is this Conv2D, popped; an
+        offset is exact only without zero padding between (none, or
+        'valid')."""
+        if len(parents) != 1 or parents[0] not in self.pending or \
                 type(layer) is not L.Conv2D or layer.groups != 1 or \
                 layer.data_format != "channels_last" or \
-                sole_consumer(parents[0]) is not layer:
+                self.sole_consumer(parents[0]) is not layer:
             return None
-        _, scale, offset, padded, _ = pending[parents[0]]
+        _, scale, offset, padded, _ = self.pending[parents[0]]
         if offset.any() and (padded or layer.padding != "valid"):
             return None
-        return pending.pop(parents[0])
-    new_inputs = []
+        return self.pending.pop(parents[0])
 
-    def add_input(name, inp, quantizer_name):
-        tensors[name] = inp
-        if annotated_only:   # quantized where a quantized layer reads it
-            float_tensors[name] = quantizer_name
-            return
-        tensors[name] = QuantizeOutput(None, name=quantizer_name, **kw)(inp)
-        report.append({"layer": name, "type": "Input",
-                       "quantized": "input range"})
+    # -- the walk ----------------------------------------------------------
 
-    kw = dict(activation_bits=scheme.activation_bits,
-              ema_decay=scheme.ema_decay)
-    for layer, parents in graph:
+    def build(self):
+        for layer, parents in self.graph:
+            self.visit(layer, parents)
+        model = self.model
+        if isinstance(model, keras.Sequential):
+            outs = self.tensor(model.layers[-1].name)
+        else:
+            outs = [self.tensor(compat.keras_history(t).operation.name)
+                    for t in model.outputs]
+            outs = outs[0] if len(outs) == 1 else outs
+        ins = self.new_inputs
+        return keras.Model(ins[0] if len(ins) == 1 else ins, outs,
+                           name=f"{model.name}_qat")
+
+    def visit(self, layer, parents):
         name = layer.name
-        if name in consumed:
-            tensors[name] = tensors[consumed[name]]
-            continue
+        if name in self.consumed:
+            self.tensors[name] = self.tensors[self.consumed[name]]
+            return
         if isinstance(layer, L.InputLayer) or not parents:
             shape = (layer.batch_shape[1:] if isinstance(layer, L.InputLayer)
-                     else model.inputs[0].shape[1:])
-            inp = keras.Input(shape=shape, name=name)
-            new_inputs.append(inp)
-            add_input(name, inp, f"quant_input_{name}")
-            continue
-        if parents == [_SEQUENTIAL_INPUT]:
-            if _SEQUENTIAL_INPUT not in tensors:
-                inp = keras.Input(shape=model.inputs[0].shape[1:],
-                                  name="input")
-                new_inputs.append(inp)
-                add_input(_SEQUENTIAL_INPUT, inp, "quant_input")
-        if not quantized(layer):
+                     else self.model.inputs[0].shape[1:])
+            self.add_input(name, keras.Input(shape=shape, name=name),
+                           f"quant_input_{name}")
+            return
+        if parents == [_SEQUENTIAL_INPUT] and \
+                _SEQUENTIAL_INPUT not in self.tensors:
+            self.add_input(_SEQUENTIAL_INPUT, keras.Input(
+                shape=self.model.inputs[0].shape[1:], name="input"),
+                "quant_input")
+        if not self.quantized(layer):
             kept = copy_layer(layer)
             kept._tfcompress_kept_float = NOT_ANNOTATED   # for summary()
-            emit_float(name, kept, parents)
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "FLOAT (not annotated)"})
-            continue
+            self.emit_float(name, kept, parents)
+            self.report.append({"layer": name, "type": type(layer).__name__,
+                                "quantized": "FLOAT (not annotated)"})
+            return
         config = getattr(layer, "_tfcompress_quantize_config", None)
-        requested_bits = layer_bits.get(name, scheme.weight_bits)
+        bits = self.layer_bits.get(name, self.scheme.weight_bits)
         if getattr(config, "weight_bits", None) is not None and \
                 isinstance(layer, FUSABLE):
             # QuantizeConfig(weight_bits=..): the default rule, other bits
-            requested_bits = layer_bits.get(name, config.weight_bits)
+            bits = self.layer_bits.get(name, config.weight_bits)
             config = "default"
-        if config in (None, "default") and len(parents) == 1:
-            p = parents[0]
-            affine = layer_affine(layer, layer.output.shape[-1]) \
-                if isinstance(layer, AFFINE_LAYERS) else None
-            if affine is not None and name not in outputs:
-                if p in pending and sole_consumer(p) is layer:
-                    src, s0, o0, padded, names = pending.pop(p)
-                    pending[name] = (src, s0 * affine[0],
-                                     o0 * affine[0] + affine[1], padded,
-                                     names + [name])
-                else:
-                    pending[name] = (p, affine[0], affine[1], False, [name])
-                continue
-            if isinstance(layer, L.ZeroPadding2D) and p in pending and \
-                    not pending[p][2].any() and \
-                    sole_consumer(p) is layer and name not in outputs:
-                # zero padding commutes with a pure scale only
-                src, s0, o0, padded, names = pending.pop(p)
-                tensors[name + "/unscaled"] = copy_layer(layer)(qtensor(src))
-                pending[name] = (name + "/unscaled", s0, o0, True,
-                                 names + [name])
-                report.append({"layer": name, "type": "ZeroPadding2D",
-                               "quantized": "pass-through (keeps scale)"})
-                continue
-        folded_input = foldable_affine(layer, parents) \
-            if config in (None, "default") else None
-        if folded_input is not None:
-            args = [qtensor(folded_input[0])]
-        else:
-            args = [qtensor(p) for p in parents]
+        by_rule = config in (None, "default")
+        if by_rule and len(parents) == 1 and \
+                self.defer_affine(layer, parents[0]):
+            return
+        folded = self.foldable_affine(layer, parents) if by_rule else None
+        args = ([self.qtensor(folded[0])] if folded is not None
+                else [self.qtensor(p) for p in parents])
         x = args[0] if len(args) == 1 else args
-        if config is not None and config != "default":
-            if config.quantize_output:
-                tensors[name] = QuantizeOutput(copy_layer(layer), **kw)(x)
-            else:
-                emit_float(name, copy_layer(layer), parents)
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": config.describe()})
-            continue
-        if is_container(layer):
-            inner = quantize_graph(layer, scheme, report, layer_bits,
-                                   annotated_only)
-            tensors[name] = inner(x)
-            continue
-        if isinstance(layer, FUSABLE):
-            bn = act = None
-            nxt = sole_consumer(name)
-            fused = [name]
-            act_inside = getattr(layer.activation, "__name__", "linear")
-            if scheme.fold_batchnorm and act_inside == "linear" and \
-                    isinstance(nxt, L.BatchNormalization) and \
-                    nxt.axis in (-1, len(layer.output.shape) - 1):
-                bn = nxt
-                fused.append(bn.name)
-                nxt = sole_consumer(bn.name)
-            # x * c or x + c right after the op: TFLite folds the constant
-            # into kernel and bias, so QAT does too
-            output_scale, output_shift = 1.0, 0.0
-            while act_inside == "linear" and _folds_constant(nxt):
-                output_scale, output_shift = _compose(
-                    nxt, output_scale, output_shift)
-                fused.append(nxt.name)
-                nxt = sole_consumer(nxt.name)
-            if act_inside == "linear" and nxt is not None and \
-                    _fusable_activation(nxt):
-                act = _fusable_activation(nxt)
-                fused.append(nxt.name)
-            # TFLite fuses only ReLU/ReLU6 into the op; any other built-in
-            # activation (softmax, sigmoid, tanh, ...) is an op of its own
-            # with its own output scale, so it is split off here.
-            split_act = act_inside not in ("linear",) + FUSABLE_ACTIVATIONS
-            if act_inside == "linear" and act is None and \
-                    nxt is not None and zoo_layers.is_scaled_sum(nxt) and \
-                    parents_of[nxt.name][1:] == [fused[-1]] and \
-                    parents_of[nxt.name][0] != fused[-1]:
-                # InceptionResNetV2: x + conv(..) * scale, with the scale in
-                # the kernel (TFLite folds it so)
-                output_scale *= float(nxt.scale)
-                output_shift *= float(nxt.scale)
-                prescaled.add(fused[-1])
-            core = (copy_layer(layer, activation="linear") if split_act
-                    else copy_layer(layer))
-            bits, bits_note = bit_widths.weight_bits_for(layer,
-                                                         requested_bits)
-            shares = fused[-1] in shared and not split_act
-            q = QuantizeFused(core,
-                              copy_layer(bn) if bn is not None else None,
-                              act, weight_bits=bits,
-                              weight_bits_note=bits_note,
-                              per_channel=scheme.per_channel,
-                              preserve_sparsity=scheme.preserve_sparsity,
-                              preserve_clusters=getattr(
-                                  scheme, "preserve_clusters", False),
-                              quantize_output=split_act or not (
-                                  shares or feeds_concat_only(fused[-1])),
-                              input_scale=(None if folded_input is None
-                                           else folded_input[1]),
-                              input_offset=(None if folded_input is None
-                                            else folded_input[2]),
-                              output_scale=output_scale,
-                              output_shift=output_shift,
-                              freeze_bn_delay=getattr(
-                                  scheme, "freeze_bn_delay", None), **kw)
-            out = q(x)
-            if shares:
-                out = share_range(fused[-1], out)
-            if split_act:
-                out = QuantizeOutput(
-                    L.Activation(act_inside, name=f"{name}_{act_inside}"),
-                    fixed_range=QuantizeOutput.fixed_range_for(
-                        act_inside, scheme.activation_bits),
-                    quantize_output=not feeds_concat_only(name),
-                    **kw)(out)
-            for n in fused:
-                tensors[n] = out
-                consumed[n] = name
-            report.append({
-                "layer": name, "type": type(layer).__name__,
-                "quantized": f"weights int{bits} "
-                             f"{'per-channel' if q.per_channel else 'per-tensor'}"
-                             f", output int{scheme.activation_bits}"
-                             + (f" ({bits_note})" if bits_note else ""),
-                "folded": ((folded_input[4] if folded_input else []) +
-                           fused[1:]), "wrapper": q.name,
-                **(shared_note(fused[-1]) if shares else {})})
-            continue
-        if isinstance(layer, L.BatchNormalization):
-            fuses = fused_by_activation(name)
-            shares = name in shared and not fuses
-            q = QuantizeAffine(copy_layer(layer),
-                               weight_bits=scheme.weight_bits,
-                               quantize_output=not (
-                                   fuses or shares or
-                                   feeds_concat_only(name)), **kw)
-            tensors[name] = q(x)
-            if shares:
-                tensors[name] = share_range(name, tensors[name])
-            report.append({"layer": name, "type": "BatchNormalization",
-                           "quantized": "int8 per-channel affine (1x1 "
-                                        "depthwise)" + (
-                                            ", activation fused by TFLite "
-                                            "(range of the activation)"
-                                            if fuses else ""),
-                           "wrapper": q.name,
-                           **(shared_note(name) if shares else {})})
-            continue
-        if zoo_layers.is_identity(layer):
-            tensors[name] = x
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "identity at inference (removed)"})
-            continue
-        if zoo_layers.is_scaled_sum(layer):
-            if parents[1] in prescaled:
-                summed = L.Add(name=name)
-            else:   # the scale cannot fold: a MUL of its own
-                x = [x[0], QuantizeOutput(ConstantArithmetic(
-                    "multiply", layer.scale, name=f"{name}_scale"),
-                    **kw)(x[1])]
-                summed = L.Add(name=name)
-            tensors[name] = QuantizeOutput(summed, quantize_output=not (
-                fused_by_activation(name) or feeds_concat_only(name)),
-                **kw)(x)
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "ADD, scale folded into "
-                                        f"{parents[1]}" if parents[1] in
-                           prescaled else "MUL and ADD",
-                           "wrapper": f"quant_{name}"})
-            continue
-        if isinstance(layer, OUTPUT_QUANTIZED):
-            act = getattr(getattr(layer, "activation", None), "__name__", "")
-            fixed = QuantizeOutput.fixed_range_for(
-                "softmax" if isinstance(layer, L.Softmax) else act,
-                scheme.activation_bits)
-            fuses = isinstance(layer, FUSES_ACTIVATION) and \
-                fused_by_activation(name)
-            shares = name in shared and fixed is None and not fuses
-            q = QuantizeOutput(copy_layer(layer), fixed_range=fixed,
-                               quantize_output=not (
-                                   fuses or shares or
-                                   feeds_concat_only(name)), **kw)
-            tensors[name] = q(x)
-            if shares:
-                tensors[name] = share_range(name, tensors[name])
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": (
-                               "activation fused by TFLite (range of the "
-                               "activation)" if fuses else
-                               f"output int{scheme.activation_bits}"),
-                           "wrapper": q.name,
-                           **(shared_note(name) if shares else {})})
-            continue
-        if rounds_average(layer):
-            tensors[name] = QuantizeAveragePooling(copy_layer(layer))(x)
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "keeps scale, average rounded to "
-                                        "it"})
-            continue
-        if isinstance(layer, PASS_THROUGH):
-            tensors[name] = copy_layer(layer)(x)
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "pass-through (keeps scale)"})
-            continue
-        if no_int8_kernel(layer):
-            kept = copy_layer(layer)
-            kept._tfcompress_kept_float = True   # listed by summary()
-            emit_float(name, kept, parents)
-            report.append({"layer": name, "type": type(layer).__name__,
-                           "quantized": "FLOAT (no int8 TFLite kernel for "
-                                        "LayerNormalization's NEG; the "
-                                        "converter keeps its ops float)"})
-            continue
+        if not by_rule:
+            self.annotated(layer, parents, config, x)
+        elif is_container(layer):
+            self.tensors[name] = quantize_graph(
+                layer, self.scheme, self.report, self.layer_bits,
+                self.annotated_only)(x)
+        elif isinstance(layer, FUSABLE):
+            self.fused(layer, x, bits, folded)
+        else:
+            self.by_kind(layer, parents, x)
+
+    # -- the rules, one per kind of layer ----------------------------------
+
+    def annotated(self, layer, parents, config, x):
+        """A layer annotated with its own QuantizeConfig."""
+        name = layer.name
+        if config.quantize_output:
+            self.tensors[name] = QuantizeOutput(copy_layer(layer),
+                                                **self.kw)(x)
+        else:
+            self.emit_float(name, copy_layer(layer), parents)
+        self.report.append({"layer": name, "type": type(layer).__name__,
+                            "quantized": config.describe()})
+
+    def fused(self, layer, x, requested_bits, folded_input):
+        """A convolution or Dense with what TFLite fuses into its op: a
+        BatchNormalization, constant arithmetic, a ReLU/ReLU6."""
+        name, scheme = layer.name, self.scheme
+        bn = act = None
+        nxt = self.sole_consumer(name)
+        fused = [name]
+        act_inside = getattr(layer.activation, "__name__", "linear")
+        if scheme.fold_batchnorm and act_inside == "linear" and \
+                isinstance(nxt, L.BatchNormalization) and \
+                nxt.axis in (-1, len(layer.output.shape) - 1):
+            bn = nxt
+            fused.append(bn.name)
+            nxt = self.sole_consumer(bn.name)
+        # x * c or x + c right after the op: TFLite folds the constant
+        # into kernel and bias, so QAT does too
+        output_scale, output_shift = 1.0, 0.0
+        while act_inside == "linear" and _folds_constant(nxt):
+            output_scale, output_shift = _compose(
+                nxt, output_scale, output_shift)
+            fused.append(nxt.name)
+            nxt = self.sole_consumer(nxt.name)
+        if act_inside == "linear" and nxt is not None and \
+                _fusable_activation(nxt):
+            act = _fusable_activation(nxt)
+            fused.append(nxt.name)
+        # TFLite fuses only ReLU/ReLU6 into the op; any other built-in
+        # activation (softmax, sigmoid, tanh, ...) is an op of its own
+        # with its own output scale, so it is split off here.
+        split_act = act_inside not in ("linear",) + FUSABLE_ACTIVATIONS
+        if act_inside == "linear" and act is None and nxt is not None and \
+                zoo_layers.is_scaled_sum(nxt) and \
+                self.parents_of[nxt.name][1:] == [fused[-1]] and \
+                self.parents_of[nxt.name][0] != fused[-1]:
+            # InceptionResNetV2: x + conv(..) * scale, with the scale in
+            # the kernel (TFLite folds it so)
+            output_scale *= float(nxt.scale)
+            output_shift *= float(nxt.scale)
+            self.prescaled.add(fused[-1])
+        core = (copy_layer(layer, activation="linear") if split_act
+                else copy_layer(layer))
+        bits, bits_note = bit_widths.weight_bits_for(layer, requested_bits)
+        shares = fused[-1] in self.shared and not split_act
+        q = QuantizeFused(core, copy_layer(bn) if bn is not None else None,
+                          act, weight_bits=bits, weight_bits_note=bits_note,
+                          per_channel=scheme.per_channel,
+                          preserve_sparsity=scheme.preserve_sparsity,
+                          preserve_clusters=getattr(
+                              scheme, "preserve_clusters", False),
+                          quantize_output=split_act or not (
+                              shares or self.feeds_concat_only(fused[-1])),
+                          input_scale=(None if folded_input is None
+                                       else folded_input[1]),
+                          input_offset=(None if folded_input is None
+                                        else folded_input[2]),
+                          output_scale=output_scale,
+                          output_shift=output_shift,
+                          freeze_bn_delay=getattr(
+                              scheme, "freeze_bn_delay", None), **self.kw)
+        out = q(x)
+        if shares:
+            out = self.share_range(fused[-1], out)
+        if split_act:
+            out = QuantizeOutput(
+                L.Activation(act_inside, name=f"{name}_{act_inside}"),
+                fixed_range=QuantizeOutput.fixed_range_for(
+                    act_inside, scheme.activation_bits),
+                quantize_output=not self.feeds_concat_only(name),
+                **self.kw)(out)
+        for n in fused:
+            self.tensors[n] = out
+            self.consumed[n] = name
+        self.report.append({
+            "layer": name, "type": type(layer).__name__,
+            "quantized": f"weights int{bits} "
+                         f"{'per-channel' if q.per_channel else 'per-tensor'}"
+                         f", output int{scheme.activation_bits}"
+                         + (f" ({bits_note})" if bits_note else ""),
+            "folded": ((folded_input[4] if folded_input else []) +
+                       fused[1:]), "wrapper": q.name,
+            **(self.shared_note(fused[-1]) if shares else {})})
+
+    def by_kind(self, layer, parents, x):
+        """Every other layer: the first rule that matches its kind."""
+        for rule in (self.batchnorm, self.identity, self.scaled_sum,
+                     self.output_quantized, self.average_pooling,
+                     self.pass_through, self.kept_float):
+            if rule(layer, parents, x):
+                return
         raise _unsupported(layer)
-    if isinstance(model, keras.Sequential):
-        outs = tensor(model.layers[-1].name)
-    else:
-        outs = [tensor(compat.keras_history(t).operation.name)
-                for t in model.outputs]
-        outs = outs[0] if len(outs) == 1 else outs
-    return keras.Model(new_inputs[0] if len(new_inputs) == 1 else new_inputs,
-                       outs, name=f"{model.name}_qat")
+
+    def batchnorm(self, layer, parents, x):
+        if not isinstance(layer, L.BatchNormalization):
+            return False
+        name = layer.name
+        fuses = self.fused_by_activation(name)
+        shares = name in self.shared and not fuses
+        q = QuantizeAffine(copy_layer(layer),
+                           weight_bits=self.scheme.weight_bits,
+                           quantize_output=not (
+                               fuses or shares or
+                               self.feeds_concat_only(name)), **self.kw)
+        self.tensors[name] = q(x)
+        if shares:
+            self.tensors[name] = self.share_range(name, self.tensors[name])
+        self.report.append({
+            "layer": name, "type": "BatchNormalization",
+            "quantized": "int8 per-channel affine (1x1 depthwise)" + (
+                ", activation fused by TFLite (range of the activation)"
+                if fuses else ""), "wrapper": q.name,
+            **(self.shared_note(name) if shares else {})})
+        return True
+
+    def identity(self, layer, parents, x):
+        if not zoo_layers.is_identity(layer):
+            return False
+        self.tensors[layer.name] = x
+        self.report.append({"layer": layer.name,
+                            "type": type(layer).__name__,
+                            "quantized": "identity at inference (removed)"})
+        return True
+
+    def scaled_sum(self, layer, parents, x):
+        if not zoo_layers.is_scaled_sum(layer):
+            return False
+        name = layer.name
+        folded = parents[1] in self.prescaled
+        if not folded:   # the scale cannot fold: a MUL of its own
+            x = [x[0], QuantizeOutput(ConstantArithmetic(
+                "multiply", layer.scale, name=f"{name}_scale"),
+                **self.kw)(x[1])]
+        self.tensors[name] = QuantizeOutput(
+            L.Add(name=name), quantize_output=not (
+                self.fused_by_activation(name) or
+                self.feeds_concat_only(name)), **self.kw)(x)
+        self.report.append({"layer": name, "type": type(layer).__name__,
+                            "quantized": f"ADD, scale folded into "
+                                         f"{parents[1]}" if folded
+                            else "MUL and ADD", "wrapper": f"quant_{name}"})
+        return True
+
+    def output_quantized(self, layer, parents, x):
+        if not isinstance(layer, OUTPUT_QUANTIZED):
+            return False
+        name, bits = layer.name, self.scheme.activation_bits
+        act = getattr(getattr(layer, "activation", None), "__name__", "")
+        fixed = QuantizeOutput.fixed_range_for(
+            "softmax" if isinstance(layer, L.Softmax) else act, bits)
+        fuses = isinstance(layer, FUSES_ACTIVATION) and \
+            self.fused_by_activation(name)
+        shares = name in self.shared and fixed is None and not fuses
+        q = QuantizeOutput(copy_layer(layer), fixed_range=fixed,
+                           quantize_output=not (
+                               fuses or shares or
+                               self.feeds_concat_only(name)), **self.kw)
+        self.tensors[name] = q(x)
+        if shares:
+            self.tensors[name] = self.share_range(name, self.tensors[name])
+        self.report.append({
+            "layer": name, "type": type(layer).__name__,
+            "quantized": ("activation fused by TFLite (range of the "
+                          "activation)" if fuses else f"output int{bits}"),
+            "wrapper": q.name,
+            **(self.shared_note(name) if shares else {})})
+        return True
+
+    def average_pooling(self, layer, parents, x):
+        if not rounds_average(layer):
+            return False
+        self.tensors[layer.name] = QuantizeAveragePooling(
+            copy_layer(layer))(x)
+        self.report.append({"layer": layer.name,
+                            "type": type(layer).__name__,
+                            "quantized": "keeps scale, average rounded to "
+                                         "it"})
+        return True
+
+    def pass_through(self, layer, parents, x):
+        if not isinstance(layer, PASS_THROUGH):
+            return False
+        self.tensors[layer.name] = copy_layer(layer)(x)
+        self.report.append({"layer": layer.name,
+                            "type": type(layer).__name__,
+                            "quantized": "pass-through (keeps scale)"})
+        return True
+
+    def kept_float(self, layer, parents, x):
+        if not no_int8_kernel(layer):
+            return False
+        kept = copy_layer(layer)
+        kept._tfcompress_kept_float = True   # listed by summary()
+        self.emit_float(layer.name, kept, parents)
+        self.report.append({"layer": layer.name,
+                            "type": type(layer).__name__,
+                            "quantized": "FLOAT (no int8 TFLite kernel for "
+                                         "LayerNormalization's NEG; the "
+                                         "converter keeps its ops float)"})
+        return True

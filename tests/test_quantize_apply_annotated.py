@@ -249,3 +249,26 @@ def test_output_only_annotation_needs_calibration_data():
     check = convert(qat, "int8", strict=False, representative_data=x,
                     check_data=x).report["numerical_check"]
     assert check["mean_abs_error"] < 0.05
+
+
+def test_tfmot_style_quantize_configs_are_refused_not_ignored():
+    # tfcompress quantizes by rule: a config picking its own quantizers
+    # would be silently dropped
+    class DenseConfig(quantize.QuantizeConfig):
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+    class NotOurs:
+        def get_config(self):
+            return {}
+
+    for config, words in ((DenseConfig(), "get_weights_and_quantizers"),
+                          (NotOurs(), "is not a tfcompress")):
+        with pytest.raises(InputError, match=words):
+            quantize.quantize_annotate_layer(keras.layers.Dense(2), config)
+    # tfcompress's own configs, subclassed or not, are accepted
+    class Four(quantize.QuantizeConfig):
+        pass
+    layer = quantize.quantize_annotate_layer(keras.layers.Dense(2),
+                                             Four(weight_bits=4))
+    assert layer.name.startswith("dense")

@@ -58,6 +58,31 @@ def NoOpQuantizeConfig():
     return QuantizeConfig(quantize_output=False)
 
 
+# tfmot's QuantizeConfig interface: tfcompress quantizes by rule and never
+# calls these, so a config that defines them would be silently ignored
+TFMOT_CONFIG_METHODS = ("get_weights_and_quantizers",
+                        "get_activations_and_quantizers",
+                        "set_quantize_weights", "set_quantize_activations",
+                        "get_output_quantizers")
+
+
+def _check_config(config, layer):
+    if config is None:
+        return
+    tfmot_style = [m for m in TFMOT_CONFIG_METHODS if hasattr(config, m)]
+    if isinstance(config, QuantizeConfig) and not tfmot_style:
+        return
+    what = (f"defines tfmot's {', '.join(tfmot_style)}, which tfcompress "
+            "does not call (it quantizes by rule)" if tfmot_style else
+            "is not a tfcompress.quantize.QuantizeConfig")
+    raise InputError(
+        f"quantize_annotate_layer({layer.name!r}): the config "
+        f"{type(config).__name__} {what}; pass QuantizeConfig(weight_bits="
+        "N) for a Conv/Dense with N-bit weights, OutputQuantizeConfig() to "
+        "quantize only the output, NoOpQuantizeConfig() to keep the layer "
+        "float, or no config for tfcompress's rule")
+
+
 def quantize_annotate_layer(layer, config=None):
     """Returns a copy of ``layer`` marked for quantization (with ``config``
     for custom layers); ``layer`` itself is unchanged. Use the copy where
@@ -72,6 +97,7 @@ def quantize_annotate_layer(layer, config=None):
             f"quantize_annotate_layer takes a layer; {layer.name} is a "
             "model: annotate the layers inside it, or all of them with "
             "quantize_annotate_model(model)")
+    _check_config(config, layer)
     annotated = copy_layer(layer)
     annotated._tfcompress_quantize_config = config or "default"
     return annotated

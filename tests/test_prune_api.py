@@ -402,3 +402,28 @@ def test_tfmot_guide_sequential_with_input_shape_on_a_wrapped_layer():
     assert quantize.has_fake_quant(quantize.quantize_apply(annotated))
     assert len(np.unique(cluster.strip_clustering(clustered)
                          .layers[0].kernel.numpy())) == 3
+
+
+def test_prunable_layer_with_no_prunable_weights_is_wrapped_and_kept():
+    # tfmot's idiom for "supported, nothing to prune"
+    class Scale(keras.layers.Layer, prune.PrunableLayer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w
+
+        def get_prunable_weights(self):
+            return []
+
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(8, name="fc"),
+                              Scale(name="scale")])
+    pruned = prune.prune_low_magnitude(model, prune.ConstantSparsity(0.5, 0))
+    pruned.compile("adam", "mse")
+    x = np.random.rand(16, 8).astype("float32")
+    pruned.fit(x, x, epochs=1, verbose=0,
+               callbacks=[prune.UpdatePruningStep()])
+    stripped = prune.strip_pruning(pruned)
+    assert np.mean(stripped.get_layer("fc").kernel.numpy() == 0) == 0.5
+    assert (stripped.get_layer("scale").w.numpy() != 0).all()

@@ -114,13 +114,11 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
                     f"layer {self.layer.name!r} is not built; build it (or "
                     "call it once) before wrapping it")
             self.layer.build(input_shape)
-        if self.masks:
+        if getattr(self, "pruning_step", None) is not None:
             self.built = True
             return
+        # [] from a PrunableLayer: supported, nothing to prune (as tfmot)
         self.pruned_weights = prunable.get_prunable_weights(self.layer)
-        if not self.pruned_weights:
-            raise InputError(f"layer {self.layer.name!r} returned no weights "
-                             "to prune from get_prunable_weights()")
         if self.sparsity_m_by_n is not None:
             m = self.sparsity_m_by_n[1]
             for w in self.pruned_weights:

@@ -427,3 +427,34 @@ def test_prunable_layer_with_no_prunable_weights_is_wrapped_and_kept():
     stripped = prune.strip_pruning(pruned)
     assert np.mean(stripped.get_layer("fc").kernel.numpy() == 0) == 0.5
     assert (stripped.get_layer("scale").w.numpy() != 0).all()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.LSTM(8, name="rnn"),
+    lambda: keras.layers.GRU(8, name="rnn"),
+    lambda: keras.layers.SimpleRNN(8, name="rnn"),
+    lambda: keras.layers.Bidirectional(keras.layers.LSTM(8), name="rnn"),
+], ids=["LSTM", "GRU", "SimpleRNN", "Bidirectional"])
+def test_recurrent_kernels_are_pruned_as_tfmot_does(make):
+    keras.utils.set_random_seed(3)
+    x = np.random.rand(16, 5, 6).astype("float32")
+    model = keras.Sequential([keras.Input((5, 6)), make(),
+                              keras.layers.Dense(3)])
+    pruned = prune.prune_low_magnitude(model, prune.ConstantSparsity(0.75, 0))
+    pruned.compile("adam", "mse")
+    pruned.fit(x, np.zeros((16, 3)), epochs=1, batch_size=8, verbose=0,
+               callbacks=[prune.UpdatePruningStep()])
+    wrapper = pruned.layers[0]
+    kernels = prune.get_prunable_weights(wrapper.layer)
+    assert len(kernels) == (4 if "Bidirectional" in
+                            type(wrapper.layer).__name__ else 2)
+    # the forward pass reads the masked kernels: refilling the zeros
+    # changes nothing until the masks are applied again
+    before = pruned(x)
+    for w in kernels:
+        w.assign(np.where(w.numpy() == 0, 1.0, w.numpy()))
+    np.testing.assert_allclose(pruned(x), before, atol=1e-6)
+    stripped = prune.strip_pruning(pruned)
+    for w in prune.get_prunable_weights(stripped.get_layer("rnn")):
+        assert np.mean(w.numpy() == 0) == 0.75
+    np.testing.assert_allclose(stripped(x), before, atol=1e-6)

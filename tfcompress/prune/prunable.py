@@ -39,6 +39,25 @@ def _mha_kernels(layer):
                                    layer.value_dense, layer.output_dense)]
 
 
+def _rnn_kernels(layer):
+    # as tfmot: the input and recurrent kernels of each cell
+    cells = getattr(layer.cell, "cells", [layer.cell])
+    return [w for cell in cells for w in (cell.kernel,
+                                          cell.recurrent_kernel)]
+
+
+def _bidirectional_kernels(layer):
+    return (_rnn_kernels(layer.forward_layer) +
+            _rnn_kernels(layer.backward_layer))
+
+
+def _is_rnn_with_known_cells(layer):
+    cells = getattr(getattr(layer, "cell", None), "cells", None) or [
+        getattr(layer, "cell", None)]
+    return all(isinstance(c, (L.SimpleRNNCell, L.LSTMCell, L.GRUCell))
+               for c in cells)
+
+
 # layer class -> function returning its prunable variables
 _BUILTIN = {
     L.Dense: lambda l: [l.kernel],
@@ -55,6 +74,9 @@ _BUILTIN = {
     L.SeparableConv2D: lambda l: [l.pointwise_kernel],
     L.Embedding: lambda l: [l.embeddings],
     L.MultiHeadAttention: _mha_kernels,
+    L.SimpleRNN: _rnn_kernels,
+    L.LSTM: _rnn_kernels,
+    L.GRU: _rnn_kernels,
 }
 
 # Layers that hold no weights worth pruning: never reported as skipped.
@@ -64,6 +86,12 @@ _WEIGHTLESS_OK = (L.InputLayer,)
 def _builtin_getter(layer):
     # exact type first (a Conv2DTranspose is also a Conv2D subclass? no, but
     # subclasses of Dense etc. should match their parent)
+    if isinstance(layer, L.RNN):   # keras.layers.RNN(cell), LSTM, ...
+        return _rnn_kernels if _is_rnn_with_known_cells(layer) else None
+    if isinstance(layer, L.Bidirectional):
+        return _bidirectional_kernels if all(
+            isinstance(l, L.RNN) and _is_rnn_with_known_cells(l)
+            for l in (layer.forward_layer, layer.backward_layer)) else None
     getter = _BUILTIN.get(type(layer))
     if getter is None:
         for cls, fn in _BUILTIN.items():

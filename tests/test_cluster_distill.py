@@ -101,6 +101,16 @@ def test_save_load_and_bad_input(tmp_path):
     assert cluster.deep_compression_bits(1000, 16) == 1000 * 4 + 16 * 32
 
 
+def test_layer_first_built_inside_fit_says_to_cluster_a_built_model():
+    from tfcompress.errors import InputError
+    model = keras.Sequential([cluster.cluster_weights(keras.layers.Dense(4),
+                                                      3)])
+    model.compile("adam", "mse")
+    x = np.ones((4, 6), "float32")
+    with pytest.raises(InputError, match="was not built.*keras.Input"):
+        model.fit(x, np.ones((4, 4)), epochs=1, verbose=0)
+
+
 def test_clustered_int8_flatbuffer_keeps_at_most_k_values():
     from tfcompress.convert import convert
     x, y = _data()

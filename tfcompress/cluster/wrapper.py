@@ -61,6 +61,14 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         if getattr(self, "centroids", None) is not None:
             self.built = True
             return
+        if not tf.executing_eagerly():
+            # first built inside a traced training step: k-means needs the
+            # kernel's values, and a never-trained kernel is noise anyway
+            raise InputError(
+                f"layer {self.layer.name!r} was not built when "
+                "cluster_weights wrapped it, so its kernel has no values to "
+                "cluster; cluster a built (trained) model, or give the "
+                "model an Input (keras.Input(shape)) before clustering")
         kernel = get_prunable_weights(self.layer)[0]
         self.kernel = kernel
         w = np.asarray(kernel)

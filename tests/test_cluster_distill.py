@@ -356,3 +356,28 @@ def test_feature_distillation_matches_intermediate_layers(teacher,
     with pytest.raises(ValueError, match="need the teacher"):
         Distiller(_named_mlp(8, 2, "s"), None,
                   feature_pairs=[("s_hidden", "t_hidden")])
+
+
+def test_tfmot_names_for_centroid_init_scopes_and_keywords(tmp_path):
+    from tfcompress.errors import InputError
+    from tfcompress import prune
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(8, name="fc")])
+    init = cluster.CentroidInitialization
+    for given, expected in ((init.LINEAR, "linear"),
+                            ("KMEANS_PLUS_PLUS", "kmeans++"),
+                            ("CentroidInitialization.DENSITY_BASED",
+                             "density"), ("random", "random")):
+        clustered = cluster.cluster_weights(
+            model, 3, cluster_centroids_init=given, cluster_per_channel=True)
+        wrapper = clustered.get_layer("cluster_fc")
+        assert wrapper.centroid_init == expected and wrapper.per_channel
+    with pytest.raises(InputError, match="KMEANS_PLUS_PLUS"):
+        cluster.cluster_weights(model, 3, "kmeans")   # refused at once
+    path = str(tmp_path / "c.keras")
+    clustered.save(path)
+    with cluster.cluster_scope(), prune.prune_scope():
+        loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(
+        loaded.get_layer("cluster_fc").clustered_kernel(),
+        wrapper.clustered_kernel())

@@ -7,12 +7,15 @@
 >>> plain = cluster.strip_clustering(clustered)
 """
 
-from tfcompress.cluster.api import (cluster_weights, deep_compression_bits,
-                                    strip_clustering, summary)
+from tfcompress.cluster.api import (cluster_scope, cluster_weights,
+                                    deep_compression_bits, strip_clustering,
+                                    summary)
 from tfcompress.cluster.callbacks import UpdateClusterAssignments
-from tfcompress.cluster.centroids import assign, init_centroids, kmeans
+from tfcompress.cluster.centroids import (CentroidInitialization, assign,
+                                          init_centroids, kmeans)
 from tfcompress.cluster.wrapper import ClusterWeights
 
-__all__ = ["ClusterWeights", "UpdateClusterAssignments", "assign", "cluster_weights",
-           "deep_compression_bits", "init_centroids", "kmeans",
-           "strip_clustering", "summary"]
+__all__ = ["CentroidInitialization", "ClusterWeights",
+           "UpdateClusterAssignments", "assign", "cluster_scope",
+           "cluster_weights", "deep_compression_bits", "init_centroids",
+           "kmeans", "strip_clustering", "summary"]

@@ -17,15 +17,25 @@ from tfcompress.errors import InputError
 
 def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                     preserve_sparsity=False, per_channel=False,
-                    exclude=(), update_assignments=False):
+                    exclude=(), update_assignments=False, *,
+                    cluster_centroids_init=None, cluster_per_channel=None):
     """Clusters the kernels of a layer or of every clusterable layer of a
     Sequential/Functional (possibly nested) model.
+
+    ``centroid_init`` is ``"kmeans++"``, ``"linear"``, ``"random"`` or
+    ``"density"``, or tfmot's ``CentroidInitialization`` names;
+    tfmot's keywords ``cluster_centroids_init`` and ``cluster_per_channel``
+    are accepted for ``centroid_init`` and ``per_channel``.
 
     >>> from tfcompress.models import lenet_300_100
     >>> clustered = cluster_weights(lenet_300_100(), 16)
     >>> type(clustered.layers[1]).__name__
     'ClusterWeights'
     """
+    if cluster_centroids_init is not None:
+        centroid_init = cluster_centroids_init
+    if cluster_per_channel is not None:
+        per_channel = cluster_per_channel
     kwargs = dict(number_of_clusters=number_of_clusters,
                   centroid_init=centroid_init,
                   preserve_sparsity=preserve_sparsity,
@@ -128,3 +138,14 @@ def summary(model, print_fn=print):
         for r in rows:
             print_fn("  ".join(f"{k}={v}" for k, v in r.items()))
     return rows
+
+
+def cluster_scope():
+    """Makes tfcompress's clustering wrapper known when loading ``.keras``
+    files, with tfmot's name (it is a registered serializable already):
+
+    >>> with cluster_scope():
+    ...     pass
+    """
+    return keras.saving.custom_object_scope(
+        {"ClusterWeights": ClusterWeights})

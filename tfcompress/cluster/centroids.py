@@ -16,13 +16,43 @@ from tfcompress.errors import InputError
 METHODS = ("linear", "random", "density", "kmeans++")
 
 
+class CentroidInitialization:
+    """tfmot's names for the centroid initialisations.
+
+    >>> CentroidInitialization.KMEANS_PLUS_PLUS
+    'kmeans++'
+    >>> centroid_method("DENSITY_BASED")   # tfmot's string
+    'density'
+    """
+    LINEAR = "linear"
+    RANDOM = "random"
+    DENSITY_BASED = "density"
+    KMEANS_PLUS_PLUS = "kmeans++"
+
+
+_TFMOT_NAMES = {name: getattr(CentroidInitialization, name)
+                for name in ("LINEAR", "RANDOM", "DENSITY_BASED",
+                             "KMEANS_PLUS_PLUS")}
+
+
+def centroid_method(method) -> str:
+    """tfcompress's name of a centroid initialisation given as one of
+    ``METHODS`` or as tfmot's ``CentroidInitialization`` name."""
+    name = getattr(method, "name", method)   # an enum member
+    name = str(name).split(".")[-1]   # 'CentroidInitialization.LINEAR'
+    found = name if name in METHODS else _TFMOT_NAMES.get(name.upper())
+    if found is None:
+        raise InputError(f"centroid_init must be one of {METHODS} (or "
+                         "tfmot's CentroidInitialization.LINEAR, RANDOM, "
+                         f"DENSITY_BASED, KMEANS_PLUS_PLUS), got {method!r}")
+    return found
+
+
 def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
     """``k`` centroids for the 1-D ``values`` (then refined by k-means,
     except for ``linear`` which keeps Deep Compression's even spacing)."""
     v = np.asarray(values, np.float64).ravel()
-    if method not in METHODS:
-        raise InputError(f"centroid_init must be one of {METHODS}, got "
-                         f"{method!r}")
+    method = centroid_method(method)
     rng = np.random.default_rng(seed)
     lo, hi = float(v.min()), float(v.max())
     if method == "linear":

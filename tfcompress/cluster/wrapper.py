@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
-from tfcompress.cluster.centroids import assign, init_centroids
+from tfcompress.cluster.centroids import (assign, centroid_method,
+                                          init_centroids)
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
 from tfcompress.errors import InputError
 
@@ -46,7 +47,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         kwargs.setdefault("name", f"cluster_{layer.name}")
         super().__init__(layer, **kwargs)
         self.number_of_clusters = int(number_of_clusters)
-        self.centroid_init = centroid_init
+        self.centroid_init = centroid_method(centroid_init)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.per_channel = bool(per_channel)
         # keep training the original weights as latent values (straight-

@@ -10,7 +10,7 @@
 >>> plain = prune.strip_pruning(pruned)
 """
 
-from tfcompress.prune.api import prune_low_magnitude
+from tfcompress.prune.api import prune_low_magnitude, prune_scope
 from tfcompress.prune.callbacks import (PruningSummaries, UpdatePruningStep,
                                         collect_wrappers,
                                         update_global_masks)
@@ -37,6 +37,7 @@ __all__ = [
     "PruneLowMagnitude", "PruningSchedule", "PruningSummaries",
     "UpdatePruningStep", "block_mask", "collect_wrappers",
     "get_prunable_weights", "global_masks", "is_prunable", "is_pruned",
-    "magnitude_mask", "n_of_m_mask", "prune_low_magnitude", "strip_pruning",
+    "magnitude_mask", "n_of_m_mask", "prune_low_magnitude", "prune_scope",
+    "strip_pruning",
     "summary", "update_global_masks",
 ]

@@ -125,3 +125,17 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         return PruneLowMagnitude(layer, **kwargs)
 
     return map_layers(to_prune, wrap)
+
+
+def prune_scope():
+    """Makes tfcompress's pruning classes known when loading ``.keras``
+    files, with tfmot's name. They are registered serializables already,
+    so this scope is only for code written for tfmot:
+
+    >>> with prune_scope():
+    ...     pass
+    """
+    return keras.saving.custom_object_scope({
+        "PruneLowMagnitude": PruneLowMagnitude,
+        "ConstantSparsity": schedules.ConstantSparsity,
+        "PolynomialDecay": schedules.PolynomialDecay})

@@ -458,3 +458,39 @@ def test_recurrent_kernels_are_pruned_as_tfmot_does(make):
     for w in prune.get_prunable_weights(stripped.get_layer("rnn")):
         assert np.mean(w.numpy() == 0) == 0.75
     np.testing.assert_allclose(stripped(x), before, atol=1e-6)
+
+
+def _xnnpack_sparse_net(first_padding="valid", pad=True, extra=None):
+    L = keras.layers
+    i = keras.Input((16, 16, 3))
+    x = L.ZeroPadding2D(1)(i) if pad else i
+    x = L.Conv2D(8, 3, strides=2, padding=first_padding, name="stem")(x)
+    x = L.ReLU(6.0)(L.BatchNormalization()(x))
+    y = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = L.Conv2D(8, 1, name="project")(y)
+    x = L.Add()([x, y])
+    if extra is not None:
+        x = extra(x)
+    x = L.Conv2D(16, 1, name="expand")(x)
+    x = L.GlobalAveragePooling2D(keepdims=True)(x)
+    return keras.Model(i, L.Flatten()(L.Conv2D(4, 1, name="head")(x)))
+
+
+def test_prune_for_latency_on_xnnpack_prunes_1x1_convs_of_a_sparse_net():
+    policy = prune.PruneForLatencyOnXNNPack()
+    pruned = prune.prune_low_magnitude(_xnnpack_sparse_net(), SCHEDULE,
+                                       pruning_policy=policy)
+    assert sorted(w.layer.name for w in prune.collect_wrappers(pruned)) == [
+        "expand", "head", "project"]
+    for model, words in (
+            (_xnnpack_sparse_net(first_padding="same", pad=False),
+             "Conv2D 3x3 with strides 2"),
+            (_xnnpack_sparse_net(extra=keras.layers.MaxPooling2D()),
+             "'max_pooling2d.*' .*MaxPooling2D.* not run sparse")):
+        with pytest.raises(InputError, match=words):
+            prune.prune_low_magnitude(model, SCHEDULE, pruning_policy=policy)
+    # keras.applications.MobileNetV2 starts with a 'same' convolution
+    mnv2 = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=4)
+    with pytest.raises(InputError, match="ZeroPadding2D"):
+        prune.prune_low_magnitude(mnv2, SCHEDULE, pruning_policy=policy)

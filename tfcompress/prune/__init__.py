@@ -16,6 +16,7 @@ from tfcompress.prune.callbacks import (PruningSummaries, UpdatePruningStep,
                                         update_global_masks)
 from tfcompress.prune.masks import (block_mask, global_masks, magnitude_mask,
                                     n_of_m_mask)
+from tfcompress.prune.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from tfcompress.prune.prunable import (PrunableLayer, get_prunable_weights,
                                        is_prunable)
 from tfcompress.prune.schedules import (ConstantSparsity, PolynomialDecay,
@@ -34,7 +35,8 @@ __all__ = [
     "ChannelPruning", "ChannelSpace", "channel_spaces", "count_macs",
     "dead_channels", "flatten_nested", "shrink",
     "ConstantSparsity", "PolynomialDecay", "PrunableLayer",
-    "PruneLowMagnitude", "PruningSchedule", "PruningSummaries",
+    "PruneForLatencyOnXNNPack", "PruneLowMagnitude", "PruningPolicy",
+    "PruningSchedule", "PruningSummaries",
     "UpdatePruningStep", "block_mask", "collect_wrappers",
     "get_prunable_weights", "global_masks", "is_prunable", "is_pruned",
     "magnitude_mask", "n_of_m_mask", "prune_low_magnitude", "prune_scope",

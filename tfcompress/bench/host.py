@@ -75,7 +75,33 @@ def benchmark_model(path, data=None, runtime="auto", threads=1,
 
 def benchmark_models(paths, data=None, host=None, progress=True, **kwargs):
     """Benchmarks several models, each in its own process; the first is
-    the baseline the reports compare against."""
+    the baseline the reports compare against.
+
+    ``host`` (``[user@]host[:port]``) runs them on a device over SSH;
+    other keyword arguments go to :func:`benchmark_model`.
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     data = os.path.join(d, "eval.npz")
+    ...     np.savez(data, x=x, y=np.argmax(model(x), axis=-1))
+    ...     paths = [os.path.join(d, f"{m}.tflite")
+    ...              for m in ("float32", "int8")]
+    ...     _ = convert(model, "float32", output_path=paths[0])
+    ...     _ = convert(model, "int8", representative_data=x,
+    ...                 output_path=paths[1])
+    ...     results = benchmark_models(paths, data=data, runs=20,
+    ...                                progress=False)
+    >>> [(r["model"], r["accuracy"]["samples"]) for r in results]
+    [('float32.tflite', 16), ('int8.tflite', 16)]
+    >>> results[1]["size_bytes"] < results[0]["size_bytes"]
+    True
+    """
     if host is not None:
         return benchmark_remote(host, paths, data, **kwargs)
     results = []

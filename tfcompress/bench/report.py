@@ -33,7 +33,30 @@ def delegation_fields(result):
 
 
 def rows(results):
-    """Flat rows (one per model) from benchmark results."""
+    """Flat rows (one per model) from benchmark results.
+
+    The CSV report has one column per key (``COLUMNS``).
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.bench import benchmark
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    >>> y = np.argmax(model(x), axis=-1)
+    >>> d = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(d.name, "float32.tflite")
+    >>> _ = convert(model, "float32", output_path=path)
+    >>> results = [benchmark(path, data={"x": x, "y": y}, runs=20)]
+    >>> (row,) = rows(results)
+    >>> row["model"], row["top1_accuracy"], row["xnnpack"]
+    ('float32.tflite', 1.0, True)
+    >>> list(row) == list(COLUMNS)
+    True
+    >>> d.cleanup()
+    """
     out = []
     for r in results:
         lat, env = r["latency"], r["environment"]
@@ -73,7 +96,28 @@ def markdown(results) -> str:
     """Side-by-side table leading with each model's size ratio to the
     float32 flatbuffer among the models (raw size over raw and gzip size;
     the first model when none is float32); speed-ups are against the
-    first model."""
+    first model.
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.bench import benchmark
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    >>> y = np.argmax(model(x), axis=-1)
+    >>> d = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(d.name, "float32.tflite")
+    >>> _ = convert(model, "float32", output_path=path)
+    >>> results = [benchmark(path, data={"x": x, "y": y}, runs=20)]
+    >>> table = markdown(results)
+    >>> print(table.splitlines()[2])
+    Size ratios: float32.tflite (float32, ... bytes) over each model's ...
+    >>> table.splitlines()[6].startswith("| float32.tflite | 1.")
+    True
+    >>> d.cleanup()
+    """
     rs = rows(results)
     if not rs:
         return "(no results)\n"
@@ -136,7 +180,26 @@ def _outside_notes(results):
 
 
 def plot(results, path):
-    """Accuracy vs p50 latency, point size = gzip size (PNG)."""
+    """Accuracy vs p50 latency, point size = gzip size (PNG).
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.bench import benchmark
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    >>> y = np.argmax(model(x), axis=-1)
+    >>> d = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(d.name, "float32.tflite")
+    >>> _ = convert(model, "float32", output_path=path)
+    >>> results = [benchmark(path, data={"x": x, "y": y}, runs=20)]
+    >>> png = plot(results, os.path.join(d.name, "bench.png"))
+    >>> open(png, "rb").read(8)[1:4]
+    b'PNG'
+    >>> d.cleanup()
+    """
     rs = rows(results)
     biggest = max(r["gzip_bytes"] for r in rs)
     with png_figure(path) as (fig, ax):
@@ -153,7 +216,30 @@ def plot(results, path):
 
 
 def write_reports(results, out_dir, name="bench") -> dict:
-    """Writes ``<name>.json``, ``.csv``, ``.md`` and ``.png`` to ``out_dir``."""
+    """Writes ``<name>.json``, ``.csv``, ``.md`` and ``.png`` to ``out_dir``.
+
+    Returns the paths by kind; ``out_dir`` is created if needed.
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.bench import benchmark
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    >>> y = np.argmax(model(x), axis=-1)
+    >>> d = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(d.name, "float32.tflite")
+    >>> _ = convert(model, "float32", output_path=path)
+    >>> results = [benchmark(path, data={"x": x, "y": y}, runs=20)]
+    >>> paths = write_reports(results, os.path.join(d.name, "reports"))
+    >>> sorted(paths), all(os.path.isfile(p) for p in paths.values())
+    (['csv', 'json', 'md', 'png'], True)
+    >>> open(paths["csv"]).readline().split(",")[:3]
+    ['model', 'size_bytes', 'gzip_bytes']
+    >>> d.cleanup()
+    """
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"{name}.{k}")
              for k in ("json", "csv", "md", "png")}

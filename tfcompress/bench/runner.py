@@ -229,7 +229,28 @@ def benchmark(path, data=None, runtime="auto", threads=1, warmup_runs=5,
               warmup_seconds=0.0, runs=50, min_seconds=0.0,
               max_seconds=60.0, xnnpack=True, progress=False,
               return_outputs=False):
-    """Benchmarks one .tflite file in this process; returns a dict."""
+    """Benchmarks one .tflite file in this process; returns a dict.
+
+    ``data`` is an ``.npz`` path or a dict with ``x`` (inputs) and
+    optionally ``y`` (labels) and ``reference`` (expected outputs); with
+    it the result has ``accuracy``. Latencies are in milliseconds.
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    >>> y = np.argmax(model(x), axis=-1)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "model.tflite")
+    ...     _ = convert(model, "float32", output_path=path)
+    ...     result = benchmark(path, data={"x": x, "y": y}, runs=20)
+    >>> result["model"], result["latency"]["count"], result["accuracy"]
+    ('model.tflite', 20, {'samples': 16, 'top1_accuracy': 1.0})
+    >>> result["latency"]["p50_ms"] <= result["latency"]["p90_ms"]
+    True
+    """
     if not os.path.isfile(path):
         raise BenchError(f"model {path} does not exist")
     with open(path, "rb") as f:

@@ -108,7 +108,16 @@ def _plain_copy(wrapper):
 
 
 def deep_compression_bits(n, k, bits=32):
-    """Deep Compression's estimate: n*log2(k) index bits + k*bits."""
+    """Deep Compression's estimate: n*log2(k) index bits + k*bits.
+
+    A 300x100 kernel in 16 clusters: 4-bit indices and a 16-entry float32
+    table, about 8x smaller than its 32-bit weights:
+
+    >>> deep_compression_bits(300 * 100, 16)
+    120512
+    >>> round(300 * 100 * 32 / deep_compression_bits(300 * 100, 16), 1)
+    8.0
+    """
     return int(n * math.ceil(math.log2(k)) + k * bits)
 
 
@@ -119,7 +128,23 @@ def _layer_bits(layer, values):
 
 
 def summary(model, print_fn=print):
-    """Per clustered layer: clusters, distinct values, estimated size."""
+    """Per clustered layer: clusters, distinct values, estimated size.
+
+    Returns one dict per clustered layer and prints each as a line (pass
+    ``print_fn=None`` to print nothing).
+
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((8,)),
+    ...                           keras.layers.Dense(4, name="hidden"),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> rows = summary(cluster_weights(model, 3, exclude="out"),
+    ...                print_fn=None)
+    >>> [(r["layer"], r["distinct_values"], r["weights"]) for r in rows]
+    [('hidden', 3, 32)]
+    >>> rows[0]["float_bits"], rows[0]["deep_compression_bits"]
+    (1024, 160)
+    """
     rows = []
     for layer in iter_layers(model):
         if not isinstance(layer, ClusterWeights):

@@ -26,7 +26,27 @@ from tfcompress.utils.layer_map import iter_layers
 class UpdateClusterAssignments(keras.callbacks.Callback):
     """Refreshes the assignments of every ``ClusterWeights(...,
     update_assignments=True)`` layer at the end of every ``frequency``-th
-    epoch; ``changed`` lists how many weights moved each time."""
+    epoch; ``changed`` lists how many weights moved each time.
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress import cluster
+    >>> keras.utils.set_random_seed(0)
+    >>> model = cluster.cluster_weights(
+    ...     keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)]), 3,
+    ...     update_assignments=True)
+    >>> model.compile("sgd", "mse")
+    >>> x = np.random.default_rng(0).random((16, 8), dtype=np.float32)
+    >>> y = np.zeros((16, 4), np.float32)
+    >>> cb = cluster.UpdateClusterAssignments(frequency=2)
+    >>> _ = model.fit(x, y, epochs=4, batch_size=8, callbacks=[cb],
+    ...               verbose=0)
+    >>> len(cb.changed)  # refreshed after epochs 2 and 4
+    2
+    >>> plain = cluster.strip_clustering(model)
+    >>> np.unique(plain.layers[0].kernel.numpy()).size
+    3
+    """
 
     def __init__(self, frequency=1):
         super().__init__()

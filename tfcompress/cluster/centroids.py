@@ -50,7 +50,15 @@ def centroid_method(method) -> str:
 
 def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
     """``k`` centroids for the 1-D ``values`` (then refined by k-means,
-    except for ``linear`` which keeps Deep Compression's even spacing)."""
+    except for ``linear`` which keeps Deep Compression's even spacing).
+
+    >>> import numpy as np
+    >>> w = np.array([-1.0, -0.8, 0.0, 0.1, 0.9, 1.0])
+    >>> init_centroids(w, 3, "linear").tolist()  # evenly spaced
+    [-1.0, 0.0, 1.0]
+    >>> init_centroids(w, 3, "kmeans++", seed=0).round(2).tolist()
+    [-0.9, 0.05, 0.95]
+    """
     v = np.asarray(values, np.float64).ravel()
     method = centroid_method(method)
     rng = np.random.default_rng(seed)
@@ -90,7 +98,14 @@ def _kmeans_plus_plus(v, k, rng):
 
 
 def assign(values, centroids):
-    """Index of the nearest centroid for each value."""
+    """Index of the nearest centroid for each value.
+
+    Indices refer to the centroids in ascending order:
+
+    >>> import numpy as np
+    >>> assign(np.array([[0.9, -0.7], [0.2, 0.4]]), [1.0, -1.0, 0.0]).tolist()
+    [2, 0, 1, 1]
+    """
     v = np.asarray(values).ravel()
     c = np.sort(np.asarray(centroids))
     mid = (c[1:] + c[:-1]) / 2
@@ -98,7 +113,16 @@ def assign(values, centroids):
 
 
 def kmeans(values, centroids, iterations=10):
-    """Lloyd iterations in 1-D; empty clusters keep their centroid."""
+    """Lloyd iterations in 1-D; empty clusters keep their centroid.
+
+    >>> import numpy as np
+    >>> w = np.array([-1.0, -0.8, 0.0, 0.1, 0.9, 1.0])
+    >>> kmeans(w, [-0.5, 0.5, 5.0]).round(2).tolist()  # 5.0 stays empty
+    [-0.6, 0.67, 5.0]
+    >>> c = kmeans(w, [-1.0, 0.0, 1.0])
+    >>> c.round(2).tolist(), c[assign(w, c)].round(2).tolist()
+    ([-0.9, 0.05, 0.95], [-0.9, -0.9, 0.05, 0.05, 0.95, 0.95])
+    """
     c = np.sort(np.asarray(centroids, np.float64))
     for _ in range(iterations):
         idx = assign(values, c)

@@ -22,7 +22,18 @@ from tfcompress.errors import InputError
 
 
 def percentile_range(values, percentile=99.99):
-    """Range covering ``percentile`` % of values on each side."""
+    """Range covering ``percentile`` % of values on each side.
+
+    The range always includes 0 (int8 must represent it exactly), and a
+    rare outlier is clipped instead of stretching the int8 scale:
+
+    >>> import numpy as np
+    >>> x = np.maximum(np.random.default_rng(0).normal(size=10000), 0.0)
+    >>> x[0] = 50.0                       # one outlier in ReLU outputs
+    >>> lo, hi = percentile_range(x, 99.9)
+    >>> lo, round(hi, 2)
+    (0.0, 3.01)
+    """
     v = np.asarray(values, np.float64).ravel()
     lo = float(np.percentile(v, 100 - percentile))
     hi = float(np.percentile(v, percentile))
@@ -40,6 +51,15 @@ def entropy_range(values, bins=512, target_bins=128):
     Builds a histogram of ``|x|``, and for each candidate threshold
     compares the clipped distribution with its ``target_bins``-level
     quantization; returns the threshold with the smallest divergence.
+
+    >>> import numpy as np
+    >>> x = np.maximum(np.random.default_rng(0).normal(size=10000), 0.0)
+    >>> x[0] = 50.0                       # one outlier in ReLU outputs
+    >>> lo, hi = entropy_range(x)
+    >>> lo, bool(3.0 < hi < 50.0)         # clipped, but less than 99.9 %
+    (0.0, True)
+    >>> entropy_range(np.zeros(5))
+    (0.0, 0.0)
     """
     v = np.asarray(values, np.float64).ravel()
     lo_obs, hi_obs = float(v.min()), float(v.max())
@@ -78,7 +98,19 @@ def entropy_range(values, bins=512, target_bins=128):
 
 
 def choose_range(values, method, percentile=99.99):
-    """Range of ``values`` by ``method`` (``minmax``/``percentile``/``entropy``)."""
+    """Range of ``values`` by ``method``: ``minmax``, ``percentile`` or
+    ``entropy``.
+
+    >>> import numpy as np
+    >>> x = np.concatenate([np.random.default_rng(0).normal(size=10000),
+    ...                     [80.0]])
+    >>> for method in ("minmax", "percentile", "entropy"):
+    ...     lo, hi = choose_range(x, method)
+    ...     print(method, round(lo, 1), round(hi, 1))
+    minmax -3.9 80.0
+    percentile -3.8 3.5
+    entropy -3.9 20.0
+    """
     if method == "minmax":
         v = np.asarray(values)
         return float(min(v.min(), 0.0)), float(max(v.max(), 0.0))

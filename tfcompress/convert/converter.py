@@ -25,7 +25,24 @@ from tfcompress.utils.atomic import check_writable_folder
 def strip_training_wrappers(model):
     """Removes pruning and clustering wrappers (QAT layers are kept: the
     converter reads their fake-quant ranges). Accepts tf_keras models made
-    by tfmot and strips them with tfmot's own functions."""
+    by tfmot and strips them with tfmot's own functions.
+
+    :func:`convert` calls it; call it yourself to save the plain model.
+
+    >>> import keras
+    >>> from tfcompress import prune
+    >>> model = keras.Sequential([keras.Input((8,)),
+    ...                           keras.layers.Dense(4, name="fc")])
+    >>> pruned = prune.prune_low_magnitude(
+    ...     model, prune.ConstantSparsity(0.5, begin_step=0))
+    >>> [type(layer).__name__ for layer in pruned.layers]
+    ['PruneLowMagnitude']
+    >>> plain = strip_training_wrappers(pruned)
+    >>> [(type(layer).__name__, layer.name) for layer in plain.layers]
+    [('Dense', 'fc')]
+    >>> strip_training_wrappers(model) is model  # nothing to strip
+    True
+    """
     if type(model).__module__.startswith("tf_keras"):
         import tensorflow_model_optimization as tfmot
         model = tfmot.sparsity.keras.strip_pruning(model)
@@ -142,7 +159,17 @@ def outside_strategy(model):
 
 
 def has_fake_quant(model) -> bool:
-    """True if ``model`` holds QAT fake-quant layers (tfcompress or tfmot)."""
+    """True if ``model`` holds QAT fake-quant layers (tfcompress or tfmot).
+
+    :func:`convert` then takes the ranges from the fake-quant layers, so
+    ``representative_data`` is optional.
+
+    >>> import keras
+    >>> from tfcompress import quantize
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> has_fake_quant(model), has_fake_quant(quantize.quantize_model(model))
+    (False, True)
+    """
     if type(model).__module__.startswith("tf_keras"):
         return any("Quantize" in type(l).__name__ for l in model.layers)
     try:

@@ -18,5 +18,13 @@ _IO_TYPES_BY_MODE = {"int8": ("float32", "int8", "uint8"),
 
 
 def io_types_for(mode: str) -> tuple:
-    """Input/output types TFLite accepts with ``mode``."""
+    """Input/output types TFLite accepts with ``mode``.
+
+    >>> io_types_for("int8")
+    ('float32', 'int8', 'uint8')
+    >>> io_types_for("dynamic")  # float activations: float I/O only
+    ('float32',)
+    >>> all("float32" in io_types_for(m) for m in MODES)
+    True
+    """
     return _IO_TYPES_BY_MODE.get(mode, ("float32",))

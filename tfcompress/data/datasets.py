@@ -72,6 +72,28 @@ def load_idx_dataset(folder: str):
       DatasetNotFoundError: if a file is missing (a FileNotFoundError).
       IdxFormatError: if a file is truncated or corrupt, or the image and
         label counts disagree.
+
+    The files may be gzip-compressed (``train-images-idx3-ubyte.gz``) or
+    not; here four tiny uncompressed ones (3 train and 2 test images of
+    4x4 pixels):
+
+    >>> import os, struct, tempfile
+    >>> import numpy as np
+    >>> def write_idx(path, array):
+    ...     header = bytes([0, 0, 0x08, array.ndim])
+    ...     with open(path, "wb") as f:
+    ...         f.write(header + struct.pack(">" + "I" * array.ndim,
+    ...                                      *array.shape))
+    ...         f.write(array.astype(np.uint8).tobytes())
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for split, n in (("train", 3), ("t10k", 2)):
+    ...         write_idx(os.path.join(d, split + "-images-idx3-ubyte"),
+    ...                   np.zeros((n, 4, 4)))
+    ...         write_idx(os.path.join(d, split + "-labels-idx1-ubyte"),
+    ...                   np.arange(n))
+    ...     (x_train, y_train), (x_test, y_test) = load_idx_dataset(d)
+    >>> x_train.shape, y_train.tolist(), x_test.shape, y_test.tolist()
+    ((3, 4, 4), [0, 1, 2], (2, 4, 4), [0, 1])
     """
     arrays = {}
     for key, stem in FILES.items():
@@ -145,7 +167,24 @@ def load_mnist(download: bool = True):
 
 
 def load_npz(path: str):
-    """Loads ``x_train, y_train, x_test, y_test`` arrays from an ``.npz``."""
+    """Loads ``x_train, y_train, x_test, y_test`` arrays from an ``.npz``.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "tiny.npz")
+    ...     np.savez(path, x_train=np.zeros((4, 8, 8), np.uint8),
+    ...              y_train=np.arange(4), x_test=np.ones((2, 8, 8)),
+    ...              y_test=np.arange(2))
+    ...     (x_train, y_train), (x_test, y_test) = load_npz(path)
+    ...     np.savez(path, x=np.zeros(3))
+    ...     load_npz(path)
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: ...: missing arrays ['x_train', ...
+    >>> x_train.shape, y_train.tolist(), x_test.shape, y_test.tolist()
+    ((4, 8, 8), [0, 1, 2, 3], (2, 8, 8), [0, 1])
+    """
     with np.load(path) as f:
         missing = [k for k in FILES if k not in f]
         if missing:
@@ -156,6 +195,16 @@ def load_npz(path: str):
 
 
 def prepare_images(x: np.ndarray) -> np.ndarray:
-    """Scales uint8 images to float32 in [0, 1] with a channel axis."""
+    """Scales uint8 images to float32 in [0, 1] with a channel axis.
+
+    >>> import numpy as np
+    >>> x = np.array([[[0, 51], [102, 255]]], np.uint8)  # one 2x2 image
+    >>> out = prepare_images(x)
+    >>> out.shape, out.dtype
+    ((1, 2, 2, 1), dtype('float32'))
+    >>> print(out[0, :, :, 0])
+    [[0.  0.2]
+     [0.4 1. ]]
+    """
     x = x.astype("float32") / 255.0
     return x[..., None] if x.ndim == 3 else x

@@ -51,7 +51,19 @@ def _read_bytes(path: str) -> bytes:
 
 
 def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parses IDX bytes into a numpy array, validating header and size."""
+    """Parses IDX bytes into a numpy array, validating header and size.
+
+    >>> import struct
+    >>> # magic: two zero bytes, type 0x08 (uint8), 2 dimensions; then 2 x 3
+    >>> header = bytes([0, 0, 0x08, 2]) + struct.pack(">II", 2, 3)
+    >>> parse_idx(header + bytes(range(6)))
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
+    >>> parse_idx(header + bytes(5))
+    Traceback (most recent call last):
+    ...
+    tfcompress.data.idx.IdxFormatError: <bytes>: ... the file has 5; ...
+    """
     if len(raw) < 4:
         raise IdxFormatError(
             f"{name}: {len(raw)} bytes is too short for an IDX header; "
@@ -84,6 +96,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
       IdxFormatError: if the file is truncated, corrupt or not IDX.
+
+    >>> import gzip, os, struct, tempfile
+    >>> import numpy as np
+    >>> labels = np.array([3, 1, 4, 1, 5], np.uint8)
+    >>> raw = (bytes([0, 0, 0x08, 1]) + struct.pack(">I", len(labels))
+    ...        + labels.tobytes())
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "labels-idx1-ubyte.gz")
+    ...     with gzip.open(path, "wb") as f:
+    ...         _ = f.write(raw)
+    ...     y = read_idx(path)
+    >>> y.shape, y.dtype, bool((y == labels).all())
+    ((5,), dtype('uint8'), True)
     """
     path = os.fspath(path)
     return parse_idx(_read_bytes(path), name=path)

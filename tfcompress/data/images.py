@@ -20,7 +20,20 @@ def resize_images(x, image_size=None, channels=None):
     """Float images ``(n, h, w, c)`` resized (bilinear) to ``image_size`` x
     ``image_size`` and with ``channels`` channels (a single channel is
     repeated); ``None`` keeps the size or the channels. Values stay in the
-    input's range."""
+    input's range.
+
+    >>> import numpy as np
+    >>> x = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8, 1)
+    >>> y = resize_images(x, 16, 3)
+    >>> y.shape, y.dtype
+    ((2, 16, 16, 3), dtype('float32'))
+    >>> bool(y.min() >= 0.0 and y.max() <= 1.0)  # still in the input range
+    True
+    >>> bool((y[..., 0] == y[..., 2]).all())  # the channel was repeated
+    True
+    >>> resize_images(x, channels=3).shape  # size kept
+    (2, 8, 8, 3)
+    """
     x = np.asarray(x, np.float32)
     if x.ndim != 4:
         raise InputError(f"images of shape {x.shape}: expected (n, height, "

@@ -76,6 +76,37 @@ class Distiller(keras.Model):
         intermediate outputs to match (same shape except channels;
         Functional/Sequential models; needs ``teacher``).
       feature_weight: weight of each feature-matching term.
+
+    A student with a quarter of the teacher's hidden units, matched on
+    logits and on the hidden layer through a learned projection:
+
+    >>> import numpy as np
+    >>> keras.utils.set_random_seed(0)
+    >>> x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    >>> y = np.arange(64) % 3
+    >>> teacher = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(16, activation="relu", name="t_hidden"),
+    ...     keras.layers.Dense(3)])
+    >>> student = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(4, activation="relu", name="s_hidden"),
+    ...     keras.layers.Dense(3)])
+    >>> before = teacher.get_weights()
+    >>> distiller = Distiller(student, teacher, temperature=4.0, alpha=0.1,
+    ...                       feature_pairs=[("s_hidden", "t_hidden")])
+    >>> distiller.compile(optimizer=keras.optimizers.Adam(0.05))
+    >>> losses = distiller.fit(x, y, epochs=5, batch_size=32,
+    ...                        verbose=0).history["loss"]
+    >>> losses[-1] < losses[0]
+    True
+    >>> [p.name for p in distiller.projections]
+    ['project_s_hidden']
+    >>> all(np.array_equal(a, b)  # the teacher stays frozen
+    ...     for a, b in zip(before, teacher.get_weights()))
+    True
+    >>> distiller.predict(x[:2], verbose=0).shape  # runs the student
+    (2, 3)
     """
 
     def __init__(self, student, teacher=None, temperature=3.0, alpha=0.1,

@@ -63,7 +63,21 @@ def install_keras_fixes(trainer_module=None) -> bool:
 
 def task(strategy=None):
     """``(task_type, task_id)`` of this process (``("worker", 0)`` when not
-    multi-worker)."""
+    multi-worker).
+
+    The task is read from ``strategy.cluster_resolver``; here one built by
+    hand stands for a MultiWorkerMirroredStrategy on the second worker:
+
+    >>> import types
+    >>> import tensorflow as tf
+    >>> task()
+    ('worker', 0)
+    >>> spec = tf.train.ClusterSpec({"worker": ["host0:2222", "host1:2222"]})
+    >>> resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+    ...     spec, task_type="worker", task_id=1)
+    >>> task(types.SimpleNamespace(cluster_resolver=resolver))
+    ('worker', 1)
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return "worker", 0
@@ -72,7 +86,21 @@ def task(strategy=None):
 
 def is_chief(strategy=None) -> bool:
     """True for the process that writes checkpoints and results: the
-    ``chief`` task, or worker 0 when the cluster has no chief."""
+    ``chief`` task, or worker 0 when the cluster has no chief.
+
+    >>> import types
+    >>> import tensorflow as tf
+    >>> is_chief()  # no distribution: this process is the chief
+    True
+    >>> spec = tf.train.ClusterSpec({"chief": ["host0:2222"],
+    ...                              "worker": ["host1:2222"]})
+    >>> def on(task_type, task_id):
+    ...     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+    ...         spec, task_type=task_type, task_id=task_id)
+    ...     return types.SimpleNamespace(cluster_resolver=resolver)
+    >>> is_chief(on("chief", 0)), is_chief(on("worker", 0))
+    (True, False)
+    """
     task_type, task_id = task(strategy)
     if task_type == "chief":
         return True
@@ -86,7 +114,19 @@ def worker_path(path: str, strategy=None) -> str:
     """Where this process writes ``path``: ``path`` itself on the chief,
     ``<folder>/.workers/<type>-<id>/<name>`` on the other workers (every
     worker may have to take part in a save, but only the chief's copy is
-    the result). The caller creates the folder."""
+    the result). The caller creates the folder.
+
+    >>> import types
+    >>> import tensorflow as tf
+    >>> worker_path("runs/pruned.keras")  # the chief writes the result
+    'runs/pruned.keras'
+    >>> spec = tf.train.ClusterSpec({"worker": ["host0:2222", "host1:2222"]})
+    >>> resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+    ...     spec, task_type="worker", task_id=1)
+    >>> worker_path("runs/pruned.keras",
+    ...             types.SimpleNamespace(cluster_resolver=resolver))
+    'runs/.workers/worker-1/pruned.keras'
+    """
     if is_chief(strategy):
         return path
     task_type, task_id = task(strategy)

@@ -48,7 +48,13 @@ TYPE_BITS = {"FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8,
 
 
 def layer_of(tensor_name: str) -> str:
-    """Best guess of the Keras layer a TFLite tensor came from."""
+    """Best guess of the Keras layer a TFLite tensor came from.
+
+    >>> layer_of("sequential/conv1/convolution;sequential/conv1/Relu")
+    'conv1'
+    >>> layer_of("serving_default_image:0")  # not inside a layer
+    'serving_default_image:0'
+    """
     first = tensor_name.split(";")[0]
     parts = [p for p in first.split("/") if p]
     if len(parts) >= 3:
@@ -103,6 +109,32 @@ def inspect(path_or_bytes) -> dict:
     Raises:
       FlatbufferError: for empty, truncated, corrupt or non-TFLite input.
       FileNotFoundError: if the path does not exist.
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.convert import convert
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)),
+    ...                           keras.layers.Conv2D(4, 3),
+    ...                           keras.layers.Flatten(),
+    ...                           keras.layers.Dense(3)])
+    >>> x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "model_int8.tflite")
+    ...     _ = convert(model, "int8", representative_data=x,
+    ...                 output_path=path)
+    ...     report = inspect(path)
+    >>> report["fully_integer"], report["float_ops"]
+    (True, [])
+    >>> sorted(report["op_counts"])
+    ['CONV_2D', 'DEQUANTIZE', 'FULLY_CONNECTED', 'QUANTIZE', 'RESHAPE']
+    >>> sorted({w["dtype"] for w in report["weights"]})  # kernels, biases
+    ['INT32', 'INT8']
+    >>> inspect(b"not a flatbuffer")
+    Traceback (most recent call last):
+    ...
+    tfcompress.inspect.flatbuffer.FlatbufferError: ...
     """
     data, path = _load(path_or_bytes)
     if not data:
@@ -246,7 +278,19 @@ def xnnpack_warnings(ops):
 
 
 def format_report(report: dict) -> str:
-    """Renders an :func:`inspect` report as readable text tables."""
+    """Renders an :func:`inspect` report as readable text tables.
+
+    >>> import keras
+    >>> from tfcompress.convert import convert
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> text = format_report(inspect(convert(model, "float32").tflite_bytes))
+    >>> for line in text.splitlines()[2:6]:
+    ...     print(line)
+    inputs:  ... FLOAT32[1, 8]
+    outputs: ... FLOAT32[1, 3]
+    ops: FULLY_CONNECTED x1 (v...)
+    FLOAT OPS (1):
+    """
     lines = [
         f"size {report['size_bytes']:,} bytes, gzip "
         f"{report['gzip_bytes']:,} bytes",

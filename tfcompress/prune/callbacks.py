@@ -40,7 +40,19 @@ from tfcompress.utils.layer_map import iter_layers
 
 
 def collect_wrappers(model) -> list:
-    """All ``PruneLowMagnitude`` layers in ``model``, nested ones included."""
+    """All ``PruneLowMagnitude`` layers in ``model``, nested ones included.
+
+    >>> from tfcompress.prune import ConstantSparsity, prune_low_magnitude
+    >>> inner = keras.Sequential([keras.Input((8,)),
+    ...                           keras.layers.Dense(4, name="fc1")],
+    ...                          name="inner")
+    >>> model = keras.Sequential([inner, keras.layers.Dense(2, name="fc2")])
+    >>> pruned = prune_low_magnitude(model, ConstantSparsity(0.5, 0))
+    >>> [w.layer.name for w in collect_wrappers(pruned)]
+    ['fc1', 'fc2']
+    >>> collect_wrappers(model)  # the original is left unwrapped
+    []
+    """
     return [l for l in iter_layers(model) if isinstance(l, PruneLowMagnitude)]
 
 
@@ -192,7 +204,31 @@ def _mask_update_function(wrappers):
 
 def update_global_masks(wrappers, step):
     """Updates, with one threshold, the ``global_pruning`` wrappers whose
-    schedule is due at ``step``; returns how many were updated."""
+    schedule is due at ``step``; returns how many were updated.
+
+    ``UpdatePruningStep`` calls it before each batch; layers with many
+    small weights lose more than the others, the whole model reaching the
+    schedule's sparsity:
+
+    >>> import numpy as np
+    >>> from tfcompress.prune import ConstantSparsity, prune_low_magnitude
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((8,)),
+    ...                           keras.layers.Dense(16, name="hidden"),
+    ...                           keras.layers.Dense(4, name="out")])
+    >>> pruned = prune_low_magnitude(
+    ...     model, ConstantSparsity(0.8, begin_step=0, frequency=1),
+    ...     global_pruning=True)
+    >>> wrappers = collect_wrappers(pruned)
+    >>> update_global_masks(wrappers, step=0)
+    2
+    >>> sizes = [w.layer.kernel.numpy().size for w in wrappers]  # 128, 64
+    >>> zeros = sum(w.sparsity()[0] * n for w, n in zip(wrappers, sizes))
+    >>> round(zeros / sum(sizes), 2)  # overall sparsity
+    0.8
+    >>> wrappers[0].thresholds == wrappers[1].thresholds  # one threshold
+    True
+    """
     due = [w for w in wrappers if w.global_pruning
            and w.pruning_schedule.should_update(step)]
     if not due:

@@ -45,6 +45,14 @@ def magnitude_mask(weight, sparsity):
     Returns:
       ``(mask, threshold)``: a 0/1 mask of ``weight``'s dtype and the
       smallest kept magnitude.
+
+    >>> w = np.array([[0.3, -0.1, 0.8], [-0.6, 0.05, 0.2]], "float32")
+    >>> mask, threshold = magnitude_mask(w, 2 / 3)  # keep 2 of 6
+    >>> mask.numpy().astype(int).tolist(), round(float(threshold), 2)
+    ([[0, 0, 1], [1, 0, 0]], 0.6)
+    >>> mask, _ = magnitude_mask(np.full((2, 2), 0.5, "float32"), 0.5)
+    >>> int(mask.numpy().sum())  # ties at the threshold are kept
+    4
     """
     w = tf.convert_to_tensor(weight)
     abs_w = tf.abs(w)

@@ -101,7 +101,13 @@ def _builtin_getter(layer):
 
 
 def is_prunable(layer) -> bool:
-    """True if tfcompress knows which weights of ``layer`` to prune."""
+    """True if tfcompress knows which weights of ``layer`` to prune.
+
+    >>> is_prunable(keras.layers.Conv2D(8, 3)), is_prunable(L.ReLU())
+    (True, False)
+    >>> is_prunable(keras.layers.BatchNormalization())
+    False
+    """
     return (isinstance(layer, PrunableLayer)
             or _builtin_getter(layer) is not None)
 
@@ -111,6 +117,18 @@ def get_prunable_weights(layer) -> list:
 
     Raises:
       ValueError: if the layer is not prunable.
+
+    Kernels only (biases are never pruned); several for layers made of
+    several projections:
+
+    >>> conv = keras.layers.SeparableConv2D(8, 3)
+    >>> conv.build((None, 8, 8, 4))
+    >>> [(w.name, tuple(w.shape)) for w in get_prunable_weights(conv)]
+    [('pointwise_kernel', (1, 1, 4, 8))]
+    >>> mha = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    >>> mha.build((None, 3, 8), (None, 3, 8))
+    >>> len(get_prunable_weights(mha))  # query, key, value, output
+    4
     """
     if isinstance(layer, PrunableLayer):
         return list(layer.get_prunable_weights())

@@ -50,6 +50,28 @@ class PruningSchedule:
     and a float32 sparsity in [0, 1)) and ``get_config()``. The default
     ``should_update`` checks ``_should_prune_in_step`` in plain Python so
     the training loop can skip mask work between updates.
+
+    A schedule jumping from 50 % to 80 % sparsity at step 100, with mask
+    updates every 10 steps:
+
+    >>> class TwoStage(PruningSchedule):
+    ...     frequency = 10
+    ...     def __call__(self, step):
+    ...         step = tf.cast(step, tf.int64)
+    ...         sparsity = tf.where(step < 100, 0.5, 0.8)
+    ...         return (self._should_prune_in_step(step, 0, -1, 10),
+    ...                 tf.cast(sparsity, tf.float32))
+    ...     def get_config(self):
+    ...         return {}
+    >>> schedule = TwoStage()
+    >>> [round(float(schedule(step)[1]), 2) for step in (0, 99, 100)]
+    [0.5, 0.5, 0.8]
+    >>> schedule.prunes_at(120), schedule.prunes_at(125)
+    (True, False)
+    >>> from tfcompress.prune import PruneLowMagnitude
+    >>> layer = PruneLowMagnitude(keras.layers.Dense(4), schedule)
+    >>> layer.target_sparsity(step=150)
+    0.8...
     """
 
     begin_step = 0

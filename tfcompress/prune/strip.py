@@ -10,7 +10,14 @@ from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
 
 def is_pruned(model) -> bool:
-    """True if ``model`` (or a model nested in it) has pruning wrappers."""
+    """True if ``model`` (or a model nested in it) has pruning wrappers.
+
+    >>> from tfcompress.prune import prune_low_magnitude
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> pruned = prune_low_magnitude(model)
+    >>> is_pruned(model), is_pruned(pruned), is_pruned(strip_pruning(pruned))
+    (False, True, False)
+    """
     if isinstance(model, PruneLowMagnitude):
         return True
     return any(isinstance(l, PruneLowMagnitude) for l in iter_layers(model))

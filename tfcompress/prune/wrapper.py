@@ -65,6 +65,27 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         global layer of the model (one threshold).
       min_density: with ``global_pruning``, the fraction of weights each
         layer keeps at least.
+
+    :func:`tfcompress.prune.prune_low_magnitude` wraps every prunable
+    layer of a model in one; ``UpdatePruningStep`` drives it in ``fit``:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.prune import ConstantSparsity, UpdatePruningStep
+    >>> keras.utils.set_random_seed(0)
+    >>> layer = PruneLowMagnitude(
+    ...     keras.layers.Dense(16, name="hidden"),
+    ...     ConstantSparsity(0.75, begin_step=0, frequency=1))
+    >>> model = keras.Sequential([keras.Input((8,)), layer,
+    ...                           keras.layers.Dense(4)])
+    >>> model.compile("sgd", "mse")
+    >>> x = np.random.default_rng(0).random((32, 8), dtype=np.float32)
+    >>> _ = model.fit(x, np.zeros((32, 4)), batch_size=16, verbose=0,
+    ...               callbacks=[UpdatePruningStep()])
+    >>> layer.name, layer.step, layer.weight_keys(), layer.sparsity()
+    ('prune_low_magnitude_hidden', 2, ['kernel'], [0.75])
+    >>> float(np.mean(layer.layer.kernel.numpy() == 0))  # exact zeros
+    0.75
     """
 
     def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),

@@ -116,5 +116,23 @@ def fold_batchnorm_with_stats(model) -> Folded:
 def fold_batchnorm(model) -> keras.Model:
     """A new model with batch norms folded into the Conv2D,
     DepthwiseConv2D or Dense before them (see the module docstring);
-    batch norms that cannot be folded are kept."""
+    batch norms that cannot be folded are kept.
+
+    >>> import keras
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.Conv2D(4, 3, activation="relu", name="conv2"),
+    ...     keras.layers.BatchNormalization(name="bn2")])  # after a ReLU
+    >>> _ = model.get_layer("bn1").moving_variance.assign(np.full(8, 4.0))
+    >>> folded = fold_batchnorm(model)
+    >>> [type(layer).__name__ for layer in folded.layers]
+    ['Conv2D', 'FoldedBatchNorm', 'Conv2D', 'BatchNormalization']
+    >>> x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    >>> bool(np.allclose(model(x), folded(x), atol=1e-5))
+    True
+    >>> fold_batchnorm_with_stats(model).not_folded
+    {'bn2': 'conv2 applies an activation before it'}
+    """
     return fold_batchnorm_with_stats(model).model

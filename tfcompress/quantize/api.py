@@ -49,12 +49,58 @@ class QuantizeConfig:
 
 
 def OutputQuantizeConfig():
-    """Config that fake-quantizes a custom layer's output."""
+    """Config that fake-quantizes a custom layer's output.
+
+    For a custom layer without weights: its output gets an int8 range,
+    so its TFLite ops run on int8 between quantized neighbours.
+
+    >>> import keras
+    >>> class Double(keras.layers.Layer):  # a custom weightless layer
+    ...     def call(self, x):
+    ...         return 2.0 * x
+    >>> inputs = keras.Input((8,), name="x")
+    >>> h = quantize_annotate_layer(keras.layers.Dense(4, name="fc"))(inputs)
+    >>> h = quantize_annotate_layer(Double(name="double"),
+    ...                             OutputQuantizeConfig())(h)
+    >>> outputs = quantize_annotate_layer(
+    ...     keras.layers.LayerNormalization(name="norm"),
+    ...     NoOpQuantizeConfig())(h)
+    >>> qat = quantize_apply(keras.Model(inputs, outputs))
+    >>> type(qat.get_layer("quant_double")).__name__
+    'QuantizeOutput'
+    >>> [r["quantized"] for r in qat.quantize_report
+    ...  if r["layer"] == "double"]
+    ['output int8 (annotated)']
+    """
     return QuantizeConfig(quantize_output=True)
 
 
 def NoOpQuantizeConfig():
-    """Config that leaves a layer float."""
+    """Config that leaves a layer float.
+
+    The layer keeps its float ops in the flatbuffer (``convert`` in
+    strict int8 mode names them); its neighbours are still quantized.
+
+    >>> import keras
+    >>> class Double(keras.layers.Layer):  # a custom weightless layer
+    ...     def call(self, x):
+    ...         return 2.0 * x
+    >>> inputs = keras.Input((8,), name="x")
+    >>> h = quantize_annotate_layer(keras.layers.Dense(4, name="fc"))(inputs)
+    >>> h = quantize_annotate_layer(Double(name="double"),
+    ...                             OutputQuantizeConfig())(h)
+    >>> outputs = quantize_annotate_layer(
+    ...     keras.layers.LayerNormalization(name="norm"),
+    ...     NoOpQuantizeConfig())(h)
+    >>> qat = quantize_apply(keras.Model(inputs, outputs))
+    >>> type(qat.get_layer("norm")).__name__  # not wrapped
+    'LayerNormalization'
+    >>> for r in qat.quantize_report[1:]:
+    ...     print(r["layer"], "->", r["quantized"])
+    fc -> weights int8 per-tensor, output int8
+    double -> output int8 (annotated)
+    norm -> FLOAT (annotated)
+    """
     return QuantizeConfig(quantize_output=False)
 
 
@@ -283,7 +329,13 @@ def quantize_scope(*args):
 
 
 def has_fake_quant(model) -> bool:
-    """True if ``model`` contains tfcompress QAT layers."""
+    """True if ``model`` contains tfcompress QAT layers.
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> has_fake_quant(model), has_fake_quant(quantize_model(model))
+    (False, True)
+    """
     return any(isinstance(l, QUANTIZE_LAYERS) for l in iter_layers(model))
 
 
@@ -293,7 +345,28 @@ def summary(model, print_fn=print) -> list:
     layers ``quantize_apply`` found without annotation) are rows with a
     ``float`` entry saying so. Every layer with weights has
     ``weight_bits``; a ``note`` says when they differ from the bits asked
-    for (e.g. an op with no 4-bit TFLite kernel kept at 8 bits)."""
+    for (e.g. an op with no 4-bit TFLite kernel kept at 8 bits).
+
+    >>> import keras
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, name="conv"),
+    ...     keras.layers.BatchNormalization(name="bn"),
+    ...     keras.layers.ReLU(name="relu"),
+    ...     keras.layers.Flatten(name="flatten"),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> rows = summary(quantize_model(model, layer_bits={"logits": 4}),
+    ...                print_fn=None)
+    >>> [r["layer"] for r in rows]
+    ['quant_input', 'quant_conv', 'quant_logits']
+    >>> [r["type"] for r in rows]
+    ['QuantizeOutput', 'QuantizeFused', 'QuantizeFused']
+    >>> conv = rows[1]
+    >>> conv["folded_batchnorm"], conv["activation"], conv["per_channel"]
+    ('bn', 'relu', True)
+    >>> rows[2]["weight_bits"], rows[2]["per_channel"]
+    (4, False)
+    """
     rows = []
     for layer in iter_layers(model):
         kept = getattr(layer, "_tfcompress_kept_float", False)

@@ -254,7 +254,33 @@ def _activation_fn(name):
 class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                     keras.layers.Layer):
     """Conv1D/Conv2D/DepthwiseConv2D/Dense [+ BatchNorm] [+ activation]
-    with fake-quantized (folded) weights and output."""
+    with fake-quantized (folded) weights and output.
+
+    ``quantize_model`` makes one of each Conv/Dense, with the batch norm
+    and activation that follow it (one TFLite op after conversion):
+
+    >>> from tfcompress.quantize import quantize_model
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3, name="conv"),
+    ...     keras.layers.BatchNormalization(name="bn"),
+    ...     keras.layers.ReLU(name="relu"),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> fused = quantize_model(model).get_layer("quant_conv")
+    >>> fused.layer.name, fused.batchnorm.name, fused.activation_name
+    ('conv', 'bn', 'relu')
+    >>> fused.weight_bits, fused.per_channel
+    (8, True)
+
+    Used alone, it wraps a built layer:
+
+    >>> dense = keras.layers.Dense(4, name="fc")
+    >>> dense.build((None, 8))
+    >>> layer = QuantizeFused(dense, activation="relu", weight_bits=4)
+    >>> tuple(layer(np.ones((2, 8), np.float32)).shape), layer.per_channel
+    ((2, 4), False)
+    """
 
     NESTED_LAYERS = ("layer", "batchnorm")
 
@@ -584,7 +610,22 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                      keras.layers.Layer):
     """A BatchNormalization that follows no Conv/Dense, as an int8
     per-channel affine op: a 1x1 depthwise convolution (TFLite
-    DEPTHWISE_CONV_2D) for images, multiply-add otherwise."""
+    DEPTHWISE_CONV_2D) for images, multiply-add otherwise.
+
+    >>> from tfcompress.quantize import quantize_model
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 3)),
+    ...     keras.layers.BatchNormalization(name="bn_in"),  # no Conv before
+    ...     keras.layers.Conv2D(4, 3, name="conv")])
+    >>> qat = quantize_model(model)
+    >>> affine = qat.get_layer("quant_bn_in")
+    >>> type(affine).__name__, affine.batchnorm.name, affine.weight_bits
+    ('QuantizeAffine', 'bn_in', 8)
+    >>> x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    >>> y = np.asarray(affine(x))  # moving mean 0, variance 1: identity
+    >>> y.shape, float(np.abs(y - x).max()) < 0.05
+    ((2, 8, 8, 3), True)
+    """
 
     NESTED_LAYERS = ("batchnorm",)
 
@@ -646,7 +687,23 @@ def _is_swish(layer):
 @keras.saving.register_keras_serializable(package="tfcompress")
 class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
     """Runs a weightless layer (Add, pooling, activation, ...) or nothing
-    (``layer=None``: the model input), then fake-quantizes its output."""
+    (``layer=None``: the model input), then fake-quantizes its output.
+
+    The range starts at [0, 6], is set by the first training batch and
+    then follows an exponential moving average of the batches' ranges:
+
+    >>> layer = QuantizeOutput(keras.layers.ReLU(name="relu"))
+    >>> x = np.linspace(-1.0, 7.0, 9, dtype=np.float32)[None]
+    >>> _ = layer(x, training=True)
+    >>> [float(v) for v in layer.range[:2]]
+    [0.0, 7.0]
+    >>> y = np.asarray(layer(x))  # ReLU, then 255 levels over [0, 7]
+    >>> step = 7.0 / 255
+    >>> bool(np.allclose(y / step, np.round(y / step), atol=1e-3))
+    True
+    >>> layer.name, float(y.min()), float(y.max())
+    ('quant_relu', 0.0, 7.0)
+    """
 
     NESTED_LAYERS = ("layer",)
 

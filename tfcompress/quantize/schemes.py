@@ -75,7 +75,25 @@ class Default8BitScheme:
 class NBitScheme(Default8BitScheme):
     """Experimental lower bit-widths, e.g. 4-bit weights with 8-bit
     activations. The model still converts to int8 TFLite; its weights then
-    take at most ``2**weight_bits - 1`` distinct levels per channel."""
+    take at most ``2**weight_bits - 1`` distinct levels per channel.
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress.convert import convert
+    >>> from tfcompress.quantize import quantize_model
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((8, 8, 1)),
+    ...                           keras.layers.Conv2D(4, 3),
+    ...                           keras.layers.Flatten(),
+    ...                           keras.layers.Dense(3)])
+    >>> qat = quantize_model(model, NBitScheme(weight_bits=4,
+    ...                                        activation_bits=8))
+    >>> x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+    >>> report = convert(qat, "int8", representative_data=x).report
+    >>> kernels = [w for w in report["weights"] if w["dtype"] != "INT32"]
+    >>> [(w["dtype"], w["distinct_values"] <= 15) for w in kernels]
+    [('INT4', True), ('INT4', True)]
+    """
 
     def __init__(self, weight_bits=4, activation_bits=8, **kwargs):
         super().__init__(weight_bits=weight_bits,
@@ -86,7 +104,35 @@ class NBitScheme(Default8BitScheme):
 class PrunePreservingScheme(Default8BitScheme):
     """Default8Bit that keeps the zeros of a pruned model at zero through
     QAT and conversion (the mask is the kernel's zero pattern when
-    ``quantize_apply`` runs; use it on a ``strip_pruning`` result)."""
+    ``quantize_apply`` runs; use it on a ``strip_pruning`` result).
+
+    Half the kernel pruned, then fine-tuned with QAT: the int8 flatbuffer
+    keeps the zeros, which the default scheme lets training fill in:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from tfcompress import prune
+    >>> from tfcompress.convert import convert
+    >>> from tfcompress.quantize import quantize_model
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([keras.Input((16,)),
+    ...                           keras.layers.Dense(8, name="fc")])
+    >>> pruned = prune.prune_low_magnitude(model,
+    ...                                    prune.ConstantSparsity(0.5, 0))
+    >>> prune.collect_wrappers(pruned)[0].update_masks(0.5)
+    >>> plain = prune.strip_pruning(pruned)
+    >>> x = np.random.default_rng(0).random((16, 16), dtype=np.float32)
+    >>> def kernel_sparsity(scheme):
+    ...     qat = quantize_model(plain, scheme)
+    ...     qat.compile("sgd", "mse")
+    ...     _ = qat.fit(x, np.ones((16, 8)), batch_size=8, verbose=0)
+    ...     report = convert(qat, "int8", representative_data=x).report
+    ...     return report["weights"][0]["sparsity"]
+    >>> kernel_sparsity(PrunePreservingScheme())
+    0.5
+    >>> kernel_sparsity(Default8BitScheme()) < 0.5
+    True
+    """
     preserve_sparsity: bool = True
 
 

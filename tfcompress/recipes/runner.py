@@ -96,7 +96,26 @@ def load_data(name, train_samples=None, test_samples=None, image_size=None,
               channels=None):
     """Float ``(x_train, y_train), (x_test, y_test)`` for a recipe: pixels
     in [0, 1], resized to ``image_size`` and repeated to ``channels`` when
-    given (``data.image_size``, ``data.channels``)."""
+    given (``data.image_size``, ``data.channels``).
+
+    ``name`` is ``fashion_mnist``, ``mnist`` or the path of an ``.npz``
+    file with ``x_train, y_train, x_test, y_test`` (uint8 images):
+
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "tiny.npz")
+    ...     np.savez(path, x_train=rng.integers(0, 256, (6, 8, 8), np.uint8),
+    ...              y_train=np.arange(6) % 3,
+    ...              x_test=rng.integers(0, 256, (2, 8, 8), np.uint8),
+    ...              y_test=np.arange(2))
+    ...     (x, y), (x_test, y_test) = load_data(
+    ...         path, train_samples=4, image_size=16, channels=3)
+    >>> x.shape, x.dtype, y.tolist(), x_test.shape
+    ((4, 16, 16, 3), dtype('float32'), [0, 1, 2, 0], (2, 16, 16, 3))
+    >>> bool(x.min() >= 0.0 and x.max() <= 1.0)
+    True
+    """
     return _prepare(_raw_data(name), train_samples, test_samples,
                     image_size, channels)
 

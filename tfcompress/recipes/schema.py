@@ -534,7 +534,41 @@ def _check_run_name(name, node, source):
 
 
 def load_recipe(path, overrides=()):
-    """Loads and validates the recipe file at ``path``."""
+    """Loads and validates the recipe file at ``path``.
+
+    Every field left out gets its default; ``overrides`` are
+    ``key.path=value`` strings, as ``tfcompress run --set`` takes them.
+    The name defaults to the file's.
+
+    >>> import os, tempfile
+    >>> text = '''
+    ... model: lenet_300_100
+    ... data: {name: fashion_mnist, train_samples: 1000}
+    ... variants:
+    ...   - name: pruned_int8
+    ...     stages:
+    ...       - prune: {final_sparsity: 0.8}
+    ...       - convert: {mode: int8}
+    ... '''
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "lenet_pruned.yaml")
+    ...     with open(path, "w", encoding="utf-8") as f:
+    ...         _ = f.write(text)
+    ...     recipe = load_recipe(path, overrides=["train.epochs=3"])
+    ...     with open(path, "w", encoding="utf-8") as f:  # a typo
+    ...         _ = f.write(text.replace("final_sparsity", "final_sparsty"))
+    ...     load_recipe(path)
+    Traceback (most recent call last):
+    ...
+    tfcompress.recipes.schema.RecipeError: ...lenet_pruned.yaml:7: ...
+    >>> recipe["name"], recipe["train"]["epochs"], recipe["train"]["seed"]
+    ('lenet_pruned', 3, 0)
+    >>> prune, convert = recipe["variants"][0]["stages"]
+    >>> prune["prune"]["final_sparsity"], prune["prune"]["schedule"]
+    (0.8, 'polynomial')
+    >>> convert["convert"]["mode"], convert["convert"]["calibration"]
+    ('int8', 'minmax')
+    """
     if not os.path.isfile(path):
         raise RecipeError(f"recipe {path} does not exist; see configs/ for "
                           "examples")

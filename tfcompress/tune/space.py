@@ -32,6 +32,21 @@ class Candidate:
     ``float_layers``: layers kept float32 in the int8 flatbuffer;
     ``eight_bit``: with 4-bit weights, layers whose weights stay 8-bit
     (QAT ``layer_bits``).
+
+    ``stages()`` gives the recipe stages that build the candidate:
+
+    >>> c = Candidate(sparsity=(("fc1", 0.9), ("fc2", 0.5)), weight_bits=4,
+    ...               level=3, eight_bit=("logits",))
+    >>> c.label
+    'p3_w4_8bit-logits_int8'
+    >>> [next(iter(stage)) for stage in c.stages()]
+    ['prune', 'qat', 'convert']
+    >>> c.stages()[0]["prune"]["layer_sparsity"]
+    {'fc1': 0.9, 'fc2': 0.5}
+    >>> c.to_dict()["layer_bits"]
+    {'logits': 8}
+    >>> Candidate(mode="float32").label  # the float reference
+    'float32'
     """
     sparsity: tuple = ()
     weight_bits: int = 8

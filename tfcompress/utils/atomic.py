@@ -43,6 +43,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yields a temporary path; on success it is renamed onto ``path``.
 
     For writers that need a file name (``model.save``, ``savefig``).
+    Nothing appears at ``path`` until the block ends without an exception.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     out = os.path.join(d, "weights.npy")
+    ...     with atomic_path(out) as tmp:
+    ...         _ = open(tmp, "wb").write(b"1234")
+    ...         print(os.path.exists(out), tmp.endswith(".npy"))
+    ...     print(os.path.getsize(out), sorted(os.listdir(d)))
+    False True
+    4 ['weights.npy']
     """
     path = os.fspath(path)
     folder = check_writable_folder(path)
@@ -100,12 +111,29 @@ def _fsync_folder(folder: str) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically."""
+    """Writes ``data`` to ``path`` atomically.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     out = os.path.join(d, "model.tflite")
+    ...     atomic_write_bytes(out, b"TFL3")
+    ...     atomic_write_bytes(out, b"TFL3 v2")  # replaces the old file
+    ...     print(open(out, "rb").read(), os.listdir(d))
+    b'TFL3 v2' ['model.tflite']
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    """Writes ``text`` (UTF-8) to ``path`` atomically.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     out = os.path.join(d, "report.md")
+    ...     atomic_write_text(out, "latency: 12 µs")
+    ...     print(open(out, encoding="utf-8").read(), os.path.getsize(out))
+    latency: 12 µs 15
+    """
     atomic_write_bytes(path, text.encode("utf-8"))

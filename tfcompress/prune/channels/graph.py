@@ -84,6 +84,26 @@ class ChannelSpace:
     dimension is this space's channels. ``gate`` says why a dead channel
     is not zero here (an activation mapping 0 to a non-zero value): such a
     space can only be dropped through a Multiply.
+
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> space = channel_spaces(model)[0]
+    >>> space.channels, space.prunable, space.frozen
+    (8, True, '')
+    >>> [layer.name for layer in space.producers]
+    ['conv1']
+    >>> [(layer.name, offset) for layer, offset in space.iter_followers()]
+    [('bn1', 0)]
+    >>> [consumer[0].name for consumer in space.consumers]
+    ['conv2']
     """
     channels: int
     producers: list = dataclasses.field(default_factory=list)
@@ -495,6 +515,23 @@ def channel_spaces(model):
 
     Nested models and shared layers are kept whole: the channels entering
     them are frozen, with the reason in ``ChannelSpace.frozen``.
+
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> for space in channel_spaces(model):
+    ...     print([layer.name for layer in space.producers], space.channels,
+    ...           space.prunable, space.frozen or "-")
+    ['conv1'] 8 True -
+    ['conv2'] 4 True -
+    ['logits'] 3 False logits is a model output
     """
     if not isinstance(model, keras.Model) or not is_container(model):
         raise InputError("channel pruning analyses Sequential and Functional "
@@ -506,7 +543,21 @@ def channel_spaces(model):
 
 def frozen_reasons(spaces) -> dict:
     """Reason -> number of spaces frozen for it (ignoring layer names
-    after the first word), for reports."""
+    after the first word), for reports.
+
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> frozen_reasons(channel_spaces(model))
+    {'logits is a model output': 1}
+    """
     counts = {}
     for s in spaces:
         if s.frozen:

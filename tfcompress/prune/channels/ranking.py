@@ -55,6 +55,28 @@ def channel_scores(space, norm="bn_gamma"):
     there while gamma sets the channel's output scale. Spaces without
     BatchNormalization fall back to ``"l2"``.
     ``"l1"``/``"l2"``: summed norms of the producers' kernels.
+
+    >>> from tfcompress.prune.channels import channel_spaces
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> space = channel_spaces(model)[0]   # conv1 -> bn1
+    >>> gamma = np.array([1, 2, 3, 4, 5, 6, 7, 0.5], np.float32)
+    >>> _ = model.get_layer("bn1").gamma.assign(gamma)
+    >>> scores = channel_scores(space)    # |gamma| of bn1 over its mean
+    >>> bool(np.allclose(scores, gamma / gamma.mean()))
+    True
+    >>> np.argsort(scores)[:2].tolist()   # the channels to drop first
+    [7, 0]
+    >>> channel_scores(space, "l1").shape  # kernel norms, one per channel
+    (8,)
     """
     if norm not in NORMS:
         raise InputError(f"norm must be one of {', '.join(NORMS)}, "
@@ -75,7 +97,27 @@ def channel_scores(space, norm="bn_gamma"):
 def zero_channels(space, keep):
     """Zeros channels where ``keep`` is 0 along the whole space (producers
     and the per-channel layers on its path; passengers are left alone:
-    their channels are multiplied by zeros)."""
+    their channels are multiplied by zeros).
+
+    >>> from tfcompress.prune.channels import channel_spaces, dead_channels
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> space = channel_spaces(model)[0]   # conv1 -> bn1
+    >>> keep = np.array([1, 0, 1, 0, 1, 1, 1, 1])
+    >>> zero_channels(space, keep)
+    >>> np.flatnonzero(dead_channels(space)).tolist()
+    [1, 3]
+    >>> model.get_layer("bn1").gamma.numpy()[[1, 3]].tolist()
+    [0.0, 0.0]
+    """
     m = keep.astype(np.float32)
     for layer in space.producers:
         kernel = output_kernel(layer)
@@ -174,6 +216,34 @@ class ChannelPruning(keras.callbacks.Callback):
       model: the model to prune when ``fit`` runs another one around it
         (e.g. ``tfcompress.distill.Distiller(student, ...)``: pass
         ``student``); default: the model ``fit`` runs.
+
+    Half the channels of each prunable space are zeroed during ``fit``;
+    :func:`tfcompress.prune.shrink` then removes them:
+
+    >>> from tfcompress.prune import (ConstantSparsity, channel_spaces,
+    ...                               dead_channels, shrink)
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> model.compile("sgd", "mse")
+    >>> x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
+    >>> cb = ChannelPruning(ConstantSparsity(0.5, begin_step=0, frequency=1))
+    >>> _ = model.fit(x, np.zeros((16, 3)), batch_size=8, callbacks=[cb],
+    ...               verbose=0)
+    >>> [int(dead_channels(s).sum()) for s in channel_spaces(model)]
+    [4, 2, 0]
+    >>> small = shrink(model)
+    >>> small.get_layer("conv1").filters, small.get_layer("conv2").filters
+    (4, 2)
+    >>> small.count_params() < model.count_params()
+    True
     """
 
     def __init__(self, pruning_schedule, norm="bn_gamma", exclude=(),

@@ -21,6 +21,27 @@ def dead_channels(space) -> np.ndarray:
     it, every BatchNormalization on the path has gamma = beta = 0 for it
     (beta, if any, and moving mean = 0 when it has no gamma) and every
     depthwise convolution on the path has bias 0 for it.
+
+    >>> import keras
+    >>> keras.utils.set_random_seed(0)
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(8, 3, name="conv1"),
+    ...     keras.layers.BatchNormalization(name="bn1"),
+    ...     keras.layers.ReLU(),
+    ...     keras.layers.Conv2D(4, 3, name="conv2"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(3, name="logits")])
+    >>> space = channel_spaces(model)[0]   # conv1 -> bn1
+    >>> bool(dead_channels(space).any())  # fresh model: every channel lives
+    False
+    >>> conv1, bn1 = model.get_layer("conv1"), model.get_layer("bn1")
+    >>> for v in (conv1.kernel, conv1.bias, bn1.gamma, bn1.beta):
+    ...     value = v.numpy()
+    ...     value[..., 2] = 0           # channel 2 carries exact zeros
+    ...     _ = v.assign(value)
+    >>> np.flatnonzero(dead_channels(space)).tolist()
+    [2]
     """
     dead = np.ones(space.channels, bool)
     for layer in space.producers:

@@ -136,6 +136,10 @@ def test_distilled_student_saves_loads_and_converts(tmp_path):
           verbose=0)
     path = tmp_path / "student.keras"
     d.save(path)
+    # written atomically: nothing but the file itself is left in the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.keras"]
+    with pytest.raises(InputError, match="does not exist"):
+        d.save(tmp_path / "missing" / "student.keras")
     loaded = keras.models.load_model(path)
     assert loaded.count_params() == d.student.count_params()
     np.testing.assert_allclose(loaded.predict(x, verbose=0),

@@ -193,5 +193,11 @@ class Distiller(keras.Model):
         return super().compute_metrics(x, labels, y_pred, sample_weight)
 
     def save(self, filepath, *args, **kwargs):
-        """Saves the student (the model you deploy)."""
-        return self.student.save(filepath, *args, **kwargs)
+        """Saves the student (the model you deploy), atomically: an
+        interrupted save leaves no partial file."""
+        import os
+        from tfcompress.utils import atomic_path
+        filepath = os.fspath(filepath)
+        with atomic_path(filepath,
+                         suffix=os.path.splitext(filepath)[1]) as tmp:
+            self.student.save(tmp, *args, **kwargs)

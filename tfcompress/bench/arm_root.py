@@ -74,7 +74,9 @@ def arm_request(models, runtimes):
                              f"{', '.join(ARM_RUNTIMES)}")
     for name, path in models.items():
         if not os.path.isfile(path):
-            raise InputError(f"flatbuffer {path} ({name}) does not exist")
+            raise InputError(f"flatbuffer {path} ({name}) does not exist; "
+                             "give the path of a .tflite file (write one "
+                             "with tfcompress convert)")
     return models
 
 

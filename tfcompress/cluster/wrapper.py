@@ -36,7 +36,9 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                  update_assignments=False, **kwargs):
         if not is_prunable(layer):
             raise InputError(f"layer {layer.name!r} ({type(layer).__name__})"
-                             " has no kernel tfcompress can cluster")
+                             " has no kernel tfcompress can cluster; wrap "
+                             "only Conv/Dense-like layers, or implement "
+                             "tfcompress.prune.PrunableLayer on it")
         if isinstance(number_of_clusters, bool) or not isinstance(
                 number_of_clusters, (int, np.integer)):
             raise InputError(f"number_of_clusters must be an integer >= 2, "

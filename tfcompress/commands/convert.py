@@ -42,7 +42,8 @@ def _load_samples(spec, n):
         return None
     if spec.endswith(".npz"):
         if not os.path.isfile(spec):
-            raise InputError(f"data file {spec} does not exist")
+            raise InputError(f"data file {spec} does not exist; give the "
+                             "path of an existing .npz file")
         with np.load(spec) as f:
             key = next((k for k in ("x_train", "x", "inputs") if k in f),
                        None)

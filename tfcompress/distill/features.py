@@ -30,7 +30,8 @@ def _projection(student_shape, teacher_shape, name):
     if rank == 4:
         return keras.layers.Conv2D(units, 1, use_bias=False, name=name)
     raise InputError(f"feature distillation supports rank 2-4 outputs, "
-                     f"got rank {rank} for {name}")
+                     f"got rank {rank} for {name}; match a layer with a "
+                     "2-D to 4-D output")
 
 
 def feature_models(student, teacher, pairs):

@@ -121,7 +121,9 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
     model = model_fn(seed)
     kernels = _prunable_kernels(model)
     if not kernels:
-        raise InputError("the model has no prunable layer")
+        raise InputError("the model has no prunable layer (Conv/Dense or a "
+                         "tfcompress.prune.PrunableLayer); give a model "
+                         "that has one")
     masks = [np.ones(k.shape, np.float32) for k in kernels]
     init = [np.array(w) for w in model.get_weights()]
     keep = KeepMasked(kernels, masks, record_step=rewind_step)

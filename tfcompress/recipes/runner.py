@@ -68,7 +68,9 @@ def _raw_data(name):
         return loaders[name]()
     if str(name).endswith(".npz"):
         if not os.path.isfile(name):
-            raise InputError(f"data file {name} does not exist")
+            raise InputError(f"data file {name} does not exist; give the "
+                             "path of an .npz file with x_train, y_train, "
+                             "x_test, y_test")
         return data.load_npz(name)
     raise InputError(f"unknown data {name!r}; use fashion_mnist, mnist "
                      "or a path to an .npz file")

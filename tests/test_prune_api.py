@@ -494,3 +494,20 @@ def test_prune_for_latency_on_xnnpack_prunes_1x1_convs_of_a_sparse_net():
         input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=4)
     with pytest.raises(InputError, match="ZeroPadding2D"):
         prune.prune_low_magnitude(mnv2, SCHEDULE, pruning_policy=policy)
+
+
+def test_lists_of_layers_and_layer_keywords_as_tfmot():
+    from tfcompress import cluster
+    dense = [keras.layers.Dense(4), keras.layers.Dense(2)]
+    wrapped = prune.prune_low_magnitude(dense, SCHEDULE)
+    assert [type(w).__name__ for w in wrapped] == ["PruneLowMagnitude"] * 2
+    named = prune.prune_low_magnitude(keras.layers.Dense(4), SCHEDULE,
+                                      name="pruned_fc")
+    assert named.name == "pruned_fc"
+    clustered = cluster.cluster_weights([keras.layers.Dense(4)], 3)
+    assert type(clustered[0]).__name__ == "ClusterWeights"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(InputError, match="single layer"):
+        prune.prune_low_magnitude(model, SCHEDULE, name="x")
+    with pytest.raises(InputError, match="list of Keras layers"):
+        prune.prune_low_magnitude([model], SCHEDULE)

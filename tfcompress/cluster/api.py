@@ -19,7 +19,8 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                     preserve_sparsity=False, per_channel=False,
                     exclude=(), update_assignments=False, *,
                     cluster_centroids_init=None, cluster_per_channel=None):
-    """Clusters the kernels of a layer or of every clusterable layer of a
+    """Clusters the kernels of a layer, of a list of layers (a list of
+    wrappers is returned) or of every clusterable layer of a
     Sequential/Functional (possibly nested) model.
 
     ``centroid_init`` is ``"kmeans++"``, ``"linear"``, ``"random"`` or
@@ -41,6 +42,12 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                   preserve_sparsity=preserve_sparsity,
                   per_channel=per_channel,
                   update_assignments=update_assignments)
+    if isinstance(to_cluster, (list, tuple)):   # as tfmot
+        if not all(isinstance(l, keras.layers.Layer) and
+                   not isinstance(l, keras.Model) for l in to_cluster):
+            raise InputError("cluster_weights takes a list of Keras layers "
+                             "(not models); cluster a model on its own")
+        return [ClusterWeights(l, **kwargs) for l in to_cluster]
     if isinstance(to_cluster, keras.layers.Layer) and \
             not isinstance(to_cluster, keras.Model):
         return ClusterWeights(to_cluster, **kwargs)

@@ -19,15 +19,17 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                         min_density=0.01,
                         include: Optional[Iterable[str]] = None,
                         exclude: Optional[Iterable[str]] = None,
-                        pruning_policy=None):
-    """Wraps a layer, or every prunable layer of a model, for pruning.
+                        pruning_policy=None, **layer_kwargs):
+    """Wraps a layer, a list of layers, or every prunable layer of a
+    model, for pruning.
 
     Works on a single layer, Sequential and Functional models, and models
     nested inside them. Layers tfcompress cannot prune are left dense and
     listed by :func:`tfcompress.prune.summary`.
 
     Args:
-      to_prune: a ``keras.layers.Layer`` or a Sequential/Functional model.
+      to_prune: a ``keras.layers.Layer``, a list of layers (a list of
+        wrappers is returned) or a Sequential/Functional model.
       pruning_schedule: a :class:`PruningSchedule` (default: constant 50%).
       block_size: ``(rows, cols)`` block sparsity, e.g. ``(1, 4)``.
       sparsity_m_by_n: ``(N, M)`` structured sparsity, e.g. ``(2, 4)``,
@@ -65,9 +67,20 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                   schedules.ConstantSparsity(0.5, 0),
                   block_size=block_size, sparsity_m_by_n=sparsity_m_by_n,
                   global_pruning=global_pruning, min_density=min_density)
+    if isinstance(to_prune, (list, tuple)):
+        if not all(isinstance(l, keras.layers.Layer) and
+                   not isinstance(l, keras.Model) for l in to_prune):
+            raise InputError("prune_low_magnitude takes a list of Keras "
+                             "layers (not models); wrap a model on its own")
+        return [PruneLowMagnitude(l, **kwargs, **layer_kwargs)
+                for l in to_prune]
     if isinstance(to_prune, keras.layers.Layer) and not isinstance(
             to_prune, keras.Model):
-        return PruneLowMagnitude(to_prune, **kwargs)
+        return PruneLowMagnitude(to_prune, **kwargs, **layer_kwargs)
+    if layer_kwargs:
+        raise InputError(
+            f"prune_low_magnitude: {sorted(layer_kwargs)} apply to the "
+            "wrapper of a single layer; leave them out for a model")
     if not isinstance(to_prune, keras.Model):
         raise InputError(f"prune_low_magnitude takes a Keras layer or model, "
                          f"got {type(to_prune).__name__}")

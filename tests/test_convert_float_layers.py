@@ -265,3 +265,21 @@ def test_float_layers_on_a_qat_model_is_an_input_error():
     qat = quantize_model(_mlp())
     with pytest.raises(InputError, match="QAT.*quantize_annotate_layer"):
         convert(qat, "int8", float_layers=["fc1"])
+
+
+def test_an_op_fused_from_two_float_layers_is_listed_under_both():
+    # a CONV_2D whose output tensor names the convolution and the x + 3.0
+    # folded into it (MobileNetV3's hard sigmoid) belongs to both layers
+    from tfcompress.convert.fallback import mark_requested
+    report = {"float_ops": [{"index": 4, "op": "CONV_2D", "layer": "conv"},
+                            {"index": 7, "op": "MEAN", "layer": "pool"}],
+              "ops": [{"index": 4, "output": "m/add_1;m/conv/Conv2D"},
+                      {"index": 7, "output": "m/pool/Mean"}],
+              "notes": [], "fully_integer": True}
+    mark_requested(report, {"conv": ["m/add_1;m/conv/Conv2D"],
+                            "add_1": ["m/add_1;m/conv/Conv2D"]})
+    assert [(r["op"], r["layer"]) for r in report["float_by_request"]] == [
+        ("CONV_2D", "conv, add_1")]
+    assert report["float_layers"] == ["conv", "add_1"]
+    assert [r["layer"] for r in report["float_ops"]] == ["pool"]
+    assert report["fully_integer"] is False

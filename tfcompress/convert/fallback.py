@@ -166,21 +166,28 @@ def mark_requested(report, nodes, by="request"):
     """Moves the float ops of the requested layers (``{layer: [node,
     ...]}``) from ``report["float_ops"]`` (what strict mode refuses) to
     ``report["float_by_request"]``; ``report["float_layers"]`` lists the
-    layers; ``by`` says who asked (in the note)."""
-    by_node = {n: layer for layer, names in nodes.items() for n in names}
+    layers; ``by`` says who asked (in the note). An op the converter fused
+    from several of the layers (a convolution and the add after it) is
+    listed under all of them, joined by ", "."""
+    by_node = {}
+    for layer, names in nodes.items():
+        for n in names:
+            by_node.setdefault(n, []).append(layer)
     outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
-    requested, others = [], []
+    requested, others, layers = [], [], []
     for row in report["float_ops"]:
-        layer = by_node.get(outputs.get(row["index"]))
-        if layer is None:
+        owners = by_node.get(outputs.get(row["index"]))
+        if owners is None:
             others.append(row)
         else:
-            requested.append({**row, "layer": layer})
+            requested.append({**row, "layer": ", ".join(owners)})
+            layers += [n for n in owners if n not in layers]
     report["float_ops"] = others
     report["float_by_request"] = requested
     # the layers with a float op (the converter still quantizes an op
-    # whose input and output scales come from QAT fake-quant)
-    layers = [n for n in nodes if any(r["layer"] == n for r in requested)]
+    # whose input and output scales come from QAT fake-quant), in the
+    # order they were asked for
+    layers = [n for n in nodes if n in layers]
     report["float_layers"] = layers
     if not requested:   # every op of them was quantized after all
         return report

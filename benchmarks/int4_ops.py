@@ -134,12 +134,9 @@ WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D",
 
 def _delegation(interp):
     """{op: True if XNNPACK took it} for the ops with weights: a delegate
-    node lists the weight tensors of the ops it took among its inputs.
-    LiteRT exposes nodes only through its experimental _get_ops_details."""
-    get = getattr(interp, "_get_ops_details", None)
-    if get is None:
-        return None
-    nodes = get()
+    node lists the weight tensors of the ops it took among its inputs."""
+    from tfcompress.bench.delegation import interpreter_nodes
+    nodes = interpreter_nodes(interp)
     taken = set()
     for d in nodes:
         if d["op_name"] == "DELEGATE":

@@ -23,6 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402,F401  (sys.path, TF log level)
 import numpy as np  # noqa: E402
+from tfcompress.bench.delegation import interpreter_nodes  # noqa: E402
 import zoo  # noqa: E402
 
 
@@ -67,7 +68,7 @@ def op_rows(q, tflite_bytes, x):
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    ops = interp._get_ops_details()    # benchmark only: op order and types
+    ops = interpreter_nodes(interp)    # op order and types
     watched = [(op["op_name"], op["outputs"][0]) for op in ops
                if details[op["outputs"][0]]["dtype"] == np.int8]
     got = {i: [] for _, i in watched}

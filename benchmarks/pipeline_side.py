@@ -86,10 +86,9 @@ class Side:
     def prune_preserving_qat(self, model):
         if self.name == "tfmot":
             q = self.tfmot.quantization.keras
-            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve.default_8bit_prune_preserve_quantize_scheme import \
-                Default8BitPrunePreserveQuantizeScheme  # noqa: E501
-            return q.quantize_apply(q.quantize_annotate_model(model),
-                                    Default8BitPrunePreserveQuantizeScheme())
+            scheme = self.tfmot.experimental.combine.\
+                Default8BitPrunePreserveQuantizeScheme()
+            return q.quantize_apply(q.quantize_annotate_model(model), scheme)
         from tfcompress import quantize
         return quantize.quantize_model(model,
                                        quantize.PrunePreservingScheme())

@@ -692,11 +692,10 @@ def tfmot_side(args):
         out["pruned_keras_accuracy"] = common.keras_accuracy(final, data)
         label = "pruned model, post-training int8"
     try:
-        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve.default_8bit_prune_preserve_quantize_scheme import \
-            Default8BitPrunePreserveQuantizeScheme  # noqa: E501
         q = tfmot.quantization.keras
-        qat = q.quantize_apply(q.quantize_annotate_model(final),
-                               Default8BitPrunePreserveQuantizeScheme())
+        scheme = tfmot.experimental.combine.\
+            Default8BitPrunePreserveQuantizeScheme()
+        qat = q.quantize_apply(q.quantize_annotate_model(final), scheme)
     except Exception as e:
         out["qat_error"] = error_text(e)
     else:

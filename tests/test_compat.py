@@ -367,6 +367,23 @@ def test_tensorflow_trainer_internals_resolve():
 
 
 # -- monkeypatches fail loudly -------------------------------------------
+def test_keras_fit_still_calls_the_trainer_functions_the_fixes_wrap():
+    # patching a function Keras no longer calls would fix nothing
+    import inspect
+    internals = compat.tensorflow_trainer_internals()
+    fit = inspect.getsource(internals.trainer_class.fit)
+    assert "self._maybe_symbolic_build(" in fit, moved(
+        "TensorFlowTrainer.fit no longer calls _maybe_symbolic_build")
+    make_function = inspect.getsource(internals.trainer_class._make_function)
+    assert "reduce_per_replica(" in make_function, moved(
+        "TensorFlowTrainer._make_function no longer calls the module's "
+        "reduce_per_replica")
+    signature = inspect.signature(internals.maybe_symbolic_build)
+    assert list(signature.parameters) == ["self", "iterator", "data_batch"], \
+        moved("TensorFlowTrainer._maybe_symbolic_build(self, iterator, "
+              "data_batch) changed its arguments")
+
+
 def _fake_trainer_module(drop=None):
     """A stand-in for Keras' trainer module, optionally missing ``drop``."""
     calls = []

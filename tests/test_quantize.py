@@ -561,8 +561,9 @@ def test_convnext_norm_and_scale_kept_float_named_by_summary_and_strict():
     x = np.random.default_rng(0).normal(size=(16, 4, 4, 3)).astype(
         "float32")
     q(x, training=True)
-    with pytest.raises(FloatFallbackError, match=r"\(layer ln\)"):
+    with pytest.raises(FloatFallbackError, match=r"\(layer ln\)") as e:
         convert(q, "int8", strict=True)
+    assert "no int8 kernel for NEG" in str(e.value)
     r = convert(q, "int8", strict=False, check_data=x)
     assert not r.report["fully_integer"]
     assert {f["layer"] for f in r.fallback_ops} == {"ln", "ls"}

@@ -24,6 +24,8 @@ class FloatFallbackError(RuntimeError):
         ops = "; ".join(f"#{f['index']} {f['op']} (layer {f['layer']})"
                         for f in result.fallback_ops[:10])
         more = len(result.fallback_ops) - 10
+        no_kernel = sorted({f["op"] for f in result.fallback_ops} &
+                           NO_INT8_KERNEL)
         super().__init__(
             f"{len(result.fallback_ops)} op(s) stayed float in the "
             f"{result.report['mode']} model: {ops}"
@@ -31,7 +33,15 @@ class FloatFallbackError(RuntimeError):
             + ". Fix: replace those layers with ones TFLite has integer "
             "kernels for, quantize-annotate them for QAT, or pass "
             "strict=False to accept the float ops (they are listed in the "
-            "report).")
+            "report)."
+            + (f" TFLite has no int8 kernel for {', '.join(no_kernel)} "
+               "(LayerNormalization computes one): annotating does not "
+               "help; pass strict=False or replace the layer."
+               if no_kernel else ""))
+
+
+#: TFLite built-in ops without an int8 kernel that Keras layers produce
+NO_INT8_KERNEL = {"NEG"}
 
 
 class ConversionResult:

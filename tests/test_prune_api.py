@@ -511,3 +511,28 @@ def test_lists_of_layers_and_layer_keywords_as_tfmot():
         prune.prune_low_magnitude(model, SCHEDULE, name="x")
     with pytest.raises(InputError, match="list of Keras layers"):
         prune.prune_low_magnitude([model], SCHEDULE)
+
+
+def test_block_pooling_type_max_ranks_blocks_by_their_largest_weight(
+        tmp_path):
+    model = keras.Sequential([keras.Input((2,)),
+                              keras.layers.Dense(4, name="fc")])
+    model.get_layer("fc").kernel.assign(
+        np.array([[7, 0, 0, 0], [2, 2, 2, 2]], "float32"))
+    masks = {}
+    for pooling in ("AVG", "MAX"):
+        pruned = prune.prune_low_magnitude(
+            model, prune.ConstantSparsity(0.5, 0), block_size=(1, 4),
+            block_pooling_type=pooling)
+        pruned.compile("sgd", "mse")
+        pruned.fit(np.zeros((2, 2)), np.zeros((2, 4)), epochs=1, verbose=0,
+                   callbacks=[prune.UpdatePruningStep()])
+        masks[pooling] = pruned.layers[0].masks[0].numpy()[:, 0].tolist()
+    # row blocks: mean |w| 1.75 < 2, largest |w| 7 > 2
+    assert masks == {"AVG": [0.0, 1.0], "MAX": [1.0, 0.0]}
+    path = str(tmp_path / "p.keras")
+    pruned.save(path)
+    assert keras.models.load_model(path).layers[0].block_pooling_type == \
+        "MAX"
+    with pytest.raises(InputError, match="'AVG' or 'MAX'"):
+        prune.prune_low_magnitude(model, block_pooling_type="MIN")

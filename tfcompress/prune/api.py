@@ -19,7 +19,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                         min_density=0.01,
                         include: Optional[Iterable[str]] = None,
                         exclude: Optional[Iterable[str]] = None,
-                        pruning_policy=None, **layer_kwargs):
+                        pruning_policy=None, block_pooling_type="AVG",
+                        **layer_kwargs):
     """Wraps a layer, a list of layers, or every prunable layer of a
     model, for pruning.
 
@@ -32,6 +33,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         wrappers is returned) or a Sequential/Functional model.
       pruning_schedule: a :class:`PruningSchedule` (default: constant 50%).
       block_size: ``(rows, cols)`` block sparsity, e.g. ``(1, 4)``.
+      block_pooling_type: a block's score, ``"AVG"`` (mean ``|w|``, as
+        tfmot's default) or ``"MAX"`` (largest ``|w|``).
       sparsity_m_by_n: ``(N, M)`` structured sparsity, e.g. ``(2, 4)``,
         along the input channels. Layers whose input channels are not a
         multiple of M are left dense (reported by ``summary``) unless
@@ -66,6 +69,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     kwargs = dict(pruning_schedule=pruning_schedule or
                   schedules.ConstantSparsity(0.5, 0),
                   block_size=block_size, sparsity_m_by_n=sparsity_m_by_n,
+                  block_pooling_type=block_pooling_type,
                   global_pruning=global_pruning, min_density=min_density)
     if isinstance(to_prune, (list, tuple)):
         if not all(isinstance(l, keras.layers.Layer) and

@@ -70,8 +70,18 @@ def _as_matrix(shape):
     return (int(np.prod(shape[:-1])), int(shape[-1]))
 
 
-def block_mask(weight, sparsity, block_size=(1, 1)):
-    """Mask keeping whole ``block_size`` blocks ranked by mean ``|w|``.
+def check_block_pooling(pooling) -> str:
+    """``"AVG"`` or ``"MAX"`` (any case), else InputError."""
+    name = str(pooling).upper()
+    if name not in ("AVG", "MAX"):
+        raise InputError(f"block_pooling_type must be 'AVG' or 'MAX', got "
+                         f"{pooling!r}")
+    return name
+
+
+def block_mask(weight, sparsity, block_size=(1, 1), pooling="AVG"):
+    """Mask keeping whole ``block_size`` blocks ranked by mean ``|w|``
+    (``pooling="AVG"``, tfmot's default) or largest ``|w|`` (``"MAX"``).
 
     Kernels of rank > 2 are viewed as (prod(shape[:-1]), out_channels), so a
     ``(1, 4)`` block spans 4 output channels of one input position. Edges
@@ -80,7 +90,13 @@ def block_mask(weight, sparsity, block_size=(1, 1)):
     >>> w = np.arange(1, 9, dtype="float32").reshape(2, 4)
     >>> block_mask(w, 0.5, (1, 4))[0].numpy().tolist()
     [[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
+    >>> w = np.array([[7, 0, 0, 0], [2, 2, 2, 2]], "float32")
+    >>> block_mask(w, 0.5, (1, 4))[0].numpy()[:, 0].tolist()  # mean
+    [0.0, 1.0]
+    >>> block_mask(w, 0.5, (1, 4), "MAX")[0].numpy()[:, 0].tolist()
+    [1.0, 0.0]
     """
+    pooling = check_block_pooling(pooling)
     block_size = tuple(int(b) for b in block_size)
     w = tf.convert_to_tensor(weight)
     if block_size == (1, 1):
@@ -92,9 +108,12 @@ def block_mask(weight, sparsity, block_size=(1, 1)):
     padded = tf.pad(mat, [[0, pr], [0, pc]])
     counts = tf.pad(tf.ones_like(mat), [[0, pr], [0, pc]])
     shape = ((rows + pr) // br, br, (cols + pc) // bc, bc)
-    mean = (tf.reduce_sum(tf.reshape(padded, shape), axis=(1, 3))
-            / tf.reduce_sum(tf.reshape(counts, shape), axis=(1, 3)))
-    block_keep, threshold = magnitude_mask(mean, sparsity)
+    if pooling == "MAX":   # |w| >= 0, so the padding never wins
+        score = tf.reduce_max(tf.reshape(padded, shape), axis=(1, 3))
+    else:
+        score = (tf.reduce_sum(tf.reshape(padded, shape), axis=(1, 3))
+                 / tf.reduce_sum(tf.reshape(counts, shape), axis=(1, 3)))
+    block_keep, threshold = magnitude_mask(score, sparsity)
     full = tf.repeat(tf.repeat(block_keep, br, axis=0), bc, axis=1)
     return tf.reshape(full[:rows, :cols], w.shape), threshold
 

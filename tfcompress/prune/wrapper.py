@@ -90,7 +90,7 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
 
     def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
                  sparsity_m_by_n=None, global_pruning=False,
-                 min_density=0.01, **kwargs):
+                 min_density=0.01, block_pooling_type="AVG", **kwargs):
         if pruning_schedule is None:
             pruning_schedule = schedules.ConstantSparsity(0.5, 0)
         if not isinstance(layer, keras.layers.Layer):
@@ -103,6 +103,8 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.block_size = tuple(int(b) for b in block_size)
+        self.block_pooling_type = mask_lib.check_block_pooling(
+            block_pooling_type)
         if sparsity_m_by_n is not None:
             n, m = (int(v) for v in sparsity_m_by_n)
             if not 0 < n < m:
@@ -261,8 +263,9 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
                                        tf.reshape(mask > 0, [-1]))
                 threshold = tf.reduce_min(tf.concat([kept, [np.inf]], 0))
             else:
-                mask, threshold = mask_lib.block_mask(value, sparsity,
-                                                      self.block_size)
+                mask, threshold = mask_lib.block_mask(
+                    value, sparsity, self.block_size,
+                    self.block_pooling_type)
             result.append((mask, tf.cast(threshold, tf.float32)))
         return result
 
@@ -331,6 +334,7 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         config.update({
             "pruning_schedule": schedules.serialize(self.pruning_schedule),
             "block_size": list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
             "sparsity_m_by_n": (list(self.sparsity_m_by_n)
                                 if self.sparsity_m_by_n else None),
             "global_pruning": self.global_pruning,

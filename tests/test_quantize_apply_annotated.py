@@ -272,3 +272,18 @@ def test_tfmot_style_quantize_configs_are_refused_not_ignored():
     layer = quantize.quantize_annotate_layer(keras.layers.Dense(2),
                                              Four(weight_bits=4))
     assert layer.name.startswith("dense")
+
+
+def test_tfmot_keyword_names_are_accepted():
+    dense = quantize.quantize_annotate_layer(
+        to_annotate=keras.layers.Dense(2, name="fc"),
+        quantize_config=quantize.NoOpQuantizeConfig())
+    model = keras.Sequential([keras.Input((3,)), dense,
+                              keras.layers.Dense(2, name="out")])
+    qat = quantize.quantize_model(to_quantize=model)
+    assert quantize.has_fake_quant(qat)
+    with pytest.raises(InputError, match="not both"):
+        quantize.quantize_annotate_layer(keras.layers.Dense(2),
+                                         to_annotate=keras.layers.Dense(2))
+    with pytest.raises(InputError, match="give the model"):
+        quantize.quantize_model()

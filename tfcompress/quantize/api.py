@@ -129,15 +129,35 @@ def _check_config(config, layer):
         "float, or no config for tfcompress's rule")
 
 
-def quantize_annotate_layer(layer, config=None):
+def _alias(ours, ours_name, tfmots, tfmots_name, api):
+    """The argument given under our name or tfmot's, not both."""
+    if tfmots is None:
+        if ours is None and ours_name in ("layer", "model"):
+            raise InputError(f"{api}: give the {ours_name} to quantize")
+        return ours
+    if ours is not None:
+        raise InputError(f"{api}: give {ours_name}= or tfmot's "
+                         f"{tfmots_name}=, not both")
+    return tfmots
+
+
+def quantize_annotate_layer(layer=None, config=None, *, to_annotate=None,
+                            quantize_config=None):
     """Returns a copy of ``layer`` marked for quantization (with ``config``
     for custom layers); ``layer`` itself is unchanged. Use the copy where
-    the layer would go when building the model.
+    the layer would go when building the model. tfmot's keywords
+    ``to_annotate=`` and ``quantize_config=`` are accepted too.
 
     >>> import keras
     >>> layer = quantize_annotate_layer(keras.layers.LayerNormalization(),
     ...                                 NoOpQuantizeConfig())
+    >>> layer = quantize_annotate_layer(to_annotate=keras.layers.Dense(2),
+    ...                                 quantize_config=None)
     """
+    layer = _alias(layer, "layer", to_annotate, "to_annotate",
+                   "quantize_annotate_layer")
+    config = _alias(config, "config", quantize_config, "quantize_config",
+                    "quantize_annotate_layer")
     if isinstance(layer, keras.Model):
         raise InputError(
             f"quantize_annotate_layer takes a layer; {layer.name} is a "
@@ -283,8 +303,8 @@ def weight_layer_names(model):
             if isinstance(layer, transform.FUSABLE)}
 
 
-def quantize_model(model, scheme=None, layer_bits=None,
-                   xnnpack_rewrites=True):
+def quantize_model(model=None, scheme=None, layer_bits=None,
+                   xnnpack_rewrites=True, *, to_quantize=None):
     """QAT in one call: annotate every layer and apply ``scheme``.
 
     Works on Sequential, Functional and nested models. Layers without a
@@ -292,6 +312,7 @@ def quantize_model(model, scheme=None, layer_bits=None,
     ``layer_bits`` sets the weight bits of single layers, e.g.
     ``{"fc1": 4}`` for packed 4-bit weights in one Dense layer; a layer
     whose TFLite op has no 4-bit kernel stays 8-bit (``summary`` says so).
+    tfmot's keyword ``to_quantize=`` is accepted for ``model``.
 
     >>> from tfcompress.models import seed_cnn
     >>> qat = quantize_model(seed_cnn())
@@ -304,6 +325,8 @@ def quantize_model(model, scheme=None, layer_bits=None,
     ...  if r.get("wraps") == big]
     [4]
     """
+    model = _alias(model, "model", to_quantize, "to_quantize",
+                   "quantize_model")
     _check_model(model, "quantize_model")
     # unannotated layers get the default rule: no annotated copy needed
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,

@@ -239,6 +239,13 @@ class _QatGraph:
         # moves the range in training
         return self.shared_quantizers[root](out, update_range=member == root)
 
+    def emit(self, name, quantizer, x, shares):
+        """``name``'s output: ``quantizer`` on ``x``, then the range it
+        shares with a concatenation, if any."""
+        self.tensors[name] = quantizer(x)
+        if shares:
+            self.tensors[name] = self.share_range(name, self.tensors[name])
+
     def shared_note(self, member):
         return {"shared_range": f"quant_range_{self.shared[member]}"}
 
@@ -503,9 +510,7 @@ class _QatGraph:
                            quantize_output=not (
                                fuses or shares or
                                self.feeds_concat_only(name)), **self.kw)
-        self.tensors[name] = q(x)
-        if shares:
-            self.tensors[name] = self.share_range(name, self.tensors[name])
+        self.emit(name, q, x, shares)
         self.report.append({
             "layer": name, "type": "BatchNormalization",
             "quantized": "int8 per-channel affine (1x1 depthwise)" + (
@@ -556,9 +561,7 @@ class _QatGraph:
                            quantize_output=not (
                                fuses or shares or
                                self.feeds_concat_only(name)), **self.kw)
-        self.tensors[name] = q(x)
-        if shares:
-            self.tensors[name] = self.share_range(name, self.tensors[name])
+        self.emit(name, q, x, shares)
         self.report.append({
             "layer": name, "type": type(layer).__name__,
             "quantized": ("activation fused by TFLite (range of the "

@@ -53,8 +53,10 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         return ClusterWeights(to_cluster, **kwargs)
     if not isinstance(to_cluster, keras.Model) or not is_container(
             to_cluster):
-        raise InputError("cluster_weights takes a layer or a Sequential/"
-                         "Functional model")
+        raise InputError("cluster_weights takes a layer, a list of layers "
+                         "or a Sequential/Functional model; for a "
+                         "subclassed model, wrap its layers with "
+                         "cluster_weights(layer, ...) where it builds them")
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)
     unknown = exclude - {layer.name for layer in iter_layers(to_cluster)}
     if unknown:

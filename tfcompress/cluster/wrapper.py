@@ -78,7 +78,9 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         k = self.number_of_clusters
         if k > w.size:
             raise InputError(f"number_of_clusters ({k}) is larger than the "
-                             f"{w.size} weights of {self.layer.name}")
+                             f"{w.size} weights of {self.layer.name}; "
+                             f"choose at most {w.size}, or exclude the "
+                             "layer")
         channels = w.shape[-1] if self.per_channel else 1
         mat = w.reshape(-1, channels).T if self.per_channel else \
             w.reshape(1, -1)

@@ -601,3 +601,24 @@ def test_no_framework_internals_outside_compat():
         "Keras/TensorFlow internals outside tfcompress/compat.py; add a "
         "named function to compat.py (with a test here) and call it:\n"
         + "\n".join(found))
+
+
+def test_run_after_import_calls_back_once_the_outer_import_is_done():
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from tfcompress import compat\n"
+        "seen = []\n"
+        "compat.run_after_import('json.decoder', ('json',), 'json.',\n"
+        "    lambda: seen.append('json' in sys.modules and\n"
+        "                        hasattr(sys.modules['json'], 'dumps')))\n"
+        "for m in [m for m in sys.modules if m.startswith('json')]:\n"
+        "    del sys.modules[m]\n"
+        "import json\n"
+        "print(seen, any(getattr(f, 'module', '') == 'json.decoder'\n"
+        "                for f in sys.meta_path))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    # called once, after json (which imports json.decoder) finished
+    assert out.stdout.strip() == "[True] False", out.stderr[-500:]

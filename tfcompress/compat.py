@@ -399,3 +399,77 @@ def patch_tensorflow_trainer(internals: TrainerInternals,
     ``internals`` (from :func:`tensorflow_trainer_internals`)."""
     internals.trainer_class._maybe_symbolic_build = maybe_symbolic_build
     internals.module.reduce_per_replica = reduce_per_replica
+
+
+# -- Python's import system -------------------------------------------------
+class _RunAfterImport:
+    """A ``sys.meta_path`` finder that calls ``callback`` once ``module``
+    is imported and the outermost import of a ``watched`` module (or of
+    one whose name starts with ``prefix``) has finished.
+
+    It finds nothing itself: for the watched modules it asks the finders
+    after it for the spec and wraps that spec's loader's ``exec_module``
+    (the one monkeypatch of Python's import machinery in tfcompress).
+    """
+
+    def __init__(self, module, watched, prefix, callback):
+        self.module, self.watched, self.prefix = module, watched, prefix
+        self.callback = callback
+        self.depth = 0
+
+    def find_spec(self, fullname, path=None, target=None):
+        import sys
+        if fullname not in self.watched and \
+                not fullname.startswith(self.prefix):
+            return None
+        spec = None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_call(module):
+            self.depth += 1
+            try:
+                exec_module(module)
+            finally:
+                self.depth -= 1
+            if self.depth == 0 and sys.modules.get(self.module) is not None:
+                self._done()
+
+        loader.exec_module = exec_then_call
+        return spec
+
+    def _done(self):
+        import sys
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self.callback()
+
+
+def run_after_import(module: str, watched, prefix: str,
+                     callback: Callable) -> None:
+    """Calls ``callback()`` right after ``module`` is first imported, once
+    the outermost import of the ``watched`` modules (or of modules named
+    ``prefix...``) around it has finished. Installed once per callback.
+
+    >>> import sys
+    >>> calls = []
+    >>> run_after_import("json.tool", ("json.tool",), "-",
+    ...                  lambda: calls.append(1))
+    >>> _ = sys.modules.pop("json.tool", None)
+    >>> import json.tool
+    >>> calls
+    [1]
+    """
+    import sys
+    if not any(isinstance(f, _RunAfterImport) and f.callback is callback
+               for f in sys.meta_path):
+        sys.meta_path.insert(0, _RunAfterImport(module, watched, prefix,
+                                                callback))

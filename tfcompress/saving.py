@@ -19,6 +19,7 @@ import sys
 import warnings
 import zipfile
 
+from tfcompress import compat
 from tfcompress.errors import InputError
 
 # Importing these registers every Keras serializable tfcompress defines.
@@ -89,55 +90,13 @@ def load_model(path, compile=True, safe_mode=True):
             from e
 
 
-class _RegisterAfterKerasImport:
-    """A ``sys.meta_path`` finder that registers tfcompress's serializables
-    once Keras is imported and the outermost import of Keras, TensorFlow
-    or a tfcompress module has finished.
-
-    It finds nothing itself: for the watched modules it asks the finders
-    after it for the spec and wraps that spec's loader's ``exec_module``.
-    """
-
-    def __init__(self):
-        self.depth = 0
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _WATCHED and \
-                not fullname.startswith(_WATCHED_PREFIX):
-            return None
-        spec = None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_then_register(module):
-            self.depth += 1
-            try:
-                exec_module(module)
-            finally:
-                self.depth -= 1
-            if self.depth == 0 and sys.modules.get("keras") is not None:
-                self._done()
-
-        loader.exec_module = exec_then_register
-        return spec
-
-    def _done(self):
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        try:
-            register_serializables()
-        except ImportError as e:  # pragma: no cover - broken installation
-            warnings.warn(f"tfcompress could not register its Keras layers "
-                          f"({e}); use tfcompress.load_model to load "
-                          "tfcompress models", stacklevel=2)
+def _register_or_warn():
+    try:
+        register_serializables()
+    except ImportError as e:  # pragma: no cover - broken installation
+        warnings.warn(f"tfcompress could not register its Keras layers "
+                      f"({e}); use tfcompress.load_model to load "
+                      "tfcompress models", stacklevel=2)
 
 
 def register_on_keras_import():
@@ -147,6 +106,5 @@ def register_on_keras_import():
     if sys.modules.get("keras") is not None:
         register_serializables()
         return
-    if not any(isinstance(f, _RegisterAfterKerasImport)
-               for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterAfterKerasImport())
+    compat.run_after_import("keras", _WATCHED, _WATCHED_PREFIX,
+                            _register_or_warn)

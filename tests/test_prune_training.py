@@ -396,3 +396,44 @@ def test_pruning_summaries_take_tfmot_arguments(tmp_path):
         "prune_low_magnitude_fc/kernel/sparsity"] == 0.5
     with pytest.raises(ValueError, match="update_freq"):
         prune.PruningSummaries(str(tmp_path), update_freq="often")
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, after):
+        super().__init__()
+        self.after, self.batches = after, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.batches == self.after:
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.parametrize("restore_first", [False, True])
+def test_backup_and_restore_resumes_the_pruning_schedule(tmp_path,
+                                                         restore_first):
+    # BackupAndRestore loads the weights (pruning step included) in its
+    # on_train_begin, before or after UpdatePruningStep's
+    def build():
+        keras.utils.set_random_seed(0)
+        model = prune.prune_low_magnitude(_small_cnn(), prune.PolynomialDecay(
+            0.0, 0.8, begin_step=0, end_step=20, frequency=1))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        return model
+
+    def callbacks():
+        cbs = [prune.UpdatePruningStep(),
+               keras.callbacks.BackupAndRestore(str(tmp_path))]
+        return cbs[::-1] if restore_first else cbs
+    x, y = _data(64)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build().fit(x, y, batch_size=16, epochs=5, verbose=0,
+                    callbacks=callbacks() + [_Interrupt(13)])
+    resumed = build()   # a new process would start from a fresh model
+    resumed.fit(x, y, batch_size=16, epochs=5, verbose=0,
+                callbacks=callbacks())
+    (wrapper, *_) = prune.collect_wrappers(resumed)
+    # backup after epoch 2 (8 steps), then epochs 3-5: 12 more
+    assert wrapper.step == 20
+    assert wrapper.sparsity()[0] == pytest.approx(0.8, abs=0.01)

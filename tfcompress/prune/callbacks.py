@@ -83,6 +83,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._assign_steps = None
         self._mask_updates = {}
         self._batch_open = False   # a batch began and has not ended
+        self._step_read = False
 
     def on_train_begin(self, logs=None):
         self.wrappers = collect_wrappers(self.model)
@@ -103,9 +104,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 f"steps_per_execution={per_execution}, but the pruning step "
                 "counter advances once per batch callback; compile the "
                 "pruned model with steps_per_execution=1")
-        # -1 marks a fresh wrapper; a restored model continues its schedule
-        # from the step after the last one it trained.
-        self.step = max(max(w.step for w in self.wrappers), 0)
         variables = [w.pruning_step for w in self.wrappers]
 
         @tf.function(autograph=False)
@@ -114,7 +112,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 v.assign(step)
 
         self._assign_steps = assign_steps
-        self._assign_steps(tf.constant(self.step, tf.int64))
+        # the step is read at the first batch: a callback that restores the
+        # weights at train begin (BackupAndRestore) may run after this one
+        self._step_read = False
         self._mask_updates = {}
         self._batch_open = False
         for w in self.wrappers:
@@ -123,6 +123,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._assign_steps is None:
             self.on_train_begin()
+        if not self._step_read:
+            # -1 marks a fresh wrapper; a restored model continues its
+            # schedule from the step after the last one it trained
+            self.step = max(max(w.step for w in self.wrappers), 0)
+            self._assign_steps(tf.constant(self.step, tf.int64))
+            self._step_read = True
         if self._batch_open:   # a loop that never calls on_train_batch_end
             self._end_batch()
         update_global_masks(self.wrappers, self.step)

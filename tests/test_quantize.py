@@ -671,3 +671,26 @@ def test_freeze_bn_delay_survives_save_and_load(tmp_path):
 def test_freeze_bn_delay_must_be_a_step_count(delay):
     with pytest.raises(InputError, match="freeze_bn_delay"):
         quantize.Default8BitScheme(freeze_bn_delay=delay)
+
+
+def test_dict_inputs_and_outputs_keep_their_keys():
+    # compile(loss={...}) keyed by output, and predict() returning a dict,
+    # work on the QAT model as on the float one
+    a, b = keras.Input((8,), name="a"), keras.Input((6,), name="b")
+    h = L.Concatenate()([L.Dense(8, activation="relu", name="da")(a),
+                         L.Dense(8, activation="relu", name="db")(b)])
+    model = keras.Model({"a": a, "b": b},
+                        {"cls": L.Dense(3, name="cls")(h),
+                         "reg": L.Dense(1, name="reg")(h)})
+    qat = quantize.quantize_model(model)
+    rng = np.random.default_rng(0)
+    x = {"a": rng.random((16, 8), dtype=np.float32),
+         "b": rng.random((16, 6), dtype=np.float32)}
+    qat.compile("adam", loss={
+        "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "reg": "mse"})
+    qat.fit(x, {"cls": np.arange(16) % 3, "reg": rng.random((16, 1))},
+            epochs=1, verbose=0)
+    out = qat.predict(x, verbose=0)
+    assert sorted(out) == ["cls", "reg"] and out["cls"].shape == (16, 3)
+    assert sorted(qat.input) == ["a", "b"]

@@ -335,16 +335,28 @@ class _QatGraph:
     def build(self):
         for layer, parents in self.graph:
             self.visit(layer, parents)
-        model = self.model
+        model, ins = self.model, self.new_inputs
         if isinstance(model, keras.Sequential):
-            outs = self.tensor(model.layers[-1].name)
-        else:
-            outs = [self.tensor(compat.keras_history(t).operation.name)
-                    for t in model.outputs]
-            outs = outs[0] if len(outs) == 1 else outs
-        ins = self.new_inputs
-        return keras.Model(ins[0] if len(ins) == 1 else ins, outs,
-                           name=f"{model.name}_qat")
+            return keras.Model(ins[0], self.tensor(model.layers[-1].name),
+                               name=f"{model.name}_qat")
+        # the model's own input and output structure, in its order (a dict
+        # keyed by output name stays a dict, so compile(loss={...}) still
+        # fits); a list of one is one tensor
+        by_name = {t.name: t for t in ins}
+
+        def producer(t):
+            return compat.keras_history(t).operation.name
+
+        def same_structure(structure, tensor_of):
+            if not isinstance(structure, dict):
+                structure = keras.tree.flatten(structure)
+                if len(structure) == 1:
+                    return tensor_of(structure[0])
+            return keras.tree.map_structure(tensor_of, structure)
+        return keras.Model(
+            same_structure(model.input, lambda t: by_name[producer(t)]),
+            same_structure(model.output, lambda t: self.tensor(producer(t))),
+            name=f"{model.name}_qat")
 
     def visit(self, layer, parents):
         name = layer.name

@@ -694,3 +694,20 @@ def test_dict_inputs_and_outputs_keep_their_keys():
     out = qat.predict(x, verbose=0)
     assert sorted(out) == ["cls", "reg"] and out["cls"].shape == (16, 3)
     assert sorted(qat.input) == ["a", "b"]
+
+
+def test_mixed_precision_model_is_quantized_computing_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((8, 8, 3))
+        x = L.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+        model = keras.Model(inputs, L.Dense(3, name="fc")(L.Flatten()(x)))
+        qat = quantize.quantize_apply(quantize.quantize_annotate_model(model))
+        assert {l.compute_dtype for l in qat.layers} == {"float32"}
+        qat.compile("adam", "mse")
+        x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+        qat.fit(x, np.zeros((16, 3)), epochs=1, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    result = convert(qat, "int8", strict=True, check_data=x)
+    assert result.report["fully_integer"]

@@ -285,15 +285,36 @@ def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
         # input range of its own, and the converter a float island at its
         # border
         model = _flat_keeping_annotations(model)
+    model = _float32_compute(model)
     if xnnpack_rewrites:
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model, annotated_only=annotated_only)
     report = []
-    qat = transform.quantize_graph(model, scheme, report, layer_bits,
-                                   annotated_only=annotated_only)
+    # int8 simulation computes in float32, also under a mixed_float16
+    # global policy (TensorFlow's fake-quant ops take float32 only)
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        qat = transform.quantize_graph(model, scheme, report, layer_bits,
+                                       annotated_only=annotated_only)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     qat.quantize_report = report
     qat.quantize_scheme = scheme
     return qat
+
+
+def _float32_compute(model):
+    """``model``, or a copy computing in float32 if it was built under a
+    mixed-precision policy; annotations are carried over."""
+    from tfcompress.convert.precision import float32_compute
+    copy, half = float32_compute(model)
+    if half:
+        for old, new in zip(iter_layers(model), iter_layers(copy)):
+            for key, value in vars(old).items():
+                if key.startswith("_tfcompress_"):
+                    setattr(new, key, value)
+    return copy
 
 
 def weight_layer_names(model):

@@ -307,3 +307,26 @@ def test_subclassed_model_converts_with_its_numerical_check():
     r = convert(model, "float32")
     assert r.report["numerical_check_data"] == "random inputs"
     assert r.report["numerical_check"]["max_abs_error"] < 1e-5
+
+
+def test_tf_keras_models_made_by_tfmot_convert():
+    # convert's docstring: tfmot's tf_keras models are stripped and
+    # converted (their inputs carry tf.DType, not a numpy dtype). In a
+    # fresh interpreter: this process has Keras 3 models and two logical
+    # CPUs configured, which tf_keras's variable freezing trips over.
+    pytest.importorskip("tensorflow_model_optimization")
+    code = (
+        "import tf_keras, tensorflow_model_optimization as tfmot\n"
+        "from tfcompress.convert import convert\n"
+        "def dense():\n"
+        "    return tf_keras.Sequential([tf_keras.Input((4,)),\n"
+        "                                tf_keras.layers.Dense(2)])\n"
+        "c = tfmot.clustering.keras.cluster_weights(dense(),\n"
+        "                                           number_of_clusters=2)\n"
+        "for x in (dense(), c):\n"
+        "    r = convert(x, 'float32')\n"
+        "    print(r.report['numerical_check']['max_abs_error'] < 1e-5)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.split() == ["True", "True"], out.stderr[-1500:]

@@ -46,11 +46,8 @@ def strip_training_wrappers(model):
     if type(model).__module__.startswith("tf_keras"):
         import tensorflow_model_optimization as tfmot
         model = tfmot.sparsity.keras.strip_pruning(model)
-        try:
-            model = tfmot.clustering.keras.strip_clustering(model)
-        except Exception:   # no clustering wrappers
-            pass
-        return model
+        # returns a model without clustering wrappers as it is
+        return tfmot.clustering.keras.strip_clustering(model)
     try:
         from tfcompress.prune import is_pruned, strip_pruning
         if is_pruned(model):

@@ -38,9 +38,10 @@ def input_shapes(model):
 
 def input_dtypes(model) -> list:
     """The numpy dtypes of ``model.inputs`` (float32 for a subclassed
-    model)."""
+    model); a tf_keras model's ``tf.DType`` too."""
     inputs = getattr(model, "inputs", None) or [None]
-    return [np.dtype(getattr(t, "dtype", None) or "float32") for t in inputs]
+    dtypes = [getattr(t, "dtype", None) or "float32" for t in inputs]
+    return [np.dtype(getattr(d, "as_numpy_dtype", d)) for d in dtypes]
 
 
 def count(samples) -> int:

@@ -174,3 +174,10 @@ def test_real_fashion_mnist(monkeypatch):
     assert xt.shape == (60000, 28, 28) and xv.shape == (10000, 28, 28)
     assert sorted(np.unique(yt)) == list(range(10))
     assert np.bincount(yv).tolist() == [1000] * 10
+
+
+def test_prepare_images_scales_integers_and_keeps_floats():
+    from tfcompress.data import prepare_images
+    assert prepare_images(np.full((1, 2, 2), 255, np.uint8)).max() == 1.0
+    floats = np.full((1, 2, 2, 1), 0.75, np.float32)
+    np.testing.assert_array_equal(prepare_images(floats), floats)

@@ -195,7 +195,9 @@ def load_npz(path: str):
 
 
 def prepare_images(x: np.ndarray) -> np.ndarray:
-    """Scales uint8 images to float32 in [0, 1] with a channel axis.
+    """Scales uint8 images to float32 in [0, 1] with a channel axis;
+    float images (already scaled, e.g. from a user's .npz) keep their
+    values.
 
     >>> import numpy as np
     >>> x = np.array([[[0, 51], [102, 255]]], np.uint8)  # one 2x2 image
@@ -205,6 +207,11 @@ def prepare_images(x: np.ndarray) -> np.ndarray:
     >>> print(out[0, :, :, 0])
     [[0.  0.2]
      [0.4 1. ]]
+    >>> float(prepare_images(np.full((1, 2, 2), 0.5, np.float32)).max())
+    0.5
     """
-    x = x.astype("float32") / 255.0
+    scaled = np.issubdtype(np.asarray(x).dtype, np.floating)
+    x = np.asarray(x).astype("float32")
+    if not scaled:
+        x = x / 255.0
     return x[..., None] if x.ndim == 3 else x

@@ -330,3 +330,15 @@ def test_tf_keras_models_made_by_tfmot_convert():
                          text=True, timeout=300,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert out.stdout.split() == ["True", "True"], out.stderr[-1500:]
+
+
+def test_sparse_with_float_layers_is_refused():
+    # the combination wrote a flatbuffer without the model's ops
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="c1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(
+        keras.layers.GlobalAveragePooling2D()(x)))
+    x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+    with pytest.raises(InputError, match="cannot be combined"):
+        convert(model, "int8", representative_data=x, sparse=True,
+                float_layers=["c1"])

@@ -290,6 +290,12 @@ def _convert(model, mode, representative_data, input_type, output_type,
     if calibration not in CALIBRATIONS:
         raise InputError(f"calibration {calibration!r} is not one of "
                          f"{', '.join(CALIBRATIONS)}")
+    if sparse and float_layers:
+        # the converter's sparse pass over the debugger's partly float
+        # model writes a flatbuffer without the model's ops
+        raise InputError("sparse=True and float_layers cannot be combined; "
+                         "convert with one of them (CLI: --sparse or "
+                         "--float_layers)")
     if output_path is not None:
         try:
             check_writable_folder(output_path)

@@ -5,6 +5,7 @@ baseline trains as many epochs as the compressed pipeline."""
 import json
 import os
 
+import numpy as np
 import pytest
 import yaml
 
@@ -144,3 +145,28 @@ def test_report_command_flags_a_report_without_float32_ratios(tmp_path):
     with contextlib.redirect_stdout(out):
         assert report([str(tmp_path)]) == 0
     assert out.getvalue().startswith("# tfcompress run: r")
+
+
+def test_a_ptq_stage_runs_before_convert(tmp_path):
+    # ptq is in the schema and tune writes it: run must run it too
+    from tfcompress.inspect import inspect
+    from tfcompress.recipes import run_recipe
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "data.npz"
+    np.savez(npz, x_train=rng.random((64, 28, 28, 1), dtype=np.float32),
+             y_train=rng.integers(0, 10, 64),
+             x_test=rng.random((32, 28, 28, 1), dtype=np.float32),
+             y_test=rng.integers(0, 10, 32))
+    recipe = {"name": "ptq", "model": "lenet_300_100",
+              "data": {"name": str(npz)}, "train": {"epochs": 1},
+              "variants": [{"name": "adaround4", "stages": [
+                  {"ptq": {"steps": ["adaround"], "weight_bits": 4,
+                           "iterations": 5, "samples": 32}},
+                  {"convert": {"mode": "int8", "samples": 32}}]}]}
+    path = tmp_path / "ptq.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run_recipe(str(path), out_dir=str(tmp_path / "run"))
+    tflite = tmp_path / "run" / "variants" / "adaround4" / "1_convert.tflite"
+    bits = {w["bits"] for w in inspect(str(tflite))["weights"]
+            if w["params"] > 1000}
+    assert bits == {4}

@@ -472,7 +472,7 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
     for i, stage in enumerate(variant["stages"]):
         kind, params = next(iter(stage.items()))
         label = f"[{name}] {i}_{kind}"
-        if kind in ("prune", "cluster", "qat"):
+        if kind in ("prune", "cluster", "qat", "ptq"):
             inputs = {"model": model_key,
                       kind: stage_settings(kind, params),
                       "train": train, "seed": train["seed"] + i}
@@ -490,7 +490,8 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
                 keras.utils.set_random_seed(train["seed"] + i)
                 fn = {"prune": stages.run_prune,
                       "cluster": stages.run_cluster,
-                      "qat": stages.run_qat}[kind]
+                      "qat": stages.run_qat,
+                      "ptq": stages.run_ptq}[kind]
                 with strategy.scope():
                     model = fn(model, params, data, train)
                 _save_model(model, path)

@@ -101,3 +101,17 @@ def test_starting_the_cli_imports_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_read_only_or_full_disk_is_a_one_line_error(monkeypatch, capsys):
+    import errno
+    from tfcompress import cli
+    from tfcompress.commands import COMMANDS
+
+    def writes(args):
+        raise OSError(errno.EROFS, "Read-only file system", "runs/x")
+    monkeypatch.setitem(COMMANDS, "writes", (writes, "test"))
+    assert cli.main(["tfcompress", "writes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfcompress: error: ") and "Read-only" in err
+    assert "unexpected" not in err

@@ -14,6 +14,7 @@ Exit codes: 0 success, 2 usage or input error, 1 unexpected failure.
 
 from __future__ import annotations
 
+import errno
 import logging as _logging
 import os
 import sys
@@ -86,11 +87,19 @@ def main(argv):
         print(f"tfcompress: error: {msg}", file=sys.stderr)
         return 2
     except Exception as e:  # unexpected: keep a short message, exit 1
+        if isinstance(e, OSError) and e.errno in _USER_OS_ERRORS:
+            # a read-only file system, a full disk: the user's to fix
+            print(f"tfcompress: error: {e}; choose another output path or "
+                  "free the space", file=sys.stderr)
+            return 2
         if _verbose():
             raise
         print(f"tfcompress: unexpected {type(e).__name__}: {e} "
               "(rerun with --verbosity=1 for the traceback)", file=sys.stderr)
         return 1
+
+
+_USER_OS_ERRORS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES)
 
 
 def _usage_doc():

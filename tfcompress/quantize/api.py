@@ -129,10 +129,10 @@ def _check_config(config, layer):
         "float, or no config for tfcompress's rule")
 
 
-def _alias(ours, ours_name, tfmots, tfmots_name, api):
+def _alias(ours, ours_name, tfmots, tfmots_name, api, required=False):
     """The argument given under our name or tfmot's, not both."""
     if tfmots is None:
-        if ours is None and ours_name in ("layer", "model"):
+        if ours is None and required:
             raise InputError(f"{api}: give the {ours_name} to quantize")
         return ours
     if ours is not None:
@@ -155,7 +155,7 @@ def quantize_annotate_layer(layer=None, config=None, *, to_annotate=None,
     ...                                 quantize_config=None)
     """
     layer = _alias(layer, "layer", to_annotate, "to_annotate",
-                   "quantize_annotate_layer")
+                   "quantize_annotate_layer", required=True)
     config = _alias(config, "config", quantize_config, "quantize_config",
                     "quantize_annotate_layer")
     if isinstance(layer, keras.Model):
@@ -347,7 +347,7 @@ def quantize_model(model=None, scheme=None, layer_bits=None,
     [4]
     """
     model = _alias(model, "model", to_quantize, "to_quantize",
-                   "quantize_model")
+                   "quantize_model", required=True)
     _check_model(model, "quantize_model")
     # unannotated layers get the default rule: no annotated copy needed
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,

@@ -133,7 +133,8 @@ def pixel_scale(recipe, input_shape, classes):
     """255.0 when the recipe's keras.applications model scales its pixels
     itself (a Rescaling layer first: MobileNetV3, EfficientNet), else 1.0
     (pixels in [0, 1]). Builds an application once, so a name, option or
-    input size it refuses fails here, before any training."""
+    input size it refuses fails here, before any training. A ``.keras``
+    file is judged by :func:`_model_data`, which loads it."""
     from tfcompress.models.applications import (is_application,
                                                 rescales_input)
     if not is_application(recipe["model"]):
@@ -150,15 +151,34 @@ def scale_pixels(data, scale):
     return (xt * np.float32(scale), yt), (xv * np.float32(scale), yv)
 
 
+def _is_model_file(name):
+    from tfcompress.models import MODELS
+    from tfcompress.models.applications import is_application
+    return name not in MODELS and not is_application(name)
+
+
 def _model_data(recipe, raw):
-    """``(data, input_shape, classes, pixel scale)``: the recipe's
-    ``raw`` data sliced, resized and scaled as its model takes it."""
+    """``(data, input_shape, classes, pixel scale, settings)``: the
+    recipe's ``raw`` data sliced, resized, shaped and scaled as its model
+    takes it; ``settings`` says how, for the data keys. A ``.keras`` file
+    is loaded and checked against the data here, before any training."""
     d = recipe["data"]
     data = _prepare(raw, d["train_samples"], d["test_samples"],
                     d["image_size"], d["channels"])
     input_shape, classes = data[0][0].shape[1:], data_classes(data)
-    scale = pixel_scale(recipe, input_shape, classes)
-    return scale_pixels(data, scale), input_shape, classes, scale
+    if _is_model_file(recipe["model"]):
+        from tfcompress.models.applications import rescales_input
+        from tfcompress.recipes.user_model import fit_data_to_model
+        model = _load_model(recipe["model"])
+        data = fit_data_to_model(model, data, classes, recipe["model"])
+        scale = 255.0 if rescales_input(model) else 1.0
+    else:
+        scale = pixel_scale(recipe, input_shape, classes)
+    settings = _data_settings(d, scale)
+    if data[0][0].shape[1:] != input_shape:
+        settings["channel_axis"] = False
+    return (scale_pixels(data, scale), data[0][0].shape[1:], classes,
+            scale, settings)
 
 
 def recipe_data(recipe):
@@ -363,10 +383,10 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     'runs/fashion_mnist_cnn/report.md'
     """
     recipe = load_recipe(path, overrides)
+    check_model_exists(recipe["model"])
     variants = recipe["variants"]
     if only is not None:
-        variants = [v for v in variants if v["name"] == only]
-        if not variants:
+        if not any(v["name"] == only for v in variants):
             raise InputError(f"--only {only!r}: no such variant; variants "
                              "are " + ", ".join(
                                  v["name"] for v in recipe["variants"]))
@@ -390,9 +410,8 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
     train = training_settings(recipe)
     hashes = InputHashes(run_dir)
     raw = _raw_data(d["name"])
-    data, input_shape, classes, scale = _model_data(recipe, raw)
-    train_key, test_key = _data_keys(d, raw, hashes,
-                                     _data_settings(d, scale))
+    data, input_shape, classes, scale, settings = _model_data(recipe, raw)
+    train_key, test_key = _data_keys(d, raw, hashes, settings)
     model_key = model_source(recipe, hashes)
     hashes.save()
     del raw
@@ -438,32 +457,42 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
         # compression reference
         "keras_file_bytes_with_optimizer_state": os.path.getsize(base_path),
         "float32_tflite": _float32_reference(baseline, base_hash, run_dir)}}
-    if fair:
-        results["fair_baseline"] = _fair_baseline(
-            base_path, base_hash, variants, data, train, run_dir, strategy)
+    reported = []
     for variant in variants:
         if variant["name"] in ("baseline", "fair_baseline"):
             raise InputError(f"variant name {variant['name']!r} is reserved "
                              "for the report; rename the variant")
-        results[variant["name"]] = _run_variant(
+        # with --only, the other variants are reported as an earlier run
+        # left them, when every one of their artifacts is still current
+        done = _run_variant(
             variant, baseline, base_path, base_hash, data, train, run_dir,
-            (eval_npz, eval_key), test_key, strategy)
+            (eval_npz, eval_key), test_key, strategy,
+            cached_only=only is not None and variant["name"] != only)
+        if done is not None:
+            results[variant["name"]] = done
+            reported.append(variant)
+    if fair:
+        results["fair_baseline"] = _fair_baseline(
+            base_path, base_hash, reported, data, train, run_dir, strategy)
     from tfcompress.recipes.report import write_report
     paths = write_report(run_dir, recipe, results)
     return {"run_dir": run_dir, "results": results, **paths}
 
 
 def _run_variant(variant, baseline, base_path, base_hash, data, train,
-                 run_dir, evaluation, test_key, strategy):
+                 run_dir, evaluation, test_key, strategy, cached_only=False):
     """Runs one variant's stages. Keys: a training stage's covers its
     upstream model's key, its settings, the training settings and its
     seed; convert's covers the model's key, its settings and the test data
     (its accuracy check); bench's covers the flatbuffer's key, its settings
-    and eval.npz."""
+    and eval.npz. With ``cached_only``, runs nothing: returns the results
+    an earlier run left if every stage's artifact is current, else None."""
     import keras
     eval_npz, eval_key = evaluation
     name = variant["name"]
     vdir = os.path.join(run_dir, "variants", name)
+    if cached_only and not os.path.isdir(vdir):
+        return None
     os.makedirs(vdir, exist_ok=True)
     model, model_path, model_key = baseline, base_path, base_hash
     out = {"stages": [], "keras_accuracy": None,
@@ -482,9 +511,12 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
                                 f"{kind}_{model_key}.keras")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if _cached(path, model_key):
-                print(f"{label}: reusing {path}")
+                if not cached_only:
+                    print(f"{label}: reusing {path}")
                 with strategy.scope():
                     model = _load_model(path)
+            elif cached_only:
+                return None
             else:
                 print(f"{label}: running")
                 keras.utils.set_random_seed(train["seed"] + i)
@@ -505,7 +537,10 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
             path = os.path.join(vdir, f"{i}_convert.tflite")
             rpath = path + ".report.json"
             if _cached(path, tflite_key) and os.path.exists(rpath):
-                print(f"{label}: reusing {path}")
+                if not cached_only:
+                    print(f"{label}: reusing {path}")
+            elif cached_only:
+                return None
             else:
                 print(f"{label}: {params['mode']}")
                 report = stages.run_convert(model, params, data, path)
@@ -521,7 +556,10 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
             digest = key("bench", inputs)
             path = os.path.join(vdir, f"{i}_bench.json")
             if _cached(path, digest):
-                print(f"{label}: reusing {path}")
+                if not cached_only:
+                    print(f"{label}: reusing {path}")
+            elif cached_only:
+                return None
             else:
                 print(f"{label}: benchmarking {os.path.basename(tflite_path)}")
                 result = stages.run_bench(tflite_path, params, eval_npz)
@@ -530,6 +568,9 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
             with open(path) as f:
                 out["bench"] = json.load(f)
         out["stages"].append(kind)
+    if cached_only:
+        print(f"[{name}] kept from an earlier run (all its artifacts are "
+              "current)")
     out["keras_model"] = model_path
     out["keras_accuracy"] = stages.evaluate(model, data)
     out["tflite"] = tflite_path

@@ -150,3 +150,14 @@ def test_missing_files_the_user_named_are_input_errors(tmp_path):
     (tmp_path / "bad-idx1-ubyte").write_bytes(b"\x00\x00\x08")
     with pytest.raises(InputError):
         read_idx(str(tmp_path / "bad-idx1-ubyte"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_calibration_data_that_is_not_finite_is_an_input_error(bad):
+    from tfcompress.convert import convert
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    x = np.random.default_rng(0).random((6, 4)).astype("float32")
+    x[2, 1] = bad
+    with pytest.raises(InputError, match=r"representative_data holds 1 "
+                       r"NaN or infinite value\(s\) \(in 1 of 6 samples\)"):
+        convert(model, "int8", representative_data=x)

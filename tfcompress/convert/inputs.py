@@ -98,6 +98,16 @@ def _checked(arr, expected, what, dtype=np.dtype("float32")):
                 "model input")
     if arr.shape[0] == 0:
         raise InputError(f"{what} is empty; give at least one sample")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            # ranges from them are meaningless (and inf crashes the
+            # converter's calibration)
+            rows = int(bad.reshape(len(arr), -1).any(axis=1).sum())
+            raise InputError(
+                f"{what} holds {int(bad.sum())} NaN or infinite value(s) (in "
+                f"{rows} of {len(arr)} samples); drop or repair those "
+                "samples before calibrating")
     return arr.astype(dtype)
 
 

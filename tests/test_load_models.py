@@ -187,6 +187,21 @@ def test_load_model_not_a_keras_file_is_input_error(tmp_path):
         tfcompress.load_model(bad)
 
 
+def test_a_python_lambda_names_the_fix_not_a_cut_sentence(tmp_path):
+    import keras
+    import tfcompress
+    from tfcompress.errors import InputError
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Lambda(lambda t: -t)(inp)).save(
+        tmp_path / "lam.keras")
+    with pytest.raises(InputError, match=r"holds a Lambda layer.*"
+                       r"replace the Lambda.*safe_mode=False\) if you trust "
+                       r"the file$"):
+        tfcompress.load_model(tmp_path / "lam.keras")
+    assert tfcompress.load_model(tmp_path / "lam.keras",
+                                 safe_mode=False).output_shape == (None, 4)
+
+
 def test_saving_docstring_examples_run():
     import doctest
 

@@ -85,7 +85,14 @@ def load_model(path, compile=True, safe_mode=True):
         return keras.saving.load_model(path, compile=compile,
                                        safe_mode=safe_mode)
     except Exception as e:  # any unreadable or foreign file
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if "Lambda" in str(e) and "safe_mode" in str(e):
+            raise InputError(
+                f"cannot load {path}: it holds a Lambda layer with a Python "
+                "lambda, which Keras loads only with safe_mode=False; "
+                "replace the Lambda with a layer or a keras.ops call, or "
+                "load it in Python with tfcompress.saving.load_model(path, "
+                "safe_mode=False) if you trust the file") from e
+        first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise InputError(f"cannot load {path} as a Keras model: {first}") \
             from e
 

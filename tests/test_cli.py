@@ -115,3 +115,15 @@ def test_a_read_only_or_full_disk_is_a_one_line_error(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tfcompress: error: ") and "Read-only" in err
     assert "unexpected" not in err
+
+
+@pytest.mark.parametrize("command, usage, own, other", [
+    ("convert", "tfcompress convert", "--mode", "--only"),
+    ("run", "tfcompress run", "--only", "--mode"),
+])
+def test_command_help_shows_that_commands_usage_and_flags(command, usage,
+                                                          own, other):
+    r = _cli(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert usage in r.stdout and own in r.stdout
+    assert other not in r.stdout

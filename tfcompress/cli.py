@@ -77,7 +77,8 @@ def main(argv):
     fn, _ = COMMANDS[name]
     try:
         with native_stderr_filtered(
-                enabled=not (_verbose() or wants_native_logs())):
+                enabled=not (_verbose() or wants_native_logs()),
+                user_errors=_input_error_types()):
             return fn(rest) or 0
     except KeyboardInterrupt:
         print("tfcompress: interrupted", file=sys.stderr)
@@ -109,6 +110,31 @@ def _usage_doc():
     return "\n".join(lines)
 
 
+def _full_help():
+    lines = [_usage_doc(), "", "Flags:"]
+    for module in sorted(FLAGS.flags_by_module_dict()):
+        if module.startswith("tfcompress."):
+            lines.append(FLAGS.module_help(module))
+    return "\n".join(lines)
+
+
+def _command_help(name):
+    """``tfcompress NAME --help``: the command's usage and its own flags.
+
+    >>> print(_command_help("inspect").splitlines()[0])
+    Usage: tfcompress inspect MODEL.tflite [--json]: what a flatbuffer holds.
+    """
+    fn, text = COMMANDS[name]
+    module = sys.modules[fn.__module__]
+    usage = (module.__doc__ or "").strip().replace("``", "")
+    lines = [f"Usage: {usage}" if usage else f"Usage: tfcompress {name}",
+             "", text]
+    if fn.__module__ in FLAGS.flags_by_module_dict():
+        lines += ["", "Flags:", FLAGS.module_help(fn.__module__)]
+    lines += ["", "tfcompress --help lists every command."]
+    return "\n".join(lines)
+
+
 def _parse_flags(argv):
     try:
         return FLAGS(argv)
@@ -125,11 +151,8 @@ def run_main(argv=None):
     """
     argv = list(sys.argv if argv is None else argv)
     if any(a in ("-h", "--help", "-help", "--helpshort") for a in argv[1:]):
-        print(_usage_doc())
-        print("\nFlags:")
-        for module in sorted(FLAGS.flags_by_module_dict()):
-            if module.startswith("tfcompress."):
-                print(FLAGS.module_help(module))
+        named = [a for a in argv[1:] if a in COMMANDS]
+        print(_command_help(named[0]) if named else _full_help())
         sys.exit(0)
     sys.modules["__main__"].__doc__ = _usage_doc()
     app.run(lambda a: sys.exit(main(a)), argv=argv,

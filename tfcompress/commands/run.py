@@ -14,7 +14,8 @@ flags.DEFINE_string("out", None, "run: output folder for run artifacts "
                     "(default: runs/<recipe name>/).")
 flags.DEFINE_multi_string("set", [], "run: override a recipe field, "
                           "key.path=value (repeatable).")
-flags.DEFINE_string("only", None, "run: run only this variant.")
+flags.DEFINE_string("only", None, "run: run only this variant (the report "
+                    "keeps the other variants' current results).")
 
 @command("run", "Run a recipe (train, prune, QAT, convert, benchmark, "
                 "report).")

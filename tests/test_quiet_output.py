@@ -230,3 +230,47 @@ def test_converter_output_silenced_hides_prints_and_warnings_not_errors(
     with pytest.raises(ValueError, match="bad model"):
         with converter_output_silenced():
             raise ValueError("bad model")
+
+
+def _convert_cli(d, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "tfcompress", "convert", str(d / "tiny.keras"),
+         "--output", str(d / "err.tflite"), *flags],
+        capture_output=True, text=True, env=_env(), timeout=300)
+
+
+@pytest.mark.parametrize("flags, names, not_names", [
+    # no calibration data: the flag to give, not the Python argument
+    ((), ["--data"], ["representative_data"]),
+    # a float op left by a layer name that does not exist
+    (("--float_layers", "nope"), ["--float_layers"], ["error: float_layers"]),
+])
+def test_a_convert_input_error_is_one_line_naming_cli_flags(
+        tiny_model, flags, names, not_names):
+    r = _convert_cli(tiny_model, *flags)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [l for l in r.stderr.splitlines()
+             if not l.startswith("convert: ")]   # progress lines
+    assert len(lines) == 1 and lines[0].startswith("tfcompress: error:"), \
+        r.stderr
+    for name in names:
+        assert name in lines[0]
+    for name in not_names:
+        assert name not in lines[0]
+
+
+def test_a_strict_failure_names_the_nostrict_flag(tmp_path):
+    import keras
+    # TFLite has no int8 kernel for the NEG op LayerNormalization makes
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.LayerNormalization()])
+    model.save(tmp_path / "neg.keras")
+    np.savez(tmp_path / "x.npz",
+             x=np.random.default_rng(0).random((8, 4), np.float32))
+    r = subprocess.run(
+        [sys.executable, "-m", "tfcompress", "convert",
+         str(tmp_path / "neg.keras"), "--data", str(tmp_path / "x.npz")],
+        capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "--nostrict" in r.stderr and "strict=False" not in r.stderr
+    assert _noise_in(r.stderr) == [], r.stderr

@@ -29,6 +29,7 @@ STARTUP_NOISE = re.compile("|".join([
     r"^[IWE]\d{4} \S+ +\d+ "
     r"(cudart_stub|cuda_platform|cuda_executor|cpu_feature_guard)\.cc:",
     r"^To enable the following instructions: .* rebuild TensorFlow",
+    r"^[IWE]\d{4} \S+ +\d+ port\.cc:\d+\] oneDNN custom operations are on",
     r"triggered tf\.function retracing",
 ]))
 
@@ -62,10 +63,11 @@ def wants_native_logs() -> bool:
 
 
 @contextlib.contextmanager
-def native_stderr_filtered(enabled: bool = True):
+def native_stderr_filtered(enabled: bool = True, user_errors=()):
     """Captures C++ writes to descriptor 2 during the block; replays them
     without the known noise afterwards (with the converter's chatter if
-    the block raised, as it may explain the failure).
+    the block raised, as it may explain the failure, unless it raised one
+    of ``user_errors``: those say all there is to say).
 
     Python's ``sys.stderr`` is pointed at the real terminal meanwhile, so
     progress output and Python warnings appear live.
@@ -91,8 +93,8 @@ def native_stderr_filtered(enabled: bool = True):
     failed = False
     try:
         yield
-    except BaseException:
-        failed = True
+    except BaseException as e:
+        failed = not isinstance(e, tuple(user_errors))
         raise
     finally:
         try:

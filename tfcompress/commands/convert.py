@@ -1,6 +1,7 @@
 """``tfcompress convert MODEL.keras --mode int8 --data DATA --output OUT``."""
 
 import os
+import re
 import sys
 import time
 
@@ -30,6 +31,31 @@ flags.DEFINE_bool("per_channel", True, "convert: int8 weights with one "
 flags.DEFINE_list("float_layers", [], "convert: comma-separated Keras "
                   "layer names whose ops stay float32 in an int8 model "
                   "(e.g. fc1,conv2).")
+
+
+# convert()'s argument spellings in its messages, as this command's flags
+_CLI_SPELLING = [
+    (re.compile(r"\bstrict=False\b"), "--nostrict"),
+    (re.compile(r"\bsparse=True\b"), "--sparse"),
+    (re.compile(r"\bper_channel=False\b"), "--noper_channel"),
+    (re.compile(r"\bcalibration='(\w+)'"), r"--calibration \1"),
+    (re.compile(r"\b(input|output)_type(?==|\b)"), "--io_type"),
+    (re.compile(r"\brepresentative_data\b"), "--data"),
+    (re.compile(r"\bfloat_layers\b"), "--float_layers"),
+]
+
+
+def cli_spelling(message):
+    """``message`` with convert()'s argument names written as this
+    command's flags.
+
+    >>> cli_spelling("pass strict=False or representative_data")
+    'pass --nostrict or --data'
+    """
+    for pattern, flag in _CLI_SPELLING:
+        message = pattern.sub(flag, message)
+    return message.replace("(CLI: --sparse or --float_layers)", "")\
+        .replace("----", "--").rstrip()
 
 
 def _progress(text):
@@ -87,8 +113,8 @@ def convert_command(args):
                          sparse=FLAGS.sparse, calibration=FLAGS.calibration,
                          per_channel=FLAGS.per_channel,
                          float_layers=FLAGS.float_layers or None)
-    except FloatFallbackError as e:
-        raise InputError(str(e)) from None
+    except (FloatFallbackError, InputError) as e:
+        raise InputError(cli_spelling(str(e))) from None
     _progress(f"converted in {time.monotonic() - start:.1f} s")
     print(result.to_table())
     print(f"wrote {out}")

@@ -260,9 +260,12 @@ def convert(model, mode="int8", representative_data=None,
 
     The converter's and LiteRT's C++ log lines (``fully_quantize: 0``,
     the XNNPACK delegate note) are kept out of the output unless
-    ``TF_CPP_MIN_LOG_LEVEL`` is 0 or 1; on an error they are shown.
+    ``TF_CPP_MIN_LOG_LEVEL`` is 0 or 1; on an unexpected error they are
+    shown (an :class:`InputError` or a strict-mode
+    :class:`FloatFallbackError` says what is wrong by itself).
     """
-    with native_stderr_filtered(enabled=not wants_native_logs()):
+    with native_stderr_filtered(enabled=not wants_native_logs(),
+                                user_errors=(InputError, FloatFallbackError)):
         return _convert(model, mode, representative_data, input_type,
                         output_type, output_path, strict, sparse,
                         calibration, calibration_samples, percentile,

@@ -125,3 +125,39 @@ def test_only_leaves_out_a_variant_that_never_ran(tmp_path):
     names = {v["variant"] for v in report["variants"]}
     assert "half" in names and "float" not in names
     assert not (out / "variants" / "float").exists()
+
+
+def test_a_softmax_model_trains_on_probabilities_not_as_logits(tmp_path):
+    import warnings
+    import keras
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+                              keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    variants = FLOAT_ONLY + """  - name: qat
+    stages:
+      - prune: {final_sparsity: 0.5, epochs: 1}
+      - qat: {epochs: 1}
+      - convert: {mode: int8}
+"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_recipe(str(_recipe(tmp_path, model, variants)),
+                   out_dir=str(tmp_path / "run"))
+    assert not [w for w in caught if "from_logits" in str(w.message)]
+
+
+def test_softmax_is_found_through_the_training_wrappers():
+    import keras
+    from tfcompress import cluster, prune, quantize
+    from tfcompress.recipes.user_model import gives_probabilities
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4),
+                              keras.layers.Dense(3, activation="softmax")])
+    for wrapped in (model, quantize.quantize_model(model),
+                    prune.prune_low_magnitude(model),
+                    cluster.cluster_weights(model, 2)):
+        assert gives_probabilities(wrapped)
+    inp = keras.Input((8,))
+    assert gives_probabilities(keras.Model(inp, keras.layers.Softmax()(
+        keras.layers.Dense(3)(inp))))
+    assert not gives_probabilities(keras.Model(inp, keras.layers.Dense(3)(
+        keras.layers.Dense(3, activation="softmax")(inp))))

@@ -17,10 +17,14 @@ def _optimizer(name, lr):
 
 
 def _compile(model, optimizer, lr):
+    """Compiles for sparse labels; on logits, or on probabilities for a
+    model that ends in a softmax."""
     import keras
+    from tfcompress.recipes.user_model import gives_probabilities
     model.compile(optimizer=_optimizer(optimizer, lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True), metrics=["accuracy"])
+                      from_logits=not gives_probabilities(model)),
+                  metrics=["accuracy"])
     return model
 
 

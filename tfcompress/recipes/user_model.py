@@ -85,3 +85,35 @@ def fit_data_to_model(model, data, classes, name="the model"):
             f"labels 0 to {classes - 1}: give a model whose last layer has "
             f"{classes} units (one per class)")
     return (np.asarray(xt), yt), (np.asarray(xv), yv)
+
+
+def gives_probabilities(model) -> bool:
+    """True if ``model``'s output comes from a softmax (a layer with
+    ``activation="softmax"``, a ``Softmax`` layer or ``Activation``), looked
+    for through tfcompress's training wrappers: the recipe then trains it
+    on probabilities, not logits.
+
+    >>> import keras
+    >>> gives_probabilities(keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]))
+    True
+    >>> gives_probabilities(keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(3)]))
+    False
+    """
+    import keras
+    from tfcompress import compat
+    if len(model.outputs) != 1:
+        return False
+    layer = compat.keras_history(model.outputs[0]).operation
+    while True:
+        if isinstance(layer, keras.layers.Softmax):
+            return True
+        activation = getattr(layer, "activation", None)
+        if activation is not None and \
+                getattr(activation, "__name__", "") == "softmax":
+            return True
+        inner = getattr(layer, "layer", None)
+        if not isinstance(inner, keras.layers.Layer):
+            return False
+        layer = inner

@@ -622,3 +622,27 @@ def test_run_after_import_calls_back_once_the_outer_import_is_done():
                          text=True, timeout=60)
     # called once, after json (which imports json.decoder) finished
     assert out.stdout.strip() == "[True] False", out.stderr[-500:]
+
+
+@pytest.mark.parametrize("name, family, size", [
+    ("LayerScale", "ConvNeXtTiny", 32),
+    ("CustomScaleLayer", "InceptionResNetV2", 75),
+])
+def test_application_layers_are_the_classes_keras_applications_build(
+        name, family, size):
+    import keras
+    from tfcompress import compat
+    model = getattr(keras.applications, family)(
+        weights=None, input_shape=(size, size, 3), classes=10)
+    found = [l for l in model.layers if compat.is_application_layer(l, name)]
+    assert found and all(type(l).__name__ == name for l in found)
+
+
+def test_stochastic_depth_is_convnexts_layer():
+    # public ConvNeXt constructors build it only with drop_path_rate > 0
+    import keras
+    from tfcompress import compat
+    cls = compat.application_layer_class("StochasticDepth")
+    assert issubclass(cls, keras.layers.Layer)
+    assert compat.is_application_layer(cls(0.1), "StochasticDepth")
+    assert cls.__module__ == compat.APPLICATION_LAYERS["StochasticDepth"]

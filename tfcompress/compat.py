@@ -267,6 +267,38 @@ def build_training_state(model, x, y, sample_weight=None) -> None:
     build(data_batch=(first(x), first(y), first(sample_weight)))
 
 
+# keras.applications' own layers, defined in its model files and not
+# exported as keras.layers: name -> defining module
+APPLICATION_LAYERS = {
+    "LayerScale": "keras.src.applications.convnext",
+    "StochasticDepth": "keras.src.applications.convnext",
+    "CustomScaleLayer": "keras.src.applications.inception_resnet_v2",
+}
+
+
+def application_layer_class(name: str) -> type:
+    """The class of keras.applications' own layer ``name`` (one of
+    :data:`APPLICATION_LAYERS`).
+
+    >>> application_layer_class("LayerScale").__name__
+    'LayerScale'
+    """
+    return _import(APPLICATION_LAYERS[name], name)
+
+
+def is_application_layer(layer, *names: str) -> bool:
+    """True if ``layer`` is one of keras.applications' own layers
+    ``names`` (``"LayerScale"``, ``"StochasticDepth"``,
+    ``"CustomScaleLayer"``).
+
+    >>> import keras
+    >>> is_application_layer(keras.layers.Dense(2), "LayerScale")
+    False
+    """
+    return isinstance(layer, tuple(application_layer_class(n)
+                                   for n in names))
+
+
 # -- TFLite converter ------------------------------------------------------
 def calibrate_only(converter) -> bytes:
     """Runs a ``tf.lite.TFLiteConverter`` set up for int8 post-training

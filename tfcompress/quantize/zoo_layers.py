@@ -1,7 +1,7 @@
 """Rules for the custom layers of ``keras.applications`` models.
 
-Recognised by class name and module (keras.applications defines them in
-its model files): ``LayerScale`` (ConvNeXt) gets no fake-quant, as
+Recognised through :mod:`tfcompress.compat` (keras.applications defines
+them in its model files, not in keras.layers): ``LayerScale`` (ConvNeXt) gets no fake-quant, as
 tfcompress reports; ``StochasticDepth`` (ConvNeXt) is the identity at inference;
 ``CustomScaleLayer`` (InceptionResNetV2) is ``x[0] + x[1] * scale``, whose
 scale folds into the convolution producing ``x[1]`` as TFLite folds it.
@@ -15,16 +15,13 @@ from __future__ import annotations
 
 from keras import layers as L
 
-
-def _keras_class(layer, *names):
-    cls = type(layer)
-    return cls.__name__ in names and cls.__module__.startswith("keras")
+from tfcompress.compat import is_application_layer
 
 
 def is_kept_float(layer):
     """LayerScale: a per-channel MUL after ConvNeXt's LayerNormalization,
     left without fake-quant like it (the converter quantizes the MUL)."""
-    return _keras_class(layer, "LayerScale")
+    return is_application_layer(layer, "LayerScale")
 
 
 def is_identity(layer):
@@ -34,11 +31,11 @@ def is_identity(layer):
         return getattr(layer.activation, "__name__", "") == "linear"
     if isinstance(layer, L.Identity):
         return True
-    return _keras_class(layer, "StochasticDepth")
+    return is_application_layer(layer, "StochasticDepth")
 
 
 def is_scaled_sum(layer):
     """InceptionResNetV2's ``CustomScaleLayer``: ``x[0] + x[1] * scale``."""
-    return _keras_class(layer, "CustomScaleLayer") and \
+    return is_application_layer(layer, "CustomScaleLayer") and \
         hasattr(layer, "scale")
 

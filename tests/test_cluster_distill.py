@@ -4,6 +4,7 @@ import pytest
 
 from tfcompress import cluster
 from tfcompress.distill import Distiller
+from tfcompress.errors import InputError
 
 
 def _data(n=256, seed=0):
@@ -381,3 +382,38 @@ def test_tfmot_names_for_centroid_init_scopes_and_keywords(tmp_path):
     np.testing.assert_array_equal(
         loaded.get_layer("cluster_fc").clustered_kernel(),
         wrapper.clustered_kernel())
+
+
+def _event_tags(folder):
+    import tensorflow as tf
+    tags = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for v in event.summary.value:
+                tags.setdefault(v.tag, []).append(
+                    tf.make_ndarray(v.tensor))
+    return tags
+
+
+@pytest.mark.parametrize("freq, writes", [("epoch", 2), (1, 6), ("batch", 6)])
+def test_clustering_summaries_log_centroids_and_distinct_values(
+        tmp_path, freq, writes):
+    keras.utils.set_random_seed(0)
+    model = cluster.cluster_weights(keras.Sequential([
+        keras.Input((8,)), keras.layers.Dense(6, name="fc")]), 3)
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).random((24, 8), dtype=np.float32)
+    cb = cluster.ClusteringSummaries(str(tmp_path), cluster_update_freq=freq)
+    model.fit(x, np.zeros((24, 6), np.float32), epochs=2, batch_size=8,
+              callbacks=[cb], verbose=0)
+    tags = _event_tags(tmp_path / "clustering")
+    wrapper = model.layers[0].name
+    assert len(tags[f"{wrapper}/centroids"]) == writes
+    assert tags[f"{wrapper}/distinct_values"][-1] == 3
+    assert (tmp_path / "train").is_dir()      # Keras's own TensorBoard logs
+
+
+def test_clustering_summaries_refuse_a_bad_frequency(tmp_path):
+    with pytest.raises(InputError, match="cluster_update_freq"):
+        cluster.ClusteringSummaries(str(tmp_path), cluster_update_freq=0)

@@ -10,12 +10,13 @@
 from tfcompress.cluster.api import (cluster_scope, cluster_weights,
                                     deep_compression_bits, strip_clustering,
                                     summary)
-from tfcompress.cluster.callbacks import UpdateClusterAssignments
+from tfcompress.cluster.callbacks import (ClusteringSummaries,
+                                          UpdateClusterAssignments)
 from tfcompress.cluster.centroids import (CentroidInitialization, assign,
                                           init_centroids, kmeans)
 from tfcompress.cluster.wrapper import ClusterWeights
 
-__all__ = ["CentroidInitialization", "ClusterWeights",
+__all__ = ["CentroidInitialization", "ClusterWeights", "ClusteringSummaries",
            "UpdateClusterAssignments", "assign", "cluster_scope",
            "cluster_weights", "deep_compression_bits", "init_centroids",
            "kmeans", "strip_clustering", "summary"]

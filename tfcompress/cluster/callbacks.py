@@ -1,4 +1,5 @@
-"""``model.fit`` callback that refreshes cluster assignments on a schedule.
+"""``model.fit`` callbacks for clustering: one refreshes cluster assignments
+on a schedule, the other logs the clustering to TensorBoard.
 
 Clustered layers made with ``update_assignments=True`` keep training their
 original weights as latent values (straight-through: the layer computes
@@ -16,7 +17,10 @@ callback moves each latent weight to its nearest centroid every
 
 from __future__ import annotations
 
+import os
+
 import keras
+import numpy as np
 
 from tfcompress.cluster.wrapper import ClusterWeights
 from tfcompress.errors import InputError
@@ -68,3 +72,82 @@ class UpdateClusterAssignments(keras.callbacks.Callback):
         if (epoch + 1) % self.frequency == 0:
             self.changed.append(sum(w.refresh_assignments()
                                     for w in self.wrappers))
+
+
+class ClusteringSummaries(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, plus the clustering of every clustered
+    layer (tfmot's ``ClusteringSummaries``).
+
+    The losses and metrics go to ``log_dir/train`` as with
+    ``keras.callbacks.TensorBoard``; a histogram of each clustered layer's
+    centroids (``<layer>/centroids``) and the number of distinct values its
+    kernel computes with (``<layer>/distinct_values``) go to
+    ``log_dir/clustering`` at the end of each epoch, or every
+    ``cluster_update_freq`` batches when it is ``"batch"`` or a number.
+
+    Args:
+      log_dir: the TensorBoard log folder.
+      cluster_update_freq: ``"epoch"`` (tfmot's default), ``"batch"`` or a
+        number of batches.
+      **kwargs: passed to ``keras.callbacks.TensorBoard``.
+
+    >>> import tempfile
+    >>> cb = ClusteringSummaries(tempfile.mkdtemp(), cluster_update_freq=5)
+    >>> cb.cluster_update_freq
+    5
+    """
+
+    def __init__(self, log_dir="logs", cluster_update_freq="epoch",
+                 **kwargs):
+        if cluster_update_freq == "batch":
+            cluster_update_freq = 1
+        if not (cluster_update_freq == "epoch" or (
+                isinstance(cluster_update_freq, int) and
+                cluster_update_freq > 0)):
+            raise InputError(
+                f"ClusteringSummaries: cluster_update_freq="
+                f"{cluster_update_freq!r}; give 'epoch', 'batch' or a "
+                "number of batches > 0")
+        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+            raise InputError("ClusteringSummaries: give log_dir, the folder "
+                             "for the TensorBoard logs")
+        super().__init__(log_dir=str(log_dir), **kwargs)
+        self.cluster_update_freq = cluster_update_freq
+        self._clustering_writer = None
+        self._batches = 0
+
+    def _write(self):
+        import tensorflow as tf
+        wrappers = [l for l in iter_layers(self.model)
+                    if isinstance(l, ClusterWeights)]
+        if not wrappers:
+            return
+        if self._clustering_writer is None:
+            self._clustering_writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "clustering"))
+        with self._clustering_writer.as_default():
+            for w in wrappers:
+                tf.summary.histogram(f"{w.name}/centroids",
+                                     w.centroids.value, step=self._batches)
+                distinct = np.unique(np.asarray(w.clustered_kernel())).size
+                tf.summary.scalar(f"{w.name}/distinct_values", distinct,
+                                  step=self._batches)
+        self._clustering_writer.flush()
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        self._batches += 1
+        if self.cluster_update_freq != "epoch" and \
+                self._batches % self.cluster_update_freq == 0:
+            self._write()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.cluster_update_freq == "epoch":
+            self._write()
+
+    def on_train_end(self, logs=None):
+        if self._clustering_writer is not None:
+            self._clustering_writer.close()
+            self._clustering_writer = None
+        super().on_train_end(logs)

@@ -417,3 +417,52 @@ def test_clustering_summaries_log_centroids_and_distinct_values(
 def test_clustering_summaries_refuse_a_bad_frequency(tmp_path):
     with pytest.raises(InputError, match="cluster_update_freq"):
         cluster.ClusteringSummaries(str(tmp_path), cluster_update_freq=0)
+
+
+class _Scale(keras.layers.Layer):
+    """A custom layer that opts in to clustering as tfmot's
+    ClusterableLayer does."""
+
+    def __init__(self, weights_to_cluster=("w",), **kwargs):
+        super().__init__(**kwargs)
+        self.weights_to_cluster = tuple(weights_to_cluster)
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],),
+                                 initializer="random_normal", name="w")
+        self.b = self.add_weight(shape=(input_shape[-1],),
+                                 initializer="random_normal", name="b")
+
+    def call(self, x):
+        return x * self.w + self.b
+
+    def get_clusterable_weights(self):
+        return [(n, getattr(self, n)) for n in self.weights_to_cluster]
+
+
+def test_a_clusterable_layer_has_its_named_weight_clustered():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), _Scale(name="scale"),
+                              keras.layers.Dense(2, name="fc")])
+    assert isinstance(model.layers[0], cluster.ClusterableLayer)
+    clustered = cluster.cluster_weights(model, 3)
+    assert [type(l).__name__ for l in clustered.layers] == [
+        "ClusterWeights", "ClusterWeights"]
+    clustered.compile("sgd", "mse")
+    x = np.random.default_rng(0).random((8, 16), dtype=np.float32)
+    clustered.fit(x, np.zeros((8, 2), np.float32), verbose=0)
+    plain = cluster.strip_clustering(clustered)
+    scale = plain.get_layer("scale")
+    assert np.unique(scale.w.numpy()).size <= 3
+    assert np.unique(scale.b.numpy()).size == 16     # not named: untouched
+    np.testing.assert_allclose(plain.predict(x, verbose=0),
+                               clustered.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_clusterable_layer_naming_no_weight_stays_plain_and_two_is_refused():
+    model = keras.Sequential([keras.Input((4,)), _Scale(())])
+    assert type(cluster.cluster_weights(model, 2).layers[0]) is _Scale
+    model = keras.Sequential([keras.Input((4,)), _Scale(("w", "b"))])
+    with pytest.raises(InputError, match=r"returns 2 weights \(w, b\).*one "
+                       "weight per layer"):
+        cluster.cluster_weights(model, 2)

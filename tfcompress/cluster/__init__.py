@@ -12,11 +12,13 @@ from tfcompress.cluster.api import (cluster_scope, cluster_weights,
                                     summary)
 from tfcompress.cluster.callbacks import (ClusteringSummaries,
                                           UpdateClusterAssignments)
+from tfcompress.cluster.clusterable import ClusterableLayer
 from tfcompress.cluster.centroids import (CentroidInitialization, assign,
                                           init_centroids, kmeans)
 from tfcompress.cluster.wrapper import ClusterWeights
 
-__all__ = ["CentroidInitialization", "ClusterWeights", "ClusteringSummaries",
+__all__ = ["CentroidInitialization", "ClusterWeights", "ClusterableLayer",
+           "ClusteringSummaries",
            "UpdateClusterAssignments", "assign", "cluster_scope",
            "cluster_weights", "deep_compression_bits", "init_centroids",
            "kmeans", "strip_clustering", "summary"]

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from tfcompress.cluster.wrapper import ClusterWeights
-from tfcompress.prune.prunable import get_prunable_weights, is_prunable
+from tfcompress.cluster.clusterable import clusterable_weight, is_clusterable
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers)
 from tfcompress.errors import InputError
@@ -65,8 +65,8 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                          "names are listed by model.summary()")
 
     def wrap(layer):
-        if layer.name in exclude or not is_prunable(layer) or \
-                not layer.built:
+        if layer.name in exclude or not layer.built or \
+                not is_clusterable(layer):
             return layer
         return ClusterWeights(layer, **kwargs)
 
@@ -110,7 +110,7 @@ def strip_clustering(model):
 def _plain_copy(wrapper):
     """A copy of the wrapped layer with the clustered kernel values."""
     plain = copy_layer(wrapper.layer)
-    kernel = get_prunable_weights(plain)[0]
+    kernel = clusterable_weight(plain)
     kernel.assign(wrapper.clustered_kernel())
     kernel.trainable = True
     return plain

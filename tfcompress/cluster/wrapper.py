@@ -17,7 +17,9 @@ from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.cluster.centroids import (assign, centroid_method,
                                           init_centroids)
-from tfcompress.prune.prunable import get_prunable_weights, is_prunable
+from tfcompress.cluster.clusterable import (ClusterableLayer,
+                                            clusterable_weight)
+from tfcompress.prune.prunable import is_prunable
 from tfcompress.errors import InputError
 
 
@@ -34,11 +36,13 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
                  preserve_sparsity=False, per_channel=False,
                  update_assignments=False, **kwargs):
-        if not is_prunable(layer):
+        if not isinstance(layer, ClusterableLayer) and \
+                not is_prunable(layer):
             raise InputError(f"layer {layer.name!r} ({type(layer).__name__})"
                              " has no kernel tfcompress can cluster; wrap "
                              "only Conv/Dense-like layers, or implement "
-                             "tfcompress.prune.PrunableLayer on it")
+                             "get_clusterable_weights() on it "
+                             "(tfcompress.cluster.ClusterableLayer)")
         if isinstance(number_of_clusters, bool) or not isinstance(
                 number_of_clusters, (int, np.integer)):
             raise InputError(f"number_of_clusters must be an integer >= 2, "
@@ -72,7 +76,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                 "cluster_weights wrapped it, so its kernel has no values to "
                 "cluster; cluster a built (trained) model, or give the "
                 "model an Input (keras.Input(shape)) before clustering")
-        kernel = get_prunable_weights(self.layer)[0]
+        kernel = clusterable_weight(self.layer)
         self.kernel = kernel
         w = np.asarray(kernel)
         k = self.number_of_clusters

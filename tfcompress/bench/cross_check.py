@@ -167,6 +167,66 @@ def _same_runtime_fields(same, arm, ref, ref_builtin, step):
                 "builtin": counts["litert_builtin"]}}
 
 
+class _ArmRun:
+    """Runs one flatbuffer with one runtime in the arm64 root and compares
+    its outputs with x86 LiteRT's (one row of :func:`cross_check`)."""
+
+    def __init__(self, root, site, cpu, timeout, tmp, log):
+        self.root, self.site, self.cpu = root, site, cpu
+        self.timeout, self.tmp, self.log = timeout, tmp, log
+
+    def compare(self, name, rt, path, data, step, refs, same, base,
+                import_errors):
+        outputs = os.path.join(self.tmp, f"{name}.{rt}.npy")
+        result = os.path.join(self.tmp, f"{name}.{rt}.json")
+        t0 = time.time()
+        try:
+            r = arm_root.run_runner(
+                self.root, [path, "--data", data, "--runtime", rt,
+                            "--runs", "1", "--warmup-runs", "0",
+                            "--outputs", outputs, "--json", result],
+                timeout=self.timeout, site=self.site, cpu=self.cpu)
+        except arm_root.ArmRootError as e:
+            return _row(name, rt, error=str(e), **base)
+        seconds = round(time.time() - t0, 1)
+        if r.returncode != 0:
+            msg = arm_root.runner_error(r)
+            if "could be imported" in msg:
+                import_errors[rt] = msg
+            self.log(f"{name} on {rt}: {msg}")
+            return _row(name, rt, error=msg, seconds=seconds,
+                        refused_ops=_refused(msg), **base)
+        with open(result) as f:
+            result_json = json.load(f)
+        env = result_json["environment"]
+        arm_d = result_json.get("delegation") or {}
+        base.update(partitions=arm_d.get("partitions"),
+                    ops_outside=arm_d.get("ops_outside"),
+                    x86_partitions=(refs[True].get("delegation")
+                                    or {}).get("partitions"))
+        if step is None:
+            return _row(name, rt, runtime_version=env["runtime_version"],
+                        seconds=seconds, error="the model's output is "
+                        "computed in float: no quantization step to count "
+                        "in", **base)
+        arm = np.load(outputs)
+        ref, ref_builtin = refs[True]["_outputs"], refs[False]["_outputs"]
+        counts = count_steps(arm, ref, step)
+        builtin = count_steps(arm, ref_builtin, step)
+        builtin["within_one"] = _within_one(builtin)
+        if rt == "tflite_runtime" and same is not None:
+            base.update(_same_runtime_fields(same, arm, ref, ref_builtin,
+                                             step))
+        self.log(f"{name} on {rt} {env['runtime_version']}: "
+                 f"{counts['equal']} equal, {counts['off_by_one']} off "
+                 f"by one, {counts['worse']} worse of {counts['total']} "
+                 f"({seconds} s)")
+        return _row(name, rt, runtime_version=env["runtime_version"],
+                    machine=arm_root.machine_label(env, cpu=self.cpu),
+                    seconds=seconds, within_one=_within_one(counts),
+                    vs_x86_builtin=builtin, **counts, **base)
+
+
 def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                 log=None, cpu=arm_root.DEFAULT_CPU, x86_python=None):
     """Runs each flatbuffer on ``x`` on x86 (LiteRT) and on emulated arm64.
@@ -224,8 +284,6 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                     for xnnpack in (True, False)}
                 x86 = refs[True]["environment"]
                 x86_label = f"{x86['runtime']} {x86['runtime_version']}"
-                ref = refs[True]["_outputs"]
-                ref_builtin = refs[False]["_outputs"]
             except runner.BenchError as e:
                 for rt in runtimes:
                     rows.append(_row(name, rt, op_versions=versions,
@@ -243,59 +301,11 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                     rows.append(_row(name, rt, error=site_errors.get(
                         rt, import_errors.get(rt)), **base))
                     continue
-                outputs = os.path.join(tmp, f"{name}.{rt}.npy")
-                result = os.path.join(tmp, f"{name}.{rt}.json")
-                t0 = time.time()
-                try:
-                    r = arm_root.run_runner(
-                        root, [path, "--data", data, "--runtime", rt,
-                               "--runs", "1", "--warmup-runs", "0",
-                               "--outputs", outputs, "--json", result],
-                        timeout=timeout, site=sites.get(rt), cpu=cpu)
-                except arm_root.ArmRootError as e:
-                    rows.append(_row(name, rt, error=str(e), **base))
-                    continue
-                seconds = round(time.time() - t0, 1)
-                if r.returncode != 0:
-                    msg = arm_root.runner_error(r)
-                    if "could be imported" in msg:
-                        import_errors[rt] = msg
-                    rows.append(_row(name, rt, error=msg, seconds=seconds,
-                                     refused_ops=_refused(msg), **base))
-                    log(f"{name} on {rt}: {msg}")
-                    continue
-                with open(result) as f:
-                    result_json = json.load(f)
-                env = result_json["environment"]
-                arm_d = result_json.get("delegation") or {}
-                base.update(partitions=arm_d.get("partitions"),
-                            ops_outside=arm_d.get("ops_outside"),
-                            x86_partitions=(refs[True].get("delegation")
-                                            or {}).get("partitions"))
-                if step is None:
-                    rows.append(_row(
-                        name, rt, runtime_version=env["runtime_version"],
-                        seconds=seconds, error="the model's output is "
-                        "computed in float: no quantization step to count "
-                        "in", **base))
-                    continue
-                arm = np.load(outputs)
-                counts = count_steps(arm, ref, step)
-                within = _within_one(counts)
-                builtin = count_steps(arm, ref_builtin, step)
-                builtin["within_one"] = _within_one(builtin)
-                if rt == "tflite_runtime" and same is not None:
-                    base.update(_same_runtime_fields(same, arm, ref,
-                                                     ref_builtin, step))
-                rows.append(_row(name, rt,
-                                 runtime_version=env["runtime_version"],
-                                 machine=arm_root.machine_label(env, cpu),
-                                 seconds=seconds, within_one=within,
-                                 vs_x86_builtin=builtin, **counts, **base))
-                log(f"{name} on {rt} {env['runtime_version']}: "
-                    f"{counts['equal']} equal, {counts['off_by_one']} off "
-                    f"by one, {counts['worse']} worse of {counts['total']} "
-                    f"({seconds} s)")
+                run = _ArmRun(root=root, site=sites.get(rt), cpu=cpu,
+                              timeout=timeout, tmp=tmp, log=log)
+                rows.append(run.compare(
+                    name, rt, path, data, step, refs, same, base,
+                    import_errors))
     return rows
 
 

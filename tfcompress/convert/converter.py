@@ -279,31 +279,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
              xnnpack_rewrites, float_layers):
     """:func:`convert`, its arguments checked here, C++ logs not
     filtered."""
-    if mode not in MODES:
-        raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    for name, t in (("input_type", input_type), ("output_type", output_type)):
-        if t not in IO_TYPES:
-            raise InputError(f"{name} {t!r} is not one of "
-                             f"{', '.join(IO_TYPES)}")
-        if t not in io_types_for(mode):
-            needs = [m for m in INTEGER_MODES if t in io_types_for(m)]
-            raise InputError(f"{name}={t} needs mode {' or '.join(needs)} "
-                             f"(mode is {mode}); with {mode} use "
-                             f"{' or '.join(io_types_for(mode))}")
-    if calibration not in CALIBRATIONS:
-        raise InputError(f"calibration {calibration!r} is not one of "
-                         f"{', '.join(CALIBRATIONS)}")
-    if sparse and float_layers:
-        # the converter's sparse pass over the debugger's partly float
-        # model writes a flatbuffer without the model's ops
-        raise InputError("sparse=True and float_layers cannot be combined; "
-                         "convert with one of them (CLI: --sparse or "
-                         "--float_layers)")
-    if output_path is not None:
-        try:
-            check_writable_folder(output_path)
-        except OSError as e:
-            raise InputError(str(e)) from None
+    _check_arguments(mode, input_type, output_type, calibration, sparse,
+                     float_layers, output_path)
     _check_model(model)
     if strict is None:
         strict = mode in ("int8", "int16x8")
@@ -379,16 +356,34 @@ def _convert(model, mode, representative_data, input_type, output_type,
         calibration_ranges=ranges, notes=notes, seconds=seconds,
         layer_names=_layer_names(keras_model))
     if float_layers:
-        from tfcompress.convert.fallback import mark_requested
-        # LayerNormalization/LayerScale stay float but are not asked for:
-        # strict mode refuses them
-        requested = {layer: nodes for layer, nodes in float_nodes.items()
-                     if layer not in no_kernel}
-        mark_requested(result.report, requested, by=(
-            "QAT (not annotated, or NoOpQuantizeConfig)" if qat_float
-            else "request"))
+        _mark_float_layers(result, float_nodes, no_kernel,
+                           by_qat=bool(qat_float))
     if sparse:
         _note_sparse_storage(result)
+    _check_numerically(result, model, samples, check_data, check_samples)
+    if strict and result.fallback_ops:
+        raise FloatFallbackError(result)
+    if output_path is not None:
+        result.save(output_path)
+    return result
+
+
+def _mark_float_layers(result, float_nodes, no_kernel, by_qat):
+    """Marks the float ops of the layers kept float on purpose (asked for,
+    or left float by QAT) in ``result``'s report."""
+    from tfcompress.convert.fallback import mark_requested
+    # LayerNormalization/LayerScale stay float but are not asked for:
+    # strict mode refuses them
+    requested = {layer: nodes for layer, nodes in float_nodes.items()
+                 if layer not in no_kernel}
+    mark_requested(result.report, requested, by=(
+        "QAT (not annotated, or NoOpQuantizeConfig)" if by_qat
+        else "request"))
+
+
+def _check_numerically(result, model, samples, check_data, check_samples):
+    """Compares the flatbuffer with ``model`` on ``check_data``, else the
+    calibration samples, else random inputs (said in the report)."""
     check = as_samples(check_data, model, "check_data") \
         if check_data is not None else samples
     if check is None:
@@ -399,11 +394,6 @@ def _convert(model, mode, representative_data, input_type, output_type,
                                dtypes=input_dtypes(model))
         result.report["numerical_check_data"] = "random inputs"
     result.add_numerical_check(model, first(check, check_samples))
-    if strict and result.fallback_ops:
-        raise FloatFallbackError(result)
-    if output_path is not None:
-        result.save(output_path)
-    return result
 
 
 def _configure(converter, mode, calib, sparse, per_channel, input_type,
@@ -536,6 +526,37 @@ def _check_float_layers(float_layers, model, mode, qat):
         return []
     from tfcompress.convert.fallback import check_float_layers
     return check_float_layers(float_layers, _layer_names(model), mode, qat)
+
+
+def _check_arguments(mode, input_type, output_type, calibration, sparse,
+                     float_layers, output_path):
+    """Refuses a bad mode, I/O type, calibration, option combination or
+    output folder before any work."""
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    for name, t in (("input_type", input_type), ("output_type", output_type)):
+        if t not in IO_TYPES:
+            raise InputError(f"{name} {t!r} is not one of "
+                             f"{', '.join(IO_TYPES)}")
+        if t not in io_types_for(mode):
+            needs = [m for m in INTEGER_MODES if t in io_types_for(m)]
+            raise InputError(f"{name}={t} needs mode {' or '.join(needs)} "
+                             f"(mode is {mode}); with {mode} use "
+                             f"{' or '.join(io_types_for(mode))}")
+    if calibration not in CALIBRATIONS:
+        raise InputError(f"calibration {calibration!r} is not one of "
+                         f"{', '.join(CALIBRATIONS)}")
+    if sparse and float_layers:
+        # the converter's sparse pass over the debugger's partly float
+        # model writes a flatbuffer without the model's ops
+        raise InputError("sparse=True and float_layers cannot be combined; "
+                         "convert with one of them (CLI: --sparse or "
+                         "--float_layers)")
+    if output_path is not None:
+        try:
+            check_writable_folder(output_path)
+        except OSError as e:
+            raise InputError(str(e)) from None
 
 
 def _check_output_only_layers(model):

@@ -300,6 +300,25 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(
     assert max(len(np.unique(ch)) for ch in conv_default) > k
 
 
+def test_cluster_preserving_qat_keeps_a_frozen_layer_frozen(tmp_path):
+    from tfcompress import quantize
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)),
+                              keras.layers.Dense(16, name="base_fc"),
+                              keras.layers.Dense(4, name="head")])
+    model.get_layer("base_fc").trainable = False     # a frozen base layer
+    plain = cluster.strip_clustering(cluster.cluster_weights(model, 4))
+    q = quantize.quantize_model(plain, quantize.ClusterPreservingScheme())
+
+    def trainable(m):
+        return sorted(w.path for w in m.trainable_weights
+                      if "centroids" in w.path)
+    assert trainable(q) == ["quant_head/cluster_centroids"]
+    q.save(tmp_path / "cqat.keras")
+    assert trainable(keras.models.load_model(tmp_path / "cqat.keras")) == [
+        "quant_head/cluster_centroids"]
+
+
 def test_cluster_preserving_scheme_needs_a_clustered_model():
     from tfcompress import quantize
     with pytest.raises(ValueError, match="clustered model"):

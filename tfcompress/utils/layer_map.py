@@ -109,6 +109,11 @@ def map_layers(model: keras.Model,
         return fn(target)
 
     clone = keras.models.clone_model(model, clone_function=clone_fn)
+    if not model.trainable and clone.trainable:
+        # a frozen base (base.trainable = False) stays a frozen model, so
+        # that setting it trainable again unfreezes its layers (Keras'
+        # clone of a Functional model does not carry the flag)
+        clone.trainable = False
     for original, new in pairs:
         if original.built and original.weights:
             if not new.built:

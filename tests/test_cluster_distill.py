@@ -102,6 +102,35 @@ def test_save_load_and_bad_input(tmp_path):
     assert cluster.deep_compression_bits(1000, 16) == 1000 * 4 + 16 * 32
 
 
+def test_frozen_base_stays_frozen_through_clustering_strip_and_save(
+        tmp_path):
+    # transfer learning: a base with trainable=False nested under a
+    # trainable head; only the head trains, clustered or stripped
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((12,)),
+                             keras.layers.Dense(16, name="frozen_fc")],
+                            name="base")
+    base.trainable = False
+    model = keras.Sequential([keras.Input((12,)), base,
+                              keras.layers.Dense(4, name="head")])
+    def trainable(m):
+        return sorted(w.path for w in m.trainable_weights)
+    c = cluster.cluster_weights(model, 4)
+    assert trainable(c) == ["cluster_head/centroids", "head/bias"]
+    x, y = _data(32)
+    frozen = c.get_layer("base").get_layer("cluster_frozen_fc")
+    before = frozen.clustered_kernel().numpy()
+    _compile(c, 0.1).fit(x, y, epochs=1, verbose=0)
+    np.testing.assert_array_equal(frozen.clustered_kernel().numpy(), before)
+    c.save(tmp_path / "c.keras")
+    for m in (c, keras.models.load_model(tmp_path / "c.keras")):
+        plain = cluster.strip_clustering(m)
+        assert trainable(plain) == ["head/bias", "head/kernel"]
+    updating = cluster.cluster_weights(model, 4, update_assignments=True)
+    assert trainable(updating) == ["cluster_head/centroids", "head/bias",
+                                   "head/kernel"]
+
+
 def test_layer_first_built_inside_fit_says_to_cluster_a_built_model():
     from tfcompress.errors import InputError
     model = keras.Sequential([cluster.cluster_weights(keras.layers.Dense(4),
@@ -270,6 +299,25 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(
     _, _, plain_kernels = results["default"]
     conv_default = [w for w in plain_kernels if w.ndim == 4][0]
     assert max(len(np.unique(ch)) for ch in conv_default) > k
+
+
+def test_cluster_preserving_qat_keeps_a_frozen_layer_frozen(tmp_path):
+    from tfcompress import quantize
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)),
+                              keras.layers.Dense(16, name="base_fc"),
+                              keras.layers.Dense(4, name="head")])
+    model.get_layer("base_fc").trainable = False     # a frozen base layer
+    plain = cluster.strip_clustering(cluster.cluster_weights(model, 4))
+    q = quantize.quantize_model(plain, quantize.ClusterPreservingScheme())
+
+    def trainable(m):
+        return sorted(w.path for w in m.trainable_weights
+                      if "centroids" in w.path)
+    assert trainable(q) == ["quant_head/cluster_centroids"]
+    q.save(tmp_path / "cqat.keras")
+    assert trainable(keras.models.load_model(tmp_path / "cqat.keras")) == [
+        "quant_head/cluster_centroids"]
 
 
 def test_cluster_preserving_scheme_needs_a_clustered_model():

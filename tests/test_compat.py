@@ -646,3 +646,16 @@ def test_stochastic_depth_is_convnexts_layer():
     assert issubclass(cls, keras.layers.Layer)
     assert compat.is_application_layer(cls(0.1), "StochasticDepth")
     assert cls.__module__ == compat.APPLICATION_LAYERS["StochasticDepth"]
+
+
+def test_run_functional_graph_on_a_layer_output_stays_connected():
+    i = keras.Input((3,))
+    inner = keras.Model(i, keras.layers.Dense(2, name="fc")(i))
+    start = keras.Input((4,))
+    x = keras.layers.Dense(3, name="pre")(start)
+    y = compat.run_functional_graph(inner, x, lambda l: l,
+                                    lambda l, *a, **k: l(*a, **k))
+    # clone_model(inner, input_tensors=x).outputs would not be
+    model = keras.Model(start, y)
+    assert [l.name for l in model.layers][1:] == ["pre", "fc"], moved(
+        "keras.Model._run_through_graph")

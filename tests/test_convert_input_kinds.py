@@ -92,3 +92,18 @@ def test_subclassed_mixed_precision_error_names_the_fix(x):
     with pytest.raises(RuntimeError,
                        match=r"half_conv.*float16.*set_global_policy"):
         convert(model, "float32")
+
+
+def test_input_of_any_image_size_is_an_input_error_naming_the_fix(x):
+    # keras.Input((None, None, 3)), as a base of any input size is used
+    from tfcompress.errors import InputError
+    model = _dense_on(keras.Input((None, None, 3)),
+                      lambda t: keras.layers.GlobalAveragePooling2D()(
+                          keras.layers.Conv2D(4, 3)(t)))
+    for mode, data in (("float32", None), ("int8", x)):
+        with pytest.raises(InputError, match=r"\(None, None, 3\).*"
+                           r"keras.Input\(\(n, n, 3\)\)"):
+            convert(model, mode, representative_data=data, check_data=x)
+    i = keras.Input((8, 8, 3))
+    r = convert(keras.Model(i, model(i)), "int8", representative_data=x)
+    assert r.report["fully_integer"]

@@ -53,6 +53,36 @@ def test_functional_outer_with_sequential_and_functional_inside():
         keras.Model(i, keras.layers.Dense(2, name="head")(x)))
 
 
+def test_base_called_on_a_layer_output_rescaling_in_front():
+    # the transfer-learning guide's model: preprocessing, then the base
+    keras.utils.set_random_seed(2)
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="pre")(i)
+    x = keras.layers.GlobalAveragePooling2D()(_base()(x))
+    model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
+    _assert_flat_and_same_outputs(model)
+    assert [l.name for l in flatten_nested(model).layers][1:3] == [
+        "pre", "base_conv"]
+
+
+def test_quantize_model_of_a_base_after_preprocessing_converts():
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(3)
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="pre")(i)
+    x = keras.layers.GlobalAveragePooling2D()(_base()(x))
+    model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
+    qat = quantize.quantize_model(model)
+    x = np.random.default_rng(0).uniform(0, 255, (16, 8, 8, 3)).astype(
+        np.float32)
+    qat.compile("sgd", "mse")
+    qat.fit(x, np.zeros((16, 2)), batch_size=8, epochs=1, verbose=0)
+    r = convert(qat, "int8", check_data=x)
+    assert r.report["fully_integer"]
+    assert r.report["numerical_check"]["top1_agreement"] >= 0.9
+
+
 def test_original_model_and_its_layers_are_untouched():
     model = _transfer_sequential()
     before = [w.copy() for w in model.get_weights()]

@@ -115,6 +115,28 @@ def test_nested_model_trains_and_strips_back_to_plain_layers():
         assert (layer.kernel.numpy() == 0).mean() == 0.5
 
 
+def test_frozen_nested_base_stays_frozen_and_can_be_unfrozen(tmp_path):
+    # transfer learning: train the head with the base frozen, then set
+    # base.trainable = True to fine-tune it (the Keras guide's two steps)
+    x, y = _xy()
+    model = _nested()
+    model.get_layer("inner").trainable = False
+
+    def trainable(m):
+        return sorted(w.path for w in m.trainable_weights)
+    pruned = prune.prune_low_magnitude(model, SCHEDULE)
+    pruned.compile("adam", "mse")
+    _fit(pruned, x, y, epochs=1)
+    pruned.save(tmp_path / "p.keras")
+    for m in (pruned, keras.models.load_model(tmp_path / "p.keras"),
+              prune.strip_pruning(pruned)):
+        assert not m.get_layer("inner").trainable
+        assert trainable(m) == ["head/bias", "head/kernel"]
+        m.get_layer("inner").trainable = True
+        assert trainable(m) == ["head/bias", "head/kernel",
+                                "inner_fc/bias", "inner_fc/kernel"]
+
+
 def test_strip_bakes_masks_and_leaves_unpruned_models_alone():
     model = _sequential()
     assert prune.strip_pruning(model) is model

@@ -95,3 +95,27 @@ def test_subclassed_model_is_refused_with_advice():
     net(np.ones((1, 3), "float32"))
     with pytest.raises(ValueError, match="Functional"):
         map_layers(net, lambda l: l)
+
+
+@pytest.mark.parametrize("function", ["lambda", "preprocess_input"])
+def test_lambda_preprocessing_in_front_of_a_base_is_kept(function):
+    # Lambda(preprocess_input) before a keras.applications base: its
+    # function does not come back from its config, so it is not rebuilt
+    from keras.applications import mobilenet_v2
+    from tfcompress import cluster, prune
+    fn = {"lambda": lambda t: t / 127.5 - 1.0,
+          "preprocess_input": mobilenet_v2.preprocess_input}[function]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = keras.layers.Lambda(fn, name="pre")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="top")(
+        _nested()(x)))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 6)).astype("float32")
+    want = model.predict(x, verbose=0)
+    for copy in (map_layers(model, lambda layer: layer),
+                 prune.strip_pruning(prune.prune_low_magnitude(
+                     model, prune.ConstantSparsity(0.0, 0))),
+                 prune.flatten_nested(model)):
+        np.testing.assert_allclose(copy.predict(x, verbose=0), want,
+                                   rtol=1e-5, atol=1e-5)
+    assert cluster.strip_clustering(cluster.cluster_weights(model, 4))

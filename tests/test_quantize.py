@@ -711,3 +711,31 @@ def test_mixed_precision_model_is_quantized_computing_in_float32():
         keras.mixed_precision.set_global_policy("float32")
     result = convert(qat, "int8", strict=True, check_data=x)
     assert result.report["fully_integer"]
+
+
+def test_data_augmentation_layers_pass_through_qat_and_convert():
+    # Keras' transfer-learning guide keeps augmentation inside the model
+    keras.utils.set_random_seed(0)
+    aug = keras.Sequential([keras.layers.RandomFlip("horizontal"),
+                            keras.layers.RandomRotation(0.1),
+                            keras.layers.RandomZoom(0.1),
+                            keras.layers.RandomTranslation(0.1, 0.1)],
+                           name="augmentation")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(aug(inputs))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    qat = quantize.quantize_model(model)
+    # still augments while QAT trains
+    assert {type(l).__name__ for l in qat.layers} >= {
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation"}
+    x = np.random.default_rng(0).uniform(0, 255, (16, 8, 8, 3)).astype(
+        np.float32)
+    qat.compile("sgd", "mse")
+    qat.fit(x, np.zeros((16, 3)), batch_size=8, epochs=1, verbose=0)
+    r = convert(qat, "int8", check_data=x)
+    assert r.report["fully_integer"]
+    assert [o["op"] for o in r.report["ops"]] == [
+        "QUANTIZE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "DEQUANTIZE"]
+    assert r.report["numerical_check"]["top1_agreement"] >= 0.9

@@ -222,6 +222,33 @@ def functional_class() -> type:
     return cls
 
 
+def run_functional_graph(model, inputs, operation_fn, call_fn):
+    """The output tensors (in the structure of ``model.outputs``) of a
+    Functional ``model``'s graph run on the symbolic tensors ``inputs``,
+    each layer replaced by ``operation_fn(layer)`` and called as
+    ``call_fn(layer, *args, **kwargs)``.
+
+    This is what ``keras.models.clone_model(model, input_tensors=inputs,
+    clone_function=operation_fn, call_function=call_fn)`` computes before
+    it makes a model of it; that model, when ``inputs`` are not
+    ``keras.Input`` tensors (a layer's output), is rebuilt on new inputs,
+    so its ``outputs`` are not connected to ``inputs``.
+
+    >>> import keras
+    >>> i = keras.Input((3,))
+    >>> inner = keras.Model(i, keras.layers.Dense(2, name="fc")(i))
+    >>> start = keras.Input((4,))
+    >>> x = keras.layers.Dense(3, name="pre")(start)
+    >>> y = run_functional_graph(inner, x, lambda l: l,
+    ...                          lambda l, *a, **k: l(*a, **k))
+    >>> keras.Model(start, y).count_params()     # pre 15, fc 8
+    23
+    """
+    run = _attribute(model, "_run_through_graph",
+                     "keras.Model._run_through_graph (Functional)")
+    return run(inputs, operation_fn=operation_fn, call_fn=call_fn)
+
+
 def model_distribute_strategy(model):
     """The ``tf.distribute`` strategy whose scope ``model`` was built in,
     or None (built outside any scope, or not a Keras 3 model).

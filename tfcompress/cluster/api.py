@@ -112,7 +112,7 @@ def _plain_copy(wrapper):
     plain = copy_layer(wrapper.layer)
     kernel = clusterable_weight(plain)
     kernel.assign(wrapper.clustered_kernel())
-    kernel.trainable = True
+    kernel.trainable = plain.trainable     # a frozen layer stays frozen
     return plain
 
 

@@ -51,6 +51,10 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             raise InputError(f"number_of_clusters must be >= 2, got "
                              f"{number_of_clusters}")
         kwargs.setdefault("name", f"cluster_{layer.name}")
+        # a frozen layer (a transfer-learning base with trainable=False)
+        # stays frozen: its centroids do not train either (as tfmot's
+        # wrapper, whose trainable is the wrapped layer's)
+        kwargs.setdefault("trainable", layer.trainable)
         super().__init__(layer, **kwargs)
         self.number_of_clusters = int(number_of_clusters)
         self.centroid_init = centroid_method(centroid_init)
@@ -113,7 +117,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                 nonzero.astype(np.float32)), trainable=False)
         # the centroids are what trains (and the latent kernel, when
         # assignments are refreshed)
-        kernel.trainable = self.update_assignments
+        kernel.trainable = self.update_assignments and self.trainable
         self.built = True
 
     def _as_matrix(self, kernel):

@@ -8,7 +8,8 @@ import numpy as np
 
 from tfcompress import compat
 from tfcompress.convert.inputs import (as_samples, first, input_dtypes,
-                                       input_shapes, one_at_a_time,
+                                       input_names, input_shapes,
+                                       one_at_a_time,
                                        random_samples)
 from tfcompress.convert.recurrent import check_integer_conversion
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
@@ -188,6 +189,15 @@ def _check_model(model):
             not model.built:
         raise InputError(f"model {model.name} is not built; call it on "
                          "data or give it an Input layer first")
+    for name, shape in zip(input_names(model), input_shapes(model) or []):
+        if None in shape:
+            sized = ", ".join("n" if d is None else str(d) for d in shape)
+            sized += "," if len(shape) == 1 else ""
+            raise InputError(
+                f"input {name!r} of model {model.name} has shape {shape}; "
+                f"convert needs every size but the batch's: convert "
+                f"keras.Model(i, model(i)) with i = keras.Input(({sized})),"
+                f" each n the size you deploy")
 
 
 def _tf_type(name):

@@ -237,6 +237,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         self.cluster_centroids = self.add_weight(
             name="cluster_centroids", shape=cents.shape,
             initializer=keras.initializers.Constant(cents), trainable=True)
+        # a frozen layer (trainable=False) keeps its shared values
+        self.cluster_centroids.trainable = bool(self.layer.trainable)
         self.cluster_indices = self.add_weight(
             name="cluster_indices", shape=idx.shape, dtype="int32",
             initializer=keras.initializers.Constant(idx), trainable=False)

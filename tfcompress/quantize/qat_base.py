@@ -107,7 +107,12 @@ KEEPS_SCALE = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
                L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
                L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
                L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
-               L.Cropping1D, L.Cropping2D, L.Permute)
+               L.Cropping1D, L.Cropping2D, L.Permute,
+               # data augmentation inside the model (Keras' transfer-learning
+               # guide): the identity at inference, so no TFLite op; in
+               # training its values stay within its input's range
+               L.RandomFlip, L.RandomRotation, L.RandomZoom,
+               L.RandomTranslation)
 
 
 def input_quantizer(tensor):

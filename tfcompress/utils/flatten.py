@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress import compat
 from tfcompress.errors import InputError
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                          iter_layers)
@@ -44,10 +45,12 @@ def _call(layer, *args, **kwargs):
         return x
     inputs = inputs if isinstance(layer.input, (list, tuple)) or \
         not isinstance(inputs, (list, tuple)) else inputs[0]
-    clone = keras.models.clone_model(layer, input_tensors=inputs,
-                                     clone_function=_copy,
-                                     call_function=_call)
-    return clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
+    # the graph run on the caller's tensors (a clone_model on them would
+    # rebuild it on new inputs when they are a layer's output, as after a
+    # Rescaling in front of the base)
+    outputs = compat.run_functional_graph(layer, inputs, _copy, _call)
+    flat = keras.tree.flatten(outputs)
+    return flat[0] if len(flat) == 1 else flat
 
 
 def has_nested_model(model) -> bool:

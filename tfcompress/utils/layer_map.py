@@ -45,12 +45,18 @@ def iter_layers(model) -> Iterator[keras.layers.Layer]:
 
 
 def copy_layer(layer: keras.layers.Layer, **overrides) -> keras.layers.Layer:
-    """A new layer with the same config and a copy of the weights.
+    """A new layer with the same config and a copy of the weights (a
+    ``Lambda`` layer, which holds none, is returned as it is).
 
     The copy is built and its weights set when ``layer`` is built and says
     how (``get_build_config``); otherwise it is returned unbuilt.
     ``overrides`` replace config entries (e.g. ``activation="linear"``).
     """
+    if isinstance(layer, keras.layers.Lambda) and not overrides:
+        # no weights to copy, and its function (a Python lambda, or one
+        # such as keras.applications.mobilenet_v2.preprocess_input) does
+        # not come back from its config: the layer itself is reused
+        return layer
     config = layer.get_config()
     config.update(overrides)
     new = layer.__class__.from_config(config)
@@ -109,6 +115,11 @@ def map_layers(model: keras.Model,
         return fn(target)
 
     clone = keras.models.clone_model(model, clone_function=clone_fn)
+    if not model.trainable and clone.trainable:
+        # a frozen base (base.trainable = False) stays a frozen model, so
+        # that setting it trainable again unfreezes its layers (Keras'
+        # clone of a Functional model does not carry the flag)
+        clone.trainable = False
     for original, new in pairs:
         if original.built and original.weights:
             if not new.built:

@@ -167,7 +167,7 @@ def _int8_cell(status, kinds) -> str:
     where = "; ".join(f"{op} in {_count_kinds(layers, kinds)} "
                       f"({_some(sorted(layers))})"
                       for op, layers in sorted(by_op.items()))
-    return (f"strict fails: {len(status['float_ops'])} float ops: "
+    return (f"strict fails: {status['float_op_count']} float ops: "
             f"{where}{kept}; strict=False converts ({ops} ops) and lists "
             "them")
 

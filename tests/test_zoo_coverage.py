@@ -75,12 +75,24 @@ def test_int8_cell_names_the_layers_of_the_float_ops_and_kept_float():
              "ln_3": "LayerNormalization", "ls_1": "LayerScale"}
     status = {"status": "float_ops", "ops": {"NEG": 3, "ADD": 4},
               "float_ops": ["NEG (ln_1)", "NEG (ln_2)", "NEG (ln_3)"],
+              "float_op_count": 3,
               "kept_float": ["ln_1", "ln_2", "ln_3", "ls_1"]}
     assert zc._int8_cell(status, kinds) == (
         "strict fails: 3 float ops: NEG in 3 LayerNormalization (ln_1, "
         "ln_2, ... 1 more); kept float by QAT: 4 layers (3 "
         "LayerNormalization, 1 LayerScale); strict=False converts (7 ops) "
         "and lists them")
+
+
+def test_int8_cell_counts_every_float_op_not_each_op_and_layer_once():
+    # a LayerNormalization kept float is several MUL and ADD ops: the
+    # status names "MUL (ln_1)" once but the flatbuffer has two
+    kinds = {"ln_1": "LayerNormalization"}
+    status = {"status": "float_ops", "ops": {"MUL": 2, "ADD": 2, "NEG": 1},
+              "float_ops": ["ADD (ln_1)", "MUL (ln_1)", "NEG (ln_1)"],
+              "float_op_count": 5, "kept_float": ["ln_1"]}
+    assert zc._int8_cell(status, kinds).startswith(
+        "strict fails: 5 float ops: ADD in 1 LayerNormalization (ln_1); ")
 
 
 def test_header_of_gathered_cells_names_the_run_that_made_them():

@@ -98,6 +98,8 @@ def _conversion_status(result, error, start):
         "fully_integer": bool(report["fully_integer"]),
         "float_ops": sorted({f"{f['op']} ({f['layer']})"
                              for f in report["float_ops"]}),
+        # float_ops names each op and layer once; this counts every op
+        "float_op_count": len(report["float_ops"]),
         "ops": _histogram(report),
         "size_bytes": len(result.tflite_bytes),
     })
@@ -133,7 +135,9 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
 
     Returns a dict: ``status`` (``ok`` fully integer, ``float_ops``, or
     ``error`` with ``error``), ``stage`` where it stopped, ``kept_float``
-    (layers QAT left float), ``ops`` (op histogram), ``float_ops``,
+    (layers QAT left float), ``ops`` (op histogram), ``float_ops``
+    (each ``"OP (layer)"`` once), ``float_op_count`` (the flatbuffer's
+    float ops, every one counted),
     ``top1_agreement``, ``max_error_steps``/``mean_error_steps`` (TFLite vs
     QAT Keras logits in output quantization steps), ``seconds``.
     """

@@ -102,3 +102,17 @@ def test_header_of_gathered_cells_names_the_run_that_made_them():
                      ["PTQ int8"], ["A"], gathered)
     assert zc.provenance_lines(table, ["PTQ int8"]) == [
         "- `collect` gathering the results of `the run`: all columns of A."]
+
+
+def test_operations_train_a_model_with_feature_map_outputs():
+    """include_top=False, pooling=None: the one training step fits the
+    feature maps instead of failing on class labels."""
+    import keras
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(i)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    model = keras.Model(i, x)
+    assert zc.prune_op(model) == "ok (2 layers at 50%)"
+    assert zc.channel_op(keras.models.clone_model(model)).startswith(
+        "ok (1/2 spaces")

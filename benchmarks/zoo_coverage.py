@@ -129,7 +129,10 @@ def channel_op(model) -> str:
     fit_one_step(model, keras, [cb])
     small = prune.shrink(model)
     x = random_data(model, seed=1)[0]
-    a, b = model.predict(x, verbose=0), small.predict(x, verbose=0)
+    # direct calls: predict() compiles each model with XLA, whose float
+    # rounding differs from one graph to the other by more than the bound
+    a = np.asarray(model(x, training=False))
+    b = np.asarray(small(x, training=False))
     if a.shape != b.shape:
         raise AssertionError(f"output shape {b.shape} != {a.shape}")
     err = float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))

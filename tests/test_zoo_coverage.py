@@ -116,3 +116,16 @@ def test_operations_train_a_model_with_feature_map_outputs():
     assert zc.prune_op(model) == "ok (2 layers at 50%)"
     assert zc.channel_op(keras.models.clone_model(model)).startswith(
         "ok (1/2 spaces")
+
+
+def test_channel_op_compares_outputs_without_xla_rounding():
+    """MobileNetV2 at alpha 1.3, batch norms set from data: predict()'s
+    XLA rounding put the shrunk model 0.1% from the masked one; computed
+    directly they agree within 1e-4."""
+    import keras
+    from tfcompress.quantize import zoo
+    from tfcompress.utils.zoo import build
+    keras.utils.set_random_seed(0)
+    model = build("MobileNetV2", alpha=1.3)
+    zoo.calibrate_batchnorm(model, zoo.zoo_inputs(model, 8, 1, False))
+    assert zc.channel_op(model).startswith("ok (")

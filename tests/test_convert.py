@@ -132,6 +132,23 @@ def test_float_ops_of_a_layer_inside_a_nested_model_name_that_layer():
             if o["op"] == "CONV_2D"} == {"conv"}
 
 
+def test_float_ops_name_their_layer_among_layers_named_x_and_x_1():
+    """Layers named ``ln``, ``ln_1``, ``ln_2`` (Keras's own naming): the
+    converter's scopes are ``ln_1``, ``ln_1_2``, ``ln_2_1``; scope
+    ``ln_1`` is the call of ``ln``, not layer ``ln_1``."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 6, 3))
+    h = keras.layers.Conv2D(4, 2, name="conv")(i)
+    for name in ("ln", "ln_1", "ln_2"):
+        h = keras.layers.LayerNormalization(name=name)(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    m = keras.Model(i, keras.layers.Dense(2, name="head")(h))
+    data = np.random.default_rng(0).random((8, 6, 6, 3), dtype=np.float32)
+    r = convert(m, "int8", representative_data=data, strict=False)
+    assert [(f["op"], f["layer"]) for f in r.fallback_ops] == [
+        ("NEG", "ln"), ("NEG", "ln_1"), ("NEG", "ln_2")]
+
+
 def test_pruned_model_is_stripped_and_smaller_after_gzip(x):
     from tfcompress import prune
     keras.utils.set_random_seed(0)

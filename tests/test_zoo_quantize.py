@@ -191,3 +191,36 @@ def test_variant_quantizes_and_runs(family, kw):
     floats = {r["type"] for r in quantize.summary(qat, print_fn=None)
               if r.get("float")}
     assert floats <= KEPT_FLOAT.get(family, set()), floats
+
+
+def test_qat_status_counts_every_float_op_of_the_flatbuffer():
+    """A float LayerNormalization is several ops of one kind (MUL, ADD):
+    float_ops names each op and layer once, float_op_count counts the
+    flatbuffer's float ops."""
+    import keras
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3)(i)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, keras.layers.Dense(10)(x))
+    status = zoo.try_qat_convert(model, steps=1, samples=8, strict=False)
+    assert status["status"] == "float_ops", status
+    assert "MUL (ln)" in status["float_ops"]
+    # the MULs and ADDs of the layer norm, each counted
+    assert len(status["float_ops"]) < status["float_op_count"] <= sum(
+        status["ops"].values())
+
+
+@pytest.mark.parametrize("head", ["features", "3 classes"])
+def test_qat_status_trains_models_without_ten_logits(head):
+    """include_top=False (feature maps) or another number of classes:
+    QAT trains on targets of the model's output and converts."""
+    import keras
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(i)
+    if head == "3 classes":
+        x = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    status = zoo.try_qat_convert(keras.Model(i, x), steps=1, samples=8)
+    assert status["status"] == "ok", status

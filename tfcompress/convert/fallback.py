@@ -69,10 +69,9 @@ def layer_components(tensor_names, layer_names):
     components only one layer claims are settled first, and a settled
     layer leaves the others' claims; what stays ambiguous goes to the layer
     of exactly that name, else to the longest name."""
-    claims = {}
+    claims, names = {}, set(layer_names)
     for part in {p for n in tensor_names for p in _components(n)}:
-        hits = {l for l in layer_names
-                if re.fullmatch(re.escape(l) + r"(_\d+)?", part)}
+        hits = {part, re.sub(r"_\d+$", "", part)} & names
         if hits:
             claims[part] = hits
     settled = {}

@@ -4,11 +4,11 @@ about what it contains."""
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 
 from tfcompress.bench.runner import dequantize_output
+from tfcompress.convert.fallback import layer_components
 from tfcompress.inspect import format_report, inspect
 from tfcompress.utils import atomic_write_bytes
 
@@ -87,9 +87,11 @@ class ConversionResult:
         report.pop("path", None)
         names = sorted(layer_names, key=len, reverse=True)
         outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
+        # scope ``x_1`` is layer ``x`` called, or layer ``x_1``
+        scopes = layer_components(outputs.values(), names)
         for row in report["float_ops"] + report["ops"]:
             row["layer"] = (_innermost_layer(outputs.get(row["index"], ""),
-                                             set(names))
+                                             scopes)
                             or _match_layer(row.get("layer", ""), names))
         report.update({
             "mode": mode, "qat": qat, "calibration": calibration,
@@ -311,19 +313,24 @@ def _jsonable(o):
     return str(o)
 
 
-def _innermost_layer(tensor_name, names):
-    """The deepest scope of ``tensor_name`` that is one of the layer
-    ``names`` (Keras suffixes a call's scope with ``_N``): a layer inside a
-    nested model, not the block around it; None if no scope is one.
+def _scopes(tensor_name):
+    """The name scopes of ``tensor_name`` below the model's."""
+    return [p for p in tensor_name.split(";")[0].split("/") if p][1:]
 
-    >>> _innermost_layer("functional_1/block_1/ln_1/Neg", {"ln", "conv"})
+
+def _innermost_layer(tensor_name, scopes):
+    """The layer of the deepest scope of ``tensor_name`` that names one
+    (``scopes``: :func:`tfcompress.convert.fallback.layer_components`): a
+    layer inside a nested model, not the block around it; None if no
+    scope names one.
+
+    >>> name = "functional_1/block_1/ln_1/Neg"
+    >>> _innermost_layer(name, layer_components([name], ["ln", "conv"]))
     'ln'
     """
-    scopes = [p for p in tensor_name.split(";")[0].split("/") if p][1:]
-    for scope in reversed(scopes):
-        for name in (scope, re.sub(r"_\d+$", "", scope)):
-            if name in names:
-                return name
+    for scope in reversed(_scopes(tensor_name)):
+        if scope in scopes:
+            return scopes[scope]
     return None
 
 

@@ -81,6 +81,26 @@ def zoo_inputs(model, n, seed=0, raw_pixels=True):
     return x if raw_pixels else x / 127.5 - 1.0
 
 
+def random_targets(model, n, rng):
+    """``(targets, labels)`` to train ``model`` on ``n`` inputs for a few
+    steps: class labels below the number of outputs (``labels`` True: a
+    sparse categorical cross-entropy) for a classifier's ``(n, classes)``
+    output, else random values of the output's shape (``labels`` False:
+    mean squared error), e.g. the feature maps of ``include_top=False``.
+
+    >>> import keras, numpy as np
+    >>> m = keras.Sequential([keras.Input((4, 4, 3)),
+    ...                       keras.layers.Conv2D(2, 1)])
+    >>> y, labels = random_targets(m, 5, np.random.default_rng(0))
+    >>> y.shape, labels
+    ((5, 4, 4, 2), False)
+    """
+    shape = tuple(model.output_shape[1:])
+    if len(shape) == 1 and shape[0] > 1:
+        return rng.integers(0, shape[0], n), True
+    return rng.standard_normal((n, *shape)).astype("float32"), False
+
+
 def _histogram(report):
     return dict(collections.Counter(op["op"] for op in report["ops"]))
 
@@ -98,6 +118,8 @@ def _conversion_status(result, error, start):
         "fully_integer": bool(report["fully_integer"]),
         "float_ops": sorted({f"{f['op']} ({f['layer']})"
                              for f in report["float_ops"]}),
+        # float_ops names each op and layer once; this counts every op
+        "float_op_count": len(report["float_ops"]),
         "ops": _histogram(report),
         "size_bytes": len(result.tflite_bytes),
     })
@@ -133,7 +155,9 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
 
     Returns a dict: ``status`` (``ok`` fully integer, ``float_ops``, or
     ``error`` with ``error``), ``stage`` where it stopped, ``kept_float``
-    (layers QAT left float), ``ops`` (op histogram), ``float_ops``,
+    (layers QAT left float), ``ops`` (op histogram), ``float_ops``
+    (each ``"OP (layer)"`` once), ``float_op_count`` (the flatbuffer's
+    float ops, every one counted),
     ``top1_agreement``, ``max_error_steps``/``mean_error_steps`` (TFLite vs
     QAT Keras logits in output quantization steps), ``seconds``.
     """
@@ -151,10 +175,12 @@ def try_qat_convert(model, x=None, steps=3, batch_size=8, samples=200,
     kept_float = [r["layer"] for r in quantize.summary(qat, print_fn=None)
                   if r.get("float")]
     try:
-        labels = np.random.default_rng(seed).integers(0, 10, len(x))
+        labels, classes = random_targets(model, len(x),
+                                         np.random.default_rng(seed))
         qat.compile(keras.optimizers.Adam(1e-4),
                     keras.losses.SparseCategoricalCrossentropy(
-                        from_logits=True))
+                        from_logits=True) if classes
+                    else keras.losses.MeanSquaredError())
         n = min(len(x), steps * batch_size)
         compat.build_training_state(qat, x, labels)   # one trace, not two
         qat.fit(x[:n], labels[:n], batch_size=batch_size, epochs=1,

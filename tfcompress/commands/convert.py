@@ -34,14 +34,16 @@ flags.DEFINE_list("float_layers", [], "convert: comma-separated Keras "
 
 
 # convert()'s argument spellings in its messages, as this command's flags
+# (a name already written as a flag, --float_layers, is left as it is)
+_ARG = r"(?<![-\w])"
 _CLI_SPELLING = [
-    (re.compile(r"\bstrict=False\b"), "--nostrict"),
-    (re.compile(r"\bsparse=True\b"), "--sparse"),
-    (re.compile(r"\bper_channel=False\b"), "--noper_channel"),
-    (re.compile(r"\bcalibration='(\w+)'"), r"--calibration \1"),
-    (re.compile(r"\b(input|output)_type(?==|\b)"), "--io_type"),
-    (re.compile(r"\brepresentative_data\b"), "--data"),
-    (re.compile(r"\bfloat_layers\b"), "--float_layers"),
+    (re.compile(_ARG + r"strict=False\b"), "--nostrict"),
+    (re.compile(_ARG + r"sparse=True\b"), "--sparse"),
+    (re.compile(_ARG + r"per_channel=False\b"), "--noper_channel"),
+    (re.compile(_ARG + r"calibration='(\w+)'"), r"--calibration \1"),
+    (re.compile(_ARG + r"(input|output)_type\b"), "--io_type"),
+    (re.compile(_ARG + r"representative_data\b"), "--data"),
+    (re.compile(_ARG + r"float_layers\b"), "--float_layers"),
 ]
 
 
@@ -54,8 +56,7 @@ def cli_spelling(message):
     """
     for pattern, flag in _CLI_SPELLING:
         message = pattern.sub(flag, message)
-    return message.replace("(CLI: --sparse or --float_layers)", "")\
-        .replace("----", "--").rstrip()
+    return message
 
 
 def _progress(text):

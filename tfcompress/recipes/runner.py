@@ -251,9 +251,7 @@ def check_model_exists(name):
     """Raises InputError unless ``name`` is a reference model,
     ``keras.applications.<Name>`` or an existing .keras file."""
     from tfcompress.models import MODELS
-    from tfcompress.models.applications import is_application
-    if name not in MODELS and not is_application(name) and \
-            not os.path.exists(name):
+    if _is_model_file(name) and not os.path.exists(name):
         raise InputError(f"model {name!r} is neither a reference model "
                          f"({', '.join(sorted(MODELS))}), "
                          "keras.applications.<Name> nor an existing .keras "

@@ -137,6 +137,20 @@ def test_frozen_nested_base_stays_frozen_and_can_be_unfrozen(tmp_path):
                                 "inner_fc/bias", "inner_fc/kernel"]
 
 
+def test_layers_frozen_in_a_flat_model_can_be_unfrozen_after_wrapping():
+    # freeze the first layers, train the head, set them trainable again
+    model = _sequential()
+    model.get_layer("fc1").trainable = False
+    pruned = prune.prune_low_magnitude(model, SCHEDULE)
+    wrapper = prune.collect_wrappers(pruned)[0]
+    assert not wrapper.trainable        # as frozen as the layer it wraps
+    assert {w.path.split("/")[0] for w in pruned.trainable_weights} == {
+        "bn", "fc2"}
+    for layer in pruned.layers:
+        layer.trainable = True
+    assert wrapper.layer.kernel in pruned.trainable_weights
+
+
 def test_strip_bakes_masks_and_leaves_unpruned_models_alone():
     model = _sequential()
     assert prune.strip_pruning(model) is model

@@ -739,3 +739,26 @@ def test_data_augmentation_layers_pass_through_qat_and_convert():
     assert [o["op"] for o in r.report["ops"]] == [
         "QUANTIZE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "DEQUANTIZE"]
     assert r.report["numerical_check"]["top1_agreement"] >= 0.9
+
+
+def test_layers_frozen_before_qat_can_be_unfrozen_in_the_qat_model():
+    # Keras' fine-tuning pattern on a flat model: freeze the first layers,
+    # train the head, then set the layers trainable again
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        L.Conv2D(4, 3, name="conv"), L.BatchNormalization(name="bn"),
+        L.ReLU(name="relu"), L.GlobalAveragePooling2D(name="gap"),
+        L.Dense(3, name="head")])
+    for name in ("conv", "bn"):
+        model.get_layer(name).trainable = False
+    q = quantize.quantize_model(model)
+
+    def trainable(m):
+        return sorted(w.path.split("/")[-1] for w in m.trainable_weights)
+    fused = q.get_layer("quant_conv")
+    assert not fused.trainable          # the wrapper is as frozen as conv
+    assert trainable(q) == ["bias", "kernel"]       # the head's
+    for layer in q.layers:
+        layer.trainable = True
+    assert trainable(q) == ["beta", "bias", "bias", "gamma", "kernel",
+                            "kernel"]

@@ -52,9 +52,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                              f"{number_of_clusters}")
         kwargs.setdefault("name", f"cluster_{layer.name}")
         # a frozen layer (a transfer-learning base with trainable=False)
-        # stays frozen: its centroids do not train either (as tfmot's
-        # wrapper, whose trainable is the wrapped layer's)
-        kwargs.setdefault("trainable", layer.trainable)
+        # stays frozen: its centroids do not train either (the wrapper
+        # takes the layer's trainable, as tfmot's does)
         super().__init__(layer, **kwargs)
         self.number_of_clusters = int(number_of_clusters)
         self.centroid_init = centroid_method(centroid_init)

@@ -29,7 +29,7 @@ from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.qat_base import (_InputStep, _InputStepMixin,
                                           _NestedLayersMixin, _RangeMixin,
                                           _batchnorm_scale, _weight_steps,
-                                          round_bias)
+                                          follow_trainable, round_bias)
 from tfcompress.errors import InputError
 
 
@@ -124,6 +124,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                  output_scale=1.0, output_shift=0.0, weight_bits_note=None,
                  freeze_bn_delay=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
+        follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
         self.layer = layer
         self.batchnorm = batchnorm

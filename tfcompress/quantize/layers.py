@@ -15,7 +15,8 @@ from tfcompress.quantize.fused import QuantizeFused
 # shared pieces, also imported from here by older code
 from tfcompress.quantize.qat_base import (  # noqa: F401
     KEEPS_SCALE, _InputStep, _InputStepMixin, _NestedLayersMixin,
-    _RangeMixin, channel_affine, input_quantizer, round_bias)
+    _RangeMixin, channel_affine, follow_trainable, input_quantizer,
+    round_bias)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -45,6 +46,7 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
     def __init__(self, batchnorm, weight_bits=8, activation_bits=8,
                  ema_decay=0.999, quantize_output=True, **kwargs):
         kwargs.setdefault("name", f"quant_{batchnorm.name}")
+        follow_trainable(kwargs, batchnorm)
         super().__init__(**kwargs)
         self.batchnorm = batchnorm
         self.weight_bits = int(weight_bits)
@@ -140,6 +142,8 @@ class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
                  fixed_range=None, quantize_output=True, **kwargs):
         name = layer.name if layer is not None else "input"
         kwargs.setdefault("name", f"quant_{name}")
+        if layer is not None:
+            follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
         self.layer = layer
         self.activation_bits = int(activation_bits)

@@ -30,7 +30,7 @@ import keras
 
 from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.layers import (_InputStep, _InputStepMixin,
-                                        _NestedLayersMixin)
+                                        _NestedLayersMixin, follow_trainable)
 
 AVERAGE_POOLING = (keras.layers.AveragePooling1D,
                    keras.layers.AveragePooling2D)
@@ -57,6 +57,7 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
 
     def __init__(self, layer, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
+        follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
         self.layer = layer
         self._input_step = _InputStep()

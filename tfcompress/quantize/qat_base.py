@@ -49,6 +49,15 @@ def channel_affine(inputs, scale, shift, weight_bits, input_step=None):
     return inputs * fq.quantize_weights(scale, weight_bits, False) + shift
 
 
+def follow_trainable(kwargs, layer):
+    """Gives a layer that holds ``layer`` its ``trainable`` (unless the
+    config sets it), as tfmot's wrappers do. A wrapper left trainable
+    around a frozen layer could not unfreeze it: on the TensorFlow
+    backend, setting ``trainable = True`` on a layer that already is
+    does not reach the layers it holds."""
+    kwargs.setdefault("trainable", layer.trainable)
+
+
 class _NestedLayersMixin:
     """Serializes the Keras layers a QAT layer holds (the attributes named
     in ``NESTED_LAYERS``, each a layer or None) inside its config."""

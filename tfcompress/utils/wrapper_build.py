@@ -11,10 +11,15 @@ class WrappedBuildMixin:
     and ``from_config`` rebuilding ``layer`` from its serialized config.
     The wrapper keeps the ``input_shape=`` of ``layer``, so that
     ``Sequential([wrap(Dense(20, input_shape=(20,))), ...])`` is built as
-    the plain model would be."""
+    the plain model would be. The wrapper takes the ``trainable`` of
+    ``layer``, as tfmot's wrappers do: one left trainable around a frozen
+    layer could not unfreeze it (on the TensorFlow backend, setting
+    ``trainable = True`` on a layer that already is does not reach the
+    layers it holds)."""
 
     def __init__(self, layer, **kwargs):
         from tfcompress import compat
+        kwargs.setdefault("trainable", layer.trainable)
         super().__init__(layer, **kwargs)
         compat.carry_input_shape_arg(layer, self)
 

@@ -224,3 +224,15 @@ def test_qat_status_trains_models_without_ten_logits(head):
         x = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
     status = zoo.try_qat_convert(keras.Model(i, x), steps=1, samples=8)
     assert status["status"] == "ok", status
+
+
+@pytest.mark.parametrize("spec", ["MobileNetV2:nopreprocessing",
+                                  "MobileNetV9"])
+def test_zoo_main_refuses_an_unknown_family_or_suffix_first(
+        spec, tmp_path, capsys):
+    out = tmp_path / "status.jsonl"
+    assert zoo.main([str(out), "VGG16", spec]) == 2
+    message = capsys.readouterr().err.strip()
+    assert spec.partition(":")[0 if ":" not in spec else 2] in message
+    assert len(message.splitlines()) == 1
+    assert not out.exists()       # nothing ran before the bad argument

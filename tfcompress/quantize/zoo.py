@@ -247,10 +247,20 @@ def main(argv=None):
     if len(argv) < 1:
         print(main.__doc__)
         return 2
-    out, families = argv[0], argv[1:] or list(FAMILIES)
-    for spec in families:
+    out, specs = argv[0], argv[1:] or list(FAMILIES)
+    suffixes = {"": None, "pre": True, "nopre": False}
+    runs = []
+    for spec in specs:      # every argument checked before anything runs
         family, _, pre = spec.partition(":")
-        include = {"": None, "pre": True, "nopre": False}[pre]
+        if family not in FAMILIES or pre not in suffixes:
+            bad = (f"family {family!r}" if family not in FAMILIES
+                   else f"suffix {pre!r} in {spec!r}")
+            print(f"error: unknown {bad}; write FAMILY, FAMILY:pre or "
+                  f"FAMILY:nopre with FAMILY one of {', '.join(FAMILIES)}",
+                  file=sys.stderr)
+            return 2
+        runs.append((family, suffixes[pre]))
+    for family, include in runs:
         for kind, fn in (("qat", try_qat_convert), ("ptq", try_ptq_convert)):
             status = fn(build_zoo_model(family, include), samples=200)
             status.update(family=family, include_preprocessing=include,

@@ -1,8 +1,10 @@
+import collections
+
 import keras
 import numpy as np
 import pytest
 
-from tfcompress import cluster
+from tfcompress import cluster, prune
 from tfcompress.distill import Distiller
 from tfcompress.errors import InputError
 
@@ -507,10 +509,61 @@ def test_a_clusterable_layer_has_its_named_weight_clustered():
                                clustered.predict(x, verbose=0), atol=1e-5)
 
 
-def test_a_clusterable_layer_naming_no_weight_stays_plain_and_two_is_refused():
+def test_a_clusterable_layer_naming_no_weight_stays_plain_and_two_cluster():
     model = keras.Sequential([keras.Input((4,)), _Scale(())])
     assert type(cluster.cluster_weights(model, 2).layers[0]) is _Scale
-    model = keras.Sequential([keras.Input((4,)), _Scale(("w", "b"))])
-    with pytest.raises(InputError, match=r"returns 2 weights \(w, b\).*one "
-                       "weight per layer"):
-        cluster.cluster_weights(model, 2)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), _Scale(("w", "b"),
+                                                         name="scale")])
+    plain = cluster.strip_clustering(cluster.cluster_weights(model, 2))
+    scale = plain.get_layer("scale")
+    assert np.unique(scale.w.numpy()).size == 2
+    assert np.unique(scale.b.numpy()).size == 2
+
+
+def _recurrent_attention_model():
+    inputs = keras.Input((5, 6))
+    x = keras.layers.LSTM(8, return_sequences=True, name="lstm")(inputs)
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+
+
+def test_every_kernel_of_recurrent_and_attention_layers_is_clustered(
+        tmp_path):
+    # as tfmot: the input and recurrent kernels of an LSTM, the four
+    # projections of a MultiHeadAttention
+    keras.utils.set_random_seed(0)
+    clustered = cluster.cluster_weights(_recurrent_attention_model(), 4)
+    clustered.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 5, 6), dtype=np.float32)
+    clustered.fit(x, rng.random((16, 2), dtype=np.float32), verbose=0)
+    rows = cluster.summary(clustered, print_fn=None)
+    per_layer = collections.Counter(r["layer"] for r in rows)
+    assert per_layer == {"lstm": 2, "mha": 4, "fc": 1}
+    assert max(r["distinct_values"] for r in rows) <= 4
+    plain = cluster.strip_clustering(clustered)
+    for name in ("lstm", "mha"):
+        kernels = prune.get_prunable_weights(plain.get_layer(name))
+        assert [np.unique(k.numpy()).size <= 4 for k in kernels] == [
+            True] * per_layer[name]
+    want = clustered.predict(x, verbose=0)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), want, atol=1e-5)
+    clustered.save(tmp_path / "c.keras")
+    loaded = keras.models.load_model(tmp_path / "c.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), want,
+                               atol=1e-6)
+
+
+def test_a_wrapper_saved_clustering_only_the_first_kernel_still_loads():
+    # files written when a layer's first kernel alone was clustered
+    keras.utils.set_random_seed(0)
+    model = _recurrent_attention_model()
+    wrapper = cluster.ClusterWeights(model.get_layer("lstm"), 4)
+    config = wrapper.get_config()
+    config.pop("cluster_all_weights")
+    old = cluster.ClusterWeights.from_config(config)
+    old.build((None, 5, 6))
+    assert len(old.clustered_weights()) == 1
+    assert len(wrapper.clustered_weights()) == 2

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from tfcompress.cluster.wrapper import ClusterWeights
-from tfcompress.cluster.clusterable import clusterable_weight, is_clusterable
+from tfcompress.cluster.clusterable import clusterable_weights, is_clusterable
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers)
 from tfcompress.errors import InputError
@@ -110,9 +110,10 @@ def strip_clustering(model):
 def _plain_copy(wrapper):
     """A copy of the wrapped layer with the clustered kernel values."""
     plain = copy_layer(wrapper.layer)
-    kernel = clusterable_weight(plain)
-    kernel.assign(wrapper.clustered_kernel())
-    kernel.trainable = plain.trainable     # a frozen layer stays frozen
+    for kernel, (_, values) in zip(clusterable_weights(plain),
+                                   wrapper.clustered_weights()):
+        kernel.assign(values)
+        kernel.trainable = plain.trainable   # a frozen layer stays frozen
     return plain
 
 
@@ -137,10 +138,12 @@ def _layer_bits(layer, values):
 
 
 def summary(model, print_fn=print):
-    """Per clustered layer: clusters, distinct values, estimated size.
+    """Per clustered weight: clusters, distinct values, estimated size.
 
-    Returns one dict per clustered layer and prints each as a line (pass
-    ``print_fn=None`` to print nothing).
+    Returns one dict per clustered weight (one per layer for Conv/Dense;
+    ``weight`` tells a recurrent layer's or a MultiHeadAttention's kernels
+    apart) and prints each as a line (pass ``print_fn=None`` to print
+    nothing).
 
     >>> import keras
     >>> keras.utils.set_random_seed(0)
@@ -158,16 +161,18 @@ def summary(model, print_fn=print):
     for layer in iter_layers(model):
         if not isinstance(layer, ClusterWeights):
             continue
-        values = np.asarray(layer.clustered_kernel())
-        rows.append({
-            "layer": layer.layer.name, "clusters": layer.number_of_clusters,
-            "per_channel": layer.per_channel,
-            "distinct_values": int(np.unique(values).size),
-            "weights": int(values.size),
-            "float_bits": int(values.size * 32),
-            "deep_compression_bits": _layer_bits(layer, values),
-            "gzip_bytes": len(gzip.compress(values.astype(
-                np.float32).tobytes(), 9))})
+        for variable, values in layer.clustered_weights():
+            values = np.asarray(values)
+            rows.append({
+                "layer": layer.layer.name, "weight": variable.path,
+                "clusters": layer.number_of_clusters,
+                "per_channel": layer.per_channel,
+                "distinct_values": int(np.unique(values).size),
+                "weights": int(values.size),
+                "float_bits": int(values.size * 32),
+                "deep_compression_bits": _layer_bits(layer, values),
+                "gzip_bytes": len(gzip.compress(values.astype(
+                    np.float32).tobytes(), 9))})
     if print_fn is not None:
         for r in rows:
             print_fn("  ".join(f"{k}={v}" for k, v in r.items()))

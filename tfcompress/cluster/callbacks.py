@@ -81,8 +81,8 @@ class ClusteringSummaries(keras.callbacks.TensorBoard):
     The losses and metrics go to ``log_dir/train`` as with
     ``keras.callbacks.TensorBoard``; a histogram of each clustered layer's
     centroids (``<layer>/centroids``) and the number of distinct values its
-    kernel computes with (``<layer>/distinct_values``) go to
-    ``log_dir/clustering`` at the end of each epoch, or every
+    kernel computes with (``<layer>/distinct_values``; a layer's further
+    kernels add ``_1``, ``_2``...) go to ``log_dir/clustering`` at the end of each epoch, or every
     ``cluster_update_freq`` batches when it is ``"batch"`` or a number.
 
     Args:
@@ -127,11 +127,16 @@ class ClusteringSummaries(keras.callbacks.TensorBoard):
                 os.path.join(self.log_dir, "clustering"))
         with self._clustering_writer.as_default():
             for w in wrappers:
-                tf.summary.histogram(f"{w.name}/centroids",
-                                     w.centroids.value, step=self._batches)
-                distinct = np.unique(np.asarray(w.clustered_kernel())).size
-                tf.summary.scalar(f"{w.name}/distinct_values", distinct,
-                                  step=self._batches)
+                pairs = zip(w.clustered_centroids(), w.clustered_weights())
+                for i, (centroids, (_, values)) in enumerate(pairs):
+                    # a layer's second and later kernels: centroids_1, ...
+                    suffix = f"_{i}" if i else ""
+                    tf.summary.histogram(f"{w.name}/centroids{suffix}",
+                                         centroids.value,
+                                         step=self._batches)
+                    distinct = np.unique(np.asarray(values)).size
+                    tf.summary.scalar(f"{w.name}/distinct_values{suffix}",
+                                      distinct, step=self._batches)
         self._clustering_writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):

@@ -1,15 +1,20 @@
-"""Which layers can be clustered, and which weight.
+"""Which layers can be clustered, and which weights.
 
-Built-in Keras layers cluster their main kernel (the first weight
-pruning would mask). Any other layer opts in as in tfmot, by implementing
-:class:`ClusterableLayer`: a method ``get_clusterable_weights()``
-returning ``[(name, variable)]``.
+Built-in Keras layers cluster the kernels pruning would mask, as tfmot
+does: the kernel of a Conv/Dense, the input and recurrent kernels of a
+recurrent layer, the four projections of a MultiHeadAttention. Any other
+layer opts in as in tfmot, by implementing :class:`ClusterableLayer`: a
+method ``get_clusterable_weights()`` returning ``[(name, variable)]``.
 
 >>> import keras
 >>> layer = keras.layers.Dense(4)
 >>> layer.build((None, 3))
->>> clusterable_weight(layer).name
-'kernel'
+>>> [w.name for w in clusterable_weights(layer)]
+['kernel']
+>>> lstm = keras.layers.LSTM(4)
+>>> lstm.build((None, 5, 3))
+>>> [w.name for w in clusterable_weights(lstm)]
+['kernel', 'recurrent_kernel']
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from tfcompress.prune.prunable import get_prunable_weights, is_prunable
 
 @runtime_checkable
 class ClusterableLayer(Protocol):
-    """tfmot's protocol for layers that say which weight to cluster.
+    """tfmot's protocol for layers that say which weights to cluster.
 
-    tfcompress clusters one weight per layer: return one ``(name,
-    variable)`` pair, or none to leave the layer as it is.
+    Return one ``(name, variable)`` pair per weight to cluster (each gets
+    centroids of its own), or none to leave the layer as it is.
 
     >>> import keras
     >>> class Scale(keras.layers.Layer):
@@ -37,8 +42,9 @@ class ClusterableLayer(Protocol):
     ...         return [("w", self.w)]
     >>> layer = Scale()
     >>> layer.build((None, 6))
-    >>> is_clusterable(layer), tuple(clusterable_weight(layer).shape)
-    (True, (6,))
+    >>> is_clusterable(layer), [tuple(w.shape) for w in
+    ...                          clusterable_weights(layer)]
+    (True, [(6,)])
     """
 
     def get_clusterable_weights(self) -> list:
@@ -61,21 +67,20 @@ def is_clusterable(layer) -> bool:
     return is_prunable(layer)
 
 
-def clusterable_weight(layer):
-    """The variable of built ``layer`` that clustering shares among
-    centroids.
+def clusterable_weights(layer) -> list:
+    """The variables of built ``layer`` that clustering shares among
+    centroids (each among centroids of its own).
 
     Raises:
-      InputError: a ClusterableLayer names several weights.
+      InputError: a ClusterableLayer names the same weight twice.
     """
     if not isinstance(layer, ClusterableLayer):
-        return get_prunable_weights(layer)[0]
+        return list(get_prunable_weights(layer))
     pairs = _pairs(layer)
-    if len(pairs) != 1:
+    variables = [v for _, v in pairs]
+    if len({id(v) for v in variables}) != len(variables):
         names = ", ".join(str(name) for name, _ in pairs)
         raise InputError(
-            f"layer {layer.name!r}: get_clusterable_weights() returns "
-            f"{len(pairs)} weights ({names}); tfcompress clusters one weight "
-            "per layer: return the one to cluster, e.g. [('kernel', "
-            "self.kernel)]")
-    return pairs[0][1]
+            f"layer {layer.name!r}: get_clusterable_weights() names a "
+            f"weight twice ({names}); return each weight to cluster once")
+    return variables

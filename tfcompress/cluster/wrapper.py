@@ -1,6 +1,9 @@
-"""``ClusterWeights``: a layer whose kernel is shared among k centroids.
+"""``ClusterWeights``: a layer whose kernels are shared among k centroids.
 
-The kernel the layer computes with is ``centroids[indices]``: the indices
+Each clustered weight (the kernel of a Conv/Dense; the input and recurrent
+kernels of a recurrent layer; the four projections of a
+MultiHeadAttention) has centroids of its own. The kernel the layer
+computes with is ``centroids[indices]``: the indices
 (cluster assignment) are non-trainable, the centroids trainable, so the
 gradient of every weight in a cluster is summed into its centroid — the
 weight-sharing update of Deep Compression. With ``preserve_sparsity`` the
@@ -18,24 +21,33 @@ from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.cluster.centroids import (assign, centroid_method,
                                           init_centroids)
 from tfcompress.cluster.clusterable import (ClusterableLayer,
-                                            clusterable_weight)
+                                            clusterable_weights)
 from tfcompress.prune.prunable import is_prunable
 from tfcompress.errors import InputError
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
-    """Clusters the main kernel of ``layer`` into ``number_of_clusters``.
+    """Clusters each kernel of ``layer`` into ``number_of_clusters``.
 
     >>> layer = ClusterWeights(keras.layers.Dense(8), 4)
     >>> _ = layer(keras.ops.ones((1, 16)))
     >>> len(np.unique(layer.clustered_kernel().numpy())) <= 4
     True
+    >>> lstm = ClusterWeights(keras.layers.LSTM(4), 3)
+    >>> _ = lstm(keras.ops.ones((1, 5, 2)))
+    >>> [(w.name, len(np.unique(v.numpy()))) for w, v in
+    ...  lstm.clustered_weights()]
+    [('kernel', 3), ('recurrent_kernel', 3)]
+
+    ``cluster_all_weights=False`` clusters the first kernel alone (what
+    ``.keras`` files written before every kernel was clustered hold).
     """
 
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
                  preserve_sparsity=False, per_channel=False,
-                 update_assignments=False, **kwargs):
+                 update_assignments=False, cluster_all_weights=True,
+                 **kwargs):
         if not isinstance(layer, ClusterableLayer) and \
                 not is_prunable(layer):
             raise InputError(f"layer {layer.name!r} ({type(layer).__name__})"
@@ -62,8 +74,16 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         # keep training the original weights as latent values (straight-
         # through) so refresh_assignments() can move them between clusters
         self.update_assignments = bool(update_assignments)
+        self.cluster_all_weights = bool(cluster_all_weights)
         if layer.built:
             self.build()
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        # written when only the first kernel of a layer was clustered
+        config.setdefault("cluster_all_weights", False)
+        return super().from_config(config, custom_objects)
 
     def build(self, input_shape=None):
         if not self.layer.built:
@@ -79,15 +99,31 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                 "cluster_weights wrapped it, so its kernel has no values to "
                 "cluster; cluster a built (trained) model, or give the "
                 "model an Input (keras.Input(shape)) before clustering")
-        kernel = clusterable_weight(self.layer)
-        self.kernel = kernel
+        weights = clusterable_weights(self.layer)
+        if not self.cluster_all_weights:
+            weights = weights[:1]
+        k = self.number_of_clusters
+        smallest = min(weights, key=lambda v: int(np.prod(v.shape)))
+        if k > int(np.prod(smallest.shape)):
+            size = int(np.prod(smallest.shape))
+            raise InputError(f"number_of_clusters ({k}) is larger than the "
+                             f"{size} weights of {self.layer.name}'s "
+                             f"{smallest.name}; choose at most {size}, or "
+                             "exclude the layer")
+        clusters = [self._add_clusters(w, i) for i, w in enumerate(weights)]
+        # (variable, centroids, indices, nonzero) per clustered weight,
+        # kept out of Keras' tracking: the variables are the wrapper's own
+        # (added in order) or the wrapped layer's
+        object.__setattr__(self, "_clusters", clusters)
+        self.kernel, self.centroids, self.indices, self.nonzero = clusters[0]
+        self.built = True
+
+    def _add_clusters(self, kernel, position):
+        """Centroids, indices and nonzero mask of one clustered weight (the
+        first one's variables keep their names of old)."""
+        suffix = f"_{position}" if position else ""
         w = np.asarray(kernel)
         k = self.number_of_clusters
-        if k > w.size:
-            raise InputError(f"number_of_clusters ({k}) is larger than the "
-                             f"{w.size} weights of {self.layer.name}; "
-                             f"choose at most {w.size}, or exclude the "
-                             "layer")
         channels = w.shape[-1] if self.per_channel else 1
         mat = w.reshape(-1, channels).T if self.per_channel else \
             w.reshape(1, -1)
@@ -104,20 +140,20 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             c = np.concatenate([c, np.full(k - kk, c[-1])])
             cents[ch] = c
             idx[ch] = assign(mat[ch], c[:kk])
-        self.centroids = self.add_weight(
-            name="centroids", shape=cents.shape,
+        centroids = self.add_weight(
+            name="centroids" + suffix, shape=cents.shape,
             initializer=keras.initializers.Constant(cents), trainable=True)
-        self.indices = self.add_weight(
-            name="cluster_indices", shape=idx.shape, dtype="int32",
+        indices = self.add_weight(
+            name="cluster_indices" + suffix, shape=idx.shape, dtype="int32",
             initializer=keras.initializers.Constant(idx), trainable=False)
-        self.nonzero = self.add_weight(
-            name="nonzero_mask", shape=idx.shape,
+        nonzero = self.add_weight(
+            name="nonzero_mask" + suffix, shape=idx.shape,
             initializer=keras.initializers.Constant(
                 nonzero.astype(np.float32)), trainable=False)
         # the centroids are what trains (and the latent kernel, when
         # assignments are refreshed)
         kernel.trainable = self.update_assignments and self.trainable
-        self.built = True
+        return kernel, centroids, indices, nonzero
 
     def _as_matrix(self, kernel):
         """(channels, n) view of a kernel, as the indices are stored."""
@@ -131,36 +167,51 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         if not self.update_assignments:
             raise InputError(f"{self.name}: refresh_assignments needs "
                              "ClusterWeights(..., update_assignments=True)")
-        latent = np.asarray(self._as_matrix(self.kernel))
-        cents = np.asarray(self.centroids)
-        old = np.asarray(self.indices)
-        nonzero = np.asarray(self.nonzero) > 0
-        new = old.copy()
-        for ch in range(latent.shape[0]):
-            order = np.argsort(cents[ch], kind="stable")
-            near = order[assign(latent[ch], cents[ch][order])]
-            new[ch] = np.where(nonzero[ch], near, old[ch])
-        self.indices.assign(new)
-        return int((new != old).sum())
+        changed = 0
+        for kernel, centroids, indices, nonzero in self._clusters:
+            latent = np.asarray(self._as_matrix(kernel))
+            cents = np.asarray(centroids)
+            old = np.asarray(indices)
+            keep = np.asarray(nonzero) > 0
+            new = old.copy()
+            for ch in range(latent.shape[0]):
+                order = np.argsort(cents[ch], kind="stable")
+                near = order[assign(latent[ch], cents[ch][order])]
+                new[ch] = np.where(keep[ch], near, old[ch])
+            indices.assign(new)
+            changed += int((new != old).sum())
+        return changed
 
-    def clustered_kernel(self):
-        """The kernel the layer computes with: ``centroids[indices]``."""
-        mat = tf.gather(self.centroids, self.indices, batch_dims=1)
+    def _clustered_value(self, kernel, centroids, indices, nonzero):
+        mat = tf.gather(centroids, indices, batch_dims=1)
         if self.update_assignments:
             # value of the centroids, gradient also to the latent weights
-            latent = self._as_matrix(self.kernel)
+            latent = self._as_matrix(kernel)
             mat = mat + (latent - tf.stop_gradient(latent))
-        mat = mat * self.nonzero
-        shape = tuple(self.kernel.shape)
+        mat = mat * nonzero
+        shape = tuple(kernel.shape)
         if self.per_channel:
             return tf.reshape(tf.transpose(mat), shape)
         return tf.reshape(mat, shape)
 
+    def clustered_kernel(self):
+        """The first kernel the layer computes with:
+        ``centroids[indices]``."""
+        return self._clustered_value(*self._clusters[0])
+
+    def clustered_weights(self):
+        """``[(variable, values)]``: each clustered weight of the wrapped
+        layer and the values the layer computes with in its place."""
+        return [(c[0], self._clustered_value(*c)) for c in self._clusters]
+
+    def clustered_centroids(self):
+        """The centroids variable of each clustered weight, in order."""
+        return [c[1] for c in self._clusters]
+
     def call(self, inputs, *args, training=None, **kwargs):
         if compat.call_has_training_arg(self.layer):
             kwargs["training"] = training
-        with keras.StatelessScope(
-                state_mapping=[(self.kernel, self.clustered_kernel())]):
+        with keras.StatelessScope(state_mapping=self.clustered_weights()):
             return self.layer(inputs, *args, **kwargs)
 
     def get_config(self):
@@ -169,5 +220,6 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                        "centroid_init": self.centroid_init,
                        "preserve_sparsity": self.preserve_sparsity,
                        "per_channel": self.per_channel,
-                       "update_assignments": self.update_assignments})
+                       "update_assignments": self.update_assignments,
+                       "cluster_all_weights": self.cluster_all_weights})
         return config

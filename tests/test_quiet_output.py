@@ -274,3 +274,26 @@ def test_a_strict_failure_names_the_nostrict_flag(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "--nostrict" in r.stderr and "strict=False" not in r.stderr
     assert _noise_in(r.stderr) == [], r.stderr
+
+
+def test_pruning_many_models_briefly_adds_no_retracing_warning(caplog):
+    # a sweep, a tuner or a notebook prunes one model after another with
+    # short fits; each model needs its own step and mask functions, which
+    # is no reason to warn (Keras' own train function, traced for each
+    # model too, warns as it does without tfcompress)
+    import keras
+    from tfcompress import prune
+    x = np.ones((4, 6), np.float32)
+    y = np.zeros((4, 2), np.float32)
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for _ in range(7):
+            model = prune.prune_low_magnitude(
+                keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)]),
+                prune.ConstantSparsity(0.5, 0, frequency=1))
+            model.compile("sgd", "mse")
+            model.fit(x, y, batch_size=4, verbose=0,
+                      callbacks=[prune.UpdatePruningStep()])
+    ours = [r.getMessage() for r in caplog.records
+            if "retracing" in r.getMessage() and "Trainer" not in
+            r.getMessage()]
+    assert not ours

@@ -192,3 +192,36 @@ def filter_native_stderr_live() -> None:
 
 
 _live_filter = None
+
+
+class _OwnRetracingFilter:
+    """Drops TensorFlow's frequent-retracing warning when it names one of
+    tfcompress's own functions."""
+
+    def __init__(self):
+        self.names = set()
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and any(
+            f"<function {name}" in message for name in self.names))
+
+
+_retracing_filter = None
+
+
+def expected_retracing(*qualnames: str) -> None:
+    """Keeps TensorFlow from warning that the ``tf.function`` s defined by
+    the functions named (their ``__qualname__`` prefix) retrace: one made
+    for each model (pruning step counters, mask updates) traces once per
+    model, and pruning several models with short fits (a sweep, a tuner,
+    a notebook) is no reason to warn. Other functions' warnings stay.
+
+    >>> expected_retracing("UpdatePruningStep.")
+    """
+    import logging
+    global _retracing_filter
+    if _retracing_filter is None:
+        _retracing_filter = _OwnRetracingFilter()
+        logging.getLogger("tensorflow").addFilter(_retracing_filter)
+    _retracing_filter.names.update(qualnames)

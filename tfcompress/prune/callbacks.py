@@ -33,10 +33,14 @@ import os
 import keras
 import tensorflow as tf
 
+from tfcompress import quiet
 from tfcompress.errors import InputError
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import iter_layers
+
+# each model gets its own step and mask functions, traced once
+quiet.expected_retracing("UpdatePruningStep.", "_mask_update_function.")
 
 
 def collect_wrappers(model) -> list:

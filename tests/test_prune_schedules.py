@@ -114,3 +114,20 @@ def test_prunes_at_agrees_with_the_schedule_tensor(schedule):
     for step in range(30):
         expected = bool(schedule(tf.constant(step, tf.int64))[0])
         assert schedule.prunes_at(step) == expected, step
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: ConstantSparsity(0.5, 0, frequency=0.5), "frequency"),
+    (lambda: ConstantSparsity(0.5, 2.5), "begin_step"),
+    (lambda: PolynomialDecay(0.0, 0.5, 0, "100"), "end_step"),
+    (lambda: ConstantSparsity("0.5", 0), "target_sparsity"),
+    (lambda: PolynomialDecay(None, 0.5, 0, 100), "initial_sparsity"),
+    (lambda: PolynomialDecay(0.0, 0.5, 0, 100, power="3"), "power"),
+])
+def test_steps_and_sparsities_of_the_wrong_type_are_input_errors(make,
+                                                                 name):
+    from tfcompress.errors import InputError
+    with pytest.raises(InputError, match=name) as info:
+        make()
+    assert "\n" not in str(info.value)
+

@@ -558,3 +558,23 @@ def test_block_pooling_type_max_ranks_blocks_by_their_largest_weight(
         "MAX"
     with pytest.raises(InputError, match="'AVG' or 'MAX'"):
         prune.prune_low_magnitude(model, block_pooling_type="MIN")
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(block_size=(0, 4)), "block_size"),          # was a ZeroDivision
+    (dict(block_size=(-1, 4)), "block_size"),
+    (dict(block_size=(1, 4, 1)), "block_size"),
+    (dict(block_size=4), "block_size"),
+    (dict(block_size="1x4"), "block_size"),
+    (dict(sparsity_m_by_n="2:4"), "sparsity_m_by_n"),
+    (dict(sparsity_m_by_n=(2, 4, 1)), "sparsity_m_by_n"),
+    (dict(sparsity_m_by_n=2), "sparsity_m_by_n"),
+    (dict(global_pruning=True, min_density=2), "min_density"),
+    (dict(global_pruning=True, min_density=-0.1), "min_density"),
+])
+def test_malformed_granularity_options_are_one_line_input_errors(kwargs,
+                                                                  name):
+    for target in (_sequential(), keras.layers.Dense(3)):
+        with pytest.raises(InputError, match=name) as info:
+            prune.prune_low_magnitude(target, SCHEDULE, **kwargs)
+        assert "\n" not in str(info.value)

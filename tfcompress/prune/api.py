@@ -8,7 +8,7 @@ import keras
 
 from tfcompress.errors import InputError
 from tfcompress.prune import prunable, schedules
-from tfcompress.prune.wrapper import PruneLowMagnitude
+from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
 from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -66,6 +66,11 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     >>> type(pruned.layers[0]).__name__
     'PruneLowMagnitude'
     """
+    # checked before any layer is wrapped: a model may have no layer the
+    # options apply to, and N:M is looked at before wrapping
+    block_size, sparsity_m_by_n, global_pruning, min_density = \
+        check_options(block_size, sparsity_m_by_n, global_pruning,
+                      min_density)
     kwargs = dict(pruning_schedule=pruning_schedule or
                   schedules.ConstantSparsity(0.5, 0),
                   block_size=block_size, sparsity_m_by_n=sparsity_m_by_n,

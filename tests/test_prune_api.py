@@ -578,3 +578,13 @@ def test_malformed_granularity_options_are_one_line_input_errors(kwargs,
         with pytest.raises(InputError, match=name) as info:
             prune.prune_low_magnitude(target, SCHEDULE, **kwargs)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("structure", [dict(block_size=(1, 4)),
+                                       dict(sparsity_m_by_n=(2, 4))])
+def test_global_pruning_with_blocks_or_n_of_m_is_refused(structure):
+    # global ranking thresholds single weights: the structure was ignored
+    with pytest.raises(InputError, match="global_pruning") as info:
+        prune.prune_low_magnitude(_sequential(), SCHEDULE,
+                                  global_pruning=True, **structure)
+    assert "\n" not in str(info.value)

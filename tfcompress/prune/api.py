@@ -39,7 +39,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         along the input channels. Layers whose input channels are not a
         multiple of M are left dense (reported by ``summary``) unless
         named in ``include``, which raises an error for them.
-      global_pruning: rank weights across all pruned layers together.
+      global_pruning: rank weights across all pruned layers together
+        (single weights: not with ``block_size`` or ``sparsity_m_by_n``).
       min_density: with ``global_pruning``, the least fraction each layer
         keeps.
       include: names of the only layers to prune (each must be prunable:

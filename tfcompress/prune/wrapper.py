@@ -365,6 +365,13 @@ def check_options(block_size, sparsity_m_by_n, global_pruning,
             raise InputError("use either block_size or sparsity_m_by_n, "
                              "not both")
     global_pruning = bool(global_pruning)
+    if global_pruning and (block_size != (1, 1) or sparsity_m_by_n):
+        # one threshold over single weights: blocks and N:M groups would
+        # be ignored
+        raise InputError(
+            "global_pruning ranks single weights across layers and does "
+            "not combine with block_size or sparsity_m_by_n; use one of "
+            "them")
     if (not isinstance(min_density, numbers.Real)
             or not 0.0 <= min_density <= 1.0):
         raise InputError(f"min_density must be a fraction in [0, 1], got "

@@ -588,3 +588,11 @@ def test_global_pruning_with_blocks_or_n_of_m_is_refused(structure):
         prune.prune_low_magnitude(_sequential(), SCHEDULE,
                                   global_pruning=True, **structure)
     assert "\n" not in str(info.value)
+
+
+def test_include_and_exclude_take_a_single_name_as_cluster_does():
+    model = _sequential()
+    only = prune.prune_low_magnitude(model, SCHEDULE, include="fc2")
+    assert [w.layer.name for w in prune.collect_wrappers(only)] == ["fc2"]
+    rest = prune.prune_low_magnitude(model, SCHEDULE, exclude="fc2")
+    assert [w.layer.name for w in prune.collect_wrappers(rest)] == ["fc1"]

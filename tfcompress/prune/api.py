@@ -105,6 +105,12 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
                          "data or give it an Input first")
     if pruning_policy is not None:
         pruning_policy.ensure_model_supports_pruning(to_prune)
+    # one name on its own, include="fc1", is that name (set("fc1") would
+    # be its letters)
+    if isinstance(include, str):
+        include = [include]
+    if isinstance(exclude, str):
+        exclude = [exclude]
     include = set(include) if include is not None else None
     exclude = set(exclude or ())
     names = {l.name: l for l in iter_layers(to_prune)}

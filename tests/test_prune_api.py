@@ -596,3 +596,12 @@ def test_include_and_exclude_take_a_single_name_as_cluster_does():
     assert [w.layer.name for w in prune.collect_wrappers(only)] == ["fc2"]
     rest = prune.prune_low_magnitude(model, SCHEDULE, exclude="fc2")
     assert [w.layer.name for w in prune.collect_wrappers(rest)] == ["fc1"]
+
+
+def test_pruning_policy_that_is_not_a_policy_object_is_an_input_error():
+    model = _sequential()
+    with pytest.raises(InputError, match=r"PruneForLatencyOnXNNPack\(\)"):
+        prune.prune_low_magnitude(
+            model, SCHEDULE, pruning_policy=prune.PruneForLatencyOnXNNPack)
+    with pytest.raises(InputError, match="pruning_policy must be"):
+        prune.prune_low_magnitude(model, SCHEDULE, pruning_policy="xnnpack")

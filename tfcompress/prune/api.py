@@ -104,6 +104,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         raise InputError(f"model {to_prune.name} is not built; call it on "
                          "data or give it an Input first")
     if pruning_policy is not None:
+        _check_policy(pruning_policy)
         pruning_policy.ensure_model_supports_pruning(to_prune)
     # one name on its own, include="fc1", is that name (set("fc1") would
     # be its letters)
@@ -154,6 +155,19 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         return PruneLowMagnitude(layer, **kwargs)
 
     return map_layers(to_prune, wrap)
+
+
+def _check_policy(policy):
+    """A policy object with tfmot's two methods, else an InputError."""
+    if isinstance(policy, type):
+        raise InputError(f"pruning_policy takes a policy object, got the "
+                         f"class {policy.__name__}; write "
+                         f"pruning_policy={policy.__name__}()")
+    if not all(callable(getattr(policy, method, None)) for method in (
+            "allow_pruning", "ensure_model_supports_pruning")):
+        raise InputError(f"pruning_policy must be a PruningPolicy such as "
+                         f"prune.PruneForLatencyOnXNNPack(), got "
+                         f"{type(policy).__name__}")
 
 
 def prune_scope():

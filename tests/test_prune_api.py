@@ -605,3 +605,22 @@ def test_pruning_policy_that_is_not_a_policy_object_is_an_input_error():
             model, SCHEDULE, pruning_policy=prune.PruneForLatencyOnXNNPack)
     with pytest.raises(InputError, match="pruning_policy must be"):
         prune.prune_low_magnitude(model, SCHEDULE, pruning_policy="xnnpack")
+
+
+def test_two_of_four_groups_multi_head_attention_kernels_by_input_features():
+    # query/key/value kernels are (d_model, heads, key_dim): the groups run
+    # along d_model (they ran along the heads); the output kernel is
+    # (heads, key_dim, d_model) and sums over heads * key_dim
+    inputs = keras.Input((3, 16))
+    x = keras.layers.MultiHeadAttention(4, 8, name="mha")(inputs, inputs)
+    pruned = prune.prune_low_magnitude(
+        keras.Model(inputs, x), prune.ConstantSparsity(0.5, 0),
+        sparsity_m_by_n=(2, 4))
+    (mha,) = prune.collect_wrappers(pruned)
+    mha.update_masks(0.5)
+    masks = [m.numpy() for m in mha.masks]
+    for mask in masks[:3]:                                 # (16, 4, 8)
+        groups = mask.reshape(4, 4, 4 * 8)                 # along d_model
+        assert (groups.sum(axis=1) == 2).all()
+    flat = masks[3].reshape(4 * 8, 16)                     # (heads*key, out)
+    assert (flat.reshape(8, 4, 16).sum(axis=1) == 2).all()

@@ -36,7 +36,8 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _validate_steps(begin_step, end_step, frequency, allow_open_end):
+def _validate_steps(begin_step, end_step, frequency, allow_open_end,
+                    allow_one_step=False):
     for name, value in (("begin_step", begin_step), ("end_step", end_step),
                         ("frequency", frequency)):
         # a whole float (end_step=np.ceil(n / batch) * epochs) is fine;
@@ -54,7 +55,8 @@ def _validate_steps(begin_step, end_step, frequency, allow_open_end):
     if end_step < 0:
         raise InputError(f"end_step must be >= 0 (or -1 for no end), got "
                          f"{end_step}")
-    if end_step <= begin_step:
+    if end_step < begin_step or (end_step == begin_step
+                                 and not allow_one_step):
         raise InputError(f"end_step ({end_step}) must be greater than "
                          f"begin_step ({begin_step})")
 
@@ -148,7 +150,8 @@ class PruningSchedule:
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class ConstantSparsity(PruningSchedule):
-    """Prunes to a constant ``target_sparsity`` every ``frequency`` steps.
+    """Prunes to a constant ``target_sparsity`` every ``frequency`` steps
+    from ``begin_step`` to ``end_step`` (-1: no end; ``begin_step``: once).
 
     >>> s = ConstantSparsity(0.5, begin_step=10, frequency=5)
     >>> [s.should_update(t) for t in (5, 10, 12, 15)]
@@ -158,7 +161,10 @@ class ConstantSparsity(PruningSchedule):
     def __init__(self, target_sparsity, begin_step, end_step=-1,
                  frequency=100):
         _validate_sparsity(target_sparsity, "target_sparsity")
-        _validate_steps(begin_step, end_step, frequency, allow_open_end=True)
+        # end_step == begin_step prunes once, at that step (tfmot's one-shot
+        # pruning)
+        _validate_steps(begin_step, end_step, frequency, allow_open_end=True,
+                        allow_one_step=True)
         self.target_sparsity = float(target_sparsity)
         self.begin_step = int(begin_step)
         self.end_step = int(end_step)

@@ -624,3 +624,13 @@ def test_two_of_four_groups_multi_head_attention_kernels_by_input_features():
         assert (groups.sum(axis=1) == 2).all()
     flat = masks[3].reshape(4 * 8, 16)                     # (heads*key, out)
     assert (flat.reshape(8, 4, 16).sum(axis=1) == 2).all()
+
+
+def test_a_nested_model_named_in_exclude_or_include_stands_for_its_layers():
+    # the transfer-learning case: keep a frozen base dense by its name
+    model = _nested()
+    kept = prune.prune_low_magnitude(model, SCHEDULE, exclude=["inner"])
+    assert [w.layer.name for w in prune.collect_wrappers(kept)] == ["head"]
+    only = prune.prune_low_magnitude(model, SCHEDULE, include="inner")
+    assert [w.layer.name for w in prune.collect_wrappers(only)] == \
+        ["inner_fc"]

@@ -634,3 +634,26 @@ def test_a_nested_model_named_in_exclude_or_include_stands_for_its_layers():
     only = prune.prune_low_magnitude(model, SCHEDULE, include="inner")
     assert [w.layer.name for w in prune.collect_wrappers(only)] == \
         ["inner_fc"]
+
+
+def test_custom_schedule_registered_in_a_package_loads_back(tmp_path):
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="prune_api_tests")
+    class EveryOther(prune.PruningSchedule):
+        def __init__(self, sparsity=0.5):
+            self.sparsity = sparsity
+
+        def __call__(self, step):
+            return (self._should_prune_in_step(step, 0, -1, 2),
+                    tf.constant(self.sparsity, tf.float32))
+
+        def get_config(self):
+            return {"sparsity": self.sparsity}
+
+    pruned = prune.prune_low_magnitude(_sequential(), EveryOther(0.25))
+    pruned.save(tmp_path / "custom.keras")
+    loaded = keras.models.load_model(tmp_path / "custom.keras")
+    schedule = prune.collect_wrappers(loaded)[0].pruning_schedule
+    assert type(schedule).__name__ == "EveryOther"
+    assert schedule.sparsity == 0.25

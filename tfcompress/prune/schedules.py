@@ -235,8 +235,12 @@ _DEFAULT_RULE_CALLS = (ConstantSparsity.__call__, PolynomialDecay.__call__)
 
 def serialize(schedule: PruningSchedule) -> dict:
     """Config dict with the class name, for layer configs."""
-    return {"class_name": type(schedule).__name__,
-            "config": schedule.get_config()}
+    cls = type(schedule)
+    # a custom schedule by its registered name ("package>Name"), which is
+    # how keras.saving finds it again
+    name = (cls.__name__ if cls in (PolynomialDecay, ConstantSparsity)
+            else keras.saving.get_registered_name(cls))
+    return {"class_name": name, "config": schedule.get_config()}
 
 
 def deserialize(config) -> PruningSchedule:

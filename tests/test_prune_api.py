@@ -657,3 +657,19 @@ def test_custom_schedule_registered_in_a_package_loads_back(tmp_path):
     schedule = prune.collect_wrappers(loaded)[0].pruning_schedule
     assert type(schedule).__name__ == "EveryOther"
     assert schedule.sparsity == 0.25
+
+
+@pytest.mark.parametrize("returned", ["array", "variable"])
+def test_prunable_layer_returning_other_than_a_list_of_variables(returned):
+    class Custom(keras.layers.Dense):
+        def get_prunable_weights(self):
+            # a bare variable was iterated row by row (a StridedSlice error
+            # in fit); an array failed on '.name'
+            return (self.kernel if returned == "variable"
+                    else [self.kernel.numpy()])
+
+    model = keras.Sequential([keras.Input((4,)), Custom(3, name="custom")])
+    with pytest.raises(InputError, match=r"'custom'.*get_prunable_weights"
+                       r"\(\) must return a list") as info:
+        prune.prune_low_magnitude(model, SCHEDULE)
+    assert "\n" not in str(info.value)

@@ -131,11 +131,28 @@ def get_prunable_weights(layer) -> list:
     4
     """
     if isinstance(layer, PrunableLayer):
-        return list(layer.get_prunable_weights())
+        weights = layer.get_prunable_weights()
+        if not isinstance(weights, (list, tuple)) or not all(
+                isinstance(w, keras.Variable) for w in weights):
+            # a bare variable would be iterated row by row, an array has
+            # no variable to assign the masked values to
+            raise InputError(
+                f"layer {layer.name!r}: get_prunable_weights() must return "
+                f"a list of the layer's variables (e.g. [self.kernel]), got "
+                f"{_describe(weights)}")
+        return list(weights)
     getter = _builtin_getter(layer)
     if getter is None:
         raise InputError(unsupported_message(layer))
     return getter(layer)
+
+
+def _describe(weights) -> str:
+    if isinstance(weights, (list, tuple)):
+        kinds = sorted({type(w).__name__ for w in weights
+                        if not isinstance(w, keras.Variable)})
+        return f"a {type(weights).__name__} holding {', '.join(kinds)}"
+    return type(weights).__name__
 
 
 def input_channel_axis(layer, weight) -> Optional[int]:

@@ -572,3 +572,118 @@ def test_block_pooling_type_max_ranks_blocks_by_their_largest_weight(
         "MAX"
     with pytest.raises(InputError, match="'AVG' or 'MAX'"):
         prune.prune_low_magnitude(model, block_pooling_type="MIN")
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(block_size=(0, 4)), "block_size"),          # was a ZeroDivision
+    (dict(block_size=(-1, 4)), "block_size"),
+    (dict(block_size=(1, 4, 1)), "block_size"),
+    (dict(block_size=4), "block_size"),
+    (dict(block_size="1x4"), "block_size"),
+    (dict(sparsity_m_by_n="2:4"), "sparsity_m_by_n"),
+    (dict(sparsity_m_by_n=(2, 4, 1)), "sparsity_m_by_n"),
+    (dict(sparsity_m_by_n=2), "sparsity_m_by_n"),
+    (dict(global_pruning=True, min_density=2), "min_density"),
+    (dict(global_pruning=True, min_density=-0.1), "min_density"),
+])
+def test_malformed_granularity_options_are_one_line_input_errors(kwargs,
+                                                                  name):
+    for target in (_sequential(), keras.layers.Dense(3)):
+        with pytest.raises(InputError, match=name) as info:
+            prune.prune_low_magnitude(target, SCHEDULE, **kwargs)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("structure", [dict(block_size=(1, 4)),
+                                       dict(sparsity_m_by_n=(2, 4))])
+def test_global_pruning_with_blocks_or_n_of_m_is_refused(structure):
+    # global ranking thresholds single weights: the structure was ignored
+    with pytest.raises(InputError, match="global_pruning") as info:
+        prune.prune_low_magnitude(_sequential(), SCHEDULE,
+                                  global_pruning=True, **structure)
+    assert "\n" not in str(info.value)
+
+
+def test_include_and_exclude_take_a_single_name_as_cluster_does():
+    model = _sequential()
+    only = prune.prune_low_magnitude(model, SCHEDULE, include="fc2")
+    assert [w.layer.name for w in prune.collect_wrappers(only)] == ["fc2"]
+    rest = prune.prune_low_magnitude(model, SCHEDULE, exclude="fc2")
+    assert [w.layer.name for w in prune.collect_wrappers(rest)] == ["fc1"]
+
+
+def test_pruning_policy_that_is_not_a_policy_object_is_an_input_error():
+    model = _sequential()
+    with pytest.raises(InputError, match=r"PruneForLatencyOnXNNPack\(\)"):
+        prune.prune_low_magnitude(
+            model, SCHEDULE, pruning_policy=prune.PruneForLatencyOnXNNPack)
+    with pytest.raises(InputError, match="pruning_policy must be"):
+        prune.prune_low_magnitude(model, SCHEDULE, pruning_policy="xnnpack")
+
+
+def test_two_of_four_groups_multi_head_attention_kernels_by_input_features():
+    # query/key/value kernels are (d_model, heads, key_dim): the groups run
+    # along d_model (they ran along the heads); the output kernel is
+    # (heads, key_dim, d_model) and sums over heads * key_dim
+    inputs = keras.Input((3, 16))
+    x = keras.layers.MultiHeadAttention(4, 8, name="mha")(inputs, inputs)
+    pruned = prune.prune_low_magnitude(
+        keras.Model(inputs, x), prune.ConstantSparsity(0.5, 0),
+        sparsity_m_by_n=(2, 4))
+    (mha,) = prune.collect_wrappers(pruned)
+    mha.update_masks(0.5)
+    masks = [m.numpy() for m in mha.masks]
+    for mask in masks[:3]:                                 # (16, 4, 8)
+        groups = mask.reshape(4, 4, 4 * 8)                 # along d_model
+        assert (groups.sum(axis=1) == 2).all()
+    flat = masks[3].reshape(4 * 8, 16)                     # (heads*key, out)
+    assert (flat.reshape(8, 4, 16).sum(axis=1) == 2).all()
+
+
+def test_a_nested_model_named_in_exclude_or_include_stands_for_its_layers():
+    # the transfer-learning case: keep a frozen base dense by its name
+    model = _nested()
+    kept = prune.prune_low_magnitude(model, SCHEDULE, exclude=["inner"])
+    assert [w.layer.name for w in prune.collect_wrappers(kept)] == ["head"]
+    only = prune.prune_low_magnitude(model, SCHEDULE, include="inner")
+    assert [w.layer.name for w in prune.collect_wrappers(only)] == \
+        ["inner_fc"]
+
+
+def test_custom_schedule_registered_in_a_package_loads_back(tmp_path):
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="prune_api_tests")
+    class EveryOther(prune.PruningSchedule):
+        def __init__(self, sparsity=0.5):
+            self.sparsity = sparsity
+
+        def __call__(self, step):
+            return (self._should_prune_in_step(step, 0, -1, 2),
+                    tf.constant(self.sparsity, tf.float32))
+
+        def get_config(self):
+            return {"sparsity": self.sparsity}
+
+    pruned = prune.prune_low_magnitude(_sequential(), EveryOther(0.25))
+    pruned.save(tmp_path / "custom.keras")
+    loaded = keras.models.load_model(tmp_path / "custom.keras")
+    schedule = prune.collect_wrappers(loaded)[0].pruning_schedule
+    assert type(schedule).__name__ == "EveryOther"
+    assert schedule.sparsity == 0.25
+
+
+@pytest.mark.parametrize("returned", ["array", "variable"])
+def test_prunable_layer_returning_other_than_a_list_of_variables(returned):
+    class Custom(keras.layers.Dense):
+        def get_prunable_weights(self):
+            # a bare variable was iterated row by row (a StridedSlice error
+            # in fit); an array failed on '.name'
+            return (self.kernel if returned == "variable"
+                    else [self.kernel.numpy()])
+
+    model = keras.Sequential([keras.Input((4,)), Custom(3, name="custom")])
+    with pytest.raises(InputError, match=r"'custom'.*get_prunable_weights"
+                       r"\(\) must return a list") as info:
+        prune.prune_low_magnitude(model, SCHEDULE)
+    assert "\n" not in str(info.value)

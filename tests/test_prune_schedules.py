@@ -114,3 +114,38 @@ def test_prunes_at_agrees_with_the_schedule_tensor(schedule):
     for step in range(30):
         expected = bool(schedule(tf.constant(step, tf.int64))[0])
         assert schedule.prunes_at(step) == expected, step
+
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: ConstantSparsity(0.5, 0, frequency=0.5), "frequency"),
+    (lambda: ConstantSparsity(0.5, 2.5), "begin_step"),
+    (lambda: PolynomialDecay(0.0, 0.5, 0, "100"), "end_step"),
+    (lambda: ConstantSparsity("0.5", 0), "target_sparsity"),
+    (lambda: PolynomialDecay(None, 0.5, 0, 100), "initial_sparsity"),
+    (lambda: PolynomialDecay(0.0, 0.5, 0, 100, power="3"), "power"),
+])
+def test_steps_and_sparsities_of_the_wrong_type_are_input_errors(make,
+                                                                 name):
+    from tfcompress.errors import InputError
+    with pytest.raises(InputError, match=name) as info:
+        make()
+    assert "\n" not in str(info.value)
+
+
+
+def test_constant_sparsity_ending_where_it_begins_prunes_once():
+    # tfmot's one-shot pruning: ConstantSparsity(s, begin_step=b,
+    # end_step=b) updates the masks at step b only, then keeps them
+    s = ConstantSparsity(0.8, begin_step=3, end_step=3, frequency=1)
+    assert [s.prunes_at(t) for t in range(6)] == [False, False, False,
+                                                  True, False, False]
+    assert [bool(s(tf.constant(t, tf.int64))[0]) for t in range(6)] == \
+        [t == 3 for t in range(6)]
+
+
+def test_one_shot_constant_sparsity_equals_tfmot(tfmot):
+    ours = ConstantSparsity(0.8, 0, end_step=0)
+    ref = tfmot.sparsity.keras.ConstantSparsity(0.8, 0, end_step=0)
+    for t in range(4):
+        step = tf.constant(t, tf.int64)
+        assert bool(ours(step)[0]) == bool(ref(step)[0])

@@ -449,3 +449,25 @@ def test_count_macs_of_shared_3d_depthwise_1d_and_transposed_layers():
     j = keras.Input((4, 4, 4, 2))
     c3 = keras.layers.Conv3D(3, 3, padding="same")(j)  # 64 * 27 * 2 * 3
     assert prune.count_macs(keras.Model(j, c3)) == 64 * 162
+
+
+def test_channel_pruning_follows_a_custom_schedule():
+    import tensorflow as tf
+
+    class AtStepTwo(prune.PruningSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.int64)
+            return tf.equal(step, 2), tf.constant(0.25, tf.float32)
+
+        def get_config(self):
+            return {}
+
+    model = _global_pruning_model()
+    cb = prune.ChannelPruning(AtStepTwo(), model=model)
+    cb.on_train_begin()
+    for step in range(3):
+        cb.on_train_batch_begin(step)
+        kept = {row["producers"][0]: row["kept"] for row in cb.summary()}
+        assert kept == ({"a": 8, "b": 32} if step < 2 else
+                        {"a": 6, "b": 24}), step
+        cb.on_train_batch_end(step)

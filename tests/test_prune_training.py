@@ -437,3 +437,28 @@ def test_backup_and_restore_resumes_the_pruning_schedule(tmp_path,
     # backup after epoch 2 (8 steps), then epochs 3-5: 12 more
     assert wrapper.step == 20
     assert wrapper.sparsity()[0] == pytest.approx(0.8, abs=0.01)
+
+
+def test_global_pruning_follows_a_custom_schedule():
+    class AtStepFive(prune.PruningSchedule):
+        """Prunes once, at step 5 (begin_step etc. left at the defaults)."""
+
+        def __call__(self, step):
+            step = tf.cast(step, tf.int64)
+            return tf.equal(step, 5), tf.constant(0.6, tf.float32)
+
+        def get_config(self):
+            return {}
+
+    keras.utils.set_random_seed(6)
+    model = prune.prune_low_magnitude(_small_cnn(), AtStepFive(),
+                                      global_pruning=True)
+    _fit(model, epochs=1, batch_size=16)   # steps 0..3: not yet
+    assert all(w.sparsity()[0] == 0.0
+               for w in prune.collect_wrappers(model))
+    _fit(model, epochs=1, batch_size=16)   # steps 4..7: step 5 prunes
+    wrappers = prune.collect_wrappers(model)
+    total = sum(w.pruned_weights[0].numpy().size for w in wrappers)
+    zeros = sum(w.sparsity()[0] * w.pruned_weights[0].numpy().size
+                for w in wrappers)
+    assert abs(zeros / total - 0.6) <= 0.01

@@ -8,7 +8,7 @@ import keras
 
 from tfcompress.errors import InputError
 from tfcompress.prune import prunable, schedules
-from tfcompress.prune.wrapper import PruneLowMagnitude
+from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
 from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -39,11 +39,14 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         along the input channels. Layers whose input channels are not a
         multiple of M are left dense (reported by ``summary``) unless
         named in ``include``, which raises an error for them.
-      global_pruning: rank weights across all pruned layers together.
+      global_pruning: rank weights across all pruned layers together
+        (single weights: not with ``block_size`` or ``sparsity_m_by_n``).
       min_density: with ``global_pruning``, the least fraction each layer
         keeps.
       include: names of the only layers to prune (each must be prunable:
-        naming an unsupported layer raises an error).
+        naming an unsupported layer raises an error). The name of a
+        nested model, in ``include`` or ``exclude``, stands for its
+        layers.
       exclude: names of layers to leave dense. Depthwise convolutions are
         left dense unless named in ``include`` (9 weights per channel, each
         critical; tfmot does the same).
@@ -66,6 +69,11 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     >>> type(pruned.layers[0]).__name__
     'PruneLowMagnitude'
     """
+    # checked before any layer is wrapped: a model may have no layer the
+    # options apply to, and N:M is looked at before wrapping
+    block_size, sparsity_m_by_n, global_pruning, min_density = \
+        check_options(block_size, sparsity_m_by_n, global_pruning,
+                      min_density)
     kwargs = dict(pruning_schedule=pruning_schedule or
                   schedules.ConstantSparsity(0.5, 0),
                   block_size=block_size, sparsity_m_by_n=sparsity_m_by_n,
@@ -98,12 +106,20 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         raise InputError(f"model {to_prune.name} is not built; call it on "
                          "data or give it an Input first")
     if pruning_policy is not None:
+        _check_policy(pruning_policy)
         pruning_policy.ensure_model_supports_pruning(to_prune)
+    # one name on its own, include="fc1", is that name (set("fc1") would
+    # be its letters)
+    if isinstance(include, str):
+        include = [include]
+    if isinstance(exclude, str):
+        exclude = [exclude]
     include = set(include) if include is not None else None
     exclude = set(exclude or ())
     names = {l.name: l for l in iter_layers(to_prune)}
+    nested = {m.name: m for m in _nested_models(to_prune)}
     for option, given in (("include", include), ("exclude", exclude)):
-        unknown = (given or set()) - set(names)
+        unknown = (given or set()) - set(names) - set(nested)
         if unknown:
             known = sorted(names)
             shown = ", ".join(known[:12]) + (
@@ -112,10 +128,16 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             raise InputError(
                 f"{option} names layers not in the model: {sorted(unknown)}; "
                 f"its layers are {shown}")
-    if include is not None:
-        for name in include:
-            if not prunable.is_prunable(names[name]):
-                raise InputError(prunable.unsupported_message(names[name]))
+    # layers named themselves: checked, and pruned even if depthwise or
+    # not fit for N:M (which raises)
+    named = {n for n in include or () if n in names}
+    for name in named:
+        if not prunable.is_prunable(names[name]):
+            raise InputError(prunable.unsupported_message(names[name]))
+    # a nested model's name stands for its layers (exclude=[base.name]
+    # keeps a frozen base dense); its layers are pruned as by default
+    include = _with_nested_layers(include, nested)
+    exclude = _with_nested_layers(exclude, nested)
 
     def wrap(layer):
         if isinstance(layer, PruneLowMagnitude):
@@ -127,7 +149,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             return layer
         if not prunable.is_prunable(layer):
             return layer
-        if include is None and isinstance(layer, DEPTHWISE):
+        if layer.name not in named and isinstance(layer, DEPTHWISE):
             # few weights per channel, each critical (tfmot leaves them
             # dense too): pruned only when named in ``include``
             return layer
@@ -136,12 +158,47 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             return layer
         if not layer.built:
             return layer
-        if (sparsity_m_by_n is not None and include is None and not
+        if (sparsity_m_by_n is not None and layer.name not in named and not
                 prunable.supports_n_of_m(layer, sparsity_m_by_n[1])):
             return layer  # e.g. a first conv with 1 input channel
         return PruneLowMagnitude(layer, **kwargs)
 
     return map_layers(to_prune, wrap)
+
+
+def _nested_models(model):
+    """The Sequential/Functional models nested in ``model``, at any depth."""
+    for layer in model.layers:
+        if is_container(layer):
+            yield layer
+            yield from _nested_models(layer)
+
+
+def _with_nested_layers(given, nested):
+    """``given`` names, each nested model's name replaced by the names of
+    its layers; None stays None."""
+    if given is None:
+        return None
+    out = set()
+    for name in given:
+        if name in nested:
+            out.update(l.name for l in iter_layers(nested[name]))
+        else:
+            out.add(name)
+    return out
+
+
+def _check_policy(policy):
+    """A policy object with tfmot's two methods, else an InputError."""
+    if isinstance(policy, type):
+        raise InputError(f"pruning_policy takes a policy object, got the "
+                         f"class {policy.__name__}; write "
+                         f"pruning_policy={policy.__name__}()")
+    if not all(callable(getattr(policy, method, None)) for method in (
+            "allow_pruning", "ensure_model_supports_pruning")):
+        raise InputError(f"pruning_policy must be a PruningPolicy such as "
+                         f"prune.PruneForLatencyOnXNNPack(), got "
+                         f"{type(policy).__name__}")
 
 
 def prune_scope():

@@ -239,8 +239,7 @@ def update_global_masks(wrappers, step):
     >>> wrappers[0].thresholds == wrappers[1].thresholds  # one threshold
     True
     """
-    due = [w for w in wrappers if w.global_pruning
-           and w.pruning_schedule.should_update(step)]
+    due = due_wrappers([w for w in wrappers if w.global_pruning], step)
     if not due:
         return 0
     sparsity = due[0].target_sparsity(step)

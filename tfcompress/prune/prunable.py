@@ -131,16 +131,38 @@ def get_prunable_weights(layer) -> list:
     4
     """
     if isinstance(layer, PrunableLayer):
-        return list(layer.get_prunable_weights())
+        weights = layer.get_prunable_weights()
+        if not isinstance(weights, (list, tuple)) or not all(
+                isinstance(w, keras.Variable) for w in weights):
+            # a bare variable would be iterated row by row, an array has
+            # no variable to assign the masked values to
+            raise InputError(
+                f"layer {layer.name!r}: get_prunable_weights() must return "
+                f"a list of the layer's variables (e.g. [self.kernel]), got "
+                f"{_describe(weights)}")
+        return list(weights)
     getter = _builtin_getter(layer)
     if getter is None:
         raise InputError(unsupported_message(layer))
     return getter(layer)
 
 
+def _describe(weights) -> str:
+    if isinstance(weights, (list, tuple)):
+        kinds = sorted({type(w).__name__ for w in weights
+                        if not isinstance(w, keras.Variable)})
+        return f"a {type(weights).__name__} holding {', '.join(kinds)}"
+    return type(weights).__name__
+
+
 def input_channel_axis(layer, weight) -> Optional[int]:
     """Axis along which N:M groups run (the input channels)."""
     rank = len(weight.shape)
+    einsum = _einsum_owner(layer, weight)
+    if einsum is not None:
+        axis = _contracted_kernel_axis(einsum.equation)
+        if axis is not None:
+            return axis
     if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
                           L.Conv3DTranspose)):
         return rank - 1  # (..., out, in)
@@ -149,6 +171,34 @@ def input_channel_axis(layer, weight) -> Optional[int]:
     if rank >= 3:
         return rank - 2  # (..., in, out)
     return 0
+
+
+def _einsum_owner(layer, weight):
+    """The EinsumDense whose kernel ``weight`` is (``layer`` itself, or one
+    of MultiHeadAttention's projections), else None."""
+    candidates = [layer]
+    if isinstance(layer, L.MultiHeadAttention):
+        candidates = [layer.query_dense, layer.key_dense, layer.value_dense,
+                      layer.output_dense]
+    for sub in candidates:
+        if isinstance(sub, L.EinsumDense) and sub.kernel is weight:
+            return sub
+    return None
+
+
+def _contracted_kernel_axis(equation) -> Optional[int]:
+    """The last kernel axis an EinsumDense equation sums over (its input
+    features: ``d_model`` of a query projection ``abc,cde->abde``, and
+    ``key_dim`` of the output projection ``abcd,cde->abe``, the inner one
+    of the two it flattens), or None if the equation has no such axis."""
+    try:
+        inputs, output = equation.replace(" ", "").split("->")
+        lhs, kernel = inputs.split(",")
+    except ValueError:
+        return None
+    summed = [i for i, c in enumerate(kernel)
+              if c in lhs and c not in output and c != "."]
+    return summed[-1] if summed else None
 
 
 def supports_n_of_m(layer, m) -> bool:

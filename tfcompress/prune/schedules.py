@@ -17,6 +17,9 @@ written for tfmot gives the same ``(should_prune, sparsity)`` here:
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -24,11 +27,25 @@ from tfcompress.errors import InputError
 
 
 def _validate_sparsity(value, name):
-    if not 0.0 <= value < 1.0:
-        raise InputError(f"{name} must be in [0, 1), got {value}")
+    if not _is_number(value) or not 0.0 <= value < 1.0:
+        raise InputError(f"{name} must be a number in [0, 1), got "
+                         f"{value!r}")
 
 
-def _validate_steps(begin_step, end_step, frequency, allow_open_end):
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _validate_steps(begin_step, end_step, frequency, allow_open_end,
+                    allow_one_step=False):
+    for name, value in (("begin_step", begin_step), ("end_step", end_step),
+                        ("frequency", frequency)):
+        # a whole float (end_step=np.ceil(n / batch) * epochs) is fine;
+        # 0.5 would become step 0 (frequency 0: a division by zero)
+        if (not _is_number(value) or not math.isfinite(value)
+                or value != int(value)):
+            raise InputError(f"{name} must be a whole number of training "
+                             f"steps, got {value!r}")
     if begin_step < 0:
         raise InputError(f"begin_step must be >= 0, got {begin_step}")
     if frequency <= 0:
@@ -38,7 +55,8 @@ def _validate_steps(begin_step, end_step, frequency, allow_open_end):
     if end_step < 0:
         raise InputError(f"end_step must be >= 0 (or -1 for no end), got "
                          f"{end_step}")
-    if end_step <= begin_step:
+    if end_step < begin_step or (end_step == begin_step
+                                 and not allow_one_step):
         raise InputError(f"end_step ({end_step}) must be greater than "
                          f"begin_step ({begin_step})")
 
@@ -132,7 +150,8 @@ class PruningSchedule:
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class ConstantSparsity(PruningSchedule):
-    """Prunes to a constant ``target_sparsity`` every ``frequency`` steps.
+    """Prunes to a constant ``target_sparsity`` every ``frequency`` steps
+    from ``begin_step`` to ``end_step`` (-1: no end; ``begin_step``: once).
 
     >>> s = ConstantSparsity(0.5, begin_step=10, frequency=5)
     >>> [s.should_update(t) for t in (5, 10, 12, 15)]
@@ -142,7 +161,10 @@ class ConstantSparsity(PruningSchedule):
     def __init__(self, target_sparsity, begin_step, end_step=-1,
                  frequency=100):
         _validate_sparsity(target_sparsity, "target_sparsity")
-        _validate_steps(begin_step, end_step, frequency, allow_open_end=True)
+        # end_step == begin_step prunes once, at that step (tfmot's one-shot
+        # pruning)
+        _validate_steps(begin_step, end_step, frequency, allow_open_end=True,
+                        allow_one_step=True)
         self.target_sparsity = float(target_sparsity)
         self.begin_step = int(begin_step)
         self.end_step = int(end_step)
@@ -175,8 +197,8 @@ class PolynomialDecay(PruningSchedule):
                  power=3, frequency=100):
         _validate_sparsity(initial_sparsity, "initial_sparsity")
         _validate_sparsity(final_sparsity, "final_sparsity")
-        if power <= 0:
-            raise InputError(f"power must be > 0, got {power}")
+        if not _is_number(power) or power <= 0:
+            raise InputError(f"power must be a number > 0, got {power!r}")
         _validate_steps(begin_step, end_step, frequency, allow_open_end=False)
         self.initial_sparsity = float(initial_sparsity)
         self.final_sparsity = float(final_sparsity)
@@ -213,8 +235,12 @@ _DEFAULT_RULE_CALLS = (ConstantSparsity.__call__, PolynomialDecay.__call__)
 
 def serialize(schedule: PruningSchedule) -> dict:
     """Config dict with the class name, for layer configs."""
-    return {"class_name": type(schedule).__name__,
-            "config": schedule.get_config()}
+    cls = type(schedule)
+    # a custom schedule by its registered name ("package>Name"), which is
+    # how keras.saving finds it again
+    name = (cls.__name__ if cls in (PolynomialDecay, ConstantSparsity)
+            else keras.saving.get_registered_name(cls))
+    return {"class_name": name, "config": schedule.get_config()}
 
 
 def deserialize(config) -> PruningSchedule:

@@ -30,6 +30,8 @@ zeros.
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -102,21 +104,11 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
-        self.block_size = tuple(int(b) for b in block_size)
+        (self.block_size, self.sparsity_m_by_n, self.global_pruning,
+         self.min_density) = check_options(block_size, sparsity_m_by_n,
+                                           global_pruning, min_density)
         self.block_pooling_type = mask_lib.check_block_pooling(
             block_pooling_type)
-        if sparsity_m_by_n is not None:
-            n, m = (int(v) for v in sparsity_m_by_n)
-            if not 0 < n < m:
-                raise InputError(f"sparsity_m_by_n must be (N, M) with "
-                                 f"0 < N < M, got {sparsity_m_by_n}")
-            sparsity_m_by_n = (n, m)
-            if self.block_size != (1, 1):
-                raise InputError("use either block_size or sparsity_m_by_n, "
-                                 "not both")
-        self.sparsity_m_by_n = sparsity_m_by_n
-        self.global_pruning = bool(global_pruning)
-        self.min_density = float(min_density)
         self.masks = []
         self.threshold_vars = []
         self.pruned_weights = []
@@ -341,6 +333,50 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
             "min_density": self.min_density,
         })
         return config
+
+
+def _positive_pair(value, name, example):
+    """``value`` as a pair of positive ints, else an InputError."""
+    try:
+        pair = tuple(value)
+    except TypeError:
+        pair = ()
+    if (len(pair) != 2 or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            and v > 0 for v in pair)):
+        raise InputError(f"{name} must be two positive integers such as "
+                         f"{example}, got {value!r}")
+    return tuple(int(v) for v in pair)
+
+
+def check_options(block_size, sparsity_m_by_n, global_pruning,
+                  min_density):
+    """Checks the granularity options of :class:`PruneLowMagnitude`;
+    returns them normalised: ``(block_size, sparsity_m_by_n,
+    global_pruning, min_density)``."""
+    block_size = _positive_pair(block_size, "block_size", "(1, 4)")
+    if sparsity_m_by_n is not None:
+        n, m = _positive_pair(sparsity_m_by_n, "sparsity_m_by_n", "(2, 4)")
+        if not n < m:
+            raise InputError(f"sparsity_m_by_n must be (N, M) with "
+                             f"0 < N < M, got {sparsity_m_by_n}")
+        sparsity_m_by_n = (n, m)
+        if block_size != (1, 1):
+            raise InputError("use either block_size or sparsity_m_by_n, "
+                             "not both")
+    global_pruning = bool(global_pruning)
+    if global_pruning and (block_size != (1, 1) or sparsity_m_by_n):
+        # one threshold over single weights: blocks and N:M groups would
+        # be ignored
+        raise InputError(
+            "global_pruning ranks single weights across layers and does "
+            "not combine with block_size or sparsity_m_by_n; use one of "
+            "them")
+    if (not isinstance(min_density, numbers.Real)
+            or not 0.0 <= min_density <= 1.0):
+        raise InputError(f"min_density must be a fraction in [0, 1], got "
+                         f"{min_density!r}")
+    return block_size, sparsity_m_by_n, global_pruning, float(min_density)
 
 
 def _raw(variable):

@@ -320,7 +320,7 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"max_space_sparsity or lower the sparsity")
 
     def on_train_batch_begin(self, batch, logs=None):
-        if not self.pruning_schedule.should_update(self.step):
+        if not self.pruning_schedule.prunes_at(self.step):
             return
         import tensorflow as tf
         sparsity = float(self.pruning_schedule(

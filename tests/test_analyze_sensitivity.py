@@ -100,3 +100,26 @@ def test_bad_input(trained):
         sensitivity(m, (x, y), layers=["nope"])
     with pytest.raises(InputError, match=r"\(0, 1\)"):
         sensitivity(m, (x, y), sparsities=(1.5,))
+
+
+def test_depthwise_kernels_are_rounded_per_output_channel():
+    # a depthwise kernel (1, 1, 2, 1): channel 0 at 100, channel 1 at 0.3;
+    # the converter gives each of the C * M outputs its own int8 scale, so
+    # rounding costs nothing, while one scale for the whole kernel (100 /
+    # 127) rounds channel 1, the one the head reads, to zero
+    m = keras.Sequential([
+        keras.Input((1, 1, 2)),
+        keras.layers.DepthwiseConv2D(1, use_bias=False, name="dw"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2, use_bias=False, name="head")])
+    m.get_layer("dw").kernel.assign(
+        np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1))
+    m.get_layer("head").kernel.assign(
+        np.array([[0, 0], [1, -1]], "float32"))
+    x = np.random.default_rng(0).normal(size=(64, 1, 1, 2)).astype(
+        "float32")
+    y = np.argmax(m(x), axis=-1)
+    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(8,),
+                    layers=["dw"])
+    assert r.baseline == 1.0
+    assert r.quantized["dw"][8] == 1.0

@@ -92,19 +92,28 @@ class SensitivityResult:
 
 
 def _kernels(model):
+    """``(name, kernel, depthwise)`` of every built prunable layer."""
+    import keras
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
+    depthwise = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
     out = []
     for layer in iter_layers(model):
         if is_prunable(layer) and layer.built:
-            out.append((layer.name, get_prunable_weights(layer)[0]))
+            out.append((layer.name, get_prunable_weights(layer)[0],
+                        isinstance(layer, depthwise)))
     return out
 
 
-def _fake_quant(w, bits):
-    """Symmetric per-output-channel rounding to ``bits`` levels."""
+def _fake_quant(w, bits, depthwise=False):
+    """Symmetric per-output-channel rounding to ``bits`` levels.
+
+    Output channels are the last kernel axis, and for a depthwise kernel
+    ``(..., C, M)`` its ``C * M`` outputs, as the converter quantizes it.
+    """
     q = 2 ** (bits - 1) - 1
-    flat = w.reshape(-1, w.shape[-1])
+    channels = w.shape[-2] * w.shape[-1] if depthwise else w.shape[-1]
+    flat = w.reshape(-1, channels)
     scale = np.abs(flat).max(axis=0) / q
     scale[scale == 0] = 1.0
     return (np.clip(np.round(flat / scale), -q, q) * scale).reshape(w.shape)
@@ -186,16 +195,16 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
 
     kernels = _kernels(model)
     if layers is not None:
-        known = {n for n, _ in kernels}
+        known = {n for n, _, _ in kernels}
         missing = set(layers) - known
         if missing:
             raise InputError(f"layers {sorted(missing)} are not prunable "
                              f"layers of the model; choose from "
                              f"{sorted(known)}")
-        kernels = [(n, k) for n, k in kernels if n in layers]
+        kernels = [k for k in kernels if k[0] in layers]
     baseline = evaluate()
     pruned, quantized = {}, {}
-    for name, kernel in kernels:
+    for name, kernel, depthwise in kernels:
         original = np.asarray(kernel).copy()
         try:
             pruned[name] = {}
@@ -204,7 +213,7 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                 pruned[name][s] = evaluate()
             quantized[name] = {}
             for b in bits:
-                kernel.assign(_fake_quant(original, b))
+                kernel.assign(_fake_quant(original, b, depthwise))
                 quantized[name][b] = evaluate()
         finally:
             kernel.assign(original)

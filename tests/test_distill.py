@@ -157,3 +157,41 @@ def test_docstring_examples_run():
     from tfcompress.distill import distiller
     result = doctest.testmod(distiller, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def _softmax_twin(model):
+    """``model`` with a softmax added, nested as a base in a Sequential
+    (as a keras.applications classifier with its default
+    ``classifier_activation="softmax"`` would be)."""
+    twin = keras.Sequential([keras.Input((12,)), _twin(model),
+                             keras.layers.Softmax()])
+    return keras.Sequential([keras.Input((12,)), twin])
+
+
+def test_softmax_teacher_and_student_give_the_logits_loss():
+    x, y = _data()
+    teacher, student = _mlp(32, 1), _mlp(8, 2)
+    teacher.layers[-1].kernel.assign(teacher.layers[-1].kernel * 5)
+    expected = _ours(_twin(student), teacher, 4.0, 0.3)
+    expected = float(expected.compute_loss(x, y, expected(x)))
+    for s, t in [(_twin(student), _softmax_twin(teacher)),
+                 (_softmax_twin(student), teacher),
+                 (_softmax_twin(student), _softmax_twin(teacher))]:
+        d = _ours(s, t, 4.0, 0.3)
+        assert float(d.compute_loss(x, y, d(x))) == pytest.approx(
+            expected, rel=1e-4)
+
+
+def test_subclassed_student_with_cached_logits():
+    class Student(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.fc(x)
+
+    x, y = _data()
+    d = _ours(Student(), None, 2.0, 0.5)
+    logits = np.random.default_rng(1).normal(size=(len(x), 4))
+    d.fit(x, (y, logits.astype("float32")), epochs=1, verbose=0)

@@ -90,8 +90,9 @@ def fit_data_to_model(model, data, classes, name="the model"):
 def gives_probabilities(model) -> bool:
     """True if ``model``'s output comes from a softmax (a layer with
     ``activation="softmax"``, a ``Softmax`` layer or ``Activation``), looked
-    for through tfcompress's training wrappers: the recipe then trains it
-    on probabilities, not logits.
+    for through tfcompress's training wrappers and nested models (a
+    keras.applications classifier used as a layer): the recipe then trains
+    it on probabilities, not logits.
 
     >>> import keras
     >>> gives_probabilities(keras.Sequential([
@@ -103,9 +104,11 @@ def gives_probabilities(model) -> bool:
     """
     import keras
     from tfcompress import compat
-    if len(model.outputs) != 1:
+    from tfcompress.utils.layer_map import is_container
+    outputs = getattr(model, "outputs", None)  # none when subclassed
+    if not outputs or len(outputs) != 1:
         return False
-    layer = compat.keras_history(model.outputs[0]).operation
+    layer = compat.keras_history(outputs[0]).operation
     while True:
         if isinstance(layer, keras.layers.Softmax):
             return True
@@ -113,6 +116,11 @@ def gives_probabilities(model) -> bool:
         if activation is not None and \
                 getattr(activation, "__name__", "") == "softmax":
             return True
+        if is_container(layer):
+            if len(layer.outputs) != 1:
+                return False
+            layer = compat.keras_history(layer.outputs[0]).operation
+            continue
         inner = getattr(layer, "layer", None)
         if not isinstance(inner, keras.layers.Layer):
             return False

@@ -490,3 +490,33 @@ def test_search_keeps_the_layer_most_sensitive_to_4_bits_at_8_bits():
     assert four[1]["layer_bits"] == {"fc": 8, "conv": 8}
     assert four[1]["sparsity"] == four[0]["sparsity"]
     assert s.within(s.results[-1])               # and the search stops
+
+
+def test_stage_that_does_not_load_back_is_built_again(tmp_path):
+    # Lambda(preprocess_input) in front of a base: Keras saves the
+    # function by name only, so the cached stage model does not load
+    import keras
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.evaluate import Evaluator
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+
+    def preprocess_input(x):
+        return x / 127.5 - 1.0
+
+    model = keras.Sequential([
+        keras.Input((4, 4, 1)), keras.layers.Lambda(preprocess_input),
+        keras.layers.Flatten(), keras.layers.Dense(3, name="logits")])
+    rng = np.random.default_rng(0)
+    x = (rng.random((32, 4, 4, 1)) * 255).astype("float32")
+    fit = (x, np.arange(32) % 3)
+    evaluator = Evaluator(str(tmp_path), model, "base", fit, fit, "data",
+                          {"seed": 0, "batch_size": 16, "optimizer": "adam",
+                           "learning_rate": 1e-3})
+    stages = validated_stages(Candidate(sparsity=(("logits", 0.5),),
+                                        level=0).stages())
+    first = evaluator._build(stages)
+    again = evaluator._build(stages)      # the stage is cached on disk
+    assert evaluator.trainings == 2
+    np.testing.assert_array_equal(again.predict(x, verbose=0),
+                                  first.predict(x, verbose=0))

@@ -139,7 +139,8 @@ class Evaluator:
 
     def _build(self, stages):
         """The Keras model after the stages before ``convert`` (trained
-        stages cached as ``stages/<kind>_<key>.keras``)."""
+        stages cached as ``stages/<kind>_<key>.keras``, and built again
+        when the file does not load)."""
         import keras
         from tfcompress.saving import load_model
         model, model_key = self.baseline, self.base_key
@@ -152,8 +153,13 @@ class Evaluator:
                                 f"{kind}_{model_key}.keras")
             if os.path.exists(path) and _read_json(
                     path + ".meta.json") == {"key": model_key}:
-                model = load_model(path, compile=False)
-                continue
+                try:
+                    model = load_model(path, compile=False)
+                    continue
+                except InputError:
+                    # saved but not loadable: a Lambda(preprocess_input)
+                    # comes back without its function; built again
+                    pass
             keras.utils.set_random_seed(self.train["seed"] + i)
             model = self._run_stage(kind, params, model)
             with atomic_path(path, suffix=".keras") as tmp:

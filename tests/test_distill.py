@@ -195,3 +195,40 @@ def test_subclassed_student_with_cached_logits():
     d = _ours(Student(), None, 2.0, 0.5)
     logits = np.random.default_rng(1).normal(size=(len(x), 4))
     d.fit(x, (y, logits.astype("float32")), epochs=1, verbose=0)
+
+
+def test_feature_pairs_reach_into_a_nested_base(tmp_path):
+    # transfer learning: the student nests its base as one layer, with
+    # preprocessing in front; a pair names a layer inside the base, or
+    # the base itself
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3), dtype=np.float32) * 255
+    y = np.arange(32) % 4
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(2, 3, padding="same", name="s_conv")(i)
+    base = keras.Model(i, keras.layers.ReLU(name="s_relu")(conv),
+                       name="base")
+    student = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), base,
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    t_in = keras.Input((8, 8, 3))
+    t_feat = keras.layers.Conv2D(6, 3, padding="same", activation="relu",
+                                 name="t_conv")(t_in)
+    teacher = keras.Model(t_in, keras.layers.Dense(4)(
+        keras.layers.GlobalAveragePooling2D()(t_feat)))
+    inner = keras.Model(base.input, base.get_layer("s_conv").output)
+    for pair, source in [("s_conv", inner), ("base", base)]:
+        d = Distiller(student, teacher, temperature=2.0, alpha=0.5,
+                      feature_pairs=[(pair, "t_conv")])
+        logits, feature = d._student_features([x])
+        expected = source(x / 255)
+        np.testing.assert_allclose(feature, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logits, student(x), rtol=1e-5, atol=1e-6)
+        d.compile(keras.optimizers.Adam(1e-2))
+        d.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    d.save(tmp_path / "student.keras")
+    loaded = keras.models.load_model(tmp_path / "student.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               student.predict(x, verbose=0), rtol=1e-5,
+                               atol=1e-5)

@@ -81,7 +81,8 @@ class Distiller(keras.Model):
         ``student_loss_weight``).
       feature_pairs: ``[(student_layer_name, teacher_layer_name), ...]``
         intermediate outputs to match (same shape except channels;
-        Functional/Sequential models; needs ``teacher``).
+        Functional/Sequential models, layers of nested models included;
+        needs ``teacher``).
       feature_weight: weight of each feature-matching term.
 
     A student with a quarter of the teacher's hidden units, matched on

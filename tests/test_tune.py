@@ -520,3 +520,26 @@ def test_stage_that_does_not_load_back_is_built_again(tmp_path):
     assert evaluator.trainings == 2
     np.testing.assert_array_equal(again.predict(x, verbose=0),
                                   first.predict(x, verbose=0))
+
+
+def test_candidate_whose_stage_fails_is_a_failed_candidate(tmp_path):
+    # 4-bit QAT of a model with a Lambda in front: quantize_model asks for
+    # a quantize config; the candidate fails, the search goes on
+    import keras
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.evaluate import Evaluator
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((4, 4, 1)), keras.layers.Lambda(lambda t: t / 255),
+        keras.layers.Flatten(), keras.layers.Dense(3, name="logits")])
+    x = np.random.default_rng(0).random((32, 4, 4, 1)).astype("float32")
+    fit = (x, np.arange(32) % 3)
+    evaluator = Evaluator(str(tmp_path), model, "base", fit, fit, "data",
+                          {"seed": 0, "batch_size": 16, "optimizer": "adam",
+                           "learning_rate": 1e-3})
+    stages = validated_stages(Candidate(weight_bits=4).stages())
+    result = evaluator.evaluate(stages, {"label": "w4_int8"})
+    assert result["val_accuracy"] is None
+    assert "qat stage" in result["error"]
+    assert evaluator.cached(stages)["error"] == result["error"]

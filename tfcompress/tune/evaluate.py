@@ -97,13 +97,15 @@ class Evaluator:
             result["reused"] = True
             return result
         start = time.time()
-        model = self._build(stages)
         convert = stages[-1]["convert"]
         tflite = os.path.join(self.folder, "candidates", f"{digest}.tflite")
         data = (self.fit, self.val)
         result = dict(info)
         result.update({"key": digest, "stages": stages})
         try:
+            # a stage the model does not take (e.g. QAT of a layer with
+            # no quantize config) fails this candidate, not the search
+            model = self._build(stages)
             report = recipe_stages.run_convert(model, convert, data, tflite)
         except InputError as e:     # e.g. ops left in float (strict)
             result.update({"error": str(e).splitlines()[0],

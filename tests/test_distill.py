@@ -232,3 +232,44 @@ def test_feature_pairs_reach_into_a_nested_base(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0),
                                student.predict(x, verbose=0), rtol=1e-5,
                                atol=1e-5)
+
+
+MIRRORED_FEATURES = r'''
+from tfcompress.distill import Distiller
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 12)).astype("float32")
+y = np.arange(64) % 4
+
+
+def mlp(width, prefix, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((12,)),
+        keras.layers.Dense(width, activation="relu", name=prefix + "_h"),
+        keras.layers.Dense(4)])
+
+
+def distiller():
+    d = Distiller(mlp(8, "s", 2), mlp(32, "t", 1), temperature=2.0,
+                  alpha=0.5, feature_pairs=[("s_h", "t_h")])
+    d.compile(keras.optimizers.SGD(0.1))
+    return d
+
+
+single = distiller()
+with strategy.scope():
+    mirrored = distiller()
+losses = [d.evaluate(x, y, batch_size=64, verbose=0)
+          for d in (single, mirrored)]
+print("REPORT" + json.dumps({
+    "replicas": strategy.num_replicas_in_sync, "losses": losses}))
+'''
+
+
+def test_feature_term_is_the_same_on_two_replicas(two_cpus):
+    # the feature term is averaged over the replicas as the logits terms
+    # are; it counted once per replica
+    report = two_cpus.report(two_cpus.run(MIRRORED_FEATURES))
+    assert report["replicas"] == 2
+    single, mirrored = report["losses"]
+    assert mirrored == pytest.approx(single, rel=1e-5)

@@ -145,8 +145,11 @@ class Distiller(keras.Model):
         self.logits_distillation = logits_distillation(self.temperature)
         self.feature_pairs = [tuple(p) for p in feature_pairs]
         self.feature_weight = float(feature_weight)
+        # a Loss instance, not "mse" (a plain function): like the other
+        # terms it is divided by the number of replicas, so the replicas'
+        # gradients sum to the single-device gradient
         self.feature_distillation = keras.distillation.FeatureDistillation(
-            loss="mse")
+            loss=keras.losses.MeanSquaredError())
         self._features = None
         if self.feature_pairs:
             if teacher is None:

@@ -123,3 +123,19 @@ def test_depthwise_kernels_are_rounded_per_output_channel():
                     layers=["dw"])
     assert r.baseline == 1.0
     assert r.quantized["dw"][8] == 1.0
+
+
+def test_bad_labels_bits_and_single_values(trained):
+    m, x, y = trained
+    # one-hot labels: was "800 inputs and 3200 labels"
+    with pytest.raises(InputError, match=r"argmax"):
+        sensitivity(m, (x, np.eye(4)[y]))
+    # 1 bit has no level but 0 (the weights became NaN), 8.5 is no width
+    for b in (1, 8.5, 0):
+        with pytest.raises(InputError, match="bits must be integer"):
+            sensitivity(m, (x, y), sparsities=(0.5,), bits=(b,))
+    # one name, one sparsity, one width: was a layer per letter, a
+    # TypeError
+    r = sensitivity(m, (x, y), sparsities=0.5, bits=8, layers="head")
+    assert list(r.pruned) == ["head"] and r.sparsities == [0.5]
+    assert list(r.quantized["head"]) == [8]

@@ -139,8 +139,9 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
       model: a built Keras classifier (logits or probabilities).
       data: ``(x, y)`` evaluation arrays (a few thousand samples suffice).
       sparsities: fractions of the layer's weights to zero.
-      bits: weight bit-widths to round the layer's kernel to.
-      layers: names of layers to analyse (default: every prunable one).
+      bits: weight bit-widths (2 to 16) to round the layer's kernel to.
+      layers: names of layers to analyse (default: every prunable one);
+        layers of nested models go by their own names.
       metric: ``accuracy`` (top-1) or ``loss`` (negated cross-entropy,
         so higher is better everywhere).
 
@@ -173,13 +174,28 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
         x, y = data
     except (TypeError, ValueError):
         raise InputError("data must be a pair (x, y) of arrays") from None
-    x, y = np.asarray(x), np.asarray(y).astype("int64").ravel()
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise InputError(f"labels have shape {y.shape} (one-hot or "
+                         "probabilities); pass integer class ids, e.g. "
+                         "y.argmax(-1)")
+    y = y.astype("int64").ravel()
     if len(x) != len(y) or len(x) == 0:
         raise InputError(f"data has {len(x)} inputs and {len(y)} labels; "
                          "they must be equal and non-zero")
+    # one name or number stands for a list of one
+    if isinstance(layers, str):
+        layers = [layers]
+    sparsities = [sparsities] if np.isscalar(sparsities) else sparsities
+    bits = [bits] if np.isscalar(bits) else bits
     for s in sparsities:
         if not 0 < s < 1:
             raise InputError(f"sparsities must be in (0, 1), got {s}")
+    for b in bits:
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) \
+                or not 2 <= b <= 16:
+            raise InputError(f"bits must be integer weight bit-widths "
+                             f"from 2 to 16, e.g. (8, 4); got {b!r}")
     start = time.time()
     forward = tf.function(lambda t: model(t, training=False))
 

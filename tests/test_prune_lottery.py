@@ -85,3 +85,23 @@ def test_rewind_step_past_the_dense_run_is_an_input_error():
     rows = find_winning_ticket(model_fn, train_fn, rounds=1, rewind_step=2,
                                random_control=False)
     assert len(rows) == 2
+
+
+def test_bad_scope_fails_before_the_dense_run():
+    from tfcompress.errors import InputError
+    trained = []
+
+    def model_fn(seed):
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        m.compile("sgd", "mse")
+        return m
+
+    def train_fn(model, callbacks):
+        trained.append(model)
+        return {"accuracy": 0.5}
+
+    with pytest.raises(InputError, match="scope must be"):
+        find_winning_ticket(model_fn, train_fn, scope="globl")
+    with pytest.raises(InputError, match="output_rate"):
+        find_winning_ticket(model_fn, train_fn, output_rate=2.0)
+    assert trained == []        # nothing trained for nothing

@@ -119,6 +119,13 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
     """
     if not 0 < prune_fraction_per_round < 1:
         raise InputError("prune_fraction_per_round must be in (0, 1)")
+    if scope not in ("layer", "global"):
+        # checked before the dense run, not after it
+        raise InputError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if not 0 <= output_rate <= 1:
+        raise InputError(f"output_rate must be in [0, 1] (the output "
+                         f"layer's share of the pruning rate), got "
+                         f"{output_rate!r}")
     if isinstance(rewind_step, bool) or not isinstance(
             rewind_step, (int, np.integer)) or rewind_step < 0:
         raise InputError(f"rewind_step must be an integer >= 0 (0 rewinds "

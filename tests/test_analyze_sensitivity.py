@@ -139,3 +139,28 @@ def test_bad_labels_bits_and_single_values(trained):
     r = sensitivity(m, (x, y), sparsities=0.5, bits=8, layers="head")
     assert list(r.pruned) == ["head"] and r.sparsities == [0.5]
     assert list(r.quantized["head"]) == [8]
+
+
+def test_every_prunable_weight_of_a_layer_is_pruned():
+    # an LSTM has an input and a recurrent kernel; pruning the layer
+    # prunes both, and so must its sensitivity (it pruned the first only)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((5, 3)),
+                          keras.layers.LSTM(8, name="lstm"),
+                          keras.layers.Dense(4, name="head")])
+    x = np.random.default_rng(0).normal(size=(128, 5, 3)).astype("float32")
+    y = np.argmax(m(x), axis=-1)
+    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(), layers="lstm",
+                    metric="loss")
+    layer = m.get_layer("lstm")
+    kernels = [layer.cell.kernel, layer.cell.recurrent_kernel]
+    before = [k.numpy() for k in kernels]
+    for k, w in zip(kernels, before):
+        w = w.copy()
+        w[np.abs(w) <= np.median(np.abs(w))] = 0
+        k.assign(w)
+    logp = keras.ops.log_softmax(m(x)).numpy()
+    manual = float(np.mean(logp[np.arange(len(y)), y]))
+    for k, b in zip(kernels, before):
+        k.assign(b)
+    assert r.pruned["lstm"][0.5] == pytest.approx(manual, rel=1e-5)

@@ -92,7 +92,10 @@ class SensitivityResult:
 
 
 def _kernels(model):
-    """``(name, kernel, depthwise)`` of every built prunable layer."""
+    """``(name, weights, depthwise)`` of every built prunable layer:
+    all its prunable weights (a recurrent layer's input and recurrent
+    kernels, MultiHeadAttention's four), each pruned and rounded on its
+    own as pruning masks each."""
     import keras
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
@@ -100,7 +103,7 @@ def _kernels(model):
     out = []
     for layer in iter_layers(model):
         if is_prunable(layer) and layer.built:
-            out.append((layer.name, get_prunable_weights(layer)[0],
+            out.append((layer.name, list(get_prunable_weights(layer)),
                         isinstance(layer, depthwise)))
     return out
 
@@ -220,19 +223,22 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
         kernels = [k for k in kernels if k[0] in layers]
     baseline = evaluate()
     pruned, quantized = {}, {}
-    for name, kernel, depthwise in kernels:
-        original = np.asarray(kernel).copy()
+    for name, weights, depthwise in kernels:
+        originals = [np.asarray(w).copy() for w in weights]
         try:
             pruned[name] = {}
             for s in sparsities:
-                kernel.assign(_prune(original, s))
+                for w, original in zip(weights, originals):
+                    w.assign(_prune(original, s))
                 pruned[name][s] = evaluate()
             quantized[name] = {}
             for b in bits:
-                kernel.assign(_fake_quant(original, b, depthwise))
+                for w, original in zip(weights, originals):
+                    w.assign(_fake_quant(original, b, depthwise))
                 quantized[name][b] = evaluate()
         finally:
-            kernel.assign(original)
+            for w, original in zip(weights, originals):
+                w.assign(original)
     return SensitivityResult(metric, baseline, list(sparsities), list(bits),
                              pruned, quantized, len(x),
                              round(time.time() - start, 2))

@@ -105,3 +105,31 @@ def test_bad_scope_fails_before_the_dense_run():
     with pytest.raises(InputError, match="output_rate"):
         find_winning_ticket(model_fn, train_fn, output_rate=2.0)
     assert trained == []        # nothing trained for nothing
+
+
+def test_recurrent_kernels_are_pruned_too():
+    x = np.random.default_rng(0).normal(size=(32, 4, 3)).astype("float32")
+    y = np.arange(32) % 2
+
+    def model_fn(seed):
+        keras.utils.set_random_seed(seed)
+        m = keras.Sequential([keras.Input((4, 3)),
+                              keras.layers.SimpleRNN(8, name="rnn"),
+                              keras.layers.Dense(2)])
+        m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        return m
+
+    zeros = []
+
+    def train_fn(model, callbacks):
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=callbacks)
+        cell = model.get_layer("rnn").cell
+        zeros.append([float((k.numpy() == 0).mean())
+                      for k in (cell.kernel, cell.recurrent_kernel)])
+        return {"accuracy": 0.5}
+
+    find_winning_ticket(model_fn, train_fn, rounds=1,
+                        prune_fraction_per_round=0.5, random_control=False)
+    # round 1: half of each kernel, the recurrent one included
+    assert zeros[1] == pytest.approx([0.5, 0.5], abs=0.02)

@@ -53,10 +53,13 @@ class KeepMasked(keras.callbacks.Callback):
 
 
 def _prunable_kernels(model):
+    """Every prunable weight of every built prunable layer (a recurrent
+    layer's input and recurrent kernels, MultiHeadAttention's four), in
+    layer order: the last one is the output layer's."""
     out = []
     for layer in iter_layers(model):
         if is_prunable(layer) and layer.built:
-            out.append(get_prunable_weights(layer)[0])
+            out.extend(get_prunable_weights(layer))
     return out
 
 

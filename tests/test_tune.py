@@ -543,3 +543,20 @@ def test_candidate_whose_stage_fails_is_a_failed_candidate(tmp_path):
     assert result["val_accuracy"] is None
     assert "qat stage" in result["error"]
     assert evaluator.cached(stages)["error"] == result["error"]
+
+
+def test_test_split_of_other_lengths_fails_before_the_search(tmp_path):
+    # read only after the search: a mismatch was a raw numpy broadcasting
+    # error once every candidate had been trained and converted
+    import keras
+    from tfcompress.tune import tune
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, name="logits")])
+    x = np.random.default_rng(0).random((300, 4)).astype("float32")
+    y = np.arange(300) % 3
+    with pytest.raises(InputError, match="x_test has 50 samples and "
+                                         "y_test 40"):
+        tune(model, ((x, y), (x[:50], y[:40])), out_dir=str(tmp_path),
+             max_candidates=2, use_ptq=False, progress=None)
+    assert not os.path.exists(tmp_path / "tune" / "candidates")

@@ -141,13 +141,16 @@ def _from_model(model, data, train, name, out_dir):
         raise InputError(f"tune takes a recipe path or a Keras model, got "
                          f"{type(model).__name__}")
     try:
-        (xt, yt), test = data
+        (xt, yt), (xs, ys) = data
     except (TypeError, ValueError):
         raise InputError("with a model, tune needs data=((x_train, "
                          "y_train), (x_test, y_test))") from None
-    if len(xt) != len(yt):
-        raise InputError(f"x_train has {len(xt)} samples and y_train "
-                         f"{len(yt)}; they must match")
+    # the test split is read after the search: checked now
+    for split, x, y in (("train", xt, yt), ("test", xs, ys)):
+        if len(x) != len(y):
+            raise InputError(f"x_{split} has {len(x)} samples and y_{split} "
+                             f"{len(y)}; they must match")
+    test = (xs, ys)
     name = name or model.name
     return {"name": name, "recipe": None, "train": {**DEFAULT_TRAIN,
                                                     **(train or {})},

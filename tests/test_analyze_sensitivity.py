@@ -164,3 +164,20 @@ def test_every_prunable_weight_of_a_layer_is_pruned():
     for k, b in zip(kernels, before):
         k.assign(b)
     assert r.pruned["lstm"][0.5] == pytest.approx(manual, rel=1e-5)
+
+
+def test_repeated_layer_names_in_nested_models_are_an_input_error():
+    # two bases of the same architecture: their layers share names, and
+    # one row per name held the second layer's figures only
+    def base(name):
+        i = keras.Input((4,))
+        return keras.Model(i, keras.layers.Dense(3, name="fc")(i),
+                           name=name)
+    i = keras.Input((4,))
+    m = keras.Model(i, keras.layers.Average()([base("a")(i), base("b")(i)]))
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    with pytest.raises(InputError, match=r"\['fc'\] occur more than once"):
+        sensitivity(m, (x, np.zeros(16)))
+    r = sensitivity(m, (x, np.zeros(16)), sparsities=(0.5,), bits=(8,),
+                    layers=[])
+    assert r.pruned == {}

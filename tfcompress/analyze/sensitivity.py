@@ -15,6 +15,7 @@ which must stay dense or float.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 
@@ -221,6 +222,15 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                              f"layers of the model; choose from "
                              f"{sorted(known)}")
         kernels = [k for k in kernels if k[0] in layers]
+    repeated = sorted(n for n, c in collections.Counter(
+        n for n, _, _ in kernels).items() if c > 1)
+    if repeated:
+        # results are keyed by name: one layer's would replace the other's
+        raise InputError(
+            f"layers named {repeated[:5]} occur more than once (in "
+            f"different nested models) and results go by layer name: "
+            f"leave them out with layers=, or build the nested models "
+            f"with unique layer names")
     baseline = evaluate()
     pruned, quantized = {}, {}
     for name, weights, depthwise in kernels:

@@ -181,3 +181,12 @@ def test_repeated_layer_names_in_nested_models_are_an_input_error():
     r = sensitivity(m, (x, np.zeros(16)), sparsities=(0.5,), bits=(8,),
                     layers=[])
     assert r.pruned == {}
+
+
+def test_model_wrapped_for_pruning_is_an_input_error(trained):
+    # the wrappers hide the layers: the result was an empty table
+    from tfcompress import prune
+    m, x, y = trained
+    wrapped = prune.prune_low_magnitude(m, prune.ConstantSparsity(0.5, 0))
+    with pytest.raises(InputError, match="strip_pruning"):
+        sensitivity(wrapped, (x, y), sparsities=(0.5,), bits=(8,))

@@ -214,6 +214,13 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
         return float(np.mean(logp[np.arange(len(y)), y]))
 
     kernels = _kernels(model)
+    if not kernels:
+        # a model wrapped for pruning or QAT has none either: its table
+        # came back empty
+        raise InputError("the model has no prunable layer (Conv, Dense, "
+                         "...); analyse the float model: strip pruning "
+                         "wrappers first (prune.strip_pruning), or run it "
+                         "before quantize_model")
     if layers is not None:
         known = {n for n, _, _ in kernels}
         missing = set(layers) - known

@@ -560,3 +560,15 @@ def test_test_split_of_other_lengths_fails_before_the_search(tmp_path):
         tune(model, ((x, y), (x[:50], y[:40])), out_dir=str(tmp_path),
              max_candidates=2, use_ptq=False, progress=None)
     assert not os.path.exists(tmp_path / "tune" / "candidates")
+
+
+def test_sparsity_levels_count_every_prunable_weight_of_a_layer():
+    # an LSTM's recurrent kernel is pruned with its input kernel: the
+    # levels are ordered by the weights they zero, both kernels counted
+    import keras
+    from tfcompress.tune.search import _kernel_sizes
+    model = keras.Sequential([keras.Input((5, 3)),
+                              keras.layers.LSTM(8, name="lstm"),
+                              keras.layers.Dense(4, name="head")])
+    assert _kernel_sizes(model) == {"lstm": 3 * 32 + 8 * 32,
+                                    "head": 8 * 4}

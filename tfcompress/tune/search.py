@@ -230,9 +230,13 @@ def _sensitivity(model, base_key, val, folder, data_key):
 
 
 def _kernel_sizes(model):
+    """Prunable weights per layer, all of a layer's prunable weights
+    counted (a recurrent layer's two kernels, MultiHeadAttention's four),
+    as pruning the layer prunes them all."""
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
-    return {l.name: int(np.prod(get_prunable_weights(l)[0].shape))
+    return {l.name: sum(int(np.prod(w.shape))
+                        for w in get_prunable_weights(l))
             for l in iter_layers(model) if is_prunable(l) and l.built}
 
 

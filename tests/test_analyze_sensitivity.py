@@ -190,3 +190,27 @@ def test_model_wrapped_for_pruning_is_an_input_error(trained):
     wrapped = prune.prune_low_magnitude(m, prune.ConstantSparsity(0.5, 0))
     with pytest.raises(InputError, match="strip_pruning"):
         sensitivity(wrapped, (x, y), sparsities=(0.5,), bits=(8,))
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_binary_classifier_with_one_output_unit(activation):
+    # Dense(1) on a base, as in binary transfer learning: argmax over one
+    # column called every sample class 0 and every layer harmless
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6,)),
+                          keras.layers.Dense(8, activation="relu",
+                                             name="hidden"),
+                          keras.layers.Dense(1, activation=activation,
+                                             name="head")])
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype("float32")
+    out = m(x).numpy()[:, 0]
+    y = (out > (0.5 if activation else 0.0)).astype("int64")
+    assert 0.1 < y.mean() < 0.9
+    r = sensitivity(m, (x, y), sparsities=(0.99,), bits=(8,))
+    assert r.baseline == 1.0
+    assert r.pruned["hidden"][0.99] < 0.95
+    loss = sensitivity(m, (x, y), sparsities=(0.99,), bits=(),
+                       metric="loss")
+    z = out if activation is None else np.log(out / (1 - out))
+    expected = np.mean(-np.logaddexp(0, np.where(y == 1, -z, z)))
+    assert loss.baseline == pytest.approx(expected, rel=1e-4)

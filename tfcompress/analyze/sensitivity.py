@@ -134,13 +134,26 @@ def _prune(w, sparsity):
     return out
 
 
+def _binary(out, y, sigmoid, metric):
+    """Accuracy or mean log-likelihood of a one-unit binary classifier:
+    class 1 when the logit is above 0 (the probability above 0.5 after a
+    sigmoid)."""
+    if metric == "accuracy":
+        return float(np.mean((out > (0.5 if sigmoid else 0.0)) == y))
+    if sigmoid:
+        p = np.clip(out.astype("float64"), 1e-12, 1 - 1e-12)
+        return float(np.mean(np.where(y == 1, np.log(p), np.log(1 - p))))
+    return float(np.mean(-np.logaddexp(0, np.where(y == 1, -out, out))))
+
+
 def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                 bits=(8, 4), layers=None, batch_size=500,
                 metric="accuracy") -> SensitivityResult:
     """Measures each layer's sensitivity to pruning and quantization.
 
     Args:
-      model: a built Keras classifier (logits or probabilities).
+      model: a built Keras classifier (logits or probabilities), or a
+        binary one with one output unit (a logit, or a sigmoid).
       data: ``(x, y)`` evaluation arrays (a few thousand samples suffice).
       sparsities: fractions of the layer's weights to zero.
       bits: weight bit-widths (2 to 16) to round the layer's kernel to.
@@ -202,10 +215,14 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                              f"from 2 to 16, e.g. (8, 4); got {b!r}")
     start = time.time()
     forward = tf.function(lambda t: model(t, training=False))
+    from tfcompress.recipes.user_model import output_activation
+    sigmoid = output_activation(model) == "sigmoid"
 
     def evaluate():
         logits = np.concatenate([forward(x[i:i + batch_size]).numpy()
                                  for i in range(0, len(x), batch_size)])
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            return _binary(logits[:, 0], y, sigmoid, metric)
         if metric == "accuracy":
             return float(np.mean(logits.argmax(-1) == y))
         logp = tf.nn.log_softmax(logits).numpy() if np.any(logits < 0) or \

@@ -572,3 +572,17 @@ def test_sparsity_levels_count_every_prunable_weight_of_a_layer():
                               keras.layers.Dense(4, name="head")])
     assert _kernel_sizes(model) == {"lstm": 3 * 32 + 8 * 32,
                                     "head": 8 * 4}
+
+
+def test_one_unit_binary_model_is_an_input_error(tmp_path):
+    # top-1 over a single column is class 0 for every sample: each
+    # candidate scored the share of class 0, the most compressed won
+    import keras
+    from tfcompress.tune import tune
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(1, name="logit")])
+    x = np.random.default_rng(0).random((300, 4)).astype("float32")
+    y = np.arange(300) % 2
+    with pytest.raises(InputError, match="gives 1 output.*2 units"):
+        tune(model, ((x, y), (x[:50], y[:50])), out_dir=str(tmp_path),
+             max_candidates=2, use_ptq=False, progress=None)

@@ -151,6 +151,17 @@ def _from_model(model, data, train, name, out_dir):
             raise InputError(f"x_{split} has {len(x)} samples and y_{split} "
                              f"{len(y)}; they must match")
     test = (xs, ys)
+    # candidates are scored by top-1 over one logit per class, as the
+    # written recipe's run checks too: a one-unit binary head scored
+    # class 0 everywhere, so every candidate looked equally good
+    outputs = getattr(model, "outputs", None) or []
+    units = outputs[0].shape[-1] if len(outputs) == 1 else None
+    classes = max(2, int(np.max(yt)) + 1) if len(yt) else 2
+    if units is not None and units < classes:
+        raise InputError(f"the model gives {units} output(s) per sample, "
+                         f"but the labels run 0 to {classes - 1}: tune "
+                         f"scores one logit per class; give a model whose "
+                         f"last layer has {classes} units")
     name = name or model.name
     return {"name": name, "recipe": None, "train": {**DEFAULT_TRAIN,
                                                     **(train or {})},

@@ -100,3 +100,117 @@ def test_bad_input(trained):
         sensitivity(m, (x, y), layers=["nope"])
     with pytest.raises(InputError, match=r"\(0, 1\)"):
         sensitivity(m, (x, y), sparsities=(1.5,))
+
+
+def test_depthwise_kernels_are_rounded_per_output_channel():
+    # a depthwise kernel (1, 1, 2, 1): channel 0 at 100, channel 1 at 0.3;
+    # the converter gives each of the C * M outputs its own int8 scale, so
+    # rounding costs nothing, while one scale for the whole kernel (100 /
+    # 127) rounds channel 1, the one the head reads, to zero
+    m = keras.Sequential([
+        keras.Input((1, 1, 2)),
+        keras.layers.DepthwiseConv2D(1, use_bias=False, name="dw"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2, use_bias=False, name="head")])
+    m.get_layer("dw").kernel.assign(
+        np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1))
+    m.get_layer("head").kernel.assign(
+        np.array([[0, 0], [1, -1]], "float32"))
+    x = np.random.default_rng(0).normal(size=(64, 1, 1, 2)).astype(
+        "float32")
+    y = np.argmax(m(x), axis=-1)
+    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(8,),
+                    layers=["dw"])
+    assert r.baseline == 1.0
+    assert r.quantized["dw"][8] == 1.0
+
+
+def test_bad_labels_bits_and_single_values(trained):
+    m, x, y = trained
+    # one-hot labels: was "800 inputs and 3200 labels"
+    with pytest.raises(InputError, match=r"argmax"):
+        sensitivity(m, (x, np.eye(4)[y]))
+    # 1 bit has no level but 0 (the weights became NaN), 8.5 is no width
+    for b in (1, 8.5, 0):
+        with pytest.raises(InputError, match="bits must be integer"):
+            sensitivity(m, (x, y), sparsities=(0.5,), bits=(b,))
+    # one name, one sparsity, one width: was a layer per letter, a
+    # TypeError
+    r = sensitivity(m, (x, y), sparsities=0.5, bits=8, layers="head")
+    assert list(r.pruned) == ["head"] and r.sparsities == [0.5]
+    assert list(r.quantized["head"]) == [8]
+
+
+def test_every_prunable_weight_of_a_layer_is_pruned():
+    # an LSTM has an input and a recurrent kernel; pruning the layer
+    # prunes both, and so must its sensitivity (it pruned the first only)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((5, 3)),
+                          keras.layers.LSTM(8, name="lstm"),
+                          keras.layers.Dense(4, name="head")])
+    x = np.random.default_rng(0).normal(size=(128, 5, 3)).astype("float32")
+    y = np.argmax(m(x), axis=-1)
+    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(), layers="lstm",
+                    metric="loss")
+    layer = m.get_layer("lstm")
+    kernels = [layer.cell.kernel, layer.cell.recurrent_kernel]
+    before = [k.numpy() for k in kernels]
+    for k, w in zip(kernels, before):
+        w = w.copy()
+        w[np.abs(w) <= np.median(np.abs(w))] = 0
+        k.assign(w)
+    logp = keras.ops.log_softmax(m(x)).numpy()
+    manual = float(np.mean(logp[np.arange(len(y)), y]))
+    for k, b in zip(kernels, before):
+        k.assign(b)
+    assert r.pruned["lstm"][0.5] == pytest.approx(manual, rel=1e-5)
+
+
+def test_repeated_layer_names_in_nested_models_are_an_input_error():
+    # two bases of the same architecture: their layers share names, and
+    # one row per name held the second layer's figures only
+    def base(name):
+        i = keras.Input((4,))
+        return keras.Model(i, keras.layers.Dense(3, name="fc")(i),
+                           name=name)
+    i = keras.Input((4,))
+    m = keras.Model(i, keras.layers.Average()([base("a")(i), base("b")(i)]))
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    with pytest.raises(InputError, match=r"\['fc'\] occur more than once"):
+        sensitivity(m, (x, np.zeros(16)))
+    r = sensitivity(m, (x, np.zeros(16)), sparsities=(0.5,), bits=(8,),
+                    layers=[])
+    assert r.pruned == {}
+
+
+def test_model_wrapped_for_pruning_is_an_input_error(trained):
+    # the wrappers hide the layers: the result was an empty table
+    from tfcompress import prune
+    m, x, y = trained
+    wrapped = prune.prune_low_magnitude(m, prune.ConstantSparsity(0.5, 0))
+    with pytest.raises(InputError, match="strip_pruning"):
+        sensitivity(wrapped, (x, y), sparsities=(0.5,), bits=(8,))
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_binary_classifier_with_one_output_unit(activation):
+    # Dense(1) on a base, as in binary transfer learning: argmax over one
+    # column called every sample class 0 and every layer harmless
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6,)),
+                          keras.layers.Dense(8, activation="relu",
+                                             name="hidden"),
+                          keras.layers.Dense(1, activation=activation,
+                                             name="head")])
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype("float32")
+    out = m(x).numpy()[:, 0]
+    y = (out > (0.5 if activation else 0.0)).astype("int64")
+    assert 0.1 < y.mean() < 0.9
+    r = sensitivity(m, (x, y), sparsities=(0.99,), bits=(8,))
+    assert r.baseline == 1.0
+    assert r.pruned["hidden"][0.99] < 0.95
+    loss = sensitivity(m, (x, y), sparsities=(0.99,), bits=(),
+                       metric="loss")
+    z = out if activation is None else np.log(out / (1 - out))
+    expected = np.mean(-np.logaddexp(0, np.where(y == 1, -z, z)))
+    assert loss.baseline == pytest.approx(expected, rel=1e-4)

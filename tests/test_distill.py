@@ -157,3 +157,119 @@ def test_docstring_examples_run():
     from tfcompress.distill import distiller
     result = doctest.testmod(distiller, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def _softmax_twin(model):
+    """``model`` with a softmax added, nested as a base in a Sequential
+    (as a keras.applications classifier with its default
+    ``classifier_activation="softmax"`` would be)."""
+    twin = keras.Sequential([keras.Input((12,)), _twin(model),
+                             keras.layers.Softmax()])
+    return keras.Sequential([keras.Input((12,)), twin])
+
+
+def test_softmax_teacher_and_student_give_the_logits_loss():
+    x, y = _data()
+    teacher, student = _mlp(32, 1), _mlp(8, 2)
+    teacher.layers[-1].kernel.assign(teacher.layers[-1].kernel * 5)
+    expected = _ours(_twin(student), teacher, 4.0, 0.3)
+    expected = float(expected.compute_loss(x, y, expected(x)))
+    for s, t in [(_twin(student), _softmax_twin(teacher)),
+                 (_softmax_twin(student), teacher),
+                 (_softmax_twin(student), _softmax_twin(teacher))]:
+        d = _ours(s, t, 4.0, 0.3)
+        assert float(d.compute_loss(x, y, d(x))) == pytest.approx(
+            expected, rel=1e-4)
+
+
+def test_subclassed_student_with_cached_logits():
+    class Student(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.fc(x)
+
+    x, y = _data()
+    d = _ours(Student(), None, 2.0, 0.5)
+    logits = np.random.default_rng(1).normal(size=(len(x), 4))
+    d.fit(x, (y, logits.astype("float32")), epochs=1, verbose=0)
+
+
+def test_feature_pairs_reach_into_a_nested_base(tmp_path):
+    # transfer learning: the student nests its base as one layer, with
+    # preprocessing in front; a pair names a layer inside the base, or
+    # the base itself
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3), dtype=np.float32) * 255
+    y = np.arange(32) % 4
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(2, 3, padding="same", name="s_conv")(i)
+    base = keras.Model(i, keras.layers.ReLU(name="s_relu")(conv),
+                       name="base")
+    student = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), base,
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    t_in = keras.Input((8, 8, 3))
+    t_feat = keras.layers.Conv2D(6, 3, padding="same", activation="relu",
+                                 name="t_conv")(t_in)
+    teacher = keras.Model(t_in, keras.layers.Dense(4)(
+        keras.layers.GlobalAveragePooling2D()(t_feat)))
+    inner = keras.Model(base.input, base.get_layer("s_conv").output)
+    for pair, source in [("s_conv", inner), ("base", base)]:
+        d = Distiller(student, teacher, temperature=2.0, alpha=0.5,
+                      feature_pairs=[(pair, "t_conv")])
+        logits, feature = d._student_features([x])
+        expected = source(x / 255)
+        np.testing.assert_allclose(feature, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logits, student(x), rtol=1e-5, atol=1e-6)
+        d.compile(keras.optimizers.Adam(1e-2))
+        d.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    d.save(tmp_path / "student.keras")
+    loaded = keras.models.load_model(tmp_path / "student.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               student.predict(x, verbose=0), rtol=1e-5,
+                               atol=1e-5)
+
+
+MIRRORED_FEATURES = r'''
+from tfcompress.distill import Distiller
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 12)).astype("float32")
+y = np.arange(64) % 4
+
+
+def mlp(width, prefix, seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((12,)),
+        keras.layers.Dense(width, activation="relu", name=prefix + "_h"),
+        keras.layers.Dense(4)])
+
+
+def distiller():
+    d = Distiller(mlp(8, "s", 2), mlp(32, "t", 1), temperature=2.0,
+                  alpha=0.5, feature_pairs=[("s_h", "t_h")])
+    d.compile(keras.optimizers.SGD(0.1))
+    return d
+
+
+single = distiller()
+with strategy.scope():
+    mirrored = distiller()
+losses = [d.evaluate(x, y, batch_size=64, verbose=0)
+          for d in (single, mirrored)]
+print("REPORT" + json.dumps({
+    "replicas": strategy.num_replicas_in_sync, "losses": losses}))
+'''
+
+
+def test_feature_term_is_the_same_on_two_replicas(two_cpus):
+    # the feature term is averaged over the replicas as the logits terms
+    # are; it counted once per replica
+    report = two_cpus.report(two_cpus.run(MIRRORED_FEATURES))
+    assert report["replicas"] == 2
+    single, mirrored = report["losses"]
+    assert mirrored == pytest.approx(single, rel=1e-5)

@@ -57,3 +57,79 @@ def test_find_winning_ticket_rounds_and_rewind():
     assert seen[3] == pytest.approx(0.75, abs=0.01)
     assert all(r["accuracy"] > 0.5 for r in rows)
     assert rows[1]["control_accuracy"] is not None
+
+
+def test_rewind_step_past_the_dense_run_is_an_input_error():
+    from tfcompress.errors import InputError
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = np.arange(64) % 2
+
+    def model_fn(seed):
+        keras.utils.set_random_seed(seed)
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), metrics=["accuracy"])
+        return m
+
+    def train_fn(model, callbacks):      # 2 batches
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=callbacks)
+        return {"accuracy": 0.5}
+
+    # late rewinding to batch 100 of a 2-batch run used to rewind to the
+    # initial weights without a word
+    with pytest.raises(InputError, match="rewind_step=100.*2 batches"):
+        find_winning_ticket(model_fn, train_fn, rounds=1, rewind_step=100,
+                            random_control=False)
+    with pytest.raises(InputError, match="rewind_step must be"):
+        find_winning_ticket(model_fn, train_fn, rounds=1, rewind_step=-1)
+    rows = find_winning_ticket(model_fn, train_fn, rounds=1, rewind_step=2,
+                               random_control=False)
+    assert len(rows) == 2
+
+
+def test_bad_scope_fails_before_the_dense_run():
+    from tfcompress.errors import InputError
+    trained = []
+
+    def model_fn(seed):
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        m.compile("sgd", "mse")
+        return m
+
+    def train_fn(model, callbacks):
+        trained.append(model)
+        return {"accuracy": 0.5}
+
+    with pytest.raises(InputError, match="scope must be"):
+        find_winning_ticket(model_fn, train_fn, scope="globl")
+    with pytest.raises(InputError, match="output_rate"):
+        find_winning_ticket(model_fn, train_fn, output_rate=2.0)
+    assert trained == []        # nothing trained for nothing
+
+
+def test_recurrent_kernels_are_pruned_too():
+    x = np.random.default_rng(0).normal(size=(32, 4, 3)).astype("float32")
+    y = np.arange(32) % 2
+
+    def model_fn(seed):
+        keras.utils.set_random_seed(seed)
+        m = keras.Sequential([keras.Input((4, 3)),
+                              keras.layers.SimpleRNN(8, name="rnn"),
+                              keras.layers.Dense(2)])
+        m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        return m
+
+    zeros = []
+
+    def train_fn(model, callbacks):
+        model.fit(x, y, batch_size=32, verbose=0, callbacks=callbacks)
+        cell = model.get_layer("rnn").cell
+        zeros.append([float((k.numpy() == 0).mean())
+                      for k in (cell.kernel, cell.recurrent_kernel)])
+        return {"accuracy": 0.5}
+
+    find_winning_ticket(model_fn, train_fn, rounds=1,
+                        prune_fraction_per_round=0.5, random_control=False)
+    # round 1: half of each kernel, the recurrent one included
+    assert zeros[1] == pytest.approx([0.5, 0.5], abs=0.02)

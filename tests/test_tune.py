@@ -490,3 +490,99 @@ def test_search_keeps_the_layer_most_sensitive_to_4_bits_at_8_bits():
     assert four[1]["layer_bits"] == {"fc": 8, "conv": 8}
     assert four[1]["sparsity"] == four[0]["sparsity"]
     assert s.within(s.results[-1])               # and the search stops
+
+
+def test_stage_that_does_not_load_back_is_built_again(tmp_path):
+    # Lambda(preprocess_input) in front of a base: Keras saves the
+    # function by name only, so the cached stage model does not load
+    import keras
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.evaluate import Evaluator
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+
+    def preprocess_input(x):
+        return x / 127.5 - 1.0
+
+    model = keras.Sequential([
+        keras.Input((4, 4, 1)), keras.layers.Lambda(preprocess_input),
+        keras.layers.Flatten(), keras.layers.Dense(3, name="logits")])
+    rng = np.random.default_rng(0)
+    x = (rng.random((32, 4, 4, 1)) * 255).astype("float32")
+    fit = (x, np.arange(32) % 3)
+    evaluator = Evaluator(str(tmp_path), model, "base", fit, fit, "data",
+                          {"seed": 0, "batch_size": 16, "optimizer": "adam",
+                           "learning_rate": 1e-3})
+    stages = validated_stages(Candidate(sparsity=(("logits", 0.5),),
+                                        level=0).stages())
+    first = evaluator._build(stages)
+    again = evaluator._build(stages)      # the stage is cached on disk
+    assert evaluator.trainings == 2
+    np.testing.assert_array_equal(again.predict(x, verbose=0),
+                                  first.predict(x, verbose=0))
+
+
+def test_candidate_whose_stage_fails_is_a_failed_candidate(tmp_path):
+    # 4-bit QAT of a model with a Lambda in front: quantize_model asks for
+    # a quantize config; the candidate fails, the search goes on
+    import keras
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.evaluate import Evaluator
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((4, 4, 1)), keras.layers.Lambda(lambda t: t / 255),
+        keras.layers.Flatten(), keras.layers.Dense(3, name="logits")])
+    x = np.random.default_rng(0).random((32, 4, 4, 1)).astype("float32")
+    fit = (x, np.arange(32) % 3)
+    evaluator = Evaluator(str(tmp_path), model, "base", fit, fit, "data",
+                          {"seed": 0, "batch_size": 16, "optimizer": "adam",
+                           "learning_rate": 1e-3})
+    stages = validated_stages(Candidate(weight_bits=4).stages())
+    result = evaluator.evaluate(stages, {"label": "w4_int8"})
+    assert result["val_accuracy"] is None
+    assert "qat stage" in result["error"]
+    assert evaluator.cached(stages)["error"] == result["error"]
+
+
+def test_test_split_of_other_lengths_fails_before_the_search(tmp_path):
+    # read only after the search: a mismatch was a raw numpy broadcasting
+    # error once every candidate had been trained and converted
+    import keras
+    from tfcompress.tune import tune
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, name="logits")])
+    x = np.random.default_rng(0).random((300, 4)).astype("float32")
+    y = np.arange(300) % 3
+    with pytest.raises(InputError, match="x_test has 50 samples and "
+                                         "y_test 40"):
+        tune(model, ((x, y), (x[:50], y[:40])), out_dir=str(tmp_path),
+             max_candidates=2, use_ptq=False, progress=None)
+    assert not os.path.exists(tmp_path / "tune" / "candidates")
+
+
+def test_sparsity_levels_count_every_prunable_weight_of_a_layer():
+    # an LSTM's recurrent kernel is pruned with its input kernel: the
+    # levels are ordered by the weights they zero, both kernels counted
+    import keras
+    from tfcompress.tune.search import _kernel_sizes
+    model = keras.Sequential([keras.Input((5, 3)),
+                              keras.layers.LSTM(8, name="lstm"),
+                              keras.layers.Dense(4, name="head")])
+    assert _kernel_sizes(model) == {"lstm": 3 * 32 + 8 * 32,
+                                    "head": 8 * 4}
+
+
+def test_one_unit_binary_model_is_an_input_error(tmp_path):
+    # top-1 over a single column is class 0 for every sample: each
+    # candidate scored the share of class 0, the most compressed won
+    import keras
+    from tfcompress.tune import tune
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(1, name="logit")])
+    x = np.random.default_rng(0).random((300, 4)).astype("float32")
+    y = np.arange(300) % 2
+    with pytest.raises(InputError, match="gives 1 output.*2 units"):
+        tune(model, ((x, y), (x[:50], y[:50])), out_dir=str(tmp_path),
+             max_candidates=2, use_ptq=False, progress=None)

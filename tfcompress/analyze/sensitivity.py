@@ -15,6 +15,7 @@ which must stay dense or float.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 
@@ -92,19 +93,31 @@ class SensitivityResult:
 
 
 def _kernels(model):
+    """``(name, weights, depthwise)`` of every built prunable layer:
+    all its prunable weights (a recurrent layer's input and recurrent
+    kernels, MultiHeadAttention's four), each pruned and rounded on its
+    own as pruning masks each."""
+    import keras
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
+    depthwise = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
     out = []
     for layer in iter_layers(model):
         if is_prunable(layer) and layer.built:
-            out.append((layer.name, get_prunable_weights(layer)[0]))
+            out.append((layer.name, list(get_prunable_weights(layer)),
+                        isinstance(layer, depthwise)))
     return out
 
 
-def _fake_quant(w, bits):
-    """Symmetric per-output-channel rounding to ``bits`` levels."""
+def _fake_quant(w, bits, depthwise=False):
+    """Symmetric per-output-channel rounding to ``bits`` levels.
+
+    Output channels are the last kernel axis, and for a depthwise kernel
+    ``(..., C, M)`` its ``C * M`` outputs, as the converter quantizes it.
+    """
     q = 2 ** (bits - 1) - 1
-    flat = w.reshape(-1, w.shape[-1])
+    channels = w.shape[-2] * w.shape[-1] if depthwise else w.shape[-1]
+    flat = w.reshape(-1, channels)
     scale = np.abs(flat).max(axis=0) / q
     scale[scale == 0] = 1.0
     return (np.clip(np.round(flat / scale), -q, q) * scale).reshape(w.shape)
@@ -121,17 +134,31 @@ def _prune(w, sparsity):
     return out
 
 
+def _binary(out, y, sigmoid, metric):
+    """Accuracy or mean log-likelihood of a one-unit binary classifier:
+    class 1 when the logit is above 0 (the probability above 0.5 after a
+    sigmoid)."""
+    if metric == "accuracy":
+        return float(np.mean((out > (0.5 if sigmoid else 0.0)) == y))
+    if sigmoid:
+        p = np.clip(out.astype("float64"), 1e-12, 1 - 1e-12)
+        return float(np.mean(np.where(y == 1, np.log(p), np.log(1 - p))))
+    return float(np.mean(-np.logaddexp(0, np.where(y == 1, -out, out))))
+
+
 def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                 bits=(8, 4), layers=None, batch_size=500,
                 metric="accuracy") -> SensitivityResult:
     """Measures each layer's sensitivity to pruning and quantization.
 
     Args:
-      model: a built Keras classifier (logits or probabilities).
+      model: a built Keras classifier (logits or probabilities), or a
+        binary one with one output unit (a logit, or a sigmoid).
       data: ``(x, y)`` evaluation arrays (a few thousand samples suffice).
       sparsities: fractions of the layer's weights to zero.
-      bits: weight bit-widths to round the layer's kernel to.
-      layers: names of layers to analyse (default: every prunable one).
+      bits: weight bit-widths (2 to 16) to round the layer's kernel to.
+      layers: names of layers to analyse (default: every prunable one);
+        layers of nested models go by their own names.
       metric: ``accuracy`` (top-1) or ``loss`` (negated cross-entropy,
         so higher is better everywhere).
 
@@ -164,19 +191,38 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
         x, y = data
     except (TypeError, ValueError):
         raise InputError("data must be a pair (x, y) of arrays") from None
-    x, y = np.asarray(x), np.asarray(y).astype("int64").ravel()
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise InputError(f"labels have shape {y.shape} (one-hot or "
+                         "probabilities); pass integer class ids, e.g. "
+                         "y.argmax(-1)")
+    y = y.astype("int64").ravel()
     if len(x) != len(y) or len(x) == 0:
         raise InputError(f"data has {len(x)} inputs and {len(y)} labels; "
                          "they must be equal and non-zero")
+    # one name or number stands for a list of one
+    if isinstance(layers, str):
+        layers = [layers]
+    sparsities = [sparsities] if np.isscalar(sparsities) else sparsities
+    bits = [bits] if np.isscalar(bits) else bits
     for s in sparsities:
         if not 0 < s < 1:
             raise InputError(f"sparsities must be in (0, 1), got {s}")
+    for b in bits:
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) \
+                or not 2 <= b <= 16:
+            raise InputError(f"bits must be integer weight bit-widths "
+                             f"from 2 to 16, e.g. (8, 4); got {b!r}")
     start = time.time()
     forward = tf.function(lambda t: model(t, training=False))
+    from tfcompress.recipes.user_model import output_activation
+    sigmoid = output_activation(model) == "sigmoid"
 
     def evaluate():
         logits = np.concatenate([forward(x[i:i + batch_size]).numpy()
                                  for i in range(0, len(x), batch_size)])
+        if logits.ndim == 2 and logits.shape[1] == 1:
+            return _binary(logits[:, 0], y, sigmoid, metric)
         if metric == "accuracy":
             return float(np.mean(logits.argmax(-1) == y))
         logp = tf.nn.log_softmax(logits).numpy() if np.any(logits < 0) or \
@@ -185,29 +231,48 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
         return float(np.mean(logp[np.arange(len(y)), y]))
 
     kernels = _kernels(model)
+    if not kernels:
+        # a model wrapped for pruning or QAT has none either: its table
+        # came back empty
+        raise InputError("the model has no prunable layer (Conv, Dense, "
+                         "...); analyse the float model: strip pruning "
+                         "wrappers first (prune.strip_pruning), or run it "
+                         "before quantize_model")
     if layers is not None:
-        known = {n for n, _ in kernels}
+        known = {n for n, _, _ in kernels}
         missing = set(layers) - known
         if missing:
             raise InputError(f"layers {sorted(missing)} are not prunable "
                              f"layers of the model; choose from "
                              f"{sorted(known)}")
-        kernels = [(n, k) for n, k in kernels if n in layers]
+        kernels = [k for k in kernels if k[0] in layers]
+    repeated = sorted(n for n, c in collections.Counter(
+        n for n, _, _ in kernels).items() if c > 1)
+    if repeated:
+        # results are keyed by name: one layer's would replace the other's
+        raise InputError(
+            f"layers named {repeated[:5]} occur more than once (in "
+            f"different nested models) and results go by layer name: "
+            f"leave them out with layers=, or build the nested models "
+            f"with unique layer names")
     baseline = evaluate()
     pruned, quantized = {}, {}
-    for name, kernel in kernels:
-        original = np.asarray(kernel).copy()
+    for name, weights, depthwise in kernels:
+        originals = [np.asarray(w).copy() for w in weights]
         try:
             pruned[name] = {}
             for s in sparsities:
-                kernel.assign(_prune(original, s))
+                for w, original in zip(weights, originals):
+                    w.assign(_prune(original, s))
                 pruned[name][s] = evaluate()
             quantized[name] = {}
             for b in bits:
-                kernel.assign(_fake_quant(original, b))
+                for w, original in zip(weights, originals):
+                    w.assign(_fake_quant(original, b, depthwise))
                 quantized[name][b] = evaluate()
         finally:
-            kernel.assign(original)
+            for w, original in zip(weights, originals):
+                w.assign(original)
     return SensitivityResult(metric, baseline, list(sparsities), list(bits),
                              pruned, quantized, len(x),
                              round(time.time() - start, 2))

@@ -62,11 +62,18 @@ def logits_distillation(temperature):
         temperature=temperature, loss=keras.losses.KLDivergence())
 
 
+def _logits(probabilities):
+    """Logits of softmax ``probabilities`` (up to a per-row constant)."""
+    return ops.log(ops.maximum(probabilities, 1e-30))
+
+
 class Distiller(keras.Model):
     """Trains ``student`` to match ``teacher``'s softened outputs.
 
     Args:
-      student, teacher: Keras models with the same output shape (logits).
+      student, teacher: Keras models with the same output shape: logits,
+        or probabilities from a final softmax (keras.applications' default
+        ``classifier_activation``), whose log is used as the logits.
         ``teacher`` may be None when the teacher's logits are precomputed:
         then pass ``y=(labels, teacher_logits)`` to ``fit``.
       temperature: softening temperature T > 0.
@@ -74,7 +81,8 @@ class Distiller(keras.Model):
         ``student_loss_weight``).
       feature_pairs: ``[(student_layer_name, teacher_layer_name), ...]``
         intermediate outputs to match (same shape except channels;
-        Functional/Sequential models; needs ``teacher``).
+        Functional/Sequential models, layers of nested models included;
+        needs ``teacher``).
       feature_weight: weight of each feature-matching term.
 
     A student with a quarter of the teacher's hidden units, matched on
@@ -126,12 +134,22 @@ class Distiller(keras.Model):
                                  "output the same logits")
             teacher.trainable = False
         self.student, self.teacher = student, teacher
+        # a model ending in a softmax (keras.applications' default) gives
+        # probabilities; their log is its logits up to a constant, which
+        # the softmax of the soft term ignores
+        from tfcompress.recipes.user_model import gives_probabilities
+        self._student_probabilities = gives_probabilities(student)
+        self._teacher_probabilities = (teacher is not None and
+                                       gives_probabilities(teacher))
         self.temperature, self.alpha = float(temperature), float(alpha)
         self.logits_distillation = logits_distillation(self.temperature)
         self.feature_pairs = [tuple(p) for p in feature_pairs]
         self.feature_weight = float(feature_weight)
+        # a Loss instance, not "mse" (a plain function): like the other
+        # terms it is divided by the number of replicas, so the replicas'
+        # gradients sum to the single-device gradient
         self.feature_distillation = keras.distillation.FeatureDistillation(
-            loss="mse")
+            loss=keras.losses.MeanSquaredError())
         self._features = None
         if self.feature_pairs:
             if teacher is None:
@@ -145,10 +163,12 @@ class Distiller(keras.Model):
 
     def compile(self, optimizer="adam", metrics=None, loss=None, **kwargs):
         """Like ``keras.Model.compile``; ``loss`` is the hard-label loss
-        (default: sparse categorical cross-entropy on logits)."""
+        (default: sparse categorical cross-entropy on the student's logits,
+        or on its probabilities when it ends in a softmax)."""
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.hard_loss = keras.losses.get(loss) if loss is not None else (
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            keras.losses.SparseCategoricalCrossentropy(
+                from_logits=not self._student_probabilities))
 
     def call(self, x, training=None):
         if not self.feature_pairs:
@@ -177,8 +197,11 @@ class Distiller(keras.Model):
         labels, teacher_logits, teacher_features = self._labels_and_teacher(
             x, y)
         hard = self.hard_loss(labels, y_pred)
+        if self._teacher_probabilities:
+            teacher_logits = _logits(teacher_logits)
         soft = self.logits_distillation.compute_loss(
-            ops.stop_gradient(teacher_logits), y_pred)
+            ops.stop_gradient(teacher_logits),
+            _logits(y_pred) if self._student_probabilities else y_pred)
         loss = self.alpha * hard + (1 - self.alpha) * soft
         for proj, s_f, t_f in zip(getattr(self, "projections", ()),
                                   self._features or (), teacher_features):

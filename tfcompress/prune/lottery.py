@@ -53,10 +53,13 @@ class KeepMasked(keras.callbacks.Callback):
 
 
 def _prunable_kernels(model):
+    """Every prunable weight of every built prunable layer (a recurrent
+    layer's input and recurrent kernels, MultiHeadAttention's four), in
+    layer order: the last one is the output layer's."""
     out = []
     for layer in iter_layers(model):
         if is_prunable(layer) and layer.built:
-            out.append(get_prunable_weights(layer)[0])
+            out.extend(get_prunable_weights(layer))
     return out
 
 
@@ -106,7 +109,8 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
       rounds: pruning rounds after the dense run.
       prune_fraction_per_round: fraction of remaining weights removed.
       rewind_step: 0 rewinds to the initial weights; k > 0 to the weights
-        after k training batches of the dense run (late rewinding).
+        after k training batches of the dense run (late rewinding; an
+        ``InputError`` when the dense run trains fewer batches).
       scope: ``layer`` or ``global`` magnitude ranking.
       random_control: also train a random re-initialisation with the same
         masks each round.
@@ -118,6 +122,17 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
     """
     if not 0 < prune_fraction_per_round < 1:
         raise InputError("prune_fraction_per_round must be in (0, 1)")
+    if scope not in ("layer", "global"):
+        # checked before the dense run, not after it
+        raise InputError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if not 0 <= output_rate <= 1:
+        raise InputError(f"output_rate must be in [0, 1] (the output "
+                         f"layer's share of the pruning rate), got "
+                         f"{output_rate!r}")
+    if isinstance(rewind_step, bool) or not isinstance(
+            rewind_step, (int, np.integer)) or rewind_step < 0:
+        raise InputError(f"rewind_step must be an integer >= 0 (0 rewinds "
+                         f"to the initial weights), got {rewind_step!r}")
     model = model_fn(seed)
     kernels = _prunable_kernels(model)
     if not kernels:
@@ -128,8 +143,12 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
     init = [np.array(w) for w in model.get_weights()]
     keep = KeepMasked(kernels, masks, record_step=rewind_step)
     dense = train_fn(model, [keep])
-    rewind = keep.recorded if rewind_step and keep.recorded is not None \
-        else init
+    if rewind_step and keep.recorded is None:
+        raise InputError(f"rewind_step={rewind_step}, but the dense run "
+                         f"trained {keep._batches} batches; pass a "
+                         f"rewind_step of at most {keep._batches} (0 "
+                         "rewinds to the initial weights)")
+    rewind = keep.recorded if rewind_step else init
     total = sum(m.size for m in masks)
     rows = [{"round": 0, "remaining": 1.0, **dense,
              "control_accuracy": None}]

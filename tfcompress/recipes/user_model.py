@@ -87,11 +87,48 @@ def fit_data_to_model(model, data, classes, name="the model"):
     return (np.asarray(xt), yt), (np.asarray(xv), yv)
 
 
+def output_activation(model):
+    """The activation ``model``'s output comes from (``"softmax"`` for a
+    ``Softmax`` layer too), looked for through tfcompress's training
+    wrappers and nested models (a keras.applications classifier used as
+    a layer); None for a linear output (logits) or more than one
+    output.
+
+    >>> import keras
+    >>> output_activation(keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")]))
+    'sigmoid'
+    """
+    import keras
+    from tfcompress import compat
+    from tfcompress.utils.layer_map import is_container
+    outputs = getattr(model, "outputs", None)  # none when subclassed
+    if not outputs or len(outputs) != 1:
+        return None
+    layer = compat.keras_history(outputs[0]).operation
+    while True:
+        if isinstance(layer, keras.layers.Softmax):
+            return "softmax"
+        name = getattr(getattr(layer, "activation", None), "__name__", None)
+        if name not in (None, "linear"):
+            return name
+        if is_container(layer):
+            if len(layer.outputs) != 1:
+                return None
+            layer = compat.keras_history(layer.outputs[0]).operation
+            continue
+        inner = getattr(layer, "layer", None)
+        if not isinstance(inner, keras.layers.Layer):
+            return None
+        layer = inner
+
+
 def gives_probabilities(model) -> bool:
     """True if ``model``'s output comes from a softmax (a layer with
     ``activation="softmax"``, a ``Softmax`` layer or ``Activation``), looked
-    for through tfcompress's training wrappers: the recipe then trains it
-    on probabilities, not logits.
+    for through tfcompress's training wrappers and nested models (a
+    keras.applications classifier used as a layer): the recipe then trains
+    it on probabilities, not logits.
 
     >>> import keras
     >>> gives_probabilities(keras.Sequential([
@@ -101,19 +138,4 @@ def gives_probabilities(model) -> bool:
     ...     keras.Input((4,)), keras.layers.Dense(3)]))
     False
     """
-    import keras
-    from tfcompress import compat
-    if len(model.outputs) != 1:
-        return False
-    layer = compat.keras_history(model.outputs[0]).operation
-    while True:
-        if isinstance(layer, keras.layers.Softmax):
-            return True
-        activation = getattr(layer, "activation", None)
-        if activation is not None and \
-                getattr(activation, "__name__", "") == "softmax":
-            return True
-        inner = getattr(layer, "layer", None)
-        if not isinstance(inner, keras.layers.Layer):
-            return False
-        layer = inner
+    return output_activation(model) == "softmax"

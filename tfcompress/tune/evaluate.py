@@ -97,13 +97,15 @@ class Evaluator:
             result["reused"] = True
             return result
         start = time.time()
-        model = self._build(stages)
         convert = stages[-1]["convert"]
         tflite = os.path.join(self.folder, "candidates", f"{digest}.tflite")
         data = (self.fit, self.val)
         result = dict(info)
         result.update({"key": digest, "stages": stages})
         try:
+            # a stage the model does not take (e.g. QAT of a layer with
+            # no quantize config) fails this candidate, not the search
+            model = self._build(stages)
             report = recipe_stages.run_convert(model, convert, data, tflite)
         except InputError as e:     # e.g. ops left in float (strict)
             result.update({"error": str(e).splitlines()[0],
@@ -139,7 +141,8 @@ class Evaluator:
 
     def _build(self, stages):
         """The Keras model after the stages before ``convert`` (trained
-        stages cached as ``stages/<kind>_<key>.keras``)."""
+        stages cached as ``stages/<kind>_<key>.keras``, and built again
+        when the file does not load)."""
         import keras
         from tfcompress.saving import load_model
         model, model_key = self.baseline, self.base_key
@@ -152,8 +155,13 @@ class Evaluator:
                                 f"{kind}_{model_key}.keras")
             if os.path.exists(path) and _read_json(
                     path + ".meta.json") == {"key": model_key}:
-                model = load_model(path, compile=False)
-                continue
+                try:
+                    model = load_model(path, compile=False)
+                    continue
+                except InputError:
+                    # saved but not loadable: a Lambda(preprocess_input)
+                    # comes back without its function; built again
+                    pass
             keras.utils.set_random_seed(self.train["seed"] + i)
             model = self._run_stage(kind, params, model)
             with atomic_path(path, suffix=".keras") as tmp:

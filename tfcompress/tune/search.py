@@ -141,13 +141,27 @@ def _from_model(model, data, train, name, out_dir):
         raise InputError(f"tune takes a recipe path or a Keras model, got "
                          f"{type(model).__name__}")
     try:
-        (xt, yt), test = data
+        (xt, yt), (xs, ys) = data
     except (TypeError, ValueError):
         raise InputError("with a model, tune needs data=((x_train, "
                          "y_train), (x_test, y_test))") from None
-    if len(xt) != len(yt):
-        raise InputError(f"x_train has {len(xt)} samples and y_train "
-                         f"{len(yt)}; they must match")
+    # the test split is read after the search: checked now
+    for split, x, y in (("train", xt, yt), ("test", xs, ys)):
+        if len(x) != len(y):
+            raise InputError(f"x_{split} has {len(x)} samples and y_{split} "
+                             f"{len(y)}; they must match")
+    test = (xs, ys)
+    # candidates are scored by top-1 over one logit per class, as the
+    # written recipe's run checks too: a one-unit binary head scored
+    # class 0 everywhere, so every candidate looked equally good
+    outputs = getattr(model, "outputs", None) or []
+    units = outputs[0].shape[-1] if len(outputs) == 1 else None
+    classes = max(2, int(np.max(yt)) + 1) if len(yt) else 2
+    if units is not None and units < classes:
+        raise InputError(f"the model gives {units} output(s) per sample, "
+                         f"but the labels run 0 to {classes - 1}: tune "
+                         f"scores one logit per class; give a model whose "
+                         f"last layer has {classes} units")
     name = name or model.name
     return {"name": name, "recipe": None, "train": {**DEFAULT_TRAIN,
                                                     **(train or {})},
@@ -227,9 +241,13 @@ def _sensitivity(model, base_key, val, folder, data_key):
 
 
 def _kernel_sizes(model):
+    """Prunable weights per layer, all of a layer's prunable weights
+    counted (a recurrent layer's two kernels, MultiHeadAttention's four),
+    as pruning the layer prunes them all."""
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
-    return {l.name: int(np.prod(get_prunable_weights(l)[0].shape))
+    return {l.name: sum(int(np.prod(w.shape))
+                        for w in get_prunable_weights(l))
             for l in iter_layers(model) if is_prunable(l) and l.built}
 
 

@@ -327,6 +327,40 @@ def test_wrapping_layers_while_defining_models_tfmot_style(tmp_path):
         wrapper.masks[0].numpy())
 
 
+@pytest.mark.parametrize("m_by_n,zeros_per_group", [((1, 4), 1),
+                                                    ((3, 4), 3),
+                                                    ((2, 4), 2)])
+def test_sparsity_m_by_n_counts_zeros_as_tfmot(m_by_n, zeros_per_group,
+                                               tmp_path):
+    # tfmot: "(m, n) indicates m zeros in every n consecutive values"
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(4, name="fc")])
+    pruned = prune.prune_low_magnitude(
+        model, prune.ConstantSparsity(0.9, 0, frequency=1),
+        sparsity_m_by_n=m_by_n)
+    pruned.compile("sgd", "mse")
+    _fit(pruned, np.ones((8, 8), np.float32), np.zeros((8, 4), np.float32),
+         epochs=1)
+    kernel = prune.strip_pruning(pruned).get_layer("fc").kernel.numpy()
+    groups = (kernel.reshape(2, 4, 4) == 0).sum(axis=1)   # along inputs
+    assert (groups == zeros_per_group).all()
+    pruned.save(tmp_path / "p.keras")
+    loaded = prune.collect_wrappers(keras.models.load_model(
+        tmp_path / "p.keras"))[0]
+    assert loaded.sparsity_m_by_n == m_by_n
+
+
+def test_a_file_saved_with_n_kept_of_m_loads_with_the_same_pattern():
+    # files written when sparsity_m_by_n counted the weights kept
+    wrapper = prune.PruneLowMagnitude(keras.layers.Dense(4),
+                                      sparsity_m_by_n=(1, 4))
+    config = wrapper.get_config()
+    config.pop("m_by_n_counts_zeros")
+    config["sparsity_m_by_n"] = [1, 4]          # 1 kept of 4
+    assert prune.PruneLowMagnitude.from_config(
+        config).sparsity_m_by_n == (3, 4)
+
+
 def test_two_of_four_on_a_model_skips_layers_it_cannot_group():
     from tfcompress.models import seed_cnn
     model = seed_cnn()

@@ -35,9 +35,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
       block_size: ``(rows, cols)`` block sparsity, e.g. ``(1, 4)``.
       block_pooling_type: a block's score, ``"AVG"`` (mean ``|w|``, as
         tfmot's default) or ``"MAX"`` (largest ``|w|``).
-      sparsity_m_by_n: ``(N, M)`` structured sparsity, e.g. ``(2, 4)``,
-        along the input channels. Layers whose input channels are not a
-        multiple of M are left dense (reported by ``summary``) unless
+      sparsity_m_by_n: ``(m, n)`` structured sparsity as tfmot's: m
+        zeros in every n weights along the input channels, e.g. ``(2,
+        4)``. Layers whose input channels are not a multiple of n are
+        left dense (reported by ``summary``) unless
         named in ``include``, which raises an error for them.
       global_pruning: rank weights across all pruned layers together
         (single weights: not with ``block_size`` or ``sparsity_m_by_n``).

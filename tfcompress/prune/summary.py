@@ -34,7 +34,7 @@ def summary(model, print_fn=print) -> list:
             zeros = sum(s * int(np.prod(w.shape))
                         for s, w in zip(layer.sparsity(), weights))
             kind = ("global" if layer.global_pruning else
-                    f"{layer.sparsity_m_by_n[0]}:{layer.sparsity_m_by_n[1]}"
+                    "{} zeros in {}".format(*layer.sparsity_m_by_n)
                     if layer.sparsity_m_by_n else
                     "block {}x{}".format(*layer.block_size)
                     if layer.block_size != (1, 1) else "unstructured")

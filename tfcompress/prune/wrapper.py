@@ -58,11 +58,12 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
       pruning_schedule: a :class:`PruningSchedule`.
       block_size: ``(rows, cols)`` blocks pruned together; ``(1, 1)`` is
         unstructured.
-      sparsity_m_by_n: ``(N, M)`` to keep N of every M weights along the
-        input channels (e.g. ``(2, 4)``). The pattern follows the schedule:
-        at sparsity s a fraction s / ((M-N)/M) of the M-N smallest weights
-        of each group is pruned, so the pattern is exact from sparsity
-        (M-N)/M on (0.5 for 2:4); the sparsity never exceeds (M-N)/M.
+      sparsity_m_by_n: ``(m, n)``, as tfmot: m zeros in every n
+        consecutive weights along the input channels (e.g. ``(2, 4)``;
+        ``(1, 4)`` keeps 3 of 4). The pattern follows the schedule: at
+        sparsity s a fraction s / (m/n) of the m smallest weights of each
+        group is pruned, so the pattern is exact from sparsity m/n on
+        (0.5 for 2:4); the sparsity never exceeds m/n.
       global_pruning: rank this layer's weights together with every other
         global layer of the model (one threshold).
       min_density: with ``global_pruning``, the fraction of weights each
@@ -248,9 +249,10 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
             # (gradients never reach them; only optimizer momentum would).
             value = _raw(w) * _raw(mask_var)
             if self.sparsity_m_by_n is not None:
-                n, m = self.sparsity_m_by_n
+                zeros, m = self.sparsity_m_by_n
                 axis = prunable.input_channel_axis(self.layer, w)
-                mask = mask_lib.n_of_m_mask(value, n, m, axis, sparsity)
+                mask = mask_lib.n_of_m_mask(value, m - zeros, m, axis,
+                                            sparsity)
                 kept = tf.boolean_mask(tf.abs(tf.reshape(value, [-1])),
                                        tf.reshape(mask > 0, [-1]))
                 threshold = tf.reduce_min(tf.concat([kept, [np.inf]], 0))
@@ -321,6 +323,16 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
                 for w, m in zip(self.pruned_weights, self.masks)]
 
     # -- config -----------------------------------------------------------
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if not config.pop("m_by_n_counts_zeros", False) and \
+                config.get("sparsity_m_by_n"):
+            # written when (N, M) counted the weights kept: same pattern
+            kept, m = config["sparsity_m_by_n"]
+            config["sparsity_m_by_n"] = (m - kept, m)
+        return super().from_config(config, custom_objects)
+
     def get_config(self):
         config = super().get_config()
         config.update({
@@ -329,6 +341,8 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
             "block_pooling_type": self.block_pooling_type,
             "sparsity_m_by_n": (list(self.sparsity_m_by_n)
                                 if self.sparsity_m_by_n else None),
+            # (m, n) counts the zeros of each group, as tfmot's
+            "m_by_n_counts_zeros": True,
             "global_pruning": self.global_pruning,
             "min_density": self.min_density,
         })
@@ -356,11 +370,13 @@ def check_options(block_size, sparsity_m_by_n, global_pruning,
     global_pruning, min_density)``."""
     block_size = _positive_pair(block_size, "block_size", "(1, 4)")
     if sparsity_m_by_n is not None:
-        n, m = _positive_pair(sparsity_m_by_n, "sparsity_m_by_n", "(2, 4)")
-        if not n < m:
-            raise InputError(f"sparsity_m_by_n must be (N, M) with "
-                             f"0 < N < M, got {sparsity_m_by_n}")
-        sparsity_m_by_n = (n, m)
+        zeros, m = _positive_pair(sparsity_m_by_n, "sparsity_m_by_n",
+                                  "(2, 4)")
+        if not zeros < m:
+            raise InputError(f"sparsity_m_by_n must be (m, n): m zeros in "
+                             f"every n weights, 0 < m < n, got "
+                             f"{sparsity_m_by_n}")
+        sparsity_m_by_n = (zeros, m)
         if block_size != (1, 1):
             raise InputError("use either block_size or sparsity_m_by_n, "
                              "not both")

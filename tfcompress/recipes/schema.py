@@ -55,7 +55,8 @@ STAGE_SCHEMAS = {
         "block_size": Field(list, [1, 4], 1, items=int, length=2,
                             doc="[rows, columns] of each pruned block"),
         "m_by_n": Field(list, [2, 4], 1, items=int, length=2,
-                        doc="[N, M]: N of every M weights are kept"),
+                        doc="[m, n]: m of every n weights are zeroed "
+                            "(tfmot's sparsity_m_by_n)"),
         "frequency": Field(int, 20, 1),
         "end_fraction": Field(float, 0.8, 0.05, 1.0),
         "epochs": Field(int, 1, 1, 1000),
@@ -318,13 +319,13 @@ def _check_map(field, value, node, path, source):
 def _check_stage(kind, params, node, path, source):
     """Checks between fields of one stage."""
     if kind == "prune":
-        n, m = params["m_by_n"]
-        if n >= m:
+        zeros, m = params["m_by_n"]
+        if zeros >= m:
             _, vnode = _node_for(node, "m_by_n")
             raise RecipeError(f"{_where(source, vnode or node)}: "
-                              f"{path}.m_by_n: expected [N, M] with N < M "
-                              f"(N of every M weights kept), found "
-                              f"{[n, m]}")
+                              f"{path}.m_by_n: expected [m, n] with m < n "
+                              f"(m zeros in every n weights, as tfmot), "
+                              f"found {[zeros, m]}")
     if kind == "prune":
         params["layer_sparsity"] = {k: float(v) for k, v in
                                     params["layer_sparsity"].items()}

@@ -567,3 +567,24 @@ def test_a_wrapper_saved_clustering_only_the_first_kernel_still_loads():
     old.build((None, 5, 6))
     assert len(old.clustered_weights()) == 1
     assert len(wrapper.clustered_weights()) == 2
+
+
+def test_a_nested_base_named_in_exclude_stays_unclustered():
+    # as prune_low_magnitude: a frozen base kept as it is by its name
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((6,))
+    base = keras.Model(inner_in, keras.layers.Dense(8, name="inner_fc")(
+        inner_in), name="base")
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(
+        base(inputs)))
+    clustered = cluster.cluster_weights(model, 3, exclude="base")
+    assert [w.layer.name for w in cluster_wrappers(clustered)] == ["head"]
+    with pytest.raises(InputError, match="exclude names no layer"):
+        cluster.cluster_weights(model, 3, exclude=["bas"])
+
+
+def cluster_wrappers(model):
+    from tfcompress.utils.layer_map import iter_layers
+    return [l for l in iter_layers(model)
+            if isinstance(l, cluster.ClusterWeights)]

@@ -11,7 +11,8 @@ import numpy as np
 from tfcompress.cluster.wrapper import ClusterWeights
 from tfcompress.cluster.clusterable import clusterable_weights, is_clusterable
 from tfcompress.utils.layer_map import (copy_layer, is_container,
-                                        iter_layers, map_layers)
+                                        iter_layers, map_layers,
+                                        nested_models, with_nested_layers)
 from tfcompress.errors import InputError
 
 
@@ -58,11 +59,15 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                          "subclassed model, wrap its layers with "
                          "cluster_weights(layer, ...) where it builds them")
     exclude = {exclude} if isinstance(exclude, str) else set(exclude)
-    unknown = exclude - {layer.name for layer in iter_layers(to_cluster)}
+    # a nested base's name stands for its layers (as in pruning)
+    nested = {m.name: m for m in nested_models(to_cluster)}
+    unknown = exclude - set(nested) - {
+        layer.name for layer in iter_layers(to_cluster)}
     if unknown:
         raise InputError(f"exclude names no layer of {to_cluster.name}: "
                          f"{', '.join(sorted(map(str, unknown)))}; layer "
                          "names are listed by model.summary()")
+    exclude = with_nested_layers(exclude, nested)
 
     def wrap(layer):
         if layer.name in exclude or not layer.built or \

@@ -9,7 +9,8 @@ import keras
 from tfcompress.errors import InputError
 from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
-from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
+from tfcompress.utils.layer_map import (is_container, iter_layers, map_layers,
+                                        nested_models, with_nested_layers)
 
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
@@ -118,7 +119,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     include = set(include) if include is not None else None
     exclude = set(exclude or ())
     names = {l.name: l for l in iter_layers(to_prune)}
-    nested = {m.name: m for m in _nested_models(to_prune)}
+    nested = {m.name: m for m in nested_models(to_prune)}
     for option, given in (("include", include), ("exclude", exclude)):
         unknown = (given or set()) - set(names) - set(nested)
         if unknown:
@@ -137,8 +138,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             raise InputError(prunable.unsupported_message(names[name]))
     # a nested model's name stands for its layers (exclude=[base.name]
     # keeps a frozen base dense); its layers are pruned as by default
-    include = _with_nested_layers(include, nested)
-    exclude = _with_nested_layers(exclude, nested)
+    include = with_nested_layers(include, nested)
+    exclude = with_nested_layers(exclude, nested)
 
     def wrap(layer):
         if isinstance(layer, PruneLowMagnitude):
@@ -165,28 +166,6 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         return PruneLowMagnitude(layer, **kwargs)
 
     return map_layers(to_prune, wrap)
-
-
-def _nested_models(model):
-    """The Sequential/Functional models nested in ``model``, at any depth."""
-    for layer in model.layers:
-        if is_container(layer):
-            yield layer
-            yield from _nested_models(layer)
-
-
-def _with_nested_layers(given, nested):
-    """``given`` names, each nested model's name replaced by the names of
-    its layers; None stays None."""
-    if given is None:
-        return None
-    out = set()
-    for name in given:
-        if name in nested:
-            out.update(l.name for l in iter_layers(nested[name]))
-        else:
-            out.add(name)
-    return out
 
 
 def _check_policy(policy):

@@ -44,6 +44,45 @@ def iter_layers(model) -> Iterator[keras.layers.Layer]:
             yield layer
 
 
+def nested_models(model) -> Iterator[keras.Model]:
+    """Yields the Sequential/Functional models nested in ``model``, at any
+    depth.
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)],
+    ...                          name="inner")
+    >>> outer = keras.Sequential([keras.Input((3,)), inner])
+    >>> [m.name for m in nested_models(outer)]
+    ['inner']
+    """
+    for layer in getattr(model, "layers", []):
+        if is_container(layer):
+            yield layer
+            yield from nested_models(layer)
+
+
+def with_nested_layers(names, nested):
+    """``names`` with each name of a model in ``nested`` (name -> model)
+    replaced by the names of its layers, so that naming a nested base in
+    ``include``/``exclude`` names its layers; None stays None.
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((3,)),
+    ...                           keras.layers.Dense(3, name="fc")])
+    >>> sorted(with_nested_layers({"inner", "head"}, {"inner": inner}))
+    ['fc', 'head']
+    """
+    if names is None:
+        return None
+    out = set()
+    for name in names:
+        if name in nested:
+            out.update(l.name for l in iter_layers(nested[name]))
+        else:
+            out.add(name)
+    return out
+
+
 def copy_layer(layer: keras.layers.Layer, **overrides) -> keras.layers.Layer:
     """A new layer with the same config and a copy of the weights (a
     ``Lambda`` layer, which holds none, is returned as it is).

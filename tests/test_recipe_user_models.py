@@ -149,7 +149,7 @@ def test_a_softmax_model_trains_on_probabilities_not_as_logits(tmp_path):
 def test_softmax_is_found_through_the_training_wrappers():
     import keras
     from tfcompress import cluster, prune, quantize
-    from tfcompress.recipes.user_model import gives_probabilities
+    from tfcompress.utils.outputs import gives_probabilities
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4),
                               keras.layers.Dense(3, activation="softmax")])
     for wrapped in (model, quantize.quantize_model(model),

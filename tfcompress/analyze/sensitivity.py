@@ -215,7 +215,7 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                              f"from 2 to 16, e.g. (8, 4); got {b!r}")
     start = time.time()
     forward = tf.function(lambda t: model(t, training=False))
-    from tfcompress.recipes.user_model import output_activation
+    from tfcompress.utils.outputs import output_activation
     sigmoid = output_activation(model) == "sigmoid"
 
     def evaluate():

@@ -137,7 +137,7 @@ class Distiller(keras.Model):
         # a model ending in a softmax (keras.applications' default) gives
         # probabilities; their log is its logits up to a constant, which
         # the softmax of the soft term ignores
-        from tfcompress.recipes.user_model import gives_probabilities
+        from tfcompress.utils.outputs import gives_probabilities
         self._student_probabilities = gives_probabilities(student)
         self._teacher_probabilities = (teacher is not None and
                                        gives_probabilities(teacher))

@@ -20,7 +20,7 @@ def _compile(model, optimizer, lr):
     """Compiles for sparse labels; on logits, or on probabilities for a
     model that ends in a softmax."""
     import keras
-    from tfcompress.recipes.user_model import gives_probabilities
+    from tfcompress.utils.outputs import gives_probabilities
     model.compile(optimizer=_optimizer(optimizer, lr),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=not gives_probabilities(model)),

@@ -359,3 +359,26 @@ def test_sparse_with_float_layers_is_refused():
     with pytest.raises(InputError, match="cannot be combined"):
         convert(model, "int8", representative_data=x, sparse=True,
                 float_layers=["c1"])
+
+
+@pytest.mark.parametrize("first, dtype, top", [
+    (None, "float32", 1.0),                          # pixels in [0, 1]
+    (keras.layers.Rescaling(1 / 255.0), "float32", 255.0),
+    (keras.layers.Rescaling(1 / 255.0), "uint8", 255.0),
+])
+def test_cli_data_pixels_are_scaled_as_the_model_takes_them(
+        tmp_path, first, dtype, top):
+    # a model that rescales its own pixels (MobileNetV3, EfficientNet, a
+    # base behind Rescaling) was calibrated on pixels in [0, 1], and a
+    # uint8-input model on pixels cast from [0, 1] to 0 or 1
+    from tfcompress.commands.convert import _load_samples
+    inputs = keras.Input((4, 4, 1), dtype=dtype)
+    h = first(inputs) if first is not None else inputs
+    model = keras.Model(inputs, keras.layers.Dense(2)(
+        keras.layers.Flatten()(h)))
+    pixels = np.arange(32, dtype=np.uint8).reshape(2, 4, 4) * 8 + 7
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=pixels)
+    x = _load_samples(str(npz), 10, model)
+    assert x.shape == (2, 4, 4, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 0], pixels * (top / 255.0), rtol=1e-6)

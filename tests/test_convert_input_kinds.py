@@ -107,3 +107,30 @@ def test_input_of_any_image_size_is_an_input_error_naming_the_fix(x):
     i = keras.Input((8, 8, 3))
     r = convert(keras.Model(i, model(i)), "int8", representative_data=x)
     assert r.report["fully_integer"]
+
+
+def _data_kinds(x):
+    import tensorflow as tf
+    onehot = np.eye(3, dtype=np.float32)[np.arange(len(x)) % 3]
+    return {
+        "dataset of batches": tf.data.Dataset.from_tensor_slices(x).batch(4),
+        "dataset of (x, y)": tf.data.Dataset.from_tensor_slices(
+            (x, onehot)).batch(4),
+        "endless dataset": tf.data.Dataset.from_tensor_slices(x).repeat(),
+        "generator": (sample for sample in x),
+        "generator of dicts": lambda: ({"pixels": s[None]} for s in x),
+        "generator of batches": lambda: ([x[i:i + 4]]
+                                         for i in range(0, len(x), 4)),
+        "(x, one-hot y)": (x, onehot),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_data_kinds(np.zeros((1, 1)))))
+def test_data_sets_generators_and_one_hot_pairs_calibrate_as_arrays(x, kind):
+    # each was "has dtype object", a numpy error or a 5-D shape error
+    model = _dense_on(keras.Input((8, 8, 3), name="pixels"))
+    expected = convert(model, "int8", representative_data=x)
+    r = convert(model, "int8", representative_data=_data_kinds(x)[kind],
+                calibration_samples=len(x), check_samples=len(x))
+    assert r.report["numerical_check"]["samples"] == len(x)
+    assert r.tflite_bytes == expected.tflite_bytes

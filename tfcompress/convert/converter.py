@@ -221,7 +221,8 @@ def convert(model, mode="int8", representative_data=None,
       mode: ``float32``, ``float16``, ``dynamic`` (int8 weights, float
         activations), ``int8`` (fully integer) or ``int16x8``.
       representative_data: inputs for calibration (array ``(n, ...)``,
-        ``(x, y)``, or a generator function as TFLite takes; for a model
+        ``(x, y)``, a generator function as TFLite takes, a generator or a
+        ``tf.data.Dataset`` of samples or batches; for a model
         with several inputs a list of arrays in ``model.inputs`` order or
         a dict keyed by input name). Required for post-training
         ``int8``/``int16x8``; optional for QAT models.
@@ -312,7 +313,9 @@ def _convert(model, mode, representative_data, input_type, output_type,
     if qat_float:
         float_layers = qat_float
     check_integer_conversion(model, mode)
-    samples = as_samples(representative_data, model)
+    # a generator or data set is read no further than needed
+    samples = as_samples(representative_data, model,
+                         limit=max(calibration_samples, check_samples))
     if isinstance(samples, list) and (float_layers or calibration !=
                                       "minmax"):
         raise InputError(
@@ -394,7 +397,8 @@ def _mark_float_layers(result, float_nodes, no_kernel, by_qat):
 def _check_numerically(result, model, samples, check_data, check_samples):
     """Compares the flatbuffer with ``model`` on ``check_data``, else the
     calibration samples, else random inputs (said in the report)."""
-    check = as_samples(check_data, model, "check_data") \
+    check = as_samples(check_data, model, "check_data",
+                       limit=check_samples) \
         if check_data is not None else samples
     if check is None:
         # a subclassed model has no symbolic inputs: the flatbuffer's shape

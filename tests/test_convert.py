@@ -72,6 +72,15 @@ def _minmax_of_activations(model, samples, names):
 
 
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_int16x8_refuses_a_calibration_it_would_ignore(x, method):
+    # int16x8 went through TFLite's own min/max calibrator: the flatbuffer
+    # was the min-max one and the report's calibration None
+    with pytest.raises(InputError, match="int16x8 calibrates with min/max"):
+        convert(lenet_300_100(), "int16x8", calibration=method,
+                representative_data=x)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_calibration_methods_change_ranges(mobilenet, x, method):
     r = convert(mobilenet, "int8", representative_data=x, calibration=method,
                 calibration_samples=8)

@@ -237,7 +237,7 @@ def convert(model, mode="int8", representative_data=None,
         report's notes say which weights were stored sparse and whether
         DENSIFY ops expand them at load (then only the file is smaller).
       calibration: activation ranges for post-training int8: ``minmax``,
-        ``percentile`` or ``entropy``.
+        ``percentile`` or ``entropy`` (``int16x8``: ``minmax`` only).
       check_data: inputs to compare TFLite and Keras outputs on (default:
         the representative data, else random inputs); a model with several
         outputs is compared output by output.
@@ -560,6 +560,12 @@ def _check_arguments(mode, input_type, output_type, calibration, sparse,
     if calibration not in CALIBRATIONS:
         raise InputError(f"calibration {calibration!r} is not one of "
                          f"{', '.join(CALIBRATIONS)}")
+    if mode == "int16x8" and calibration != "minmax":
+        # TFLite quantizes int16x8 with its own calibrator, which takes no
+        # recomputed ranges: the option would be ignored
+        raise InputError(f"calibration={calibration!r} works with mode int8;"
+                         " int16x8 calibrates with min/max only: use "
+                         "calibration='minmax'")
     if sparse and float_layers:
         # the converter's sparse pass over the debugger's partly float
         # model writes a flatbuffer without the model's ops

@@ -21,7 +21,8 @@ flags.DEFINE_enum("io_type", "float32", IO_TYPES,
                   "convert: input and output type.")
 flags.DEFINE_enum("calibration", "minmax", CALIBRATIONS,
                   "convert: activation range method for int8.")
-flags.DEFINE_integer("samples", 200, "convert: calibration samples.")
+flags.DEFINE_integer("samples", 200, "convert: calibration samples.",
+                     lower_bound=1)
 flags.DEFINE_bool("strict", None, "convert: fail if ops stay float "
                   "(default: on for int8).")
 flags.DEFINE_bool("sparse", False, "convert: store pruned weights sparse.")

@@ -391,3 +391,21 @@ def test_cli_data_pixels_are_scaled_as_the_model_takes_them(
     x = _load_samples(str(npz), 10, model)
     assert x.shape == (2, 4, 4, 1) and x.dtype == np.float32
     np.testing.assert_allclose(x[..., 0], pixels * (top / 255.0), rtol=1e-6)
+
+
+def test_op_making_the_model_output_is_attributed_to_its_layer():
+    # the output tensor is named Identity, and the report (and strict
+    # mode's error) named a layer "Identity" the model does not have
+    class Negate(keras.layers.Layer):
+        def call(self, t):
+            return -t
+
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(4, name="fc")(inputs)
+    model = keras.Model(inputs, Negate(name="negate")(hidden))
+    x = np.random.default_rng(0).random((8, 8), dtype=np.float32)
+    with pytest.raises(FloatFallbackError, match=r"NEG \(layer negate\)"):
+        convert(model, "int8", representative_data=x)
+    ops = convert(model, "float32").report["ops"]
+    assert [(o["op"], o["layer"]) for o in ops] == [
+        ("FULLY_CONNECTED", "fc"), ("NEG", "negate")]

@@ -367,7 +367,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
         calibration=("qat" if qat else calibration if mode == "int8" and
                      samples is not None else None),
         calibration_ranges=ranges, notes=notes, seconds=seconds,
-        layer_names=_layer_names(keras_model))
+        layer_names=_layer_names(keras_model),
+        output_layers=_output_layers(model))
     if float_layers:
         _mark_float_layers(result, float_nodes, no_kernel,
                            by_qat=bool(qat_float))
@@ -609,14 +610,21 @@ def _float_nodes_of(float_layers, model, every_layer_has_ops=True):
         return None
     from tfcompress.convert.fallback import float_nodes
     names = _layer_names(model)
+    outputs = _output_layers(model)
+    return lambda calibrated: float_nodes(calibrated, float_layers, names,
+                                          outputs, every_layer_has_ops)
+
+
+def _output_layers(model):
+    """The names of the layers making ``model``'s outputs, in order
+    (empty for a subclassed model)."""
     outputs = []
     for tensor in getattr(model, "outputs", None) or []:
         try:
             outputs.append(compat.keras_history(tensor).operation.name)
         except compat.CompatError:
             pass
-    return lambda calibrated: float_nodes(calibrated, float_layers, names,
-                                          outputs, every_layer_has_ops)
+    return outputs
 
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,

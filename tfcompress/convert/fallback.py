@@ -133,7 +133,7 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
             layers = next((l[:1] for l in (layers_in_name(w, parts)
                                            for w in weights) if l), [])
         if not layers and outs[0] in outputs:
-            layers = _output_layer(node, output_layers)
+            layers = output_layer(node, output_layers)
         for layer in layers:
             if layer in found:
                 found[layer].append(node)
@@ -149,7 +149,7 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
     return found
 
 
-def _output_layer(node, output_layers):
+def output_layer(node, output_layers):
     """``[layer]`` making the model output whose flatbuffer tensor is
     ``node``: the only output layer, or for ``Identity_<k>`` (the frozen
     function's k-th output) the k-th; else ``[]``."""

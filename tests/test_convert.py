@@ -409,3 +409,15 @@ def test_op_making_the_model_output_is_attributed_to_its_layer():
     ops = convert(model, "float32").report["ops"]
     assert [(o["op"], o["layer"]) for o in ops] == [
         ("FULLY_CONNECTED", "fc"), ("NEG", "negate")]
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
+def test_strict_with_a_float_mode_is_an_input_error(mode):
+    # it raised FloatFallbackError for every op, advising integer kernels
+    with pytest.raises(InputError, match=f"mode {mode} computes in float"):
+        convert(lenet_300_100(), mode, strict=True)
+
+
+def test_cli_spells_strict_true_as_its_flag():
+    from tfcompress.commands.convert import cli_spelling
+    assert cli_spelling("strict=True refuses") == "--strict refuses"

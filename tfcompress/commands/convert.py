@@ -39,6 +39,7 @@ flags.DEFINE_list("float_layers", [], "convert: comma-separated Keras "
 _ARG = r"(?<![-\w])"
 _CLI_SPELLING = [
     (re.compile(_ARG + r"strict=False\b"), "--nostrict"),
+    (re.compile(_ARG + r"strict=True\b"), "--strict"),
     (re.compile(_ARG + r"sparse=True\b"), "--sparse"),
     (re.compile(_ARG + r"per_channel=False\b"), "--noper_channel"),
     (re.compile(_ARG + r"calibration='(\w+)'"), r"--calibration \1"),

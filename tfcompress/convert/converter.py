@@ -231,7 +231,8 @@ def convert(model, mode="int8", representative_data=None,
         (:func:`tfcompress.convert.options.io_types_for`).
       output_path: where to write the ``.tflite`` (atomically); optional.
       strict: raise :class:`FloatFallbackError` if any op computes in float.
-        Defaults to True for ``int8``/``int16x8``.
+        Defaults to True for ``int8``/``int16x8``; other modes compute in
+        float and take only False (or None).
       sparse: store pruned weights in TFLite's sparse format where the
         converter supports it (``Optimize.EXPERIMENTAL_SPARSITY``). The
         report's notes say which weights were stored sparse and whether
@@ -294,7 +295,12 @@ def _convert(model, mode, representative_data, input_type, output_type,
                      float_layers, output_path)
     _check_model(model)
     if strict is None:
-        strict = mode in ("int8", "int16x8")
+        strict = mode in INTEGER_MODES
+    elif strict and mode not in INTEGER_MODES:
+        # every op of a float model computes in float by design
+        raise InputError(f"strict=True refuses float ops in an int8 or "
+                         f"int16x8 model; mode {mode} computes in float: "
+                         "use mode int8 or int16x8, or leave strict unset")
 
     start = time.time()
     keras_model = model = outside_strategy(model)

@@ -421,3 +421,26 @@ def test_strict_with_a_float_mode_is_an_input_error(mode):
 def test_cli_spells_strict_true_as_its_flag():
     from tfcompress.commands.convert import cli_spelling
     assert cli_spelling("strict=True refuses") == "--strict refuses"
+
+
+def test_flatbuffer_litert_cannot_prepare_is_a_clear_error(tmp_path):
+    # LiteRT's int16 kernels refuse very narrow ranges (activations near
+    # zero: a kernel scaled down 10^4); the interpreter's bare RuntimeError
+    # came out of the numerical check with no op, layer or way out
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 1, use_bias=False, name="expand")(inputs)
+    h = L.ReLU(6.0, name="expand_relu")(L.BatchNormalization(name="bn1")(h))
+    h = L.DepthwiseConv2D(3, use_bias=False, name="depthwise")(h)
+    h = L.ReLU(6.0, name="dw_relu")(L.BatchNormalization(name="bn2")(h))
+    model = keras.Model(inputs, L.Conv2D(4, 1, name="project")(h))
+    kernel, = model.get_layer("expand").get_weights()
+    model.get_layer("expand").set_weights([kernel * 1e-4])
+    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    out = tmp_path / "m.tflite"
+    with pytest.raises(RuntimeError, match=r"LiteRT cannot prepare the "
+                       r"converted int16x8 flatbuffer, so nothing was "
+                       r"written: op #\d+ \w+ \(layer \w+\).*mode int8"):
+        convert(model, "int16x8", representative_data=x, output_path=out)
+    assert not out.exists()

@@ -414,7 +414,32 @@ def _check_numerically(result, model, samples, check_data, check_samples):
         check = random_samples(shapes, 32, seed=1,
                                dtypes=input_dtypes(model))
         result.report["numerical_check_data"] = "random inputs"
-    result.add_numerical_check(model, first(check, check_samples))
+    try:
+        result.add_numerical_check(model, first(check, check_samples))
+    except RuntimeError as e:
+        if "failed to prepare" not in str(e):
+            raise
+        raise RuntimeError(_unpreparable(result.report, e)) from e
+
+
+def _unpreparable(report, error):
+    """What to say when LiteRT cannot prepare the converted flatbuffer
+    (``error``: its ``Node number N (OP) failed to prepare``)."""
+    import re
+    reason = " ".join(str(error).split())
+    match = re.search(r"Node number (\d+) \((\w+)\) failed to prepare",
+                      reason)
+    where = ""
+    if match and int(match.group(1)) < len(report["ops"]):
+        op = report["ops"][int(match.group(1))]
+        where = f" op #{op['index']} {op['op']} (layer {op['layer']}):"
+    mode = report["mode"]
+    return (f"LiteRT cannot prepare the converted {mode} flatbuffer, so "
+            f"nothing was written:{where} {reason[:300]}"
+            + (". Its 16-bit kernels refuse some very narrow calibrated "
+               "ranges (activations near zero); mode int8 converts such a "
+               "model, or calibrate on inputs that give the layer a wider "
+               "range" if mode == "int16x8" else ""))
 
 
 def _configure(converter, mode, calib, sparse, per_channel, input_type,

@@ -571,7 +571,17 @@ def _check_float_layers(float_layers, model, mode, qat):
     if not float_layers:
         return []
     from tfcompress.convert.fallback import check_float_layers
-    return check_float_layers(float_layers, _layer_names(model), mode, qat)
+    from tfcompress.utils.layer_map import is_container, iter_layers
+    nested = {}
+    if is_container(model):
+        stack = list(model.layers)
+        while stack:
+            layer = stack.pop()
+            if is_container(layer):
+                nested[layer.name] = [l.name for l in iter_layers(layer)]
+                stack += layer.layers
+    return check_float_layers(float_layers, _layer_names(model), mode, qat,
+                              nested)
 
 
 def _check_arguments(mode, input_type, output_type, calibration, sparse,

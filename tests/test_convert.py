@@ -439,8 +439,25 @@ def test_flatbuffer_litert_cannot_prepare_is_a_clear_error(tmp_path):
     model.get_layer("expand").set_weights([kernel * 1e-4])
     x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
     out = tmp_path / "m.tflite"
-    with pytest.raises(RuntimeError, match=r"LiteRT cannot prepare the "
+    with pytest.raises(RuntimeError, match=r"LiteRT cannot run the "
                        r"converted int16x8 flatbuffer, so nothing was "
                        r"written: op #\d+ \w+ \(layer \w+\).*mode int8"):
         convert(model, "int16x8", representative_data=x, output_path=out)
+    assert not out.exists()
+
+
+def test_int16x8_op_litert_has_no_kernel_for_is_a_clear_error(tmp_path):
+    # LayerNormalization's SQUARED_DIFFERENCE converts to int16, which
+    # LiteRT cannot run: a bare "failed to invoke" from the numerical check
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(8, 1, name="conv")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    model = keras.Model(inputs, h)
+    x = np.random.default_rng(0).random((8, 4, 4, 3), dtype=np.float32)
+    out = tmp_path / "m.tflite"
+    with pytest.raises(RuntimeError, match=r"cannot run the converted "
+                       r"int16x8 flatbuffer, so nothing was written: op #\d+ "
+                       r"SQUARED_DIFFERENCE \(layer norm\).*no 16-bit kernel"):
+        convert(model, "int16x8", representative_data=x, output_path=out,
+                strict=False)
     assert not out.exists()

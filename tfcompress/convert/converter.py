@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -417,29 +418,35 @@ def _check_numerically(result, model, samples, check_data, check_samples):
     try:
         result.add_numerical_check(model, first(check, check_samples))
     except RuntimeError as e:
-        if "failed to prepare" not in str(e):
+        if not re.search(r"failed to (prepare|invoke)", str(e)):
             raise
-        raise RuntimeError(_unpreparable(result.report, e)) from e
+        raise RuntimeError(_cannot_run(result.report, e)) from e
 
 
-def _unpreparable(report, error):
-    """What to say when LiteRT cannot prepare the converted flatbuffer
-    (``error``: its ``Node number N (OP) failed to prepare``)."""
-    import re
+def _cannot_run(report, error):
+    """What to say when LiteRT cannot prepare or run the converted
+    flatbuffer (``error``: its ``Node number N (OP) failed to ...``)."""
     reason = " ".join(str(error).split())
-    match = re.search(r"Node number (\d+) \((\w+)\) failed to prepare",
-                      reason)
+    match = re.search(r"Node number (\d+) \((\w+)\) failed to (prepare|"
+                      r"invoke)", reason)
     where = ""
     if match and int(match.group(1)) < len(report["ops"]):
         op = report["ops"][int(match.group(1))]
         where = f" op #{op['index']} {op['op']} (layer {op['layer']}):"
     mode = report["mode"]
-    return (f"LiteRT cannot prepare the converted {mode} flatbuffer, so "
-            f"nothing was written:{where} {reason[:300]}"
-            + (". Its 16-bit kernels refuse some very narrow calibrated "
-               "ranges (activations near zero); mode int8 converts such a "
-               "model, or calibrate on inputs that give the layer a wider "
-               "range" if mode == "int16x8" else ""))
+    if mode != "int16x8":
+        hint = ""
+    elif "overflow" in reason:
+        hint = (". Its 16-bit kernels refuse some very narrow calibrated "
+                "ranges (activations near zero); mode int8 converts such a "
+                "model, or calibrate on inputs that give the layer a wider "
+                "range")
+    else:
+        hint = (". LiteRT has no 16-bit kernel for it (LayerNormalization "
+                "computes SQUARED_DIFFERENCE): convert with mode int8 "
+                "(strict=False keeps such ops float) or float16")
+    return (f"LiteRT cannot run the converted {mode} flatbuffer, so "
+            f"nothing was written:{where} {reason.rstrip('.')[:300]}{hint}")
 
 
 def _configure(converter, mode, calib, sparse, per_channel, input_type,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tfcompress.convert import convert
+from tfcompress.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,17 @@ def test_uint8_pixel_input_is_calibrated_and_checked_as_pixels(x, mode):
     # the check feeds the pixels as they are, not "quantized" by scale 0
     assert r.report["numerical_check"]["max_abs_error"] < (
         1e-5 if mode == "float32" else 0.05)
+
+
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (255.0, 0.0),
+                                          (255.0, -10.0)])
+def test_pixels_a_uint8_input_cannot_hold_are_an_input_error(x, scale, shift):
+    # they were cast: [0, 1] floats calibrated on black images, -10 on 246
+    model = _dense_on(keras.Input((8, 8, 3), dtype="uint8"),
+                      keras.layers.Rescaling(1 / 255.0))
+    with pytest.raises(InputError, match=r"the model input is uint8: give "
+                       r"whole numbers from 0 to 255"):
+        convert(model, "float32", representative_data=x * scale + shift)
 
 
 def test_uint8_input_without_check_data_gets_random_pixels():

@@ -108,6 +108,17 @@ def _checked(arr, expected, what, dtype=np.dtype("float32")):
                 f"{what} holds {int(bad.sum())} NaN or infinite value(s) (in "
                 f"{rows} of {len(arr)} samples); drop or repair those "
                 "samples before calibrating")
+    if dtype.kind in "iu" and arr.dtype != dtype:
+        info = np.iinfo(dtype)
+        if (arr != np.round(arr)).any() or arr.min() < info.min or \
+                arr.max() > info.max:
+            # a cast would floor fractions ([0, 1] pixels to 0) and wrap
+            # values outside the type
+            raise InputError(
+                f"{what} holds values in [{float(arr.min()):g}, "
+                f"{float(arr.max()):g}] but the model input is {dtype}: give "
+                f"whole numbers from {info.min} to {info.max} (pixels as "
+                "the model takes them, not scaled to [0, 1])")
     return arr.astype(dtype)
 
 

@@ -461,3 +461,14 @@ def test_int16x8_op_litert_has_no_kernel_for_is_a_clear_error(tmp_path):
         convert(model, "int16x8", representative_data=x, output_path=out,
                 strict=False)
     assert not out.exists()
+
+
+def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
+    # --output model.keras replaced the Keras model with the flatbuffer
+    model = tmp_path / "m.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(model)
+    saved = model.read_bytes()
+    r = _cli("convert", str(model), "--mode", "float32", "--output",
+             str(model))
+    assert r.returncode == 2 and "is the model file itself" in r.stderr
+    assert model.read_bytes() == saved

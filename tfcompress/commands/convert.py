@@ -114,11 +114,14 @@ def convert_command(args):
         raise UsageError("convert takes one model file: tfcompress convert "
                          "model.keras --mode int8 --data fashion_mnist")
     path = args[0]
+    out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
+    if os.path.abspath(out) == os.path.abspath(path):
+        raise InputError(f"--output {out} is the model file itself; give "
+                         "another path for the .tflite file")
     _progress(f"loading {path}")
     from tfcompress.saving import load_model
     model = load_model(path, compile=False)
     from tfcompress.convert import FloatFallbackError, convert
-    out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
     samples = _load_samples(FLAGS.data, FLAGS.samples, model)
     data = "" if samples is None else f" with {len(samples)} data samples"
     _progress(f"converting to {FLAGS.mode}{data} (calibration and "

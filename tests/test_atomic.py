@@ -72,3 +72,18 @@ def test_failed_write_leaves_no_file_and_no_temporary(tmp_path):
             open(tmp, "wb").write(b"partial")
             raise RuntimeError("writer failed")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("trailing", ["", "/"])
+def test_a_folder_as_output_path_is_refused_before_any_work(tmp_path,
+                                                             trailing):
+    # convert(..., output_path=<a folder>) converted, then failed with
+    # IsADirectoryError (the CLI's "unexpected" exit 1)
+    from tfcompress.errors import InputError
+    out = str(tmp_path) + trailing
+    with pytest.raises(InputError, match="it is a folder; give the path of "
+                       "a file in it"):
+        atomic.check_writable_folder(out)
+    with pytest.raises(InputError, match="it is a folder"):
+        atomic.atomic_write_bytes(out, b"x")
+    assert os.listdir(tmp_path) == []

@@ -154,3 +154,30 @@ def test_cli_bench_and_errors(models, tmp_path):
     assert "starts with '-'" in r.stderr and "[user@]host[:port]" in r.stderr
     assert not (tmp_path / "ran").exists()
     assert "Traceback" not in r.stderr
+
+
+def test_a_model_xnnpack_refuses_says_to_turn_it_off(tmp_path):
+    # an int8 model stored sparse: "the runtime cannot load this model:
+    # failed to delegate FULLY_CONNECTED ..." with no way out
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
+    kernel, bias = model.layers[0].get_weights()
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.9)] = 0.0
+    model.layers[0].set_weights([kernel, bias])
+    x = np.random.default_rng(0).random((16, 64), dtype=np.float32)
+    path = str(tmp_path / "sparse.tflite")
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT,
+                               tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    converter.representative_dataset = lambda: ([x[i:i + 1]]
+                                                for i in range(len(x)))
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    from tfcompress.bench import benchmark
+    with pytest.raises(BenchError, match=r"XNNPACK.*--noxnnpack"):
+        benchmark(path, runs=2)
+    assert benchmark(path, runs=2, xnnpack=False)["latency"]

@@ -127,3 +127,20 @@ def test_command_help_shows_that_commands_usage_and_flags(command, usage,
     assert r.returncode == 0, r.stderr
     assert usage in r.stdout and own in r.stdout
     assert other not in r.stdout
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["bench", "m.tflite", "--runs", "0"], "--runs=0"),
+    (["bench", "m.tflite", "--threads", "0"], "--threads=0"),
+    (["bench", "m.tflite", "--warmup_runs=-1"], "--warmup_runs=-1"),
+    (["bench", "m.tflite", "--runtime", "litert"], "--runtime=litert"),
+    (["convert", "m.keras", "--samples=-5"], "--samples=-5"),
+])
+def test_out_of_range_flag_values_are_one_line_exit_2(tmp_path, args, flag):
+    # --runs 0 or -3 timed one run and reported it, --samples=-5 dropped
+    # the last 5 samples, --runtime gave the device runner's usage error
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("tfcompress")]
+    assert lines == [lines[0]] and f"flag {flag}" in lines[0], r.stderr

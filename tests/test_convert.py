@@ -72,6 +72,15 @@ def _minmax_of_activations(model, samples, names):
 
 
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_int16x8_refuses_a_calibration_it_would_ignore(x, method):
+    # int16x8 went through TFLite's own min/max calibrator: the flatbuffer
+    # was the min-max one and the report's calibration None
+    with pytest.raises(InputError, match="int16x8 calibrates with min/max"):
+        convert(lenet_300_100(), "int16x8", calibration=method,
+                representative_data=x)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_calibration_methods_change_ranges(mobilenet, x, method):
     r = convert(mobilenet, "int8", representative_data=x, calibration=method,
                 calibration_samples=8)
@@ -359,3 +368,107 @@ def test_sparse_with_float_layers_is_refused():
     with pytest.raises(InputError, match="cannot be combined"):
         convert(model, "int8", representative_data=x, sparse=True,
                 float_layers=["c1"])
+
+
+@pytest.mark.parametrize("first, dtype, top", [
+    (None, "float32", 1.0),                          # pixels in [0, 1]
+    (keras.layers.Rescaling(1 / 255.0), "float32", 255.0),
+    (keras.layers.Rescaling(1 / 255.0), "uint8", 255.0),
+])
+def test_cli_data_pixels_are_scaled_as_the_model_takes_them(
+        tmp_path, first, dtype, top):
+    # a model that rescales its own pixels (MobileNetV3, EfficientNet, a
+    # base behind Rescaling) was calibrated on pixels in [0, 1], and a
+    # uint8-input model on pixels cast from [0, 1] to 0 or 1
+    from tfcompress.commands.convert import _load_samples
+    inputs = keras.Input((4, 4, 1), dtype=dtype)
+    h = first(inputs) if first is not None else inputs
+    model = keras.Model(inputs, keras.layers.Dense(2)(
+        keras.layers.Flatten()(h)))
+    pixels = np.arange(32, dtype=np.uint8).reshape(2, 4, 4) * 8 + 7
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=pixels)
+    x = _load_samples(str(npz), 10, model)
+    assert x.shape == (2, 4, 4, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x[..., 0], pixels * (top / 255.0), rtol=1e-6)
+
+
+def test_op_making_the_model_output_is_attributed_to_its_layer():
+    # the output tensor is named Identity, and the report (and strict
+    # mode's error) named a layer "Identity" the model does not have
+    class Negate(keras.layers.Layer):
+        def call(self, t):
+            return -t
+
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(4, name="fc")(inputs)
+    model = keras.Model(inputs, Negate(name="negate")(hidden))
+    x = np.random.default_rng(0).random((8, 8), dtype=np.float32)
+    with pytest.raises(FloatFallbackError, match=r"NEG \(layer negate\)"):
+        convert(model, "int8", representative_data=x)
+    ops = convert(model, "float32").report["ops"]
+    assert [(o["op"], o["layer"]) for o in ops] == [
+        ("FULLY_CONNECTED", "fc"), ("NEG", "negate")]
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
+def test_strict_with_a_float_mode_is_an_input_error(mode):
+    # it raised FloatFallbackError for every op, advising integer kernels
+    with pytest.raises(InputError, match=f"mode {mode} computes in float"):
+        convert(lenet_300_100(), mode, strict=True)
+
+
+def test_cli_spells_strict_true_as_its_flag():
+    from tfcompress.commands.convert import cli_spelling
+    assert cli_spelling("strict=True refuses") == "--strict refuses"
+
+
+def test_flatbuffer_litert_cannot_prepare_is_a_clear_error(tmp_path):
+    # LiteRT's int16 kernels refuse very narrow ranges (activations near
+    # zero: a kernel scaled down 10^4); the interpreter's bare RuntimeError
+    # came out of the numerical check with no op, layer or way out
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 1, use_bias=False, name="expand")(inputs)
+    h = L.ReLU(6.0, name="expand_relu")(L.BatchNormalization(name="bn1")(h))
+    h = L.DepthwiseConv2D(3, use_bias=False, name="depthwise")(h)
+    h = L.ReLU(6.0, name="dw_relu")(L.BatchNormalization(name="bn2")(h))
+    model = keras.Model(inputs, L.Conv2D(4, 1, name="project")(h))
+    kernel, = model.get_layer("expand").get_weights()
+    model.get_layer("expand").set_weights([kernel * 1e-4])
+    x = np.random.default_rng(0).random((8, 8, 8, 3), dtype=np.float32)
+    out = tmp_path / "m.tflite"
+    with pytest.raises(RuntimeError, match=r"LiteRT cannot run the "
+                       r"converted int16x8 flatbuffer, so nothing was "
+                       r"written: op #\d+ \w+ \(layer \w+\).*mode int8"):
+        convert(model, "int16x8", representative_data=x, output_path=out)
+    assert not out.exists()
+
+
+def test_int16x8_op_litert_has_no_kernel_for_is_a_clear_error(tmp_path):
+    # LayerNormalization's SQUARED_DIFFERENCE converts to int16, which
+    # LiteRT cannot run: a bare "failed to invoke" from the numerical check
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(8, 1, name="conv")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    model = keras.Model(inputs, h)
+    x = np.random.default_rng(0).random((8, 4, 4, 3), dtype=np.float32)
+    out = tmp_path / "m.tflite"
+    with pytest.raises(RuntimeError, match=r"cannot run the converted "
+                       r"int16x8 flatbuffer, so nothing was written: op #\d+ "
+                       r"SQUARED_DIFFERENCE \(layer norm\).*no 16-bit kernel"):
+        convert(model, "int16x8", representative_data=x, output_path=out,
+                strict=False)
+    assert not out.exists()
+
+
+def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
+    # --output model.keras replaced the Keras model with the flatbuffer
+    model = tmp_path / "m.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(model)
+    saved = model.read_bytes()
+    r = _cli("convert", str(model), "--mode", "float32", "--output",
+             str(model))
+    assert r.returncode == 2 and "is the model file itself" in r.stderr
+    assert model.read_bytes() == saved

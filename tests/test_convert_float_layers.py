@@ -157,6 +157,15 @@ def test_a_folded_batch_normalization_is_an_input_error_saying_so():
         convert(_cnn(), "int8", representative_data=x, float_layers=["bn1"])
 
 
+def test_a_nested_model_name_is_an_input_error_naming_its_layers():
+    # it was "no layer named 'block'", though block is a layer of the model
+    x = np.random.default_rng(0).random((32, 8, 8, 1), dtype=np.float32)
+    with pytest.raises(InputError, match=r"'block' is a nested model.*"
+                       r"\(conv2, relu2\)"):
+        convert(_cnn(), "int8", representative_data=x,
+                float_layers=["block"])
+
+
 def test_an_unknown_layer_name_is_an_input_error_listing_the_names():
     with pytest.raises(InputError, match=r"fc3.*fc1, .*fc2, .*out"):
         convert(_mlp(), "int8", representative_data=_data(),

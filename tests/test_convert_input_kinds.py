@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tfcompress.convert import convert
+from tfcompress.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,17 @@ def test_uint8_pixel_input_is_calibrated_and_checked_as_pixels(x, mode):
     # the check feeds the pixels as they are, not "quantized" by scale 0
     assert r.report["numerical_check"]["max_abs_error"] < (
         1e-5 if mode == "float32" else 0.05)
+
+
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (255.0, 0.0),
+                                          (255.0, -10.0)])
+def test_pixels_a_uint8_input_cannot_hold_are_an_input_error(x, scale, shift):
+    # they were cast: [0, 1] floats calibrated on black images, -10 on 246
+    model = _dense_on(keras.Input((8, 8, 3), dtype="uint8"),
+                      keras.layers.Rescaling(1 / 255.0))
+    with pytest.raises(InputError, match=r"the model input is uint8: give "
+                       r"whole numbers from 0 to 255"):
+        convert(model, "float32", representative_data=x * scale + shift)
 
 
 def test_uint8_input_without_check_data_gets_random_pixels():
@@ -107,3 +119,30 @@ def test_input_of_any_image_size_is_an_input_error_naming_the_fix(x):
     i = keras.Input((8, 8, 3))
     r = convert(keras.Model(i, model(i)), "int8", representative_data=x)
     assert r.report["fully_integer"]
+
+
+def _data_kinds(x):
+    import tensorflow as tf
+    onehot = np.eye(3, dtype=np.float32)[np.arange(len(x)) % 3]
+    return {
+        "dataset of batches": tf.data.Dataset.from_tensor_slices(x).batch(4),
+        "dataset of (x, y)": tf.data.Dataset.from_tensor_slices(
+            (x, onehot)).batch(4),
+        "endless dataset": tf.data.Dataset.from_tensor_slices(x).repeat(),
+        "generator": (sample for sample in x),
+        "generator of dicts": lambda: ({"pixels": s[None]} for s in x),
+        "generator of batches": lambda: ([x[i:i + 4]]
+                                         for i in range(0, len(x), 4)),
+        "(x, one-hot y)": (x, onehot),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_data_kinds(np.zeros((1, 1)))))
+def test_data_sets_generators_and_one_hot_pairs_calibrate_as_arrays(x, kind):
+    # each was "has dtype object", a numpy error or a 5-D shape error
+    model = _dense_on(keras.Input((8, 8, 3), name="pixels"))
+    expected = convert(model, "int8", representative_data=x)
+    r = convert(model, "int8", representative_data=_data_kinds(x)[kind],
+                calibration_samples=len(x), check_samples=len(x))
+    assert r.report["numerical_check"]["samples"] == len(x)
+    assert r.tflite_bytes == expected.tflite_bytes

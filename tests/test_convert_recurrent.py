@@ -64,3 +64,15 @@ def test_gist_drops_the_mlir_location():
         'fused["Call:", "c"])): \'tf.Op\' op is neither a custom op nor a '
         'flex op\n<unknown>:0: note: loc(fused["Call:", "c"]): called from')
     assert _gist(error) == "'tf.Op' op is neither a custom op nor a flex op"
+
+
+def test_report_counts_the_weights_inside_the_while_loop():
+    # the LSTM's kernels live in the loop body's subgraph: the report (and
+    # tfcompress inspect) counted the Dense head's 21 parameters only
+    model = _sequence_model(keras.layers.LSTM(6), batch_size=1)
+    r = convert(model, "float32")
+    lstm = model.layers[0].count_params()
+    assert r.report["subgraphs"] > 1
+    assert r.report["params"] >= lstm
+    kernels = sorted(w["shape"] for w in r.report["weights"])
+    assert [6 * 4, 4] in kernels or [4, 6 * 4] in kernels, kernels

@@ -161,3 +161,23 @@ def test_calibration_data_that_is_not_finite_is_an_input_error(bad):
     with pytest.raises(InputError, match=r"representative_data holds 1 "
                        r"NaN or infinite value\(s\) \(in 1 of 6 samples\)"):
         convert(model, "int8", representative_data=x)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"calibration_samples": 0}, "calibration_samples=0"),
+    ({"calibration_samples": -3}, "calibration_samples=-3"),
+    ({"calibration_samples": 2.5}, "calibration_samples=2.5"),
+    ({"check_samples": 0}, "check_samples=0"),
+    ({"calibration": "percentile", "percentile": 0}, "percentile=0"),
+    ({"calibration": "percentile", "percentile": 150}, "percentile=150"),
+])
+def test_sample_counts_and_percentile_out_of_range_are_input_errors(
+        kwargs, name):
+    # 0 calibration samples ended in FloatFallbackError, -3 silently
+    # dropped three, 2.5 a TypeError, check_samples=0 Keras'
+    # UnboundLocalError; percentile 0 inverted every range
+    from tfcompress.convert import convert
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    x = np.random.default_rng(0).random((6, 4)).astype("float32")
+    with pytest.raises(InputError, match=f"^{name}: give "):
+        convert(model, "int8", representative_data=x, **kwargs)

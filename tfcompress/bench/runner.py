@@ -168,6 +168,10 @@ def _make_interpreter(Interpreter, Resolver, path, threads, xnnpack):
             hint = (" (this runtime is older than the converter that wrote "
                     "the model: use LiteRT/ai-edge-litert, or convert for an "
                     "older runtime)")
+        elif "XNNPack" in msg and xnnpack:
+            hint = (" (its XNNPACK delegate refuses this model, as LiteRT's "
+                    "does an int8 model stored sparse: time it with XNNPACK "
+                    "off, tfcompress bench --noxnnpack)")
         raise BenchError(f"{path}: the runtime cannot load this model: "
                          f"{msg[:300]}{hint}") from None
     return interp

@@ -11,12 +11,17 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("eval_data", None, "bench: .npz with x (inputs) and "
                     "optionally y (labels) and reference (outputs).")
 flags.DEFINE_string("host", None, "bench: run on user@host over SSH.")
-flags.DEFINE_integer("port", None, "bench: SSH port.")
-flags.DEFINE_string("runtime", "auto", "bench: auto, ai_edge_litert, "
-                    "tflite_runtime or tensorflow.")
-flags.DEFINE_integer("threads", 1, "bench: interpreter threads.")
-flags.DEFINE_integer("runs", 50, "bench: timed runs per model.")
-flags.DEFINE_integer("warmup_runs", 5, "bench: warm-up runs per model.")
+flags.DEFINE_integer("port", None, "bench: SSH port.", lower_bound=1,
+                     upper_bound=65535)
+flags.DEFINE_enum("runtime", "auto", ["auto", "ai_edge_litert",
+                                      "tflite_runtime", "tensorflow"],
+                  "bench: TFLite runtime on the device.")
+flags.DEFINE_integer("threads", 1, "bench: interpreter threads.",
+                     lower_bound=1)
+flags.DEFINE_integer("runs", 50, "bench: timed runs per model.",
+                     lower_bound=1)
+flags.DEFINE_integer("warmup_runs", 5, "bench: warm-up runs per model.",
+                     lower_bound=0)
 flags.DEFINE_bool("xnnpack", True, "bench: use the XNNPACK delegate.")
 flags.DEFINE_string("report_dir", None, "bench: write JSON/CSV/Markdown/PNG "
                     "reports to this folder.")

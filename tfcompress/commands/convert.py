@@ -21,7 +21,8 @@ flags.DEFINE_enum("io_type", "float32", IO_TYPES,
                   "convert: input and output type.")
 flags.DEFINE_enum("calibration", "minmax", CALIBRATIONS,
                   "convert: activation range method for int8.")
-flags.DEFINE_integer("samples", 200, "convert: calibration samples.")
+flags.DEFINE_integer("samples", 200, "convert: calibration samples.",
+                     lower_bound=1)
 flags.DEFINE_bool("strict", None, "convert: fail if ops stay float "
                   "(default: on for int8).")
 flags.DEFINE_bool("sparse", False, "convert: store pruned weights sparse.")
@@ -38,6 +39,7 @@ flags.DEFINE_list("float_layers", [], "convert: comma-separated Keras "
 _ARG = r"(?<![-\w])"
 _CLI_SPELLING = [
     (re.compile(_ARG + r"strict=False\b"), "--nostrict"),
+    (re.compile(_ARG + r"strict=True\b"), "--strict"),
     (re.compile(_ARG + r"sparse=True\b"), "--sparse"),
     (re.compile(_ARG + r"per_channel=False\b"), "--noper_channel"),
     (re.compile(_ARG + r"calibration='(\w+)'"), r"--calibration \1"),
@@ -63,7 +65,21 @@ def _progress(text):
     print(f"convert: {text}", file=sys.stderr, flush=True)
 
 
-def _load_samples(spec, n):
+def _takes_raw_pixels(model):
+    """True if ``model`` takes pixels in [0, 255]: its input is integer
+    (uint8 pixels), or it scales them itself (a Rescaling or Normalization
+    first: keras.applications MobileNetV3, EfficientNet, ConvNeXt, or a
+    model built around one of them)."""
+    import numpy as np
+    from tfcompress.convert.inputs import input_dtypes
+    from tfcompress.models.applications import rescales_input
+    return input_dtypes(model)[0].kind in "iu" or rescales_input(model)
+
+
+def _load_samples(spec, n, model):
+    """Calibration inputs from ``--data``: a float .npz array as it is;
+    uint8 images (an .npz, fashion_mnist, mnist) as pixels in [0, 1], or in
+    [0, 255] when ``model`` takes raw pixels."""
     import numpy as np
     if spec is None:
         return None
@@ -77,16 +93,18 @@ def _load_samples(spec, n):
             if key is None:
                 raise InputError(f"{spec} has no x_train, x or inputs array")
             x = f[key][:n]
+        if x.dtype != np.uint8:
+            return x.astype("float32")
+        from tfcompress.data import prepare_images
+        x = prepare_images(x)
     elif spec in ("fashion_mnist", "mnist"):
         from tfcompress.recipes.runner import load_data
         (x, _), _ = load_data(spec, train_samples=n)
-        return x
     else:
         raise InputError(f"--data {spec!r}: give an .npz file or "
                          "fashion_mnist / mnist")
-    if x.dtype == np.uint8:
-        from tfcompress.data import prepare_images
-        x = prepare_images(x)
+    if _takes_raw_pixels(model):
+        x = np.round(x * np.float32(255.0))
     return x.astype("float32")
 
 
@@ -96,12 +114,15 @@ def convert_command(args):
         raise UsageError("convert takes one model file: tfcompress convert "
                          "model.keras --mode int8 --data fashion_mnist")
     path = args[0]
+    out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
+    if os.path.abspath(out) == os.path.abspath(path):
+        raise InputError(f"--output {out} is the model file itself; give "
+                         "another path for the .tflite file")
     _progress(f"loading {path}")
     from tfcompress.saving import load_model
     model = load_model(path, compile=False)
     from tfcompress.convert import FloatFallbackError, convert
-    out = FLAGS.output or os.path.splitext(path)[0] + f"_{FLAGS.mode}.tflite"
-    samples = _load_samples(FLAGS.data, FLAGS.samples)
+    samples = _load_samples(FLAGS.data, FLAGS.samples, model)
     data = "" if samples is None else f" with {len(samples)} data samples"
     _progress(f"converting to {FLAGS.mode}{data} (calibration and "
               "conversion can take a minute)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -221,7 +222,8 @@ def convert(model, mode="int8", representative_data=None,
       mode: ``float32``, ``float16``, ``dynamic`` (int8 weights, float
         activations), ``int8`` (fully integer) or ``int16x8``.
       representative_data: inputs for calibration (array ``(n, ...)``,
-        ``(x, y)``, or a generator function as TFLite takes; for a model
+        ``(x, y)``, a generator function as TFLite takes, a generator or a
+        ``tf.data.Dataset`` of samples or batches; for a model
         with several inputs a list of arrays in ``model.inputs`` order or
         a dict keyed by input name). Required for post-training
         ``int8``/``int16x8``; optional for QAT models.
@@ -230,13 +232,14 @@ def convert(model, mode="int8", representative_data=None,
         (:func:`tfcompress.convert.options.io_types_for`).
       output_path: where to write the ``.tflite`` (atomically); optional.
       strict: raise :class:`FloatFallbackError` if any op computes in float.
-        Defaults to True for ``int8``/``int16x8``.
+        Defaults to True for ``int8``/``int16x8``; other modes compute in
+        float and take only False (or None).
       sparse: store pruned weights in TFLite's sparse format where the
         converter supports it (``Optimize.EXPERIMENTAL_SPARSITY``). The
         report's notes say which weights were stored sparse and whether
         DENSIFY ops expand them at load (then only the file is smaller).
       calibration: activation ranges for post-training int8: ``minmax``,
-        ``percentile`` or ``entropy``.
+        ``percentile`` or ``entropy`` (``int16x8``: ``minmax`` only).
       check_data: inputs to compare TFLite and Keras outputs on (default:
         the representative data, else random inputs); a model with several
         outputs is compared output by output.
@@ -291,9 +294,22 @@ def _convert(model, mode, representative_data, input_type, output_type,
     filtered."""
     _check_arguments(mode, input_type, output_type, calibration, sparse,
                      float_layers, output_path)
+    _check_counts(calibration_samples=calibration_samples,
+                  check_samples=check_samples)
+    if not isinstance(percentile, (int, float)) or \
+            not 50 < percentile <= 100:
+        # below 50 the lower bound passes the upper one
+        raise InputError(f"percentile={percentile!r}: give the share of "
+                         "values each range keeps on each side, above 50 "
+                         "and at most 100 (e.g. 99.99)")
     _check_model(model)
     if strict is None:
-        strict = mode in ("int8", "int16x8")
+        strict = mode in INTEGER_MODES
+    elif strict and mode not in INTEGER_MODES:
+        # every op of a float model computes in float by design
+        raise InputError(f"strict=True refuses float ops in an int8 or "
+                         f"int16x8 model; mode {mode} computes in float: "
+                         "use mode int8 or int16x8, or leave strict unset")
 
     start = time.time()
     keras_model = model = outside_strategy(model)
@@ -312,7 +328,9 @@ def _convert(model, mode, representative_data, input_type, output_type,
     if qat_float:
         float_layers = qat_float
     check_integer_conversion(model, mode)
-    samples = as_samples(representative_data, model)
+    # a generator or data set is read no further than needed
+    samples = as_samples(representative_data, model,
+                         limit=max(calibration_samples, check_samples))
     if isinstance(samples, list) and (float_layers or calibration !=
                                       "minmax"):
         raise InputError(
@@ -364,7 +382,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
         calibration=("qat" if qat else calibration if mode == "int8" and
                      samples is not None else None),
         calibration_ranges=ranges, notes=notes, seconds=seconds,
-        layer_names=_layer_names(keras_model))
+        layer_names=_layer_names(keras_model),
+        output_layers=_output_layers(model))
     if float_layers:
         _mark_float_layers(result, float_nodes, no_kernel,
                            by_qat=bool(qat_float))
@@ -394,7 +413,8 @@ def _mark_float_layers(result, float_nodes, no_kernel, by_qat):
 def _check_numerically(result, model, samples, check_data, check_samples):
     """Compares the flatbuffer with ``model`` on ``check_data``, else the
     calibration samples, else random inputs (said in the report)."""
-    check = as_samples(check_data, model, "check_data") \
+    check = as_samples(check_data, model, "check_data",
+                       limit=check_samples) \
         if check_data is not None else samples
     if check is None:
         # a subclassed model has no symbolic inputs: the flatbuffer's shape
@@ -403,7 +423,38 @@ def _check_numerically(result, model, samples, check_data, check_samples):
         check = random_samples(shapes, 32, seed=1,
                                dtypes=input_dtypes(model))
         result.report["numerical_check_data"] = "random inputs"
-    result.add_numerical_check(model, first(check, check_samples))
+    try:
+        result.add_numerical_check(model, first(check, check_samples))
+    except RuntimeError as e:
+        if not re.search(r"failed to (prepare|invoke)", str(e)):
+            raise
+        raise RuntimeError(_cannot_run(result.report, e)) from e
+
+
+def _cannot_run(report, error):
+    """What to say when LiteRT cannot prepare or run the converted
+    flatbuffer (``error``: its ``Node number N (OP) failed to ...``)."""
+    reason = " ".join(str(error).split())
+    match = re.search(r"Node number (\d+) \((\w+)\) failed to (prepare|"
+                      r"invoke)", reason)
+    where = ""
+    if match and int(match.group(1)) < len(report["ops"]):
+        op = report["ops"][int(match.group(1))]
+        where = f" op #{op['index']} {op['op']} (layer {op['layer']}):"
+    mode = report["mode"]
+    if mode != "int16x8":
+        hint = ""
+    elif "overflow" in reason:
+        hint = (". Its 16-bit kernels refuse some very narrow calibrated "
+                "ranges (activations near zero); mode int8 converts such a "
+                "model, or calibrate on inputs that give the layer a wider "
+                "range")
+    else:
+        hint = (". LiteRT has no 16-bit kernel for it (LayerNormalization "
+                "computes SQUARED_DIFFERENCE): convert with mode int8 "
+                "(strict=False keeps such ops float) or float16")
+    return (f"LiteRT cannot run the converted {mode} flatbuffer, so "
+            f"nothing was written:{where} {reason.rstrip('.')[:300]}{hint}")
 
 
 def _configure(converter, mode, calib, sparse, per_channel, input_type,
@@ -535,7 +586,26 @@ def _check_float_layers(float_layers, model, mode, qat):
     if not float_layers:
         return []
     from tfcompress.convert.fallback import check_float_layers
-    return check_float_layers(float_layers, _layer_names(model), mode, qat)
+    from tfcompress.utils.layer_map import is_container, iter_layers
+    nested = {}
+    if is_container(model):
+        stack = list(model.layers)
+        while stack:
+            layer = stack.pop()
+            if is_container(layer):
+                nested[layer.name] = [l.name for l in iter_layers(layer)]
+                stack += layer.layers
+    return check_float_layers(float_layers, _layer_names(model), mode, qat,
+                              nested)
+
+
+def _check_counts(**counts):
+    """Refuses a sample count that is not a positive integer."""
+    for name, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) \
+                or n < 1:
+            raise InputError(f"{name}={n!r}: give a positive number of "
+                             "samples (an integer, e.g. 200)")
 
 
 def _check_arguments(mode, input_type, output_type, calibration, sparse,
@@ -556,6 +626,12 @@ def _check_arguments(mode, input_type, output_type, calibration, sparse,
     if calibration not in CALIBRATIONS:
         raise InputError(f"calibration {calibration!r} is not one of "
                          f"{', '.join(CALIBRATIONS)}")
+    if mode == "int16x8" and calibration != "minmax":
+        # TFLite quantizes int16x8 with its own calibrator, which takes no
+        # recomputed ranges: the option would be ignored
+        raise InputError(f"calibration={calibration!r} works with mode int8;"
+                         " int16x8 calibrates with min/max only: use "
+                         "calibration='minmax'")
     if sparse and float_layers:
         # the converter's sparse pass over the debugger's partly float
         # model writes a flatbuffer without the model's ops
@@ -599,14 +675,21 @@ def _float_nodes_of(float_layers, model, every_layer_has_ops=True):
         return None
     from tfcompress.convert.fallback import float_nodes
     names = _layer_names(model)
+    outputs = _output_layers(model)
+    return lambda calibrated: float_nodes(calibrated, float_layers, names,
+                                          outputs, every_layer_has_ops)
+
+
+def _output_layers(model):
+    """The names of the layers making ``model``'s outputs, in order
+    (empty for a subclassed model)."""
     outputs = []
     for tensor in getattr(model, "outputs", None) or []:
         try:
             outputs.append(compat.keras_history(tensor).operation.name)
         except compat.CompatError:
             pass
-    return lambda calibrated: float_nodes(calibrated, float_layers, names,
-                                          outputs, every_layer_has_ops)
+    return outputs
 
 
 def _convert_recalibrated(converter, calib, method, percentile, input_type,

@@ -28,9 +28,10 @@ import re
 from tfcompress.errors import InputError
 
 
-def check_float_layers(float_layers, layer_names, mode, qat):
+def check_float_layers(float_layers, layer_names, mode, qat, nested=None):
     """The requested layer names as a list (empty when none), checked:
-    post-training ``int8`` only, every name a layer of the model."""
+    post-training ``int8`` only, every name a layer of the model (not one
+    of the ``nested`` models, ``{name: [its layer names]}``)."""
     if float_layers is None:
         return []
     if isinstance(float_layers, str):
@@ -47,6 +48,15 @@ def check_float_layers(float_layers, layer_names, mode, qat):
                          "model has QAT fake-quant layers: annotate only the "
                          "layers to quantize (quantize_annotate_layer) and "
                          "call quantize_apply instead, or drop float_layers")
+    for n in names:
+        if n in (nested or {}) and n not in layer_names:
+            inner = nested[n]
+            raise InputError(
+                f"float_layers: {n!r} is a nested model, not a layer with "
+                f"ops of its own: name the layers inside it to keep float "
+                f"({', '.join(inner[:5])}{', ...' if len(inner) > 5 else ''}"
+                f"), or convert with mode float16 or dynamic to keep all of "
+                "it float")
     unknown = [n for n in names if n not in layer_names]
     if unknown:
         raise InputError(f"float_layers: no layer named "
@@ -133,7 +143,7 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
             layers = next((l[:1] for l in (layers_in_name(w, parts)
                                            for w in weights) if l), [])
         if not layers and outs[0] in outputs:
-            layers = _output_layer(node, output_layers)
+            layers = output_layer(node, output_layers)
         for layer in layers:
             if layer in found:
                 found[layer].append(node)
@@ -149,7 +159,7 @@ def float_nodes(calibrated, float_layers, layer_names, output_layers=(),
     return found
 
 
-def _output_layer(node, output_layers):
+def output_layer(node, output_layers):
     """``[layer]`` making the model output whose flatbuffer tensor is
     ``node``: the only output layer, or for ``Identity_<k>`` (the frozen
     function's k-th output) the k-th; else ``[]``."""

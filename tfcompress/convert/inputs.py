@@ -108,23 +108,85 @@ def _checked(arr, expected, what, dtype=np.dtype("float32")):
                 f"{what} holds {int(bad.sum())} NaN or infinite value(s) (in "
                 f"{rows} of {len(arr)} samples); drop or repair those "
                 "samples before calibrating")
+    if dtype.kind in "iu" and arr.dtype != dtype:
+        info = np.iinfo(dtype)
+        if (arr != np.round(arr)).any() or arr.min() < info.min or \
+                arr.max() > info.max:
+            # a cast would floor fractions ([0, 1] pixels to 0) and wrap
+            # values outside the type
+            raise InputError(
+                f"{what} holds values in [{float(arr.min()):g}, "
+                f"{float(arr.max()):g}] but the model input is {dtype}: give "
+                f"whole numbers from {info.min} to {info.max} (pixels as "
+                "the model takes them, not scaled to [0, 1])")
     return arr.astype(dtype)
 
 
-def _from_generator(data, inputs):
-    per_input = [[] for _ in range(inputs)]
-    for item in data():
+def _items(data):
+    """The items of a generator function, generator, iterator or
+    ``tf.data.Dataset`` ``data``, as numpy; None if ``data`` is none of
+    these (an array, a list of arrays, a dict)."""
+    if callable(data):
+        data = data()
+    if hasattr(data, "as_numpy_iterator"):       # tf.data.Dataset
+        return data.as_numpy_iterator()
+    if hasattr(data, "__next__"):                # generator, iterator
+        return data
+    return None
+
+
+def _from_generator(items, shapes, names, what, limit=None):
+    """One array per input from ``items`` (each an array, a list or tuple
+    with one array per input, or a dict keyed by input name, maybe
+    followed by labels), each a single sample or a batch; at most
+    ``limit`` samples are read."""
+    per_input = [[] for _ in shapes]
+    n = 0
+    for item in items:
+        if isinstance(item, (list, tuple)) and item and \
+                isinstance(item[0], (list, tuple, dict)):
+            item = item[0]      # (inputs, labels)
+        if isinstance(item, dict):
+            absent = [k for k in names if k not in item]
+            if absent and len(names) == 1 and len(item) == 1:
+                item = list(item.values())
+            elif absent:
+                raise InputError(
+                    f"{what} yields dicts with keys {sorted(item)}; the "
+                    f"model's inputs are {names}")
+            else:
+                item = [item[k] for k in names]
         parts = list(item) if isinstance(item, (list, tuple)) else [item]
-        for i, part in enumerate(parts[:inputs]):
+        for i, (part, shape) in enumerate(zip(parts, shapes)):
             part = np.asarray(part)
-            per_input[i].append(part if part.ndim and part.shape[0] == 1
-                                else part[None])
+            batched = part.ndim == len(shape) + 1 if shape is not None \
+                else part.ndim and part.shape[0] == 1
+            per_input[i].append(part if batched else part[None])
+        n += len(per_input[0][-1]) if per_input[0] else 0
+        if limit is not None and n >= limit:
+            break
+    if not per_input[0]:
+        raise InputError(f"{what} yielded no samples; give at least one")
     return [np.concatenate(p) for p in per_input]
 
 
-def as_samples(data, model, what="representative_data"):
+def _one_hot_pair(data, expected):
+    """Whether ``data`` (two items) is ``(x, one-hot y)`` for an input of
+    shape ``expected``, not two batches of inputs."""
+    if expected is None or np.ndim(data[1]) != 2:
+        return False
+    x, y = np.shape(data[0]), np.shape(data[1])
+    return len(x) == len(expected) + 1 and x[0] == y[0] and x != y
+
+
+def as_samples(data, model, what="representative_data", limit=None):
     """Validated samples (an array, or a list per input) in the dtype of
     each model input (float32 for most), or None.
+
+    ``data`` is an array (``(x, y)`` too), a list or dict of arrays (one
+    per input), or a generator function, generator or ``tf.data.Dataset``
+    yielding samples or batches (of which at most ``limit`` samples are
+    read).
 
     Raises InputError naming what does not match the model's inputs."""
     if data is None:
@@ -132,16 +194,17 @@ def as_samples(data, model, what="representative_data"):
     shapes = input_shapes(model)
     names = input_names(model)
     dtypes = input_dtypes(model)
+    items = _items(data)
+    if items is not None:
+        data = _from_generator(items, shapes or [None], names or [None],
+                               what, limit)
+        data = data[0] if len(data) == 1 else data
     if shapes is None or len(shapes) == 1:
         expected = shapes[0] if shapes else None
-        if callable(data):
-            data = _from_generator(data, 1)[0]
-        if isinstance(data, (tuple, list)) and len(data) == 2 and \
-                np.ndim(data[1]) == 1:
-            data = data[0]   # (x, y)
+        if isinstance(data, (tuple, list)) and len(data) == 2 and (
+                np.ndim(data[1]) == 1 or _one_hot_pair(data, expected)):
+            data = data[0]   # (x, y), y labels or one-hot
         return _checked(data, expected, what, dtypes[0])
-    if callable(data):
-        data = _from_generator(data, len(shapes))
     if isinstance(data, dict):
         unknown = sorted(set(data) - set(names))
         absent = [n for n in names if n not in data]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from tfcompress.bench.runner import dequantize_output
-from tfcompress.convert.fallback import layer_components
+from tfcompress.convert.fallback import layer_components, output_layer
 from tfcompress.inspect import format_report, inspect
 from tfcompress.utils import atomic_write_bytes
 
@@ -82,16 +82,21 @@ class ConversionResult:
 
     @classmethod
     def build(cls, tflite_bytes, mode, keras_model, qat, calibration,
-              calibration_ranges, notes, seconds, layer_names):
+              calibration_ranges, notes, seconds, layer_names,
+              output_layers=()):
         report = inspect(tflite_bytes)
         report.pop("path", None)
         names = sorted(layer_names, key=len, reverse=True)
         outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
         # scope ``x_1`` is layer ``x`` called, or layer ``x_1``
         scopes = layer_components(outputs.values(), names)
+        # the model's output tensors carry no layer name (``Identity``)
+        model_outputs = {o["name"] for o in report["outputs"]}
         for row in report["float_ops"] + report["ops"]:
-            row["layer"] = (_innermost_layer(outputs.get(row["index"], ""),
-                                             scopes)
+            tensor = outputs.get(row["index"], "")
+            row["layer"] = (_innermost_layer(tensor, scopes)
+                            or (tensor in model_outputs and next(iter(
+                                output_layer(tensor, output_layers)), None))
                             or _match_layer(row.get("layer", ""), names))
         report.update({
             "mode": mode, "qat": qat, "calibration": calibration,

@@ -185,8 +185,17 @@ def inspect(path_or_bytes) -> dict:
             float_ops.append({"index": k, "op": code["name"],
                               "layer": row["layer"], "tensors": floats[:4]})
     weights = []
-    for i in sorted(const):
-        t = tensors[i]
+    # the weights of every subgraph (a WHILE loop's body holds a recurrent
+    # layer's), each buffer once
+    seen = {tensors[i]["buffer"] for i in const}
+    consts = [tensors[i] for i in sorted(const)]
+    for graph in model["subgraphs"][1:]:
+        for t in graph["tensors"]:
+            if t["buffer"] not in seen and (
+                    t["sparse"] or tensor_values(t, buffers) is not None):
+                seen.add(t["buffer"])
+                consts.append(t)
+    for t in consts:
         values = tensor_values(t, buffers)
         if values is None:
             if t["sparse"]:

@@ -28,6 +28,9 @@ class OutputFolderError(InputError, OSError):
 def check_writable_folder(path: str) -> str:
     """Raises OutputFolderError (an InputError and an OSError) unless the
     folder that will hold ``path`` exists and is writable; returns it."""
+    if os.path.isdir(path) or str(path).endswith(("/", os.sep)):
+        raise OutputFolderError(f"cannot write {path}: it is a folder; give "
+                                "the path of a file in it")
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
         raise OutputFolderError(f"cannot write {path}: folder {folder} does "

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tfcompress import quantize
 from tfcompress.convert import FloatFallbackError, convert
 from tfcompress.errors import InputError
 from tfcompress.models import lenet_300_100, mobilenet_small
@@ -472,3 +473,20 @@ def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
              str(model))
     assert r.returncode == 2 and "is the model file itself" in r.stderr
     assert model.read_bytes() == saved
+
+
+def test_a_qat_model_without_data_is_checked_on_inputs_in_its_range():
+    # a QAT model that scales its own pixels learned an input range of
+    # [0, 255]: random [0, 1) inputs would all fall in its first int8 step
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    qat = quantize.quantize_model(model)
+    x = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3))
+    qat(x.astype("float32"), training=True)         # learns the ranges
+    result = convert(qat, "int8")
+    assert result.report["numerical_check_data"] == \
+        "random inputs in [0, 255]"
+    assert result.report["numerical_check"]["samples"] == 32

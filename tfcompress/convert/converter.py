@@ -8,10 +8,10 @@ import time
 import numpy as np
 
 from tfcompress import compat
-from tfcompress.convert.inputs import (as_samples, first, input_dtypes,
-                                       input_names, input_shapes,
-                                       one_at_a_time,
-                                       random_samples)
+from tfcompress.convert.inputs import (as_samples, describe_range, first,
+                                       input_dtypes, input_names,
+                                       input_ranges, input_shapes,
+                                       one_at_a_time, random_samples)
 from tfcompress.convert.recurrent import check_integer_conversion
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
@@ -345,13 +345,15 @@ def _convert(model, mode, representative_data, input_type, output_type,
             "precision), which TFLite has no kernels for: converted a "
             "copy computing in float32 with the same weights, and checked "
             "against that copy")
+    given = samples     # the user's data, if any
     if mode in ("int8", "int16x8") and samples is None:
         if not qat:
             raise InputError(
                 f"mode {mode} without QAT needs representative_data (about "
                 "100-500 typical inputs) to calibrate activation ranges")
         samples = random_samples(input_shapes(model), 8, seed=0,
-                                 dtypes=input_dtypes(model))
+                                 dtypes=input_dtypes(model),
+                                 ranges=input_ranges(model))
         notes.append("QAT model: ranges come from its fake-quant layers; 8 "
                      "random inputs were given to the converter only to "
                      "satisfy its representative-dataset check "
@@ -389,7 +391,7 @@ def _convert(model, mode, representative_data, input_type, output_type,
                            by_qat=bool(qat_float))
     if sparse:
         _note_sparse_storage(result)
-    _check_numerically(result, model, samples, check_data, check_samples)
+    _check_numerically(result, model, given, check_data, check_samples)
     if strict and result.fallback_ops:
         raise FloatFallbackError(result)
     if output_path is not None:
@@ -412,7 +414,8 @@ def _mark_float_layers(result, float_nodes, no_kernel, by_qat):
 
 def _check_numerically(result, model, samples, check_data, check_samples):
     """Compares the flatbuffer with ``model`` on ``check_data``, else the
-    calibration samples, else random inputs (said in the report)."""
+    calibration samples, else random inputs in the range the model's
+    inputs take (:func:`input_ranges`; said in the report)."""
     check = as_samples(check_data, model, "check_data",
                        limit=check_samples) \
         if check_data is not None else samples
@@ -420,9 +423,12 @@ def _check_numerically(result, model, samples, check_data, check_samples):
         # a subclassed model has no symbolic inputs: the flatbuffer's shape
         shapes = input_shapes(model) or [tuple(
             result.report["inputs"][0]["shape"][1:])]
+        ranges = input_ranges(model)
         check = random_samples(shapes, 32, seed=1,
-                               dtypes=input_dtypes(model))
-        result.report["numerical_check_data"] = "random inputs"
+                               dtypes=input_dtypes(model), ranges=ranges)
+        result.report["numerical_check_data"] = (
+            "random inputs in " + ", ".join(
+                describe_range(*r) for r in ranges))
     try:
         result.add_numerical_check(model, first(check, check_samples))
     except RuntimeError as e:

@@ -44,6 +44,38 @@ def input_dtypes(model) -> list:
     return [np.dtype(getattr(d, "as_numpy_dtype", d)) for d in dtypes]
 
 
+def input_ranges(model) -> list:
+    """Per model input, the ``(low, high)`` its values are expected in,
+    for random inputs: a QAT model's input range (what its first
+    fake-quant learned), else [0, 255] for a model that scales its own
+    pixels (a Rescaling or Normalization first, as keras.applications'
+    MobileNetV3 and EfficientNet), else [0, 1].
+
+    >>> import keras
+    >>> input_ranges(keras.Sequential([keras.Input((4, 4, 3)),
+    ...                                keras.layers.Rescaling(1 / 255)]))
+    [(0.0, 255.0)]
+    """
+    from tfcompress.models.applications import rescales_input
+    from tfcompress.quantize.layers import QuantizeOutput
+    inputs = getattr(model, "inputs", None) or []
+    default = (0.0, 255.0) if inputs and rescales_input(model) else (0.0,
+                                                                    1.0)
+    learned = {}
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, QuantizeOutput) and layer.layer is None and \
+                getattr(layer, "range", None) is not None:
+            low, high = (float(v) for v in layer.range[:2])
+            if high > low:
+                learned[id(layer.input)] = (low, high)
+    return [learned.get(id(t), default) for t in inputs] or [default]
+
+
+def describe_range(low, high) -> str:
+    """``[0, 255]``: a range as the report shows it."""
+    return f"[{low:.4g}, {high:.4g}]"
+
+
 def count(samples) -> int:
     """How many samples ``samples`` (an array or a list of them) holds."""
     return len(samples[0]) if isinstance(samples, list) else len(samples)
@@ -64,18 +96,19 @@ def one_at_a_time(samples):
     return ([samples[i:i + 1]] for i in range(len(samples)))
 
 
-def random_samples(shapes, n, seed, dtypes=None):
-    """``n`` random samples for inputs of ``shapes``: uniform [0, 1) for
-    float inputs, the whole range of 8-bit integer inputs (pixels), 0 or 1
-    for wider integers (indices valid for any vocabulary)."""
+def random_samples(shapes, n, seed, dtypes=None, ranges=None):
+    """``n`` random samples for inputs of ``shapes``: uniform in each float
+    input's ``(low, high)`` of ``ranges`` (default [0, 1)), the whole range
+    of 8-bit integer inputs (pixels), 0 or 1 for wider integers (indices
+    valid for any vocabulary)."""
     rng = np.random.default_rng(seed)
     arrays = []
-    for shape, dtype in zip(shapes, dtypes or [np.dtype("float32")] *
-                            len(shapes)):
-        if dtype == np.float32:
-            arrays.append(rng.random((n, *shape), dtype=np.float32))
-        elif dtype.kind == "f":
-            arrays.append(rng.random((n, *shape)).astype(dtype))
+    ranges = ranges or [(0.0, 1.0)] * len(shapes)
+    for shape, dtype, (low, high) in zip(
+            shapes, dtypes or [np.dtype("float32")] * len(shapes), ranges):
+        if dtype.kind == "f":
+            unit = rng.random((n, *shape), dtype=np.float32)
+            arrays.append((low + unit * (high - low)).astype(dtype))
         else:
             high = np.iinfo(dtype).max + 1 if dtype.itemsize == 1 else 2
             low = np.iinfo(dtype).min if dtype.itemsize == 1 else 0

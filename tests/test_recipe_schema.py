@@ -128,3 +128,11 @@ def test_cli_schema_and_convert_accept_the_same_options():
         "calibration": {c for c in candidates["calibration"]
                         if accepted(calibration=c)}}
     assert conv == recipe
+
+
+def test_a_prune_stage_whose_m_by_n_meaning_changed_gets_a_new_key():
+    from tfcompress.recipes import keys
+    two_of_four = {"granularity": "n_of_m", "m_by_n": [2, 4]}
+    one_of_four = {"granularity": "n_of_m", "m_by_n": [1, 4]}
+    assert keys.stage_settings("prune", two_of_four) == two_of_four
+    assert "m_by_n_counts" in keys.stage_settings("prune", one_of_four)

@@ -50,10 +50,22 @@ def stage_settings(kind, params):
     {'mode': 'int8'}
     >>> stage_settings("convert", {"mode": "int8", "per_channel": False})
     {'mode': 'int8', 'per_channel': False}
+
+    A prune stage's ``m_by_n`` once counted the weights kept; it counts
+    the zeros now (tfmot's meaning), so a pattern whose meaning changed
+    gets a key of its own ([2, 4] means the same both ways):
+
+    >>> stage_settings("prune", {"granularity": "n_of_m", "m_by_n": [1, 4]})
+    {'granularity': 'n_of_m', 'm_by_n': [1, 4], 'm_by_n_counts': 'zeros'}
     """
     added = ADDED_SETTINGS.get(kind, {})
-    return {k: v for k, v in params.items()
-            if not (k in added and v == added[k])}
+    settings = {k: v for k, v in params.items()
+                if not (k in added and v == added[k])}
+    if kind == "prune" and params.get("granularity") == "n_of_m":
+        zeros, group = params.get("m_by_n", (2, 4))
+        if 2 * zeros != group:
+            settings["m_by_n_counts"] = "zeros"
+    return settings
 
 
 def arrays_sha256(*arrays):

@@ -44,6 +44,10 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     ``.keras`` files written before every kernel was clustered hold).
     """
 
+    # (variable, centroids, indices, nonzero) per clustered weight, set by
+    # build() outside Keras' tracking
+    _clusters = ()
+
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
                  preserve_sparsity=False, per_channel=False,
                  update_assignments=False, cluster_all_weights=True,

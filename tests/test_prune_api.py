@@ -721,3 +721,15 @@ def test_prunable_layer_returning_other_than_a_list_of_variables(returned):
                        r"\(\) must return a list") as info:
         prune.prune_low_magnitude(model, SCHEDULE)
     assert "\n" not in str(info.value)
+
+
+def test_a_file_saved_with_global_pruning_and_blocks_loads_as_it_pruned():
+    # global pruning once ignored block_size and sparsity_m_by_n silently;
+    # such files load with the single-weight ranking they were pruned with
+    wrapper = prune.PruneLowMagnitude(keras.layers.Dense(4),
+                                      global_pruning=True)
+    for extra in ({"block_size": [1, 4]}, {"sparsity_m_by_n": [2, 4]}):
+        config = dict(wrapper.get_config(), **extra)
+        loaded = prune.PruneLowMagnitude.from_config(config)
+        assert loaded.global_pruning
+        assert (loaded.block_size, loaded.sparsity_m_by_n) == ((1, 1), None)

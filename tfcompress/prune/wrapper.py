@@ -331,6 +331,10 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
             # written when (N, M) counted the weights kept: same pattern
             kept, m = config["sparsity_m_by_n"]
             config["sparsity_m_by_n"] = (m - kept, m)
+        if config.get("global_pruning"):
+            # written when global pruning silently ranked single weights
+            # whatever the blocks or N:M asked for: load it as it pruned
+            config["block_size"], config["sparsity_m_by_n"] = (1, 1), None
         return super().from_config(config, custom_objects)
 
     def get_config(self):

@@ -762,3 +762,27 @@ def test_layers_frozen_before_qat_can_be_unfrozen_in_the_qat_model():
         layer.trainable = True
     assert trainable(q) == ["beta", "bias", "bias", "gamma", "kernel",
                             "kernel"]
+
+
+def test_a_lone_batchnorm_trains_with_batch_statistics_as_keras_does():
+    # ResNet V2 and DenseNet put BatchNormalization after an activation or
+    # a concatenation, not after a Conv: QAT keeps it as an int8 affine op,
+    # and a training step normalizes with the batch and moves the moving
+    # statistics, as Keras trains it (a frozen one keeps them)
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(3.0, 2.0, (64, 6, 6, 3)).astype(
+        "float32")
+    for trainable in (True, False):
+        model = keras.Sequential([
+            keras.Input((6, 6, 3)), L.ReLU(name="relu"),
+            L.BatchNormalization(name="bn"),
+            L.GlobalAveragePooling2D(), L.Dense(2, name="fc")])
+        model.get_layer("bn").trainable = trainable
+        q = quantize.quantize_model(model)
+        affine = [l for l in q.layers
+                  if isinstance(l, quantize.QuantizeAffine)][0]
+        y = np.asarray(affine(np.maximum(x, 0), training=True))
+        batch_mean = float(np.abs(y.mean(axis=(0, 1, 2))).max())
+        assert (batch_mean < 0.1) == trainable, (trainable, batch_mean)
+        moved = float(np.abs(np.asarray(affine.batchnorm.moving_mean)).max())
+        assert (moved > 0.01) == trainable, (trainable, moved)

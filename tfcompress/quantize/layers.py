@@ -64,10 +64,24 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
 
     def call(self, inputs, training=None):
         bn = self.batchnorm
-        scale = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        mean, variance = bn.moving_mean, bn.moving_variance
+        if training and bn.trainable:
+            # as Keras trains a BatchNormalization: the batch's statistics,
+            # which move the moving ones; inference (and the flatbuffer)
+            # uses the moving ones
+            axes = list(range(len(inputs.shape) - 1))
+            mean, variance = keras.ops.moments(
+                tf.cast(inputs, tf.float32), axes,
+                synchronized=bn.synchronized)
+            m = bn.momentum
+            bn.moving_mean.assign(bn.moving_mean * m + tf.cast(
+                mean, bn.moving_mean.dtype) * (1 - m))
+            bn.moving_variance.assign(bn.moving_variance * m + tf.cast(
+                variance, bn.moving_variance.dtype) * (1 - m))
+        scale = tf.math.rsqrt(variance + bn.epsilon)
         if bn.gamma is not None:
             scale = scale * bn.gamma
-        shift = -bn.moving_mean * scale
+        shift = -mean * scale
         if bn.beta is not None:
             shift = shift + bn.beta
         y = channel_affine(inputs, scale, shift, self.weight_bits,

@@ -72,7 +72,8 @@ def dict_model():
 def test_dict_outputs_are_checked_by_key_with_random_inputs(dict_model):
     r = convert(dict_model, "float32")
     check = r.report["numerical_check"]
-    assert r.report["numerical_check_data"] == "random inputs"
+    assert r.report["numerical_check_data"] == \
+        "random inputs in [0, 1], [0, 1]"
     assert sorted(check["outputs"]) == ["y", "z"]
     assert check["max_abs_error"] < 1e-5
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from tfcompress import compat
-from tfcompress.convert.inputs import (as_samples, describe_range, first,
+from tfcompress.convert.inputs import (as_samples, describe_ranges, first,
                                        input_dtypes, input_names,
                                        input_ranges, input_shapes,
                                        one_at_a_time, random_samples)
@@ -423,12 +423,11 @@ def _check_numerically(result, model, samples, check_data, check_samples):
         # a subclassed model has no symbolic inputs: the flatbuffer's shape
         shapes = input_shapes(model) or [tuple(
             result.report["inputs"][0]["shape"][1:])]
-        ranges = input_ranges(model)
-        check = random_samples(shapes, 32, seed=1,
-                               dtypes=input_dtypes(model), ranges=ranges)
+        ranges, dtypes = input_ranges(model), input_dtypes(model)
+        check = random_samples(shapes, 32, seed=1, dtypes=dtypes,
+                               ranges=ranges)
         result.report["numerical_check_data"] = (
-            "random inputs in " + ", ".join(
-                describe_range(*r) for r in ranges))
+            "random inputs in " + describe_ranges(dtypes, ranges))
     try:
         result.add_numerical_check(model, first(check, check_samples))
     except RuntimeError as e:

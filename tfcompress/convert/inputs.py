@@ -71,9 +71,23 @@ def input_ranges(model) -> list:
     return [learned.get(id(t), default) for t in inputs] or [default]
 
 
-def describe_range(low, high) -> str:
-    """``[0, 255]``: a range as the report shows it."""
-    return f"[{low:.4g}, {high:.4g}]"
+def describe_ranges(dtypes, ranges) -> str:
+    """The ranges :func:`random_samples` draws each input from, as the
+    report shows them: ``ranges`` for float inputs, the type's for 8-bit
+    integer inputs, [0, 1] for wider integers.
+
+    >>> import numpy as np
+    >>> describe_ranges([np.dtype("float32"), np.dtype("uint8")],
+    ...                 [(0.0, 255.0), (0.0, 1.0)])
+    '[0, 255], [0, 255]'
+    """
+    shown = []
+    for dtype, (low, high) in zip(dtypes, ranges):
+        if dtype.kind != "f":
+            low, high = ((np.iinfo(dtype).min, np.iinfo(dtype).max)
+                         if dtype.itemsize == 1 else (0, 1))
+        shown.append(f"[{low:.4g}, {high:.4g}]")
+    return ", ".join(shown)
 
 
 def count(samples) -> int:

@@ -14,7 +14,7 @@ from tfcompress.quantize.graph import ConstantArithmetic
 from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.pooling import QuantizeAveragePooling
-from tfcompress.quantize.schemes import Default8BitScheme
+from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                       repeated_names)
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
@@ -237,6 +237,7 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     'FLOAT (not annotated)'
     """
     _check_model(model, "quantize_apply")
+    scheme = check_scheme(scheme, "quantize_apply")
     annotated = {layer.name for layer in iter_layers(model)
                  if transform.is_annotated(layer)}
     if not annotated:
@@ -349,6 +350,7 @@ def quantize_model(model=None, scheme=None, layer_bits=None,
     model = _alias(model, "model", to_quantize, "to_quantize",
                    "quantize_model", required=True)
     _check_model(model, "quantize_model")
+    scheme = check_scheme(scheme, "quantize_model")
     # unannotated layers get the default rule: no annotated copy needed
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
                      annotated_only=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from tfcompress.errors import InputError
+from tfcompress.quantize.bit_widths import check_bits
 
 
 @dataclasses.dataclass
@@ -65,10 +66,7 @@ class Default8BitScheme:
                 f"ema_decay must be in [0, 1) (0.999 by default), got "
                 f"{self.ema_decay!r}")
         for name in ("weight_bits", "activation_bits"):
-            bits = getattr(self, name)
-            if not 2 <= bits <= 8:
-                raise InputError(f"{name} must be between 2 and 8 (TFLite "
-                                 f"stores int8), got {bits}")
+            check_bits(getattr(self, name), name)
 
 
 @dataclasses.dataclass
@@ -151,3 +149,21 @@ class ClusterPreservingScheme(Default8BitScheme):
     """
     preserve_clusters: bool = True
     preserve_sparsity: bool = True
+
+
+def check_scheme(scheme, api):
+    """``scheme``, or ``Default8BitScheme()`` for None; InputError for
+    anything that is not a scheme instance."""
+    if scheme is None:
+        return Default8BitScheme()
+    if isinstance(scheme, Default8BitScheme):
+        return scheme
+    if isinstance(scheme, type) and issubclass(scheme, Default8BitScheme):
+        raise InputError(
+            f"{api}: scheme {scheme.__name__} is a class; pass an instance, "
+            f"e.g. scheme={scheme.__name__}()")
+    raise InputError(
+        f"{api}: scheme must be a tfcompress.quantize scheme "
+        f"(Default8BitScheme(), NBitScheme(), PrunePreservingScheme() or "
+        f"ClusterPreservingScheme()), got {type(scheme).__name__} "
+        f"{scheme!r:.60}")

@@ -132,6 +132,15 @@ def test_quantize_scheme_that_is_not_a_scheme_is_input_error(scheme, words):
         assert "\n" not in str(info.value)
 
 
+def test_quantizing_a_quantized_model_is_input_error():
+    from tfcompress import quantize
+    qat = quantize.quantize_model(_small_dense())
+    with pytest.raises(InputError, match="already quantized.*float model"):
+        quantize.quantize_model(qat)
+    with pytest.raises(InputError, match="already quantized"):
+        quantize.quantize_apply(quantize.quantize_annotate_model(qat))
+
+
 def test_unknown_reference_model_is_input_error():
     from tfcompress.models import get_model
     with pytest.raises(InputError, match="unknown reference model"):

@@ -270,6 +270,11 @@ def _check_model(model, api):
                 f"{api}: layer {layer.name!r} still has its pruning wrapper; "
                 "call tfcompress.prune.strip_pruning(model) first (and "
                 "quantize with PrunePreservingScheme() to keep the zeros)")
+        if isinstance(layer, QUANTIZE_LAYERS):
+            raise InputError(
+                f"{api}: model {model.name} is already quantized (layer "
+                f"{layer.name!r} is a QAT layer); pass the float model "
+                "instead, or keep training and convert this one")
         if isinstance(layer, ClusterWeights):
             raise InputError(
                 f"{api}: layer {layer.name!r} still has its clustering "

@@ -74,6 +74,11 @@ class NBitScheme(Default8BitScheme):
     """Experimental lower bit-widths, e.g. 4-bit weights with 8-bit
     activations. The model still converts to int8 TFLite; its weights then
     take at most ``2**weight_bits - 1`` distinct levels per channel.
+    tfmot's keywords ``num_bits_weight`` and ``num_bits_activation`` (of
+    its ``DefaultNBitQuantizeScheme``) are accepted too.
+
+    >>> NBitScheme(num_bits_weight=4, num_bits_activation=8).weight_bits
+    4
 
     >>> import keras
     >>> import numpy as np
@@ -93,7 +98,22 @@ class NBitScheme(Default8BitScheme):
     [('INT4', True), ('INT4', True)]
     """
 
-    def __init__(self, weight_bits=4, activation_bits=8, **kwargs):
+    def __init__(self, weight_bits=None, activation_bits=None, *,
+                 num_bits_weight=None, num_bits_activation=None, **kwargs):
+        # tfmot's DefaultNBitQuantizeScheme names them num_bits_weight and
+        # num_bits_activation
+        for ours, tfmots, name in ((weight_bits, num_bits_weight,
+                                    "weight_bits"),
+                                   (activation_bits, num_bits_activation,
+                                    "activation_bits")):
+            if ours is not None and tfmots is not None:
+                raise InputError(f"NBitScheme: give {name}= or tfmot's "
+                                 f"num_bits_{name.split('_')[0]}=, not both")
+        weight_bits = weight_bits if weight_bits is not None else \
+            num_bits_weight if num_bits_weight is not None else 4
+        activation_bits = activation_bits if activation_bits is not None \
+            else num_bits_activation if num_bits_activation is not None \
+            else 8
         super().__init__(weight_bits=weight_bits,
                          activation_bits=activation_bits, **kwargs)
 

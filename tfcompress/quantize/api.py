@@ -41,7 +41,8 @@ class QuantizeConfig:
 
     def __post_init__(self):
         if self.weight_bits is not None:
-            check_bits(self.weight_bits, "QuantizeConfig.weight_bits")
+            self.weight_bits = check_bits(self.weight_bits,
+                                          "QuantizeConfig.weight_bits")
 
     def describe(self):
         return "output int8 (annotated)" if self.quantize_output else \

@@ -66,7 +66,7 @@ class Default8BitScheme:
                 f"ema_decay must be in [0, 1) (0.999 by default), got "
                 f"{self.ema_decay!r}")
         for name in ("weight_bits", "activation_bits"):
-            check_bits(getattr(self, name), name)
+            setattr(self, name, check_bits(getattr(self, name), name))
 
 
 @dataclasses.dataclass

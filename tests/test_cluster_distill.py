@@ -329,6 +329,29 @@ def test_cluster_preserving_scheme_needs_a_clustered_model():
                                 quantize.ClusterPreservingScheme())
 
 
+def test_cluster_preserving_qat_of_a_dense_clustered_per_channel(tmp_path):
+    # per_channel=True: 8 values per output unit, 512 in the kernel; TFLite
+    # quantizes a Dense per tensor, each unit keeps its 8 values
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32,)),
+                              keras.layers.Dense(64, name="fc")])
+    plain = cluster.strip_clustering(
+        cluster.cluster_weights(model, 8, per_channel=True))
+    q = quantize.quantize_model(plain, quantize.ClusterPreservingScheme())
+    x = np.random.default_rng(0).normal(size=(64, 32)).astype("float32")
+    q.compile(keras.optimizers.Adam(1e-2), "mse")
+    q.fit(x, np.ones((64, 64), "float32"), batch_size=16, verbose=0)
+    r = convert(q, "int8", representative_data=x)
+    (kernel,) = _int8_kernels(r.tflite_bytes, r.report)      # (out, in)
+    assert max(len(np.unique(unit)) for unit in kernel) <= 8
+    q.save(tmp_path / "cqat.keras")
+    back = keras.models.load_model(tmp_path / "cqat.keras")
+    np.testing.assert_allclose(back.predict(x[:8], verbose=0),
+                               q.predict(x[:8], verbose=0), atol=1e-5)
+
+
 def test_assignments_refresh_on_schedule():
     from tfcompress.errors import InputError
     x, y = _data()

@@ -105,6 +105,42 @@ def test_scheme_bits_out_of_range_is_input_error():
         Default8BitScheme(weight_bits=9)
 
 
+@pytest.mark.parametrize("bits", [4.5, "4", True])
+def test_scheme_bits_not_an_integer_is_input_error(bits):
+    from tfcompress.quantize import NBitScheme
+    with pytest.raises(InputError, match="weight_bits must be an integer"):
+        NBitScheme(weight_bits=bits)
+
+
+def _small_dense():
+    return keras.Sequential([keras.Input((4,)), L.Dense(3, name="fc")])
+
+
+@pytest.mark.parametrize("scheme, words", [
+    ("default_8bit", "scheme must be a tfcompress.quantize scheme"),
+    ({"weight_bits": 4}, "scheme must be a tfcompress.quantize scheme"),
+    ("class", "pass an instance, e.g. scheme=NBitScheme()"),
+])
+def test_quantize_scheme_that_is_not_a_scheme_is_input_error(scheme, words):
+    from tfcompress import quantize
+    if scheme == "class":
+        scheme = quantize.NBitScheme
+    for api in (quantize.quantize_model, lambda m, s: quantize.quantize_apply(
+            quantize.quantize_annotate_model(m), s)):
+        with pytest.raises(InputError, match=words) as info:
+            api(_small_dense(), scheme)
+        assert "\n" not in str(info.value)
+
+
+def test_quantizing_a_quantized_model_is_input_error():
+    from tfcompress import quantize
+    qat = quantize.quantize_model(_small_dense())
+    with pytest.raises(InputError, match="already quantized.*float model"):
+        quantize.quantize_model(qat)
+    with pytest.raises(InputError, match="already quantized"):
+        quantize.quantize_apply(quantize.quantize_annotate_model(qat))
+
+
 def test_unknown_reference_model_is_input_error():
     from tfcompress.models import get_model
     with pytest.raises(InputError, match="unknown reference model"):

@@ -287,3 +287,12 @@ def test_tfmot_keyword_names_are_accepted():
                                          to_annotate=keras.layers.Dense(2))
     with pytest.raises(InputError, match="give the model"):
         quantize.quantize_model()
+
+
+def test_tfmot_n_bit_scheme_keywords_are_accepted():
+    scheme = quantize.NBitScheme(num_bits_weight=4, num_bits_activation=8)
+    assert (scheme.weight_bits, scheme.activation_bits) == (4, 8)
+    assert quantize.NBitScheme(num_bits_weight=3).weight_bits == 3
+    assert quantize.NBitScheme().weight_bits == 4
+    with pytest.raises(InputError, match="not both"):
+        quantize.NBitScheme(weight_bits=4, num_bits_weight=4)

@@ -58,6 +58,18 @@ def test_bits_outside_2_to_8_or_not_int_are_an_input_error(bits):
         quantize.quantize_model(_conv_dense(), layer_bits={"fc1": bits})
 
 
+def test_numpy_integer_bits_are_accepted_as_ints():
+    # e.g. bits picked per layer from a NumPy array of sensitivities
+    bits = np.array([4, 8])
+    qat = quantize.quantize_model(_conv_dense(),
+                                  quantize.NBitScheme(weight_bits=bits[1]),
+                                  layer_bits={"fc1": bits[0]})
+    rows = _fused_rows(qat)
+    assert (rows["fc1"]["weight_bits"], rows["conv1"]["weight_bits"]) == \
+        (4, 8)
+    assert type(qat.quantize_scheme.weight_bits) is int
+
+
 def test_layer_bits_set_one_layers_weights_and_leave_the_rest_at_the_scheme():
     qat = quantize.quantize_model(_conv_dense(), layer_bits={"fc1": 4})
     rows = _fused_rows(qat)

@@ -14,7 +14,7 @@ from tfcompress.quantize.graph import ConstantArithmetic
 from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.pooling import QuantizeAveragePooling
-from tfcompress.quantize.schemes import Default8BitScheme
+from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                       repeated_names)
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
@@ -41,7 +41,8 @@ class QuantizeConfig:
 
     def __post_init__(self):
         if self.weight_bits is not None:
-            check_bits(self.weight_bits, "QuantizeConfig.weight_bits")
+            self.weight_bits = check_bits(self.weight_bits,
+                                          "QuantizeConfig.weight_bits")
 
     def describe(self):
         return "output int8 (annotated)" if self.quantize_output else \
@@ -237,6 +238,7 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     'FLOAT (not annotated)'
     """
     _check_model(model, "quantize_apply")
+    scheme = check_scheme(scheme, "quantize_apply")
     annotated = {layer.name for layer in iter_layers(model)
                  if transform.is_annotated(layer)}
     if not annotated:
@@ -269,6 +271,11 @@ def _check_model(model, api):
                 f"{api}: layer {layer.name!r} still has its pruning wrapper; "
                 "call tfcompress.prune.strip_pruning(model) first (and "
                 "quantize with PrunePreservingScheme() to keep the zeros)")
+        if isinstance(layer, QUANTIZE_LAYERS):
+            raise InputError(
+                f"{api}: model {model.name} is already quantized (layer "
+                f"{layer.name!r} is a QAT layer); pass the float model "
+                "instead, or keep training and convert this one")
         if isinstance(layer, ClusterWeights):
             raise InputError(
                 f"{api}: layer {layer.name!r} still has its clustering "
@@ -349,6 +356,7 @@ def quantize_model(model=None, scheme=None, layer_bits=None,
     model = _alias(model, "model", to_quantize, "to_quantize",
                    "quantize_model", required=True)
     _check_model(model, "quantize_model")
+    scheme = check_scheme(scheme, "quantize_model")
     # unannotated layers get the default rule: no annotated copy needed
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
                      annotated_only=False)

@@ -16,6 +16,8 @@ a layer asked for 4 bits or fewer whose op has none is kept at 8 bits, and
 
 from __future__ import annotations
 
+import numbers
+
 from keras import layers as L
 
 from tfcompress.errors import InputError
@@ -57,12 +59,13 @@ def weight_bits_for(layer, requested):
 
 
 def check_bits(bits, what="weight bits"):
-    """Raises InputError unless ``bits`` is an int in [2, 8]."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or \
+    """``bits`` as an int; InputError unless it is an integer (a NumPy
+    integer too) in [2, 8]."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or \
             not 2 <= bits <= 8:
         raise InputError(f"{what} must be an integer between 2 and 8 "
                          f"(TFLite stores INT4 or INT8), got {bits!r}")
-    return bits
+    return int(bits)
 
 
 def check_layer_bits(layer_bits, valid_names):
@@ -80,6 +83,5 @@ def check_layer_bits(layer_bits, valid_names):
             f"layer_bits names {len(unknown)} layer(s) with no quantized "
             f"weights in this model: {', '.join(unknown)}; valid names: "
             f"{', '.join(sorted(valid_names)) or '(none)'}")
-    for name, bits in layer_bits.items():
-        check_bits(bits, f"layer_bits[{name!r}]")
-    return dict(layer_bits)
+    return {name: check_bits(bits, f"layer_bits[{name!r}]")
+            for name, bits in layer_bits.items()}

@@ -120,7 +120,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                  weight_bits=8, activation_bits=8, per_channel=True,
                  preserve_sparsity=False, ema_decay=0.999,
                  quantize_output=True, preserve_clusters=False,
-                 cluster_count=None, input_scale=None, input_offset=None,
+                 cluster_count=None, cluster_channels=None,
+                 input_scale=None, input_offset=None,
                  output_scale=1.0, output_shift=0.0, weight_bits_note=None,
                  freeze_bn_delay=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
@@ -145,6 +146,9 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         self.cluster_centroids = self.cluster_indices = None
         # known when restored from a config: the saved centroids follow
         self.cluster_count = cluster_count
+        # rows of centroids: output channels (per-channel weights, or a
+        # kernel clustered per channel), or 1 (one set for the kernel)
+        self.cluster_channels = cluster_channels
         self.ema_decay = float(ema_decay)
         # False when the only consumer is a Concatenate, whose single range
         # TFLite imposes on all its inputs.
@@ -209,7 +213,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         kernel = _main_kernel(self.layer)
         w = np.asarray(kernel)
         # per-tensor weights (Dense, Conv1D, ...) share one set of centroids
-        channels = w.shape[-1] if self.per_channel else 1
+        channels = self.cluster_channels or (
+            w.shape[-1] if self.per_channel else 1)
         mat = w.reshape(-1, channels).T             # (channels, n)
         if self.cluster_count is not None:          # load_model: shapes only
             self._add_cluster_weights(
@@ -219,6 +224,17 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
             return
         uniques = [np.unique(row) for row in mat]
         k = max(u.size for u in uniques)
+        if k > MAX_PRESERVED_CLUSTERS and channels == 1:
+            # per-tensor weights clustered per output channel
+            # (cluster_weights(per_channel=True) on a Dense): one set of
+            # centroids per output channel keeps each channel's values
+            rows = w.reshape(-1, w.shape[-1]).T
+            per_row = [np.unique(row) for row in rows]
+            k_row = max(u.size for u in per_row)
+            if k_row <= MAX_PRESERVED_CLUSTERS and \
+                    2 * k_row <= rows.shape[1]:
+                channels, mat, uniques, k = (w.shape[-1], rows, per_row,
+                                             k_row)
         if k > MAX_PRESERVED_CLUSTERS:
             raise InputError(
                 f"layer {self.layer.name!r} has {k} distinct weight values "
@@ -231,6 +247,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         idx = np.stack([np.searchsorted(u, row) for u, row in
                         zip(uniques, mat)]).astype(np.int32)
         self.cluster_count = int(k)
+        self.cluster_channels = int(channels)
         self._add_cluster_weights(cents, idx)
         kernel.trainable = False     # the centroids are what trains
 
@@ -430,6 +447,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
             "preserve_sparsity": self.preserve_sparsity,
             "preserve_clusters": self.preserve_clusters,
             "cluster_count": self.cluster_count,
+            "cluster_channels": self.cluster_channels,
             "ema_decay": self.ema_decay,
             "quantize_output": self.quantize_output,
             "input_scale": self.input_scale,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from tfcompress.errors import InputError
+from tfcompress.quantize.bit_widths import check_bits
 
 
 @dataclasses.dataclass
@@ -65,10 +66,7 @@ class Default8BitScheme:
                 f"ema_decay must be in [0, 1) (0.999 by default), got "
                 f"{self.ema_decay!r}")
         for name in ("weight_bits", "activation_bits"):
-            bits = getattr(self, name)
-            if not 2 <= bits <= 8:
-                raise InputError(f"{name} must be between 2 and 8 (TFLite "
-                                 f"stores int8), got {bits}")
+            setattr(self, name, check_bits(getattr(self, name), name))
 
 
 @dataclasses.dataclass
@@ -76,6 +74,11 @@ class NBitScheme(Default8BitScheme):
     """Experimental lower bit-widths, e.g. 4-bit weights with 8-bit
     activations. The model still converts to int8 TFLite; its weights then
     take at most ``2**weight_bits - 1`` distinct levels per channel.
+    tfmot's keywords ``num_bits_weight`` and ``num_bits_activation`` (of
+    its ``DefaultNBitQuantizeScheme``) are accepted too.
+
+    >>> NBitScheme(num_bits_weight=4, num_bits_activation=8).weight_bits
+    4
 
     >>> import keras
     >>> import numpy as np
@@ -95,7 +98,22 @@ class NBitScheme(Default8BitScheme):
     [('INT4', True), ('INT4', True)]
     """
 
-    def __init__(self, weight_bits=4, activation_bits=8, **kwargs):
+    def __init__(self, weight_bits=None, activation_bits=None, *,
+                 num_bits_weight=None, num_bits_activation=None, **kwargs):
+        # tfmot's DefaultNBitQuantizeScheme names them num_bits_weight and
+        # num_bits_activation
+        for ours, tfmots, name in ((weight_bits, num_bits_weight,
+                                    "weight_bits"),
+                                   (activation_bits, num_bits_activation,
+                                    "activation_bits")):
+            if ours is not None and tfmots is not None:
+                raise InputError(f"NBitScheme: give {name}= or tfmot's "
+                                 f"num_bits_{name.split('_')[0]}=, not both")
+        weight_bits = weight_bits if weight_bits is not None else \
+            num_bits_weight if num_bits_weight is not None else 4
+        activation_bits = activation_bits if activation_bits is not None \
+            else num_bits_activation if num_bits_activation is not None \
+            else 8
         super().__init__(weight_bits=weight_bits,
                          activation_bits=activation_bits, **kwargs)
 
@@ -151,3 +169,21 @@ class ClusterPreservingScheme(Default8BitScheme):
     """
     preserve_clusters: bool = True
     preserve_sparsity: bool = True
+
+
+def check_scheme(scheme, api):
+    """``scheme``, or ``Default8BitScheme()`` for None; InputError for
+    anything that is not a scheme instance."""
+    if scheme is None:
+        return Default8BitScheme()
+    if isinstance(scheme, Default8BitScheme):
+        return scheme
+    if isinstance(scheme, type) and issubclass(scheme, Default8BitScheme):
+        raise InputError(
+            f"{api}: scheme {scheme.__name__} is a class; pass an instance, "
+            f"e.g. scheme={scheme.__name__}()")
+    raise InputError(
+        f"{api}: scheme must be a tfcompress.quantize scheme "
+        f"(Default8BitScheme(), NBitScheme(), PrunePreservingScheme() or "
+        f"ClusterPreservingScheme()), got {type(scheme).__name__} "
+        f"{scheme!r:.60}")

@@ -588,3 +588,32 @@ def cluster_wrappers(model):
     from tfcompress.utils.layer_map import iter_layers
     return [l for l in iter_layers(model)
             if isinstance(l, cluster.ClusterWeights)]
+
+
+class _Returns(keras.layers.Layer):
+    def __init__(self, what, **kwargs):
+        super().__init__(**kwargs)
+        self.what = what
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],))
+
+    def call(self, x):
+        return x * self.w
+
+    def get_clusterable_weights(self):
+        return {"bare list": [self.w], "bare variable": self.w,
+                "array": [("w", np.ones(4, np.float32))], "none": None,
+                "other variable": [("w", keras.Variable(np.ones(4)))]
+                }[self.what]
+
+
+@pytest.mark.parametrize("what", ["bare list", "bare variable", "array",
+                                  "none", "other variable"])
+def test_a_clusterable_layer_returning_no_name_variable_pairs_is_refused(
+        what):
+    model = keras.Sequential([keras.Input((4,)), _Returns(what, name="s")])
+    with pytest.raises(InputError, match=r"'s'.*get_clusterable_weights\(\)"
+                       r".*\(name, variable\) pairs") as err:
+        cluster.cluster_weights(model, 2)
+    assert "\n" not in str(err.value)

@@ -617,3 +617,15 @@ def test_a_clusterable_layer_returning_no_name_variable_pairs_is_refused(
                        r".*\(name, variable\) pairs") as err:
         cluster.cluster_weights(model, 2)
     assert "\n" not in str(err.value)
+
+
+def test_an_unbuilt_model_is_refused_not_returned_unclustered():
+    model = keras.Sequential([keras.layers.Dense(4, name="hidden"),
+                              keras.layers.Dense(2)])
+    with pytest.raises(InputError, match=r"'hidden'.*not built.*keras\."
+                       r"Input"):
+        cluster.cluster_weights(model, 2)
+    # an unbuilt layer excluded is left as it is
+    model = keras.Sequential([keras.layers.Dense(4, name="hidden")])
+    kept = cluster.cluster_weights(model, 2, exclude="hidden")
+    assert type(kept.layers[0]) is keras.layers.Dense

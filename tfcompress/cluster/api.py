@@ -9,7 +9,10 @@ import keras
 import numpy as np
 
 from tfcompress.cluster.wrapper import ClusterWeights
-from tfcompress.cluster.clusterable import clusterable_weights, is_clusterable
+from tfcompress.cluster.clusterable import (ClusterableLayer,
+                                            clusterable_weights,
+                                            is_clusterable)
+from tfcompress.prune.prunable import is_prunable
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -70,8 +73,17 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     exclude = with_nested_layers(exclude, nested)
 
     def wrap(layer):
-        if layer.name in exclude or not layer.built or \
-                not is_clusterable(layer):
+        if layer.name in exclude:
+            return layer
+        if not layer.built:
+            if isinstance(layer, ClusterableLayer) or is_prunable(layer):
+                raise InputError(
+                    f"layer {layer.name!r} of {to_cluster.name} is not "
+                    "built, so its kernel has no values to cluster; give "
+                    "the model an Input (keras.Input(shape)) or call it "
+                    "on data before cluster_weights")
+            return layer
+        if not is_clusterable(layer):
             return layer
         return ClusterWeights(layer, **kwargs)
 

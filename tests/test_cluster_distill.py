@@ -629,3 +629,12 @@ def test_an_unbuilt_model_is_refused_not_returned_unclustered():
     model = keras.Sequential([keras.layers.Dense(4, name="hidden")])
     kept = cluster.cluster_weights(model, 2, exclude="hidden")
     assert type(kept.layers[0]) is keras.layers.Dense
+
+
+def test_a_pruned_model_not_stripped_is_refused_not_returned_unclustered():
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(16, name="hidden")])
+    pruned = prune.prune_low_magnitude(model, prune.ConstantSparsity(0.5, 0))
+    with pytest.raises(InputError, match=r"'hidden'.*wrapped for pruning.*"
+                       r"strip_pruning"):
+        cluster.cluster_weights(pruned, 4, preserve_sparsity=True)

@@ -13,6 +13,7 @@ from tfcompress.cluster.clusterable import (ClusterableLayer,
                                             clusterable_weights,
                                             is_clusterable)
 from tfcompress.prune.prunable import is_prunable
+from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -75,6 +76,12 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     def wrap(layer):
         if layer.name in exclude:
             return layer
+        if isinstance(layer, PruneLowMagnitude):
+            # its kernel is the wrapper's, not clusterable as it is
+            raise InputError(
+                f"layer {layer.layer.name!r} is still wrapped for pruning; "
+                "call prune.strip_pruning(model) before cluster_weights "
+                "(with preserve_sparsity=True to keep its zeros)")
         if not layer.built:
             if isinstance(layer, ClusterableLayer) or is_prunable(layer):
                 raise InputError(

@@ -638,3 +638,13 @@ def test_a_pruned_model_not_stripped_is_refused_not_returned_unclustered():
     with pytest.raises(InputError, match=r"'hidden'.*wrapped for pruning.*"
                        r"strip_pruning"):
         cluster.cluster_weights(pruned, 4, preserve_sparsity=True)
+
+
+def test_exclude_none_excludes_nothing_and_no_names_is_refused():
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(4, name="hidden")])
+    clustered = cluster.cluster_weights(model, 2, exclude=None)  # as prune
+    assert isinstance(clustered.layers[0], cluster.ClusterWeights)
+    with pytest.raises(InputError, match=r"exclude takes layer names.*got "
+                       r"3"):
+        cluster.cluster_weights(model, 2, exclude=3)

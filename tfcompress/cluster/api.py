@@ -62,7 +62,16 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                          "or a Sequential/Functional model; for a "
                          "subclassed model, wrap its layers with "
                          "cluster_weights(layer, ...) where it builds them")
-    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    # one name on its own is that name; None (prune_low_magnitude's
+    # default) excludes nothing
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    if not isinstance(exclude, (list, tuple, set, frozenset, type(None))) \
+            or not all(isinstance(n, str) for n in exclude or ()):
+        raise InputError(f"exclude takes layer names (a name or a list of "
+                         f"names), got {exclude!r:.80}; layer names are "
+                         "listed by model.summary()")
+    exclude = set(exclude or ())
     # a nested base's name stands for its layers (as in pruning)
     nested = {m.name: m for m in nested_models(to_cluster)}
     unknown = exclude - set(nested) - {

@@ -648,3 +648,20 @@ def test_exclude_none_excludes_nothing_and_no_names_is_refused():
     with pytest.raises(InputError, match=r"exclude takes layer names.*got "
                        r"3"):
         cluster.cluster_weights(model, 2, exclude=3)
+
+
+@pytest.mark.parametrize("update_assignments", [False, True])
+def test_unfreezing_a_clustered_model_keeps_its_kernels_as_clustering_set(
+        update_assignments):
+    # base.trainable = False, train the head, base.trainable = True: the
+    # kernels the centroids stand for train only as latent weights
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(4, name="hidden")])
+    clustered = cluster.cluster_weights(
+        model, 2, update_assignments=update_assignments)
+    before = [v.path for v in clustered.trainable_variables]
+    clustered.trainable = False
+    assert clustered.trainable_variables == []
+    clustered.trainable = True
+    assert [v.path for v in clustered.trainable_variables] == before
+    assert ("hidden/kernel" in before) == update_assignments

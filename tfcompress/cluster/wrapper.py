@@ -159,6 +159,18 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         kernel.trainable = self.update_assignments and self.trainable
         return kernel, centroids, indices, nonzero
 
+    @property
+    def trainable(self):
+        return super().trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # Keras sets every variable of the wrapped layer, the kernels the
+        # centroids stand for included: they stay as build() left them
+        super(ClusterWeights, type(self)).trainable.fset(self, value)
+        for kernel, *_ in self._clusters:
+            kernel.trainable = self.update_assignments and bool(value)
+
     def _as_matrix(self, kernel):
         """(channels, n) view of a kernel, as the indices are stored."""
         if self.per_channel:

@@ -665,3 +665,23 @@ def test_unfreezing_a_clustered_model_keeps_its_kernels_as_clustering_set(
     clustered.trainable = True
     assert [v.path for v in clustered.trainable_variables] == before
     assert ("hidden/kernel" in before) == update_assignments
+
+
+class _ClusteredSubclass(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fc = cluster.cluster_weights(keras.layers.Dense(4), 2)
+
+    def call(self, x):
+        return self.fc(x)
+
+
+def test_strip_clustering_refuses_a_subclassed_model_holding_wrappers():
+    model = _ClusteredSubclass(name="net")
+    model(np.ones((1, 8), np.float32))
+    with pytest.raises(InputError, match=r"net is a subclassed model.*"
+                       r"strip_clustering\(wrapper\)"):
+        cluster.strip_clustering(model)    # was returned with its wrappers
+    plain = cluster.strip_clustering(model.fc)
+    assert type(plain) is keras.layers.Dense
+    assert np.unique(plain.kernel.numpy()).size <= 2

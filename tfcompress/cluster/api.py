@@ -119,10 +119,14 @@ def strip_clustering(model):
     """
     if isinstance(model, ClusterWeights):
         return _plain_copy(model)
-    if not isinstance(model, keras.Model) or not is_container(model) or \
-            not any(isinstance(layer, ClusterWeights)
-                    for layer in iter_layers(model)):
+    if not isinstance(model, keras.Model) or not any(
+            isinstance(layer, ClusterWeights) for layer in iter_layers(model)):
         return model   # nothing to strip
+    if not is_container(model):
+        raise InputError(f"{model.name} is a subclassed model, which "
+                         "strip_clustering cannot rebuild; strip each "
+                         "clustered layer inside the subclass "
+                         "(strip_clustering(wrapper) returns its plain layer)")
 
     unbuilt = []   # (original, copy) whose weights are set once built
 

@@ -685,3 +685,11 @@ def test_strip_clustering_refuses_a_subclassed_model_holding_wrappers():
     plain = cluster.strip_clustering(model.fc)
     assert type(plain) is keras.layers.Dense
     assert np.unique(plain.kernel.numpy()).size <= 2
+
+
+@pytest.mark.parametrize("frequency", [1.5, "x", 0, True])
+def test_update_assignments_frequency_must_be_a_whole_number_of_epochs(
+        frequency):
+    with pytest.raises(InputError, match=r"frequency is a whole number of "
+                       r"epochs >= 1"):
+        cluster.UpdateClusterAssignments(frequency=frequency)

@@ -693,3 +693,11 @@ def test_update_assignments_frequency_must_be_a_whole_number_of_epochs(
     with pytest.raises(InputError, match=r"frequency is a whole number of "
                        r"epochs >= 1"):
         cluster.UpdateClusterAssignments(frequency=frequency)
+
+
+def test_wrapping_a_clusterable_layer_naming_no_weight_says_so():
+    layer = _Scale((), name="scale")
+    layer.build((None, 4))
+    with pytest.raises(InputError, match=r"'scale'.*names no weight.*"
+                       r"unwrapped"):
+        cluster.cluster_weights(layer, 2)

@@ -106,6 +106,11 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         weights = clusterable_weights(self.layer)
         if not self.cluster_all_weights:
             weights = weights[:1]
+        if not weights:
+            raise InputError(
+                f"layer {self.layer.name!r}: get_clusterable_weights() "
+                "names no weight, so there is nothing to cluster; leave the "
+                "layer unwrapped (cluster_weights on a model does)")
         k = self.number_of_clusters
         smallest = min(weights, key=lambda v: int(np.prod(v.shape)))
         if k > int(np.prod(smallest.shape)):

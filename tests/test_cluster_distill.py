@@ -611,3 +611,116 @@ def cluster_wrappers(model):
     from tfcompress.utils.layer_map import iter_layers
     return [l for l in iter_layers(model)
             if isinstance(l, cluster.ClusterWeights)]
+
+
+class _Returns(keras.layers.Layer):
+    def __init__(self, what, **kwargs):
+        super().__init__(**kwargs)
+        self.what = what
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],))
+
+    def call(self, x):
+        return x * self.w
+
+    def get_clusterable_weights(self):
+        return {"bare list": [self.w], "bare variable": self.w,
+                "array": [("w", np.ones(4, np.float32))], "none": None,
+                "other variable": [("w", keras.Variable(np.ones(4)))]
+                }[self.what]
+
+
+@pytest.mark.parametrize("what", ["bare list", "bare variable", "array",
+                                  "none", "other variable"])
+def test_a_clusterable_layer_returning_no_name_variable_pairs_is_refused(
+        what):
+    model = keras.Sequential([keras.Input((4,)), _Returns(what, name="s")])
+    with pytest.raises(InputError, match=r"'s'.*get_clusterable_weights\(\)"
+                       r".*\(name, variable\) pairs") as err:
+        cluster.cluster_weights(model, 2)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unbuilt_model_is_refused_not_returned_unclustered():
+    model = keras.Sequential([keras.layers.Dense(4, name="hidden"),
+                              keras.layers.Dense(2)])
+    with pytest.raises(InputError, match=r"'hidden'.*not built.*keras\."
+                       r"Input"):
+        cluster.cluster_weights(model, 2)
+    # an unbuilt layer excluded is left as it is
+    model = keras.Sequential([keras.layers.Dense(4, name="hidden")])
+    kept = cluster.cluster_weights(model, 2, exclude="hidden")
+    assert type(kept.layers[0]) is keras.layers.Dense
+
+
+def test_a_pruned_model_not_stripped_is_refused_not_returned_unclustered():
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(16, name="hidden")])
+    pruned = prune.prune_low_magnitude(model, prune.ConstantSparsity(0.5, 0))
+    with pytest.raises(InputError, match=r"'hidden'.*wrapped for pruning.*"
+                       r"strip_pruning"):
+        cluster.cluster_weights(pruned, 4, preserve_sparsity=True)
+
+
+def test_exclude_none_excludes_nothing_and_no_names_is_refused():
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(4, name="hidden")])
+    clustered = cluster.cluster_weights(model, 2, exclude=None)  # as prune
+    assert isinstance(clustered.layers[0], cluster.ClusterWeights)
+    with pytest.raises(InputError, match=r"exclude takes layer names.*got "
+                       r"3"):
+        cluster.cluster_weights(model, 2, exclude=3)
+
+
+@pytest.mark.parametrize("update_assignments", [False, True])
+def test_unfreezing_a_clustered_model_keeps_its_kernels_as_clustering_set(
+        update_assignments):
+    # base.trainable = False, train the head, base.trainable = True: the
+    # kernels the centroids stand for train only as latent weights
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(4, name="hidden")])
+    clustered = cluster.cluster_weights(
+        model, 2, update_assignments=update_assignments)
+    before = [v.path for v in clustered.trainable_variables]
+    clustered.trainable = False
+    assert clustered.trainable_variables == []
+    clustered.trainable = True
+    assert [v.path for v in clustered.trainable_variables] == before
+    assert ("hidden/kernel" in before) == update_assignments
+
+
+class _ClusteredSubclass(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.fc = cluster.cluster_weights(keras.layers.Dense(4), 2)
+
+    def call(self, x):
+        return self.fc(x)
+
+
+def test_strip_clustering_refuses_a_subclassed_model_holding_wrappers():
+    model = _ClusteredSubclass(name="net")
+    model(np.ones((1, 8), np.float32))
+    with pytest.raises(InputError, match=r"net is a subclassed model.*"
+                       r"strip_clustering\(wrapper\)"):
+        cluster.strip_clustering(model)    # was returned with its wrappers
+    plain = cluster.strip_clustering(model.fc)
+    assert type(plain) is keras.layers.Dense
+    assert np.unique(plain.kernel.numpy()).size <= 2
+
+
+@pytest.mark.parametrize("frequency", [1.5, "x", 0, True])
+def test_update_assignments_frequency_must_be_a_whole_number_of_epochs(
+        frequency):
+    with pytest.raises(InputError, match=r"frequency is a whole number of "
+                       r"epochs >= 1"):
+        cluster.UpdateClusterAssignments(frequency=frequency)
+
+
+def test_wrapping_a_clusterable_layer_naming_no_weight_says_so():
+    layer = _Scale((), name="scale")
+    layer.build((None, 4))
+    with pytest.raises(InputError, match=r"'scale'.*names no weight.*"
+                       r"unwrapped"):
+        cluster.cluster_weights(layer, 2)

@@ -9,7 +9,11 @@ import keras
 import numpy as np
 
 from tfcompress.cluster.wrapper import ClusterWeights
-from tfcompress.cluster.clusterable import clusterable_weights, is_clusterable
+from tfcompress.cluster.clusterable import (ClusterableLayer,
+                                            clusterable_weights,
+                                            is_clusterable)
+from tfcompress.prune.prunable import is_prunable
+from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -58,7 +62,16 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                          "or a Sequential/Functional model; for a "
                          "subclassed model, wrap its layers with "
                          "cluster_weights(layer, ...) where it builds them")
-    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    # one name on its own is that name; None (prune_low_magnitude's
+    # default) excludes nothing
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    if not isinstance(exclude, (list, tuple, set, frozenset, type(None))) \
+            or not all(isinstance(n, str) for n in exclude or ()):
+        raise InputError(f"exclude takes layer names (a name or a list of "
+                         f"names), got {exclude!r:.80}; layer names are "
+                         "listed by model.summary()")
+    exclude = set(exclude or ())
     # a nested base's name stands for its layers (as in pruning)
     nested = {m.name: m for m in nested_models(to_cluster)}
     unknown = exclude - set(nested) - {
@@ -70,8 +83,23 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     exclude = with_nested_layers(exclude, nested)
 
     def wrap(layer):
-        if layer.name in exclude or not layer.built or \
-                not is_clusterable(layer):
+        if layer.name in exclude:
+            return layer
+        if isinstance(layer, PruneLowMagnitude):
+            # its kernel is the wrapper's, not clusterable as it is
+            raise InputError(
+                f"layer {layer.layer.name!r} is still wrapped for pruning; "
+                "call prune.strip_pruning(model) before cluster_weights "
+                "(with preserve_sparsity=True to keep its zeros)")
+        if not layer.built:
+            if isinstance(layer, ClusterableLayer) or is_prunable(layer):
+                raise InputError(
+                    f"layer {layer.name!r} of {to_cluster.name} is not "
+                    "built, so its kernel has no values to cluster; give "
+                    "the model an Input (keras.Input(shape)) or call it "
+                    "on data before cluster_weights")
+            return layer
+        if not is_clusterable(layer):
             return layer
         return ClusterWeights(layer, **kwargs)
 
@@ -91,10 +119,14 @@ def strip_clustering(model):
     """
     if isinstance(model, ClusterWeights):
         return _plain_copy(model)
-    if not isinstance(model, keras.Model) or not is_container(model) or \
-            not any(isinstance(layer, ClusterWeights)
-                    for layer in iter_layers(model)):
+    if not isinstance(model, keras.Model) or not any(
+            isinstance(layer, ClusterWeights) for layer in iter_layers(model)):
         return model   # nothing to strip
+    if not is_container(model):
+        raise InputError(f"{model.name} is a subclassed model, which "
+                         "strip_clustering cannot rebuild; strip each "
+                         "clustered layer inside the subclass "
+                         "(strip_clustering(wrapper) returns its plain layer)")
 
     unbuilt = []   # (original, copy) whose weights are set once built
 

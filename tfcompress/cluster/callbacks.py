@@ -54,8 +54,12 @@ class UpdateClusterAssignments(keras.callbacks.Callback):
 
     def __init__(self, frequency=1):
         super().__init__()
-        if int(frequency) < 1:
-            raise InputError(f"frequency must be >= 1 epoch, got {frequency}")
+        # 1.5 would refresh every epoch, "x" fail deep in int()
+        if isinstance(frequency, bool) or not isinstance(
+                frequency, (int, np.integer)) or frequency < 1:
+            raise InputError(f"UpdateClusterAssignments: frequency is a "
+                             f"whole number of epochs >= 1, got "
+                             f"{frequency!r}")
         self.frequency = int(frequency)
         self.changed = []
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import keras
+
 from tfcompress.errors import InputError
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
 
@@ -52,7 +54,29 @@ class ClusterableLayer(Protocol):
 
 
 def _pairs(layer):
-    return list(layer.get_clusterable_weights())
+    """The ``(name, variable)`` pairs of a ClusterableLayer, checked: each
+    variable one of the layer's own float weights."""
+    pairs = layer.get_clusterable_weights()
+    own = {id(v) for v in layer.weights}
+    if not isinstance(pairs, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and
+            isinstance(p[1], keras.Variable) and id(p[1]) in own and
+            "float" in str(p[1].dtype) for p in pairs):
+        raise InputError(
+            f"layer {layer.name!r}: get_clusterable_weights() must return "
+            "a list of (name, variable) pairs naming the layer's own float "
+            f"weights (e.g. [('kernel', self.kernel)]), got "
+            f"{_describe(pairs)}")
+    return list(pairs)
+
+
+def _describe(pairs) -> str:
+    if not isinstance(pairs, (list, tuple)):
+        return type(pairs).__name__
+    items = [type(p).__name__ if not isinstance(p, (list, tuple)) else
+             "(" + ", ".join(type(x).__name__ for x in p) + ")"
+             for p in pairs]
+    return f"[{', '.join(items)}]"
 
 
 def is_clusterable(layer) -> bool:

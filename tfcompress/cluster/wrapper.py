@@ -106,6 +106,11 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         weights = clusterable_weights(self.layer)
         if not self.cluster_all_weights:
             weights = weights[:1]
+        if not weights:
+            raise InputError(
+                f"layer {self.layer.name!r}: get_clusterable_weights() "
+                "names no weight, so there is nothing to cluster; leave the "
+                "layer unwrapped (cluster_weights on a model does)")
         k = self.number_of_clusters
         smallest = min(weights, key=lambda v: int(np.prod(v.shape)))
         if k > int(np.prod(smallest.shape)):
@@ -158,6 +163,18 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         # assignments are refreshed)
         kernel.trainable = self.update_assignments and self.trainable
         return kernel, centroids, indices, nonzero
+
+    @property
+    def trainable(self):
+        return super().trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # Keras sets every variable of the wrapped layer, the kernels the
+        # centroids stand for included: they stay as build() left them
+        super(ClusterWeights, type(self)).trainable.fset(self, value)
+        for kernel, *_ in self._clusters:
+            kernel.trainable = self.update_assignments and bool(value)
 
     def _as_matrix(self, kernel):
         """(channels, n) view of a kernel, as the indices are stored."""

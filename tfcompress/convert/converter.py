@@ -58,7 +58,11 @@ def strip_training_wrappers(model):
         pass
     try:
         from tfcompress.cluster import strip_clustering
-        model = strip_clustering(model)
+        from tfcompress.utils.layer_map import is_container
+        # a subclassed model cannot be rebuilt; its clustering wrappers
+        # compute the clustered kernels, which conversion folds
+        if is_container(model):
+            model = strip_clustering(model)
     except (ImportError, AttributeError):
         pass
     return model

@@ -53,13 +53,17 @@ def test_functional_outer_with_sequential_and_functional_inside():
         keras.Model(i, keras.layers.Dense(2, name="head")(x)))
 
 
-def test_base_called_on_a_layer_output_rescaling_in_front():
-    # the transfer-learning guide's model: preprocessing, then the base
-    keras.utils.set_random_seed(2)
+def _rescaled_base_model(seed):
+    """The transfer-learning guide's model: preprocessing, then the base."""
+    keras.utils.set_random_seed(seed)
     i = keras.Input((8, 8, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="pre")(i)
     x = keras.layers.GlobalAveragePooling2D()(_base()(x))
-    model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
+    return keras.Model(i, keras.layers.Dense(2, name="head")(x))
+
+
+def test_base_called_on_a_layer_output_rescaling_in_front():
+    model = _rescaled_base_model(2)
     _assert_flat_and_same_outputs(model)
     assert [l.name for l in flatten_nested(model).layers][1:3] == [
         "pre", "base_conv"]
@@ -68,12 +72,7 @@ def test_base_called_on_a_layer_output_rescaling_in_front():
 def test_quantize_model_of_a_base_after_preprocessing_converts():
     from tfcompress import quantize
     from tfcompress.convert import convert
-    keras.utils.set_random_seed(3)
-    i = keras.Input((8, 8, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="pre")(i)
-    x = keras.layers.GlobalAveragePooling2D()(_base()(x))
-    model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
-    qat = quantize.quantize_model(model)
+    qat = quantize.quantize_model(_rescaled_base_model(3))
     x = np.random.default_rng(0).uniform(0, 255, (16, 8, 8, 3)).astype(
         np.float32)
     qat.compile("sgd", "mse")

@@ -29,7 +29,8 @@ from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.qat_base import (_InputStep, _InputStepMixin,
                                           _NestedLayersMixin, _RangeMixin,
                                           _batchnorm_scale, _weight_steps,
-                                          follow_trainable, round_bias)
+                                          batch_statistics, follow_trainable,
+                                          round_bias)
 from tfcompress.errors import InputError
 
 
@@ -340,15 +341,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         s = tf.cast(_batchnorm_scale(bn) * self.output_scale, y.dtype)
         safe = tf.where(tf.equal(s, 0.0), tf.ones_like(s), s)
         raw = y / safe if bias is None else y / safe + tf.cast(bias, y.dtype)
-        axes = list(range(len(y.shape) - 1))
-        mean, variance = keras.ops.moments(raw, axes,
-                                           synchronized=bn.synchronized)
-        m = bn.momentum
-        bn.moving_mean.assign(bn.moving_mean * m +
-                              tf.cast(mean, bn.moving_mean.dtype) * (1 - m))
-        bn.moving_variance.assign(
-            bn.moving_variance * m +
-            tf.cast(variance, bn.moving_variance.dtype) * (1 - m))
+        mean, variance = batch_statistics(bn, raw)
         y = (raw - mean) * tf.math.rsqrt(variance + bn.epsilon)
         if bn.gamma is not None:
             y = y * tf.cast(bn.gamma, y.dtype)

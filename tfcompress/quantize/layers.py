@@ -15,8 +15,8 @@ from tfcompress.quantize.fused import QuantizeFused
 # shared pieces, also imported from here by older code
 from tfcompress.quantize.qat_base import (  # noqa: F401
     KEEPS_SCALE, _InputStep, _InputStepMixin, _NestedLayersMixin,
-    _RangeMixin, channel_affine, follow_trainable, input_quantizer,
-    round_bias)
+    _RangeMixin, batch_statistics, channel_affine, follow_trainable,
+    input_quantizer, round_bias)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -69,15 +69,8 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
             # as Keras trains a BatchNormalization: the batch's statistics,
             # which move the moving ones; inference (and the flatbuffer)
             # uses the moving ones
-            axes = list(range(len(inputs.shape) - 1))
-            mean, variance = keras.ops.moments(
-                tf.cast(inputs, tf.float32), axes,
-                synchronized=bn.synchronized)
-            m = bn.momentum
-            bn.moving_mean.assign(bn.moving_mean * m + tf.cast(
-                mean, bn.moving_mean.dtype) * (1 - m))
-            bn.moving_variance.assign(bn.moving_variance * m + tf.cast(
-                variance, bn.moving_variance.dtype) * (1 - m))
+            mean, variance = batch_statistics(bn, tf.cast(inputs,
+                                                          tf.float32))
         scale = tf.math.rsqrt(variance + bn.epsilon)
         if bn.gamma is not None:
             scale = scale * bn.gamma

@@ -18,6 +18,8 @@ import tensorflow as tf
 from keras import layers as L
 
 from tfcompress.quantize import fake_quant as fq
+# re-exported: the QAT layers take it from here
+from tfcompress.utils.wrapper_build import follow_trainable  # noqa: F401
 
 
 def channel_affine(inputs, scale, shift, weight_bits, input_step=None):
@@ -47,15 +49,6 @@ def channel_affine(inputs, scale, shift, weight_bits, input_step=None):
     # unknown length: TFLite's int8 MUL takes one scale per operand, so the
     # constant is quantized per tensor (a per-channel one fails conversion)
     return inputs * fq.quantize_weights(scale, weight_bits, False) + shift
-
-
-def follow_trainable(kwargs, layer):
-    """Gives a layer that holds ``layer`` its ``trainable`` (unless the
-    config sets it), as tfmot's wrappers do. A wrapper left trainable
-    around a frozen layer could not unfreeze it: on the TensorFlow
-    backend, setting ``trainable = True`` on a layer that already is
-    does not reach the layers it holds."""
-    kwargs.setdefault("trainable", layer.trainable)
 
 
 class _NestedLayersMixin:
@@ -192,6 +185,23 @@ def round_bias(bias, step):
     safe = tf.where(step > 0, step, tf.ones_like(step))
     rounded = tf.where(step > 0, tf.round(bias / safe) * safe, bias)
     return bias + tf.stop_gradient(rounded - bias)
+
+
+def batch_statistics(bn, x):
+    """``(mean, variance)`` of ``x`` over all axes but the channels, as a
+    training call of BatchNormalization ``bn`` computes them (across
+    replicas when ``bn.synchronized``), after moving ``bn``'s moving
+    statistics towards them with its momentum."""
+    axes = list(range(len(x.shape) - 1))
+    mean, variance = keras.ops.moments(x, axes,
+                                       synchronized=bn.synchronized)
+    m = bn.momentum
+    bn.moving_mean.assign(bn.moving_mean * m +
+                          tf.cast(mean, bn.moving_mean.dtype) * (1 - m))
+    bn.moving_variance.assign(
+        bn.moving_variance * m +
+        tf.cast(variance, bn.moving_variance.dtype) * (1 - m))
+    return mean, variance
 
 
 def _batchnorm_scale(bn):

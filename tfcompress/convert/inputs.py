@@ -81,13 +81,19 @@ def describe_ranges(dtypes, ranges) -> str:
     ...                 [(0.0, 255.0), (0.0, 1.0)])
     '[0, 255], [0, 255]'
     """
-    shown = []
-    for dtype, (low, high) in zip(dtypes, ranges):
-        if dtype.kind != "f":
-            low, high = ((np.iinfo(dtype).min, np.iinfo(dtype).max)
-                         if dtype.itemsize == 1 else (0, 1))
-        shown.append(f"[{low:.4g}, {high:.4g}]")
-    return ", ".join(shown)
+    return ", ".join("[{:.4g}, {:.4g}]".format(*_drawn_range(dtype, given))
+                     for dtype, given in zip(dtypes, ranges))
+
+
+def _drawn_range(dtype, given):
+    """The closed range random inputs of ``dtype`` are drawn from:
+    ``given`` for floats, the whole type for 8-bit integers (pixels), 0 or
+    1 for wider integers (indices valid for any vocabulary)."""
+    if dtype.kind == "f":
+        return given
+    if dtype.itemsize == 1:
+        return np.iinfo(dtype).min, np.iinfo(dtype).max
+    return 0, 1
 
 
 def count(samples) -> int:
@@ -124,9 +130,9 @@ def random_samples(shapes, n, seed, dtypes=None, ranges=None):
             unit = rng.random((n, *shape), dtype=np.float32)
             arrays.append((low + unit * (high - low)).astype(dtype))
         else:
-            high = np.iinfo(dtype).max + 1 if dtype.itemsize == 1 else 2
-            low = np.iinfo(dtype).min if dtype.itemsize == 1 else 0
-            arrays.append(rng.integers(low, high, (n, *shape)).astype(dtype))
+            low, high = _drawn_range(dtype, (low, high))
+            arrays.append(rng.integers(low, high + 1, (n, *shape))
+                          .astype(dtype))
     return arrays[0] if len(arrays) == 1 else arrays
 
 

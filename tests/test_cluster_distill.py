@@ -724,3 +724,65 @@ def test_wrapping_a_clusterable_layer_naming_no_weight_says_so():
     with pytest.raises(InputError, match=r"'scale'.*names no weight.*"
                        r"unwrapped"):
         cluster.cluster_weights(layer, 2)
+
+
+def _centroid_gradient(wrapper, x):
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        loss = keras.ops.sum(wrapper(x))
+    return tape.gradient(loss, wrapper.centroids).numpy()
+
+
+@pytest.mark.parametrize("aggregation", [
+    "avg", "GradientAggregation.AVG", cluster.GradientAggregation.AVG])
+def test_avg_gradient_aggregation_divides_each_centroid_gradient_by_its_size(
+        aggregation):
+    """tfmot's cluster_gradient_aggregation=AVG: a centroid's gradient is
+    the mean of its weights' gradients, not their sum."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(5, name="d")])
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+    summed = cluster.cluster_weights(model, 4).layers[0]
+    averaged = cluster.cluster_weights(
+        model, 4, cluster_gradient_aggregation=aggregation).layers[0]
+    np.testing.assert_array_equal(summed.indices.numpy(),
+                                  averaged.indices.numpy())
+    sizes = np.bincount(summed.indices.numpy().ravel(), minlength=4)
+    np.testing.assert_allclose(
+        _centroid_gradient(averaged, x),
+        _centroid_gradient(summed, x) / np.maximum(sizes, 1), rtol=1e-5)
+    # the forward pass is the same
+    np.testing.assert_array_equal(summed(x).numpy(), averaged(x).numpy())
+    assert averaged.get_config()["gradient_aggregation"] == "avg"
+
+
+def test_avg_gradient_aggregation_survives_save_and_load(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(5, name="d")])
+    clustered = cluster.cluster_weights(model, 4, gradient_aggregation="avg")
+    path = str(tmp_path / "c.keras")
+    clustered.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.layers[0].gradient_aggregation == "avg"
+
+
+def test_an_unknown_gradient_aggregation_is_refused():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)])
+    with pytest.raises(InputError, match="gradient_aggregation.*'mean'"):
+        cluster.cluster_weights(model, 4, cluster_gradient_aggregation="mean")
+
+
+def test_clustering_a_clustered_model_with_other_settings_is_refused():
+    """tfmot keeps the old wrapper, and so the old k, silently."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(5, name="d")])
+    clustered = cluster.cluster_weights(model, 8)
+    with pytest.raises(InputError, match="'d' is clustered already.*8 "
+                                         "clusters.*strip_clustering"):
+        cluster.cluster_weights(clustered, 4)
+    # the same request again leaves the clustering as it is
+    again = cluster.cluster_weights(clustered, 8)
+    assert again.layers[0].number_of_clusters == 8

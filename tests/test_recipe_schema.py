@@ -136,3 +136,20 @@ def test_a_prune_stage_whose_m_by_n_meaning_changed_gets_a_new_key():
     one_of_four = {"granularity": "n_of_m", "m_by_n": [1, 4]}
     assert keys.stage_settings("prune", two_of_four) == two_of_four
     assert "m_by_n_counts" in keys.stage_settings("prune", one_of_four)
+
+
+def test_a_cluster_stage_takes_gradient_aggregation_and_keeps_old_keys():
+    from tfcompress.recipes import keys
+    recipe = load_recipe_text(_stage("cluster: {gradient_aggregation: avg}"),
+                              "r.yaml")
+    stage = recipe["variants"][0]["stages"][0]
+    assert stage["cluster"]["gradient_aggregation"] == "avg"
+    with pytest.raises(RecipeError, match="gradient_aggregation"):
+        load_recipe_text(_stage("cluster: {gradient_aggregation: mean}"),
+                         "r.yaml")
+    # a stage cached before the setting existed keeps its key
+    old = {"number_of_clusters": 16, "epochs": 1}
+    assert keys.stage_settings(
+        "cluster", {**old, "gradient_aggregation": "sum"}) == old
+    assert keys.stage_settings(
+        "cluster", {**old, "gradient_aggregation": "avg"}) != old

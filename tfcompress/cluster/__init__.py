@@ -13,12 +13,13 @@ from tfcompress.cluster.api import (cluster_scope, cluster_weights,
 from tfcompress.cluster.callbacks import (ClusteringSummaries,
                                           UpdateClusterAssignments)
 from tfcompress.cluster.clusterable import ClusterableLayer
-from tfcompress.cluster.centroids import (CentroidInitialization, assign,
+from tfcompress.cluster.centroids import (CentroidInitialization,
+                                          GradientAggregation, assign,
                                           init_centroids, kmeans)
 from tfcompress.cluster.wrapper import ClusterWeights
 
 __all__ = ["CentroidInitialization", "ClusterWeights", "ClusterableLayer",
-           "ClusteringSummaries",
+           "ClusteringSummaries", "GradientAggregation",
            "UpdateClusterAssignments", "assign", "cluster_scope",
            "cluster_weights", "deep_compression_bits", "init_centroids",
            "kmeans", "strip_clustering", "summary"]

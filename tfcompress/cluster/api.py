@@ -8,6 +8,8 @@ import math
 import keras
 import numpy as np
 
+from tfcompress.cluster.centroids import (aggregation_method,
+                                          centroid_method)
 from tfcompress.cluster.wrapper import ClusterWeights
 from tfcompress.cluster.clusterable import (ClusterableLayer,
                                             clusterable_weights,
@@ -23,15 +25,22 @@ from tfcompress.errors import InputError
 def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                     preserve_sparsity=False, per_channel=False,
                     exclude=(), update_assignments=False, *,
-                    cluster_centroids_init=None, cluster_per_channel=None):
+                    gradient_aggregation="sum", cluster_centroids_init=None,
+                    cluster_per_channel=None,
+                    cluster_gradient_aggregation=None):
     """Clusters the kernels of a layer, of a list of layers (a list of
     wrappers is returned) or of every clusterable layer of a
     Sequential/Functional (possibly nested) model.
 
     ``centroid_init`` is ``"kmeans++"``, ``"linear"``, ``"random"`` or
     ``"density"``, or tfmot's ``CentroidInitialization`` names;
-    tfmot's keywords ``cluster_centroids_init`` and ``cluster_per_channel``
-    are accepted for ``centroid_init`` and ``per_channel``.
+    ``gradient_aggregation`` is ``"sum"`` or ``"avg"`` (tfmot's
+    ``GradientAggregation``). tfmot's keywords ``cluster_centroids_init``,
+    ``cluster_per_channel`` and ``cluster_gradient_aggregation`` are
+    accepted for ``centroid_init``, ``per_channel`` and
+    ``gradient_aggregation``. A layer clustered already keeps its
+    clustering when asked for the same settings; other settings are
+    refused (strip it first).
 
     >>> from tfcompress.models import lenet_300_100
     >>> clustered = cluster_weights(lenet_300_100(), 16)
@@ -42,11 +51,15 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         centroid_init = cluster_centroids_init
     if cluster_per_channel is not None:
         per_channel = cluster_per_channel
+    if cluster_gradient_aggregation is not None:
+        gradient_aggregation = cluster_gradient_aggregation
     kwargs = dict(number_of_clusters=number_of_clusters,
-                  centroid_init=centroid_init,
+                  centroid_init=centroid_method(centroid_init),
                   preserve_sparsity=preserve_sparsity,
                   per_channel=per_channel,
-                  update_assignments=update_assignments)
+                  update_assignments=update_assignments,
+                  gradient_aggregation=aggregation_method(
+                      gradient_aggregation))
     if isinstance(to_cluster, (list, tuple)):   # as tfmot
         if not all(isinstance(l, keras.layers.Layer) and
                    not isinstance(l, keras.Model) for l in to_cluster):
@@ -85,6 +98,9 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     def wrap(layer):
         if layer.name in exclude:
             return layer
+        if isinstance(layer, ClusterWeights):
+            _check_same_clustering(layer, kwargs)
+            return layer
         if isinstance(layer, PruneLowMagnitude):
             # its kernel is the wrapper's, not clusterable as it is
             raise InputError(
@@ -104,6 +120,19 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         return ClusterWeights(layer, **kwargs)
 
     return map_layers(to_cluster, wrap)
+
+
+def _check_same_clustering(wrapper, settings):
+    """InputError unless ``wrapper`` is clustered as ``settings`` ask."""
+    differ = [f"{key}={getattr(wrapper, key)!r} (asked {value!r})"
+              for key, value in settings.items()
+              if getattr(wrapper, key) != value]
+    if differ:
+        raise InputError(
+            f"layer {wrapper.layer.name!r} is clustered already with "
+            f"{wrapper.number_of_clusters} clusters ({'; '.join(differ)}); "
+            "to cluster it again, call strip_clustering(model) first and "
+            "cluster the stripped model")
 
 
 def strip_clustering(model):

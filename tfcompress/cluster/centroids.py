@@ -48,6 +48,35 @@ def centroid_method(method) -> str:
     return found
 
 
+GRADIENT_AGGREGATIONS = ("sum", "avg")
+
+
+class GradientAggregation:
+    """tfmot's names for how a centroid's gradient gathers its weights'
+    gradients: their sum (Deep Compression's update, the default) or their
+    mean (each centroid then moves as fast however many weights it has).
+
+    >>> GradientAggregation.AVG
+    'avg'
+    >>> aggregation_method("GradientAggregation.SUM")   # tfmot's string
+    'sum'
+    """
+    SUM = "sum"
+    AVG = "avg"
+
+
+def aggregation_method(method) -> str:
+    """tfcompress's name of a gradient aggregation given as one of
+    ``GRADIENT_AGGREGATIONS`` or as tfmot's ``GradientAggregation``."""
+    name = getattr(method, "name", method)   # an enum member
+    name = str(name).split(".")[-1].lower()
+    if name not in GRADIENT_AGGREGATIONS:
+        raise InputError(f"gradient_aggregation must be 'sum' or 'avg' (or "
+                         "tfmot's GradientAggregation.SUM, AVG), got "
+                         f"{method!r}")
+    return name
+
+
 def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):
     """``k`` centroids for the 1-D ``values`` (then refined by k-means,
     except for ``linear`` which keeps Deep Compression's even spacing).

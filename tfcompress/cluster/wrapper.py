@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
-from tfcompress.cluster.centroids import (assign, centroid_method,
-                                          init_centroids)
+from tfcompress.cluster.centroids import (aggregation_method, assign,
+                                          centroid_method, init_centroids)
 from tfcompress.cluster.clusterable import (ClusterableLayer,
                                             clusterable_weights)
 from tfcompress.prune.prunable import is_prunable
@@ -40,8 +40,11 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     ...  lstm.clustered_weights()]
     [('kernel', 3), ('recurrent_kernel', 3)]
 
-    ``cluster_all_weights=False`` clusters the first kernel alone (what
-    ``.keras`` files written before every kernel was clustered hold).
+    ``gradient_aggregation="avg"`` (tfmot's ``GradientAggregation.AVG``)
+    gives each centroid the mean of its weights' gradients instead of
+    their sum. ``cluster_all_weights=False`` clusters the first kernel
+    alone (what ``.keras`` files written before every kernel was clustered
+    hold).
     """
 
     # (variable, centroids, indices, nonzero) per clustered weight, set by
@@ -51,7 +54,11 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
                  preserve_sparsity=False, per_channel=False,
                  update_assignments=False, cluster_all_weights=True,
-                 **kwargs):
+                 gradient_aggregation="sum", **kwargs):
+        if isinstance(layer, ClusterWeights):
+            raise InputError(f"layer {layer.layer.name!r} is clustered "
+                             "already; strip_clustering(layer) first to "
+                             "cluster it again")
         if not isinstance(layer, ClusterableLayer) and \
                 not is_prunable(layer):
             raise InputError(f"layer {layer.name!r} ({type(layer).__name__})"
@@ -79,6 +86,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         # through) so refresh_assignments() can move them between clusters
         self.update_assignments = bool(update_assignments)
         self.cluster_all_weights = bool(cluster_all_weights)
+        self.gradient_aggregation = aggregation_method(
+            gradient_aggregation)
         if layer.built:
             self.build()
 
@@ -204,6 +213,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         return changed
 
     def _clustered_value(self, kernel, centroids, indices, nonzero):
+        if self.gradient_aggregation == "avg":
+            centroids = _mean_gradient(centroids, indices, nonzero)
         mat = tf.gather(centroids, indices, batch_dims=1)
         if self.update_assignments:
             # value of the centroids, gradient also to the latent weights
@@ -242,5 +253,23 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                        "preserve_sparsity": self.preserve_sparsity,
                        "per_channel": self.per_channel,
                        "update_assignments": self.update_assignments,
-                       "cluster_all_weights": self.cluster_all_weights})
+                       "cluster_all_weights": self.cluster_all_weights,
+                       "gradient_aggregation": self.gradient_aggregation})
         return config
+
+
+def _mean_gradient(centroids, indices, nonzero):
+    """``centroids``, whose gradient is divided by the number of (kept)
+    weights each centroid stands for: the gather then averages its
+    weights' gradients instead of summing them."""
+    channels, k = centroids.shape
+    segments = indices + tf.range(channels, dtype=indices.dtype)[:, None] * k
+    sizes = tf.reshape(tf.math.unsorted_segment_sum(
+        tf.reshape(tf.cast(nonzero, centroids.dtype), [-1]),
+        tf.reshape(segments, [-1]), channels * k), (channels, k))
+
+    @tf.custom_gradient
+    def averaged(c):
+        return tf.identity(c), lambda dy: dy / tf.maximum(sizes, 1.0)
+
+    return averaged(tf.convert_to_tensor(centroids))

@@ -39,7 +39,8 @@ def key(*parts):
 # left out of its key and artifacts cached then stay valid
 ADDED_SETTINGS = {"qat": {"layer_bits": None},
                   "convert": {"per_channel": True, "float_layers": []},
-                  "train": {"batchnorm_momentum": None}}
+                  "train": {"batchnorm_momentum": None},
+                  "cluster": {"gradient_aggregation": "sum"}}
 
 
 def stage_settings(kind, params):

@@ -73,6 +73,8 @@ STAGE_SCHEMAS = {
                                "kmeans++"),
         "per_channel": Field(bool, False),
         "preserve_sparsity": Field(bool, True),
+        # a centroid's gradient: the sum of its weights' or their mean
+        "gradient_aggregation": Field(("sum", "avg"), "sum"),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
         "exclude": Field(list, [], items=str, doc="layer names"),

@@ -90,7 +90,8 @@ def run_cluster(model, params, data, train):
     clustered = cluster.cluster_weights(
         model, params["number_of_clusters"], params["centroid_init"],
         preserve_sparsity=params["preserve_sparsity"],
-        per_channel=params["per_channel"], exclude=params["exclude"])
+        per_channel=params["per_channel"], exclude=params["exclude"],
+        gradient_aggregation=params["gradient_aggregation"])
     _compile(clustered, train["optimizer"], params["learning_rate"])
     _fit(clustered, data, params["epochs"], train["batch_size"])
     return cluster.strip_clustering(clustered)

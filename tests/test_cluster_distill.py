@@ -786,3 +786,56 @@ def test_clustering_a_clustered_model_with_other_settings_is_refused():
     # the same request again leaves the clustering as it is
     again = cluster.cluster_weights(clustered, 8)
     assert again.layers[0].number_of_clusters == 8
+
+
+def _values_per_output_channel(kernel, layer):
+    k = np.asarray(kernel)
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        k = np.moveaxis(k, -2, -1)               # (h, w, in, out)
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        k = k.reshape(k.shape[:-2] + (-1,))     # output channel c * M + m
+    rows = k.reshape(-1, k.shape[-1]).T
+    return [np.unique(r).size for r in rows]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.DepthwiseConv2D(3, name="dw"),
+    lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw"),
+    lambda: keras.layers.Conv2DTranspose(5, 3, name="dw"),
+], ids=["depthwise", "depthwise_x2", "conv_transpose"])
+def test_per_channel_clustering_groups_by_output_channel(make):
+    """Each output channel (what int8 conversion scales on its own) has
+    its own centroids: a depthwise kernel's channels are its input
+    channels times the multiplier, a transposed convolution's axis -2."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 6)), make()])
+    clustered = cluster.cluster_weights(model, 3, per_channel=True)
+    wrapper = clustered.layers[0]
+    layer = model.layers[0]
+    channels = (layer.kernel.shape[-2] if isinstance(
+        layer, keras.layers.Conv2DTranspose) else
+        layer.kernel.shape[-2] * layer.kernel.shape[-1])
+    assert wrapper.centroids.shape == (channels, 3)
+    plain = cluster.strip_clustering(clustered)
+    counts = _values_per_output_channel(plain.layers[0].kernel, layer)
+    assert len(counts) == channels and max(counts) <= 3
+    # more than three values over the whole kernel: channels differ
+    assert np.unique(plain.layers[0].kernel.numpy()).size > 3
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 6)).astype("float32")
+    np.testing.assert_allclose(clustered(x), plain(x), atol=1e-5)
+    rows = cluster.summary(clustered, print_fn=None)
+    # one 3-entry table per output channel
+    assert rows[0]["deep_compression_bits"] == cluster.deep_compression_bits(
+        int(np.prod(layer.kernel.shape)), 3) + (channels - 1) * 3 * 32
+
+
+def test_a_file_clustered_per_last_axis_loads_with_its_groups():
+    # written when per-channel groups followed the kernel's last axis
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.DepthwiseConv2D(3, name="dw")
+    layer.build((None, 8, 8, 6))
+    config = cluster.ClusterWeights(layer, 3, per_channel=True).get_config()
+    config.pop("channels_by_output")
+    old = cluster.ClusterWeights.from_config(config)
+    old.build((None, 8, 8, 6))
+    assert old.centroids.shape == (1, 3)      # (h, w, 6, 1): one group

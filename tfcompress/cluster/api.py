@@ -197,9 +197,9 @@ def deep_compression_bits(n, k, bits=32):
     return int(n * math.ceil(math.log2(k)) + k * bits)
 
 
-def _layer_bits(layer, values):
+def _layer_bits(layer, values, centroids):
     k = layer.number_of_clusters + (1 if layer.preserve_sparsity else 0)
-    tables = values.shape[-1] if layer.per_channel else 1
+    tables = centroids.shape[0]   # one table per output channel, or one
     return deep_compression_bits(values.size, k) + (tables - 1) * k * 32
 
 
@@ -227,7 +227,8 @@ def summary(model, print_fn=print):
     for layer in iter_layers(model):
         if not isinstance(layer, ClusterWeights):
             continue
-        for variable, values in layer.clustered_weights():
+        for (variable, values), centroids in zip(
+                layer.clustered_weights(), layer.clustered_centroids()):
             values = np.asarray(values)
             rows.append({
                 "layer": layer.layer.name, "weight": variable.path,
@@ -236,7 +237,8 @@ def summary(model, print_fn=print):
                 "distinct_values": int(np.unique(values).size),
                 "weights": int(values.size),
                 "float_bits": int(values.size * 32),
-                "deep_compression_bits": _layer_bits(layer, values),
+                "deep_compression_bits": _layer_bits(layer, values,
+                                                     centroids),
                 "gzip_bytes": len(gzip.compress(values.astype(
                     np.float32).tobytes(), 9))})
     if print_fn is not None:

@@ -23,6 +23,8 @@ from tfcompress.cluster.centroids import (aggregation_method, assign,
 from tfcompress.cluster.clusterable import (ClusterableLayer,
                                             clusterable_weights)
 from tfcompress.prune.prunable import is_prunable
+from tfcompress.utils.channels import (from_output_channel_rows,
+                                       output_channel_rows)
 from tfcompress.errors import InputError
 
 
@@ -42,9 +44,12 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
 
     ``gradient_aggregation="avg"`` (tfmot's ``GradientAggregation.AVG``)
     gives each centroid the mean of its weights' gradients instead of
-    their sum. ``cluster_all_weights=False`` clusters the first kernel
-    alone (what ``.keras`` files written before every kernel was clustered
-    hold).
+    their sum. ``per_channel=True`` gives each output channel centroids
+    of its own (a depthwise kernel's ``C * M`` channels, a transposed
+    convolution's axis -2). ``cluster_all_weights=False`` clusters the
+    first kernel alone, and ``channels_by_output=False`` groups
+    ``per_channel`` weights by the kernel's last axis: what ``.keras`` files
+    written before hold.
     """
 
     # (variable, centroids, indices, nonzero) per clustered weight, set by
@@ -54,7 +59,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
                  preserve_sparsity=False, per_channel=False,
                  update_assignments=False, cluster_all_weights=True,
-                 gradient_aggregation="sum", **kwargs):
+                 gradient_aggregation="sum", channels_by_output=True,
+                 **kwargs):
         if isinstance(layer, ClusterWeights):
             raise InputError(f"layer {layer.layer.name!r} is clustered "
                              "already; strip_clustering(layer) first to "
@@ -88,6 +94,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         self.cluster_all_weights = bool(cluster_all_weights)
         self.gradient_aggregation = aggregation_method(
             gradient_aggregation)
+        self.channels_by_output = bool(channels_by_output)
         if layer.built:
             self.build()
 
@@ -96,6 +103,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         config = dict(config)
         # written when only the first kernel of a layer was clustered
         config.setdefault("cluster_all_weights", False)
+        # written when per-channel groups were the kernel's last axis
+        config.setdefault("channels_by_output", False)
         return super().from_config(config, custom_objects)
 
     def build(self, input_shape=None):
@@ -140,11 +149,9 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         """Centroids, indices and nonzero mask of one clustered weight (the
         first one's variables keep their names of old)."""
         suffix = f"_{position}" if position else ""
-        w = np.asarray(kernel)
         k = self.number_of_clusters
-        channels = w.shape[-1] if self.per_channel else 1
-        mat = w.reshape(-1, channels).T if self.per_channel else \
-            w.reshape(1, -1)
+        mat = np.asarray(self._as_matrix(kernel))
+        channels = mat.shape[0]
         nonzero = mat != 0 if self.preserve_sparsity else \
             np.ones_like(mat, bool)
         cents = np.zeros((channels, k), np.float32)
@@ -185,10 +192,19 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         for kernel, *_ in self._clusters:
             kernel.trainable = self.update_assignments and bool(value)
 
+    def _layout_layer(self, kernel):
+        """The layer whose output channels ``kernel``'s rows are: the
+        wrapped layer for its own ``kernel`` (depthwise and transposed
+        kernels keep them elsewhere than the last axis), else None."""
+        if self.channels_by_output and \
+                kernel is getattr(self.layer, "kernel", None):
+            return self.layer
+        return None
+
     def _as_matrix(self, kernel):
         """(channels, n) view of a kernel, as the indices are stored."""
         if self.per_channel:
-            return tf.transpose(tf.reshape(kernel, (-1, kernel.shape[-1])))
+            return output_channel_rows(self._layout_layer(kernel), kernel)
         return tf.reshape(kernel, (1, -1))
 
     def refresh_assignments(self):
@@ -223,7 +239,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         mat = mat * nonzero
         shape = tuple(kernel.shape)
         if self.per_channel:
-            return tf.reshape(tf.transpose(mat), shape)
+            return from_output_channel_rows(self._layout_layer(kernel), mat,
+                                            shape)
         return tf.reshape(mat, shape)
 
     def clustered_kernel(self):
@@ -254,7 +271,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                        "per_channel": self.per_channel,
                        "update_assignments": self.update_assignments,
                        "cluster_all_weights": self.cluster_all_weights,
-                       "gradient_aggregation": self.gradient_aggregation})
+                       "gradient_aggregation": self.gradient_aggregation,
+                       "channels_by_output": self.channels_by_output})
         return config
 
 

@@ -229,6 +229,30 @@ def test_summary_rows_and_table():
     assert "fc1" in lines[0] and "unstructured" in lines[0]
 
 
+def test_summary_totals_the_whole_model():
+    # the rows covered each layer only, and a pruned layer's row its pruned
+    # weights only: the model's sparsity had to be worked out by hand
+    x, y = _xy()
+    pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
+    pruned.compile("adam", "mse")
+    _fit(pruned, x, y)
+    lines = []
+    rows = prune.summary(pruned, print_fn=lines.append)
+    assert [r["layer"] for r in rows] == ["fc1", "bn", "fc2"]
+    plain = [np.asarray(w) for w in prune.strip_pruning(pruned).weights]
+    params = sum(w.size for w in plain)
+    assert rows.total["params"] == params == 124
+    assert rows.total["sparsity"] == round(
+        sum(int((w == 0).sum()) for w in plain) / params, 4)
+    # 48 + 32 kernel weights at 0.5 of 124
+    assert rows.total["target_sparsity"] == round(40 / 124, 4)
+    assert rows.total["status"] == "2 of 3 layers pruned"
+    assert set(rows.total) == set(rows[0])
+    table = lines[0].splitlines()
+    assert table[-1].split()[:2] == ["total", "-"]
+    assert set(table[-2]) == {"-", " "}
+
+
 def test_keras_file_round_trips_masks_step_and_schedule(tmp_path):
     x, y = _xy()
     pruned = prune.prune_low_magnitude(_nested(), SCHEDULE,

@@ -253,6 +253,21 @@ def test_summary_totals_the_whole_model():
     assert set(table[-2]) == {"-", " "}
 
 
+def test_a_block_spanning_the_whole_kernel_is_refused():
+    # a (16, 4) block over an (8, 2) kernel is one block, which ranking
+    # always keeps: the layer was wrapped and never pruned
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(2, name="fc")])
+    with pytest.raises(InputError, match=r"^layer 'fc': block_size \(16, "
+                       r"4\) spans all of kernel \(shape \(8, 2\), viewed "
+                       r"as 8x2\), so no block can be pruned; use a smaller "
+                       "block_size or exclude the layer"):
+        prune.prune_low_magnitude(model, SCHEDULE, block_size=(16, 4))
+    # a block wider than the kernel still leaves several to rank
+    wrapped = prune.prune_low_magnitude(model, SCHEDULE, block_size=(1, 4))
+    assert len(prune.collect_wrappers(wrapped)) == 1
+
+
 def test_keras_file_round_trips_masks_step_and_schedule(tmp_path):
     x, y = _xy()
     pruned = prune.prune_low_magnitude(_nested(), SCHEDULE,

@@ -253,6 +253,25 @@ def test_summary_totals_the_whole_model():
     assert set(table[-2]) == {"-", " "}
 
 
+def test_summary_names_layers_n_of_m_left_dense_for_not_fitting():
+    # a conv with 1 input channel cannot hold 2 zeros in 4: N:M pruning
+    # leaves it unwrapped, and the summary called it excluded though
+    # nothing was excluded
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="stem"),
+        keras.layers.Conv2D(4, 3, name="conv"), keras.layers.Flatten(),
+        keras.layers.Dense(2, name="fc")])
+    pruned = prune.prune_low_magnitude(model, SCHEDULE,
+                                       sparsity_m_by_n=(2, 4))
+    status = {r["layer"]: r["status"]
+              for r in prune.summary(pruned, print_fn=None)}
+    assert status == {"stem": "dense (N:M does not fit)", "conv": "pruned",
+                      "fc": "pruned"}
+    kept = prune.prune_low_magnitude(model, SCHEDULE, exclude=["conv"])
+    assert prune.summary(kept, print_fn=None)[1]["status"] == \
+        "dense (excluded)"
+
+
 def test_a_block_spanning_the_whole_kernel_is_refused():
     # a (16, 4) block over an (8, 2) kernel is one block, which ranking
     # always keeps: the layer was wrapped and never pruned
@@ -409,7 +428,7 @@ def test_two_of_four_on_a_model_skips_layers_it_cannot_group():
     assert wrapped == ["conv2", "fc1", "logits"]     # conv1: 1 channel in
     rows = {r["layer"]: r["status"] for r in prune.summary(
         pruned, print_fn=lambda s: None)}
-    assert rows["conv1"] == "dense (excluded)"
+    assert rows["conv1"] == "dense (N:M does not fit)"
     with pytest.raises(ValueError, match="multiple of 4"):
         prune.prune_low_magnitude(model, SCHEDULE, sparsity_m_by_n=(2, 4),
                                   include=["conv1"])

@@ -21,7 +21,9 @@ def summary(model, print_fn=print) -> list:
     """Rows describing every layer with weights, pruned or left dense.
 
     Each row: ``layer``, ``type``, ``status`` (``pruned``, ``dense
-    (excluded)`` or ``dense (unsupported)``), ``weights``, ``params``,
+    (excluded)``, ``dense (N:M does not fit)``: left out of N:M pruning
+    because an input-channel axis is not a multiple of M, or ``dense
+    (unsupported)``), ``weights``, ``params``,
     ``target_sparsity`` and ``sparsity`` (measured zeros). The table is
     printed with ``print_fn``; ``print_fn=None`` prints nothing, as in
     ``quantize.summary`` and ``cluster.summary``.
@@ -40,11 +42,14 @@ def summary(model, print_fn=print) -> list:
     ('pruned', 10, '1 of 1 layers pruned')
     """
     rows, totals = SummaryRows(), []
-    for layer in iter_layers(model):
+    layers = list(iter_layers(model))
+    n_of_m = {l.sparsity_m_by_n[1] for l in layers
+              if isinstance(l, PruneLowMagnitude) and l.sparsity_m_by_n}
+    for layer in layers:
         if isinstance(layer, PruneLowMagnitude):
             row, figures = _pruned_row(layer)
         elif layer.weights:
-            row, figures = _dense_row(layer)
+            row, figures = _dense_row(layer, n_of_m)
         else:
             continue
         rows.append(row)
@@ -80,10 +85,13 @@ def _pruned_row(layer):
                  zeros + _zeros(rest), target * params)
 
 
-def _dense_row(layer):
-    """The row of ``layer`` left dense and its ``(params, zeros, 0)``."""
-    status = ("dense (excluded)" if prunable.is_prunable(layer)
-              else "dense (unsupported)")
+def _dense_row(layer, n_of_m=()):
+    """The row of ``layer`` left dense and its ``(params, zeros, 0)``;
+    ``n_of_m``: the M of the model's N:M pruning, if any."""
+    status = ("dense (unsupported)" if not prunable.is_prunable(layer)
+              else "dense (N:M does not fit)" if n_of_m and not any(
+                  prunable.supports_n_of_m(layer, m) for m in n_of_m)
+              else "dense (excluded)")
     params = sum(int(np.prod(w.shape)) for w in layer.weights)
     zeros = _zeros(layer.weights)
     row = {"layer": layer.name, "type": type(layer).__name__,

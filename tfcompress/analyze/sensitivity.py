@@ -23,6 +23,11 @@ import numpy as np
 
 from tfcompress.errors import InputError
 
+# bumped when the same model and data give other figures (what is pruned or
+# rounded changed), so that results stored by an older tfcompress are not
+# reused; 2: transposed-conv kernels rounded per output channel
+VERSION = 2
+
 
 @dataclasses.dataclass
 class SensitivityResult:

@@ -125,6 +125,30 @@ def test_depthwise_kernels_are_rounded_per_output_channel():
     assert r.quantized["dw"][8] == 1.0
 
 
+def test_transposed_conv_kernels_are_rounded_per_output_channel():
+    # a Conv2DTranspose kernel is (h, w, out, in): (1, 1, 2, 1) with output
+    # channel 0 at 100 and 1 at 0.3. The converter gives each output
+    # channel (axis -2) its own scale; rounding per last axis (the one
+    # input channel) shared 100 / 127 and zeroed channel 1, the one the
+    # head reads
+    m = keras.Sequential([
+        keras.Input((1, 1, 1)),
+        keras.layers.Conv2DTranspose(2, 1, use_bias=False, name="up"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(2, use_bias=False, name="head")])
+    m.get_layer("up").kernel.assign(
+        np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1))
+    m.get_layer("head").kernel.assign(
+        np.array([[0, 0], [1, -1]], "float32"))
+    x = np.random.default_rng(0).normal(size=(64, 1, 1, 1)).astype(
+        "float32")
+    y = np.argmax(m(x), axis=-1)
+    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(8,),
+                    layers=["up"])
+    assert r.baseline == 1.0
+    assert r.quantized["up"][8] == 1.0
+
+
 def test_bad_labels_bits_and_single_values(trained):
     m, x, y = trained
     # one-hot labels: was "800 inputs and 3200 labels"

@@ -81,6 +81,32 @@ def test_int16x8_refuses_a_calibration_it_would_ignore(x, method):
                 representative_data=x)
 
 
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
+def test_float_modes_refuse_a_calibration_they_would_ignore(x, mode):
+    # float activations have no ranges: entropy converted silently to the
+    # same flatbuffer as minmax, the report's calibration None
+    with pytest.raises(InputError, match=f"^calibration='entropy' chooses "
+                       f"int8 activation ranges; mode {mode} keeps "):
+        convert(lenet_300_100(), mode, calibration="entropy",
+                representative_data=x)
+    # the default still converts
+    r = convert(lenet_300_100(), mode, representative_data=x[:4])
+    assert r.report["calibration"] is None
+
+
+def test_qat_model_refuses_a_calibration_it_would_ignore():
+    # a QAT model's ranges come from training: percentile converted
+    # silently with the fake-quant ranges, the report saying "qat"
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    qat = quantize.quantize_model(model)
+    data = np.random.default_rng(0).random((8, 8), dtype=np.float32)
+    with pytest.raises(InputError, match="^calibration='percentile': a QAT "
+                       "model's activation ranges come from its fake-quant"):
+        convert(qat, "int8", representative_data=data,
+                calibration="percentile")
+    assert convert(qat, "int8").report["calibration"] == "qat"
+
+
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_calibration_methods_change_ranges(mobilenet, x, method):
     r = convert(mobilenet, "int8", representative_data=x, calibration=method,

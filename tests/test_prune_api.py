@@ -229,6 +229,64 @@ def test_summary_rows_and_table():
     assert "fc1" in lines[0] and "unstructured" in lines[0]
 
 
+def test_summary_totals_the_whole_model():
+    # the rows covered each layer only, and a pruned layer's row its pruned
+    # weights only: the model's sparsity had to be worked out by hand
+    x, y = _xy()
+    pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
+    pruned.compile("adam", "mse")
+    _fit(pruned, x, y)
+    lines = []
+    rows = prune.summary(pruned, print_fn=lines.append)
+    assert [r["layer"] for r in rows] == ["fc1", "bn", "fc2"]
+    plain = [np.asarray(w) for w in prune.strip_pruning(pruned).weights]
+    params = sum(w.size for w in plain)
+    assert rows.total["params"] == params == 124
+    assert rows.total["sparsity"] == round(
+        sum(int((w == 0).sum()) for w in plain) / params, 4)
+    # 48 + 32 kernel weights at 0.5 of 124
+    assert rows.total["target_sparsity"] == round(40 / 124, 4)
+    assert rows.total["status"] == "2 of 3 layers pruned"
+    assert set(rows.total) == set(rows[0])
+    table = lines[0].splitlines()
+    assert table[-1].split()[:2] == ["total", "-"]
+    assert set(table[-2]) == {"-", " "}
+
+
+def test_summary_names_layers_n_of_m_left_dense_for_not_fitting():
+    # a conv with 1 input channel cannot hold 2 zeros in 4: N:M pruning
+    # leaves it unwrapped, and the summary called it excluded though
+    # nothing was excluded
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="stem"),
+        keras.layers.Conv2D(4, 3, name="conv"), keras.layers.Flatten(),
+        keras.layers.Dense(2, name="fc")])
+    pruned = prune.prune_low_magnitude(model, SCHEDULE,
+                                       sparsity_m_by_n=(2, 4))
+    status = {r["layer"]: r["status"]
+              for r in prune.summary(pruned, print_fn=None)}
+    assert status == {"stem": "dense (N:M does not fit)", "conv": "pruned",
+                      "fc": "pruned"}
+    kept = prune.prune_low_magnitude(model, SCHEDULE, exclude=["conv"])
+    assert prune.summary(kept, print_fn=None)[1]["status"] == \
+        "dense (excluded)"
+
+
+def test_a_block_spanning_the_whole_kernel_is_refused():
+    # a (16, 4) block over an (8, 2) kernel is one block, which ranking
+    # always keeps: the layer was wrapped and never pruned
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(2, name="fc")])
+    with pytest.raises(InputError, match=r"^layer 'fc': block_size \(16, "
+                       r"4\) spans all of kernel \(shape \(8, 2\), viewed "
+                       r"as 8x2\), so no block can be pruned; use a smaller "
+                       "block_size or exclude the layer"):
+        prune.prune_low_magnitude(model, SCHEDULE, block_size=(16, 4))
+    # a block wider than the kernel still leaves several to rank
+    wrapped = prune.prune_low_magnitude(model, SCHEDULE, block_size=(1, 4))
+    assert len(prune.collect_wrappers(wrapped)) == 1
+
+
 def test_keras_file_round_trips_masks_step_and_schedule(tmp_path):
     x, y = _xy()
     pruned = prune.prune_low_magnitude(_nested(), SCHEDULE,
@@ -370,7 +428,7 @@ def test_two_of_four_on_a_model_skips_layers_it_cannot_group():
     assert wrapped == ["conv2", "fc1", "logits"]     # conv1: 1 channel in
     rows = {r["layer"]: r["status"] for r in prune.summary(
         pruned, print_fn=lambda s: None)}
-    assert rows["conv1"] == "dense (excluded)"
+    assert rows["conv1"] == "dense (N:M does not fit)"
     with pytest.raises(ValueError, match="multiple of 4"):
         prune.prune_low_magnitude(model, SCHEDULE, sparsity_m_by_n=(2, 4),
                                   include=["conv1"])

@@ -91,6 +91,24 @@ def test_io_type_must_go_with_mode():
     assert r["variants"][0]["stages"][0]["convert"]["io_type"] == "int16"
 
 
+def test_calibration_other_than_minmax_needs_post_training_int8():
+    # convert() refuses these; the recipe says so before any training
+    with pytest.raises(RecipeError, match="calibration: entropy chooses "
+                       "post-training int8 ranges; mode is float16"):
+        load_recipe_text(_stage("convert: {mode: float16, "
+                                "calibration: entropy}"), "r.yaml")
+    qat_then_convert = ("model: lenet_300_100\nvariants:\n  - name: v\n"
+                        "    stages:\n      - qat: {}\n      - convert: "
+                        "{calibration: percentile}\n")
+    with pytest.raises(RecipeError, match=r"stages\[1\]\.convert\."
+                       "calibration: percentile does not apply after a qat"):
+        load_recipe_text(qat_then_convert, "r.yaml")
+    r = load_recipe_text(qat_then_convert.replace("percentile", "minmax"),
+                         "r.yaml")
+    assert r["variants"][0]["stages"][1]["convert"]["calibration"] == \
+        "minmax"
+
+
 def test_cli_schema_and_convert_accept_the_same_options():
     from absl import flags
 

@@ -334,6 +334,36 @@ def _measured(info, accuracy, n):
                 size_bytes=2000, seconds=0.0, reused=False, key=str(n))
 
 
+def test_sensitivity_cache_of_another_version_is_computed_again(tmp_path):
+    # sensitivity.json had no version: one written by a tfcompress whose
+    # analysis meant something else was reused as long as the model and
+    # data keys matched
+    import keras
+    from tfcompress.analyze.sensitivity import VERSION
+    from tfcompress.recipes.keys import key
+    from tfcompress.tune.search import SPARSITIES, _sensitivity
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(3, name="fc")])
+    x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+    val = (x, np.argmax(model(x), axis=-1))
+    path = tmp_path / "sensitivity.json"
+    stale = _sensitivity_fc_worst().to_dict()
+    cache = {"key": key("tune sensitivity", "m", "d", SPARSITIES),
+             "result": stale}
+    for version in (None, VERSION - 1):
+        if version is not None:
+            cache["version"] = version
+        path.write_text(json.dumps(cache))
+        result = _sensitivity(model, "m", val, str(tmp_path), "d")
+        assert list(result.pruned) == ["fc"] and result.baseline == 1.0
+        assert json.loads(path.read_text())["version"] == VERSION
+    # the current version is reused as stored
+    path.write_text(json.dumps(dict(cache, version=VERSION)))
+    result = _sensitivity(model, "m", val, str(tmp_path), "d")
+    assert list(result.pruned) == ["conv", "fc", "logits"]
+
+
 def _sensitivity_fc_worst():
     from tfcompress.analyze.sensitivity import SensitivityResult
     return SensitivityResult(

@@ -23,6 +23,11 @@ import numpy as np
 
 from tfcompress.errors import InputError
 
+# bumped when the same model and data give other figures (what is pruned or
+# rounded changed), so that results stored by an older tfcompress are not
+# reused; 2: transposed-conv kernels rounded per output channel
+VERSION = 2
+
 
 @dataclasses.dataclass
 class SensitivityResult:
@@ -93,28 +98,46 @@ class SensitivityResult:
 
 
 def _kernels(model):
-    """``(name, weights, depthwise)`` of every built prunable layer:
+    """``(name, weights, layout)`` of every built prunable layer:
     all its prunable weights (a recurrent layer's input and recurrent
     kernels, MultiHeadAttention's four), each pruned and rounded on its
-    own as pruning masks each."""
+    own as pruning masks each; ``layout`` says where the output channels
+    are (see :func:`_fake_quant`)."""
     import keras
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
-    depthwise = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+    L = keras.layers
+    layouts = (((L.DepthwiseConv1D, L.DepthwiseConv2D), "depthwise"),
+               ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose),
+                "transposed"))
     out = []
     for layer in iter_layers(model):
         if is_prunable(layer) and layer.built:
+            layout = next((name for kinds, name in layouts
+                           if isinstance(layer, kinds)), "last")
             out.append((layer.name, list(get_prunable_weights(layer)),
-                        isinstance(layer, depthwise)))
+                        layout))
     return out
 
 
-def _fake_quant(w, bits, depthwise=False):
+def _fake_quant(w, bits, layout="last"):
     """Symmetric per-output-channel rounding to ``bits`` levels.
 
-    Output channels are the last kernel axis, and for a depthwise kernel
-    ``(..., C, M)`` its ``C * M`` outputs, as the converter quantizes it.
+    Output channels are the last kernel axis (``layout="last"``), axis -2
+    of a transposed-conv kernel ``(..., out, in)`` (``"transposed"``) and
+    the ``C * M`` outputs of a depthwise kernel ``(..., C, M)``
+    (``"depthwise"``), as the converter quantizes them.
+
+    >>> w = np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1)
+    >>> _fake_quant(w, 8, "transposed").ravel().tolist() == w.ravel().tolist()
+    True
+    >>> _fake_quant(w, 8).ravel().tolist()   # one scale: 0.3 rounds to 0
+    [100.0, 0.0]
     """
+    if layout == "transposed":
+        swapped = _fake_quant(np.swapaxes(w, -1, -2), bits)
+        return np.swapaxes(swapped, -1, -2)
+    depthwise = layout == "depthwise"
     q = 2 ** (bits - 1) - 1
     channels = w.shape[-2] * w.shape[-1] if depthwise else w.shape[-1]
     flat = w.reshape(-1, channels)
@@ -257,7 +280,7 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
             f"with unique layer names")
     baseline = evaluate()
     pruned, quantized = {}, {}
-    for name, weights, depthwise in kernels:
+    for name, weights, layout in kernels:
         originals = [np.asarray(w).copy() for w in weights]
         try:
             pruned[name] = {}
@@ -268,7 +291,7 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
             quantized[name] = {}
             for b in bits:
                 for w, original in zip(weights, originals):
-                    w.assign(_fake_quant(original, b, depthwise))
+                    w.assign(_fake_quant(original, b, layout))
                 quantized[name][b] = evaluate()
         finally:
             for w, original in zip(weights, originals):

@@ -243,7 +243,9 @@ def convert(model, mode="int8", representative_data=None,
         report's notes say which weights were stored sparse and whether
         DENSIFY ops expand them at load (then only the file is smaller).
       calibration: activation ranges for post-training int8: ``minmax``,
-        ``percentile`` or ``entropy`` (``int16x8``: ``minmax`` only).
+        ``percentile`` or ``entropy``. ``int16x8``, the float modes and QAT
+        models (ranges learned in training) take ``minmax`` only: another
+        method would have no effect and is an :class:`InputError`.
       check_data: inputs to compare TFLite and Keras outputs on (default:
         the representative data, else random inputs); a model with several
         outputs is compared output by output.
@@ -320,6 +322,7 @@ def _convert(model, mode, representative_data, input_type, output_type,
     model = batch_free_reshape(strip_training_wrappers(model))
     model, half_precision = float32_compute(model)
     qat = has_fake_quant(model)
+    _check_qat_calibration(qat, calibration)
     if mode == "int8" and xnnpack_rewrites and not qat:
         # keras is imported on first use, not with the CLI
         from tfcompress.convert.rewrites import rewrite_hard_swish
@@ -641,6 +644,12 @@ def _check_arguments(mode, input_type, output_type, calibration, sparse,
         raise InputError(f"calibration={calibration!r} works with mode int8;"
                          " int16x8 calibrates with min/max only: use "
                          "calibration='minmax'")
+    if mode not in INTEGER_MODES and calibration != "minmax":
+        # float activations have no ranges: the option would be ignored
+        raise InputError(f"calibration={calibration!r} chooses int8 "
+                         f"activation ranges; mode {mode} keeps activations "
+                         "float, so it has no effect: use mode int8, or "
+                         "calibration='minmax'")
     if sparse and float_layers:
         # the converter's sparse pass over the debugger's partly float
         # model writes a flatbuffer without the model's ops
@@ -652,6 +661,18 @@ def _check_arguments(mode, input_type, output_type, calibration, sparse,
             check_writable_folder(output_path)
         except OSError as e:
             raise InputError(str(e)) from None
+
+
+def _check_qat_calibration(qat, calibration):
+    """Refuses a calibration method for a QAT model: its activation ranges
+    were learned in training and are converted as they are."""
+    if qat and calibration != "minmax":
+        raise InputError(f"calibration={calibration!r}: a QAT model's "
+                         "activation ranges come from its fake-quant layers "
+                         "(learned in training), so no calibration method "
+                         "applies: use calibration='minmax', or convert the "
+                         "model from before quantize_model to calibrate it "
+                         "post-training")
 
 
 def _check_output_only_layers(model):

@@ -70,6 +70,38 @@ def _as_matrix(shape):
     return (int(np.prod(shape[:-1])), int(shape[-1]))
 
 
+def block_count(shape, block_size) -> int:
+    """How many ``block_size`` blocks a weight of ``shape`` is ranked in
+    (edges that do not fill a block count as blocks).
+
+    >>> block_count((8, 16), (1, 4)), block_count((3, 3, 2, 8), (16, 4))
+    (32, 4)
+    """
+    rows, cols = _as_matrix(shape)
+    br, bc = (int(b) for b in block_size)
+    return -(-rows // br) * -(-cols // bc)
+
+
+def check_block_fits(shape, block_size, layer_name, weight_name="kernel"):
+    """Refuses a ``block_size`` that spans the whole weight: one block,
+    which ranking always keeps, so nothing would ever be pruned.
+
+    >>> check_block_fits((8, 2), (16, 4), "fc")
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: layer 'fc': block_size (16, 4) spans all of kernel (shape (8, 2), viewed as 8x2), so no block can be pruned; use a smaller block_size or exclude the layer
+    """
+    block_size = tuple(int(b) for b in block_size)
+    if block_size == (1, 1) or block_count(shape, block_size) > 1:
+        return
+    rows, cols = _as_matrix(shape)
+    raise InputError(
+        f"layer {layer_name!r}: block_size {block_size} spans all of "
+        f"{weight_name} (shape {tuple(int(d) for d in shape)}, viewed as "
+        f"{rows}x{cols}), so no block can be pruned; use a smaller "
+        "block_size or exclude the layer")
+
+
 def check_block_pooling(pooling) -> str:
     """``"AVG"`` or ``"MAX"`` (any case), else InputError."""
     name = str(pooling).upper()

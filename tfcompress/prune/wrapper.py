@@ -145,6 +145,9 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
                         f"input-channel axis of {w.name} (length "
                         f"{w.shape[axis]}) to be a multiple of {m}; exclude "
                         "this layer or choose another M")
+        for w in self.pruned_weights:
+            mask_lib.check_block_fits(w.shape, self.block_size,
+                                      self.layer.name, self._weight_key(w))
         self.masks, self.threshold_vars = [], []
         for w in self.pruned_weights:
             name = self._weight_key(w).replace("/", "_")

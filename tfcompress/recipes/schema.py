@@ -347,6 +347,14 @@ def _check_stage(kind, params, node, path, source):
                           f"post-training int8 only; mode is "
                           f"{params['mode']}: use mode int8 or drop "
                           "float_layers")
+    if kind == "convert" and params["calibration"] != "minmax" and \
+            params["mode"] != "int8":
+        _, vnode = _node_for(node, "calibration")
+        raise RecipeError(f"{_where(source, vnode or node)}: "
+                          f"{path}.calibration: {params['calibration']} "
+                          "chooses post-training int8 ranges; mode is "
+                          f"{params['mode']}: use mode int8 or calibration "
+                          "minmax")
     if kind == "convert" and params["mode"] in INTEGER_MODES and \
             params["io_type"] not in io_types_for(params["mode"]):
         _, vnode = _node_for(node, "io_type")
@@ -413,6 +421,7 @@ def _validate_variants(variants, node, source):
             _check_stage(kind, params, pnode, f"{spath}.{kind}", source)
             checked.append({kind: params})
         kinds = [next(iter(s)) for s in checked]
+        _check_qat_calibration(checked, kinds, snode or vnode, path, source)
         if "bench" in kinds and "convert" not in kinds[:kinds.index(
                 "bench")]:
             raise RecipeError(f"{_where(source, snode or vnode)}: "
@@ -420,6 +429,22 @@ def _validate_variants(variants, node, source):
                               "before it")
         out.append({"name": name, "stages": checked})
     return out
+
+
+def _check_qat_calibration(stages, kinds, node, path, source):
+    """Refuses a convert stage's calibration method after a qat stage: the
+    QAT model's ranges are learned in training, not calibrated."""
+    if "qat" not in kinds:
+        return
+    for i in range(kinds.index("qat") + 1, len(kinds)):
+        method = stages[i][kinds[i]].get("calibration", "minmax") \
+            if kinds[i] == "convert" else "minmax"
+        if method != "minmax":
+            raise RecipeError(f"{_where(source, node)}: {path}.stages[{i}]"
+                              f".convert.calibration: {method} does not "
+                              "apply after a qat stage (the ranges are "
+                              "learned in training): use calibration "
+                              "minmax")
 
 
 def _apply_override(given, override):

@@ -215,26 +215,28 @@ def _baseline(setup, fit, data_key):
 
 def _sensitivity(model, base_key, val, folder, data_key):
     """Per-layer sensitivity on (at most 2000 of) the validation samples,
-    cached in ``sensitivity.json``."""
+    cached in ``sensitivity.json`` with the analysis' version: a cache of
+    another version (or none, from before versions) is computed again."""
     from tfcompress.analyze import sensitivity
-    from tfcompress.analyze.sensitivity import SensitivityResult
+    from tfcompress.analyze.sensitivity import VERSION, SensitivityResult
     digest = key("tune sensitivity", base_key, data_key, SPARSITIES)
     path = os.path.join(folder, "sensitivity.json")
     try:
         with open(path) as f:
             stored = json.load(f)
-        if stored.get("key") == digest:
+        if stored.get("key") == digest and stored.get("version") == VERSION:
             r = stored["result"]
             r["pruned"] = {n: {float(s): v for s, v in row.items()}
                            for n, row in r["pruned"].items()}
             r["quantized"] = {n: {int(b): v for b, v in row.items()}
                               for n, row in r["quantized"].items()}
             return SensitivityResult(**r)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError,
+            AttributeError):
         pass
     x, y = val
     result = sensitivity(model, (x[:2000], y[:2000]), sparsities=SPARSITIES)
-    atomic_write_text(path, json.dumps({"key": digest,
+    atomic_write_text(path, json.dumps({"key": digest, "version": VERSION,
                                         "result": result.to_dict()},
                                        indent=2))
     return result

@@ -272,19 +272,43 @@ def test_summary_names_layers_n_of_m_left_dense_for_not_fitting():
         "dense (excluded)"
 
 
-def test_a_block_spanning_the_whole_kernel_is_refused():
+def test_a_block_spanning_the_whole_kernel_is_refused_or_left_dense():
     # a (16, 4) block over an (8, 2) kernel is one block, which ranking
     # always keeps: the layer was wrapped and never pruned
     model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(64, name="hidden"),
                               keras.layers.Dense(2, name="fc")])
-    with pytest.raises(InputError, match=r"^layer 'fc': block_size \(16, "
-                       r"4\) spans all of kernel \(shape \(8, 2\), viewed "
-                       r"as 8x2\), so no block can be pruned; use a smaller "
-                       "block_size or exclude the layer"):
-        prune.prune_low_magnitude(model, SCHEDULE, block_size=(16, 4))
+    # named on its own (a layer, or in include): refused
+    with pytest.raises(InputError, match="^layer 'fc': block_size "
+                       r"\(80, 4\) spans all of kernel \(shape \(64, 2\), "
+                       r"viewed as 64x2\), so no block can be pruned; use a "
+                       "smaller block_size or exclude the layer"):
+        prune.prune_low_magnitude(model, SCHEDULE, block_size=(80, 4),
+                                  include=["hidden", "fc"])
+    with pytest.raises(InputError, match="^layer 'fc': block_size"):
+        prune.prune_low_magnitude(model.layers[1], SCHEDULE,
+                                  block_size=(80, 4))
+    # a whole model: the layer is left dense, as N:M leaves layers it
+    # cannot group, and summary says why
+    wrapped = prune.prune_low_magnitude(model, SCHEDULE, block_size=(80, 4))
+    assert [w.layer.name for w in prune.collect_wrappers(wrapped)] == [
+        "hidden"]
+    rows = {r["layer"]: r for r in prune.summary(wrapped, print_fn=None)}
+    assert rows["fc"]["status"] == "dense (block does not fit)"
     # a block wider than the kernel still leaves several to rank
     wrapped = prune.prune_low_magnitude(model, SCHEDULE, block_size=(1, 4))
-    assert len(prune.collect_wrappers(wrapped)) == 1
+    assert len(prune.collect_wrappers(wrapped)) == 2
+
+
+def test_a_file_pruned_with_a_spanning_block_still_loads(tmp_path):
+    # saved before such blocks were refused
+    old = keras.Sequential([keras.Input((8,)), prune.PruneLowMagnitude(
+        keras.layers.Dense(2, name="fc"), SCHEDULE, block_size=(16, 4),
+        refuse_spanning_block=False)])   # as tfcompress built it then
+    path = str(tmp_path / "old.keras")
+    old.save(path)
+    loaded = keras.saving.load_model(path)
+    assert prune.collect_wrappers(loaded)[0].block_size == (16, 4)
 
 
 def test_keras_file_round_trips_masks_step_and_schedule(tmp_path):

@@ -7,7 +7,7 @@ from typing import Iterable, Optional
 import keras
 
 from tfcompress.errors import InputError
-from tfcompress.prune import prunable, schedules
+from tfcompress.prune import masks, prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
 from tfcompress.utils.layer_map import (is_container, iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -34,6 +34,9 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         wrappers is returned) or a Sequential/Functional model.
       pruning_schedule: a :class:`PruningSchedule` (default: constant 50%).
       block_size: ``(rows, cols)`` block sparsity, e.g. ``(1, 4)``.
+        Layers whose kernel one block would span (nothing to prune) are
+        left dense (reported by ``summary``) unless named in ``include``,
+        which raises an error for them.
       block_pooling_type: a block's score, ``"AVG"`` (mean ``|w|``, as
         tfmot's default) or ``"MAX"`` (largest ``|w|``).
       sparsity_m_by_n: ``(m, n)`` structured sparsity as tfmot's: m
@@ -163,6 +166,10 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         if (sparsity_m_by_n is not None and layer.name not in named and not
                 prunable.supports_n_of_m(layer, sparsity_m_by_n[1])):
             return layer  # e.g. a first conv with 1 input channel
+        if layer.name not in named and not all(
+                masks.block_fits(w.shape, kwargs["block_size"])
+                for w in prunable.get_prunable_weights(layer)):
+            return layer  # one block would span the kernel: left dense
         return PruneLowMagnitude(layer, **kwargs)
 
     return map_layers(to_prune, wrap)

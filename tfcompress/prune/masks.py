@@ -82,6 +82,17 @@ def block_count(shape, block_size) -> int:
     return -(-rows // br) * -(-cols // bc)
 
 
+def block_fits(shape, block_size) -> bool:
+    """False if ``block_size`` spans a whole weight of ``shape`` (one
+    block, which ranking always keeps).
+
+    >>> block_fits((8, 16), (1, 4)), block_fits((8, 2), (16, 4))
+    (True, False)
+    """
+    block_size = tuple(int(b) for b in block_size)
+    return block_size == (1, 1) or block_count(shape, block_size) > 1
+
+
 def check_block_fits(shape, block_size, layer_name, weight_name="kernel"):
     """Refuses a ``block_size`` that spans the whole weight: one block,
     which ranking always keeps, so nothing would ever be pruned.
@@ -91,9 +102,9 @@ def check_block_fits(shape, block_size, layer_name, weight_name="kernel"):
     ...
     tfcompress.errors.InputError: layer 'fc': block_size (16, 4) spans all of kernel (shape (8, 2), viewed as 8x2), so no block can be pruned; use a smaller block_size or exclude the layer
     """
-    block_size = tuple(int(b) for b in block_size)
-    if block_size == (1, 1) or block_count(shape, block_size) > 1:
+    if block_fits(shape, block_size):
         return
+    block_size = tuple(int(b) for b in block_size)
     rows, cols = _as_matrix(shape)
     raise InputError(
         f"layer {layer_name!r}: block_size {block_size} spans all of "

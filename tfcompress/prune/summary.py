@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfcompress.prune import prunable
+from tfcompress.prune import masks, prunable
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import iter_layers
 
@@ -22,7 +22,8 @@ def summary(model, print_fn=print) -> list:
 
     Each row: ``layer``, ``type``, ``status`` (``pruned``, ``dense
     (excluded)``, ``dense (N:M does not fit)``: left out of N:M pruning
-    because an input-channel axis is not a multiple of M, or ``dense
+    because an input-channel axis is not a multiple of M, ``dense (block
+    does not fit)``: one block would span the kernel, or ``dense
     (unsupported)``), ``weights``, ``params``,
     ``target_sparsity`` and ``sparsity`` (measured zeros). The table is
     printed with ``print_fn``; ``print_fn=None`` prints nothing, as in
@@ -45,11 +46,13 @@ def summary(model, print_fn=print) -> list:
     layers = list(iter_layers(model))
     n_of_m = {l.sparsity_m_by_n[1] for l in layers
               if isinstance(l, PruneLowMagnitude) and l.sparsity_m_by_n}
+    blocks = {tuple(l.block_size) for l in layers
+              if isinstance(l, PruneLowMagnitude)} - {(1, 1)}
     for layer in layers:
         if isinstance(layer, PruneLowMagnitude):
             row, figures = _pruned_row(layer)
         elif layer.weights:
-            row, figures = _dense_row(layer, n_of_m)
+            row, figures = _dense_row(layer, n_of_m, blocks)
         else:
             continue
         rows.append(row)
@@ -85,12 +88,17 @@ def _pruned_row(layer):
                  zeros + _zeros(rest), target * params)
 
 
-def _dense_row(layer, n_of_m=()):
+def _dense_row(layer, n_of_m=(), blocks=()):
     """The row of ``layer`` left dense and its ``(params, zeros, 0)``;
-    ``n_of_m``: the M of the model's N:M pruning, if any."""
+    ``n_of_m``: the M of the model's N:M pruning, if any; ``blocks``: the
+    model's block sizes, if any."""
     status = ("dense (unsupported)" if not prunable.is_prunable(layer)
               else "dense (N:M does not fit)" if n_of_m and not any(
                   prunable.supports_n_of_m(layer, m) for m in n_of_m)
+              else "dense (block does not fit)" if blocks and not any(
+                  all(masks.block_fits(w.shape, b)
+                      for w in prunable.get_prunable_weights(layer))
+                  for b in blocks)
               else "dense (excluded)")
     params = sum(int(np.prod(w.shape)) for w in layer.weights)
     zeros = _zeros(layer.weights)

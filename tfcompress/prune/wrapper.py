@@ -93,7 +93,8 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
 
     def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
                  sparsity_m_by_n=None, global_pruning=False,
-                 min_density=0.01, block_pooling_type="AVG", **kwargs):
+                 min_density=0.01, block_pooling_type="AVG",
+                 refuse_spanning_block=True, **kwargs):
         if pruning_schedule is None:
             pruning_schedule = schedules.ConstantSparsity(0.5, 0)
         if not isinstance(layer, keras.layers.Layer):
@@ -119,6 +120,9 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
         # no ``tf.cond``, no step check in the training graph). Read when
         # the call is traced, so it is set before the first training step.
         self.mask_updates_by_callback = False
+        # a block_size spanning a whole weight (nothing could be pruned) is
+        # an InputError when built; a file saved before is built as it was
+        self.refuse_spanning_block = bool(refuse_spanning_block)
         if layer.built:
             self.build()
 
@@ -146,8 +150,10 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
                         f"{w.shape[axis]}) to be a multiple of {m}; exclude "
                         "this layer or choose another M")
         for w in self.pruned_weights:
-            mask_lib.check_block_fits(w.shape, self.block_size,
-                                      self.layer.name, self._weight_key(w))
+            if self.refuse_spanning_block:
+                mask_lib.check_block_fits(w.shape, self.block_size,
+                                          self.layer.name,
+                                          self._weight_key(w))
         self.masks, self.threshold_vars = [], []
         for w in self.pruned_weights:
             name = self._weight_key(w).replace("/", "_")
@@ -338,6 +344,8 @@ class PruneLowMagnitude(WrappedBuildMixin, keras.layers.Wrapper):
             # written when global pruning silently ranked single weights
             # whatever the blocks or N:M asked for: load it as it pruned
             config["block_size"], config["sparsity_m_by_n"] = (1, 1), None
+        # a file saved before spanning blocks were refused loads as it pruned
+        config["refuse_spanning_block"] = False
         return super().from_config(config, custom_objects)
 
     def get_config(self):

@@ -133,3 +133,53 @@ def test_recurrent_kernels_are_pruned_too():
                         prune_fraction_per_round=0.5, random_control=False)
     # round 1: half of each kernel, the recurrent one included
     assert zeros[1] == pytest.approx([0.5, 0.5], abs=0.02)
+
+
+def test_the_search_returns_each_rounds_ticket_and_trained_model():
+    """Not only the rows: the ticket (masks and the weights it rewinds
+    to) and the trained sparse model of every round, to keep and ship."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(128, 12)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+
+    def model_fn(seed):
+        keras.utils.set_random_seed(seed)
+        m = keras.Sequential([keras.Input((12,)),
+                              keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(2)])
+        m.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True), metrics=["accuracy"])
+        return m
+
+    def train_fn(model, callbacks):
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0,
+                  callbacks=callbacks)
+        return {"accuracy": float(model.evaluate(x, y, verbose=0)[1])}
+
+    search = find_winning_ticket(model_fn, train_fn, rounds=2,
+                                 prune_fraction_per_round=0.5,
+                                 random_control=False)
+    assert [r["round"] for r in search] == [0, 1, 2]     # still the rows
+    masks = search.masks(2)
+    assert [m.shape for m in masks] == [(12, 16), (16, 2)]
+    assert masks[0].mean() == pytest.approx(0.25, abs=0.01)
+    # the trained model of round 2: its zeros are the masks', and it
+    # scores what the row says
+    trained = search.model(2)
+    kernel = np.asarray(trained.layers[0].kernel)
+    assert np.array_equal(kernel != 0, masks[0])
+    assert float(trained.evaluate(x, y, verbose=0)[1]) == pytest.approx(
+        search[2]["accuracy"])
+    # the untrained ticket: the initial weights under the masks, and a
+    # callback that keeps its zeros while it trains again
+    ticket = search.ticket(2)
+    initial = np.asarray(model_fn(0).layers[0].kernel)
+    np.testing.assert_array_equal(np.asarray(ticket.layers[0].kernel),
+                                  initial * masks[0])
+    ticket.fit(x, y, epochs=1, verbose=0,
+               callbacks=[search.keep_masked(ticket, 2)])
+    assert np.array_equal(np.asarray(ticket.layers[0].kernel) != 0,
+                          masks[0])
+    with pytest.raises(ValueError, match="round 3.*0 to 2"):
+        search.model(3)

@@ -13,6 +13,8 @@ the control that shows the initialisation matters.
 ...     model.fit(x, y, epochs=2, callbacks=callbacks, verbose=0)
 ...     return {"accuracy": model.evaluate(xt, yt, verbose=0)[1]}
 >>> rounds = find_winning_ticket(model_fn, train_fn, rounds=3)  # doctest: +SKIP
+>>> best = max(rounds, key=lambda row: row["accuracy"])  # doctest: +SKIP
+>>> sparse = rounds.model(best["round"])  # trained, to strip and convert  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -50,6 +52,64 @@ class KeepMasked(keras.callbacks.Callback):
         self._batches += 1
         if self.record_step and self._batches == self.record_step:
             self.recorded = [np.array(w) for w in self.model.get_weights()]
+
+
+class TicketSearch(list):
+    """The rows of :func:`find_winning_ticket`, one per round, and what
+    each round found: its masks, its trained model, its untrained ticket.
+
+    >>> search = TicketSearch(lambda seed: None, 0, [np.zeros(2)])
+    >>> search.record({"round": 0}, [np.ones((2, 2))], [np.ones(2)])
+    >>> search.masks(0)[0].dtype, len(search)
+    (dtype('bool'), 1)
+    """
+
+    def __init__(self, model_fn, seed, rewind_weights):
+        super().__init__()
+        self.model_fn, self.seed = model_fn, seed
+        self.rewind_weights = rewind_weights
+        self.round_masks, self.trained_weights = [], []
+
+    def record(self, row, masks, trained_weights):
+        self.append(row)
+        self.round_masks.append([np.asarray(m) > 0 for m in masks])
+        self.trained_weights.append(trained_weights)
+
+    def _check(self, round):
+        if isinstance(round, bool) or not isinstance(
+                round, (int, np.integer)) or not 0 <= round < len(self):
+            raise InputError(f"round {round!r} is not one of the search's: "
+                             f"0 to {len(self) - 1}")
+        return int(round)
+
+    def masks(self, round):
+        """Boolean masks of ``round`` (True: kept), one per prunable
+        weight in layer order (round 0 keeps every weight)."""
+        return self.round_masks[self._check(round)]
+
+    def model(self, round):
+        """A new ``model_fn`` model holding the weights ``round`` trained
+        to: sparse where its masks are, ready to convert."""
+        model = self.model_fn(self.seed)
+        model.set_weights(self.trained_weights[self._check(round)])
+        return model
+
+    def ticket(self, round):
+        """The untrained ticket of ``round``: a new model at the weights
+        the search rewinds to, masked. Train it with
+        ``callbacks=[search.keep_masked(ticket, round)]``."""
+        masks = self.masks(round)
+        model = self.model_fn(self.seed)
+        model.set_weights(self.rewind_weights)
+        for kernel, mask in zip(_prunable_kernels(model), masks):
+            kernel.assign(np.asarray(kernel) * mask)
+        return model
+
+    def keep_masked(self, model, round):
+        """A callback keeping ``model``'s pruned weights at zero while it
+        trains (``model`` is one of :meth:`ticket` or :meth:`model`)."""
+        return KeepMasked(_prunable_kernels(model),
+                          [m.astype(np.float32) for m in self.masks(round)])
 
 
 def _prunable_kernels(model):
@@ -116,9 +176,12 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
         masks each round.
 
     Returns:
-      A list of dicts: ``round``, ``remaining`` (fraction of prunable
-      weights), ``accuracy``, ``control_accuracy`` and what ``train_fn``
-      reported.
+      A :class:`TicketSearch`: a list of dicts, ``round``, ``remaining``
+      (fraction of prunable weights), ``accuracy``, ``control_accuracy``
+      and what ``train_fn`` reported; and per round its masks
+      (``masks(r)``), its trained sparse model (``model(r)``) and its
+      untrained ticket (``ticket(r)``, trained again with
+      ``keep_masked(ticket, r)``).
     """
     if not 0 < prune_fraction_per_round < 1:
         raise InputError("prune_fraction_per_round must be in (0, 1)")
@@ -150,8 +213,9 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
                          "rewinds to the initial weights)")
     rewind = keep.recorded if rewind_step else init
     total = sum(m.size for m in masks)
-    rows = [{"round": 0, "remaining": 1.0, **dense,
-             "control_accuracy": None}]
+    rows = TicketSearch(model_fn, seed, rewind)
+    rows.record({"round": 0, "remaining": 1.0, **dense,
+                 "control_accuracy": None}, masks, model.get_weights())
     for r in range(1, rounds + 1):
         masks = next_masks(kernels, masks, prune_fraction_per_round, scope,
                            output_rate)
@@ -162,10 +226,11 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
                "remaining": round(sum(float(m.sum()) for m in masks) /
                                   total, 4)}
         row.update(train_fn(model, [KeepMasked(kernels, masks)]))
+        trained = model.get_weights()
         if random_control:
             control = model_fn(seed + 1000 + r)
             control_kernels = _prunable_kernels(control)
             row["control_accuracy"] = train_fn(
                 control, [KeepMasked(control_kernels, masks)])["accuracy"]
-        rows.append(row)
+        rows.record(row, masks, trained)
     return rows

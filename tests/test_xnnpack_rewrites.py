@@ -106,6 +106,20 @@ def test_post_training_int8_has_no_hard_swish_and_one_partition(tmp_path):
     assert partitions(rewritten, tmp_path, "rewritten") == 1
 
 
+def test_int16x8_hard_swish_is_integer_not_float():
+    """TFLite has no int16 HARD_SWISH kernel: the op stayed float in an
+    int16x8 model (MobileNetV3: 19 float ops). The rewrite's MUL, ADD and
+    MUL have int16 kernels."""
+    model, x = conv_hard_swish_conv(), inputs()
+    plain = convert(model, "int16x8", representative_data=x, strict=False,
+                    xnnpack_rewrites=False)
+    assert [op["op"] for op in plain.report["float_ops"]] == ["HARD_SWISH"]
+    result = convert(model, "int16x8", representative_data=x, strict=True)
+    assert result.report["float_ops"] == []
+    assert "HARD_SWISH" not in ops(result)
+    assert result.report["numerical_check"]["max_abs_error"] < 1e-2
+
+
 def test_post_training_int8_agrees_with_the_float_model_within_steps():
     model, x = conv_hard_swish_conv(), inputs()
     result = convert(model, "int8", representative_data=x,

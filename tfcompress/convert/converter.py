@@ -256,9 +256,10 @@ def convert(model, mode="int8", representative_data=None,
         layers.
       xnnpack_rewrites: for post-training ``int8``, write hard-swish as
         int8 ops the XNNPACK delegate runs instead of HARD_SWISH, which it
-        does not (:mod:`tfcompress.convert.rewrites`). The same function;
-        False keeps the converter's own graph. QAT models carry the
-        rewrite from ``quantize_apply``.
+        does not (:mod:`tfcompress.convert.rewrites`); for ``int16x8``,
+        as int16 ops, where TFLite has no int16 HARD_SWISH kernel at all.
+        The same function; False keeps the converter's own graph. QAT
+        models carry the rewrite from ``quantize_apply``.
       float_layers: names of Keras layers whose ops stay float32 in a
         post-training ``int8`` model (QUANTIZE/DEQUANTIZE around them),
         for layers that lose too much accuracy in int8
@@ -323,7 +324,7 @@ def _convert(model, mode, representative_data, input_type, output_type,
     model, half_precision = float32_compute(model)
     qat = has_fake_quant(model)
     _check_qat_calibration(qat, calibration)
-    if mode == "int8" and xnnpack_rewrites and not qat:
+    if mode in ("int8", "int16x8") and xnnpack_rewrites and not qat:
         # keras is imported on first use, not with the CLI
         from tfcompress.convert.rewrites import rewrite_hard_swish
         model = rewrite_hard_swish(model)

@@ -102,51 +102,36 @@ def test_bad_input(trained):
         sensitivity(m, (x, y), sparsities=(1.5,))
 
 
-def test_depthwise_kernels_are_rounded_per_output_channel():
-    # a depthwise kernel (1, 1, 2, 1): channel 0 at 100, channel 1 at 0.3;
-    # the converter gives each of the C * M outputs its own int8 scale, so
-    # rounding costs nothing, while one scale for the whole kernel (100 /
-    # 127) rounds channel 1, the one the head reads, to zero
+@pytest.mark.parametrize("layer", [
+    # a depthwise kernel (1, 1, 2, 1): the converter gives each of the
+    # C * M outputs its own int8 scale
+    lambda: keras.layers.DepthwiseConv2D(1, use_bias=False, name="k"),
+    # a Conv2DTranspose kernel (h, w, out, in) = (1, 1, 2, 1): each output
+    # channel (axis -2) its own scale, not the one input channel on the
+    # last axis
+    lambda: keras.layers.Conv2DTranspose(2, 1, use_bias=False, name="k"),
+], ids=["depthwise", "conv_transpose"])
+def test_kernels_are_rounded_per_output_channel(layer):
+    # output channel 0 at 100, channel 1 at 0.3: one scale for the whole
+    # kernel (100 / 127) rounds channel 1, the one the head reads, to zero
+    layer = layer()
+    channels_in = 2 if isinstance(layer, keras.layers.DepthwiseConv2D) \
+        else 1
     m = keras.Sequential([
-        keras.Input((1, 1, 2)),
-        keras.layers.DepthwiseConv2D(1, use_bias=False, name="dw"),
+        keras.Input((1, 1, channels_in)), layer,
         keras.layers.Flatten(),
         keras.layers.Dense(2, use_bias=False, name="head")])
-    m.get_layer("dw").kernel.assign(
+    m.get_layer("k").kernel.assign(
         np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1))
     m.get_layer("head").kernel.assign(
         np.array([[0, 0], [1, -1]], "float32"))
-    x = np.random.default_rng(0).normal(size=(64, 1, 1, 2)).astype(
-        "float32")
+    x = np.random.default_rng(0).normal(
+        size=(64, 1, 1, channels_in)).astype("float32")
     y = np.argmax(m(x), axis=-1)
     r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(8,),
-                    layers=["dw"])
+                    layers=["k"])
     assert r.baseline == 1.0
-    assert r.quantized["dw"][8] == 1.0
-
-
-def test_transposed_conv_kernels_are_rounded_per_output_channel():
-    # a Conv2DTranspose kernel is (h, w, out, in): (1, 1, 2, 1) with output
-    # channel 0 at 100 and 1 at 0.3. The converter gives each output
-    # channel (axis -2) its own scale; rounding per last axis (the one
-    # input channel) shared 100 / 127 and zeroed channel 1, the one the
-    # head reads
-    m = keras.Sequential([
-        keras.Input((1, 1, 1)),
-        keras.layers.Conv2DTranspose(2, 1, use_bias=False, name="up"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(2, use_bias=False, name="head")])
-    m.get_layer("up").kernel.assign(
-        np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1))
-    m.get_layer("head").kernel.assign(
-        np.array([[0, 0], [1, -1]], "float32"))
-    x = np.random.default_rng(0).normal(size=(64, 1, 1, 1)).astype(
-        "float32")
-    y = np.argmax(m(x), axis=-1)
-    r = sensitivity(m, (x, y), sparsities=(0.5,), bits=(8,),
-                    layers=["up"])
-    assert r.baseline == 1.0
-    assert r.quantized["up"][8] == 1.0
+    assert r.quantized["k"][8] == 1.0
 
 
 def test_bad_labels_bits_and_single_values(trained):

@@ -5,6 +5,17 @@ import pytest
 from tfcompress.prune.lottery import find_winning_ticket, next_masks
 
 
+def _mlp(seed, width, classes):
+    keras.utils.set_random_seed(seed)
+    m = keras.Sequential([keras.Input((12,)),
+                          keras.layers.Dense(width, activation="relu"),
+                          keras.layers.Dense(classes)])
+    m.compile(keras.optimizers.Adam(1e-2),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    return m
+
+
 def test_next_masks_layer_and_global():
     rng = np.random.default_rng(0)
     ks = [rng.normal(size=(20, 10)), rng.normal(size=(10, 4))]
@@ -29,14 +40,7 @@ def test_find_winning_ticket_rounds_and_rewind():
     x = (centers[y] + rng.normal(size=(400, 12))).astype("float32")
 
     def model_fn(seed):
-        keras.utils.set_random_seed(seed)
-        m = keras.Sequential([keras.Input((12,)),
-                              keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(4)])
-        m.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True), metrics=["accuracy"])
-        return m
+        return _mlp(seed, 32, 4)
 
     seen = []
 
@@ -143,14 +147,7 @@ def test_the_search_returns_each_rounds_ticket_and_trained_model():
     y = (x[:, 0] > 0).astype("int32")
 
     def model_fn(seed):
-        keras.utils.set_random_seed(seed)
-        m = keras.Sequential([keras.Input((12,)),
-                              keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(2)])
-        m.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True), metrics=["accuracy"])
-        return m
+        return _mlp(seed, 16, 2)
 
     def train_fn(model, callbacks):
         model.fit(x, y, epochs=1, batch_size=32, verbose=0,

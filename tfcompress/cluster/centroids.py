@@ -30,22 +30,24 @@ class CentroidInitialization:
     KMEANS_PLUS_PLUS = "kmeans++"
 
 
-_TFMOT_NAMES = {name: getattr(CentroidInitialization, name)
-                for name in ("LINEAR", "RANDOM", "DENSITY_BASED",
-                             "KMEANS_PLUS_PLUS")}
+def _named(method, names, tfmot_class, option):
+    """``method`` as one of ``names`` (tfcompress's), given as such or as
+    the upper-case name of an attribute of ``tfmot_class`` (tfmot's enum
+    member, its name, or its string ``'Class.NAME'``)."""
+    tfmot = {k: v for k, v in vars(tfmot_class).items() if k.isupper()}
+    name = str(getattr(method, "name", method)).split(".")[-1]
+    found = name if name in names else tfmot.get(name.upper())
+    if found is None:
+        raise InputError(f"{option} must be one of {names} (or tfmot's "
+                         f"{tfmot_class.__name__}."
+                         f"{', '.join(tfmot)}), got {method!r}")
+    return found
 
 
 def centroid_method(method) -> str:
     """tfcompress's name of a centroid initialisation given as one of
     ``METHODS`` or as tfmot's ``CentroidInitialization`` name."""
-    name = getattr(method, "name", method)   # an enum member
-    name = str(name).split(".")[-1]   # 'CentroidInitialization.LINEAR'
-    found = name if name in METHODS else _TFMOT_NAMES.get(name.upper())
-    if found is None:
-        raise InputError(f"centroid_init must be one of {METHODS} (or "
-                         "tfmot's CentroidInitialization.LINEAR, RANDOM, "
-                         f"DENSITY_BASED, KMEANS_PLUS_PLUS), got {method!r}")
-    return found
+    return _named(method, METHODS, CentroidInitialization, "centroid_init")
 
 
 GRADIENT_AGGREGATIONS = ("sum", "avg")
@@ -68,13 +70,8 @@ class GradientAggregation:
 def aggregation_method(method) -> str:
     """tfcompress's name of a gradient aggregation given as one of
     ``GRADIENT_AGGREGATIONS`` or as tfmot's ``GradientAggregation``."""
-    name = getattr(method, "name", method)   # an enum member
-    name = str(name).split(".")[-1].lower()
-    if name not in GRADIENT_AGGREGATIONS:
-        raise InputError(f"gradient_aggregation must be 'sum' or 'avg' (or "
-                         "tfmot's GradientAggregation.SUM, AVG), got "
-                         f"{method!r}")
-    return name
+    return _named(method, GRADIENT_AGGREGATIONS, GradientAggregation,
+                  "gradient_aggregation")
 
 
 def init_centroids(values, k, method="kmeans++", seed=0, iterations=10):

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -92,6 +93,25 @@ def test_float_modes_refuse_a_calibration_they_would_ignore(x, mode):
     # the default still converts
     r = convert(lenet_300_100(), mode, representative_data=x[:4])
     assert r.report["calibration"] is None
+
+
+def test_a_percentile_without_percentile_calibration_is_refused(x):
+    # percentile= was read by calibration='percentile' alone: with minmax
+    # it converted silently with the full ranges
+    with pytest.raises(InputError, match="^percentile=99.0 sets the share "
+                       "kept by calibration='percentile', but calibration "
+                       "is 'minmax'"):
+        convert(lenet_300_100(), "int8", percentile=99.0,
+                representative_data=x[:8])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = convert(lenet_300_100(), "int8", calibration="percentile",
+                    percentile=99.0, representative_data=x[:8])
+    assert r.report["calibration"] is not None
+    # calibration keeps every tensor on purpose: LiteRT's warning that
+    # doing so is for debugging is not the user's concern
+    assert not [w for w in caught if "preserve_all_tensors" in str(
+        w.message)]
 
 
 def test_qat_model_refuses_a_calibration_it_would_ignore():

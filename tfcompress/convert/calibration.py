@@ -15,6 +15,8 @@ True
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from tfcompress.convert.options import CALIBRATIONS as METHODS
@@ -124,8 +126,13 @@ def choose_range(values, method, percentile=99.99):
 def collect_activations(model_bytes, samples, max_values=200_000):
     """Runs a float TFLite model; returns {tensor index: values}."""
     from ai_edge_litert.interpreter import Interpreter
-    interp = Interpreter(model_content=model_bytes,
-                         experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():
+        # every intermediate tensor is kept on purpose: they are what
+        # calibration reads (LiteRT warns that it is for debugging)
+        warnings.filterwarnings("ignore", message=".*preserve_all_tensors",
+                                category=UserWarning)
+        interp = Interpreter(model_content=model_bytes,
+                             experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
     details = [d for d in interp.get_tensor_details()

@@ -309,6 +309,12 @@ def _convert(model, mode, representative_data, input_type, output_type,
         raise InputError(f"percentile={percentile!r}: give the share of "
                          "values each range keeps on each side, above 50 "
                          "and at most 100 (e.g. 99.99)")
+    if percentile != 99.99 and calibration != "percentile":
+        # the share is read by percentile calibration alone
+        raise InputError(f"percentile={percentile!r} sets the share kept by "
+                         f"calibration='percentile', but calibration is "
+                         f"{calibration!r}: pass calibration='percentile' "
+                         "too, or leave percentile out")
     _check_model(model)
     if strict is None:
         strict = mode in INTEGER_MODES

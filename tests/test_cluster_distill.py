@@ -352,6 +352,42 @@ def test_cluster_preserving_qat_of_a_dense_clustered_per_channel(tmp_path):
                                q.predict(x[:8], verbose=0), atol=1e-5)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: keras.layers.DepthwiseConv2D(3, name="k"),
+    lambda: keras.layers.Conv2DTranspose(48, 3, name="k"),
+], ids=["depthwise", "conv_transpose"])
+def test_cluster_preserving_qat_of_output_channels_clustered_apart(
+        make, tmp_path):
+    # 48 output channels x 8 values: 384 in the kernel, more than one
+    # table holds; each output channel keeps its 8 through QAT, the
+    # conversion and a save
+    from tfcompress import quantize
+    from tfcompress.convert import convert
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 48)), make(),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, name="head")])
+    plain = cluster.strip_clustering(cluster.cluster_weights(
+        model, 8, per_channel=True, exclude="head"))
+    q = quantize.quantize_model(plain, quantize.ClusterPreservingScheme())
+    x = np.random.default_rng(0).normal(size=(32, 6, 6, 48)).astype(
+        "float32")
+    q.compile(keras.optimizers.Adam(1e-2), "mse")
+    q.fit(x, np.ones((32, 2), "float32"), batch_size=16, verbose=0)
+    r = convert(q, "int8", representative_data=x)
+    kernel = [k for k in _int8_kernels(r.tflite_bytes, r.report)
+              if k.ndim == 4][0]
+    # TFLite: depthwise (1, h, w, C * M), transposed (out, h, w, in)
+    rows = (kernel.reshape(-1, kernel.shape[-1]).T if make().__class__
+            is keras.layers.DepthwiseConv2D else kernel.reshape(
+                kernel.shape[0], -1))
+    assert len(rows) == 48 and max(len(np.unique(ch)) for ch in rows) <= 8
+    q.save(tmp_path / "cqat.keras")
+    back = keras.models.load_model(tmp_path / "cqat.keras")
+    np.testing.assert_allclose(back.predict(x[:4], verbose=0),
+                               q.predict(x[:4], verbose=0), atol=1e-5)
+
+
 def test_assignments_refresh_on_schedule():
     from tfcompress.errors import InputError
     x, y = _data()

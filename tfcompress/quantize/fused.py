@@ -32,6 +32,8 @@ from tfcompress.quantize.qat_base import (_InputStep, _InputStepMixin,
                                           batch_statistics, follow_trainable,
                                           round_bias)
 from tfcompress.errors import InputError
+from tfcompress.utils.channels import (from_output_channel_rows,
+                                       output_channel_rows, output_channels)
 
 
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
@@ -216,7 +218,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         # per-tensor weights (Dense, Conv1D, ...) share one set of centroids
         channels = self.cluster_channels or (
             w.shape[-1] if self.per_channel else 1)
-        mat = w.reshape(-1, channels).T             # (channels, n)
+        mat = self._cluster_rows(w, channels)       # (channels, n)
         if self.cluster_count is not None:          # load_model: shapes only
             self._add_cluster_weights(
                 np.zeros((channels, self.cluster_count), np.float32),
@@ -226,15 +228,18 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         uniques = [np.unique(row) for row in mat]
         k = max(u.size for u in uniques)
         if k > MAX_PRESERVED_CLUSTERS and channels == 1:
-            # per-tensor weights clustered per output channel
-            # (cluster_weights(per_channel=True) on a Dense): one set of
-            # centroids per output channel keeps each channel's values
-            rows = w.reshape(-1, w.shape[-1]).T
+            # weights clustered per output channel (cluster_weights(
+            # per_channel=True) on a Dense, a depthwise or a transposed
+            # convolution, whose int8 weights are per tensor or whose
+            # output channels are not the last axis): one set of centroids
+            # per output channel keeps each channel's values
+            rows = self._cluster_rows(w, output_channels(self.layer,
+                                                         w.shape))
             per_row = [np.unique(row) for row in rows]
             k_row = max(u.size for u in per_row)
-            if k_row <= MAX_PRESERVED_CLUSTERS and \
-                    2 * k_row <= rows.shape[1]:
-                channels, mat, uniques, k = (w.shape[-1], rows, per_row,
+            # (a kernel never clustered has no value twice in a channel)
+            if k_row <= MAX_PRESERVED_CLUSTERS and k_row < rows.shape[1]:
+                channels, mat, uniques, k = (rows.shape[0], rows, per_row,
                                              k_row)
         if k > MAX_PRESERVED_CLUSTERS:
             raise InputError(
@@ -251,6 +256,23 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         self.cluster_channels = int(channels)
         self._add_cluster_weights(cents, idx)
         kernel.trainable = False     # the centroids are what trains
+
+    def _cluster_layout(self, channels, shape):
+        """The layer whose output channels the centroid rows are, or None
+        for rows along the kernel's last axis (or one row): a depthwise
+        kernel's ``C * M`` channels, a transposed one's axis -2. (A layer
+        saved with rows along a last axis that is not its output channels
+        has another row count, and loads with its own rows.)"""
+        if channels > 1 and channels == output_channels(self.layer, shape):
+            return self.layer
+        return None
+
+    def _cluster_rows(self, w, channels):
+        """``w`` as ``(channels, n)`` rows, as the indices are stored."""
+        layout = self._cluster_layout(channels, w.shape)
+        if layout is None:
+            return w.reshape(-1, channels).T
+        return np.asarray(output_channel_rows(layout, w))
 
     def _add_cluster_weights(self, cents, idx):
         self.cluster_centroids = self.add_weight(
@@ -303,7 +325,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         if self.cluster_centroids is not None:
             mat = tf.gather(self.cluster_centroids, self.cluster_indices,
                             batch_dims=1)
-            kernel = tf.reshape(tf.transpose(mat), kernel.shape)
+            kernel = from_output_channel_rows(self._cluster_layout(
+                self.cluster_channels, kernel.shape), mat, kernel.shape)
         if self.mask is not None:
             kernel = kernel * self.mask
         bias = layer.bias if layer.use_bias else None

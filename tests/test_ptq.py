@@ -343,3 +343,22 @@ def test_bias_correction_and_batchnorm_statistics_reach_a_nested_base():
     np.testing.assert_allclose(
         fresh.get_layer("bn1").moving_mean.numpy(), mean, rtol=1e-3,
         atol=1e-3)
+
+
+@pytest.mark.parametrize("wrap,fix", [
+    ("prune", "strip_pruning"), ("cluster", "strip_clustering"),
+    ("qat", "before quantize_model")])
+def test_post_training_steps_refuse_wrapped_and_qat_models(wrap, fix):
+    # each step would return such a model unchanged
+    from tfcompress import cluster, prune, quantize
+    model = unbalanced_net()
+    wrapped = {"prune": prune.prune_low_magnitude,
+               "cluster": lambda m: cluster.cluster_weights(m, 4),
+               "qat": quantize.quantize_model}[wrap](model)
+    for step in (lambda m: ptq.fold_batchnorm(m),
+                 lambda m: ptq.equalize(m),
+                 lambda m: ptq.correct_bias(m, X),
+                 lambda m: ptq.adaround(m, X, iterations=1),
+                 lambda m: ptq.reestimate_batchnorm(m, X)):
+        with pytest.raises(InputError, match=fix):
+            step(wrapped)

@@ -362,3 +362,20 @@ def test_post_training_steps_refuse_wrapped_and_qat_models(wrap, fix):
                  lambda m: ptq.reestimate_batchnorm(m, X)):
         with pytest.raises(InputError, match=fix):
             step(wrapped)
+
+
+def test_representative_data_as_tensor_dataset_or_list_of_batches():
+    import tensorflow as tf
+    model = unbalanced_net()
+    ref = ptq.reestimate_batchnorm(model, X).get_layer("bn1")
+    y = np.zeros(len(X), "int64")
+    for data in (tf.constant(X),                                # a tensor
+                 tf.data.Dataset.from_tensor_slices(X),         # unbatched
+                 tf.data.Dataset.from_tensor_slices((X, y)),
+                 [X[:40], X[40:]]):                             # batches
+        got = ptq.reestimate_batchnorm(model, data).get_layer("bn1")
+        np.testing.assert_allclose(got.moving_mean.numpy(),
+                                   ref.moving_mean.numpy(), atol=1e-5)
+    with pytest.raises(InputError, match="yields a dict"):
+        ptq.correct_bias(model, tf.data.Dataset.from_tensor_slices(
+            {"image": X}).batch(8))

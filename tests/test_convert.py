@@ -475,6 +475,20 @@ def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
     assert model.read_bytes() == saved
 
 
+def test_cli_convert_refuses_to_write_over_another_keras_model(tmp_path):
+    # --output other.keras replaced that Keras model with the flatbuffer
+    model, other = tmp_path / "m.keras", tmp_path / "other.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(model)
+    other.write_bytes(model.read_bytes())
+    r = _cli("convert", str(model), "--mode", "float32", "--output",
+             str(other))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"tfcompress: error: --output {other} names a Keras model file, "
+        "which the flatbuffer would replace; give a .tflite path")
+    assert other.read_bytes() == model.read_bytes()
+
+
 def test_a_qat_model_without_data_is_checked_on_inputs_in_its_range():
     # a QAT model that scales its own pixels learned an input range of
     # [0, 255]: random [0, 1) inputs would all fall in its first int8 step

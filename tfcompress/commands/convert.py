@@ -118,6 +118,9 @@ def convert_command(args):
     if os.path.abspath(out) == os.path.abspath(path):
         raise InputError(f"--output {out} is the model file itself; give "
                          "another path for the .tflite file")
+    if out.lower().endswith((".keras", ".h5", ".hdf5")):
+        raise InputError(f"--output {out} names a Keras model file, which "
+                         "the flatbuffer would replace; give a .tflite path")
     _progress(f"loading {path}")
     from tfcompress.saving import load_model
     model = load_model(path, compile=False)

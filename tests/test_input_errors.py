@@ -141,6 +141,24 @@ def test_quantizing_a_quantized_model_is_input_error():
         quantize.quantize_apply(quantize.quantize_annotate_model(qat))
 
 
+@pytest.mark.parametrize("first, then, words", [
+    ("qat", "prune", "quantization-aware.*PrunePreservingScheme"),
+    ("qat", "cluster", "quantization-aware.*ClusterPreservingScheme"),
+    ("cluster", "prune", "wrapped for clustering.*strip_clustering"),
+])
+def test_pruning_or_clustering_a_qat_or_clustered_model_is_input_error(
+        first, then, words):
+    # none of its layers is prunable or clusterable: nothing was wrapped
+    from tfcompress import cluster, prune, quantize
+    model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3),
+                              L.Flatten(), L.Dense(3)])
+    done = {"qat": quantize.quantize_model,
+            "cluster": lambda m: cluster.cluster_weights(m, 4)}[first](model)
+    with pytest.raises(InputError, match=words):
+        {"prune": prune.prune_low_magnitude,
+         "cluster": lambda m: cluster.cluster_weights(m, 4)}[then](done)
+
+
 def test_unknown_reference_model_is_input_error():
     from tfcompress.models import get_model
     with pytest.raises(InputError, match="unknown reference model"):

@@ -464,6 +464,25 @@ def test_int16x8_op_litert_has_no_kernel_for_is_a_clear_error(tmp_path):
     assert not out.exists()
 
 
+def test_cli_int16x8_model_litert_cannot_run_is_an_input_error(tmp_path):
+    # the documented refusal came out as "unexpected RuntimeError", exit 1
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(8, 1, name="conv")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    path, data = tmp_path / "m.keras", tmp_path / "x.npz"
+    keras.Model(inputs, h).save(path)
+    np.savez(data, x=np.random.default_rng(0).random((8, 4, 4, 3),
+                                                      dtype=np.float32))
+    out = tmp_path / "m.tflite"
+    r = _cli("convert", str(path), "--mode", "int16x8", "--nostrict",
+             "--data", str(data), "--output", str(out))
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("tfcompress: error: LiteRT cannot run the "
+                           "converted int16x8 flatbuffer"), r.stderr
+    assert "SQUARED_DIFFERENCE" in last and not out.exists()
+
+
 def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
     # --output model.keras replaced the Keras model with the flatbuffer
     model = tmp_path / "m.keras"

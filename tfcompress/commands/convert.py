@@ -124,7 +124,8 @@ def convert_command(args):
     _progress(f"loading {path}")
     from tfcompress.saving import load_model
     model = load_model(path, compile=False)
-    from tfcompress.convert import FloatFallbackError, convert
+    from tfcompress.convert import (FloatFallbackError, UnrunnableModelError,
+                                    convert)
     samples = _load_samples(FLAGS.data, FLAGS.samples, model)
     data = "" if samples is None else f" with {len(samples)} data samples"
     _progress(f"converting to {FLAGS.mode}{data} (calibration and "
@@ -138,7 +139,7 @@ def convert_command(args):
                          sparse=FLAGS.sparse, calibration=FLAGS.calibration,
                          per_channel=FLAGS.per_channel,
                          float_layers=FLAGS.float_layers or None)
-    except (FloatFallbackError, InputError) as e:
+    except (FloatFallbackError, UnrunnableModelError, InputError) as e:
         raise InputError(cli_spelling(str(e))) from None
     _progress(f"converted in {time.monotonic() - start:.1f} s")
     print(result.to_table())

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from tfcompress.errors import InputError
+from tfcompress.ptq.folded_layer import FoldedBatchNorm
 from tfcompress.utils.flatten import flatten_nested
 from tfcompress.utils.layer_map import copy_layer, is_container, map_layers
 
@@ -40,8 +41,9 @@ def is_depthwise(layer) -> bool:
 def activation_name(layer) -> str | None:
     """``linear``, ``relu`` or ``relu6`` for what the layer applies after
     its affine part (Conv/Dense ``activation``, ReLU, Activation,
-    Identity); None for anything else."""
-    if type(layer) is L.Identity:
+    Identity, the identity a folded batch norm leaves); None for anything
+    else."""
+    if type(layer) in (L.Identity, FoldedBatchNorm):
         return "linear"
     if type(layer) is L.ReLU:
         if layer.negative_slope or layer.threshold:

@@ -379,3 +379,16 @@ def test_representative_data_as_tensor_dataset_or_list_of_batches():
     with pytest.raises(InputError, match="yields a dict"):
         ptq.correct_bias(model, tf.data.Dataset.from_tensor_slices(
             {"image": X}).batch(8))
+
+
+def test_steps_with_data_refuse_a_model_with_two_inputs():
+    # Keras' "Output with path `` is not connected to `inputs`" before
+    a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(4)(a),
+                                    keras.layers.Dense(4)(b)])
+    model = keras.Model([a, b], keras.layers.Dense(2)(h))
+    x = RNG.random((16, 8), dtype=np.float32)
+    for step in (ptq.correct_bias, ptq.adaround, ptq.reestimate_batchnorm):
+        with pytest.raises(InputError, match=r"takes a model with one "
+                           r"input; .* has 2 \('a', 'b'\)"):
+            step(model, [x, x])

@@ -40,6 +40,10 @@ def as_inputs(data, model, what: str, limit: int | None = None):
     if data is None:
         raise InputError(f"{what} needs representative data: an array of "
                          "about 100-1000 model inputs (labels not needed)")
+    if len(model.inputs) != 1:
+        names = ", ".join(repr(t.name) for t in model.inputs)
+        raise InputError(f"{what} takes a model with one input; "
+                         f"{model.name!r} has {len(model.inputs)} ({names})")
     expected = tuple(model.inputs[0].shape[1:])
     rank = len(expected)
     if isinstance(data, (tuple, list)) and len(data) == 2 and \

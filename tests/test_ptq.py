@@ -392,3 +392,24 @@ def test_steps_with_data_refuse_a_model_with_two_inputs():
         with pytest.raises(InputError, match=r"takes a model with one "
                            r"input; .* has 2 \('a', 'b'\)"):
             step(model, [x, x])
+
+
+def test_steps_take_a_model_whose_input_size_is_open():
+    # keras.applications bases without input_shape take (None, None, 3);
+    # "expected (n, None, None, 3)" refused inputs of any size before
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((None, None, 3)),
+        keras.layers.Conv2D(4, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, name="fc")])
+    fresh = ptq.reestimate_batchnorm(model, X)
+    mean, _ = _batch_stats(model, "bn", X)
+    np.testing.assert_allclose(fresh.get_layer("bn").moving_mean.numpy(),
+                               mean, atol=1e-4)
+    corrected = ptq.correct_bias(model, X, per_channel=False)
+    assert corrected.get_layer("conv").use_bias
+    with pytest.raises(InputError, match=r"expected \(n, None, None, 3\)"):
+        ptq.correct_bias(model, X[..., :2])

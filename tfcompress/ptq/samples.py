@@ -18,6 +18,12 @@ import numpy as np
 from tfcompress.errors import InputError
 
 
+def _fits(shape, expected) -> bool:
+    """``shape`` is one input's shape for ``expected`` (None: any size)."""
+    return len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape, expected))
+
+
 def _batch_array(batch, rank, what):
     """One element of an iterable of batches as an array ``(n, ...)``: the
     first of an ``(x, y)`` pair, a single sample (of the input's rank)
@@ -52,7 +58,7 @@ def as_inputs(data, model, what: str, limit: int | None = None):
     shape = f"(n, {', '.join(str(d) for d in expected)})"
     try:
         if isinstance(data, (tuple, list)) and data and all(
-                np.shape(part)[1:] == expected for part in data):
+                _fits(np.shape(part)[1:], expected) for part in data):
             data = np.concatenate([np.asarray(part) for part in data])
         elif not hasattr(data, "shape") and hasattr(data, "__iter__") and \
                 not isinstance(data, (list, tuple, str, bytes)):
@@ -67,7 +73,7 @@ def as_inputs(data, model, what: str, limit: int | None = None):
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{what}: data has dtype {arr.dtype}; give numbers "
                          "shaped like the model input")
-    if arr.shape[1:] != expected:
+    if not _fits(arr.shape[1:], expected):
         raise InputError(f"{what}: data has shape {arr.shape}, expected "
                          f"{shape} to match the model input")
     if not len(arr):

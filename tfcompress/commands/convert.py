@@ -87,12 +87,14 @@ def _load_samples(spec, n, model):
         if not os.path.isfile(spec):
             raise InputError(f"data file {spec} does not exist; give the "
                              "path of an existing .npz file")
-        with np.load(spec) as f:
-            key = next((k for k in ("x_train", "x", "inputs") if k in f),
-                       None)
-            if key is None:
-                raise InputError(f"{spec} has no x_train, x or inputs array")
-            x = f[key][:n]
+        from tfcompress.data.datasets import read_npz
+        for key in ("x_train", "x", "inputs"):
+            arrays = read_npz(spec, (key,))
+            if arrays:
+                x = arrays[key][:n]
+                break
+        else:
+            raise InputError(f"{spec} has no x_train, x or inputs array")
         if x.dtype != np.uint8:
             return x.astype("float32")
         from tfcompress.data import prepare_images

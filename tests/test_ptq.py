@@ -413,3 +413,18 @@ def test_steps_take_a_model_whose_input_size_is_open():
     assert corrected.get_layer("conv").use_bias
     with pytest.raises(InputError, match=r"expected \(n, None, None, 3\)"):
         ptq.correct_bias(model, X[..., :2])
+
+
+@pytest.mark.parametrize("count", [{"samples": 0}, {"samples": -1},
+                                   {"batch_size": 0}])
+def test_sample_and_batch_counts_below_one_are_input_errors(count):
+    # samples=0 divided by zero (NaN statistics or ZeroDivisionError),
+    # samples=-1 left the last input out, batch_size=0 failed in range()
+    model = unbalanced_net()
+    name = next(iter(count))
+    for step in (ptq.correct_bias, ptq.reestimate_batchnorm):
+        with pytest.raises(InputError, match=rf"{name} must be an integer "
+                           "of at least 1"):
+            step(model, X, **count)
+    with pytest.raises(InputError, match=name):
+        ptq.adaround(model, X, iterations=1, **count)

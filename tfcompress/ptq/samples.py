@@ -18,6 +18,24 @@ import numpy as np
 from tfcompress.errors import InputError
 
 
+def check_counts(what: str, **counts):
+    """InputError unless each of ``counts`` (``samples``, ``batch_size``)
+    is None or an integer of at least 1.
+
+    >>> check_counts("example", samples=0)
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: example: samples must be an integer of at least 1, got 0
+    """
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(
+                value, (int, np.integer)) or value < 1:
+            raise InputError(f"{what}: {name} must be an integer of at "
+                             f"least 1, got {value!r}")
+
+
 def _fits(shape, expected) -> bool:
     """``shape`` is one input's shape for ``expected`` (None: any size)."""
     return len(shape) == len(expected) and all(

@@ -87,3 +87,15 @@ def test_a_folder_as_output_path_is_refused_before_any_work(tmp_path,
     with pytest.raises(InputError, match="it is a folder"):
         atomic.atomic_write_bytes(out, b"x")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_output_path_below_a_file_says_the_file_is_not_a_folder(
+        tmp_path):
+    # "folder .../data.npz does not exist" named a file that exists
+    from tfcompress.errors import InputError
+    taken = tmp_path / "data.npz"
+    taken.write_bytes(b"mine")
+    with pytest.raises(InputError, match=r"data\.npz is a file, not a "
+                       "folder; choose another output path"):
+        atomic.check_writable_folder(str(taken / "m.tflite"))
+    assert taken.read_bytes() == b"mine"

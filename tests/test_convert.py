@@ -510,6 +510,25 @@ def test_int16x8_op_litert_has_no_kernel_for_is_a_clear_error(tmp_path):
     assert not out.exists()
 
 
+def test_cli_int16x8_model_litert_cannot_run_is_an_input_error(tmp_path):
+    # the documented refusal came out as "unexpected RuntimeError", exit 1
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(8, 1, name="conv")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    path, data = tmp_path / "m.keras", tmp_path / "x.npz"
+    keras.Model(inputs, h).save(path)
+    np.savez(data, x=np.random.default_rng(0).random((8, 4, 4, 3),
+                                                      dtype=np.float32))
+    out = tmp_path / "m.tflite"
+    r = _cli("convert", str(path), "--mode", "int16x8", "--nostrict",
+             "--data", str(data), "--output", str(out))
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("tfcompress: error: LiteRT cannot run the "
+                           "converted int16x8 flatbuffer"), r.stderr
+    assert "SQUARED_DIFFERENCE" in last and not out.exists()
+
+
 def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
     # --output model.keras replaced the Keras model with the flatbuffer
     model = tmp_path / "m.keras"
@@ -519,6 +538,20 @@ def test_cli_convert_refuses_to_write_over_the_model_file(tmp_path):
              str(model))
     assert r.returncode == 2 and "is the model file itself" in r.stderr
     assert model.read_bytes() == saved
+
+
+def test_cli_convert_refuses_to_write_over_another_keras_model(tmp_path):
+    # --output other.keras replaced that Keras model with the flatbuffer
+    model, other = tmp_path / "m.keras", tmp_path / "other.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(model)
+    other.write_bytes(model.read_bytes())
+    r = _cli("convert", str(model), "--mode", "float32", "--output",
+             str(other))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"tfcompress: error: --output {other} names a Keras model file, "
+        "which the flatbuffer would replace; give a .tflite path")
+    assert other.read_bytes() == model.read_bytes()
 
 
 def test_a_qat_model_without_data_is_checked_on_inputs_in_its_range():

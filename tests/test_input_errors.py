@@ -47,6 +47,41 @@ def test_cli_npz_missing_arrays_is_input_error(tmp_path):
     _assert_one_line_input_error(r, "missing arrays", "y_train")
 
 
+@pytest.mark.parametrize("content, words", [
+    ("text", "is not an .npz file of numeric arrays"),
+    ("strings", "array x_train holds <U1 values, not numbers"),
+    ("objects", "cannot read its arrays"),
+    ("one_array", "holds one array, not an .npz of named arrays"),
+])
+def test_npz_data_that_is_not_numeric_arrays_is_input_error(
+        tmp_path, content, words):
+    # numpy's ValueError came out of the CLI as an unexpected failure
+    from tfcompress.data import load_npz
+    path = tmp_path / "d.npz"
+    if content == "text":
+        path.write_text("x,y\n1,2\n")
+    elif content == "one_array":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3))
+    else:
+        bad = np.array(["a", "b"]) if content == "strings" else \
+            np.array([1, None], dtype=object)
+        np.savez(path, x_train=bad, y_train=np.arange(2), x_test=bad,
+                 y_test=np.arange(2))
+    with pytest.raises(InputError, match=words):
+        load_npz(str(path))
+
+
+def test_cli_convert_data_that_is_not_an_npz_is_input_error(tmp_path):
+    model, data = tmp_path / "m.keras", tmp_path / "d.npz"
+    keras.Sequential([keras.Input((4,)), L.Dense(2)]).save(model)
+    data.write_text("x,y\n1,2\n")
+    r = _cli("convert", str(model), "--data", str(data), "--output",
+             str(tmp_path / "m.tflite"))
+    _assert_one_line_input_error(r, "is not an .npz file of numeric arrays")
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_cli_recipe_bad_list_value_is_input_error(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: lenet_300_100\nvariants:\n  - name: p\n"
@@ -139,6 +174,24 @@ def test_quantizing_a_quantized_model_is_input_error():
         quantize.quantize_model(qat)
     with pytest.raises(InputError, match="already quantized"):
         quantize.quantize_apply(quantize.quantize_annotate_model(qat))
+
+
+@pytest.mark.parametrize("first, then, words", [
+    ("qat", "prune", "quantization-aware.*PrunePreservingScheme"),
+    ("qat", "cluster", "quantization-aware.*ClusterPreservingScheme"),
+    ("cluster", "prune", "wrapped for clustering.*strip_clustering"),
+])
+def test_pruning_or_clustering_a_qat_or_clustered_model_is_input_error(
+        first, then, words):
+    # none of its layers is prunable or clusterable: nothing was wrapped
+    from tfcompress import cluster, prune, quantize
+    model = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3),
+                              L.Flatten(), L.Dense(3)])
+    done = {"qat": quantize.quantize_model,
+            "cluster": lambda m: cluster.cluster_weights(m, 4)}[first](model)
+    with pytest.raises(InputError, match=words):
+        {"prune": prune.prune_low_magnitude,
+         "cluster": lambda m: cluster.cluster_weights(m, 4)}[then](done)
 
 
 def test_unknown_reference_model_is_input_error():

@@ -343,3 +343,88 @@ def test_bias_correction_and_batchnorm_statistics_reach_a_nested_base():
     np.testing.assert_allclose(
         fresh.get_layer("bn1").moving_mean.numpy(), mean, rtol=1e-3,
         atol=1e-3)
+
+
+@pytest.mark.parametrize("wrap,fix", [
+    ("prune", "strip_pruning"), ("cluster", "strip_clustering"),
+    ("qat", "before quantize_model")])
+def test_post_training_steps_refuse_wrapped_and_qat_models(wrap, fix):
+    # each step would return such a model unchanged
+    from tfcompress import cluster, prune, quantize
+    model = unbalanced_net()
+    wrapped = {"prune": prune.prune_low_magnitude,
+               "cluster": lambda m: cluster.cluster_weights(m, 4),
+               "qat": quantize.quantize_model}[wrap](model)
+    for step in (lambda m: ptq.fold_batchnorm(m),
+                 lambda m: ptq.equalize(m),
+                 lambda m: ptq.correct_bias(m, X),
+                 lambda m: ptq.adaround(m, X, iterations=1),
+                 lambda m: ptq.reestimate_batchnorm(m, X)):
+        with pytest.raises(InputError, match=fix):
+            step(wrapped)
+
+
+def test_representative_data_as_tensor_dataset_or_list_of_batches():
+    import tensorflow as tf
+    model = unbalanced_net()
+    ref = ptq.reestimate_batchnorm(model, X).get_layer("bn1")
+    y = np.zeros(len(X), "int64")
+    for data in (tf.constant(X),                                # a tensor
+                 tf.data.Dataset.from_tensor_slices(X),         # unbatched
+                 tf.data.Dataset.from_tensor_slices((X, y)),
+                 [X[:40], X[40:]]):                             # batches
+        got = ptq.reestimate_batchnorm(model, data).get_layer("bn1")
+        np.testing.assert_allclose(got.moving_mean.numpy(),
+                                   ref.moving_mean.numpy(), atol=1e-5)
+    with pytest.raises(InputError, match="yields a dict"):
+        ptq.correct_bias(model, tf.data.Dataset.from_tensor_slices(
+            {"image": X}).batch(8))
+
+
+def test_steps_with_data_refuse_a_model_with_two_inputs():
+    # Keras' "Output with path `` is not connected to `inputs`" before
+    a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
+    h = keras.layers.Concatenate()([keras.layers.Dense(4)(a),
+                                    keras.layers.Dense(4)(b)])
+    model = keras.Model([a, b], keras.layers.Dense(2)(h))
+    x = RNG.random((16, 8), dtype=np.float32)
+    for step in (ptq.correct_bias, ptq.adaround, ptq.reestimate_batchnorm):
+        with pytest.raises(InputError, match=r"takes a model with one "
+                           r"input; .* has 2 \('a', 'b'\)"):
+            step(model, [x, x])
+
+
+def test_steps_take_a_model_whose_input_size_is_open():
+    # keras.applications bases without input_shape take (None, None, 3);
+    # "expected (n, None, None, 3)" refused inputs of any size before
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((None, None, 3)),
+        keras.layers.Conv2D(4, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2, name="fc")])
+    fresh = ptq.reestimate_batchnorm(model, X)
+    mean, _ = _batch_stats(model, "bn", X)
+    np.testing.assert_allclose(fresh.get_layer("bn").moving_mean.numpy(),
+                               mean, atol=1e-4)
+    corrected = ptq.correct_bias(model, X, per_channel=False)
+    assert corrected.get_layer("conv").use_bias
+    with pytest.raises(InputError, match=r"expected \(n, None, None, 3\)"):
+        ptq.correct_bias(model, X[..., :2])
+
+
+@pytest.mark.parametrize("count", [{"samples": 0}, {"samples": -1},
+                                   {"batch_size": 0}])
+def test_sample_and_batch_counts_below_one_are_input_errors(count):
+    # samples=0 divided by zero (NaN statistics or ZeroDivisionError),
+    # samples=-1 left the last input out, batch_size=0 failed in range()
+    model = unbalanced_net()
+    name = next(iter(count))
+    for step in (ptq.correct_bias, ptq.reestimate_batchnorm):
+        with pytest.raises(InputError, match=rf"{name} must be an integer "
+                           "of at least 1"):
+            step(model, X, **count)
+    with pytest.raises(InputError, match=name):
+        ptq.adaround(model, X, iterations=1, **count)

@@ -79,6 +79,15 @@ def test_adaround_4bit_beats_nearest_rounding_on_layer_outputs():
     assert err_ada < 0.8 * err_nearest, (err_nearest, err_ada)
 
 
+def test_adaround_reconstructs_through_the_relu_after_a_folded_batchnorm():
+    # conv1 -> bn1 -> relu1: once bn1 is folded (an identity left in its
+    # place), the ReLU after it is still the layer's activation
+    from tfcompress.ptq.adaround import _following_activation
+    folded = ptq.fold_batchnorm(unbalanced_net())
+    assert _following_activation(folded) == {
+        "conv1": "relu", "conv2": "relu", "fc": "linear"}
+
+
 def test_reestimate_batchnorm_sets_moving_stats_to_the_batch_statistics():
     model = unbalanced_net()
     bn = model.get_layer("bn1")

@@ -397,3 +397,19 @@ def test_bad_bench_host_is_refused_before_training(tmp_path):
                        r"'-oProxyCommand=touch ran': starts with '-'"):
         run_recipe(str(recipe), out_dir=str(out))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_output_folder_that_is_a_file_is_an_input_error(tmp_path, where):
+    from tfcompress.recipes import run_recipe
+    recipe = _tiny(tmp_path, """  - name: float
+    stages:
+      - convert: {mode: float32}
+""")
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine\n")
+    out = taken if where == "file" else taken / "run"
+    with pytest.raises(InputError, match=r"output folder .*taken\.txt.* is "
+                       r"a file; give --out a folder path"):
+        run_recipe(str(recipe), out_dir=str(out))
+    assert taken.read_text() == "mine\n"

@@ -218,6 +218,25 @@ def test_adaround_candidate_is_a_ptq_stage_not_qat():
     assert stages[0]["ptq"]["steps"] == ["adaround"]
 
 
+def test_ptq_steps_of_a_qat_candidate_run_before_qat():
+    # after QAT they would have a fake-quant model to work on
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.search import validated_stages
+    c = Candidate(sparsity=(("fc1", 0.5),), level=0, weight_bits=4,
+                  ptq=("equalize", "correct_bias"))
+    kinds = [next(iter(s)) for s in validated_stages(c.stages())]
+    assert kinds == ["prune", "ptq", "qat", "convert"]
+
+
+def test_ptq_stage_after_a_qat_stage_is_a_recipe_error():
+    from tfcompress.recipes.schema import RecipeError, load_recipe_text
+    text = ("variants:\n- name: v\n  stages:\n"
+            "  - qat: {}\n  - ptq: {steps: [equalize]}\n"
+            "  - convert: {}\n")
+    with pytest.raises(RecipeError, match="put ptq before qat"):
+        load_recipe_text(text, "r.yaml")
+
+
 def test_ptq_stage_runs_its_steps_in_order():
     import keras
     from tfcompress.convert import convert

@@ -75,6 +75,15 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                          "or a Sequential/Functional model; for a "
                          "subclassed model, wrap its layers with "
                          "cluster_weights(layer, ...) where it builds them")
+    from tfcompress.quantize.api import QUANTIZE_LAYERS
+    for layer in iter_layers(to_cluster):
+        if isinstance(layer, QUANTIZE_LAYERS):
+            # QAT layers are not clusterable: nothing would be wrapped
+            raise InputError(
+                f"cluster_weights: model {to_cluster.name!r} is "
+                f"quantization-aware (layer {layer.name!r} is a QAT layer); "
+                "cluster the float model, strip it, then quantize with "
+                "ClusterPreservingScheme()")
     # one name on its own is that name; None (prune_low_magnitude's
     # default) excludes nothing
     if isinstance(exclude, str):

@@ -87,12 +87,14 @@ def _load_samples(spec, n, model):
         if not os.path.isfile(spec):
             raise InputError(f"data file {spec} does not exist; give the "
                              "path of an existing .npz file")
-        with np.load(spec) as f:
-            key = next((k for k in ("x_train", "x", "inputs") if k in f),
-                       None)
-            if key is None:
-                raise InputError(f"{spec} has no x_train, x or inputs array")
-            x = f[key][:n]
+        from tfcompress.data.datasets import read_npz
+        for key in ("x_train", "x", "inputs"):
+            arrays = read_npz(spec, (key,))
+            if arrays:
+                x = arrays[key][:n]
+                break
+        else:
+            raise InputError(f"{spec} has no x_train, x or inputs array")
         if x.dtype != np.uint8:
             return x.astype("float32")
         from tfcompress.data import prepare_images
@@ -118,10 +120,14 @@ def convert_command(args):
     if os.path.abspath(out) == os.path.abspath(path):
         raise InputError(f"--output {out} is the model file itself; give "
                          "another path for the .tflite file")
+    if out.lower().endswith((".keras", ".h5", ".hdf5")):
+        raise InputError(f"--output {out} names a Keras model file, which "
+                         "the flatbuffer would replace; give a .tflite path")
     _progress(f"loading {path}")
     from tfcompress.saving import load_model
     model = load_model(path, compile=False)
-    from tfcompress.convert import FloatFallbackError, convert
+    from tfcompress.convert import (FloatFallbackError, UnrunnableModelError,
+                                    convert)
     samples = _load_samples(FLAGS.data, FLAGS.samples, model)
     data = "" if samples is None else f" with {len(samples)} data samples"
     _progress(f"converting to {FLAGS.mode}{data} (calibration and "
@@ -135,7 +141,7 @@ def convert_command(args):
                          sparse=FLAGS.sparse, calibration=FLAGS.calibration,
                          per_channel=FLAGS.per_channel,
                          float_layers=FLAGS.float_layers or None)
-    except (FloatFallbackError, InputError) as e:
+    except (FloatFallbackError, UnrunnableModelError, InputError) as e:
         raise InputError(cli_spelling(str(e))) from None
     _progress(f"converted in {time.monotonic() - start:.1f} s")
     print(result.to_table())

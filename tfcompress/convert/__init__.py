@@ -12,9 +12,10 @@ from tfcompress.convert.converter import (convert, has_fake_quant,
                                           strip_training_wrappers)
 from tfcompress.convert.options import (CALIBRATIONS, IO_TYPES, MODES,
                                         io_types_for)
-from tfcompress.convert.result import ConversionResult, FloatFallbackError
+from tfcompress.convert.result import (ConversionResult, FloatFallbackError,
+                                       UnrunnableModelError)
 
 __all__ = ["CALIBRATIONS", "ConversionResult", "FloatFallbackError",
            "IO_TYPES", "MODES", "choose_range", "io_types_for",
            "convert", "entropy_range", "has_fake_quant", "percentile_range",
-           "strip_training_wrappers"]
+           "strip_training_wrappers", "UnrunnableModelError"]

@@ -15,7 +15,8 @@ from tfcompress.convert.inputs import (as_samples, describe_ranges, first,
 from tfcompress.convert.recurrent import check_integer_conversion
 from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
                                         IO_TYPES, MODES, io_types_for)
-from tfcompress.convert.result import ConversionResult, FloatFallbackError
+from tfcompress.convert.result import (ConversionResult, FloatFallbackError,
+                                       UnrunnableModelError)
 from tfcompress.errors import InputError
 from tfcompress.convert.precision import (float32_compute,
                                           half_precision_layers)
@@ -447,7 +448,7 @@ def _check_numerically(result, model, samples, check_data, check_samples):
     except RuntimeError as e:
         if not re.search(r"failed to (prepare|invoke)", str(e)):
             raise
-        raise RuntimeError(_cannot_run(result.report, e)) from e
+        raise UnrunnableModelError(_cannot_run(result.report, e)) from e
 
 
 def _cannot_run(report, error):

@@ -40,6 +40,17 @@ class FloatFallbackError(RuntimeError):
                if no_kernel else ""))
 
 
+class UnrunnableModelError(RuntimeError):
+    """Raised when LiteRT cannot prepare or run the converted flatbuffer
+    (its int16 kernels refuse some calibrated ranges, or have no kernel for
+    an op); the message names the op, its Keras layer and the mode to use
+    instead. Nothing was written.
+
+    >>> issubclass(UnrunnableModelError, RuntimeError)
+    True
+    """
+
+
 #: TFLite built-in ops without an int8 kernel that Keras layers produce
 NO_INT8_KERNEL = {"NEG"}
 

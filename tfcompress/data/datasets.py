@@ -185,13 +185,55 @@ def load_npz(path: str):
     >>> x_train.shape, y_train.tolist(), x_test.shape, y_test.tolist()
     ((4, 8, 8), [0, 1, 2, 3], (2, 8, 8), [0, 1])
     """
-    with np.load(path) as f:
-        missing = [k for k in FILES if k not in f]
-        if missing:
-            raise InputError(
-                f"{path}: missing arrays {missing}; an .npz data file needs "
-                "x_train, y_train, x_test, y_test")
-        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+    arrays = read_npz(path, FILES)
+    missing = [k for k in FILES if k not in arrays]
+    if missing:
+        raise InputError(
+            f"{path}: missing arrays {missing}; an .npz data file needs "
+            "x_train, y_train, x_test, y_test")
+    return ((arrays["x_train"], arrays["y_train"]),
+            (arrays["x_test"], arrays["y_test"]))
+
+
+def read_npz(path: str, names) -> dict:
+    """The arrays of ``names`` that the ``.npz`` at ``path`` holds, by name.
+    InputError when the file is no ``.npz`` (or holds pickled objects) or
+    an array holds anything but numbers.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "text.npz")
+    ...     _ = open(path, "w").write("x,y")
+    ...     read_npz(path, ["x"])
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: ...text.npz is not an .npz file of numeric arrays...
+    """
+    import zipfile
+    fix = ("save one with numpy.savez(path, x_train=..., y_train=..., "
+           "...)")
+    try:
+        f = np.load(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        gist = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise InputError(f"{path} is not an .npz file of numeric arrays "
+                         f"({gist}); {fix}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise InputError(f"{path} holds one array, not an .npz of named "
+                         f"arrays; {fix}")
+    with f:
+        try:
+            arrays = {k: f[k] for k in names if k in f}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            gist = str(e).splitlines()[0][:120] if str(e) else \
+                type(e).__name__
+            raise InputError(f"{path}: cannot read its arrays ({gist}); "
+                             f"{fix}") from None
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise InputError(f"{path}: array {k} holds {a.dtype} values, "
+                             "not numbers; " + fix)
+    return arrays
 
 
 def prepare_images(x: np.ndarray) -> np.ndarray:

@@ -110,6 +110,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
     if not to_prune.built:
         raise InputError(f"model {to_prune.name} is not built; call it on "
                          "data or give it an Input first")
+    _refuse_clustered_or_qat(to_prune)
     if pruning_policy is not None:
         _check_policy(pruning_policy)
         pruning_policy.ensure_model_supports_pruning(to_prune)
@@ -200,3 +201,23 @@ def prune_scope():
         "PruneLowMagnitude": PruneLowMagnitude,
         "ConstantSparsity": schedules.ConstantSparsity,
         "PolynomialDecay": schedules.PolynomialDecay})
+
+
+def _refuse_clustered_or_qat(model):
+    """InputError for a model with clustering wrappers or QAT layers:
+    their layers are not prunable, so pruning would wrap nothing."""
+    from tfcompress.cluster.wrapper import ClusterWeights
+    from tfcompress.quantize.api import QUANTIZE_LAYERS
+    for layer in iter_layers(model):
+        if isinstance(layer, ClusterWeights):
+            raise InputError(
+                f"prune_low_magnitude: layer {layer.name!r} is wrapped for "
+                "clustering; prune the float model first and cluster the "
+                "stripped result with preserve_sparsity=True, or call "
+                "tfcompress.cluster.strip_clustering(model) first")
+        if isinstance(layer, QUANTIZE_LAYERS):
+            raise InputError(
+                f"prune_low_magnitude: model {model.name!r} is "
+                f"quantization-aware (layer {layer.name!r} is a QAT layer); "
+                "prune the float model, strip it, then quantize with "
+                "PrunePreservingScheme()")

@@ -48,7 +48,7 @@ from tfcompress.ptq import grid
 from tfcompress.ptq import layers as lyr
 from tfcompress.ptq.bias_correction import weight_layers
 from tfcompress.ptq.fold import fold_batchnorm
-from tfcompress.ptq.samples import as_inputs
+from tfcompress.ptq.samples import as_inputs, check_counts
 from tfcompress.utils.graph import consumers, node_graph, output_keys
 
 ZETA, GAMMA = 1.1, -0.1
@@ -189,6 +189,7 @@ def adaround(model, data, bits: int = 8, per_channel: bool = True,
     True
     """
     model = lyr.flat_model(model, "adaround")
+    check_counts("adaround", samples=samples, batch_size=batch_size)
     if not 2 <= int(bits) <= 8:
         raise InputError(f"bits must be between 2 and 8, got {bits}")
     if iterations < 1:
@@ -235,6 +236,7 @@ def for_conversion(model, data, bits: int = 4, per_channel: bool = True,
     >>> convert(for_conversion(rounded, x), "int8")   # doctest: +SKIP
     """
     model = lyr.flat_model(model, "for_conversion")
+    check_counts("for_conversion", samples=samples)
     if int(bits) == 8:
         return lyr.copy_model(model)
     from tfcompress.quantize import NBitScheme, quantize_model

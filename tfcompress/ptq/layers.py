@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from tfcompress.errors import InputError
+from tfcompress.ptq.folded_layer import FoldedBatchNorm
 from tfcompress.utils.flatten import flatten_nested
 from tfcompress.utils.layer_map import copy_layer, is_container, map_layers
 
@@ -40,8 +41,9 @@ def is_depthwise(layer) -> bool:
 def activation_name(layer) -> str | None:
     """``linear``, ``relu`` or ``relu6`` for what the layer applies after
     its affine part (Conv/Dense ``activation``, ReLU, Activation,
-    Identity); None for anything else."""
-    if type(layer) is L.Identity:
+    Identity, the identity a folded batch norm leaves); None for anything
+    else."""
+    if type(layer) in (L.Identity, FoldedBatchNorm):
         return "linear"
     if type(layer) is L.ReLU:
         if layer.negative_slope or layer.threshold:
@@ -100,7 +102,35 @@ def flat_model(model, what):
     if not model.built or not model.inputs:
         raise InputError(f"{what}: model {model.name!r} has no Input; "
                          "give it a keras.Input first")
+    _refuse_wrapped(model, what)
     return flatten_nested(model)
+
+
+def _refuse_wrapped(model, what):
+    """InputError for a model still wrapped for pruning or clustering, or
+    quantization-aware: the post-training steps change only plain
+    Conv2D/DepthwiseConv2D/Dense/BatchNormalization layers, so such a
+    model would come back unchanged."""
+    from tfcompress.cluster.wrapper import ClusterWeights
+    from tfcompress.prune.wrapper import PruneLowMagnitude
+    from tfcompress.quantize.api import QUANTIZE_LAYERS
+    from tfcompress.utils.layer_map import iter_layers
+    for layer in iter_layers(model):
+        if isinstance(layer, PruneLowMagnitude):
+            raise InputError(
+                f"{what}: layer {layer.name!r} still has its pruning "
+                "wrapper; call tfcompress.prune.strip_pruning(model) first")
+        if isinstance(layer, ClusterWeights):
+            raise InputError(
+                f"{what}: layer {layer.name!r} still has its clustering "
+                "wrapper; call tfcompress.cluster.strip_clustering(model) "
+                "first")
+        if isinstance(layer, QUANTIZE_LAYERS):
+            raise InputError(
+                f"{what}: model {model.name!r} is quantization-aware "
+                f"(layer {layer.name!r} is a QAT layer); post-training "
+                "steps take the float model: run them before "
+                "quantize_model, or convert the QAT model as it is")
 
 
 def with_weights(model, weights: dict, replace: dict | None = None,

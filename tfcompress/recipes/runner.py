@@ -373,6 +373,17 @@ def _environment():
             "cores": os.cpu_count()}
 
 
+def _make_run_dir(run_dir):
+    """Creates the run folder; InputError when a file stands where it or
+    a folder above it should be."""
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"output folder {run_dir} cannot be created: it, "
+                         "or a folder above it, is a file; give --out a "
+                         "folder path") from None
+
+
 def run_recipe(path, out_dir=None, overrides=(), only=None):
     """Runs the recipe at ``path``; returns a dict with the run's results.
 
@@ -397,7 +408,7 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
         # the result
         task_type, task_id = distribute.task(strategy)
         run_dir = os.path.join(run_dir, ".workers", f"{task_type}-{task_id}")
-    os.makedirs(run_dir, exist_ok=True)
+    _make_run_dir(run_dir)
     atomic_write_text(os.path.join(run_dir, "recipe.json"),
                       json.dumps(recipe, indent=2))
     atomic_write_text(os.path.join(run_dir, "environment.json"),

@@ -427,6 +427,11 @@ def _validate_variants(variants, node, source):
             raise RecipeError(f"{_where(source, snode or vnode)}: "
                               f"{path}.stages: bench needs a convert stage "
                               "before it")
+        if "ptq" in kinds and "qat" in kinds[:kinds.index("ptq")]:
+            raise RecipeError(f"{_where(source, snode or vnode)}: "
+                              f"{path}.stages: a ptq stage takes the float "
+                              "model, not a qat stage's; put ptq before "
+                              "qat, or leave one out")
         out.append({"name": name, "stages": checked})
     return out
 

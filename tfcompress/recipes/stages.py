@@ -150,7 +150,8 @@ def run_ptq(model, params, data, train=None):
 
 def run_convert(model, params, data, out_path):
     """Converts to TFLite; returns the conversion report (dict)."""
-    from tfcompress.convert import FloatFallbackError, convert
+    from tfcompress.convert import (FloatFallbackError, UnrunnableModelError,
+                                    convert)
     (xt, _), (xv, _) = data
     try:
         result = convert(model, params["mode"],
@@ -165,7 +166,7 @@ def run_convert(model, params, data, out_path):
                          per_channel=params["per_channel"],
                          float_layers=params.get("float_layers") or None,
                          check_data=xv[:200])
-    except FloatFallbackError as e:
+    except (FloatFallbackError, UnrunnableModelError) as e:
         raise InputError(str(e)) from None
     return result.report
 

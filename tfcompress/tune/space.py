@@ -27,8 +27,8 @@ class Candidate:
     ``sparsity``: sorted ``(layer, final sparsity)`` pairs (dense layers
     left out); ``weight_bits``: 8, or 4 (learned by one epoch of 4-bit
     QAT, or by AdaRound when ``"adaround"`` is in ``ptq``); ``mode``:
-    the conversion mode; ``ptq``: post-training steps applied before
-    conversion; ``level``: the sparsity level's rank (labels only);
+    the conversion mode; ``ptq``: post-training steps applied to the
+    float model (before QAT and conversion); ``level``: the sparsity level's rank (labels only);
     ``float_layers``: layers kept float32 in the int8 flatbuffer;
     ``eight_bit``: with 4-bit weights, layers whose weights stay 8-bit
     (QAT ``layer_bits``).
@@ -89,6 +89,11 @@ class Candidate:
                 "final_sparsity": 0.0, "epochs": epochs,
                 "layer_sparsity": {n: float(s) for n, s in self.sparsity}}})
         learned_rounding = "adaround" in self.ptq
+        if self.ptq:
+            # on the float model: the steps change no QAT model
+            out.append({"ptq": {"steps": list(self.ptq),
+                                "weight_bits": self.weight_bits,
+                                "samples": calibration_samples}})
         if self.weight_bits != 8 and not learned_rounding:
             out.append({"qat": {"scheme": "n_bit",
                                 "weight_bits": self.weight_bits,
@@ -98,10 +103,6 @@ class Candidate:
                                                    self.eight_bit}}
                                    if self.eight_bit else {}),
                                 "epochs": epochs}})
-        if self.ptq:
-            out.append({"ptq": {"steps": list(self.ptq),
-                                "weight_bits": self.weight_bits,
-                                "samples": calibration_samples}})
         out.append({"convert": {"mode": self.mode,
                                 "samples": calibration_samples,
                                 **({"float_layers": list(self.float_layers)}

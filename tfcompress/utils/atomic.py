@@ -32,6 +32,9 @@ def check_writable_folder(path: str) -> str:
         raise OutputFolderError(f"cannot write {path}: it is a folder; give "
                                 "the path of a file in it")
     folder = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputFolderError(f"cannot write {path}: {folder} is a file, "
+                                "not a folder; choose another output path")
     if not os.path.isdir(folder):
         raise OutputFolderError(f"cannot write {path}: folder {folder} does "
                                 "not exist; create it first")

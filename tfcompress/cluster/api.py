@@ -16,6 +16,7 @@ from tfcompress.cluster.clusterable import (ClusterableLayer,
                                             is_clusterable)
 from tfcompress.prune.prunable import is_prunable
 from tfcompress.prune.wrapper import PruneLowMagnitude
+from tfcompress.utils.training_wrappers import training_wrapper
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -75,15 +76,14 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                          "or a Sequential/Functional model; for a "
                          "subclassed model, wrap its layers with "
                          "cluster_weights(layer, ...) where it builds them")
-    from tfcompress.quantize.api import QUANTIZE_LAYERS
-    for layer in iter_layers(to_cluster):
-        if isinstance(layer, QUANTIZE_LAYERS):
-            # QAT layers are not clusterable: nothing would be wrapped
-            raise InputError(
-                f"cluster_weights: model {to_cluster.name!r} is "
-                f"quantization-aware (layer {layer.name!r} is a QAT layer); "
-                "cluster the float model, strip it, then quantize with "
-                "ClusterPreservingScheme()")
+    qat = training_wrapper(to_cluster, ("qat",))
+    if qat is not None:
+        # QAT layers are not clusterable: nothing would be wrapped
+        raise InputError(
+            f"cluster_weights: model {to_cluster.name!r} is "
+            f"quantization-aware (layer {qat[1].name!r} is a QAT layer); "
+            "cluster the float model, strip it, then quantize with "
+            "ClusterPreservingScheme()")
     # one name on its own is that name; None (prune_low_magnitude's
     # default) excludes nothing
     if isinstance(exclude, str):

@@ -9,6 +9,7 @@ import keras
 from tfcompress.errors import InputError
 from tfcompress.prune import masks, prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
+from tfcompress.utils.training_wrappers import training_wrapper
 from tfcompress.utils.layer_map import (is_container, iter_layers, map_layers,
                                         nested_models, with_nested_layers)
 
@@ -206,18 +207,18 @@ def prune_scope():
 def _refuse_clustered_or_qat(model):
     """InputError for a model with clustering wrappers or QAT layers:
     their layers are not prunable, so pruning would wrap nothing."""
-    from tfcompress.cluster.wrapper import ClusterWeights
-    from tfcompress.quantize.api import QUANTIZE_LAYERS
-    for layer in iter_layers(model):
-        if isinstance(layer, ClusterWeights):
-            raise InputError(
-                f"prune_low_magnitude: layer {layer.name!r} is wrapped for "
-                "clustering; prune the float model first and cluster the "
-                "stripped result with preserve_sparsity=True, or call "
-                "tfcompress.cluster.strip_clustering(model) first")
-        if isinstance(layer, QUANTIZE_LAYERS):
-            raise InputError(
-                f"prune_low_magnitude: model {model.name!r} is "
-                f"quantization-aware (layer {layer.name!r} is a QAT layer); "
-                "prune the float model, strip it, then quantize with "
-                "PrunePreservingScheme()")
+    found = training_wrapper(model, ("clustering", "qat"))
+    if found is None:
+        return
+    kind, layer = found
+    if kind == "clustering":
+        raise InputError(
+            f"prune_low_magnitude: layer {layer.name!r} is wrapped for "
+            "clustering; prune the float model first and cluster the "
+            "stripped result with preserve_sparsity=True, or call "
+            "tfcompress.cluster.strip_clustering(model) first")
+    raise InputError(
+        f"prune_low_magnitude: model {model.name!r} is "
+        f"quantization-aware (layer {layer.name!r} is a QAT layer); "
+        "prune the float model, strip it, then quantize with "
+        "PrunePreservingScheme()")

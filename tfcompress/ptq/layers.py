@@ -111,26 +111,21 @@ def _refuse_wrapped(model, what):
     quantization-aware: the post-training steps change only plain
     Conv2D/DepthwiseConv2D/Dense/BatchNormalization layers, so such a
     model would come back unchanged."""
-    from tfcompress.cluster.wrapper import ClusterWeights
-    from tfcompress.prune.wrapper import PruneLowMagnitude
-    from tfcompress.quantize.api import QUANTIZE_LAYERS
-    from tfcompress.utils.layer_map import iter_layers
-    for layer in iter_layers(model):
-        if isinstance(layer, PruneLowMagnitude):
-            raise InputError(
-                f"{what}: layer {layer.name!r} still has its pruning "
-                "wrapper; call tfcompress.prune.strip_pruning(model) first")
-        if isinstance(layer, ClusterWeights):
-            raise InputError(
-                f"{what}: layer {layer.name!r} still has its clustering "
-                "wrapper; call tfcompress.cluster.strip_clustering(model) "
-                "first")
-        if isinstance(layer, QUANTIZE_LAYERS):
-            raise InputError(
-                f"{what}: model {model.name!r} is quantization-aware "
-                f"(layer {layer.name!r} is a QAT layer); post-training "
-                "steps take the float model: run them before "
-                "quantize_model, or convert the QAT model as it is")
+    from tfcompress.utils.training_wrappers import training_wrapper
+    found = training_wrapper(model)
+    if found is None:
+        return
+    kind, layer = found
+    if kind == "qat":
+        raise InputError(
+            f"{what}: model {model.name!r} is quantization-aware "
+            f"(layer {layer.name!r} is a QAT layer); post-training "
+            "steps take the float model: run them before "
+            "quantize_model, or convert the QAT model as it is")
+    strip = {"pruning": "prune.strip_pruning",
+             "clustering": "cluster.strip_clustering"}[kind]
+    raise InputError(f"{what}: layer {layer.name!r} still has its {kind} "
+                     f"wrapper; call tfcompress.{strip}(model) first")
 
 
 def with_weights(model, weights: dict, replace: dict | None = None,

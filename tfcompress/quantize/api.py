@@ -263,25 +263,25 @@ def _check_model(model, api):
                          f"{type(model).__name__}")
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
-    from tfcompress.cluster.wrapper import ClusterWeights
-    from tfcompress.prune.wrapper import PruneLowMagnitude
-    for layer in iter_layers(model):
-        if isinstance(layer, PruneLowMagnitude):
-            raise InputError(
-                f"{api}: layer {layer.name!r} still has its pruning wrapper; "
-                "call tfcompress.prune.strip_pruning(model) first (and "
-                "quantize with PrunePreservingScheme() to keep the zeros)")
-        if isinstance(layer, QUANTIZE_LAYERS):
-            raise InputError(
-                f"{api}: model {model.name} is already quantized (layer "
-                f"{layer.name!r} is a QAT layer); pass the float model "
-                "instead, or keep training and convert this one")
-        if isinstance(layer, ClusterWeights):
-            raise InputError(
-                f"{api}: layer {layer.name!r} still has its clustering "
-                "wrapper; call tfcompress.cluster.strip_clustering(model) "
-                "first (and quantize with ClusterPreservingScheme() to keep "
-                "the clusters)")
+    from tfcompress.utils.training_wrappers import training_wrapper
+    found = training_wrapper(model)
+    if found is None:
+        return
+    kind, layer = found
+    if kind == "qat":
+        raise InputError(
+            f"{api}: model {model.name} is already quantized (layer "
+            f"{layer.name!r} is a QAT layer); pass the float model "
+            "instead, or keep training and convert this one")
+    strip, scheme, kept = {
+        "pruning": ("prune.strip_pruning", "PrunePreservingScheme",
+                    "zeros"),
+        "clustering": ("cluster.strip_clustering", "ClusterPreservingScheme",
+                       "clusters")}[kind]
+    raise InputError(
+        f"{api}: layer {layer.name!r} still has its {kind} wrapper; call "
+        f"tfcompress.{strip}(model) first (and quantize with {scheme}() to "
+        f"keep the {kept})")
 
 
 def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):

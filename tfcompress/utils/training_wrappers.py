@@ -1,0 +1,39 @@
+"""Which compression-training wrapper a model still holds, if any.
+
+Pruning, clustering, QAT and the post-training steps each take a model in
+one state (float, stripped); a model still holding another step's
+training layers would go through them unchanged, so each refuses it,
+naming what to do. They find the layer here.
+
+>>> import keras
+>>> from tfcompress import prune
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+>>> training_wrapper(m) is None
+True
+>>> kind, layer = training_wrapper(prune.prune_low_magnitude(m))
+>>> kind, type(layer).__name__
+('pruning', 'PruneLowMagnitude')
+"""
+
+from __future__ import annotations
+
+from tfcompress.utils.layer_map import iter_layers
+
+KINDS = ("pruning", "clustering", "qat")
+
+
+def training_wrapper(model, kinds=KINDS):
+    """``(kind, layer)`` for the first layer of ``model`` (nested models
+    included) that is a pruning wrapper, a clustering wrapper or a QAT
+    layer, among ``kinds``; None when there is none."""
+    # imported here: the packages that hold the wrappers use this module
+    from tfcompress.cluster.wrapper import ClusterWeights
+    from tfcompress.prune.wrapper import PruneLowMagnitude
+    from tfcompress.quantize.api import QUANTIZE_LAYERS
+    classes = {"pruning": PruneLowMagnitude, "clustering": ClusterWeights,
+               "qat": QUANTIZE_LAYERS}
+    for layer in iter_layers(model):
+        for kind in kinds:
+            if isinstance(layer, classes[kind]):
+                return kind, layer
+    return None

@@ -292,3 +292,18 @@ def test_an_op_fused_from_two_float_layers_is_listed_under_both():
     assert report["float_layers"] == ["conv", "add_1"]
     assert [r["layer"] for r in report["float_ops"]] == ["pool"]
     assert report["fully_integer"] is False
+
+
+def test_an_unknown_name_among_many_layers_gives_the_closest_names():
+    # an application model has hundreds of layers: all of them were listed
+    inputs = keras.Input((8,))
+    x = inputs
+    for i in range(20):
+        x = keras.layers.Dense(8, name=f"block_{i}_fc")(x)
+    model = keras.Model(inputs, x)
+    x8 = np.random.default_rng(0).normal(size=(8, 8)).astype("float32")
+    with pytest.raises(InputError, match=r"^float_layers: no layer named "
+                       r"'block_3_fcc'; did you mean block_3_fc.*\? "
+                       r"\(model.summary\(\) lists all 20 layers\)$"):
+        convert(model, "int8", representative_data=x8,
+                float_layers=["block_3_fcc"])

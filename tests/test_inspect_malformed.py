@@ -148,3 +148,15 @@ def test_missing_path_and_folder(tmp_path):
         inspect(tmp_path / "nope.tflite")
     with pytest.raises(ValueError, match="folder"):
         inspect(tmp_path)
+
+
+@pytest.mark.parametrize("name,head", [("m.keras", b"PK\x03\x04"),
+                                       ("m.h5", b"\x89HDF\r\n\x1a\n")])
+def test_a_keras_model_file_says_to_convert_it_first(tmp_path, name, head):
+    # it said only that the file identifier was not TFLite's
+    path = tmp_path / name
+    path.write_bytes(head + bytes(64))
+    with pytest.raises(FlatbufferError, match=r"is a Keras model file, not "
+                       r"a TFLite flatbuffer: convert it first \(tfcompress "
+                       r"convert .*--output model.tflite\)"):
+        inspect(str(path))

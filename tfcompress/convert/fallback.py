@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from tfcompress.errors import InputError
@@ -60,9 +61,26 @@ def check_float_layers(float_layers, layer_names, mode, qat, nested=None):
     unknown = [n for n in names if n not in layer_names]
     if unknown:
         raise InputError(f"float_layers: no layer named "
-                         f"{', '.join(map(repr, unknown))}; the model's "
-                         f"layers are {', '.join(layer_names)}")
+                         f"{', '.join(map(repr, unknown))}; "
+                         f"{_names_hint(unknown, layer_names)}")
     return list(dict.fromkeys(names))
+
+
+def _names_hint(unknown, layer_names, listed=12):
+    """The model's layer names when they are few, else the ones closest to
+    ``unknown`` (an application model has hundreds).
+
+    >>> _names_hint(["fc3"], ["fc1", "fc2"])
+    "the model's layers are fc1, fc2"
+    >>> _names_hint(["conv_1"], [f"conv{i}" for i in range(20)])
+    'did you mean conv1, conv19, conv18? (model.summary() lists all 20 layers)'
+    """
+    if len(layer_names) <= listed:
+        return f"the model's layers are {', '.join(layer_names)}"
+    close = list(dict.fromkeys(m for n in unknown for m in
+                               difflib.get_close_matches(n, layer_names)))
+    return ((f"did you mean {', '.join(close)}? " if close else "")
+            + f"(model.summary() lists all {len(layer_names)} layers)")
 
 
 def _components(tensor_name):

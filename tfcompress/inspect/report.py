@@ -62,6 +62,10 @@ def layer_of(tensor_name: str) -> str:
     return parts[0] if parts else tensor_name
 
 
+# a .keras file is a zip archive, a legacy .h5 file an HDF5 one
+_KERAS_FILE_HEADS = (b"PK\x03\x04", b"\x89HDF\r\n\x1a\n")
+
+
 def _load(path_or_bytes):
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return bytes(path_or_bytes), None
@@ -139,6 +143,11 @@ def inspect(path_or_bytes) -> dict:
     data, path = _load(path_or_bytes)
     if not data:
         raise FlatbufferError(f"{path or 'input'} is empty (0 bytes)")
+    if data.startswith(_KERAS_FILE_HEADS):
+        raise FlatbufferError(
+            f"{path or 'input'} is a Keras model file, not a TFLite "
+            f"flatbuffer: convert it first (tfcompress convert "
+            f"{path or 'MODEL.keras'} --output model.tflite)")
     try:
         model = read_model(data)
     except FlatbufferError as e:

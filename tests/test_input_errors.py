@@ -45,6 +45,8 @@ def test_cli_npz_missing_arrays_is_input_error(tmp_path):
     recipe.write_text(f"model: lenet_300_100\ndata: {data}\n")
     r = _cli("run", str(recipe), "--out", str(tmp_path / "out"))
     _assert_one_line_input_error(r, "missing arrays", "y_train")
+    # nothing was written: the data is read before the run folder is made
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("content, words", [

@@ -408,18 +408,20 @@ def run_recipe(path, out_dir=None, overrides=(), only=None):
         # the result
         task_type, task_id = distribute.task(strategy)
         run_dir = os.path.join(run_dir, ".workers", f"{task_type}-{task_id}")
+    import keras
+    d = recipe["data"]
+    fair = recipe["train"]["fair_baseline"]
+    train = training_settings(recipe)
+    # the data (and a user's model) are read and checked before the run
+    # folder is made: a bad file leaves nothing behind
+    raw = _raw_data(d["name"])
+    data, input_shape, classes, scale, settings = _model_data(recipe, raw)
     _make_run_dir(run_dir)
     atomic_write_text(os.path.join(run_dir, "recipe.json"),
                       json.dumps(recipe, indent=2))
     atomic_write_text(os.path.join(run_dir, "environment.json"),
                       json.dumps(_environment(), indent=2))
-    import keras
-    d = recipe["data"]
-    fair = recipe["train"]["fair_baseline"]
-    train = training_settings(recipe)
     hashes = InputHashes(run_dir)
-    raw = _raw_data(d["name"])
-    data, input_shape, classes, scale, settings = _model_data(recipe, raw)
     train_key, test_key = _data_keys(d, raw, hashes, settings)
     model_key = model_source(recipe, hashes)
     hashes.save()

@@ -111,7 +111,8 @@ def _refuse_wrapped(model, what):
     quantization-aware: the post-training steps change only plain
     Conv2D/DepthwiseConv2D/Dense/BatchNormalization layers, so such a
     model would come back unchanged."""
-    from tfcompress.utils.training_wrappers import training_wrapper
+    from tfcompress.utils.training_wrappers import (strip_first,
+                                                    training_wrapper)
     found = training_wrapper(model)
     if found is None:
         return
@@ -122,10 +123,7 @@ def _refuse_wrapped(model, what):
             f"(layer {layer.name!r} is a QAT layer); post-training "
             "steps take the float model: run them before "
             "quantize_model, or convert the QAT model as it is")
-    strip = {"pruning": "prune.strip_pruning",
-             "clustering": "cluster.strip_clustering"}[kind]
-    raise InputError(f"{what}: layer {layer.name!r} still has its {kind} "
-                     f"wrapper; call tfcompress.{strip}(model) first")
+    raise InputError(strip_first(what, kind, layer))
 
 
 def with_weights(model, weights: dict, replace: dict | None = None,

@@ -263,7 +263,8 @@ def _check_model(model, api):
                          f"{type(model).__name__}")
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
-    from tfcompress.utils.training_wrappers import training_wrapper
+    from tfcompress.utils.training_wrappers import (strip_first,
+                                                    training_wrapper)
     found = training_wrapper(model)
     if found is None:
         return
@@ -273,15 +274,11 @@ def _check_model(model, api):
             f"{api}: model {model.name} is already quantized (layer "
             f"{layer.name!r} is a QAT layer); pass the float model "
             "instead, or keep training and convert this one")
-    strip, scheme, kept = {
-        "pruning": ("prune.strip_pruning", "PrunePreservingScheme",
-                    "zeros"),
-        "clustering": ("cluster.strip_clustering", "ClusterPreservingScheme",
-                       "clusters")}[kind]
-    raise InputError(
-        f"{api}: layer {layer.name!r} still has its {kind} wrapper; call "
-        f"tfcompress.{strip}(model) first (and quantize with {scheme}() to "
-        f"keep the {kept})")
+    scheme, kept = {"pruning": ("PrunePreservingScheme", "zeros"),
+                    "clustering": ("ClusterPreservingScheme",
+                                   "clusters")}[kind]
+    raise InputError(f"{strip_first(api, kind, layer)} (and quantize with "
+                     f"{scheme}() to keep the {kept})")
 
 
 def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):

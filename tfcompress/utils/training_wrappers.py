@@ -37,3 +37,17 @@ def training_wrapper(model, kinds=KINDS):
             if isinstance(layer, classes[kind]):
                 return kind, layer
     return None
+
+
+def strip_first(api, kind, layer) -> str:
+    """The message for a ``pruning`` or ``clustering`` wrapper ``layer``
+    left in a model given to ``api``: strip it first.
+
+    >>> class Layer: name = "fc"
+    >>> strip_first("fold_batchnorm", "pruning", Layer())
+    "fold_batchnorm: layer 'fc' still has its pruning wrapper; call tfcompress.prune.strip_pruning(model) first"
+    """
+    strip = {"pruning": "prune.strip_pruning",
+             "clustering": "cluster.strip_clustering"}[kind]
+    return (f"{api}: layer {layer.name!r} still has its {kind} wrapper; "
+            f"call tfcompress.{strip}(model) first")

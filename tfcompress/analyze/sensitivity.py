@@ -98,52 +98,42 @@ class SensitivityResult:
 
 
 def _kernels(model):
-    """``(name, weights, layout)`` of every built prunable layer:
+    """``(name, weights, layer)`` of every built prunable layer:
     all its prunable weights (a recurrent layer's input and recurrent
     kernels, MultiHeadAttention's four), each pruned and rounded on its
-    own as pruning masks each; ``layout`` says where the output channels
+    own as pruning masks each; ``layer`` says where the output channels
     are (see :func:`_fake_quant`)."""
-    import keras
     from tfcompress.prune.prunable import get_prunable_weights, is_prunable
     from tfcompress.utils.layer_map import iter_layers
-    L = keras.layers
-    layouts = (((L.DepthwiseConv1D, L.DepthwiseConv2D), "depthwise"),
-               ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose),
-                "transposed"))
-    out = []
-    for layer in iter_layers(model):
-        if is_prunable(layer) and layer.built:
-            layout = next((name for kinds, name in layouts
-                           if isinstance(layer, kinds)), "last")
-            out.append((layer.name, list(get_prunable_weights(layer)),
-                        layout))
-    return out
+    return [(layer.name, list(get_prunable_weights(layer)), layer)
+            for layer in iter_layers(model)
+            if is_prunable(layer) and layer.built]
 
 
-def _fake_quant(w, bits, layout="last"):
+def _fake_quant(w, bits, layer=None):
     """Symmetric per-output-channel rounding to ``bits`` levels.
 
-    Output channels are the last kernel axis (``layout="last"``), axis -2
-    of a transposed-conv kernel ``(..., out, in)`` (``"transposed"``) and
-    the ``C * M`` outputs of a depthwise kernel ``(..., C, M)``
-    (``"depthwise"``), as the converter quantizes them.
+    Output channels are those the converter scales one by one
+    (:mod:`tfcompress.utils.channels`): the last kernel axis, axis -2 of
+    a transposed-conv kernel ``(..., out, in)``, the ``C * M`` outputs of
+    a depthwise kernel ``(..., C, M)``.
 
+    >>> import keras
+    >>> up = keras.layers.Conv2DTranspose(2, 1)
     >>> w = np.array([100.0, 0.3], "float32").reshape(1, 1, 2, 1)
-    >>> _fake_quant(w, 8, "transposed").ravel().tolist() == w.ravel().tolist()
+    >>> _fake_quant(w, 8, up).ravel().tolist() == w.ravel().tolist()
     True
     >>> _fake_quant(w, 8).ravel().tolist()   # one scale: 0.3 rounds to 0
     [100.0, 0.0]
     """
-    if layout == "transposed":
-        swapped = _fake_quant(np.swapaxes(w, -1, -2), bits)
-        return np.swapaxes(swapped, -1, -2)
-    depthwise = layout == "depthwise"
+    from tfcompress.utils.channels import (from_output_channel_rows,
+                                           output_channel_rows)
     q = 2 ** (bits - 1) - 1
-    channels = w.shape[-2] * w.shape[-1] if depthwise else w.shape[-1]
-    flat = w.reshape(-1, channels)
-    scale = np.abs(flat).max(axis=0) / q
+    rows = np.asarray(output_channel_rows(layer, w))
+    scale = np.abs(rows).max(axis=1, keepdims=True) / q
     scale[scale == 0] = 1.0
-    return (np.clip(np.round(flat / scale), -q, q) * scale).reshape(w.shape)
+    rounded = np.clip(np.round(rows / scale), -q, q) * scale
+    return np.asarray(from_output_channel_rows(layer, rounded, w.shape))
 
 
 def _prune(w, sparsity):
@@ -280,7 +270,7 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
             f"with unique layer names")
     baseline = evaluate()
     pruned, quantized = {}, {}
-    for name, weights, layout in kernels:
+    for name, weights, layer in kernels:
         originals = [np.asarray(w).copy() for w in weights]
         try:
             pruned[name] = {}
@@ -291,7 +281,7 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
             quantized[name] = {}
             for b in bits:
                 for w, original in zip(weights, originals):
-                    w.assign(_fake_quant(original, b, layout))
+                    w.assign(_fake_quant(original, b, layer))
                 quantized[name][b] = evaluate()
         finally:
             for w, original in zip(weights, originals):

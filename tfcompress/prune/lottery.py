@@ -14,7 +14,7 @@ the control that shows the initialisation matters.
 ...     return {"accuracy": model.evaluate(xt, yt, verbose=0)[1]}
 >>> rounds = find_winning_ticket(model_fn, train_fn, rounds=3)  # doctest: +SKIP
 >>> best = max(rounds, key=lambda row: row["accuracy"])  # doctest: +SKIP
->>> sparse = rounds.model(best["round"])  # trained, to strip and convert  # doctest: +SKIP
+>>> sparse = rounds.model(best["round"])  # to convert  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ class Candidate:
     left out); ``weight_bits``: 8, or 4 (learned by one epoch of 4-bit
     QAT, or by AdaRound when ``"adaround"`` is in ``ptq``); ``mode``:
     the conversion mode; ``ptq``: post-training steps applied to the
-    float model (before QAT and conversion); ``level``: the sparsity level's rank (labels only);
+    float model (before QAT and conversion); ``level``: the sparsity
+    level's rank (labels only);
     ``float_layers``: layers kept float32 in the int8 flatbuffer;
     ``eight_bit``: with 4-bit weights, layers whose weights stay 8-bit
     (QAT ``layer_bits``).

@@ -70,7 +70,6 @@ def _takes_raw_pixels(model):
     (uint8 pixels), or it scales them itself (a Rescaling or Normalization
     first: keras.applications MobileNetV3, EfficientNet, ConvNeXt, or a
     model built around one of them)."""
-    import numpy as np
     from tfcompress.convert.inputs import input_dtypes
     from tfcompress.models.applications import rescales_input
     return input_dtypes(model)[0].kind in "iu" or rescales_input(model)

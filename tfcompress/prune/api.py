@@ -7,7 +7,7 @@ from typing import Iterable, Optional
 import keras
 
 from tfcompress.errors import InputError
-from tfcompress.prune import masks, prunable, schedules
+from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
 from tfcompress.utils.training_wrappers import training_wrapper
 from tfcompress.utils.layer_map import (is_container, iter_layers, map_layers,
@@ -168,9 +168,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         if (sparsity_m_by_n is not None and layer.name not in named and not
                 prunable.supports_n_of_m(layer, sparsity_m_by_n[1])):
             return layer  # e.g. a first conv with 1 input channel
-        if layer.name not in named and not all(
-                masks.block_fits(w.shape, kwargs["block_size"])
-                for w in prunable.get_prunable_weights(layer)):
+        if layer.name not in named and not prunable.supports_block(
+                layer, kwargs["block_size"]):
             return layer  # one block would span the kernel: left dense
         return PruneLowMagnitude(layer, **kwargs)
 

@@ -19,6 +19,7 @@ import keras
 from keras import layers as L
 
 from tfcompress.errors import InputError
+from tfcompress.prune.masks import block_fits
 
 
 @runtime_checkable
@@ -205,6 +206,13 @@ def supports_n_of_m(layer, m) -> bool:
     """True if every prunable weight of the built ``layer`` has an input
     channel axis whose length is a multiple of ``m``."""
     return all(w.shape[input_channel_axis(layer, w)] % m == 0
+               for w in get_prunable_weights(layer))
+
+
+def supports_block(layer, block_size) -> bool:
+    """True if no prunable weight of the built ``layer`` is spanned by one
+    ``block_size`` block (which ranking would always keep)."""
+    return all(block_fits(w.shape, block_size)
                for w in get_prunable_weights(layer))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfcompress.prune import masks, prunable
+from tfcompress.prune import prunable
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import iter_layers
 
@@ -96,9 +96,7 @@ def _dense_row(layer, n_of_m=(), blocks=()):
               else "dense (N:M does not fit)" if n_of_m and not any(
                   prunable.supports_n_of_m(layer, m) for m in n_of_m)
               else "dense (block does not fit)" if blocks and not any(
-                  all(masks.block_fits(w.shape, b)
-                      for w in prunable.get_prunable_weights(layer))
-                  for b in blocks)
+                  prunable.supports_block(layer, b) for b in blocks)
               else "dense (excluded)")
     params = sum(int(np.prod(w.shape)) for w in layer.weights)
     zeros = _zeros(layer.weights)

@@ -134,6 +134,9 @@ def _data_kinds(x):
         "generator of batches": lambda: ([x[i:i + 4]]
                                          for i in range(0, len(x), 4)),
         "(x, one-hot y)": (x, onehot),
+        "list of batches": [x[:6], x[6:11], x[11:]],
+        "two batches": [x[:6], x[6:]],
+        "tensor": tf.constant(x),
     }
 
 
@@ -146,3 +149,11 @@ def test_data_sets_generators_and_one_hot_pairs_calibrate_as_arrays(x, kind):
                 calibration_samples=len(x), check_samples=len(x))
     assert r.report["numerical_check"]["samples"] == len(x)
     assert r.tflite_bytes == expected.tflite_bytes
+
+
+def test_batches_of_different_sample_shapes_are_an_input_error(x):
+    # numpy's "inhomogeneous shape" ValueError before
+    model = _dense_on(keras.Input((8, 8, 3), name="pixels"))
+    with pytest.raises(InputError, match=r"representative_data: data is "
+                       r"not one array of inputs.*\(n, 8, 8, 3\)"):
+        convert(model, "int8", representative_data=[x[:6], x[6:, :4]])

@@ -376,9 +376,28 @@ def test_representative_data_as_tensor_dataset_or_list_of_batches():
         got = ptq.reestimate_batchnorm(model, data).get_layer("bn1")
         np.testing.assert_allclose(got.moving_mean.numpy(),
                                    ref.moving_mean.numpy(), atol=1e-5)
-    with pytest.raises(InputError, match="yields a dict"):
+    # dicts as convert reads them: one array for the one input, keyed by
+    # any name; more keys than inputs are refused
+    got = ptq.reestimate_batchnorm(model, tf.data.Dataset.from_tensor_slices(
+        {"image": X}).batch(8)).get_layer("bn1")
+    np.testing.assert_allclose(got.moving_mean.numpy(),
+                               ref.moving_mean.numpy(), atol=1e-5)
+    with pytest.raises(InputError, match="yields dicts with keys"):
         ptq.correct_bias(model, tf.data.Dataset.from_tensor_slices(
-            {"image": X}).batch(8))
+            {"image": X, "mask": X}).batch(8))
+
+
+def test_representative_data_with_nan_or_ragged_batches_is_refused():
+    # as convert refuses them: NaN statistics, a numpy ValueError before
+    model = unbalanced_net()
+    bad = X.copy()
+    bad[3, 0] = np.nan
+    for step in (ptq.correct_bias, ptq.reestimate_batchnorm):
+        with pytest.raises(InputError, match=r"NaN or infinite value.*in 1 of "
+                           r"\d+ samples.*drop or repair"):
+            step(model, bad)
+        with pytest.raises(InputError, match="not one array of inputs"):
+            step(model, [X[:40], X[40:, :4]])
 
 
 def test_steps_with_data_refuse_a_model_with_two_inputs():

@@ -136,19 +136,48 @@ def random_samples(shapes, n, seed, dtypes=None, ranges=None):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
+def fits(shape, expected) -> bool:
+    """Whether ``shape`` is the shape ``expected`` (None: any size there).
+
+    >>> fits((32, 32, 3), (None, None, 3)), fits((32, 3), (None, None, 3))
+    (True, False)
+    """
+    return len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape, expected))
+
+
+def _batch_shape(expected) -> str:
+    return f"(n, {', '.join(str(d) for d in expected)})"
+
+
+def _concatenated(batches, expected, what):
+    """A list of batches ``(n_i, *expected)`` of one input as one array;
+    ``batches`` itself if it is not such a list."""
+    if expected is None or not isinstance(batches, (list, tuple)) or \
+            not batches:
+        return batches
+    shapes = [np.shape(b) for b in batches]
+    if all(fits(s, expected) for s in shapes):
+        return batches                  # samples, not batches
+    if all(fits(s[1:], expected) for s in shapes):
+        return np.concatenate([np.asarray(b) for b in batches])
+    raise InputError(f"{what}: data is not one array of inputs; give an "
+                     f"array {_batch_shape(expected)} or a list of batches "
+                     "of it")
+
+
 def _checked(arr, expected, what, dtype=np.dtype("float32")):
     arr = np.asarray(arr)
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{what} has dtype {arr.dtype}; expected numbers "
                          "(float32 like the model input)")
-    if expected is not None and arr.shape[1:] != tuple(expected):
-        if arr.shape == tuple(expected):
+    if expected is not None and not fits(arr.shape[1:], expected):
+        if fits(arr.shape, expected):
             arr = arr[None]
         else:
             raise InputError(
-                f"{what} has shape {arr.shape}, expected (n, "
-                f"{', '.join(str(d) for d in expected)}) to match the "
-                "model input")
+                f"{what} has shape {arr.shape}, expected "
+                f"{_batch_shape(expected)} to match the model input")
     if arr.shape[0] == 0:
         raise InputError(f"{what} is empty; give at least one sample")
     if arr.dtype.kind == "f":
@@ -236,10 +265,11 @@ def as_samples(data, model, what="representative_data", limit=None):
     """Validated samples (an array, or a list per input) in the dtype of
     each model input (float32 for most), or None.
 
-    ``data`` is an array (``(x, y)`` too), a list or dict of arrays (one
-    per input), or a generator function, generator or ``tf.data.Dataset``
-    yielding samples or batches (of which at most ``limit`` samples are
-    read).
+    ``data`` is an array or tensor (``(x, y)`` too), a list of batches
+    of a single input, a list or dict of arrays (one per input), or a
+    generator function, generator or ``tf.data.Dataset`` yielding samples
+    or batches (of which at most ``limit`` samples are read). A size the
+    model leaves open (None) takes any size.
 
     Raises InputError naming what does not match the model's inputs."""
     if data is None:
@@ -257,6 +287,7 @@ def as_samples(data, model, what="representative_data", limit=None):
         if isinstance(data, (tuple, list)) and len(data) == 2 and (
                 np.ndim(data[1]) == 1 or _one_hot_pair(data, expected)):
             data = data[0]   # (x, y), y labels or one-hot
+        data = _concatenated(data, expected, what)
         return _checked(data, expected, what, dtypes[0])
     if isinstance(data, dict):
         unknown = sorted(set(data) - set(names))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.convert.inputs import as_samples
 from tfcompress.errors import InputError
 
 
@@ -36,31 +37,13 @@ def check_counts(what: str, **counts):
                              f"least 1, got {value!r}")
 
 
-def _fits(shape, expected) -> bool:
-    """``shape`` is one input's shape for ``expected`` (None: any size)."""
-    return len(shape) == len(expected) and all(
-        e is None or s == e for s, e in zip(shape, expected))
-
-
-def _batch_array(batch, rank, what):
-    """One element of an iterable of batches as an array ``(n, ...)``: the
-    first of an ``(x, y)`` pair, a single sample (of the input's rank)
-    as a batch of one."""
-    if isinstance(batch, (tuple, list)):
-        batch = batch[0]
-    if isinstance(batch, dict):
-        raise InputError(f"{what}: data yields a dict ({', '.join(batch)}); "
-                         "give the model's inputs as an array (n, ...) or "
-                         "batches of it")
-    arr = np.asarray(batch)
-    return arr[None] if arr.ndim == rank else arr
-
-
 def as_inputs(data, model, what: str, limit: int | None = None):
-    """``data`` as a float32 array matching ``model``'s input shape: an
-    array or tensor ``(n, ...)``, ``(x, y)``, a list of batches, or an
-    iterable (``tf.data``, generator) of batches, of ``(x, y)`` batches
-    or of single samples."""
+    """``data`` as a float32 array of ``model``'s inputs, read as
+    ``convert`` reads representative data
+    (:func:`tfcompress.convert.inputs.as_samples`): an array or tensor
+    ``(n, ...)``, ``(x, y)``, a list of batches, or an iterable
+    (``tf.data``, generator) of batches, of ``(x, y)`` batches or of
+    single samples; at most ``limit`` samples."""
     if data is None:
         raise InputError(f"{what} needs representative data: an array of "
                          "about 100-1000 model inputs (labels not needed)")
@@ -68,34 +51,7 @@ def as_inputs(data, model, what: str, limit: int | None = None):
         names = ", ".join(repr(t.name) for t in model.inputs)
         raise InputError(f"{what} takes a model with one input; "
                          f"{model.name!r} has {len(model.inputs)} ({names})")
-    expected = tuple(model.inputs[0].shape[1:])
-    rank = len(expected)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and \
-            np.ndim(data[1]) >= 1 and np.ndim(data[0]) > np.ndim(data[1]):
-        data = data[0]
-    shape = f"(n, {', '.join(str(d) for d in expected)})"
-    try:
-        if isinstance(data, (tuple, list)) and data and all(
-                _fits(np.shape(part)[1:], expected) for part in data):
-            data = np.concatenate([np.asarray(part) for part in data])
-        elif not hasattr(data, "shape") and hasattr(data, "__iter__") and \
-                not isinstance(data, (list, tuple, str, bytes)):
-            parts = [_batch_array(batch, rank, what) for batch in data]
-            data = np.concatenate(parts) if parts else np.zeros((0,))
-        arr = np.asarray(data)
-    except InputError:
-        raise
-    except ValueError:      # parts of different shapes
-        raise InputError(f"{what}: data is not one array of inputs; give "
-                         f"an array {shape} or batches of it") from None
-    if arr.dtype.kind not in "fiu":
-        raise InputError(f"{what}: data has dtype {arr.dtype}; give numbers "
-                         "shaped like the model input")
-    if not _fits(arr.shape[1:], expected):
-        raise InputError(f"{what}: data has shape {arr.shape}, expected "
-                         f"{shape} to match the model input")
-    if not len(arr):
-        raise InputError(f"{what}: data is empty; give at least one input")
+    arr = as_samples(data, model, what, limit)
     if limit is not None:
         arr = arr[:limit]
     return arr.astype(np.float32)

@@ -161,3 +161,23 @@ def test_softmax_is_found_through_the_training_wrappers():
         keras.layers.Dense(3)(inp))))
     assert not gives_probabilities(keras.Model(inp, keras.layers.Dense(3)(
         keras.layers.Dense(3, activation="softmax")(inp))))
+
+
+@pytest.mark.parametrize("stage,match", [
+    ("convert: {mode: int8, calibration: percentile}",
+     r"calibration percentile does not apply to a QAT model"),
+    ("prune: {final_sparsity: 0.5, epochs: 1}",
+     r"stage 0 \(prune\) takes a float model"),
+    ("ptq: {steps: [correct_bias]}",
+     r"stage 0 \(ptq\) takes a float model")])
+def test_a_qat_model_file_with_stages_it_cannot_take_is_refused_first(
+        tmp_path, stage, match):
+    # found at that stage before, after the baseline had trained
+    from tfcompress import quantize
+    model = quantize.quantize_model(_dense((28, 28, 1)))
+    variants = f"  - name: v\n    stages:\n      - {stage}\n"
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match=r"model\.keras is a QAT model: "
+                       r"variant 'v' " + match):
+        run_recipe(str(_recipe(tmp_path, model, variants)), out_dir=str(out))
+    assert not out.exists()

@@ -168,8 +168,10 @@ def _model_data(recipe, raw):
     input_shape, classes = data[0][0].shape[1:], data_classes(data)
     if _is_model_file(recipe["model"]):
         from tfcompress.models.applications import rescales_input
-        from tfcompress.recipes.user_model import fit_data_to_model
+        from tfcompress.recipes.user_model import (check_stages_take,
+                                                   fit_data_to_model)
         model = _load_model(recipe["model"])
+        check_stages_take(model, recipe["variants"], recipe["model"])
         data = fit_data_to_model(model, data, classes, recipe["model"])
         scale = 255.0 if rescales_input(model) else 1.0
     else:

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.convert.inputs import fits
 from tfcompress.errors import InputError
 
 
 def _shape(shape):
     return tuple(None if d is None else int(d) for d in shape)
-
-
-def _compatible(model_shape, data_shape):
-    return len(model_shape) == len(data_shape) and all(
-        m is None or m == d for m, d in zip(model_shape, data_shape))
 
 
 def _shown(shape):
@@ -64,10 +60,10 @@ def fit_data_to_model(model, data, classes, name="the model"):
     (xt, yt), (xv, yv) = data
     want = _shape(model.inputs[0].shape[1:])
     have = tuple(xt.shape[1:])
-    if not _compatible(want, have) and have[-1:] == (1,) and \
-            _compatible(want, have[:-1]):
+    if not fits(want, have) and have[-1:] == (1,) and \
+            fits(want, have[:-1]):
         xt, xv = xt[..., 0], xv[..., 0]
-    elif not _compatible(want, have):
+    elif not fits(want, have):
         raise InputError(
             f"{name} takes inputs of shape {_shown(want)}, the recipe's data "
             f"gives images of shape {_shown(have)}: resize them with "
@@ -85,3 +81,41 @@ def fit_data_to_model(model, data, classes, name="the model"):
             f"labels 0 to {classes - 1}: give a model whose last layer has "
             f"{classes} units (one per class)")
     return (np.asarray(xt), yt), (np.asarray(xv), yv)
+
+
+# stages that take a float model: each refuses a QAT model
+FLOAT_STAGES = ("prune", "cluster", "qat", "ptq")
+
+
+def check_stages_take(model, variants, name="the model"):
+    """InputError, before anything trains, when ``model`` is a QAT model
+    and a variant has a stage that takes a float model, or converts with
+    a calibration method (a QAT model's ranges are learned in training).
+
+    >>> import keras
+    >>> from tfcompress import quantize
+    >>> q = quantize.quantize_model(keras.Sequential(
+    ...     [keras.Input((4,)), keras.layers.Dense(2)]))
+    >>> check_stages_take(q, [{"name": "v", "stages": [
+    ...     {"prune": {}}]}], "m.keras")
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: m.keras is a QAT model: variant 'v' stage 0 (prune) takes a float model; name the float model file, or keep only convert and bench stages
+    """
+    from tfcompress.utils.training_wrappers import training_wrapper
+    if training_wrapper(model, ("qat",)) is None:
+        return
+    for variant in variants:
+        where = f"{name} is a QAT model: variant {variant['name']!r}"
+        for i, stage in enumerate(variant["stages"]):
+            (kind, params), = stage.items()
+            if kind in FLOAT_STAGES:
+                raise InputError(f"{where} stage {i} ({kind}) takes a float "
+                                 "model; name the float model file, or "
+                                 "keep only convert and bench stages")
+            method = (params or {}).get("calibration", "minmax")
+            if kind == "convert" and method != "minmax":
+                raise InputError(f"{where} calibration {method} does not "
+                                 "apply to a QAT model (its ranges are "
+                                 "learned in training): use calibration "
+                                 "minmax")

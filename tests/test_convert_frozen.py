@@ -103,3 +103,31 @@ def test_add_signature_refuses_a_count_mismatch(cnn, x):
         flat = converter.convert()
     with pytest.raises(ValueError, match="1 input"):
         frozen.add_signature(flat, inputs + ["extra"], outputs)
+
+
+def test_a_qat_model_converts_with_the_tflite_converter_directly(x):
+    # tfmot's QAT guide converts with TFLiteConverter.from_keras_model and
+    # Optimize.DEFAULT; a tfcompress QAT model (pooling, residual add,
+    # batch norm folded) must give an int8 graph that way too
+    from tfcompress.inspect import inspect
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    pooled = keras.layers.AveragePooling2D(3, 1, "same")(h)
+    h = keras.layers.Add()([h, keras.layers.MaxPooling2D(3, 1, "same")(
+        pooled)])
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    qat = quantize_model(keras.Model(inputs, keras.layers.Dense(10)(h)))
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    qat.fit(x, np.arange(len(x)) % 10, epochs=1, batch_size=16, verbose=0)
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with converter_output_silenced():
+        report = inspect(converter.convert())
+    ops = sorted({op["op"] for op in report["ops"]})
+    assert report["fully_integer"], ops
+    assert ops == ["ADD", "AVERAGE_POOL_2D", "CONV_2D", "DEQUANTIZE",
+                   "FULLY_CONNECTED", "MAX_POOL_2D", "MEAN", "QUANTIZE"]

@@ -451,6 +451,24 @@ def test_count_macs_of_shared_3d_depthwise_1d_and_transposed_layers():
     assert prune.count_macs(keras.Model(j, c3)) == 64 * 162
 
 
+
+def test_count_macs_of_a_base_built_without_input_size():
+    # keras.applications(include_top=False) without input_shape takes
+    # (None, None, 3): nested, it runs at the caller's size; alone, the
+    # size is open and count_macs says how to give it
+    i = keras.Input((None, None, 3))
+    base = keras.Model(i, keras.layers.Conv2D(4, 3, padding="same",
+                                              name="conv")(i))
+    nested = keras.Sequential([keras.Input((8, 6, 3)), base,
+                               keras.layers.GlobalAveragePooling2D(),
+                               keras.layers.Dense(2, name="head")])
+    assert prune.count_macs(nested) == 8 * 6 * 27 * 4 + 4 * 2
+    assert prune.count_macs(prune.prune_low_magnitude(nested)) == \
+        8 * 6 * 27 * 4 + 4 * 2
+    with pytest.raises(InputError, match=r"leaves open .*keras\.Input\("
+                                         r"\(n, n, 3\)\)"):
+        prune.count_macs(base)
+
 def test_channel_pruning_follows_a_custom_schedule():
     import tensorflow as tf
 

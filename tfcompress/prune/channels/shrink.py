@@ -240,8 +240,17 @@ def count_macs(model) -> int:
     >>> from tfcompress.models import lenet_300_100
     >>> count_macs(lenet_300_100())
     266200
+
+    A nested model built without an input size (a keras.applications
+    base with ``include_top=False`` and no ``input_shape`` takes
+    ``(None, None, 3)``) is counted at the size its caller gives it.
     """
+    from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
+                                          repeated_names)
     from tfcompress.utils.graph import node_graph
+    if has_nested_model(model) and _nested_sizes_open(model) and \
+            not repeated_names(model):
+        model = flatten_nested(model)   # the nested layers at the call's size
     total = 0
     for node in node_graph(model):
         if isinstance(node.op, keras.Model):
@@ -255,5 +264,22 @@ def count_macs(model) -> int:
             raise InputError(f"count_macs: the input shape of "
                              f"{node.op.name} is unknown; build the model "
                              "with a keras.Input")
+        if None in tuple(shape)[1:]:
+            sized = ", ".join("n" if d is None else str(d)
+                              for d in model.inputs[0].shape[1:])
+            raise InputError(
+                f"count_macs: the input of {node.op.name} has shape "
+                f"{tuple(shape)}, whose sizes model {model.name} leaves "
+                f"open (its input is {tuple(model.inputs[0].shape)}); "
+                f"count keras.Model(i, model(i)) with i = "
+                f"keras.Input(({sized})), each n the size you deploy")
         total += _layer_macs(layer, shape)
     return int(total)
+
+
+def _nested_sizes_open(model) -> bool:
+    """True when a model nested in ``model`` leaves an input size (other
+    than the batch's) open."""
+    return any(isinstance(layer, keras.Model) and any(
+        None in tuple(t.shape)[1:] for t in layer.inputs)
+        for layer in model.layers)

@@ -4,6 +4,7 @@ requantization rounds the exact product once)."""
 
 import keras
 import numpy as np
+import pytest
 from keras import layers as L
 
 from tfcompress import quantize
@@ -170,3 +171,35 @@ def test_depthwise_with_depth_multiplier_folds_batchnorm_per_output_channel():
         np.abs(got - ref).max()
     apart = _steps_apart(_qat(model, data), data)
     assert np.mean(apart <= 1 + 1e-4) >= 0.99, np.mean(apart <= 1 + 1e-4)
+
+
+def _read_by_two_relus(lone_batchnorm):
+    """NASNet's stem and adjusting batch norms: a tensor read only by
+    the ReLU opening each of two branches (Conv+BN, or a lone BN)."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 4))
+    x = L.Conv2D(8, 3, padding="same")(i)
+    if lone_batchnorm:
+        x = L.Concatenate()([x, L.Conv2D(8, 1)(i)])
+    x = L.BatchNormalization()(x)
+    a = L.Conv2D(6, 1)(L.ReLU()(x))
+    b = L.Conv2D(6, 1)(L.ReLU()(x))
+    model = keras.Model(i, L.Add()([a, b]))
+    x = np.random.default_rng(0).normal(size=(128, 8, 8, 4)).astype(
+        "float32")
+    return model, x
+
+
+@pytest.mark.parametrize("lone_batchnorm", [False, True],
+                         ids=["conv_bn", "lone_bn"])
+def test_tensor_read_only_by_relus_is_rounded_once(lone_batchnorm):
+    # the converter merges the ReLUs and fuses them into the op making
+    # the tensor, which rounds once, at the ReLUs' range; rounding first
+    # to a range of the tensor's own put 20% of the outputs a step or
+    # more off (up to 3)
+    model, x = _read_by_two_relus(lone_batchnorm)
+    q = _qat(model, x, steps=3)
+    apart = _steps_apart(q, x)
+    assert np.mean(apart > 0.5) <= 0.001, np.mean(apart > 0.5)
+    ops = {op["op"] for op in convert(q, "int8").report["ops"]}
+    assert "RELU" not in ops, ops

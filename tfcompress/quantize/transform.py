@@ -189,8 +189,31 @@ class _QatGraph:
             all(self.quantized(c) for c in self.consumers[name])
 
     def fused_by_activation(self, name):
+        """True if TFLite fuses the ReLU/ReLU6 reading tensor ``name``
+        into the op making it, which then rounds once, at the
+        activation's range: the activation is the tensor's one reader,
+        or every reader is the same activation (the converter merges
+        them into one op)."""
         nxt = self.sole_consumer(name)
-        return nxt is not None and _fusable_activation(nxt) is not None
+        if nxt is not None:
+            return _fusable_activation(nxt) is not None
+        return self.read_by_one_activation(name)
+
+    def read_by_one_activation(self, name):
+        """True if two or more layers read tensor ``name`` and all are the
+        same ReLU or ReLU6, each with a range of its own (equal ranges:
+        the same values move them). The converter merges them into one
+        op and fuses it into the op making ``name`` (NASNet's stem
+        convolution and its adjusting batch norms, read by the ReLU
+        opening each branch): the tensor gets no range of its own."""
+        cs = self.consumers.get(name, [])
+        kinds = {_fusable_activation(c) for c in cs}
+        return len(cs) > 1 and name not in self.outputs and \
+            len(kinds) == 1 and None not in kinds and all(
+                self.quantized(c) and c.name not in self.shared and
+                getattr(c, "_tfcompress_quantize_config", None) in
+                (None, "default") and not self.feeds_concat_only(c.name)
+                for c in cs)
 
     # -- tensors ---------------------------------------------------------
 
@@ -463,6 +486,10 @@ class _QatGraph:
                 else copy_layer(layer))
         bits, bits_note = bit_widths.weight_bits_for(layer, requested_bits)
         shares = fused[-1] in self.shared and not split_act
+        # read by several copies of one ReLU, which TFLite fuses into the
+        # op: rounded once, by each copy's (equal) range
+        merged_act = act_inside == "linear" and act is None and \
+            not split_act and self.read_by_one_activation(fused[-1])
         q = QuantizeFused(core, copy_layer(bn) if bn is not None else None,
                           act, weight_bits=bits, weight_bits_note=bits_note,
                           per_channel=scheme.per_channel,
@@ -470,7 +497,8 @@ class _QatGraph:
                           preserve_clusters=getattr(
                               scheme, "preserve_clusters", False),
                           quantize_output=split_act or not (
-                              shares or self.feeds_concat_only(fused[-1])),
+                              shares or merged_act or
+                              self.feeds_concat_only(fused[-1])),
                           input_scale=(None if folded_input is None
                                        else folded_input[1]),
                           input_offset=(None if folded_input is None
@@ -497,7 +525,9 @@ class _QatGraph:
             "quantized": f"weights int{bits} "
                          f"{'per-channel' if q.per_channel else 'per-tensor'}"
                          f", output int{scheme.activation_bits}"
-                         + (f" ({bits_note})" if bits_note else ""),
+                         + (f" ({bits_note})" if bits_note else "")
+                         + (", activation fused by TFLite (range of the "
+                            "activations reading it)" if merged_act else ""),
             "folded": ((folded_input[4] if folded_input else []) +
                        fused[1:]), "wrapper": q.name,
             **(self.shared_note(fused[-1]) if shares else {})})

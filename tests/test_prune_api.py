@@ -216,13 +216,19 @@ def test_exclude_naming_unknown_layers_is_an_error():
     assert [w.layer.name for w in prune.collect_wrappers(nested)] == ["head"]
 
 
-def test_summary_rows_and_table():
+def _trained_summary():
+    """``(pruned model, summary rows, printed lines)`` after a short fit."""
     x, y = _xy()
     pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
     pruned.compile("adam", "mse")
     _fit(pruned, x, y)
     lines = []
     rows = prune.summary(pruned, print_fn=lines.append)
+    return pruned, rows, lines
+
+
+def test_summary_rows_and_table():
+    _, rows, lines = _trained_summary()
     fc1 = next(r for r in rows if r["layer"] == "fc1")
     assert fc1["target_sparsity"] == 0.5 and fc1["sparsity"] == 0.5
     assert fc1["params"] == 48 and fc1["weights"] == ["kernel"]
@@ -232,12 +238,7 @@ def test_summary_rows_and_table():
 def test_summary_totals_the_whole_model():
     # the rows covered each layer only, and a pruned layer's row its pruned
     # weights only: the model's sparsity had to be worked out by hand
-    x, y = _xy()
-    pruned = prune.prune_low_magnitude(_sequential(), SCHEDULE)
-    pruned.compile("adam", "mse")
-    _fit(pruned, x, y)
-    lines = []
-    rows = prune.summary(pruned, print_fn=lines.append)
+    pruned, rows, lines = _trained_summary()
     assert [r["layer"] for r in rows] == ["fc1", "bn", "fc2"]
     plain = [np.asarray(w) for w in prune.strip_pruning(pruned).weights]
     params = sum(w.size for w in plain)

@@ -111,19 +111,12 @@ def _refuse_wrapped(model, what):
     quantization-aware: the post-training steps change only plain
     Conv2D/DepthwiseConv2D/Dense/BatchNormalization layers, so such a
     model would come back unchanged."""
-    from tfcompress.utils.training_wrappers import (strip_first,
-                                                    training_wrapper)
-    found = training_wrapper(model)
-    if found is None:
-        return
-    kind, layer = found
-    if kind == "qat":
-        raise InputError(
-            f"{what}: model {model.name!r} is quantization-aware "
-            f"(layer {layer.name!r} is a QAT layer); post-training "
-            "steps take the float model: run them before "
-            "quantize_model, or convert the QAT model as it is")
-    raise InputError(strip_first(what, kind, layer))
+    from tfcompress.utils.training_wrappers import refuse_wrapped
+    refuse_wrapped(model, what, lambda layer: (
+        f"{what}: model {model.name!r} is quantization-aware (layer "
+        f"{layer.name!r} is a QAT layer); post-training steps take the "
+        "float model: run them before quantize_model, or convert the QAT "
+        "model as it is"))
 
 
 def with_weights(model, weights: dict, replace: dict | None = None,

@@ -263,22 +263,16 @@ def _check_model(model, api):
                          f"{type(model).__name__}")
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
-    from tfcompress.utils.training_wrappers import (strip_first,
-                                                    training_wrapper)
-    found = training_wrapper(model)
-    if found is None:
-        return
-    kind, layer = found
-    if kind == "qat":
-        raise InputError(
+    from tfcompress.utils.training_wrappers import refuse_wrapped
+    refuse_wrapped(
+        model, api, lambda layer: (
             f"{api}: model {model.name} is already quantized (layer "
-            f"{layer.name!r} is a QAT layer); pass the float model "
-            "instead, or keep training and convert this one")
-    scheme, kept = {"pruning": ("PrunePreservingScheme", "zeros"),
-                    "clustering": ("ClusterPreservingScheme",
-                                   "clusters")}[kind]
-    raise InputError(f"{strip_first(api, kind, layer)} (and quantize with "
-                     f"{scheme}() to keep the {kept})")
+            f"{layer.name!r} is a QAT layer); pass the float model instead, "
+            "or keep training and convert this one"),
+        {"pruning": " (and quantize with PrunePreservingScheme() to keep "
+                    "the zeros)",
+         "clustering": " (and quantize with ClusterPreservingScheme() to "
+                       "keep the clusters)"})
 
 
 def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):

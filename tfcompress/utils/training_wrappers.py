@@ -51,3 +51,29 @@ def strip_first(api, kind, layer) -> str:
              "clustering": "cluster.strip_clustering"}[kind]
     return (f"{api}: layer {layer.name!r} still has its {kind} wrapper; "
             f"call tfcompress.{strip}(model) first")
+
+
+def refuse_wrapped(model, api, qat_message, strip_notes=None) -> None:
+    """InputError when ``model`` still holds a training wrapper:
+    ``qat_message(layer)`` for a QAT layer; for a pruning or clustering wrapper, :func:`strip_first`'s
+    message followed by ``strip_notes[kind]``, if given.
+
+    >>> import keras
+    >>> from tfcompress import prune
+    >>> m = keras.Sequential([keras.Input((4,)),
+    ...                       keras.layers.Dense(2, name="fc")])
+    >>> refuse_wrapped(m, "example", str)    # a plain model passes
+    >>> refuse_wrapped(prune.prune_low_magnitude(m), "example", str)
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: example: layer 'prune_low_magnitude_fc' still has its pruning wrapper; call tfcompress.prune.strip_pruning(model) first
+    """
+    from tfcompress.errors import InputError
+    found = training_wrapper(model)
+    if found is None:
+        return
+    kind, layer = found
+    if kind == "qat":
+        raise InputError(qat_message(layer))
+    raise InputError(strip_first(api, kind, layer) +
+                     (strip_notes or {}).get(kind, ""))

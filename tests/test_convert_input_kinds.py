@@ -154,6 +154,6 @@ def test_data_sets_generators_and_one_hot_pairs_calibrate_as_arrays(x, kind):
 def test_batches_of_different_sample_shapes_are_an_input_error(x):
     # numpy's "inhomogeneous shape" ValueError before
     model = _dense_on(keras.Input((8, 8, 3), name="pixels"))
-    with pytest.raises(InputError, match=r"representative_data: data is "
+    with pytest.raises(InputError, match=r"representative_data is "
                        r"not one array of inputs.*\(n, 8, 8, 3\)"):
         convert(model, "int8", representative_data=[x[:6], x[6:, :4]])

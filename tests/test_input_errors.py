@@ -1,6 +1,7 @@
 """Bad user input raises InputError: exit 2 and one line from the CLI."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -254,21 +255,28 @@ def test_calibration_data_that_is_not_finite_is_an_input_error(bad):
         convert(model, "int8", representative_data=x)
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"calibration_samples": 0}, "calibration_samples=0"),
-    ({"calibration_samples": -3}, "calibration_samples=-3"),
-    ({"calibration_samples": 2.5}, "calibration_samples=2.5"),
-    ({"check_samples": 0}, "check_samples=0"),
-    ({"calibration": "percentile", "percentile": 0}, "percentile=0"),
-    ({"calibration": "percentile", "percentile": 150}, "percentile=150"),
+@pytest.mark.parametrize("kwargs, message", [
+    ({"calibration_samples": 0}, "convert: calibration_samples must be "
+     "an integer of at least 1, got 0"),
+    ({"calibration_samples": -3}, "convert: calibration_samples must be "
+     "an integer of at least 1, got -3"),
+    ({"calibration_samples": 2.5}, "convert: calibration_samples must be "
+     "an integer of at least 1, got 2.5"),
+    ({"calibration_samples": None}, "convert: calibration_samples must be "
+     "an integer of at least 1, got None"),
+    ({"check_samples": 0}, "convert: check_samples must be an integer of "
+     "at least 1, got 0"),
+    ({"calibration": "percentile", "percentile": 0}, "percentile=0: give "),
+    ({"calibration": "percentile", "percentile": 150},
+     "percentile=150: give "),
 ])
 def test_sample_counts_and_percentile_out_of_range_are_input_errors(
-        kwargs, name):
+        kwargs, message):
     # 0 calibration samples ended in FloatFallbackError, -3 silently
     # dropped three, 2.5 a TypeError, check_samples=0 Keras'
     # UnboundLocalError; percentile 0 inverted every range
     from tfcompress.convert import convert
     model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
     x = np.random.default_rng(0).random((6, 4)).astype("float32")
-    with pytest.raises(InputError, match=f"^{name}: give "):
+    with pytest.raises(InputError, match=f"^{re.escape(message)}"):
         convert(model, "int8", representative_data=x, **kwargs)

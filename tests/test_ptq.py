@@ -435,15 +435,46 @@ def test_steps_take_a_model_whose_input_size_is_open():
 
 
 @pytest.mark.parametrize("count", [{"samples": 0}, {"samples": -1},
-                                   {"batch_size": 0}])
+                                   {"batch_size": 0}, {"batch_size": None},
+                                   {"batch_size": 2.5}])
 def test_sample_and_batch_counts_below_one_are_input_errors(count):
     # samples=0 divided by zero (NaN statistics or ZeroDivisionError),
-    # samples=-1 left the last input out, batch_size=0 failed in range()
+    # samples=-1 left the last input out, batch_size=0 failed in range(),
+    # batch_size=None or 2.5 raised TypeError
     model = unbalanced_net()
     name = next(iter(count))
     for step in (ptq.correct_bias, ptq.reestimate_batchnorm):
         with pytest.raises(InputError, match=rf"{name} must be an integer "
                            "of at least 1"):
             step(model, X, **count)
-    with pytest.raises(InputError, match=name):
+    with pytest.raises(InputError, match=rf"{name} must be an integer "
+                       "of at least 1"):
         ptq.adaround(model, X, iterations=1, **count)
+
+
+@pytest.mark.parametrize("step", ["correct_bias", "reestimate_batchnorm",
+                                  "adaround"])
+def test_empty_data_names_the_step_and_its_data(step):
+    # read "correct_bias is empty", as if the step were empty
+    with pytest.raises(InputError, match=rf"^{step}: data is empty; give "
+                       "at least one sample"):
+        getattr(ptq, step)(unbalanced_net(), X[:0])
+
+
+@pytest.mark.parametrize("iterations", [0, None, 2.5, "10"])
+def test_adaround_iterations_that_are_not_a_count_are_input_errors(
+        iterations):
+    # None, 2.5 and "10" raised TypeError from a comparison or range()
+    with pytest.raises(InputError, match=r"^adaround: iterations must be "
+                       "an integer of at least 1"):
+        ptq.adaround(unbalanced_net(), X, iterations=iterations)
+
+
+@pytest.mark.parametrize("step", ["correct_bias", "adaround",
+                                  "for_conversion"])
+@pytest.mark.parametrize("bits", [None, "4", 9])
+def test_bits_that_are_not_a_bit_width_are_input_errors(step, bits):
+    # None and "4" raised TypeError or ValueError from int()
+    with pytest.raises(InputError, match=rf"^{step}: bits must be an "
+                       "integer between 2 and 8"):
+        getattr(ptq, step)(unbalanced_net(), X, bits=bits)

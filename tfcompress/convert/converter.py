@@ -23,6 +23,7 @@ from tfcompress.convert.precision import (float32_compute,
 from tfcompress.quiet import (converter_output_silenced,
                              native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
+from tfcompress.utils.counts import check_counts
 
 
 def strip_training_wrappers(model):
@@ -302,8 +303,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
     filtered."""
     _check_arguments(mode, input_type, output_type, calibration, sparse,
                      float_layers, output_path)
-    _check_counts(calibration_samples=calibration_samples,
-                  check_samples=check_samples)
+    check_counts("convert", calibration_samples=calibration_samples,
+                 check_samples=check_samples)
     if not isinstance(percentile, (int, float)) or \
             not 50 < percentile <= 100:
         # below 50 the lower bound passes the upper one
@@ -617,15 +618,6 @@ def _check_float_layers(float_layers, model, mode, qat):
                 stack += layer.layers
     return check_float_layers(float_layers, _layer_names(model), mode, qat,
                               nested)
-
-
-def _check_counts(**counts):
-    """Refuses a sample count that is not a positive integer."""
-    for name, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) \
-                or n < 1:
-            raise InputError(f"{name}={n!r}: give a positive number of "
-                             "samples (an integer, e.g. 200)")
 
 
 def _check_arguments(mode, input_type, output_type, calibration, sparse,

@@ -161,7 +161,7 @@ def _concatenated(batches, expected, what):
         return batches                  # samples, not batches
     if all(fits(s[1:], expected) for s in shapes):
         return np.concatenate([np.asarray(b) for b in batches])
-    raise InputError(f"{what}: data is not one array of inputs; give an "
+    raise InputError(f"{what} is not one array of inputs; give an "
                      f"array {_batch_shape(expected)} or a list of batches "
                      "of it")
 

@@ -48,7 +48,9 @@ from tfcompress.ptq import grid
 from tfcompress.ptq import layers as lyr
 from tfcompress.ptq.bias_correction import weight_layers
 from tfcompress.ptq.fold import fold_batchnorm
-from tfcompress.ptq.samples import as_inputs, check_counts
+from tfcompress.ptq.samples import as_inputs
+from tfcompress.quantize.bit_widths import check_bits
+from tfcompress.utils.counts import check_counts
 from tfcompress.utils.graph import consumers, node_graph, output_keys
 
 ZETA, GAMMA = 1.1, -0.1
@@ -189,11 +191,9 @@ def adaround(model, data, bits: int = 8, per_channel: bool = True,
     True
     """
     model = lyr.flat_model(model, "adaround")
-    check_counts("adaround", samples=samples, batch_size=batch_size)
-    if not 2 <= int(bits) <= 8:
-        raise InputError(f"bits must be between 2 and 8, got {bits}")
-    if iterations < 1:
-        raise InputError(f"iterations must be at least 1, got {iterations}")
+    check_counts("adaround", optional=("samples",), samples=samples,
+                 batch_size=batch_size, iterations=iterations)
+    bits = check_bits(bits, "adaround: bits")
     base = fold_batchnorm(model)
     x = as_inputs(data, base, "adaround", limit=samples)
     acts = _following_activation(base)
@@ -236,15 +236,16 @@ def for_conversion(model, data, bits: int = 4, per_channel: bool = True,
     >>> convert(for_conversion(rounded, x), "int8")   # doctest: +SKIP
     """
     model = lyr.flat_model(model, "for_conversion")
-    check_counts("for_conversion", samples=samples)
-    if int(bits) == 8:
+    check_counts("for_conversion", optional=("samples",), samples=samples)
+    bits = check_bits(bits, "for_conversion: bits")
+    if bits == 8:
         return lyr.copy_model(model)
     from tfcompress.quantize import NBitScheme, quantize_model
     x = as_inputs(data, model, "for_conversion", limit=samples)
     no_dropout = lyr.with_weights(model, {}, overrides={
         l.name: {"rate": 0.0} for l in model.layers
         if isinstance(l, (keras.layers.Dropout, keras.layers.SpatialDropout2D))})
-    qat = quantize_model(no_dropout, NBitScheme(int(bits), 8,
+    qat = quantize_model(no_dropout, NBitScheme(bits, 8,
                                                 per_channel=per_channel))
     qat(x, training=True)       # the first call sets each range to min/max
     return qat

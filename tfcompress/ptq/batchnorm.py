@@ -20,7 +20,8 @@ import keras
 import numpy as np
 
 from tfcompress.ptq import layers as lyr
-from tfcompress.ptq.samples import as_inputs, check_counts
+from tfcompress.ptq.samples import as_inputs
+from tfcompress.utils.counts import check_counts
 from tfcompress.utils.graph import node_graph
 
 
@@ -69,8 +70,8 @@ def reestimate_batchnorm(model, data, batch_size: int = 64,
     [0.0, 0.0, 0.0, 0.0]
     """
     model = lyr.flat_model(model, "reestimate_batchnorm")
-    check_counts("reestimate_batchnorm", samples=samples,
-                 batch_size=batch_size)
+    check_counts("reestimate_batchnorm", optional=("samples",),
+                 samples=samples, batch_size=batch_size)
     new = lyr.copy_model(model)
     x = as_inputs(data, new, "reestimate_batchnorm", limit=samples)
     for node in node_graph(new):

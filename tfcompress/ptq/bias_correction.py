@@ -26,7 +26,9 @@ import numpy as np
 from tfcompress.ptq import grid
 from tfcompress.ptq import layers as lyr
 from tfcompress.ptq.fold import fold_batchnorm
-from tfcompress.ptq.samples import as_inputs, check_counts
+from tfcompress.ptq.samples import as_inputs
+from tfcompress.quantize.bit_widths import check_bits
+from tfcompress.utils.counts import check_counts
 from tfcompress.utils.graph import node_graph
 
 
@@ -96,10 +98,9 @@ def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
     True
     """
     model = lyr.flat_model(model, "correct_bias")
-    check_counts("correct_bias", samples=samples, batch_size=batch_size)
-    if not 2 <= int(bits) <= 8:
-        from tfcompress.errors import InputError
-        raise InputError(f"bits must be between 2 and 8, got {bits}")
+    check_counts("correct_bias", optional=("samples",), samples=samples,
+                 batch_size=batch_size)
+    bits = check_bits(bits, "correct_bias: bits")
     base = fold_batchnorm(model)
     x = as_inputs(data, base, "correct_bias", limit=samples)
     quant = lyr.copy_model(base)

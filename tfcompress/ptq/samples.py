@@ -19,24 +19,6 @@ from tfcompress.convert.inputs import as_samples
 from tfcompress.errors import InputError
 
 
-def check_counts(what: str, **counts):
-    """InputError unless each of ``counts`` (``samples``, ``batch_size``)
-    is None or an integer of at least 1.
-
-    >>> check_counts("example", samples=0)
-    Traceback (most recent call last):
-    ...
-    tfcompress.errors.InputError: example: samples must be an integer of at least 1, got 0
-    """
-    for name, value in counts.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(
-                value, (int, np.integer)) or value < 1:
-            raise InputError(f"{what}: {name} must be an integer of at "
-                             f"least 1, got {value!r}")
-
-
 def as_inputs(data, model, what: str, limit: int | None = None):
     """``data`` as a float32 array of ``model``'s inputs, read as
     ``convert`` reads representative data
@@ -51,7 +33,7 @@ def as_inputs(data, model, what: str, limit: int | None = None):
         names = ", ".join(repr(t.name) for t in model.inputs)
         raise InputError(f"{what} takes a model with one input; "
                          f"{model.name!r} has {len(model.inputs)} ({names})")
-    arr = as_samples(data, model, what, limit)
+    arr = as_samples(data, model, f"{what}: data", limit)
     if limit is not None:
         arr = arr[:limit]
     return arr.astype(np.float32)

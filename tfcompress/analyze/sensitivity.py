@@ -22,6 +22,7 @@ import json
 import numpy as np
 
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import check_counts, is_number, layer_names
 
 # bumped when the same model and data give other figures (what is pruned or
 # rounded changed), so that results stored by an older tfcompress are not
@@ -159,6 +160,16 @@ def _binary(out, y, sigmoid, metric):
     return float(np.mean(-np.logaddexp(0, np.where(y == 1, -out, out))))
 
 
+def _as_list(values, name, example):
+    """One number, or a list or tuple of them (empty: none), as a list."""
+    if is_number(values) or isinstance(values, np.number):
+        return [values]
+    if not isinstance(values, (list, tuple, np.ndarray)):
+        raise InputError(f"sensitivity: {name} takes a number or a list of "
+                         f"them, e.g. {example}; got {values!r:.60}")
+    return list(values)
+
+
 def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
                 bits=(8, 4), layers=None, batch_size=500,
                 metric="accuracy") -> SensitivityResult:
@@ -214,13 +225,13 @@ def sensitivity(model, data, sparsities=(0.5, 0.75, 0.9, 0.95),
         raise InputError(f"data has {len(x)} inputs and {len(y)} labels; "
                          "they must be equal and non-zero")
     # one name or number stands for a list of one
-    if isinstance(layers, str):
-        layers = [layers]
-    sparsities = [sparsities] if np.isscalar(sparsities) else sparsities
-    bits = [bits] if np.isscalar(bits) else bits
+    layers = layer_names(layers, "layers", "sensitivity")
+    check_counts("sensitivity", batch_size=batch_size)
+    sparsities = _as_list(sparsities, "sparsities", "(0.5, 0.9)")
+    bits = _as_list(bits, "bits", "(8, 4)")
     for s in sparsities:
-        if not 0 < s < 1:
-            raise InputError(f"sparsities must be in (0, 1), got {s}")
+        if not is_number(s) or not 0 < s < 1:
+            raise InputError(f"sparsities must be in (0, 1), got {s!r}")
     for b in bits:
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) \
                 or not 2 <= b <= 16:

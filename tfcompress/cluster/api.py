@@ -17,6 +17,7 @@ from tfcompress.cluster.clusterable import (ClusterableLayer,
 from tfcompress.prune.prunable import is_prunable
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.training_wrappers import training_wrapper
+from tfcompress.utils.arguments import check_flags, layer_names
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -54,6 +55,9 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         per_channel = cluster_per_channel
     if cluster_gradient_aggregation is not None:
         gradient_aggregation = cluster_gradient_aggregation
+    check_flags("cluster_weights", preserve_sparsity=preserve_sparsity,
+                per_channel=per_channel,
+                update_assignments=update_assignments)
     kwargs = dict(number_of_clusters=number_of_clusters,
                   centroid_init=centroid_method(centroid_init),
                   preserve_sparsity=preserve_sparsity,
@@ -86,14 +90,7 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
             "ClusterPreservingScheme()")
     # one name on its own is that name; None (prune_low_magnitude's
     # default) excludes nothing
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    if not isinstance(exclude, (list, tuple, set, frozenset, type(None))) \
-            or not all(isinstance(n, str) for n in exclude or ()):
-        raise InputError(f"exclude takes layer names (a name or a list of "
-                         f"names), got {exclude!r:.80}; layer names are "
-                         "listed by model.summary()")
-    exclude = set(exclude or ())
+    exclude = layer_names(exclude, "exclude", "cluster_weights") or set()
     # a nested base's name stands for its layers (as in pruning)
     nested = {m.name: m for m in nested_models(to_cluster)}
     unknown = exclude - set(nested) - {
@@ -157,6 +154,9 @@ def strip_clustering(model):
     """
     if isinstance(model, ClusterWeights):
         return _plain_copy(model)
+    if not isinstance(model, keras.layers.Layer):
+        raise InputError(f"strip_clustering takes a Keras model or layer, "
+                         f"got {type(model).__name__}")
     if not isinstance(model, keras.Model) or not any(
             isinstance(layer, ClusterWeights) for layer in iter_layers(model)):
         return model   # nothing to strip

@@ -23,7 +23,7 @@ from tfcompress.convert.precision import (float32_compute,
 from tfcompress.quiet import (converter_output_silenced,
                              native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
-from tfcompress.utils.counts import check_counts
+from tfcompress.utils.arguments import check_counts
 
 
 def strip_training_wrappers(model):

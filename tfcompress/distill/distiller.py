@@ -41,6 +41,7 @@ import keras
 from keras import ops
 
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import is_number
 
 
 def logits_distillation(temperature):
@@ -120,10 +121,10 @@ class Distiller(keras.Model):
     def __init__(self, student, teacher=None, temperature=3.0, alpha=0.1,
                  feature_pairs=(), feature_weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        if not temperature > 0:
+        if not is_number(temperature) or not temperature > 0:
             raise InputError(f"temperature must be > 0, got {temperature}; "
                              "typical values are 2 to 5")
-        if not 0.0 <= alpha <= 1.0:
+        if not is_number(alpha) or not 0.0 <= alpha <= 1.0:
             raise InputError(f"alpha must be in [0, 1], got {alpha}; it is "
                              "the weight of the hard-label loss")
         if teacher is not None:

@@ -10,6 +10,7 @@ from tfcompress.errors import InputError
 from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
 from tfcompress.utils.training_wrappers import training_wrapper
+from tfcompress.utils.arguments import layer_names
 from tfcompress.utils.layer_map import (is_container, iter_layers, map_layers,
                                         nested_models, with_nested_layers)
 
@@ -117,12 +118,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
         pruning_policy.ensure_model_supports_pruning(to_prune)
     # one name on its own, include="fc1", is that name (set("fc1") would
     # be its letters)
-    if isinstance(include, str):
-        include = [include]
-    if isinstance(exclude, str):
-        exclude = [exclude]
-    include = set(include) if include is not None else None
-    exclude = set(exclude or ())
+    include = layer_names(include, "include", "prune_low_magnitude")
+    exclude = layer_names(exclude, "exclude", "prune_low_magnitude") or set()
     names = {l.name: l for l in iter_layers(to_prune)}
     nested = {m.name: m for m in nested_models(to_prune)}
     for option, given in (("include", include), ("exclude", exclude)):

@@ -17,23 +17,17 @@ written for tfmot gives the same ``(should_prune, sparsity)`` here:
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 import tensorflow as tf
 
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import is_number
 
 
 def _validate_sparsity(value, name):
-    if not _is_number(value) or not 0.0 <= value < 1.0:
+    if not is_number(value) or not 0.0 <= value < 1.0:
         raise InputError(f"{name} must be a number in [0, 1), got "
                          f"{value!r}")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _validate_steps(begin_step, end_step, frequency, allow_open_end,
@@ -42,8 +36,7 @@ def _validate_steps(begin_step, end_step, frequency, allow_open_end,
                         ("frequency", frequency)):
         # a whole float (end_step=np.ceil(n / batch) * epochs) is fine;
         # 0.5 would become step 0 (frequency 0: a division by zero)
-        if (not _is_number(value) or not math.isfinite(value)
-                or value != int(value)):
+        if not is_number(value) or value != int(value):
             raise InputError(f"{name} must be a whole number of training "
                              f"steps, got {value!r}")
     if begin_step < 0:
@@ -197,7 +190,7 @@ class PolynomialDecay(PruningSchedule):
                  power=3, frequency=100):
         _validate_sparsity(initial_sparsity, "initial_sparsity")
         _validate_sparsity(final_sparsity, "final_sparsity")
-        if not _is_number(power) or power <= 0:
+        if not is_number(power) or power <= 0:
             raise InputError(f"power must be a number > 0, got {power!r}")
         _validate_steps(begin_step, end_step, frequency, allow_open_end=False)
         self.initial_sparsity = float(initial_sparsity)

@@ -42,6 +42,9 @@ def strip_pruning(model):
     if isinstance(model, PruneLowMagnitude):
         model.apply_masks()
         return model.layer
+    if not isinstance(model, keras.layers.Layer):
+        raise InputError(f"strip_pruning takes a Keras model or layer, got "
+                         f"{type(model).__name__}")
     if not isinstance(model, keras.Model) or not is_container(model):
         if isinstance(model, keras.Model) and is_pruned(model):
             raise InputError(f"{model.name} is a subclassed model; strip its "

@@ -39,6 +39,7 @@ import tensorflow as tf
 from tfcompress import compat
 from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import check_flags, is_number
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune import prunable, schedules
 
@@ -395,6 +396,7 @@ def check_options(block_size, sparsity_m_by_n, global_pruning,
         if block_size != (1, 1):
             raise InputError("use either block_size or sparsity_m_by_n, "
                              "not both")
+    check_flags("prune_low_magnitude", global_pruning=global_pruning)
     global_pruning = bool(global_pruning)
     if global_pruning and (block_size != (1, 1) or sparsity_m_by_n):
         # one threshold over single weights: blocks and N:M groups would
@@ -403,8 +405,7 @@ def check_options(block_size, sparsity_m_by_n, global_pruning,
             "global_pruning ranks single weights across layers and does "
             "not combine with block_size or sparsity_m_by_n; use one of "
             "them")
-    if (not isinstance(min_density, numbers.Real)
-            or not 0.0 <= min_density <= 1.0):
+    if not is_number(min_density) or not 0.0 <= min_density <= 1.0:
         raise InputError(f"min_density must be a fraction in [0, 1], got "
                          f"{min_density!r}")
     return block_size, sparsity_m_by_n, global_pruning, float(min_density)

@@ -50,7 +50,7 @@ from tfcompress.ptq.bias_correction import weight_layers
 from tfcompress.ptq.fold import fold_batchnorm
 from tfcompress.ptq.samples import as_inputs
 from tfcompress.quantize.bit_widths import check_bits
-from tfcompress.utils.counts import check_counts
+from tfcompress.utils.arguments import check_counts
 from tfcompress.utils.graph import consumers, node_graph, output_keys
 
 ZETA, GAMMA = 1.1, -0.1

@@ -21,7 +21,7 @@ import numpy as np
 
 from tfcompress.ptq import layers as lyr
 from tfcompress.ptq.samples import as_inputs
-from tfcompress.utils.counts import check_counts
+from tfcompress.utils.arguments import check_counts
 from tfcompress.utils.graph import node_graph
 
 

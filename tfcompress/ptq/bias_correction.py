@@ -28,7 +28,7 @@ from tfcompress.ptq import layers as lyr
 from tfcompress.ptq.fold import fold_batchnorm
 from tfcompress.ptq.samples import as_inputs
 from tfcompress.quantize.bit_widths import check_bits
-from tfcompress.utils.counts import check_counts
+from tfcompress.utils.arguments import check_counts
 from tfcompress.utils.graph import node_graph
 
 

@@ -13,6 +13,7 @@ import dataclasses
 
 from tfcompress.errors import InputError
 from tfcompress.quantize.bit_widths import check_bits
+from tfcompress.utils.arguments import check_flags
 
 
 @dataclasses.dataclass
@@ -53,6 +54,11 @@ class Default8BitScheme:
     share_concat_ranges: bool = True
 
     def __post_init__(self):
+        check_flags(type(self).__name__, per_channel=self.per_channel,
+                    fold_batchnorm=self.fold_batchnorm,
+                    preserve_sparsity=self.preserve_sparsity,
+                    preserve_clusters=self.preserve_clusters,
+                    share_concat_ranges=self.share_concat_ranges)
         delay = self.freeze_bn_delay
         if delay is not None and (isinstance(delay, bool) or
                                   not isinstance(delay, int) or delay < 0):

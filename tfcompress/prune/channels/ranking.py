@@ -25,6 +25,7 @@ from keras import layers as L
 from tfcompress.errors import InputError
 from tfcompress.prune import schedules
 from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+from tfcompress.utils.arguments import is_number, layer_names
 from tfcompress.utils.layer_map import is_container
 
 
@@ -256,17 +257,21 @@ class ChannelPruning(keras.callbacks.Callback):
         if allocation not in ALLOCATIONS:
             raise InputError(f"allocation must be one of "
                              f"{', '.join(ALLOCATIONS)}, got {allocation!r}")
-        if not 0.0 < max_space_sparsity < 1.0:
+        if not is_number(max_space_sparsity) or \
+                not 0.0 < max_space_sparsity < 1.0:
             raise InputError(f"max_space_sparsity must be between 0 and 1 "
                              f"(exclusive), got {max_space_sparsity!r}")
         self.allocation = allocation
         self.max_space_sparsity = float(max_space_sparsity)
         self.pruning_schedule = schedules.deserialize(pruning_schedule)
         self.norm = norm
-        if isinstance(exclude, str):
-            raise InputError(f"exclude takes a list of layer names, got the "
-                             f"string {exclude!r}; pass [{exclude!r}]")
-        self.exclude = set(exclude)
+        self.exclude = layer_names(exclude, "exclude",
+                                   "ChannelPruning") or set()
+        if not is_number(initial_step) or initial_step < 0 or \
+                initial_step != int(initial_step):
+            raise InputError(f"ChannelPruning: initial_step must be a whole "
+                             f"number of training steps (>= 0), got "
+                             f"{initial_step!r:.60}")
         self.step = int(initial_step)
         self.spaces = []
         self.keeps = {}

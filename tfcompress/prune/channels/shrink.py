@@ -248,6 +248,10 @@ def count_macs(model) -> int:
     from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                           repeated_names)
     from tfcompress.utils.graph import node_graph
+    if not isinstance(model, keras.Model):
+        raise InputError(f"count_macs takes a Keras model, got "
+                         f"{type(model).__name__}; for one layer, count "
+                         "keras.Sequential([keras.Input(shape), layer])")
     if has_nested_model(model) and _nested_sizes_open(model) and \
             not repeated_names(model):
         model = flatten_nested(model)   # the nested layers at the call's size

@@ -1,0 +1,80 @@
+"""Checks of the arguments users pass: counts (samples, batch sizes,
+steps), numbers, on/off flags and layer names. Each raises a one-line
+InputError naming the argument and what it takes.
+
+>>> check_counts("example", samples=None, batch_size=32, optional=("samples",))
+>>> check_counts("example", batch_size=None)
+Traceback (most recent call last):
+...
+tfcompress.errors.InputError: example: batch_size must be an integer of at least 1, got None
+>>> sorted(layer_names("fc1", "exclude", "example"))
+['fc1']
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from tfcompress.errors import InputError
+
+
+def check_counts(what: str, optional=(), **counts):
+    """InputError unless each of ``counts`` is an integer (a NumPy integer
+    too, not a bool) of at least 1; the names in ``optional`` may also be
+    None (e.g. ``samples=None``: all of them)."""
+    for name, value in counts.items():
+        if value is None and name in optional:
+            continue
+        if isinstance(value, bool) or not isinstance(
+                value, numbers.Integral) or value < 1:
+            raise InputError(f"{what}: {name} must be an integer of at "
+                             f"least 1, got {value!r}")
+
+
+def is_number(value) -> bool:
+    """A finite real number (a NumPy one too), not a bool.
+
+    >>> is_number(0.5), is_number(True), is_number("1"), is_number(float("nan"))
+    (True, False, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def check_flags(what: str, **flags):
+    """InputError unless each of ``flags`` is True or False (a NumPy bool
+    too): ``per_channel="no"`` or ``None`` would read as on or off.
+
+    >>> check_flags("example", per_channel=1)
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: example: per_channel must be True or False, got 1
+    """
+    for name, value in flags.items():
+        if type(value).__name__ not in ("bool", "bool_"):
+            raise InputError(f"{what}: {name} must be True or False, got "
+                             f"{value!r:.60}")
+
+
+def layer_names(value, option: str, what: str):
+    """``value`` (one layer name, or a list, tuple or set of names) as a
+    set of names; None stays None.
+
+    >>> layer_names(["a", "b"], "include", "example") == {"a", "b"}
+    True
+    >>> layer_names(3, "include", "example")
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: example: include takes layer names (a name or a list of names), got 3; model.summary() lists them
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {value}
+    if not isinstance(value, (list, tuple, set, frozenset)) or \
+            not all(isinstance(n, str) for n in value):
+        raise InputError(f"{what}: {option} takes layer names (a name or a "
+                         f"list of names), got {value!r:.80}; "
+                         "model.summary() lists them")
+    return set(value)

@@ -469,6 +469,41 @@ def test_count_macs_of_a_base_built_without_input_size():
                                          r"\(n, n, 3\)\)"):
         prune.count_macs(base)
 
+def test_count_macs_of_a_base_without_input_size_nested_two_levels_deep():
+    def mobilenet_v2(**kw):
+        return keras.applications.MobileNetV2(include_top=False,
+                                              weights=None, alpha=0.35, **kw)
+    i = keras.Input((None, None, 3))
+    middle = keras.Model(i, keras.layers.GlobalAveragePooling2D()(
+        mobilenet_v2()(i)), name="middle")
+    outer = keras.Sequential([keras.Input((32, 32, 3)), middle,
+                              keras.layers.Dense(10, name="head")])
+    sized = prune.count_macs(mobilenet_v2(input_shape=(32, 32, 3)))
+    assert prune.count_macs(outer) == sized + 1280 * 10
+
+
+def _open_base(name):
+    """A base of open size whose layer names every copy repeats."""
+    i = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(i)
+    return keras.Model(i, keras.layers.GlobalAveragePooling2D()(x),
+                       name=name)
+
+
+def test_count_macs_of_open_bases_repeating_layer_names():
+    # two copies of a base in one ensemble cannot be flattened into one
+    # graph (their layer names repeat): each is counted at its call's size
+    i = keras.Input((None, None, 3))
+    a, b = _open_base("a"), _open_base("b")
+    ensemble = keras.Model(i, keras.layers.Concatenate()([a(i), b(i)]),
+                           name="ensemble")
+    outer = keras.Sequential([keras.Input((8, 6, 3)), ensemble,
+                              keras.layers.Dense(2, name="head")])
+    assert prune.count_macs(outer) == 2 * 8 * 6 * 27 * 4 + 8 * 2
+    assert prune.count_macs(prune.prune_low_magnitude(outer)) == \
+        2 * 8 * 6 * 27 * 4 + 8 * 2
+
+
 def test_channel_pruning_follows_a_custom_schedule():
     import tensorflow as tf
 

@@ -249,18 +249,14 @@ def count_macs(model) -> int:
 
     A nested model built without an input size (a keras.applications
     base with ``include_top=False`` and no ``input_shape`` takes
-    ``(None, None, 3)``) is counted at the size its caller gives it.
+    ``(None, None, 3)``) is counted at the size its caller gives it, at
+    any depth of nesting.
     """
-    from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
-                                          repeated_names)
     from tfcompress.utils.graph import node_graph
-    if has_nested_model(model) and _nested_sizes_open(model) and \
-            not repeated_names(model):
-        model = flatten_nested(model)   # the nested layers at the call's size
     total = 0
     for node in node_graph(model):
         if isinstance(node.op, keras.Model):
-            total += count_macs(node.op)
+            total += count_macs(_at_call_size(node.op, node.parent_shapes))
             continue
         layer = _unwrapped(node.op)
         if not isinstance(layer, _MAC_LAYERS):
@@ -283,9 +279,15 @@ def count_macs(model) -> int:
     return int(total)
 
 
-def _nested_sizes_open(model) -> bool:
-    """True when a model nested in ``model`` leaves an input size (other
-    than the batch's) open."""
-    return any(isinstance(layer, keras.Model) and any(
-        None in tuple(t.shape)[1:] for t in layer.inputs)
-        for layer in model.layers)
+def _at_call_size(model, shapes):
+    """``model``, nested in another and called on inputs of ``shapes``, as
+    that call runs it: when ``model`` leaves an input size open, a copy
+    of it (new layers, the original is not touched) built on inputs of
+    ``shapes``, whose own nested models :func:`count_macs` sizes in turn;
+    else ``model`` itself."""
+    if not any(None in tuple(t.shape)[1:] for t in model.inputs):
+        return model
+    inputs = [keras.Input(batch_shape=shape, dtype=t.dtype)
+              for shape, t in zip(shapes, model.inputs)]
+    return keras.models.clone_model(
+        model, input_tensors=inputs[0] if len(inputs) == 1 else inputs)

@@ -459,6 +459,7 @@ class _Analysis:
                 self.freeze(s, f"{name} combines tensors of other channels")
             self.set_output(node.key, None)
             return
+        repeat = repeats.pop()
         multiply = isinstance(node.op, L.Multiply) or \
             type(node.op).__name__ == "Multiply"
         if multiply:
@@ -469,25 +470,25 @@ class _Analysis:
                 for s in carriers[1:]:
                     root = self.merge(root, s)
                 for g in gates:
-                    why = self.gate_blocker(g, node, repeats)
+                    why = self.gate_blocker(g, node, repeat)
                     if why:
                         self.freeze(root, why)
                         root = self.merge(root, g)
                     else:
                         root = self.merge(root, g, as_passengers=True)
-                self.set_output(node.key, root, repeats.pop())
+                self.set_output(node.key, root, repeat)
                 return
         # Add, Subtract, Average, Maximum, Minimum, Multiply of carriers:
         # a channel that is zero in every input is zero in the output
         root = known[0]
         for s in known[1:]:
             root = self.merge(root, s)
-        self.set_output(node.key, root, repeats.pop())
+        self.set_output(node.key, root, repeat)
 
-    def gate_blocker(self, gate_sid, node, repeats):
+    def gate_blocker(self, gate_sid, node, repeat):
         """Why the gate space cannot ride along (or "")."""
         space = self.space(gate_sid)
-        if repeats != {1}:
+        if repeat > 1:
             return (f"{node.op.name} gates channels repeated by a "
                     "depth_multiplier")
         if space.consumers:

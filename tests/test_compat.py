@@ -161,6 +161,22 @@ def test_keras_history_names_the_producing_layer_of_each_output():
     assert [hist.tensor_index for hist in history] == [0, 0]
 
 
+def test_keras_history_of_a_model_input_is_its_input_layer():
+    # convert names an input of open size by its InputLayer, not by the
+    # tensor ("keras_tensor_9" when the input is unnamed)
+    unnamed, named = keras.Input((4,)), keras.Input((3,), name="pixels")
+    model = keras.Model([unnamed, named],
+                        keras.layers.Concatenate()([unnamed, named]))
+    layers = [compat.keras_history(t).operation for t in model.inputs]
+    assert layers == model.layers[:2], moved(
+        "keras.KerasTensor._keras_history")
+    assert layers[0].name != unnamed.name and layers[1].name == "pixels"
+    sequential = keras.Sequential([keras.Input((2,)),
+                                   keras.layers.Dense(1)])
+    layer = compat.keras_history(sequential.inputs[0]).operation
+    assert isinstance(layer, keras.layers.InputLayer)
+
+
 def test_keras_history_of_a_non_symbolic_tensor_is_an_error():
     with pytest.raises(compat.CompatError, match="not a symbolic Keras"):
         compat.keras_history(tf.constant(1.0))

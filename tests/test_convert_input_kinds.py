@@ -157,3 +157,19 @@ def test_batches_of_different_sample_shapes_are_an_input_error(x):
     with pytest.raises(InputError, match=r"representative_data is "
                        r"not one array of inputs.*\(n, 8, 8, 3\)"):
         convert(model, "int8", representative_data=[x[:6], x[6:, :4]])
+
+
+def test_open_size_error_names_the_input_layer_not_its_tensor():
+    sized, unnamed = keras.Input((4,), name="sized"), keras.Input((None,))
+    pooled = keras.layers.GlobalAveragePooling1D()(
+        keras.layers.Reshape((-1, 1))(unnamed))
+    model = keras.Model([sized, unnamed],
+                        keras.layers.Concatenate()([sized, pooled]))
+    layer_name, = [layer.name for layer in model.layers     # set by Keras
+                   if isinstance(layer, keras.layers.InputLayer)
+                   and layer.name != "sized"]
+    assert unnamed.name != layer_name      # the tensor: "keras_tensor..."
+    with pytest.raises(InputError) as err:
+        convert(model, "float32")
+    assert f"input {layer_name!r} of model" in str(err.value)
+    assert unnamed.name not in str(err.value)

@@ -9,7 +9,7 @@ import numpy as np
 
 from tfcompress import compat
 from tfcompress.convert.inputs import (as_samples, describe_ranges, first,
-                                       input_dtypes, input_names,
+                                       input_dtypes, input_layer_names,
                                        input_ranges, input_shapes,
                                        one_at_a_time, random_samples)
 from tfcompress.convert.recurrent import check_integer_conversion
@@ -196,7 +196,8 @@ def _check_model(model):
             not model.built:
         raise InputError(f"model {model.name} is not built; call it on "
                          "data or give it an Input layer first")
-    for name, shape in zip(input_names(model), input_shapes(model) or []):
+    for name, shape in zip(input_layer_names(model),
+                           input_shapes(model) or []):
         if None in shape:
             sized = ", ".join("n" if d is None else str(d) for d in shape)
             sized += "," if len(shape) == 1 else ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcompress.compat import CompatError, keras_history
 from tfcompress.errors import InputError
 
 
@@ -25,6 +26,29 @@ def input_names(model) -> list:
     """The names of ``model.inputs`` (empty for a subclassed model)."""
     return [t.name.split(":")[0] for t in getattr(model, "inputs", None)
             or []]
+
+
+def input_layer_names(model) -> list:
+    """The names of the InputLayers behind ``model.inputs``, what the
+    user named (an unnamed ``keras.Input`` gives its layer a name such as
+    ``input_layer_1`` and its tensor one such as ``keras_tensor_9``, the
+    name :func:`input_names` and dict-keyed data use); the tensor's name
+    where the input has no Keras history (a tf_keras model).
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((4,), name="pixels"),
+    ...                           keras.layers.Dense(2)])
+    >>> input_layer_names(model)
+    ['pixels']
+    """
+    names = []
+    for tensor, name in zip(getattr(model, "inputs", None) or [],
+                            input_names(model)):
+        try:
+            names.append(keras_history(tensor).operation.name)
+        except CompatError:
+            names.append(name)
+    return names
 
 
 def input_shapes(model):

@@ -22,6 +22,7 @@ True
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 _TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
@@ -65,3 +66,16 @@ def from_output_channel_rows(layer, rows, shape):
         return tf.reshape(columns, shape)
     permuted = tf.reshape(columns, [shape[i] for i in order])
     return tf.transpose(permuted, order)   # the order is its own inverse
+
+
+def repeated_positions(positions, repeat):
+    """Where channels ``positions`` of a depthwise convolution's input go
+    in its output with ``depth_multiplier = repeat``: input channel ``c``
+    feeds outputs ``c * repeat`` to ``c * repeat + repeat - 1``; one row
+    per position.
+
+    >>> repeated_positions([0, 2], 3).tolist()
+    [[0, 1, 2], [6, 7, 8]]
+    """
+    positions = np.asarray(positions, np.int64).reshape(-1, 1)
+    return positions * repeat + np.arange(repeat)

@@ -6,7 +6,10 @@ depthwise convolutions on the path keep it at zero, an ``Add`` removes the
 same channel from all its inputs, a channel-axis ``Concatenate`` places it
 at an offset of its output (later layers drop it there), and each consumer
 (the next Conv/Dense/SeparableConv, or a Flatten followed by Dense) drops
-the matching input weights.
+the matching input weights. A depthwise convolution with
+``depth_multiplier = M`` turns channel ``c`` into its outputs ``c * M``
+to ``c * M + M - 1``: the layers after it see the space's channels
+*repeated* ``M`` times and drop all ``M`` together.
 
 A ``Multiply`` by a gate (squeeze-excitation: ``x * sigmoid(conv(...))``)
 keeps a dead channel of ``x`` at zero whatever the gate says, so the gate's
@@ -34,6 +37,7 @@ from keras import layers as L
 
 from tfcompress.errors import InputError
 from tfcompress.utils import graph as graph_lib
+from tfcompress.utils.channels import repeated_positions
 from tfcompress.utils.layer_map import is_container
 
 PRODUCERS = (L.Conv1D, L.Conv2D, L.Dense, L.SeparableConv1D,
@@ -71,13 +75,32 @@ def output_kernel(layer):
     return layer.kernel
 
 
+def depth_multiplier(layer) -> int:
+    """How many outputs each input channel of ``layer`` feeds (a depthwise
+    convolution's ``depth_multiplier``; 1 for other per-channel layers)."""
+    return int(getattr(layer, "depth_multiplier", 1))
+
+
+def _output_positions(layer, inputs):
+    """Positions of a per-channel layer's outputs (its per-channel weights)
+    for the input positions ``inputs`` (one row per channel)."""
+    multiplier = depth_multiplier(layer)
+    if multiplier == 1:
+        return inputs
+    return repeated_positions(inputs.ravel(), multiplier).reshape(
+        len(inputs), -1)
+
+
 @dataclasses.dataclass
 class ChannelSpace:
     """Tensors whose channels are pruned together.
 
     ``followers`` and ``consumers`` see the space's channels at an offset
-    (non-zero after a Concatenate): ``follower_offsets[i]`` is the offset
-    for ``followers[i]``; consumers are ``(layer, kind, offset)``.
+    (non-zero after a Concatenate), each repeated (more than once after a
+    depthwise convolution with ``depth_multiplier`` above 1, see
+    :meth:`positions`): ``follower_offsets[i]`` and
+    ``follower_repeats[i]`` are those of ``followers[i]``; consumers are
+    ``(layer, kind, offset, repeat)``.
     ``passengers`` (gate producers of a squeeze-excitation ``Multiply``)
     and ``passenger_followers`` lose the channels the space drops but do
     not decide which. ``reshapes`` are Reshape layers whose last
@@ -110,6 +133,7 @@ class ChannelSpace:
     followers: list = dataclasses.field(default_factory=list)
     consumers: list = dataclasses.field(default_factory=list)
     follower_offsets: list = dataclasses.field(default_factory=list)
+    follower_repeats: list = dataclasses.field(default_factory=list)
     passengers: list = dataclasses.field(default_factory=list)
     passenger_followers: list = dataclasses.field(default_factory=list)
     reshapes: list = dataclasses.field(default_factory=list)
@@ -119,6 +143,26 @@ class ChannelSpace:
     def iter_followers(self):
         """``(layer, offset)`` of every per-channel layer on the path."""
         return zip(self.followers, self.follower_offsets)
+
+    def positions(self, offset=0, repeat=1):
+        """Where each channel of the space sits in a tensor carrying it at
+        ``offset``, repeated ``repeat`` times: one row per channel.
+
+        >>> ChannelSpace(3).positions(offset=4, repeat=2).tolist()
+        [[4, 5], [6, 7], [8, 9]]
+        """
+        return offset + repeated_positions(np.arange(self.channels), repeat)
+
+    def iter_follower_positions(self):
+        """``(layer, inputs, outputs)`` of every per-channel layer on the
+        path: each channel's positions in the layer's input and in its
+        output and per-channel weights (a depthwise convolution's
+        ``depth_multiplier`` repeats them)."""
+        for layer, offset, repeat in zip(self.followers,
+                                         self.follower_offsets,
+                                         self.follower_repeats):
+            inputs = self.positions(offset, repeat)
+            yield layer, inputs, _output_positions(layer, inputs)
 
     @property
     def prunable(self) -> bool:
@@ -137,6 +181,7 @@ class ChannelSpace:
             self.producers += other.producers
             self.followers += other.followers
             self.follower_offsets += other.follower_offsets
+            self.follower_repeats += other.follower_repeats
             self.passengers += other.passengers
             self.passenger_followers += other.passenger_followers
             self.gate = self.gate or other.gate
@@ -202,6 +247,9 @@ class _Analysis:
         # channel-axis Concatenate (and the per-channel layers after it)
         self.segments = {}
         self.keys_of_space = {}   # space id -> node keys carrying it
+        # node key -> how many times each channel of its space repeats
+        # (depthwise convolutions with depth_multiplier above 1)
+        self.repeats = {}
 
     # -- union-find ----------------------------------------------------
     def find(self, i):
@@ -240,16 +288,22 @@ class _Analysis:
             for sid, _ in self.segments.get(k, ()):
                 self.freeze(sid, why)
 
-    def set_output(self, key, sid):
+    def set_output(self, key, sid, repeat=1):
         self.space_of[key] = sid
+        self.repeats[key] = repeat
         if sid is not None:
             self.keys_of_space.setdefault(sid, []).append(key)
+
+    def repeat(self, key):
+        """How many times the tensor ``key`` repeats its space's
+        channels."""
+        return self.repeats.get(key, 1)
 
     def segments_of(self, key, shape):
         if key in self.segments:
             return self.segments[key]
         sid = self.space_of.get(key)
-        if sid is not None:
+        if sid is not None and self.repeat(key) == 1:
             return [(sid, self.space(sid).channels)]
         return [(None, int(shape[-1]))]
 
@@ -310,6 +364,7 @@ class _Analysis:
         ins = [self.space_of.get(p) for p in node.parents]
         flat_ins = [self.flattened.get(p) for p in node.parents]
         src = ins[0]
+        repeat = self.repeat(node.parents[0])
         concat_in = [p for p in node.parents if p in self.segments]
         if concat_in and not isinstance(op, L.Concatenate):
             if self.concat_consumer(node, concat_in):
@@ -317,9 +372,9 @@ class _Analysis:
         elif isinstance(op, PRODUCERS) and getattr(op, "groups", 1) == 1:
             if flat_ins[0] is not None and isinstance(op, L.Dense):
                 self.space(flat_ins[0]).consumers.append(
-                    (op, "flatten_dense", 0))
+                    (op, "flatten_dense", 0, repeat))
             elif src is not None:
-                self.space(src).consumers.append((op, "input", 0))
+                self.space(src).consumers.append((op, "input", 0, repeat))
         elif isinstance(op, PRODUCERS):
             self.freeze_inputs(node, f"{name} is a grouped convolution")
             return
@@ -336,18 +391,14 @@ class _Analysis:
         elif concat_in and not isinstance(op, L.Concatenate):
             pass    # handled by concat_consumer
         elif isinstance(op, FOLLOWERS):
-            if isinstance(op, (L.DepthwiseConv1D, L.DepthwiseConv2D)) and \
-                    op.depth_multiplier != 1:
-                self.freeze_inputs(node, f"{name} has depth_multiplier "
-                                   f"{op.depth_multiplier}")
-                return
             if src is not None:
                 self.space(src).followers.append(op)
                 self.space(src).follower_offsets.append(0)
+                self.space(src).follower_repeats.append(repeat)
                 if _activation_name(op) not in ZERO_PRESERVING_ACTIVATIONS:
                     self.mark_gate(src, f"{name} activation maps 0 to "
                                    "non-zero")
-            self.set_output(key, src)
+            self.set_output(key, src, repeat * depth_multiplier(op))
         elif isinstance(op, (L.Add, L.Multiply, L.Average, L.Subtract,
                              L.Maximum, L.Minimum)) or (
                 kind in ("Add", "Subtract", "Multiply")
@@ -356,7 +407,7 @@ class _Analysis:
         elif isinstance(op, L.Concatenate):
             self.concatenate(node, ins)
         elif isinstance(op, L.Flatten):
-            self.set_output(key, None)
+            self.set_output(key, None, repeat)
             self.flattened[key] = src
             if flat_ins[0] is not None:
                 self.freeze(flat_ins[0], f"{name} flattens twice")
@@ -367,6 +418,10 @@ class _Analysis:
             if not same:
                 self.freeze_inputs(node, f"{name} (Reshape) changes the "
                                    "channel axis")
+                return
+            if repeat > 1:
+                self.freeze_inputs(node, f"{name} (Reshape) reads channels "
+                                   "repeated by a depth_multiplier")
                 return
             self.space(src).reshapes.append(op)
             self.set_output(key, src)
@@ -381,7 +436,7 @@ class _Analysis:
                 self.mark_gate(src, f"{name} ({kind}) maps 0 to non-zero")
                 self.mark_gate(flat_ins[0], f"{name} ({kind}) maps 0 to "
                                "non-zero")
-            self.set_output(key, src)
+            self.set_output(key, src, repeat)
             if flat_ins[0] is not None:     # still the flattened features
                 self.flattened[key] = flat_ins[0]
                 return
@@ -398,11 +453,13 @@ class _Analysis:
         name = getattr(node.op, "name", node.key)
         known = [s for s in ins if s is not None]
         widths = {int(s[-1]) for s in node.parent_shapes if s}
-        if len(known) != len(ins) or len(widths) > 1:
+        repeats = {self.repeat(p) for p in node.parents}
+        if len(known) != len(ins) or len(widths) > 1 or len(repeats) > 1:
             for s in known:
                 self.freeze(s, f"{name} combines tensors of other channels")
             self.set_output(node.key, None)
             return
+        repeat = repeats.pop()
         multiply = isinstance(node.op, L.Multiply) or \
             type(node.op).__name__ == "Multiply"
         if multiply:
@@ -413,24 +470,27 @@ class _Analysis:
                 for s in carriers[1:]:
                     root = self.merge(root, s)
                 for g in gates:
-                    why = self.gate_blocker(g, node)
+                    why = self.gate_blocker(g, node, repeat)
                     if why:
                         self.freeze(root, why)
                         root = self.merge(root, g)
                     else:
                         root = self.merge(root, g, as_passengers=True)
-                self.set_output(node.key, root)
+                self.set_output(node.key, root, repeat)
                 return
         # Add, Subtract, Average, Maximum, Minimum, Multiply of carriers:
         # a channel that is zero in every input is zero in the output
         root = known[0]
         for s in known[1:]:
             root = self.merge(root, s)
-        self.set_output(node.key, root)
+        self.set_output(node.key, root, repeat)
 
-    def gate_blocker(self, gate_sid, node):
+    def gate_blocker(self, gate_sid, node, repeat):
         """Why the gate space cannot ride along (or "")."""
         space = self.space(gate_sid)
+        if repeat > 1:
+            return (f"{node.op.name} gates channels repeated by a "
+                    "depth_multiplier")
         if space.consumers:
             return (f"gate of {node.op.name} also feeds "
                     f"{space.consumers[0][0].name}")
@@ -456,6 +516,10 @@ class _Analysis:
                                  "along another axis")
             self.set_output(node.key, None)
             return
+        for p in node.parents:
+            if self.repeat(p) > 1:
+                self.freeze(self.space_of.get(p), f"{op.name} concatenates "
+                            "channels repeated by a depth_multiplier")
         self.segments[node.key] = [
             seg for p, shape in zip(node.parents, shapes)
             for seg in self.segments_of(p, shape)]
@@ -486,7 +550,7 @@ class _Analysis:
         if isinstance(op, PRODUCERS) and getattr(op, "groups", 1) == 1:
             for (sid, _), off in zip(segs, offsets):
                 if sid is not None:
-                    self.space(sid).consumers.append((op, "input", off))
+                    self.space(sid).consumers.append((op, "input", off, 1))
             return False        # the caller still creates its output space
         zero_safe = _activation_name(op) in ZERO_PRESERVING_ACTIVATIONS
         if isinstance(op, FOLLOWERS) and zero_safe and not (
@@ -496,6 +560,7 @@ class _Analysis:
                 if sid is not None:
                     self.space(sid).followers.append(op)
                     self.space(sid).follower_offsets.append(off)
+                    self.space(sid).follower_repeats.append(1)
             self.segments[key] = segs
             return True
         elementwise = isinstance(op, PASS_THROUGH + (L.Activation,)) or (

@@ -35,14 +35,16 @@ ALLOCATIONS = ("uniform", "global")
 
 def _gamma_scores(space):
     """Sum over the space's BatchNormalization layers of ``|gamma|``,
-    each layer's divided by its mean so that every one weighs the same;
-    None when no BatchNormalization (with a scale) is on the path."""
+    each layer's divided by its mean so that every one weighs the same
+    (the mean over a channel's outputs where a depthwise convolution's
+    ``depth_multiplier`` repeats it); None when no BatchNormalization
+    (with a scale) is on the path."""
     score, found = np.zeros(space.channels, np.float64), False
-    for layer, offset in space.iter_followers():
+    for layer, _, outputs in space.iter_follower_positions():
         if isinstance(layer, L.BatchNormalization) and \
                 layer.gamma is not None:
             g = np.abs(np.asarray(layer.gamma, np.float64))
-            score += g[offset:offset + space.channels] / max(g.mean(), 1e-12)
+            score += g[outputs].mean(axis=1) / max(g.mean(), 1e-12)
             found = True
     return score if found else None
 
@@ -95,6 +97,14 @@ def channel_scores(space, norm="bn_gamma"):
     return score
 
 
+def _keep_vector(length, positions, keep):
+    """Ones of ``length`` with each channel's ``positions`` (one row per
+    channel) set to its ``keep``."""
+    full = np.ones(length, np.float32)
+    full[positions] = keep[:, None]
+    return full
+
+
 def zero_channels(space, keep):
     """Zeros channels where ``keep`` is 0 along the whole space (producers
     and the per-channel layers on its path; passengers are left alone:
@@ -125,13 +135,12 @@ def zero_channels(space, keep):
         kernel.assign(np.asarray(kernel) * m)
         if getattr(layer, "bias", None) is not None:
             layer.bias.assign(np.asarray(layer.bias) * m)
-    for layer, offset in space.iter_followers():
+    for layer, inputs, outputs in space.iter_follower_positions():
         # the follower may carry more channels (after a Concatenate)
         depthwise = isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D))
-        total = (int(layer.kernel.shape[-2]) if depthwise
+        total = (int(np.prod(layer.kernel.shape[-2:])) if depthwise
                  else int(layer.moving_mean.shape[0]))
-        full = np.ones(total, np.float32)
-        full[offset:offset + len(m)] = m
+        full = _keep_vector(total, outputs, m)
         if isinstance(layer, L.BatchNormalization):
             for v in (layer.gamma, layer.beta):
                 if v is not None:
@@ -142,8 +151,10 @@ def zero_channels(space, keep):
                 layer.moving_mean.assign(np.asarray(layer.moving_mean) *
                                          full)
         elif depthwise:
+            kernel_keep = _keep_vector(int(layer.kernel.shape[-2]), inputs,
+                                       m)
             layer.kernel.assign(np.asarray(layer.kernel) *
-                                full.reshape(-1, 1))
+                                kernel_keep.reshape(-1, 1))
             if getattr(layer, "bias", None) is not None:
                 layer.bias.assign(np.asarray(layer.bias) * full)
 

@@ -8,6 +8,7 @@ from keras import layers as L
 
 from tfcompress.errors import InputError
 from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+from tfcompress.utils.channels import repeated_positions
 from tfcompress.utils.layer_map import is_container
 
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
@@ -20,7 +21,8 @@ def dead_channels(space) -> np.ndarray:
     A channel is dead when every producer's kernel and bias are zero for
     it, every BatchNormalization on the path has gamma = beta = 0 for it
     (beta, if any, and moving mean = 0 when it has no gamma) and every
-    depthwise convolution on the path has bias 0 for it.
+    depthwise convolution on the path has bias 0 for it (for each of its
+    outputs with a ``depth_multiplier`` above 1).
 
     >>> import keras
     >>> keras.utils.set_random_seed(0)
@@ -49,17 +51,16 @@ def dead_channels(space) -> np.ndarray:
         dead &= np.all(k == 0, axis=0)
         if getattr(layer, "bias", None) is not None:
             dead &= np.asarray(layer.bias) == 0
-    for layer, offset in space.iter_followers():
-        window = slice(offset, offset + space.channels)
+    for layer, _, outputs in space.iter_follower_positions():
         if isinstance(layer, L.BatchNormalization):
-            for v in (layer.gamma, layer.beta):
-                if v is not None:
-                    dead &= np.asarray(v)[window] == 0
-            if layer.gamma is None:
-                # no scale: -moving_mean / std reaches the output
-                dead &= np.asarray(layer.moving_mean)[window] == 0
-        elif getattr(layer, "bias", None) is not None:
-            dead &= np.asarray(layer.bias)[window] == 0
+            # no scale: -moving_mean / std reaches the output
+            vectors = (layer.gamma, layer.beta) if layer.gamma is not None \
+                else (layer.beta, layer.moving_mean)
+        else:
+            vectors = (getattr(layer, "bias", None),)
+        for v in vectors:
+            if v is not None:
+                dead &= np.all(np.asarray(v)[outputs] == 0, axis=1)
     return dead
 
 
@@ -81,18 +82,22 @@ class _Plan:
         drop = np.flatnonzero(dead)
         for layer in space.producers + space.passengers:
             self.out_keep[layer.name] = keep
-        for layer, offset in space.iter_followers():
-            self.follow_drop.setdefault(layer.name, []).extend(drop + offset)
+        for layer, inputs, _ in space.iter_follower_positions():
+            self.follow_drop.setdefault(layer.name, []).extend(
+                inputs[drop].ravel())
         for layer in space.passenger_followers:
             self.follow_drop.setdefault(layer.name, []).extend(drop)
         for layer in space.reshapes:
             self.reshape_drop[layer.name] = \
                 self.reshape_drop.get(layer.name, 0) + len(drop)
-        for layer, kind, offset in space.consumers:
+        for layer, kind, offset, repeat in space.consumers:
+            positions = space.positions(offset, repeat)
             if kind == "flatten_dense":
-                self.flat_keep[layer.name] = (keep, space.channels)
+                self.flat_keep[layer.name] = (positions[keep].ravel(),
+                                              positions.size)
             else:
-                self.in_drop.setdefault(layer.name, []).extend(drop + offset)
+                self.in_drop.setdefault(layer.name, []).extend(
+                    positions[drop].ravel())
 
     def config(self, entry):
         """Edits one layer entry of the model config in place."""
@@ -115,9 +120,8 @@ class _Plan:
             depthwise, pointwise = weights[0], weights[1]
             if name in self.in_drop:
                 drop = np.asarray(self.in_drop[name])
-                mult = depthwise.shape[-1]
+                rows = repeated_positions(drop, depthwise.shape[-1]).ravel()
                 depthwise = np.delete(depthwise, drop, axis=-2)
-                rows = (drop[:, None] * mult + np.arange(mult)).ravel()
                 pointwise = np.delete(pointwise, rows, axis=-2)
             if name in self.out_keep:
                 pointwise = pointwise[..., self.out_keep[name]]
@@ -140,8 +144,10 @@ class _Plan:
         elif name in self.follow_drop:
             drop = self.follow_drop[name]
             if isinstance(layer, DEPTHWISE):
+                outputs = repeated_positions(
+                    drop, layer.depth_multiplier).ravel()
                 weights[0] = np.delete(weights[0], drop, axis=-2)
-                weights[1:] = [np.delete(w, drop) for w in weights[1:]]
+                weights[1:] = [np.delete(w, outputs) for w in weights[1:]]
             else:
                 weights = [np.delete(w, drop) for w in weights]
         return weights
@@ -243,22 +249,18 @@ def count_macs(model) -> int:
 
     A nested model built without an input size (a keras.applications
     base with ``include_top=False`` and no ``input_shape`` takes
-    ``(None, None, 3)``) is counted at the size its caller gives it.
+    ``(None, None, 3)``) is counted at the size its caller gives it, at
+    any depth of nesting.
     """
-    from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
-                                          repeated_names)
     from tfcompress.utils.graph import node_graph
     if not isinstance(model, keras.Model):
         raise InputError(f"count_macs takes a Keras model, got "
                          f"{type(model).__name__}; for one layer, count "
                          "keras.Sequential([keras.Input(shape), layer])")
-    if has_nested_model(model) and _nested_sizes_open(model) and \
-            not repeated_names(model):
-        model = flatten_nested(model)   # the nested layers at the call's size
     total = 0
     for node in node_graph(model):
         if isinstance(node.op, keras.Model):
-            total += count_macs(node.op)
+            total += count_macs(_at_call_size(node.op, node.parent_shapes))
             continue
         layer = _unwrapped(node.op)
         if not isinstance(layer, _MAC_LAYERS):
@@ -281,9 +283,15 @@ def count_macs(model) -> int:
     return int(total)
 
 
-def _nested_sizes_open(model) -> bool:
-    """True when a model nested in ``model`` leaves an input size (other
-    than the batch's) open."""
-    return any(isinstance(layer, keras.Model) and any(
-        None in tuple(t.shape)[1:] for t in layer.inputs)
-        for layer in model.layers)
+def _at_call_size(model, shapes):
+    """``model``, nested in another and called on inputs of ``shapes``, as
+    that call runs it: when ``model`` leaves an input size open, a copy
+    of it (new layers, the original is not touched) built on inputs of
+    ``shapes``, whose own nested models :func:`count_macs` sizes in turn;
+    else ``model`` itself."""
+    if not any(None in tuple(t.shape)[1:] for t in model.inputs):
+        return model
+    inputs = [keras.Input(batch_shape=shape, dtype=t.dtype)
+              for shape, t in zip(shapes, model.inputs)]
+    return keras.models.clone_model(
+        model, input_tensors=inputs[0] if len(inputs) == 1 else inputs)

@@ -8,6 +8,8 @@ import pytest
 
 from tfcompress import cluster, distill, prune, quantize
 from tfcompress.analyze import sensitivity
+from tfcompress.bench import benchmark_model
+from tfcompress.convert import convert
 from tfcompress.errors import InputError
 
 
@@ -83,6 +85,33 @@ CASES = {
     "sensitivity layers=3": (lambda: sensitivity(
         _model(), (X, Y), sparsities=0.5, bits=8, layers=3),
         "layers takes layer names"),
+    "convert strict='no'": (lambda: convert(
+        _model(), "int8", representative_data=X, strict="no"),
+        "convert: strict must be True or False"),
+    "convert per_channel=None": (lambda: convert(
+        _model(), "int8", representative_data=X, per_channel=None),
+        "convert: per_channel must be True or False"),
+    "convert float_layers=3": (lambda: convert(
+        _model(), "int8", representative_data=X, float_layers=3),
+        "float_layers takes layer names"),
+    "convert output_path=0": (lambda: convert(
+        _model(), "float32", output_path=0),
+        "output_path must be a file path"),
+    "benchmark_model path=None": (lambda: benchmark_model(None),
+                                  "model must be a file path"),
+    "benchmark_model runs=None": (lambda: benchmark_model(
+        "m.tflite", runs=None), "runs must be an integer of at least 1"),
+    "benchmark_model runs=0": (lambda: benchmark_model(
+        "m.tflite", runs=0), "runs must be an integer of at least 1"),
+    "benchmark_model threads=0": (lambda: benchmark_model(
+        "m.tflite", threads=0), "threads must be an integer of at least 1"),
+    "benchmark_model warmup_runs=-1": (lambda: benchmark_model(
+        "m.tflite", warmup_runs=-1), "warmup_runs must be an integer of at "
+        "least 0"),
+    "benchmark_model max_seconds='x'": (lambda: benchmark_model(
+        "m.tflite", max_seconds="x"), "max_seconds must be a number"),
+    "benchmark_model data=1.5": (lambda: benchmark_model(
+        "m.tflite", data=1.5), "data must be a file path"),
 }
 
 

@@ -16,6 +16,7 @@ from typing import NamedTuple, Optional
 
 from tfcompress.bench.runner import BenchError
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import check_counts, check_flags, is_number
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "runner.py")
@@ -38,6 +39,34 @@ def _runner_args(model, data, runtime, threads, warmup_runs, runs,
     return args
 
 
+def check_settings(what, paths, data, threads, warmup_runs, runs,
+                   min_seconds, max_seconds, xnnpack):
+    """InputError for a model or data path that is not a path, or timing
+    settings of the wrong kind (before any process starts).
+
+    >>> check_settings("benchmark_model", ["m.tflite"], None, 1, 5, 0,
+    ...                0.0, 60.0, True)
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: benchmark_model: runs must be an integer of at least 1, got 0
+    """
+    for name, value in [("model", p) for p in paths] + [("data", data)]:
+        if name == "data" and value is None:
+            continue
+        if not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{what}: {name} must be a file path, got "
+                             f"{type(value).__name__} {value!r:.40}")
+    check_counts(what, threads=threads, runs=runs)
+    check_counts(what, minimum=0, warmup_runs=warmup_runs)
+    for name, value, low in (("min_seconds", min_seconds, 0.0),
+                             ("max_seconds", max_seconds, 1e-9)):
+        if not is_number(value) or value < low:
+            raise InputError(f"{what}: {name} must be a number of seconds "
+                             f"({'>= 0' if low == 0 else '> 0'}), got "
+                             f"{value!r:.40}")
+    check_flags(what, xnnpack=xnnpack)
+
+
 def benchmark_model(path, data=None, runtime="auto", threads=1,
                     warmup_runs=5, runs=50, min_seconds=0.0,
                     max_seconds=60.0, xnnpack=True, python=None,
@@ -47,6 +76,8 @@ def benchmark_model(path, data=None, runtime="auto", threads=1,
     >>> r = benchmark_model("model_int8.tflite", data="eval.npz")  # doctest: +SKIP
     >>> r["latency"]["p50_ms"], r["accuracy"]["top1_accuracy"]     # doctest: +SKIP
     """
+    check_settings("benchmark_model", [path], data, threads, warmup_runs,
+                   runs, min_seconds, max_seconds, xnnpack)
     if not os.path.isfile(path):
         raise BenchError(f"model {path} does not exist")
     if data is not None and not os.path.isfile(data):
@@ -319,6 +350,8 @@ def benchmark_remote(host, paths, data=None, runtime="auto", threads=1,
     target = parse_host(host)
     options = _ssh_options(target, port, identity, ssh_options)
     paths = list(paths)
+    check_settings("benchmark_remote", paths, data, threads, warmup_runs,
+                   runs, min_seconds, max_seconds, xnnpack)
     for p in paths + ([data] if data else []):
         if not os.path.isfile(p):
             raise BenchError(f"{p} does not exist")

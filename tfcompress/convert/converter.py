@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -23,7 +24,7 @@ from tfcompress.convert.precision import (float32_compute,
 from tfcompress.quiet import (converter_output_silenced,
                              native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
-from tfcompress.utils.arguments import check_counts
+from tfcompress.utils.arguments import check_counts, check_flags
 
 
 def strip_training_wrappers(model):
@@ -306,6 +307,9 @@ def _convert(model, mode, representative_data, input_type, output_type,
                      float_layers, output_path)
     check_counts("convert", calibration_samples=calibration_samples,
                  check_samples=check_samples)
+    check_flags("convert", sparse=sparse, per_channel=per_channel,
+                xnnpack_rewrites=xnnpack_rewrites,
+                **({} if strict is None else {"strict": strict}))
     if not isinstance(percentile, (int, float)) or \
             not 50 < percentile <= 100:
         # below 50 the lower bound passes the upper one
@@ -657,6 +661,11 @@ def _check_arguments(mode, input_type, output_type, calibration, sparse,
         raise InputError("sparse=True and float_layers cannot be combined; "
                          "convert with one of them (CLI: --sparse or "
                          "--float_layers)")
+    if output_path is not None and not isinstance(output_path,
+                                                  (str, os.PathLike)):
+        raise InputError(f"convert: output_path must be a file path such "
+                         f"as 'model.tflite', got "
+                         f"{type(output_path).__name__} {output_path!r:.40}")
     if output_path is not None:
         try:
             check_writable_folder(output_path)

@@ -37,7 +37,12 @@ def check_float_layers(float_layers, layer_names, mode, qat, nested=None):
         return []
     if isinstance(float_layers, str):
         float_layers = [n for n in float_layers.split(",") if n.strip()]
-    names = [str(n).strip() for n in float_layers]
+    if not isinstance(float_layers, (list, tuple, set, frozenset)) or \
+            not all(isinstance(n, str) for n in float_layers):
+        raise InputError(f"float_layers takes layer names (a list, or one "
+                         f"string of comma-separated names), got "
+                         f"{float_layers!r:.80}")
+    names = [n.strip() for n in float_layers]
     if not names:
         return []
     if mode != "int8":

@@ -19,17 +19,17 @@ import numbers
 from tfcompress.errors import InputError
 
 
-def check_counts(what: str, optional=(), **counts):
+def check_counts(what: str, optional=(), minimum=1, **counts):
     """InputError unless each of ``counts`` is an integer (a NumPy integer
-    too, not a bool) of at least 1; the names in ``optional`` may also be
-    None (e.g. ``samples=None``: all of them)."""
+    too, not a bool) of at least ``minimum``; the names in ``optional``
+    may also be None (e.g. ``samples=None``: all of them)."""
     for name, value in counts.items():
         if value is None and name in optional:
             continue
         if isinstance(value, bool) or not isinstance(
-                value, numbers.Integral) or value < 1:
+                value, numbers.Integral) or value < minimum:
             raise InputError(f"{what}: {name} must be an integer of at "
-                             f"least 1, got {value!r}")
+                             f"least {minimum}, got {value!r:.40}")
 
 
 def is_number(value) -> bool:

@@ -11,6 +11,7 @@ from tfcompress.analyze import sensitivity
 from tfcompress.bench import benchmark_model
 from tfcompress.convert import convert
 from tfcompress.errors import InputError
+from tfcompress.prune.lottery import find_winning_ticket
 
 
 def _model():
@@ -22,6 +23,14 @@ def _model():
         keras.layers.ReLU(),
         keras.layers.Flatten(),
         keras.layers.Dense(3, name="fc")])
+
+
+def _seeded(seed):
+    return _model()
+
+
+def _train(model, callbacks):
+    raise AssertionError("the arguments are checked before any training")
 
 
 X = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
@@ -112,6 +121,39 @@ CASES = {
         "m.tflite", max_seconds="x"), "max_seconds must be a number"),
     "benchmark_model data=1.5": (lambda: benchmark_model(
         "m.tflite", data=1.5), "data must be a file path"),
+    "quantize_annotate_layer(3)": (lambda: quantize.quantize_annotate_layer(
+        3), "quantize_annotate_layer takes a Keras model or layer"),
+    "quantize_annotate_model(None)": (
+        lambda: quantize.quantize_annotate_model(None),
+        "quantize_annotate_model takes a Keras model"),
+    "quantize_model xnnpack_rewrites=None": (
+        lambda: quantize.quantize_model(_model(), xnnpack_rewrites=None),
+        "xnnpack_rewrites must be True or False"),
+    "quantize.summary(None)": (lambda: quantize.summary(None),
+                               "quantize.summary takes a Keras model"),
+    "prune.summary('m.keras')": (lambda: prune.summary("m.keras"),
+                                 "prune.summary takes a Keras model"),
+    "cluster.summary(None)": (lambda: cluster.summary(None),
+                              "cluster.summary takes a Keras model"),
+    "PruningSummaries(log_dir=None)": (lambda: prune.PruningSummaries(None),
+                                       "log_dir must be a folder path"),
+    "find_winning_ticket model_fn=None": (lambda: find_winning_ticket(
+        None, _train), "model_fn must be a function"),
+    "find_winning_ticket model_fn returns None": (
+        lambda: find_winning_ticket(lambda seed: None, _train),
+        r"model_fn\(seed\) must return a compiled Keras model"),
+    "find_winning_ticket rounds=2.5": (lambda: find_winning_ticket(
+        _seeded, _train, rounds=2.5), "rounds must be an integer of at "
+        "least 0"),
+    "find_winning_ticket seed=None": (lambda: find_winning_ticket(
+        _seeded, _train, seed=None), "seed must be an integer"),
+    "find_winning_ticket prune_fraction_per_round='x'": (
+        lambda: find_winning_ticket(_seeded, _train,
+                                    prune_fraction_per_round="x"),
+        "prune_fraction_per_round must be in"),
+    "find_winning_ticket random_control='yes'": (
+        lambda: find_winning_ticket(_seeded, _train, random_control="yes"),
+        "random_control must be True or False"),
 }
 
 

@@ -17,7 +17,8 @@ from tfcompress.cluster.clusterable import (ClusterableLayer,
 from tfcompress.prune.prunable import is_prunable
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.training_wrappers import training_wrapper
-from tfcompress.utils.arguments import check_flags, layer_names
+from tfcompress.utils.arguments import (check_flags, check_model,
+                                         layer_names)
 from tfcompress.utils.layer_map import (copy_layer, is_container,
                                         iter_layers, map_layers,
                                         nested_models, with_nested_layers)
@@ -154,9 +155,7 @@ def strip_clustering(model):
     """
     if isinstance(model, ClusterWeights):
         return _plain_copy(model)
-    if not isinstance(model, keras.layers.Layer):
-        raise InputError(f"strip_clustering takes a Keras model or layer, "
-                         f"got {type(model).__name__}")
+    check_model(model, "strip_clustering", layers_too=True)
     if not isinstance(model, keras.Model) or not any(
             isinstance(layer, ClusterWeights) for layer in iter_layers(model)):
         return model   # nothing to strip
@@ -232,6 +231,7 @@ def summary(model, print_fn=print):
     >>> rows[0]["float_bits"], rows[0]["deep_compression_bits"]
     (1024, 160)
     """
+    check_model(model, "cluster.summary")
     rows = []
     for layer in iter_layers(model):
         if not isinstance(layer, ClusterWeights):

@@ -280,6 +280,10 @@ class PruningSummaries(keras.callbacks.TensorBoard):
     """
 
     def __init__(self, log_dir, update_freq="epoch", **kwargs):
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise InputError(f"PruningSummaries: log_dir must be a folder "
+                             f"path such as 'logs', got "
+                             f"{type(log_dir).__name__} {log_dir!r:.40}")
         if not (update_freq in ("epoch", "batch") or (
                 isinstance(update_freq, int) and update_freq > 0)):
             raise InputError(f"PruningSummaries: update_freq={update_freq!r}"

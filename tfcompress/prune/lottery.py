@@ -25,6 +25,7 @@ import numpy as np
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
 from tfcompress.utils.layer_map import iter_layers
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import check_counts, check_flags, is_number
 
 
 class KeepMasked(keras.callbacks.Callback):
@@ -183,12 +184,20 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
       untrained ticket (``ticket(r)``, trained again with
       ``keep_masked(ticket, r)``).
     """
-    if not 0 < prune_fraction_per_round < 1:
-        raise InputError("prune_fraction_per_round must be in (0, 1)")
+    for name, fn in (("model_fn", model_fn), ("train_fn", train_fn)):
+        if not callable(fn):
+            raise InputError(f"find_winning_ticket: {name} must be a "
+                             f"function, got {type(fn).__name__}")
+    check_counts("find_winning_ticket", minimum=0, rounds=rounds, seed=seed)
+    check_flags("find_winning_ticket", random_control=random_control)
+    if not is_number(prune_fraction_per_round) or \
+            not 0 < prune_fraction_per_round < 1:
+        raise InputError(f"prune_fraction_per_round must be in (0, 1), "
+                         f"got {prune_fraction_per_round!r:.40}")
     if scope not in ("layer", "global"):
         # checked before the dense run, not after it
         raise InputError(f"scope must be 'layer' or 'global', got {scope!r}")
-    if not 0 <= output_rate <= 1:
+    if not is_number(output_rate) or not 0 <= output_rate <= 1:
         raise InputError(f"output_rate must be in [0, 1] (the output "
                          f"layer's share of the pruning rate), got "
                          f"{output_rate!r}")
@@ -197,6 +206,10 @@ def find_winning_ticket(model_fn, train_fn, rounds=5,
         raise InputError(f"rewind_step must be an integer >= 0 (0 rewinds "
                          f"to the initial weights), got {rewind_step!r}")
     model = model_fn(seed)
+    if not isinstance(model, keras.Model):
+        raise InputError(f"find_winning_ticket: model_fn(seed) must return "
+                         f"a compiled Keras model, returned "
+                         f"{type(model).__name__}")
     kernels = _prunable_kernels(model)
     if not kernels:
         raise InputError("the model has no prunable layer (Conv/Dense or a "

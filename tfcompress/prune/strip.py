@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import check_model
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import is_container, iter_layers, map_layers
 
@@ -42,9 +43,7 @@ def strip_pruning(model):
     if isinstance(model, PruneLowMagnitude):
         model.apply_masks()
         return model.layer
-    if not isinstance(model, keras.layers.Layer):
-        raise InputError(f"strip_pruning takes a Keras model or layer, got "
-                         f"{type(model).__name__}")
+    check_model(model, "strip_pruning", layers_too=True)
     if not isinstance(model, keras.Model) or not is_container(model):
         if isinstance(model, keras.Model) and is_pruned(model):
             raise InputError(f"{model.name} is a subclassed model; strip its "

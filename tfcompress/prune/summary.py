@@ -7,6 +7,7 @@ import numpy as np
 
 from tfcompress.prune import prunable
 from tfcompress.prune.wrapper import PruneLowMagnitude
+from tfcompress.utils.arguments import check_model
 from tfcompress.utils.layer_map import iter_layers
 
 
@@ -42,6 +43,7 @@ def summary(model, print_fn=print) -> list:
     >>> rows[0]["status"], rows.total["params"], rows.total["status"]
     ('pruned', 10, '1 of 1 layers pruned')
     """
+    check_model(model, "prune.summary")
     rows, totals = SummaryRows(), []
     layers = list(iter_layers(model))
     n_of_m = {l.sparsity_m_by_n[1] for l in layers

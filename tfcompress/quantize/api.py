@@ -15,6 +15,7 @@ from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.pooling import QuantizeAveragePooling
 from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
+from tfcompress.utils.arguments import check_flags, check_model
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                       repeated_names)
 from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
@@ -159,6 +160,7 @@ def quantize_annotate_layer(layer=None, config=None, *, to_annotate=None,
                    "quantize_annotate_layer", required=True)
     config = _alias(config, "config", quantize_config, "quantize_config",
                     "quantize_annotate_layer")
+    check_model(layer, "quantize_annotate_layer", layers_too=True)
     if isinstance(layer, keras.Model):
         raise InputError(
             f"quantize_annotate_layer takes a layer; {layer.name} is a "
@@ -179,6 +181,7 @@ def quantize_annotate_model(model):
     >>> has_fake_quant(quantize_apply(annotated))
     True
     """
+    check_model(model, "quantize_annotate_model")
     configs = {layer.name: getattr(layer, "_tfcompress_quantize_config",
                                    None)
                for layer in iter_layers(model)}
@@ -258,9 +261,7 @@ def quantize_apply(model, scheme=None, layer_bits=None,
 
 
 def _check_model(model, api):
-    if not isinstance(model, keras.Model):
-        raise InputError(f"{api} takes a Keras model, got "
-                         f"{type(model).__name__}")
+    check_model(model, api)
     if not model.built:
         raise InputError(f"model {model.name} is not built; give it an Input")
     from tfcompress.utils.training_wrappers import refuse_wrapped
@@ -276,6 +277,8 @@ def _check_model(model, api):
 
 
 def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
+    check_flags("quantize_model" if not annotated_only else
+                "quantize_apply", xnnpack_rewrites=xnnpack_rewrites)
     scheme = scheme or Default8BitScheme()
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
     if has_nested_model(model) and not repeated_names(model):
@@ -410,6 +413,7 @@ def summary(model, print_fn=print) -> list:
     >>> rows[2]["weight_bits"], rows[2]["per_channel"]
     (4, False)
     """
+    check_model(model, "quantize.summary")
     rows = []
     for layer in iter_layers(model):
         kept = getattr(layer, "_tfcompress_kept_float", False)

@@ -57,6 +57,23 @@ def check_flags(what: str, **flags):
                              f"{value!r:.60}")
 
 
+def check_model(model, what: str, layers_too=False, hint=""):
+    """InputError unless ``model`` is a Keras model (or, with
+    ``layers_too``, a Keras layer); ``hint`` ends the message.
+
+    >>> check_model(None, "example")
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: example takes a Keras model, got NoneType
+    """
+    import keras
+    kind = keras.layers.Layer if layers_too else keras.Model
+    if not isinstance(model, kind):
+        raise InputError(f"{what} takes a Keras model"
+                         f"{' or layer' if layers_too else ''}, got "
+                         f"{type(model).__name__}{hint}")
+
+
 def layer_names(value, option: str, what: str):
     """``value`` (one layer name, or a list, tuple or set of names) as a
     set of names; None stays None.

@@ -7,6 +7,7 @@ import numpy as np
 from keras import layers as L
 
 from tfcompress.errors import InputError
+from tfcompress.utils.arguments import check_model
 from tfcompress.prune.channels.graph import channel_spaces, output_kernel
 from tfcompress.utils.channels import repeated_positions
 from tfcompress.utils.layer_map import is_container
@@ -253,10 +254,8 @@ def count_macs(model) -> int:
     any depth of nesting.
     """
     from tfcompress.utils.graph import node_graph
-    if not isinstance(model, keras.Model):
-        raise InputError(f"count_macs takes a Keras model, got "
-                         f"{type(model).__name__}; for one layer, count "
-                         "keras.Sequential([keras.Input(shape), layer])")
+    check_model(model, "count_macs", hint="; for one layer, count "
+                "keras.Sequential([keras.Input(shape), layer])")
     total = 0
     for node in node_graph(model):
         if isinstance(node.op, keras.Model):

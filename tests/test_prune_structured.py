@@ -489,3 +489,16 @@ def test_channel_pruning_follows_a_custom_schedule():
         assert kept == ({"a": 8, "b": 32} if step < 2 else
                         {"a": 6, "b": 24}), step
         cb.on_train_batch_end(step)
+
+
+def test_steps_per_execution_above_one_is_input_error():
+    # the schedule's steps are batches; with steps_per_execution=4 the
+    # callback saw one batch in four and stopped far short of the target
+    model = seed_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  steps_per_execution=4)
+    x = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    cb = prune.ChannelPruning(prune.PolynomialDecay(0.0, 0.5, 0, 3))
+    with pytest.raises(InputError, match="steps_per_execution=1"):
+        model.fit(x, np.arange(32) % 10, batch_size=8, verbose=0,
+                  callbacks=[cb])

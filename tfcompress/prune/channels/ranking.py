@@ -273,6 +273,14 @@ class ChannelPruning(keras.callbacks.Callback):
         self.pruned_model = model
 
     def on_train_begin(self, logs=None):
+        per_execution = int(getattr(self.model, "steps_per_execution", 1)
+                            or 1)
+        if per_execution > 1:
+            raise InputError(
+                f"ChannelPruning: the model is compiled with "
+                f"steps_per_execution={per_execution}, but the schedule "
+                "counts one step per batch callback; compile the model "
+                "with steps_per_execution=1")
         target = self.pruned_model if self.pruned_model is not None \
             else self.model
         spaces = channel_spaces(target)

@@ -502,3 +502,43 @@ def test_steps_per_execution_above_one_is_input_error():
     with pytest.raises(InputError, match="steps_per_execution=1"):
         model.fit(x, np.arange(32) % 10, batch_size=8, verbose=0,
                   callbacks=[cb])
+
+
+def test_resumed_fit_continues_the_schedule(tmp_path):
+    # a run resumed at epoch 2 (BackupAndRestore, or initial_epoch=) with
+    # a new callback continues its schedule from step 2 * steps_per_epoch
+    # instead of restarting at 0, which left fewer channels pruned than
+    # before the interruption
+    def run(model, epochs, callbacks):
+        rng = np.random.default_rng(0)
+        x = rng.random((32, 28, 28, 1), dtype=np.float32)
+        cb = prune.ChannelPruning(prune.PolynomialDecay(0.0, 0.5, 0, 8, frequency=1),
+                                  norm="l1")
+        model.fit(x, np.arange(32) % 10, batch_size=8, epochs=epochs,
+                  verbose=0, callbacks=[cb] + callbacks)
+        return cb
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(seed_cnn())
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError):
+        run(model, 3, [keras.callbacks.BackupAndRestore(backup),
+                       Interrupt()])
+    resumed = compile_classifier(seed_cnn())
+    cb = run(resumed, 3, [keras.callbacks.BackupAndRestore(backup)])
+    assert cb.step == 12
+    assert [row["kept"] for row in cb.summary()] == [
+        row["channels"] - row["channels"] // 2 for row in cb.summary()]
+    # initial_step, when given, is where the schedule starts
+    again = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0),
+                                 initial_step=3)
+    again.set_model(resumed)
+    again.set_params({"steps": 4, "epochs": 3})
+    again.on_train_begin()
+    again.on_epoch_begin(2)
+    assert again.step == 3

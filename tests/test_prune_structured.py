@@ -542,3 +542,17 @@ def test_resumed_fit_continues_the_schedule(tmp_path):
     again.on_train_begin()
     again.on_epoch_begin(2)
     assert again.step == 3
+
+
+def test_sequential_without_input_is_input_error():
+    # built only by fit's first step, which runs after on_train_begin
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))
+    x = np.zeros((8, 4), np.float32)
+    with pytest.raises(InputError, match="keras.Input"):
+        model.fit(x, np.zeros((8, 3)), verbose=0, callbacks=[cb])
+    for analyse in (prune.channel_spaces, prune.shrink, prune.count_macs):
+        with pytest.raises(InputError, match="not built"):
+            analyse(model)

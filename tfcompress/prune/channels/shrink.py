@@ -7,7 +7,8 @@ import numpy as np
 from keras import layers as L
 
 from tfcompress.errors import InputError
-from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+from tfcompress.prune.channels.graph import (channel_spaces, output_kernel,
+                                             require_built)
 from tfcompress.utils.layer_map import is_container
 
 SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
@@ -248,6 +249,7 @@ def count_macs(model) -> int:
     from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                           repeated_names)
     from tfcompress.utils.graph import node_graph
+    require_built(model)
     if has_nested_model(model) and _nested_sizes_open(model) and \
             not repeated_names(model):
         model = flatten_nested(model)   # the nested layers at the call's size

@@ -622,3 +622,70 @@ def test_depth_multiplier_outputs_reach_flatten_dense_but_not_concatenate():
                                model.predict(x, verbose=0), atol=1e-5)
     assert small.get_layer("a_dw").kernel.shape == (3, 3, 2, 2)
     assert small.get_layer("head").kernel.shape == (2 * 2 * 4, 3)
+
+
+def test_steps_per_execution_above_one_is_input_error():
+    # the schedule's steps are batches; with steps_per_execution=4 the
+    # callback saw one batch in four and stopped far short of the target
+    model = seed_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  steps_per_execution=4)
+    x = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    cb = prune.ChannelPruning(prune.PolynomialDecay(0.0, 0.5, 0, 3))
+    with pytest.raises(InputError, match="steps_per_execution=1"):
+        model.fit(x, np.arange(32) % 10, batch_size=8, verbose=0,
+                  callbacks=[cb])
+
+
+def test_resumed_fit_continues_the_schedule(tmp_path):
+    # a run resumed at epoch 2 (BackupAndRestore, or initial_epoch=) with
+    # a new callback continues its schedule from step 2 * steps_per_epoch
+    # instead of restarting at 0, which left fewer channels pruned than
+    # before the interruption
+    def run(model, epochs, callbacks):
+        rng = np.random.default_rng(0)
+        x = rng.random((32, 28, 28, 1), dtype=np.float32)
+        cb = prune.ChannelPruning(prune.PolynomialDecay(0.0, 0.5, 0, 8, frequency=1),
+                                  norm="l1")
+        model.fit(x, np.arange(32) % 10, batch_size=8, epochs=epochs,
+                  verbose=0, callbacks=[cb] + callbacks)
+        return cb
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(seed_cnn())
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError):
+        run(model, 3, [keras.callbacks.BackupAndRestore(backup),
+                       Interrupt()])
+    resumed = compile_classifier(seed_cnn())
+    cb = run(resumed, 3, [keras.callbacks.BackupAndRestore(backup)])
+    assert cb.step == 12
+    assert [row["kept"] for row in cb.summary()] == [
+        row["channels"] - row["channels"] // 2 for row in cb.summary()]
+    # initial_step, when given, is where the schedule starts
+    again = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0),
+                                 initial_step=3)
+    again.set_model(resumed)
+    again.set_params({"steps": 4, "epochs": 3})
+    again.on_train_begin()
+    again.on_epoch_begin(2)
+    assert again.step == 3
+
+
+def test_sequential_without_input_is_input_error():
+    # built only by fit's first step, which runs after on_train_begin
+    model = keras.Sequential([keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+    model.compile("sgd", "mse")
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))
+    x = np.zeros((8, 4), np.float32)
+    with pytest.raises(InputError, match="keras.Input"):
+        model.fit(x, np.zeros((8, 3)), verbose=0, callbacks=[cb])
+    for analyse in (prune.channel_spaces, prune.shrink, prune.count_macs):
+        with pytest.raises(InputError, match="not built"):
+            analyse(model)

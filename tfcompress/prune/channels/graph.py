@@ -603,7 +603,23 @@ def channel_spaces(model):
                          f"models; {getattr(model, 'name', model)!r} is "
                          "subclassed (or not a model): rebuild it as "
                          "Functional first")
+    require_built(model)
     return _Analysis(model).run()
+
+
+def require_built(model):
+    """An ``InputError`` for a Sequential model without an Input that
+    nothing has built yet (``fit`` builds it only at its first step, after
+    the callbacks' ``on_train_begin``)."""
+    if not isinstance(model, keras.Sequential):
+        return
+    try:
+        inputs = model.inputs if model.built else None
+    except AttributeError:   # Keras: "has no defined inputs yet"
+        inputs = None
+    if not inputs:
+        raise InputError(f"model {model.name} is not built; give it a "
+                         "keras.Input(shape) or call it on data first")
 
 
 def frozen_reasons(spaces) -> dict:

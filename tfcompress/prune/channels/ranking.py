@@ -224,7 +224,10 @@ class ChannelPruning(keras.callbacks.Callback):
         channels lose more), see :func:`channels_to_remove`.
       max_space_sparsity: with ``"global"``, the largest fraction of any
         one space removed (default 0.8).
-      initial_step: the step to start from (to resume a run).
+      initial_step: the step to start from (to resume a run); by default
+        the step the run's first epoch begins at (its epoch times the
+        steps per epoch), so a run resumed by ``BackupAndRestore`` or
+        ``fit(initial_epoch=...)`` continues its schedule.
       model: the model to prune when ``fit`` runs another one around it
         (e.g. ``tfcompress.distill.Distiller(student, ...)``: pass
         ``student``); default: the model ``fit`` runs.
@@ -259,7 +262,7 @@ class ChannelPruning(keras.callbacks.Callback):
     """
 
     def __init__(self, pruning_schedule, norm="bn_gamma", exclude=(),
-                 initial_step=0, model=None, allocation="uniform",
+                 initial_step=None, model=None, allocation="uniform",
                  max_space_sparsity=0.8):
         super().__init__()
         if norm not in NORMS:
@@ -278,17 +281,30 @@ class ChannelPruning(keras.callbacks.Callback):
         self.norm = norm
         self.exclude = layer_names(exclude, "exclude",
                                    "ChannelPruning") or set()
-        if not is_number(initial_step) or initial_step < 0 or \
-                initial_step != int(initial_step):
+        if initial_step is not None and (
+                not is_number(initial_step) or initial_step < 0 or
+                initial_step != int(initial_step)):
             raise InputError(f"ChannelPruning: initial_step must be a whole "
-                             f"number of training steps (>= 0), got "
+                             f"number of training steps (>= 0) or None, got "
                              f"{initial_step!r:.60}")
-        self.step = int(initial_step)
+        self.initial_step = None if initial_step is None \
+            else int(initial_step)
+        self.step = self.initial_step or 0
+        self._first_epoch = False
         self.spaces = []
         self.keeps = {}
         self.pruned_model = model
 
     def on_train_begin(self, logs=None):
+        per_execution = int(getattr(self.model, "steps_per_execution", 1)
+                            or 1)
+        if per_execution > 1:
+            raise InputError(
+                f"ChannelPruning: the model is compiled with "
+                f"steps_per_execution={per_execution}, but the schedule "
+                "counts one step per batch callback; compile the model "
+                "with steps_per_execution=1")
+        self._first_epoch = True
         target = self.pruned_model if self.pruned_model is not None \
             else self.model
         spaces = channel_spaces(target)
@@ -334,6 +350,16 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"channels go, and "
                 f"the schedule asks for {100 * final:g}%; raise "
                 f"max_space_sparsity or lower the sparsity")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # A run resumed at a later epoch (initial_epoch=, BackupAndRestore)
+        # continues the schedule where that epoch begins.
+        if not self._first_epoch:
+            return
+        self._first_epoch = False
+        steps = (self.params or {}).get("steps")
+        if self.initial_step is None and steps and epoch > 0:
+            self.step = max(self.step, int(epoch) * int(steps))
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self.pruning_schedule.prunes_at(self.step):

@@ -8,7 +8,8 @@ from keras import layers as L
 
 from tfcompress.errors import InputError
 from tfcompress.utils.arguments import check_model
-from tfcompress.prune.channels.graph import channel_spaces, output_kernel
+from tfcompress.prune.channels.graph import (channel_spaces, output_kernel,
+                                             require_built)
 from tfcompress.utils.channels import repeated_positions
 from tfcompress.utils.layer_map import is_container
 
@@ -256,6 +257,7 @@ def count_macs(model) -> int:
     from tfcompress.utils.graph import node_graph
     check_model(model, "count_macs", hint="; for one layer, count "
                 "keras.Sequential([keras.Input(shape), layer])")
+    require_built(model)
     total = 0
     for node in node_graph(model):
         if isinstance(node.op, keras.Model):

@@ -593,9 +593,8 @@ def channel_schedule(sparsity, steps):
     (64, 4)
     """
     from tfcompress import prune
-    frequency = max(1, steps // 20)
-    end = max(frequency, int(0.7 * steps) // frequency * frequency)
-    return prune.PolynomialDecay(0.0, sparsity, 0, end, frequency=frequency)
+    return prune.PolynomialDecay.ramp(sparsity, steps, end_fraction=0.7,
+                                      updates=20)
 
 
 def channel_counts(summary):

@@ -42,7 +42,8 @@ def test_shipped_mobilenet_v2_recipe_validates():
                                  "mobilenet_v2_fashion_mnist.yaml"))
     assert r["model"] == "keras.applications.MobileNetV2"
     assert [v["name"] for v in r["variants"]] == [
-        "float", "ptq_int8", "qat_int8", "pruned50_qat_int8"]
+        "float", "ptq_int8", "qat_int8", "pruned50_qat_int8",
+        "channels50_qat_int8"]
 
 
 def test_unknown_application_is_input_error_listing_names():

@@ -228,6 +228,33 @@ def test_cluster_stage_then_cluster_preserving_qat(tmp_path):
     assert all(w["sparsity"] >= 0.45 for w in kernels)
 
 
+def test_channel_prune_stage_writes_the_smaller_model(tmp_path):
+    # recipes had no way to remove whole channels (ChannelPruning + shrink)
+    from tfcompress.inspect import inspect
+    from tfcompress.recipes import run_recipe
+    recipe = _tiny(tmp_path, """  - name: channels
+    stages:
+      - channel_prune: {sparsity: 0.5, epochs: 1}
+      - qat: {epochs: 1}
+      - convert: {mode: int8, samples: 16}
+""")
+    result = run_recipe(str(recipe), out_dir=str(tmp_path / "run"))
+    row = result["results"]["channels"]
+    kernels = sorted(tuple(w["shape"]) for w in inspect(row["tflite"])[
+        "weights"] if w["dtype"] == "INT8")
+    # LeNet-300-100: 784-300-100-10; half of each hidden layer's units go
+    assert kernels == [(10, 50), (50, 150), (150, 784)]
+    assert row["total_epochs"] == 3
+
+
+def test_channel_prune_after_qat_is_refused():
+    with pytest.raises(RecipeError, match=r"a channel_prune stage takes the "
+                       "float model, not a qat stage's"):
+        load_recipe_text("variants:\n  - name: a\n    stages:\n"
+                         "      - qat: {}\n      - channel_prune: {}\n",
+                         "x.yaml")
+
+
 BAD_NAMES = ["/tmp/evil", "../evil", "a/../../evil", "..", ".", "a/..",
              "a\\\\..\\\\..\\\\evil", "C:\\\\evil", "\\\\\\\\server\\\\share",
              "", "a//b", "a\\x00b"]

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from tfcompress.errors import InputError
-from tfcompress.utils.arguments import is_number
+from tfcompress.utils.arguments import check_counts, is_number
 
 
 def _validate_sparsity(value, name):
@@ -219,6 +219,30 @@ class PolynomialDecay(PruningSchedule):
                 "final_sparsity": self.final_sparsity,
                 "begin_step": self.begin_step, "end_step": self.end_step,
                 "power": self.power, "frequency": self.frequency}
+
+    @classmethod
+    def ramp(cls, final_sparsity, total_steps, end_fraction=0.7,
+             updates=20):
+        """0 -> ``final_sparsity`` over about ``end_fraction`` of
+        ``total_steps`` training steps, in about ``updates`` updates, the
+        ramp ending on an update step. (A schedule updates every
+        ``frequency`` steps only: an end between two updates would leave
+        the last update short of ``final_sparsity``, one channel fewer per
+        space for :class:`ChannelPruning`, whose counts round down.)
+
+        >>> s = PolynomialDecay.ramp(0.5, 94)
+        >>> (s.end_step, s.frequency, s.final_sparsity)
+        (64, 4, 0.5)
+        """
+        check_counts("PolynomialDecay.ramp", total_steps=total_steps,
+                     updates=updates)
+        if not is_number(end_fraction) or not 0 < end_fraction <= 1:
+            raise InputError(f"PolynomialDecay.ramp: end_fraction must be "
+                             f"in (0, 1], got {end_fraction!r:.40}")
+        frequency = max(1, total_steps // updates)
+        end = max(frequency,
+                  int(end_fraction * total_steps) // frequency * frequency)
+        return cls(0.0, final_sparsity, 0, end, frequency=frequency)
 
 
 # ``__call__`` implementations whose ``should_prune`` is the default rule

@@ -293,11 +293,14 @@ def training_settings(recipe):
     return stage_settings("train", train)
 
 
-TRAINING_STAGES = ("prune", "cluster", "qat")
+TRAINING_STAGES = ("prune", "channel_prune", "cluster", "qat")
+# stages whose artifact is a Keras model
+MODEL_STAGES = TRAINING_STAGES + ("ptq",)
 
 
 def stage_epochs(variant):
-    """Epochs of a variant's training stages (prune, cluster, qat).
+    """Epochs of a variant's training stages (prune, channel_prune,
+    cluster, qat).
 
     >>> stage_epochs({"stages": [{"prune": {"epochs": 3}},
     ...                          {"qat": {"epochs": 1}}, {"convert": {}}]})
@@ -514,7 +517,7 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
     for i, stage in enumerate(variant["stages"]):
         kind, params = next(iter(stage.items()))
         label = f"[{name}] {i}_{kind}"
-        if kind in ("prune", "cluster", "qat", "ptq"):
+        if kind in MODEL_STAGES:
             inputs = {"model": model_key,
                       kind: stage_settings(kind, params),
                       "train": train, "seed": train["seed"] + i}
@@ -534,6 +537,7 @@ def _run_variant(variant, baseline, base_path, base_hash, data, train,
                 print(f"{label}: running")
                 keras.utils.set_random_seed(train["seed"] + i)
                 fn = {"prune": stages.run_prune,
+                      "channel_prune": stages.run_channel_prune,
                       "cluster": stages.run_cluster,
                       "qat": stages.run_qat,
                       "ptq": stages.run_ptq}[kind]

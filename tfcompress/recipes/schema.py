@@ -67,6 +67,20 @@ STAGE_SCHEMAS = {
         "layer_sparsity": Field(dict, {}, 0.0, 0.99, items=(int, float),
                                 doc="layer name -> sparsity"),
     },
+    # structured: whole channels zeroed on a ramp while training
+    # (ChannelPruning), then removed (shrink): a smaller, faster model
+    "channel_prune": {
+        "sparsity": Field(float, 0.5, 0.01, 0.95,
+                          doc="fraction of channels removed"),
+        "norm": Field(("bn_gamma", "l1", "l2"), "bn_gamma"),
+        "allocation": Field(("uniform", "global"), "uniform"),
+        "max_space_sparsity": Field(float, 0.8, 0.01, 0.99),
+        "end_fraction": Field(float, 0.7, 0.05, 1.0),
+        "epochs": Field(int, 1, 1, 1000),
+        "learning_rate": Field(float, 5e-4, 0.0),
+        "exclude": Field(list, [], items=str,
+                         doc="layers whose output channels are kept"),
+    },
     "cluster": {
         "number_of_clusters": Field(int, 16, 2, 256),
         "centroid_init": Field(("kmeans++", "linear", "random", "density"),
@@ -427,11 +441,14 @@ def _validate_variants(variants, node, source):
             raise RecipeError(f"{_where(source, snode or vnode)}: "
                               f"{path}.stages: bench needs a convert stage "
                               "before it")
-        if "ptq" in kinds and "qat" in kinds[:kinds.index("ptq")]:
-            raise RecipeError(f"{_where(source, snode or vnode)}: "
-                              f"{path}.stages: a ptq stage takes the float "
-                              "model, not a qat stage's; put ptq before "
-                              "qat, or leave one out")
+        for float_stage in ("ptq", "channel_prune"):
+            if float_stage in kinds and "qat" in kinds[:kinds.index(
+                    float_stage)]:
+                raise RecipeError(
+                    f"{_where(source, snode or vnode)}: {path}.stages: a "
+                    f"{float_stage} stage takes the float model, not a qat "
+                    f"stage's; put {float_stage} before qat, or leave one "
+                    "out")
         out.append({"name": name, "stages": checked})
     return out
 

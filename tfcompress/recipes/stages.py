@@ -82,6 +82,35 @@ def run_prune(model, params, data, train):
     return prune.strip_pruning(pruned)
 
 
+def run_channel_prune(model, params, data, train):
+    """Fine-tunes while :class:`tfcompress.prune.ChannelPruning` zeros
+    whole channels on a ramp, then removes them; returns the smaller
+    model (``prune.shrink``)."""
+    from tfcompress import prune
+    from tfcompress.utils.layer_map import map_layers
+    (xt, _), _ = data
+    steps = math.ceil(len(xt) / train["batch_size"]) * params["epochs"]
+    work = map_layers(model, lambda layer: layer)   # the input stays whole
+    cb = prune.ChannelPruning(
+        prune.PolynomialDecay.ramp(params["sparsity"], steps,
+                                   params["end_fraction"]),
+        norm=params["norm"], exclude=params["exclude"],
+        allocation=params["allocation"],
+        max_space_sparsity=params["max_space_sparsity"])
+    _compile(work, train["optimizer"], params["learning_rate"])
+    _fit(work, data, params["epochs"], train["batch_size"], [cb])
+    small = prune.shrink(work)
+    rows = cb.summary()
+    kept = sum(r["kept"] for r in rows)
+    total = sum(r["channels"] for r in rows)
+    print(f"channel_prune: kept {kept:,} of {total:,} channels in "
+          f"{len(rows)} spaces; {small.count_params():,} of "
+          f"{model.count_params():,} parameters, "
+          f"{prune.count_macs(small) / prune.count_macs(model):.0%} of the "
+          "MACs")
+    return small
+
+
 def run_cluster(model, params, data, train):
     """Fine-tunes with weight clustering; returns the stripped model (its
     kernels hold at most ``number_of_clusters`` values, plus 0 when

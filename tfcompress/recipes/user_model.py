@@ -84,7 +84,7 @@ def fit_data_to_model(model, data, classes, name="the model"):
 
 
 # stages that take a float model: each refuses a QAT model
-FLOAT_STAGES = ("prune", "cluster", "qat", "ptq")
+FLOAT_STAGES = ("prune", "channel_prune", "cluster", "qat", "ptq")
 
 
 def check_stages_take(model, variants, name="the model"):

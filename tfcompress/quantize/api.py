@@ -13,7 +13,8 @@ from tfcompress.quantize.bit_widths import check_bits, check_layer_bits
 from tfcompress.quantize.graph import ConstantArithmetic
 from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
-from tfcompress.quantize.pooling import QuantizeAveragePooling
+from tfcompress.quantize.pooling import (QuantizeAveragePooling,
+                                         QuantizeResizing)
 from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                       repeated_names)
@@ -364,7 +365,7 @@ def quantize_scope(*args):
     ...     pass
     """
     objects = {cls.__name__: cls for cls in QUANTIZE_LAYERS + (
-        ConstantArithmetic, QuantizeAveragePooling)}
+        ConstantArithmetic, QuantizeAveragePooling, QuantizeResizing)}
     for a in args:
         objects.update(a)
     with keras.saving.custom_object_scope(objects):

@@ -18,7 +18,8 @@ from tfcompress.quantize.pooling import (QuantizeAveragePooling,
 from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                       repeated_names)
-from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
+from tfcompress.utils.layer_map import (copy_layer, iter_layers,
+                                        keep_output_names, map_layers)
 from tfcompress.errors import InputError
 
 QUANTIZE_LAYERS = _CORE_LAYERS + (QuantizeChannelAffine,)
@@ -277,6 +278,7 @@ def _check_model(model, api):
 
 
 def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
+    original = model
     scheme = scheme or Default8BitScheme()
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
     if has_nested_model(model) and not repeated_names(model):
@@ -298,6 +300,7 @@ def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
                                        annotated_only=annotated_only)
     finally:
         keras.mixed_precision.set_global_policy(policy)
+    keep_output_names(qat, original)
     qat.quantize_report = report
     qat.quantize_scheme = scheme
     return qat

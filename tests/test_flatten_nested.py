@@ -143,3 +143,28 @@ def test_a_layer_name_repeated_across_nested_models_is_an_input_error():
     model = keras.Model(i, keras.layers.Dense(2, name="fc")(inner(i)))
     with pytest.raises(InputError, match="fc.*unique names"):
         flatten_nested(model)
+
+
+def test_a_base_shared_by_two_inputs_stays_one_set_of_layers():
+    # siamese: one base called on two inputs; the flat model calls the
+    # same copied layers twice (shared weights), as the nested one does
+    keras.utils.set_random_seed(0)
+    base = _base()
+    a, b = keras.Input((8, 8, 3), name="left"), keras.Input((8, 8, 3),
+                                                            name="right")
+    pool = keras.layers.GlobalAveragePooling2D(name="gap")
+    joined = keras.layers.Concatenate(name="join")([pool(base(a)),
+                                                    pool(base(b))])
+    model = keras.Model([a, b], keras.layers.Dense(4, name="head")(joined))
+    flat = flatten_nested(model)
+    assert not any(is_container(l) for l in flat.layers)
+    # one copy of each layer, called twice
+    assert flat.count_params() == model.count_params()
+    rng = np.random.default_rng(0)
+    x = [rng.random((5, 8, 8, 3), np.float32) for _ in range(2)]
+    np.testing.assert_allclose(flat.predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
+    # QAT, which needs each layer called once, says which layer is shared
+    from tfcompress import quantize
+    with pytest.raises(InputError, match="base_conv.*shared"):
+        quantize.quantize_model(model)

@@ -816,3 +816,28 @@ def test_a_file_saved_with_global_pruning_and_blocks_loads_as_it_pruned():
         loaded = prune.PruneLowMagnitude.from_config(config)
         assert loaded.global_pruning
         assert (loaded.block_size, loaded.sparsity_m_by_n) == ((1, 1), None)
+
+
+@pytest.mark.parametrize("transform", ["prune", "quantize", "cluster"])
+def test_a_two_output_model_keeps_its_output_names(transform):
+    # a main and an auxiliary head compiled with losses keyed by output
+    # name: the wrapped model takes the same compile call and history keys
+    from tfcompress import cluster, quantize
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="fc")(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(3, name="main")(h),
+                                 keras.layers.Dense(2, name="aux")(h)])
+    wrapped = {"prune": lambda m: prune.prune_low_magnitude(m),
+               "quantize": quantize.quantize_model,
+               "cluster": lambda m: cluster.cluster_weights(m, 4)}[
+        transform](model)
+    assert wrapped.output_names == ["main", "aux"]
+    wrapped.compile("adam", loss={"main": "mse", "aux": "mse"},
+                    loss_weights={"main": 1.0, "aux": 0.3})
+    x = np.random.default_rng(0).random((16, 6), dtype=np.float32)
+    history = wrapped.fit(
+        x, {"main": np.zeros((16, 3)), "aux": np.zeros((16, 2))},
+        epochs=1, verbose=0, callbacks=[prune.UpdatePruningStep()]
+        if transform == "prune" else [])
+    assert {"main_loss", "aux_loss"} <= set(history.history)

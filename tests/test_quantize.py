@@ -741,6 +741,31 @@ def test_data_augmentation_layers_pass_through_qat_and_convert():
     assert r.report["numerical_check"]["top1_agreement"] >= 0.9
 
 
+@pytest.mark.parametrize("make", [
+    lambda: L.RandomContrast(0.2), lambda: L.RandomBrightness(0.1),
+    lambda: L.GaussianNoise(0.1), lambda: L.GaussianDropout(0.1),
+    lambda: L.AlphaDropout(0.1), lambda: L.ActivityRegularization(l2=1e-3)],
+    ids=["contrast", "brightness", "gaussian_noise", "gaussian_dropout",
+         "alpha_dropout", "activity_regularization"])
+def test_layers_that_are_the_identity_at_inference_pass_through_qat(make):
+    # augmentation and noise layers of a transfer-learning head compute
+    # nothing at inference: QAT keeps them (they act while it trains) and
+    # the flatbuffer has no op for them
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, activation="relu", name="conv")(make()(inputs))
+    x = L.GlobalAveragePooling2D(name="gap")(make()(x))
+    model = keras.Model(inputs, L.Dense(3, name="fc")(x))
+    qat = quantize.quantize_model(model)
+    x = np.random.default_rng(0).random((16, 8, 8, 3), dtype=np.float32)
+    qat.compile("sgd", "mse")
+    qat.fit(x, np.zeros((16, 3)), batch_size=8, epochs=1, verbose=0)
+    r = convert(qat, "int8", strict=True, check_data=x)
+    assert [o["op"] for o in r.report["ops"]] == [
+        "QUANTIZE", "CONV_2D", "MEAN", "FULLY_CONNECTED", "DEQUANTIZE"]
+    assert r.report["numerical_check"]["max_abs_error"] < 1e-5
+
+
 def test_layers_frozen_before_qat_can_be_unfrozen_in_the_qat_model():
     # Keras' fine-tuning pattern on a flat model: freeze the first layers,
     # train the head, then set the layers trainable again

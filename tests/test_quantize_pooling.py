@@ -5,6 +5,7 @@ import collections
 
 import keras
 import numpy as np
+import pytest
 from keras import layers as L
 
 from tfcompress import quantize
@@ -66,5 +67,31 @@ def test_rounded_pooling_survives_save_and_load(tmp_path):
     loaded = keras.models.load_model(tmp_path / "q.keras")
     # the link to the input quantizer is found again when loading
     assert loaded.get_layer("quant_pool").range is not None
+    np.testing.assert_allclose(loaded.predict(x, verbose=0),
+                               q.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_resizing_keeps_its_input_scale_and_agrees_with_the_flatbuffer(
+        interpolation, tmp_path):
+    # transfer learning resizes small images up to the base's input size
+    # inside the model; TFLite's int8 RESIZE_* ops keep the input's scale
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 3))
+    x = L.Resizing(16, 16, interpolation=interpolation, name="resize")(i)
+    x = L.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = L.Resizing(20, 20, interpolation=interpolation, name="up")(x)
+    m = keras.Model(i, L.Conv2D(4, 1, name="after")(x))
+    x = np.random.default_rng(0).random((200, 12, 12, 3), dtype="float32")
+    q = quantize.quantize_model(m)
+    q.compile(keras.optimizers.Adam(1e-4), "mse")
+    q.fit(x[:64], np.zeros((64, 20, 20, 4)), batch_size=16, verbose=0)
+    r = convert(q, "int8", strict=True, check_data=x, check_samples=len(x))
+    ptq = convert(m, "int8", representative_data=x[:64])
+    assert _ops(r) == _ops(ptq), (_ops(r), _ops(ptq))   # no extra op
+    assert r.report["numerical_check"]["mean_abs_error"] <= \
+        0.1 * output_step(q)
+    q.save(tmp_path / "q.keras")
+    loaded = keras.models.load_model(tmp_path / "q.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0),
                                q.predict(x, verbose=0), atol=1e-6)

@@ -20,7 +20,8 @@ from tfcompress.utils.training_wrappers import training_wrapper
 from tfcompress.utils.arguments import (check_flags, check_model,
                                          layer_names)
 from tfcompress.utils.layer_map import (copy_layer, is_container,
-                                        iter_layers, map_layers,
+                                        iter_layers, keep_output_names,
+                                        map_layers,
                                         nested_models, with_nested_layers)
 from tfcompress.errors import InputError
 
@@ -126,7 +127,7 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
             return layer
         return ClusterWeights(layer, **kwargs)
 
-    return map_layers(to_cluster, wrap)
+    return keep_output_names(map_layers(to_cluster, wrap), to_cluster)
 
 
 def _check_same_clustering(wrapper, settings):

@@ -11,7 +11,8 @@ from tfcompress.prune import prunable, schedules
 from tfcompress.prune.wrapper import PruneLowMagnitude, check_options
 from tfcompress.utils.training_wrappers import training_wrapper
 from tfcompress.utils.arguments import layer_names
-from tfcompress.utils.layer_map import (is_container, iter_layers, map_layers,
+from tfcompress.utils.layer_map import (is_container, iter_layers,
+                                        keep_output_names, map_layers,
                                         nested_models, with_nested_layers)
 
 DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
@@ -170,7 +171,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             return layer  # one block would span the kernel: left dense
         return PruneLowMagnitude(layer, **kwargs)
 
-    return map_layers(to_prune, wrap)
+    return keep_output_names(map_layers(to_prune, wrap), to_prune)
 
 
 def _check_policy(policy):

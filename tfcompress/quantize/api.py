@@ -13,12 +13,14 @@ from tfcompress.quantize.bit_widths import check_bits, check_layer_bits
 from tfcompress.quantize.graph import ConstantArithmetic
 from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
-from tfcompress.quantize.pooling import QuantizeAveragePooling
+from tfcompress.quantize.pooling import (QuantizeAveragePooling,
+                                         QuantizeResizing)
 from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
 from tfcompress.utils.arguments import check_flags, check_model
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
                                       repeated_names)
-from tfcompress.utils.layer_map import copy_layer, iter_layers, map_layers
+from tfcompress.utils.layer_map import (copy_layer, iter_layers,
+                                        keep_output_names, map_layers)
 from tfcompress.errors import InputError
 
 QUANTIZE_LAYERS = _CORE_LAYERS + (QuantizeChannelAffine,)
@@ -279,6 +281,7 @@ def _check_model(model, api):
 def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
     check_flags("quantize_model" if not annotated_only else
                 "quantize_apply", xnnpack_rewrites=xnnpack_rewrites)
+    original = model
     scheme = scheme or Default8BitScheme()
     layer_bits = check_layer_bits(layer_bits, weight_layer_names(model))
     if has_nested_model(model) and not repeated_names(model):
@@ -300,6 +303,7 @@ def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
                                        annotated_only=annotated_only)
     finally:
         keras.mixed_precision.set_global_policy(policy)
+    keep_output_names(qat, original)
     qat.quantize_report = report
     qat.quantize_scheme = scheme
     return qat
@@ -367,7 +371,7 @@ def quantize_scope(*args):
     ...     pass
     """
     objects = {cls.__name__: cls for cls in QUANTIZE_LAYERS + (
-        ConstantArithmetic, QuantizeAveragePooling)}
+        ConstantArithmetic, QuantizeAveragePooling, QuantizeResizing)}
     for a in args:
         objects.update(a)
     with keras.saving.custom_object_scope(objects):

@@ -104,7 +104,9 @@ def functional_graph(model):
         if node.calls > 1:
             raise InputError(f"layer {node.op.name!r} is shared (called "
                              f"{node.calls} times); quantize needs each "
-                             "layer used once")
+                             "layer used once: give each call a copy of "
+                             "its own (keras.models.clone_model of a "
+                             "shared base, then set_weights)")
         if node.is_layer:
             op = node.op
         else:

@@ -34,6 +34,9 @@ from tfcompress.quantize.layers import (_InputStep, _InputStepMixin,
 
 AVERAGE_POOLING = (keras.layers.AveragePooling1D,
                    keras.layers.AveragePooling2D)
+# the interpolations of keras.layers.Resizing TFLite has int8 kernels for
+# (RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR)
+TFLITE_RESIZE = ("bilinear", "nearest")
 
 
 def rounds_average(layer) -> bool:
@@ -44,6 +47,24 @@ def rounds_average(layer) -> bool:
     size = layer.pool_size
     size = (size,) if isinstance(size, int) else tuple(size)
     return math.prod(size) % 2 == 1
+
+
+def rounds_resize(layer) -> bool:
+    """True if ``layer`` is a ``Resizing`` the converter writes as one
+    int8 RESIZE_BILINEAR or RESIZE_NEAREST_NEIGHBOR op, which keeps its
+    input's scale and rounds each interpolated value to it.
+
+    >>> rounds_resize(keras.layers.Resizing(8, 8))
+    True
+    >>> rounds_resize(keras.layers.Resizing(8, 8, interpolation="bicubic"))
+    False
+    """
+    return isinstance(layer, keras.layers.Resizing) and \
+        layer.interpolation in TFLITE_RESIZE and \
+        not getattr(layer, "antialias", False) and \
+        not layer.crop_to_aspect_ratio and \
+        not layer.pad_to_aspect_ratio and \
+        layer.data_format == "channels_last"
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -91,3 +112,15 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
 
     def get_config(self):
         return {**super().get_config(), **self._nested_layers_config()}
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeResizing(QuantizeAveragePooling):
+    """A ``Resizing`` (bilinear or nearest) whose output is rounded to its
+    input's int8 step, as TFLite's int8 resize ops keep their input's
+    scale: no range of its own, so the converter writes no extra op.
+
+    >>> layer = QuantizeResizing(keras.layers.Resizing(4, 4, name="resize"))
+    >>> layer.name
+    'quant_resize'
+    """

@@ -102,19 +102,36 @@ class _RangeMixin:
         return fq.quantize_activations(y, lo, hi, bits)
 
 
+def _keras_layers(*names):
+    """The ``keras.layers`` classes of these names this Keras has."""
+    return tuple(getattr(L, n) for n in names if hasattr(L, n))
+
+
+# Layers that act only while training and are the identity at inference,
+# so TFLite has no op for them: data augmentation inside the model (Keras'
+# transfer-learning guide), noise and dropout regularization of a head.
+# While QAT trains they still act; as with Dropout, a training step may
+# then feed the next layer values off its input's int8 grid.
+INFERENCE_IDENTITY = (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D) + \
+    _keras_layers(
+        "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+        "AlphaDropout", "ActivityRegularization",
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+        "RandomContrast", "RandomBrightness", "RandomGrayscale",
+        "RandomHue", "RandomSaturation", "RandomColorJitter",
+        "RandomColorDegeneration", "RandomSharpness", "RandomShear",
+        "RandomPerspective", "RandomErasing", "RandomGaussianBlur",
+        "RandomInvert", "RandomPosterization", "RandomElasticTransform",
+        "AugMix", "RandAugment")
+
 # Layers that pass int8 values on with their input's scale (TFLite gives
 # their output the input's quantization parameters).
 KEEPS_SCALE = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
                L.AveragePooling2D, L.GlobalMaxPooling1D,
-               L.GlobalMaxPooling2D, L.Flatten, L.Reshape, L.Dropout,
-               L.SpatialDropout1D, L.SpatialDropout2D, L.ZeroPadding1D,
-               L.ZeroPadding2D, L.UpSampling1D, L.UpSampling2D,
-               L.Cropping1D, L.Cropping2D, L.Permute,
-               # data augmentation inside the model (Keras' transfer-learning
-               # guide): the identity at inference, so no TFLite op; in
-               # training its values stay within its input's range
-               L.RandomFlip, L.RandomRotation, L.RandomZoom,
-               L.RandomTranslation)
+               L.GlobalMaxPooling2D, L.Flatten, L.Reshape,
+               L.ZeroPadding1D, L.ZeroPadding2D, L.UpSampling1D,
+               L.UpSampling2D, L.Cropping1D, L.Cropping2D,
+               L.Permute) + INFERENCE_IDENTITY
 
 
 def input_quantizer(tensor):

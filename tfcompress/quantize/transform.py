@@ -16,7 +16,8 @@ from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
 from tfcompress.quantize.pooling import (QuantizeAveragePooling,
-                                         rounds_average)
+                                         QuantizeResizing, rounds_average,
+                                         rounds_resize)
 from tfcompress.quantize.shared_ranges import (feeds_concat_only as
                                                _feeds_concat_only,
                                                shared_range_groups)
@@ -536,7 +537,7 @@ class _QatGraph:
         """Every other layer: the first rule that matches its kind."""
         for rule in (self.batchnorm, self.identity, self.scaled_sum,
                      self.output_quantized, self.average_pooling,
-                     self.pass_through, self.kept_float):
+                     self.resizing, self.pass_through, self.kept_float):
             if rule(layer, parents, x):
                 return
         raise _unsupported(layer)
@@ -621,6 +622,16 @@ class _QatGraph:
                             "type": type(layer).__name__,
                             "quantized": "keeps scale, average rounded to "
                                          "it"})
+        return True
+
+    def resizing(self, layer, parents, x):
+        if not rounds_resize(layer):
+            return False
+        self.tensors[layer.name] = QuantizeResizing(copy_layer(layer))(x)
+        self.report.append({"layer": layer.name,
+                            "type": type(layer).__name__,
+                            "quantized": f"keeps scale, {layer.interpolation}"
+                                         " values rounded to it"})
         return True
 
     def pass_through(self, layer, parents, x):

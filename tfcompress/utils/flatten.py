@@ -26,31 +26,42 @@ from tfcompress.utils.layer_map import (copy_layer, is_container,
                                          iter_layers)
 
 
-def _copy(layer):
-    if is_container(layer) or not isinstance(layer, keras.layers.Layer):
-        return layer        # inlined by _call / a stateless keras.ops call
-    return copy_layer(layer)
+class _Inliner:
+    """Calls a model's graph with each nested model replaced by its
+    layers. Each layer is copied once: a layer or nested model called
+    several times (a siamese base) gives one copy called as often, so the
+    flat model shares its weights as the nested one does."""
 
+    def __init__(self):
+        self.copies = {}
 
-def _call(layer, *args, **kwargs):
-    """Calls ``layer`` on symbolic ``args``; a nested model is replaced by
-    copies of its layers called on them."""
-    if not is_container(layer):
-        return layer(*args, **kwargs)
-    inputs = args[0] if len(args) == 1 else list(args)
-    if isinstance(layer, keras.Sequential):
-        x = inputs
-        for inner in layer.layers:
-            x = _call(_copy(inner), x)
-        return x
-    inputs = inputs if isinstance(layer.input, (list, tuple)) or \
-        not isinstance(inputs, (list, tuple)) else inputs[0]
-    # the graph run on the caller's tensors (a clone_model on them would
-    # rebuild it on new inputs when they are a layer's output, as after a
-    # Rescaling in front of the base)
-    outputs = compat.run_functional_graph(layer, inputs, _copy, _call)
-    flat = keras.tree.flatten(outputs)
-    return flat[0] if len(flat) == 1 else flat
+    def copy(self, layer):
+        if is_container(layer) or not isinstance(layer, keras.layers.Layer):
+            return layer    # inlined by call / a stateless keras.ops call
+        if id(layer) not in self.copies:
+            self.copies[id(layer)] = (layer, copy_layer(layer))
+        return self.copies[id(layer)][1]
+
+    def call(self, layer, *args, **kwargs):
+        """Calls ``layer`` on symbolic ``args``; a nested model is
+        replaced by copies of its layers called on them."""
+        if not is_container(layer):
+            return layer(*args, **kwargs)
+        inputs = args[0] if len(args) == 1 else list(args)
+        if isinstance(layer, keras.Sequential):
+            x = inputs
+            for inner in layer.layers:
+                x = self.call(self.copy(inner), x)
+            return x
+        inputs = inputs if isinstance(layer.input, (list, tuple)) or \
+            not isinstance(inputs, (list, tuple)) else inputs[0]
+        # the graph run on the caller's tensors (a clone_model on them
+        # would rebuild it on new inputs when they are a layer's output,
+        # as after a Rescaling in front of the base)
+        outputs = compat.run_functional_graph(layer, inputs, self.copy,
+                                              self.call)
+        flat = keras.tree.flatten(outputs)
+        return flat[0] if len(flat) == 1 else flat
 
 
 def has_nested_model(model) -> bool:
@@ -123,7 +134,7 @@ def flatten_nested(model: keras.Model) -> keras.Model:
             f"name=...)")
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
                           name=t.name) for t in model.inputs]
-    outputs = _call(model, *inputs)
+    outputs = _Inliner().call(model, *inputs)
     flat = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
                        outputs, name=model.name)
     if has_nested_model(flat):

@@ -166,3 +166,31 @@ def map_layers(model: keras.Model,
                                  "cloning; build the model first")
             new.set_weights(original.get_weights())
     return clone
+
+
+def keep_output_names(new, original):
+    """Gives ``new``, a rebuild of ``original`` whose output layers are
+    wrapped (``prune_low_magnitude_fc``, ``quant_fc``, ``cluster_fc``),
+    the output names of ``original``, so that ``compile(loss={"fc":
+    ...})``, metrics keyed by output and the history keys
+    (``val_fc_loss``) stay those of the model the user built. Keras
+    takes a Functional model's output names from its output layers. A
+    ``.keras`` file of ``new`` loads with the wrappers' names.
+
+    >>> import keras
+    >>> i = keras.Input((2,))
+    >>> m = keras.Model(i, [keras.layers.Dense(1, name="a")(i),
+    ...                     keras.layers.Dense(1, name="b")(i)])
+    >>> j = keras.Input((2,))
+    >>> w = keras.Model(j, [keras.layers.Dense(1, name="wa")(j),
+    ...                     keras.layers.Dense(1, name="wb")(j)])
+    >>> keep_output_names(w, m).output_names
+    ['a', 'b']
+    """
+    names = getattr(original, "output_names", None)
+    if isinstance(new, keras.Sequential) or names is None or \
+            getattr(new, "output_names", None) is None or \
+            len(names) != len(new.output_names):
+        return new
+    new.output_names = list(names)
+    return new

@@ -60,6 +60,18 @@ def collect_wrappers(model) -> list:
     return [l for l in iter_layers(model) if isinstance(l, PruneLowMagnitude)]
 
 
+def check_one_step_per_batch(model, api):
+    """InputError when ``model`` is compiled with ``steps_per_execution``
+    above 1: Keras then calls batch callbacks once per execution, and a
+    pruning schedule counts one training step per call."""
+    per_execution = int(getattr(model, "steps_per_execution", 1) or 1)
+    if per_execution > 1:
+        raise InputError(
+            f"{api}: the model is compiled with steps_per_execution="
+            f"{per_execution}, but the pruning schedule counts one step per "
+            "batch callback; compile the model with steps_per_execution=1")
+
+
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advances the pruning step counter of every wrapper; required.
 
@@ -100,14 +112,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             raise InputError(f"UpdatePruningStep: layers {unbuilt} are not "
                              "built; build the model (call it on data) "
                              "before training")
-        per_execution = int(getattr(self.model, "steps_per_execution", 1)
-                            or 1)
-        if per_execution > 1:
-            raise InputError(
-                f"UpdatePruningStep: the model is compiled with "
-                f"steps_per_execution={per_execution}, but the pruning step "
-                "counter advances once per batch callback; compile the "
-                "pruned model with steps_per_execution=1")
+        check_one_step_per_batch(self.model, "UpdatePruningStep")
         variables = [w.pruning_step for w in self.wrappers]
 
         @tf.function(autograph=False)

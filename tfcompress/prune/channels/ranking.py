@@ -24,6 +24,7 @@ from keras import layers as L
 
 from tfcompress.errors import InputError
 from tfcompress.prune import schedules
+from tfcompress.prune.callbacks import check_one_step_per_batch
 from tfcompress.prune.channels.graph import channel_spaces, output_kernel
 from tfcompress.utils.arguments import is_number, layer_names
 from tfcompress.utils.layer_map import is_container
@@ -296,14 +297,7 @@ class ChannelPruning(keras.callbacks.Callback):
         self.pruned_model = model
 
     def on_train_begin(self, logs=None):
-        per_execution = int(getattr(self.model, "steps_per_execution", 1)
-                            or 1)
-        if per_execution > 1:
-            raise InputError(
-                f"ChannelPruning: the model is compiled with "
-                f"steps_per_execution={per_execution}, but the schedule "
-                "counts one step per batch callback; compile the model "
-                "with steps_per_execution=1")
+        check_one_step_per_batch(self.model, "ChannelPruning")
         self._first_epoch = True
         target = self.pruned_model if self.pruned_model is not None \
             else self.model

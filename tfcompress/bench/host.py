@@ -16,7 +16,8 @@ from typing import NamedTuple, Optional
 
 from tfcompress.bench.runner import BenchError
 from tfcompress.errors import InputError
-from tfcompress.utils.arguments import check_counts, check_flags, is_number
+from tfcompress.utils.arguments import (check_counts, check_flags,
+                                         check_path, is_number)
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "runner.py")
@@ -50,12 +51,10 @@ def check_settings(what, paths, data, threads, warmup_runs, runs,
     ...
     tfcompress.errors.InputError: benchmark_model: runs must be an integer of at least 1, got 0
     """
-    for name, value in [("model", p) for p in paths] + [("data", data)]:
-        if name == "data" and value is None:
-            continue
-        if not isinstance(value, (str, os.PathLike)):
-            raise InputError(f"{what}: {name} must be a file path, got "
-                             f"{type(value).__name__} {value!r:.40}")
+    for path in paths:
+        check_path(what, "model", path)
+    if data is not None:
+        check_path(what, "data", data)
     check_counts(what, threads=threads, runs=runs)
     check_counts(what, minimum=0, warmup_runs=warmup_runs)
     for name, value, low in (("min_seconds", min_seconds, 0.0),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -24,7 +23,8 @@ from tfcompress.convert.precision import (float32_compute,
 from tfcompress.quiet import (converter_output_silenced,
                              native_stderr_filtered, wants_native_logs)
 from tfcompress.utils.atomic import check_writable_folder
-from tfcompress.utils.arguments import check_counts, check_flags
+from tfcompress.utils.arguments import (check_counts, check_flags,
+                                         check_path)
 
 
 def strip_training_wrappers(model):
@@ -661,12 +661,9 @@ def _check_arguments(mode, input_type, output_type, calibration, sparse,
         raise InputError("sparse=True and float_layers cannot be combined; "
                          "convert with one of them (CLI: --sparse or "
                          "--float_layers)")
-    if output_path is not None and not isinstance(output_path,
-                                                  (str, os.PathLike)):
-        raise InputError(f"convert: output_path must be a file path such "
-                         f"as 'model.tflite', got "
-                         f"{type(output_path).__name__} {output_path!r:.40}")
     if output_path is not None:
+        check_path("convert", "output_path", output_path,
+                   example="model.tflite")
         try:
             check_writable_folder(output_path)
         except OSError as e:

@@ -38,6 +38,7 @@ from tfcompress.errors import InputError
 from tfcompress.prune import masks as mask_lib
 from tfcompress.prune.wrapper import PruneLowMagnitude
 from tfcompress.utils.layer_map import iter_layers
+from tfcompress.utils.arguments import check_path
 
 # each model gets its own step and mask functions, traced once
 quiet.expected_retracing("UpdatePruningStep.", "_mask_update_function.")
@@ -285,10 +286,8 @@ class PruningSummaries(keras.callbacks.TensorBoard):
     """
 
     def __init__(self, log_dir, update_freq="epoch", **kwargs):
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise InputError(f"PruningSummaries: log_dir must be a folder "
-                             f"path such as 'logs', got "
-                             f"{type(log_dir).__name__} {log_dir!r:.40}")
+        check_path("PruningSummaries", "log_dir", log_dir, kind="folder",
+                   example="logs")
         if not (update_freq in ("epoch", "batch") or (
                 isinstance(update_freq, int) and update_freq > 0)):
             raise InputError(f"PruningSummaries: update_freq={update_freq!r}"

@@ -19,7 +19,8 @@ import numpy as np
 from tfcompress.errors import InputError
 from tfcompress.ptq.folded_layer import FoldedBatchNorm
 from tfcompress.utils.flatten import flatten_nested
-from tfcompress.utils.layer_map import copy_layer, is_container, map_layers
+from tfcompress.utils.layer_map import (copy_layer, copy_model,
+                                        is_container, map_layers)
 
 L = keras.layers
 
@@ -154,11 +155,6 @@ def with_weights(model, weights: dict, replace: dict | None = None,
         if len(old.weights) == len(layer.weights):
             layer.set_weights(old.get_weights())
     return new
-
-
-def copy_model(model):
-    """A copy of ``model`` sharing no variables with it."""
-    return map_layers(model, lambda layer: layer)
 
 
 def feature_model(model, layer):

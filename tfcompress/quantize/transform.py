@@ -536,8 +536,8 @@ class _QatGraph:
     def by_kind(self, layer, parents, x):
         """Every other layer: the first rule that matches its kind."""
         for rule in (self.batchnorm, self.identity, self.scaled_sum,
-                     self.output_quantized, self.average_pooling,
-                     self.resizing, self.pass_through, self.kept_float):
+                     self.output_quantized, self.rounded_to_input_scale,
+                     self.pass_through, self.kept_float):
             if rule(layer, parents, x):
                 return
         raise _unsupported(layer)
@@ -613,25 +613,20 @@ class _QatGraph:
             **(self.shared_note(name) if shares else {})})
         return True
 
-    def average_pooling(self, layer, parents, x):
-        if not rounds_average(layer):
+    def rounded_to_input_scale(self, layer, parents, x):
+        """An average pooling or resizing whose int8 op keeps its input's
+        scale and rounds its values to it."""
+        if rounds_average(layer):
+            wrapper, note = QuantizeAveragePooling, "average rounded to it"
+        elif rounds_resize(layer):
+            wrapper = QuantizeResizing
+            note = f"{layer.interpolation} values rounded to it"
+        else:
             return False
-        self.tensors[layer.name] = QuantizeAveragePooling(
-            copy_layer(layer))(x)
+        self.tensors[layer.name] = wrapper(copy_layer(layer))(x)
         self.report.append({"layer": layer.name,
                             "type": type(layer).__name__,
-                            "quantized": "keeps scale, average rounded to "
-                                         "it"})
-        return True
-
-    def resizing(self, layer, parents, x):
-        if not rounds_resize(layer):
-            return False
-        self.tensors[layer.name] = QuantizeResizing(copy_layer(layer))(x)
-        self.report.append({"layer": layer.name,
-                            "type": type(layer).__name__,
-                            "quantized": f"keeps scale, {layer.interpolation}"
-                                         " values rounded to it"})
+                            "quantized": f"keeps scale, {note}"})
         return True
 
     def pass_through(self, layer, parents, x):

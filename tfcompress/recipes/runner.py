@@ -28,7 +28,7 @@ from tfcompress.errors import InputError
 from tfcompress.recipes import stages
 from tfcompress.recipes.keys import (InputHashes, arrays_sha256, key,
                                      stage_settings)
-from tfcompress.recipes.schema import load_recipe
+from tfcompress.recipes.schema import MODEL_STAGES, load_recipe
 from tfcompress.utils import atomic_path, atomic_write_text
 
 
@@ -293,9 +293,8 @@ def training_settings(recipe):
     return stage_settings("train", train)
 
 
-TRAINING_STAGES = ("prune", "channel_prune", "cluster", "qat")
-# stages whose artifact is a Keras model
-MODEL_STAGES = TRAINING_STAGES + ("ptq",)
+# the model stages that train (ptq reads data but does not train)
+TRAINING_STAGES = tuple(k for k in MODEL_STAGES if k != "ptq")
 
 
 def stage_epochs(variant):

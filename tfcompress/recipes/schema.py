@@ -150,6 +150,9 @@ STAGE_SCHEMAS = {
 
 # other names a stage may be given under (tfmot calls QAT "quantize")
 STAGE_ALIASES = {"quantize": "qat"}
+# stages that take the float model (or an earlier such stage's) and give a
+# Keras model; the others (convert, bench) take it to a flatbuffer
+MODEL_STAGES = ("prune", "channel_prune", "cluster", "qat", "ptq")
 
 SCHEMA = {
     "name": Field(str, None),

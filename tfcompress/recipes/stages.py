@@ -87,10 +87,10 @@ def run_channel_prune(model, params, data, train):
     whole channels on a ramp, then removes them; returns the smaller
     model (``prune.shrink``)."""
     from tfcompress import prune
-    from tfcompress.utils.layer_map import map_layers
+    from tfcompress.utils.layer_map import copy_model
     (xt, _), _ = data
     steps = math.ceil(len(xt) / train["batch_size"]) * params["epochs"]
-    work = map_layers(model, lambda layer: layer)   # the input stays whole
+    work = copy_model(model)        # the input model stays whole
     cb = prune.ChannelPruning(
         prune.PolynomialDecay.ramp(params["sparsity"], steps,
                                    params["end_fraction"]),

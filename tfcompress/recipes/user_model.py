@@ -13,6 +13,7 @@ import numpy as np
 
 from tfcompress.convert.inputs import fits
 from tfcompress.errors import InputError
+from tfcompress.recipes.schema import MODEL_STAGES
 
 
 def _shape(shape):
@@ -84,7 +85,7 @@ def fit_data_to_model(model, data, classes, name="the model"):
 
 
 # stages that take a float model: each refuses a QAT model
-FLOAT_STAGES = ("prune", "channel_prune", "cluster", "qat", "ptq")
+FLOAT_STAGES = MODEL_STAGES
 
 
 def check_stages_take(model, variants, name="the model"):

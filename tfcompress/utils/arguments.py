@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 from tfcompress.errors import InputError
 
@@ -55,6 +56,21 @@ def check_flags(what: str, **flags):
         if type(value).__name__ not in ("bool", "bool_"):
             raise InputError(f"{what}: {name} must be True or False, got "
                              f"{value!r:.60}")
+
+
+def check_path(what: str, name: str, value, kind="file", example=""):
+    """InputError unless ``value`` is a path (a string or ``os.PathLike``);
+    ``kind`` (file or folder) and ``example`` word the message.
+
+    >>> check_path("example", "output_path", 3, example="model.tflite")
+    Traceback (most recent call last):
+    ...
+    tfcompress.errors.InputError: example: output_path must be a file path such as 'model.tflite', got int 3
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        such_as = f" such as {example!r}" if example else ""
+        raise InputError(f"{what}: {name} must be a {kind} path{such_as}, "
+                         f"got {type(value).__name__} {value!r:.40}")
 
 
 def check_model(model, what: str, layers_too=False, hint=""):

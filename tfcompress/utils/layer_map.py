@@ -168,6 +168,17 @@ def map_layers(model: keras.Model,
     return clone
 
 
+def copy_model(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` sharing no variables with it.
+
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> c = copy_model(m)
+    >>> c.layers[0].kernel is m.layers[0].kernel
+    False
+    """
+    return map_layers(model, lambda layer: layer)
+
+
 def keep_output_names(new, original):
     """Gives ``new``, a rebuild of ``original`` whose output layers are
     wrapped (``prune_low_magnitude_fc``, ``quant_fc``, ``cluster_fc``),

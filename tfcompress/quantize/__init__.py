@@ -11,6 +11,7 @@ from tfcompress.quantize.api import (NoOpQuantizeConfig,
                                      has_fake_quant, quantize_annotate_layer,
                                      quantize_annotate_model, quantize_apply,
                                      quantize_model, quantize_scope, summary)
+from tfcompress.quantize.int8_rounding import device_rounding
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
 from tfcompress.quantize.schemes import (ClusterPreservingScheme,
@@ -22,7 +23,8 @@ __all__ = [
     "ClusterPreservingScheme", "Default8BitScheme", "NBitScheme", "NoOpQuantizeConfig",
     "OutputQuantizeConfig", "PrunePreservingScheme", "QuantizeAffine",
     "QuantizeConfig", "QuantizeFused", "QuantizeOutput",
-    "UnsupportedLayerError", "has_fake_quant", "quantize_annotate_layer",
+    "UnsupportedLayerError", "device_rounding", "has_fake_quant",
+    "quantize_annotate_layer",
     "quantize_annotate_model", "quantize_apply", "quantize_model",
     "quantize_scope", "summary",
 ]

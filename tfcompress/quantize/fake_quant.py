@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfcompress.quantize import int8_rounding
+
 
 def weight_range(w, per_channel=True, channel_axis=-1):
     """The symmetric range ``m`` (fake quant over ``[-m, m]``) of a kernel:
@@ -62,9 +64,14 @@ def activation_step(lo, hi, bits=8):
 
 
 def quantize_activations(x, min_var, max_var, bits=8):
-    """Asymmetric fake quantization with the stored range."""
-    return tf.quantization.fake_quant_with_min_max_vars(
+    """Asymmetric fake quantization with the stored range (rounded exactly
+    inside :func:`tfcompress.quantize.device_rounding`)."""
+    y = tf.quantization.fake_quant_with_min_max_vars(
         x, min_var, max_var, num_bits=bits, narrow_range=False)
+    if int8_rounding.active():
+        return int8_rounding.round_activations(x, min_var, max_var, bits,
+                                                 y)
+    return y
 
 
 def update_range(x, min_var, max_var, seen_var, decay=0.999):

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers as L
 
+from tfcompress.quantize import int8_rounding
 from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.fused import QuantizeFused
 # shared pieces, also imported from here by older code
@@ -172,10 +173,14 @@ class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
             y = inputs if self.layer is None else self.layer(inputs)
         if not self.quantize_output:
             return y
-        return self._quantize_output(y, training and update_range,
-                                     self.range,
-                                     self.activation_bits,
-                                     fixed=self.fixed_range is not None)
+        out = self._quantize_output(y, training and update_range,
+                                    self.range, self.activation_bits,
+                                    fixed=self.fixed_range is not None)
+        if self.layer is None and int8_rounding.active():
+            lo, hi, _ = self.range      # the input's QUANTIZE op
+            return int8_rounding.quantize_input(
+                inputs, lo, hi, self.activation_bits, out)
+        return out
 
     def _swish(self, inputs):
         # TFLite writes x * sigmoid(x) as LOGISTIC, whose int8 output has

@@ -28,6 +28,7 @@ import math
 
 import keras
 
+from tfcompress.quantize import int8_rounding
 from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.layers import (_InputStep, _InputStepMixin,
                                         _NestedLayersMixin, follow_trainable)
@@ -105,6 +106,10 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
         if self._source is None:
             return y
         lo, hi, _ = self._source.range
+        if int8_rounding.active() and isinstance(self.layer,
+                                                   AVERAGE_POOLING):
+            return int8_rounding.average_pool(self.layer, inputs, lo, hi,
+                                                self.activation_bits)
         return fq.quantize_activations(y, lo, hi, self.activation_bits)
 
     def compute_output_shape(self, input_shape):

@@ -56,14 +56,15 @@ def conv_model():
 def test_device_rounding_predicts_the_flatbuffer_where_fake_quant_misses(
         conv_model):
     """The input's QUANTIZE (x / step rounded in float32, half to even)
-    and the convolution's output rounding."""
+    and the convolution (summed in float64 and rounded exactly)."""
     taps, x, _, flat = conv_model
     plain = _values_off(taps.predict(x, verbose=0, batch_size=64), flat)
     with quantize.device_rounding(taps):
         device = _values_off(taps.predict(x, verbose=0, batch_size=64),
                              flat)
     assert plain[0] > 0 and device[0] == 0, (plain, device)
-    assert device[1] < plain[1], (plain, device)
+    # the rest: XNNPACK scales its int32 sums in float32 (0-5 of 2M)
+    assert 2 * device[1] < plain[1], (plain, device)
 
 
 def test_round_activations_is_exact_where_the_fake_quant_op_is_not():

@@ -67,7 +67,8 @@ def quantize_activations(x, min_var, max_var, bits=8):
     """Asymmetric fake quantization with the stored range (rounded exactly
     inside :func:`tfcompress.quantize.device_rounding`)."""
     y = tf.quantization.fake_quant_with_min_max_vars(
-        x, min_var, max_var, num_bits=bits, narrow_range=False)
+        tf.cast(x, tf.float32), min_var, max_var, num_bits=bits,
+        narrow_range=False)
     if int8_rounding.active():
         return int8_rounding.round_activations(x, min_var, max_var, bits,
                                                  y)

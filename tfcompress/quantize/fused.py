@@ -26,6 +26,7 @@ import tensorflow as tf
 from keras import layers as L
 
 from tfcompress.quantize import fake_quant as fq
+from tfcompress.quantize import int8_rounding
 from tfcompress.quantize.qat_base import (_InputStep, _InputStepMixin,
                                           _NestedLayersMixin, _RangeMixin,
                                           _batchnorm_scale, _weight_steps,
@@ -377,19 +378,26 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         conv_kernel, conv_bias = self._unfolded()
         kernel, bias = self._folded(conv_kernel, conv_bias)
         input_step = self._input_step.step()
+        # inside quantize.device_rounding, inference sums in float64, as
+        # the int8 kernels' int32 accumulators do exactly
+        wide = int8_rounding.active() and not training
+        if wide:
+            inputs = tf.cast(inputs, tf.float64)
         if isinstance(layer, SEPARABLE):
             dw = _quantize_depthwise(
                 layer.depthwise_kernel, self.weight_bits, self.per_channel)
             mid = keras.ops.depthwise_conv(inputs, dw, layer.strides,
                                            layer.padding, layer.data_format,
                                            layer.dilation_rate)
-            mid = self._quantize_output(mid, training, self.depthwise_range,
-                                        self.activation_bits)
+            mid = tf.cast(self._quantize_output(
+                mid, training, self.depthwise_range, self.activation_bits),
+                inputs.dtype)
             lo, hi, _ = self.depthwise_range
             bias_step = self._bias_step(
                 kernel, fq.activation_step(lo, hi, self.activation_bits))
-            kernel = fq.quantize_weights(kernel, self.weight_bits,
-                                         self.per_channel)
+            kernel = tf.cast(fq.quantize_weights(kernel, self.weight_bits,
+                                                 self.per_channel),
+                             inputs.dtype)
             y = keras.ops.conv(mid, kernel, 1, "valid", layer.data_format)
         elif isinstance(layer, (L.DepthwiseConv2D, L.Conv2DTranspose)):
             if isinstance(layer, L.DepthwiseConv2D):
@@ -401,6 +409,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                 bias_step = self._bias_step(kernel, input_step, -2)
                 kernel = _quantize_channels_axis_minus2(
                     kernel, self.weight_bits, self.per_channel)
+            kernel = tf.cast(kernel, inputs.dtype)
             if isinstance(layer, L.DepthwiseConv2D):
                 y = keras.ops.depthwise_conv(inputs, kernel, layer.strides,
                                              layer.padding,
@@ -414,8 +423,9 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                                              layer.dilation_rate)
         else:
             bias_step = self._bias_step(kernel, input_step)
-            kernel = fq.quantize_weights(kernel, self.weight_bits,
-                                         self.per_channel)
+            kernel = tf.cast(fq.quantize_weights(kernel, self.weight_bits,
+                                                 self.per_channel),
+                             inputs.dtype)
             if isinstance(layer, L.Dense):
                 y = keras.ops.matmul(inputs, kernel)
             else:
@@ -425,8 +435,9 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         def with_moving_statistics():
             if bias is None:
                 return y
-            return y + (bias if bias_step is None else
-                        round_bias(bias, bias_step))
+            wide_bias = tf.cast(bias, y.dtype)
+            return y + (wide_bias if bias_step is None else
+                        round_bias(wide_bias, bias_step))
 
         if not self._batch_statistics(training):
             y = with_moving_statistics()
@@ -444,7 +455,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         if self._act is not None:
             y = self._act(y)
         if not self.quantize_output:
-            return y
+            return tf.cast(y, tf.float32) if wide else y
         return self._quantize_output(y, training, self.range,
                                      self.activation_bits)
 

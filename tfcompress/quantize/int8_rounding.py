@@ -10,9 +10,11 @@ squeeze-and-excitation gates (docs/effnet_agreement.md), so the Keras
 model's logits drift from the flatbuffer's.
 
 Inside :func:`device_rounding`, QAT layers round in float64 at the
-converter's step and zero point, and average poolings divide their int8
-window sums as TFLite's AVERAGE_POOL_2D does (half-way values away from
-zero). The Keras model then predicts what the flatbuffer computes, without
+converter's step and zero point; convolutions and dense layers sum in
+float64 (the int8 kernels' int32 sums are exact, float32 ones are not);
+the model input is rounded as XNNPACK's QUANTIZE rounds it; average
+poolings divide their int8 window sums as TFLite's AVERAGE_POOL_2D does
+(half-way values away from zero). The Keras model then predicts what the flatbuffer computes, without
 converting it. Gradients are the fake-quant op's (straight-through), so
 training inside the block works, only slower.
 

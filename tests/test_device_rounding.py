@@ -144,3 +144,21 @@ def test_outside_the_block_the_fake_quant_op_rounds():
             assert not dr.active()
         assert dr.active()
     assert not dr.active()
+
+
+def test_separable_and_depthwise_convolutions_round_as_their_kernels():
+    """Xception's and NASNet's separable convolutions and a depthwise one
+    with batch norm and ReLU6 folded in: every int8 value of the
+    flatbuffer's."""
+    qat, x = _qat([keras.layers.SeparableConv2D(8, 3, padding="same",
+                                                activation="relu"),
+                   keras.layers.DepthwiseConv2D(3, padding="same"),
+                   keras.layers.BatchNormalization(),
+                   keras.layers.ReLU(6.0)], (16, 16, 4))
+    quantizers = [layer for layer in qat.layers
+                  if getattr(layer, "range", None) is not None]
+    taps = keras.Model(qat.input, [layer.output for layer in quantizers])
+    flat, _ = _int8_outputs(taps, x)
+    with quantize.device_rounding(taps):
+        device = _values_off(taps.predict(x, verbose=0), flat)
+    assert device == [0] * len(quantizers), device

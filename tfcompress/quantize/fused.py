@@ -384,8 +384,9 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         if wide:
             inputs = tf.cast(inputs, tf.float64)
         if isinstance(layer, SEPARABLE):
-            dw = _quantize_depthwise(
-                layer.depthwise_kernel, self.weight_bits, self.per_channel)
+            dw = tf.cast(_quantize_depthwise(
+                layer.depthwise_kernel, self.weight_bits, self.per_channel),
+                inputs.dtype)
             mid = keras.ops.depthwise_conv(inputs, dw, layer.strides,
                                            layer.padding, layer.data_format,
                                            layer.dilation_rate)

@@ -123,8 +123,38 @@ def choose_range(values, method, percentile=99.99):
     raise InputError(f"calibration must be one of {METHODS}, got {method!r}")
 
 
-def collect_activations(model_bytes, samples, max_values=200_000):
-    """Runs a float TFLite model; returns {tensor index: values}."""
+def activation_indices(model_bytes) -> set:
+    """Indices of the tensors the ops of a TFLite model's main graph write
+    (its activations; constant weights and the inputs are not among them).
+    """
+    from tfcompress import compat
+    # the flatbuffer read in place: the weight buffers are not copied
+    model = compat.tflite_schema().Model.GetRootAs(bytearray(model_bytes), 0)
+    sub = model.Subgraphs(0)
+    return {int(t) for i in range(sub.OperatorsLength())
+            for t in sub.Operators(i).OutputsAsNumpy()}
+
+
+def _quota(samples, max_values):
+    """How many values of one tensor to keep per sample: ``max_values``
+    spread over the samples when their number is known, else all."""
+    try:
+        n = len(samples)
+    except TypeError:
+        return None
+    return max(1, -(-max_values // max(n, 1)))
+
+
+def collect_activations(model_bytes, samples, max_values=200_000,
+                        tensors=None):
+    """Runs a float TFLite model; returns {tensor index: values}.
+
+    Only activations are read (``tensors``, default every tensor an op
+    writes): never the constant weights. Each sample contributes at most
+    its share of ``max_values`` per tensor, drawn as it runs, so memory
+    stays bounded by ``max_values`` per tensor whatever the number of
+    samples, the input size or the model's size.
+    """
     from ai_edge_litert.interpreter import Interpreter
     with warnings.catch_warnings():
         # every intermediate tensor is kept on purpose: they are what
@@ -135,23 +165,30 @@ def collect_activations(model_bytes, samples, max_values=200_000):
                              experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
+    wanted = activation_indices(model_bytes) if tensors is None \
+        else set(tensors)
     details = [d for d in interp.get_tensor_details()
-               if d["dtype"] == np.float32]
+               if d["dtype"] == np.float32 and d["index"] in wanted]
     seen = {d["index"]: [] for d in details}
+    quota = _quota(samples, max_values)
+    rng = np.random.default_rng(0)
     for x in samples:
         interp.set_tensor(inp, np.asarray(x, np.float32)[None])
         interp.invoke()
         for d in details:
             try:
-                seen[d["index"]].append(interp.get_tensor(d["index"]).ravel())
+                v = interp.get_tensor(d["index"]).ravel()
             except ValueError:
-                pass
+                continue
+            if quota is not None and v.size > quota:
+                v = rng.choice(v, quota, replace=False)
+            seen[d["index"]].append(v)
     out = {}
     for i, chunks in seen.items():
         if chunks:
             v = np.concatenate(chunks)
             if v.size > max_values:
-                v = np.random.default_rng(0).choice(v, max_values, False)
+                v = rng.choice(v, max_values, replace=False)
             out[i] = v
     return out
 
@@ -168,7 +205,10 @@ def recalibrate(calibrated_bytes, samples, method, percentile=99.99):
     # top classes and change the prediction.
     inputs = set(int(i) for i in sub.inputs) | set(int(i) for i in
                                                      sub.outputs)
-    values = collect_activations(calibrated_bytes, samples)
+    wanted = [idx for idx, tensor in enumerate(sub.tensors)
+              if idx not in inputs and tensor.quantization is not None
+              and tensor.quantization.min is not None]
+    values = collect_activations(calibrated_bytes, samples, tensors=wanted)
     ranges = {}
     for idx, tensor in enumerate(sub.tensors):
         q = tensor.quantization

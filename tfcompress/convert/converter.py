@@ -18,7 +18,6 @@ from tfcompress.convert.options import (CALIBRATIONS, INTEGER_MODES,
 from tfcompress.convert.result import (ConversionResult, FloatFallbackError,
                                        UnrunnableModelError)
 from tfcompress.errors import InputError
-from tfcompress.quantize.int8_rounding import fake_quant_rounding
 from tfcompress.convert.precision import (float32_compute,
                                           half_precision_layers)
 from tfcompress.quiet import (converter_output_silenced,
@@ -290,7 +289,9 @@ def convert(model, mode="int8", representative_data=None,
     :class:`FloatFallbackError` says what is wrong by itself).
     """
     # traced with the fake-quant ops the converter reads its ranges from,
-    # even inside quantize.device_rounding
+    # even inside quantize.device_rounding (imported here: importing the
+    # quantize package loads TensorFlow, which `tfcompress inspect` skips)
+    from tfcompress.quantize.int8_rounding import fake_quant_rounding
     with native_stderr_filtered(enabled=not wants_native_logs(),
                                 user_errors=(InputError, FloatFallbackError)
                                 ), fake_quant_rounding():

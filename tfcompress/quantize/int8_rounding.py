@@ -14,9 +14,10 @@ converter's step and zero point; convolutions and dense layers sum in
 float64 (the int8 kernels' int32 sums are exact, float32 ones are not);
 the model input is rounded as XNNPACK's QUANTIZE rounds it; average
 poolings divide their int8 window sums as TFLite's AVERAGE_POOL_2D does
-(half-way values away from zero). The Keras model then predicts what the flatbuffer computes, without
-converting it. Gradients are the fake-quant op's (straight-through), so
-training inside the block works, only slower.
+(half-way values away from zero). The Keras model then predicts what the
+flatbuffer computes, without converting it. Gradients are the fake-quant
+op's (straight-through), so training inside the block works, only
+slower.
 
 >>> import numpy as np, keras
 >>> from tfcompress import quantize
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 
+import keras
 import tensorflow as tf
 
 # A stack, not a thread-local: tf.distribute traces replicas in threads.
@@ -136,7 +138,6 @@ def quantize_input(x, lo, hi, bits, fake_quantized):
 
 def _window_sums(pool, values):
     """Sums and counts of ``pool``'s windows (the padding left out)."""
-    import keras
     size = pool.pool_size
     size = (size,) if isinstance(size, int) else tuple(size)
     strides = pool.strides

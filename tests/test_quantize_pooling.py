@@ -55,9 +55,26 @@ def test_3x3_average_pooling_agrees_with_the_flatbuffer():
     assert _ops(r) == _ops(ptq), (_ops(r), _ops(ptq))
 
 
-def test_even_window_is_left_unrounded():
-    q = quantize.quantize_model(_pooled(2))
-    assert not any(isinstance(l, QuantizeAveragePooling) for l in q.layers)
+def test_even_window_is_left_unrounded_but_in_device_rounding():
+    """A 2x2 average (DenseNet's transitions) reaches the next op unrounded;
+    inside quantize.device_rounding it is rounded to its input's step as
+    TFLite's kernel rounds it."""
+    x = _images(64)
+    q = _qat(_pooled(2), x)
+    pool = q.get_layer("quant_pool")
+    assert not pool.round_output
+    grid = keras.Model(q.input, pool.input).predict(x[:8], verbose=0)
+    lo, hi, _ = pool.range
+    step = float(hi - lo) / 255
+
+    def off_grid(y):        # zero is a grid point
+        return np.abs(y / step - np.round(y / step)).max()
+
+    np.testing.assert_allclose(np.asarray(pool(grid)),
+                               np.asarray(pool.layer(grid)))
+    assert off_grid(np.asarray(pool(grid))) > 0.2
+    with quantize.device_rounding():
+        assert off_grid(np.asarray(pool(grid))) < 1e-3
 
 
 def test_rounded_pooling_survives_save_and_load(tmp_path):

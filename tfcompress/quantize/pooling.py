@@ -77,11 +77,18 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
 
     NESTED_LAYERS = ("layer",)
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer, round_output=None, **kwargs):
         kwargs.setdefault("name", f"quant_{layer.name}")
         follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
         self.layer = layer
+        # an even window's average is left unrounded (see the module
+        # docstring) but for quantize.device_rounding, which rounds it as
+        # TFLite does; a resizing is always rounded
+        if round_output is None:
+            round_output = rounds_average(layer) or not isinstance(
+                layer, AVERAGE_POOLING)
+        self.round_output = bool(round_output)
         self._input_step = _InputStep()
 
     @property
@@ -110,13 +117,16 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
                                                    AVERAGE_POOLING):
             return int8_rounding.average_pool(self.layer, inputs, lo, hi,
                                                 self.activation_bits)
+        if not self.round_output:
+            return y
         return fq.quantize_activations(y, lo, hi, self.activation_bits)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), **self._nested_layers_config()}
+        return {**super().get_config(), **self._nested_layers_config(),
+                "round_output": self.round_output}
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")

@@ -15,7 +15,8 @@ from tfcompress.quantize.float_layers import no_int8_kernel
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
-from tfcompress.quantize.pooling import (QuantizeAveragePooling,
+from tfcompress.quantize.pooling import (AVERAGE_POOLING,
+                                         QuantizeAveragePooling,
                                          QuantizeResizing, rounds_average,
                                          rounds_resize)
 from tfcompress.quantize.shared_ranges import (feeds_concat_only as
@@ -618,6 +619,9 @@ class _QatGraph:
         scale and rounds its values to it."""
         if rounds_average(layer):
             wrapper, note = QuantizeAveragePooling, "average rounded to it"
+        elif isinstance(layer, AVERAGE_POOLING):
+            wrapper = QuantizeAveragePooling
+            note = "even window's average unrounded but in device_rounding"
         elif rounds_resize(layer):
             wrapper = QuantizeResizing
             note = f"{layer.interpolation} values rounded to it"

@@ -8,12 +8,14 @@ steps from its flatbuffer's on average.
 
 :class:`QuantizeAveragePooling` rounds the average with its input
 quantizer's range (it has none of its own, so the converter writes no
-extra op). Only windows of odd area are wrapped: an average of an even
+extra op). Only windows of odd area are rounded: an average of an even
 number of values can fall exactly half-way between two steps, which
 TFLite rounds away from zero in the int8 domain and a fake-quant op
 rounds up; for 2x2 windows (a quarter of the values are such ties)
 rounding made the QAT model agree with its flatbuffer less than leaving
-the average unrounded (docs/zoo_quantize.md).
+the average unrounded (docs/zoo_quantize.md). Inside
+:func:`tfcompress.quantize.device_rounding` every window, odd or even,
+is rounded as TFLite rounds it.
 
 >>> import keras
 >>> rounds_average(keras.layers.AveragePooling2D(3))

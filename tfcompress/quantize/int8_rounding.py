@@ -151,11 +151,12 @@ def _window_sums(pool, values):
     return sums, counts
 
 
-def average_pool(pool, x, lo, hi, bits):
+def average_pool(pool, x, lo, hi, bits, plain):
     """``pool`` (an average pooling) of ``x`` as TFLite's int8 kernel
     computes it: the window's int8 values (zero point included) summed and
     divided by the count, half-way values rounded away from zero, on the
-    input's grid ``[lo, hi]``."""
+    input's grid ``[lo, hi]``; with the gradient of ``plain``
+    (``pool(x)``)."""
     step, zero, low = _grid(lo, hi, bits)
     offset = 2.0 ** (bits - 1)        # int8 value = grid index - 128
     x64 = tf.cast(x, tf.float64)
@@ -163,6 +164,5 @@ def average_pool(pool, x, lo, hi, bits):
     sums, counts = _window_sums(pool, values)
     half = tf.floor(counts / 2)
     mean = tf.sign(sums) * tf.floor((tf.abs(sums) + half) / counts)
-    exact = tf.cast((mean + offset) * step + low, x.dtype)
-    plain = pool(x)
+    exact = tf.cast((mean + offset) * step + low, plain.dtype)
     return plain + tf.stop_gradient(exact - plain)

@@ -118,7 +118,7 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
         if int8_rounding.active() and isinstance(self.layer,
                                                    AVERAGE_POOLING):
             return int8_rounding.average_pool(self.layer, inputs, lo, hi,
-                                                self.activation_bits)
+                                                self.activation_bits, y)
         if not self.round_output:
             return y
         return fq.quantize_activations(y, lo, hi, self.activation_bits)

@@ -617,11 +617,10 @@ class _QatGraph:
     def rounded_to_input_scale(self, layer, parents, x):
         """An average pooling or resizing whose int8 op keeps its input's
         scale and rounds its values to it."""
-        if rounds_average(layer):
-            wrapper, note = QuantizeAveragePooling, "average rounded to it"
-        elif isinstance(layer, AVERAGE_POOLING):
+        if isinstance(layer, AVERAGE_POOLING):
             wrapper = QuantizeAveragePooling
-            note = "even window's average unrounded but in device_rounding"
+            note = ("average rounded to it" if rounds_average(layer) else
+                    "even window's average unrounded but in device_rounding")
         elif rounds_resize(layer):
             wrapper = QuantizeResizing
             note = f"{layer.interpolation} values rounded to it"

@@ -93,6 +93,34 @@ def test_bad_inputs(models, tmp_path):
         benchmark_model(str(models / "float.tflite"), data=str(nox))
 
 
+@pytest.mark.parametrize("setting, message", [
+    ({"runs": 0}, "runs must be an integer of at least 1, got 0"),
+    ({"runs": "5"}, "runs must be an integer of at least 1, got '5'"),
+    ({"threads": 1.5}, "threads must be an integer of at least 1"),
+    ({"warmup_runs": -1}, "warmup_runs must be an integer of at least 0"),
+    ({"warmup_seconds": -1.0}, r"warmup_seconds must be a number of seconds \(>= 0\)"),
+    ({"min_seconds": "1"}, r"min_seconds must be a number of seconds \(>= 0\)"),
+    ({"max_seconds": 0}, r"max_seconds must be a number of seconds \(> 0\)"),
+    ({"xnnpack": "no"}, "xnnpack must be True or False, got 'no'"),
+])
+def test_device_side_benchmark_refuses_timing_settings_of_the_wrong_kind(
+        models, setting, message):
+    # in this process, as on a device: runs=0 used to time one run and
+    # xnnpack="no" to read as on
+    from tfcompress.bench import benchmark
+    with pytest.raises(BenchError, match=message):
+        benchmark(str(models / "float.tflite"), **setting)
+
+
+def test_device_side_runner_cli_refuses_zero_runs(models):
+    r = subprocess.run([sys.executable, RUNNER, str(models / "float.tflite"),
+                        "--runs", "0"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == \
+        "runner: error: runs must be an integer of at least 1, got 0"
+
+
 def test_reports(models, tmp_path):
     results = benchmark_models([str(models / "float.tflite"),
                                 str(models / "int8.tflite")],

@@ -14,10 +14,9 @@ import sys
 import tempfile
 from typing import NamedTuple, Optional
 
-from tfcompress.bench.runner import BenchError
+from tfcompress.bench.runner import BenchError, check_timing
 from tfcompress.errors import InputError
-from tfcompress.utils.arguments import (check_counts, check_flags,
-                                         check_path, is_number)
+from tfcompress.utils.arguments import check_path
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "runner.py")
@@ -55,15 +54,12 @@ def check_settings(what, paths, data, threads, warmup_runs, runs,
         check_path(what, "model", path)
     if data is not None:
         check_path(what, "data", data)
-    check_counts(what, threads=threads, runs=runs)
-    check_counts(what, minimum=0, warmup_runs=warmup_runs)
-    for name, value, low in (("min_seconds", min_seconds, 0.0),
-                             ("max_seconds", max_seconds, 1e-9)):
-        if not is_number(value) or value < low:
-            raise InputError(f"{what}: {name} must be a number of seconds "
-                             f"({'>= 0' if low == 0 else '> 0'}), got "
-                             f"{value!r:.40}")
-    check_flags(what, xnnpack=xnnpack)
+    try:
+        check_timing(threads=threads, warmup_runs=warmup_runs, runs=runs,
+                     min_seconds=min_seconds, max_seconds=max_seconds,
+                     xnnpack=xnnpack)
+    except BenchError as e:
+        raise InputError(f"{what}: {e}") from None
 
 
 def benchmark_model(path, data=None, runtime="auto", threads=1,

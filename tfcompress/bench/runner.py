@@ -153,6 +153,46 @@ def dequantize_output(y, detail):
         y.astype(np.float32)
 
 
+def _is_count(value, minimum):
+    return isinstance(value, (int, np.integer)) and \
+        not isinstance(value, (bool, np.bool_)) and value >= minimum
+
+
+def _is_seconds(value, positive):
+    return isinstance(value, (int, float, np.integer, np.floating)) and \
+        not isinstance(value, (bool, np.bool_)) and np.isfinite(value) and \
+        (value > 0 if positive else value >= 0)
+
+
+def check_timing(threads=1, warmup_runs=5, runs=50, warmup_seconds=0.0,
+                 min_seconds=0.0, max_seconds=60.0, xnnpack=True):
+    """BenchError for timing settings of the wrong kind, before a model
+    loads: ``runs=0`` would time one run, ``xnnpack="no"`` would read as
+    on. The host's checks (``host.check_settings``) use it too.
+
+    >>> check_timing(runs=0)
+    Traceback (most recent call last):
+    ...
+    tfcompress.bench.runner.BenchError: runs must be an integer of at least 1, got 0
+    """
+    for name, value, minimum in (("threads", threads, 1),
+                                 ("runs", runs, 1),
+                                 ("warmup_runs", warmup_runs, 0)):
+        if not _is_count(value, minimum):
+            raise BenchError(f"{name} must be an integer of at least "
+                             f"{minimum}, got {value!r:.40}")
+    for name, value, positive in (("warmup_seconds", warmup_seconds, False),
+                                  ("min_seconds", min_seconds, False),
+                                  ("max_seconds", max_seconds, True)):
+        if not _is_seconds(value, positive):
+            raise BenchError(f"{name} must be a number of seconds "
+                             f"({'> 0' if positive else '>= 0'}), got "
+                             f"{value!r:.40}")
+    if not isinstance(xnnpack, (bool, np.bool_)):
+        raise BenchError(f"xnnpack must be True or False, got "
+                         f"{xnnpack!r:.60}")
+
+
 def _make_interpreter(Interpreter, Resolver, path, threads, xnnpack):
     kwargs = {"model_path": path, "num_threads": threads}
     if not xnnpack:
@@ -189,6 +229,7 @@ def delegation_of(interp):
 def delegation_only(path, runtime="auto", threads=1, xnnpack=True):
     """Loads the model and reports how the runtime executes it (no
     timing): :func:`delegation.delegation_report` plus the environment."""
+    check_timing(threads=threads, xnnpack=xnnpack)
     if not os.path.isfile(path):
         raise BenchError(f"model {path} does not exist")
     rt, version, Interpreter, Resolver = load_runtime(runtime)
@@ -255,6 +296,8 @@ def benchmark(path, data=None, runtime="auto", threads=1, warmup_runs=5,
     >>> result["latency"]["p50_ms"] <= result["latency"]["p90_ms"]
     True
     """
+    check_timing(threads, warmup_runs, runs, warmup_seconds, min_seconds,
+                 max_seconds, xnnpack)
     if not os.path.isfile(path):
         raise BenchError(f"model {path} does not exist")
     with open(path, "rb") as f:

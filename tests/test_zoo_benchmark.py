@@ -74,6 +74,19 @@ def test_extra_quantize_pairs_and_slower_qat_miss_the_aims():
     assert "MISSED" in "\n".join(zoo.aim_lines({"m": row}))
 
 
+def test_agreement_aim_is_judged_as_keras_evaluates_and_shows_device_rounding():
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1},
+               agreement=0.97)
+    row["paths"]["qat_int8"]["agreement"]["device_rounding"] = {
+        "top1_agreement": 0.995, "mean_error_steps": 0.05}
+    zoo.finish(row)
+    aim = row["aims"]["qat_top1_agreement_98"]
+    assert aim["met"] is False and aim["with_device_rounding"] == 0.995
+    line = next(l for l in zoo.aim_lines({"m": row}) if "agrees" in l)
+    assert "**MISSED** (97.00% of 200 inputs; inside " \
+        "quantize.device_rounding: 99.50%)" in line
+
+
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_quick_run_writes_every_path(tmp_path, monkeypatch):

@@ -14,6 +14,13 @@ so it runs its built-in kernels either way.)
 
     nice -n 10 .venv/bin/python benchmarks/arm_builtin_kernels.py \\
         --flatbuffers DIR --models mobilenet_v2_ptq_int8
+
+``--single-ops`` instead builds one small int8 flatbuffer per op kind
+(3x3, strided and 1x1 convolution, depthwise, dense, ADD, MUL, MEAN,
+pooling, activations, concatenation; 8x8x16 inputs, random weights,
+post-training int8 on 64 random inputs) and compares them on those 64
+inputs, with x86 LiteRT's XNNPACK outputs as a fifth configuration: how
+often one op's kernels disagree, before a network amplifies it.
 """
 
 import argparse
@@ -28,14 +35,66 @@ import zoo_arm
 
 CONFIGS = ("arm64 tflite_runtime 2.14", "arm64 LiteRT 2.3",
            "x86 tflite_runtime 2.14", "x86 LiteRT 2.3")
+XNNPACK = "x86 LiteRT 2.3 XNNPACK"
 PAIRS = (("arm64 tflite_runtime 2.14", "x86 tflite_runtime 2.14"),
          ("arm64 LiteRT 2.3", "x86 LiteRT 2.3"),
          ("arm64 tflite_runtime 2.14", "arm64 LiteRT 2.3"),
          ("x86 tflite_runtime 2.14", "x86 LiteRT 2.3"))
+SINGLE_OP_PAIRS = PAIRS + (("arm64 tflite_runtime 2.14", XNNPACK),
+                           ("x86 LiteRT 2.3", XNNPACK))
+
+
+def single_op_models():
+    """``{name: keras.Model}``: one op kind each on an 8x8x16 input."""
+    import keras
+    L = keras.layers
+
+    def model(body):
+        keras.utils.set_random_seed(1)
+        x = keras.Input((8, 8, 16))
+        return keras.Model(x, body(x))
+
+    bodies = {
+        "conv3x3": lambda x: L.Conv2D(16, 3, padding="same")(x),
+        "conv3x3_relu6": lambda x: L.ReLU(6.0)(
+            L.Conv2D(16, 3, padding="same")(x)),
+        "conv3x3_stride2": lambda x: L.Conv2D(16, 3, 2, "same")(x),
+        "conv1x1": lambda x: L.Conv2D(32, 1)(x),
+        "depthwise3x3": lambda x: L.DepthwiseConv2D(3, padding="same")(x),
+        "depthwise3x3_stride2": lambda x: L.DepthwiseConv2D(
+            3, 2, "same")(x),
+        "dense": lambda x: L.Dense(10)(L.Flatten()(x)),
+        "conv1x1_add": lambda x: L.Add()([x, L.Conv2D(16, 1)(x)]),
+        "conv1x1_multiply": lambda x: L.Multiply()([x, L.Conv2D(16, 1)(x)]),
+        "global_average_pool": lambda x: L.GlobalAveragePooling2D()(x),
+        "average_pool2x2": lambda x: L.AveragePooling2D(2)(x),
+        "max_pool2x2": lambda x: L.MaxPooling2D(2)(x),
+        "sigmoid": lambda x: L.Activation("sigmoid")(x),
+        "hard_swish": lambda x: L.Activation("hard_swish")(x),
+        "swish": lambda x: L.Activation("swish")(x),
+        "concatenate": lambda x: L.Concatenate()([x, L.Conv2D(8, 1)(x)]),
+    }
+    return {name: model(body) for name, body in bodies.items()}
+
+
+def write_single_ops(out_dir, samples):
+    """Converts :func:`single_op_models` to int8 in ``out_dir``; returns
+    ``(paths, inputs)``."""
+    from tfcompress.convert import convert
+    x = np.random.default_rng(0).normal(
+        size=(samples, 8, 8, 16)).astype(np.float32)
+    paths = []
+    for name, model in single_op_models().items():
+        path = os.path.join(out_dir, f"{name}.tflite")
+        convert(model, "int8", representative_data=x, output_path=path,
+                check_data=None)
+        paths.append(path)
+    return paths, x
 
 
 def built_in_outputs(path, data, tmp, root, site, python, cpu):
-    """``{config: outputs}`` of the four configurations, XNNPACK off."""
+    """``{config: outputs}``: the four configurations with XNNPACK off,
+    and x86 LiteRT with XNNPACK."""
     from tfcompress.bench import arm_root, runner, x86_tflite_runtime
     base = [path, "--data", data, "--runs", "1", "--warmup-runs", "0",
             "--no-xnnpack"]
@@ -53,17 +112,25 @@ def built_in_outputs(path, data, tmp, root, site, python, cpu):
         if r.returncode != 0:
             raise SystemExit(f"{config}: {arm_root.runner_error(r)}")
         out[config] = np.load(npy)
-    out["x86 LiteRT 2.3"] = runner.benchmark(
-        path, data, runtime="ai_edge_litert", warmup_runs=0, runs=1,
-        xnnpack=False, return_outputs=True)["_outputs"]
+    for config, xnnpack in (("x86 LiteRT 2.3", False), (XNNPACK, True)):
+        out[config] = runner.benchmark(
+            path, data, runtime="ai_edge_litert", warmup_runs=0, runs=1,
+            xnnpack=xnnpack, return_outputs=True)["_outputs"]
     return out
 
 
-def markdown(rows, command, samples, cpu):
-    out = ["# Built-in int8 kernels (XNNPACK off): arm64 vs x86, "
-           "tflite-runtime 2.14 vs LiteRT 2.3", "", f"`{command}`", "",
-           f"{samples} Fashion-MNIST test images (resized to the model's "
-           "input); arm64: Debian bookworm arm64 under qemu user-mode "
+def markdown(rows, command, samples, cpu, single_ops=False):
+    inputs = (f"{samples} random normal 8x8x16 inputs, one small int8 "
+              "flatbuffer per op kind" if single_ops else
+              f"{samples} Fashion-MNIST test images (resized to the "
+              "model's input)")
+    title = ("One op at a time: int8 kernels on arm64 vs x86, "
+             "tflite-runtime 2.14 vs LiteRT 2.3 (built-in kernels unless "
+             "XNNPACK is named)" if single_ops else
+             "Built-in int8 kernels (XNNPACK off): arm64 vs x86, "
+             "tflite-runtime 2.14 vs LiteRT 2.3")
+    out = [f"# {title}", "", f"`{command}`", "",
+           f"{inputs}; arm64: Debian bookworm arm64 under qemu user-mode "
            f"emulation ({cpu}).", "",
            "| model | pair | equal | off by one | worse | total | within "
            "one step |", "|---|---|---:|---:|---:|---:|---:|"]
@@ -76,13 +143,22 @@ def markdown(rows, command, samples, cpu):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--flatbuffers", required=True)
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--flatbuffers")
+    source.add_argument("--single-ops", action="store_true",
+                        help="one small flatbuffer per op kind instead")
     ap.add_argument("--models", help="comma-separated file stems (default: "
                     "every .tflite of --flatbuffers)")
-    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--samples", type=int, default=200,
+                    help="test images (with --single-ops: random inputs, "
+                    "64 unless given)")
     ap.add_argument("--cpu", default=None)
-    ap.add_argument("--name", default="arm_builtin_kernels")
+    ap.add_argument("--name")
     args = ap.parse_args()
+    if args.single_ops and "--samples" not in os.sys.argv:
+        args.samples = 64
+    args.name = args.name or ("arm_op_kernels" if args.single_ops
+                              else "arm_builtin_kernels")
     from tfcompress.bench import arm_root, x86_tflite_runtime
     from tfcompress.bench.cross_check import (count_steps, output_step,
                                               quantize_inputs)
@@ -91,8 +167,13 @@ def main():
     root = arm_root.build_root()
     site = arm_root.build_litert_site(root)
     python = x86_tflite_runtime.build_venv()
-    xv = common.fashion_mnist(1, args.samples)[1][0]
-    paths = sorted(glob.glob(os.path.join(args.flatbuffers, "*.tflite")))
+    tmp_dir = tempfile.TemporaryDirectory()
+    if args.single_ops:
+        paths, xv = write_single_ops(tmp_dir.name, args.samples)
+    else:
+        xv = common.fashion_mnist(1, args.samples)[1][0]
+        paths = sorted(glob.glob(os.path.join(args.flatbuffers,
+                                              "*.tflite")))
     if args.models:
         keep = set(args.models.split(","))
         paths = [p for p in paths
@@ -100,7 +181,7 @@ def main():
     paths = [p for p in paths if output_step(p) is not None]
     if not paths:
         raise SystemExit(f"no int8-output .tflite files to check in "
-                         f"{args.flatbuffers}")
+                         f"{args.flatbuffers or tmp_dir.name}")
     command = "nice -n 10 .venv/bin/python benchmarks/arm_builtin_kernels.py" \
         + "".join(f" {a}" for a in os.sys.argv[1:])
     rows = []
@@ -109,11 +190,12 @@ def main():
             name = os.path.splitext(os.path.basename(path))[0]
             t0 = time.time()
             data = os.path.join(tmp, "x.npz")
-            x = zoo_arm.inputs_for(path, xv, zoo_arm.sidecar_scale(path))
+            x = xv if args.single_ops else zoo_arm.inputs_for(
+                path, xv, zoo_arm.sidecar_scale(path))
             np.savez(data, x=quantize_inputs(path, x))
             outputs = built_in_outputs(path, data, tmp, root, site, python,
                                        cpu)
-            for a, b in PAIRS:
+            for a, b in SINGLE_OP_PAIRS if args.single_ops else PAIRS:
                 c = count_steps(outputs[a], outputs[b], output_step(path))
                 c["within_one"] = (c["equal"] + c["off_by_one"]) / \
                     c["total"]
@@ -126,7 +208,9 @@ def main():
                                     "rows": rows})
             atomic_write_text(os.path.join(common.RESULTS,
                                            f"{args.name}.md"),
-                              markdown(rows, command, args.samples, cpu))
+                              markdown(rows, command, args.samples, cpu,
+                                       args.single_ops))
+    tmp_dir.cleanup()
 
 
 if __name__ == "__main__":

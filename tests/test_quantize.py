@@ -696,6 +696,31 @@ def test_dict_inputs_and_outputs_keep_their_keys():
     assert sorted(qat.input) == ["a", "b"]
 
 
+def test_input_keeps_its_batch_size_and_dtype():
+    """A fixed batch size stays fixed (Sequential and Functional), and an
+    integer input (token ids) stays an integer input, not fake-quantized
+    to 256 levels that would merge ids."""
+    seq = keras.Sequential([keras.Input((6, 6, 2), batch_size=1),
+                            L.Conv2D(3, 3), L.Flatten(), L.Dense(2)])
+    assert tuple(quantize.quantize_model(seq).inputs[0].shape) == \
+        (1, 6, 6, 2)
+    ids = keras.Input((1,), dtype="int32", batch_size=4)
+    emb = quantize.quantize_annotate_layer(
+        L.Embedding(1000, 1, embeddings_initializer="uniform"),
+        quantize.NoOpQuantizeConfig())(ids)
+    flat = quantize.quantize_annotate_layer(
+        L.Flatten(), quantize.NoOpQuantizeConfig())(emb)
+    model = keras.Model(ids, flat)
+    qat = quantize.quantize_model(model)
+    assert tuple(qat.inputs[0].shape) == (4, 1)
+    assert qat.inputs[0].dtype == "int32"
+    tokens = np.arange(1000, dtype="int32")[:, None]
+    np.testing.assert_array_equal(qat.predict(tokens, batch_size=4,
+                                              verbose=0),
+                                  model.predict(tokens, batch_size=4,
+                                                verbose=0))
+
+
 def test_mixed_precision_model_is_quantized_computing_in_float32():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

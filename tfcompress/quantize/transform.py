@@ -44,6 +44,14 @@ class UnsupportedLayerError(InputError):
     """A layer tfcompress does not know how to quantize."""
 
 
+def _input_like(tensor, name):
+    """A new ``keras.Input`` named ``name`` with ``tensor``'s batch shape
+    and dtype: a fixed batch size and an integer input stay as the model
+    has them."""
+    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype,
+                       name=name)
+
+
 def _unsupported(layer):
     return UnsupportedLayerError(
         f"layer {layer.name!r} ({type(layer).__name__}) has no quantize "
@@ -247,6 +255,12 @@ class _QatGraph:
     def add_input(self, name, inp, quantizer_name):
         self.new_inputs.append(inp)
         self.tensors[name] = inp
+        if not keras.backend.is_float_dtype(inp.dtype):
+            # integers (token ids) are read as they are: 256 levels would
+            # merge ids, and the converter keeps an integer input as is
+            self.report.append({"layer": name, "type": "Input",
+                                "quantized": f"no ({inp.dtype} input)"})
+            return
         if self.annotated_only:   # quantized where a quantized layer reads it
             self.float_tensors[name] = quantizer_name
             return
@@ -389,16 +403,16 @@ class _QatGraph:
             self.tensors[name] = self.tensors[self.consumed[name]]
             return
         if isinstance(layer, L.InputLayer) or not parents:
-            shape = (layer.batch_shape[1:] if isinstance(layer, L.InputLayer)
-                     else self.model.inputs[0].shape[1:])
-            self.add_input(name, keras.Input(shape=shape, name=name),
+            source = (layer.output if isinstance(layer, L.InputLayer)
+                      else self.model.inputs[0])
+            self.add_input(name, _input_like(source, name),
                            f"quant_input_{name}")
             return
         if parents == [_SEQUENTIAL_INPUT] and \
                 _SEQUENTIAL_INPUT not in self.tensors:
-            self.add_input(_SEQUENTIAL_INPUT, keras.Input(
-                shape=self.model.inputs[0].shape[1:], name="input"),
-                "quant_input")
+            self.add_input(_SEQUENTIAL_INPUT,
+                           _input_like(self.model.inputs[0], "input"),
+                           "quant_input")
         if not self.quantized(layer):
             kept = copy_layer(layer)
             kept._tfcompress_kept_float = NOT_ANNOTATED   # for summary()

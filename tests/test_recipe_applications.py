@@ -145,6 +145,23 @@ def test_a_normalization_first_means_255_pixels():
     assert rescales_input(norm) and not rescales_input(conv)
 
 
+def test_a_nested_base_that_rescales_means_255_pixels():
+    # a transfer-learning model around MobileNetV3 / EfficientNet: the
+    # base is the first layer, its Rescaling the first layer inside it
+    import keras
+    from tfcompress.models.applications import rescales_input
+    inp = keras.Input((8, 8, 3))
+    base = keras.Model(inp, keras.layers.Conv2D(2, 3)(
+        keras.layers.Rescaling(1 / 255)(inp)))
+    seq = keras.Sequential([keras.Input((8, 8, 3)), base,
+                            keras.layers.GlobalAveragePooling2D()])
+    fn = keras.Model(inp, keras.layers.Flatten()(base(inp)))
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])])
+    assert rescales_input(seq) and rescales_input(fn)
+    assert not rescales_input(plain)
+
+
 def test_cli_shows_one_line_without_traceback_for_a_refused_size(tmp_path):
     p = tmp_path / "r.yaml"
     # no image_size: Fashion-MNIST's 28x28x1 is below MobileNetV2's 32x32

@@ -109,17 +109,23 @@ def rescales_input(model) -> bool:
     """True if ``model`` scales its own pixels: its first layer after the
     input is a Rescaling or Normalization (keras.applications MobileNetV3,
     EfficientNet and ConvNeXt with their preprocessing, which expect
-    pixels in [0, 255]); the others take pixels in [0, 1].
+    pixels in [0, 255]), or a nested model that does (such a base inside
+    a transfer-learning model); the others take pixels in [0, 1].
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4, 4, 3)),
     ...                       keras.layers.Rescaling(1 / 255)])
     >>> rescales_input(m)
     True
+    >>> rescales_input(keras.Sequential([keras.Input((4, 4, 3)), m]))
+    True
     """
     import keras
+    from tfcompress.utils.layer_map import is_container
     first = [l for l in model.layers
              if not isinstance(l, keras.layers.InputLayer)][:1]
+    if first and is_container(first[0]):
+        return rescales_input(first[0])
     return bool(first) and isinstance(
         first[0], (keras.layers.Rescaling, keras.layers.Normalization))
 

@@ -127,6 +127,15 @@ def test_input_size_the_model_refuses_is_input_error():
                           (28, 28, 1), 10)
 
 
+def test_refused_size_suggests_the_size_the_model_takes():
+    # InceptionResNetV2 takes 75x75 at least: the hint said "e.g. 32"
+    from tfcompress.models.applications import build_application
+    with pytest.raises(InputError, match=r"at least 75x75.*"
+                       r"data.image_size \(e.g. 75\)"):
+        build_application("keras.applications.InceptionResNetV2", {},
+                          (32, 32, 3), 10)
+
+
 def test_models_that_rescale_themselves_get_255_pixels():
     from tfcompress.recipes.runner import pixel_scale
     v3 = load_recipe_text(MINI.replace("MobileNetV2", "MobileNetV3Small"))

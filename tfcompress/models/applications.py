@@ -102,7 +102,22 @@ def build_application(model, options, input_shape, classes):
             f"{model} refuses input shape {tuple(input_shape)}"
             f"{' with ' + shown if shown else ''}: {reason}; fix "
             "model_options, or resize the images with data.image_size "
-            "(e.g. 32) and data.channels (e.g. 3)") from None
+            f"(e.g. {_smallest_side(reason)}) and data.channels (e.g. 3)"
+        ) from None
+
+
+def _smallest_side(reason) -> int:
+    """The smallest input side a constructor's refusal names ("Input size
+    must be at least 75x75"), else 32 (most keras.applications models').
+
+    >>> _smallest_side("Input size must be at least 75x75; Received: ...")
+    75
+    >>> _smallest_side("unknown option")
+    32
+    """
+    import re
+    found = re.search(r"at least (\d+)x(\d+)", reason)
+    return max(int(found.group(1)), int(found.group(2))) if found else 32
 
 
 def rescales_input(model) -> bool:

@@ -53,6 +53,14 @@ def test_uint8_input_without_check_data_gets_random_pixels():
     assert r.report["numerical_check"]["max_abs_error"] < 1e-5
 
 
+def test_a_nested_base_that_rescales_is_checked_on_pixels():
+    inner = keras.Input((8, 8, 3))
+    base = keras.Model(inner, keras.layers.Rescaling(1 / 255.0)(inner))
+    model = _dense_on(keras.Input((8, 8, 3)), base)
+    r = convert(model, "float32")
+    assert r.report["numerical_check_data"] == "random inputs in [0, 255]"
+
+
 @pytest.mark.parametrize("mode", ["float32", "int8"])
 def test_fixed_batch_model_is_checked_in_batches_of_its_size(x, mode):
     model = _dense_on(keras.Input((8, 8, 3), batch_size=4))

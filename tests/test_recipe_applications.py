@@ -127,6 +127,15 @@ def test_input_size_the_model_refuses_is_input_error():
                           (28, 28, 1), 10)
 
 
+def test_refused_size_suggests_the_size_the_model_takes():
+    # InceptionResNetV2 takes 75x75 at least: the hint said "e.g. 32"
+    from tfcompress.models.applications import build_application
+    with pytest.raises(InputError, match=r"at least 75x75.*"
+                       r"data.image_size \(e.g. 75\)"):
+        build_application("keras.applications.InceptionResNetV2", {},
+                          (32, 32, 3), 10)
+
+
 def test_models_that_rescale_themselves_get_255_pixels():
     from tfcompress.recipes.runner import pixel_scale
     v3 = load_recipe_text(MINI.replace("MobileNetV2", "MobileNetV3Small"))
@@ -143,6 +152,23 @@ def test_a_normalization_first_means_255_pixels():
         mean=[124.0] * 3, variance=[3000.0] * 3)(inp))
     conv = keras.Model(inp, keras.layers.Conv2D(2, 3)(inp))
     assert rescales_input(norm) and not rescales_input(conv)
+
+
+def test_a_nested_base_that_rescales_means_255_pixels():
+    # a transfer-learning model around MobileNetV3 / EfficientNet: the
+    # base is the first layer, its Rescaling the first layer inside it
+    import keras
+    from tfcompress.models.applications import rescales_input
+    inp = keras.Input((8, 8, 3))
+    base = keras.Model(inp, keras.layers.Conv2D(2, 3)(
+        keras.layers.Rescaling(1 / 255)(inp)))
+    seq = keras.Sequential([keras.Input((8, 8, 3)), base,
+                            keras.layers.GlobalAveragePooling2D()])
+    fn = keras.Model(inp, keras.layers.Flatten()(base(inp)))
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3)])])
+    assert rescales_input(seq) and rescales_input(fn)
+    assert not rescales_input(plain)
 
 
 def test_cli_shows_one_line_without_traceback_for_a_refused_size(tmp_path):

@@ -102,24 +102,45 @@ def build_application(model, options, input_shape, classes):
             f"{model} refuses input shape {tuple(input_shape)}"
             f"{' with ' + shown if shown else ''}: {reason}; fix "
             "model_options, or resize the images with data.image_size "
-            "(e.g. 32) and data.channels (e.g. 3)") from None
+            f"(e.g. {_smallest_side(reason)}) and data.channels (e.g. 3)"
+        ) from None
+
+
+def _smallest_side(reason) -> int:
+    """The smallest input side a constructor's refusal names ("Input size
+    must be at least 75x75"), else 32 (most keras.applications models').
+
+    >>> _smallest_side("Input size must be at least 75x75; Received: ...")
+    75
+    >>> _smallest_side("unknown option")
+    32
+    """
+    import re
+    found = re.search(r"at least (\d+)x(\d+)", reason)
+    return max(int(found.group(1)), int(found.group(2))) if found else 32
 
 
 def rescales_input(model) -> bool:
     """True if ``model`` scales its own pixels: its first layer after the
     input is a Rescaling or Normalization (keras.applications MobileNetV3,
     EfficientNet and ConvNeXt with their preprocessing, which expect
-    pixels in [0, 255]); the others take pixels in [0, 1].
+    pixels in [0, 255]), or a nested model that does (such a base inside
+    a transfer-learning model); the others take pixels in [0, 1].
 
     >>> import keras
     >>> m = keras.Sequential([keras.Input((4, 4, 3)),
     ...                       keras.layers.Rescaling(1 / 255)])
     >>> rescales_input(m)
     True
+    >>> rescales_input(keras.Sequential([keras.Input((4, 4, 3)), m]))
+    True
     """
     import keras
+    from tfcompress.utils.layer_map import is_container
     first = [l for l in model.layers
              if not isinstance(l, keras.layers.InputLayer)][:1]
+    if first and is_container(first[0]):
+        return rescales_input(first[0])
     return bool(first) and isinstance(
         first[0], (keras.layers.Rescaling, keras.layers.Normalization))
 

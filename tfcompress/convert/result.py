@@ -115,6 +115,7 @@ class ConversionResult:
             "conversion_seconds": round(seconds, 2),
             "keras_params": int(keras_model.count_params()),
         })
+        _note_bias_scales(report, tflite_bytes)
         return cls(tflite_bytes, report)
 
     @property
@@ -355,3 +356,20 @@ def _match_layer(guess, names):
         if guess == n or guess.startswith(n + "_") or guess.startswith(n):
             return n
     return guess
+
+
+def _note_bias_scales(report, tflite_bytes):
+    """A note for each weighted op whose bias the converter stored at a
+    scale other than the one the kernel assumes
+    (:mod:`tfcompress.inspect.bias_scales`)."""
+    from tfcompress.inspect.bias_scales import bias_scale_mismatches
+    from tfcompress.inspect.model_reader import read_model
+    layers = {row["index"]: row.get("layer") for row in report["ops"]}
+    for m in bias_scale_mismatches(read_model(tflite_bytes)):
+        report["notes"].append(
+            f"op #{m['op']} {m['name']} (layer {layers.get(m['op'])}) has "
+            f"its bias stored at {m['ratio']}x the input scale x weight "
+            "scale its kernel assumes, as the TFLite converter wrote it: "
+            "every output of this op is off (the numerical check says by "
+            "how much). Convert with mode int8, or keep the layer float "
+            "with float_layers.")

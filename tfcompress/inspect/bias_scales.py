@@ -1,0 +1,88 @@
+"""The bias scale a TFLite kernel assumes.
+
+A quantized CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED or TRANSPOSE_CONV
+adds its integer bias to the integer sums of input x weights without
+rescaling it: the bias must be stored at input scale x weight scale (per
+output channel). A flatbuffer whose bias is stored at another scale
+runs, and every output of that op is off.
+
+A zero bias reads as zero at any scale, so only channels with a bias
+other than zero count.
+
+>>> import numpy as np
+>>> bias = {"dtype": "INT32", "buffer": 1,
+...         "quantization": {"scale": [0.05, 0.04]}}
+>>> model = {"opcodes": [{"name": "CONV_2D"}], "subgraphs": [{
+...     "tensors": [{"quantization": {"scale": [0.5]}},
+...                 {"quantization": {"scale": [0.1, 0.2]}}, bias],
+...     "operators": [{"opcode": 0, "inputs": [0, 1, 2]}]}],
+...     "buffers": [b"", np.array([3, -5], "<i4").tobytes()]}
+>>> bias_scale_mismatches(model)
+[{'op': 0, 'name': 'CONV_2D', 'ratio': 0.4}]
+>>> model["buffers"][1] = np.array([3, 0], "<i4").tobytes()
+>>> bias_scale_mismatches(model)
+[]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# op name -> positions of (input, weights, bias) among its inputs
+WEIGHTED_OPS = {"CONV_2D": (0, 1, 2), "DEPTHWISE_CONV_2D": (0, 1, 2),
+                "FULLY_CONNECTED": (0, 1, 2), "TRANSPOSE_CONV": (2, 1, 3)}
+
+
+BIAS_TYPES = {"INT32": "<i4", "INT64": "<i8"}
+
+
+def _bias_values(model, tensor):
+    """The integer bias's values, or None (a float or non-constant one)."""
+    dtype = BIAS_TYPES.get(tensor.get("dtype"))
+    raw = model["buffers"][tensor["buffer"]] \
+        if 0 < tensor.get("buffer", 0) < len(model["buffers"]) else b""
+    if dtype is None or not raw:
+        return None
+    return np.frombuffer(raw, dtype)
+
+
+def _scales(tensors, index):
+    if index < 0 or index >= len(tensors):
+        return None
+    q = tensors[index].get("quantization")
+    return list(q["scale"]) if q and q.get("scale") else None
+
+
+def bias_scale_mismatches(model: dict, tolerance: float = 1e-3) -> list:
+    """The weighted ops of the first subgraph of ``model`` (as
+    :func:`tfcompress.inspect.model_reader.read_model` returns it) whose
+    quantized bias is not stored at input scale x weight scale: ``[{"op":
+    index, "name": op, "ratio": bias scale / that product, the furthest
+    from 1 of its channels with a bias other than zero}]``. Ops with a
+    float or no bias are left out.
+    """
+    graph = model["subgraphs"][0]
+    tensors = graph["tensors"]
+    found = []
+    for k, op in enumerate(graph["operators"]):
+        name = model["opcodes"][op["opcode"]]["name"]
+        positions = WEIGHTED_OPS.get(name)
+        if positions is None or len(op["inputs"]) <= max(positions):
+            continue
+        inp, weights, bias = (_scales(tensors, op["inputs"][p])
+                              for p in positions)
+        if not (inp and weights and bias):
+            continue
+        values = _bias_values(model, tensors[op["inputs"][positions[2]]])
+        if values is None or len(values) != len(bias):
+            continue
+        if len(weights) == 1:
+            weights = weights * len(bias)
+        if len(weights) != len(bias):
+            continue
+        ratios = [b / (inp[0] * w) for b, w, v in zip(bias, weights, values)
+                  if inp[0] * w > 0 and v != 0]
+        worst = max(ratios, key=lambda r: abs(r - 1.0), default=1.0)
+        if abs(worst - 1.0) > tolerance:
+            found.append({"op": k, "name": name, "ratio": round(worst, 4)})
+    return found

@@ -10,8 +10,8 @@ A zero bias reads as zero at any scale, so only channels with a bias
 other than zero count.
 
 >>> import numpy as np
->>> bias = {"dtype": "INT32", "buffer": 1,
-...         "quantization": {"scale": [0.05, 0.04]}}
+>>> bias = {"name": "bias", "dtype": "INT32", "shape": [2], "buffer": 1,
+...         "sparse": False, "quantization": {"scale": [0.05, 0.04]}}
 >>> model = {"opcodes": [{"name": "CONV_2D"}], "subgraphs": [{
 ...     "tensors": [{"quantization": {"scale": [0.5]}},
 ...                 {"quantization": {"scale": [0.1, 0.2]}}, bias],
@@ -26,24 +26,15 @@ other than zero count.
 
 from __future__ import annotations
 
-import numpy as np
+from tfcompress.inspect.model_reader import tensor_values
 
 # op name -> positions of (input, weights, bias) among its inputs
 WEIGHTED_OPS = {"CONV_2D": (0, 1, 2), "DEPTHWISE_CONV_2D": (0, 1, 2),
                 "FULLY_CONNECTED": (0, 1, 2), "TRANSPOSE_CONV": (2, 1, 3)}
 
 
-BIAS_TYPES = {"INT32": "<i4", "INT64": "<i8"}
-
-
-def _bias_values(model, tensor):
-    """The integer bias's values, or None (a float or non-constant one)."""
-    dtype = BIAS_TYPES.get(tensor.get("dtype"))
-    raw = model["buffers"][tensor["buffer"]] \
-        if 0 < tensor.get("buffer", 0) < len(model["buffers"]) else b""
-    if dtype is None or not raw:
-        return None
-    return np.frombuffer(raw, dtype)
+# the integer biases of quantized kernels
+BIAS_TYPES = ("INT32", "INT64")
 
 
 def _scales(tensors, index):
@@ -73,7 +64,9 @@ def bias_scale_mismatches(model: dict, tolerance: float = 1e-3) -> list:
                               for p in positions)
         if not (inp and weights and bias):
             continue
-        values = _bias_values(model, tensors[op["inputs"][positions[2]]])
+        bias_tensor = tensors[op["inputs"][positions[2]]]
+        values = tensor_values(bias_tensor, model["buffers"]) \
+            if bias_tensor["dtype"] in BIAS_TYPES else None
         if values is None or len(values) != len(bias):
             continue
         if len(weights) == 1:

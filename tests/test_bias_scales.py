@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tfcompress.convert import convert
-from tfcompress.convert.result import _note_bias_scales
-from tfcompress.inspect import inspect
+from tfcompress.convert.result import ConversionResult
+from tfcompress.inspect import format_report, inspect
 from tfcompress.inspect.bias_scales import bias_scale_mismatches
 from tfcompress.inspect.model_reader import read_model
 
@@ -70,8 +70,25 @@ def test_a_bias_stored_at_another_scale_is_found_and_noted(data):
               if op["op"] == "CONV_2D"), "CONV_2D")]
     assert found[0]["ratio"] == pytest.approx(0.5, rel=1e-3)
     report = inspect(bad)
-    report["notes"] = []
-    _note_bias_scales(report, bad)
-    assert len(report["notes"]) == 1
-    assert "CONV_2D" in report["notes"][0] and \
-        "bias stored at 0.5x" in report["notes"][0]
+    assert [(m["index"], m["op"]) for m in
+            report["bias_scale_mismatches"]] == [(found[0]["op"], "CONV_2D")]
+    assert "WARNING bias scale: #" in format_report(report)
+    assert inspect(r.tflite_bytes)["bias_scale_mismatches"] == []
+
+
+def test_the_note_names_the_convolution_not_its_fused_activation(data):
+    # a squeeze-and-excite convolution with ReLU6 fused into it: the op's
+    # output tensor is named after the ReLU6, float_layers needs the conv
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 1, bias_initializer="random_normal", name="se_conv")(inp)
+    model = keras.Model(inp, L.Flatten()(L.ReLU(6.0, name="se_relu6")(x)))
+    r = convert(model, "int8", representative_data=data)
+    bad = _halve_first_bias_scale(r.tflite_bytes)
+    result = ConversionResult.build(
+        bad, "int8", model, False, "minmax", None, [], 0.0,
+        [layer.name for layer in model.layers])
+    notes = [n for n in result.report["notes"] if "bias is stored" in n]
+    assert len(notes) == 1
+    assert "(layer se_conv)" in notes[0] and "0.5x" in notes[0]
+    assert result.report["bias_scale_mismatches"][0]["layer"] == "se_conv"

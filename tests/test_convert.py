@@ -489,6 +489,21 @@ def test_op_making_the_model_output_is_attributed_to_its_layer():
         ("FULLY_CONNECTED", "fc"), ("NEG", "negate")]
 
 
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_op_feeding_the_output_dequantize_is_attributed_to_its_layer(mode):
+    # in an integer model the last op writes the output's integer twin
+    # (Identity1, Identity_int16): the report named a layer "Identity1"
+    # the model does not have, and the DEQUANTIZE after it the Dense
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(4, name="fc")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
+    x = np.random.default_rng(0).random((8, 8), dtype=np.float32)
+    ops = convert(model, mode, representative_data=x).report["ops"]
+    assert [(o["op"], o["layer"]) for o in ops
+            if o["op"] == "FULLY_CONNECTED"] == [
+        ("FULLY_CONNECTED", "fc"), ("FULLY_CONNECTED", "head")]
+
+
 @pytest.mark.parametrize("mode", ["float32", "float16", "dynamic"])
 def test_strict_with_a_float_mode_is_an_input_error(mode):
     # it raised FloatFallbackError for every op, advising integer kernels

@@ -194,6 +194,26 @@ def output_layer(node, output_layers):
         else []
 
 
+def output_twin(node, model_outputs):
+    """The model output whose integer twin ``node`` is, or None: the
+    converter names the tensor an output DEQUANTIZE reads after it
+    (``Identity1``, ``Identity_int16``; ``Identity_11`` for ``Identity_1``).
+
+    >>> output_twin("Identity1", {"Identity"})
+    'Identity'
+    >>> output_twin("Identity_int16", {"Identity", "Identity_1"})
+    'Identity'
+    >>> output_twin("Identity_11", {"Identity", "Identity_1"})
+    'Identity_1'
+    >>> output_twin("dense/MatMul1", {"Identity"}) is None
+    True
+    """
+    for twin in (re.sub(r"_int(?:8|16)$", "", node), node[:-1]):
+        if twin != node and twin in model_outputs:
+            return twin
+    return None
+
+
 def mark_requested(report, nodes, by="request"):
     """Moves the float ops of the requested layers (``{layer: [node,
     ...]}``) from ``report["float_ops"]`` (what strict mode refuses) to

@@ -8,8 +8,10 @@ import json
 import numpy as np
 
 from tfcompress.bench.runner import dequantize_output
-from tfcompress.convert.fallback import layer_components, output_layer
+from tfcompress.convert.fallback import (layer_components, output_layer,
+                                        output_twin)
 from tfcompress.inspect import format_report, inspect
+from tfcompress.inspect.bias_scales import BIAS_SCALE_NOTE
 from tfcompress.utils import atomic_write_bytes
 
 
@@ -100,14 +102,18 @@ class ConversionResult:
         names = sorted(layer_names, key=len, reverse=True)
         outputs = {o["index"]: o.get("output", "") for o in report["ops"]}
         # scope ``x_1`` is layer ``x`` called, or layer ``x_1``
-        scopes = layer_components(outputs.values(), names)
+        weights = [m["weights"] for m in report["bias_scale_mismatches"]]
+        scopes = layer_components([*outputs.values(), *weights], names)
         # the model's output tensors carry no layer name (``Identity``)
         model_outputs = {o["name"] for o in report["outputs"]}
         for row in report["float_ops"] + report["ops"]:
             tensor = outputs.get(row["index"], "")
+            # an output, or the integer tensor an output DEQUANTIZE reads
+            out = tensor if tensor in model_outputs else output_twin(
+                tensor, model_outputs)
             row["layer"] = (_innermost_layer(tensor, scopes)
-                            or (tensor in model_outputs and next(iter(
-                                output_layer(tensor, output_layers)), None))
+                            or (out and next(iter(
+                                output_layer(out, output_layers)), None))
                             or _match_layer(row.get("layer", ""), names))
         report.update({
             "mode": mode, "qat": qat, "calibration": calibration,
@@ -115,7 +121,7 @@ class ConversionResult:
             "conversion_seconds": round(seconds, 2),
             "keras_params": int(keras_model.count_params()),
         })
-        _note_bias_scales(report, tflite_bytes)
+        _note_bias_scales(report, scopes)
         return cls(tflite_bytes, report)
 
     @property
@@ -358,18 +364,14 @@ def _match_layer(guess, names):
     return guess
 
 
-def _note_bias_scales(report, tflite_bytes):
+def _note_bias_scales(report, scopes):
     """A note for each weighted op whose bias the converter stored at a
-    scale other than the one the kernel assumes
-    (:mod:`tfcompress.inspect.bias_scales`)."""
-    from tfcompress.inspect.bias_scales import bias_scale_mismatches
-    from tfcompress.inspect.model_reader import read_model
-    layers = {row["index"]: row.get("layer") for row in report["ops"]}
-    for m in bias_scale_mismatches(read_model(tflite_bytes)):
+    scale other than the one its kernel assumes (``inspect``'s
+    ``bias_scale_mismatches``), naming the layer that owns the weights
+    (``scopes``: :func:`tfcompress.convert.fallback.layer_components`),
+    which ``float_layers`` takes, not a fused activation's."""
+    for m in report.get("bias_scale_mismatches", []):
+        m["layer"] = _innermost_layer(m["weights"], scopes) or m["layer"]
         report["notes"].append(
-            f"op #{m['op']} {m['name']} (layer {layers.get(m['op'])}) has "
-            f"its bias stored at {m['ratio']}x the input scale x weight "
-            "scale its kernel assumes, as the TFLite converter wrote it: "
-            "every output of this op is off (the numerical check says by "
-            "how much). Convert with mode int8, or keep the layer float "
-            "with float_layers.")
+            f"op #{m['index']} {m['op']} (layer {m['layer']}): "
+            + BIAS_SCALE_NOTE.format(ratio=m["ratio"]))

@@ -18,7 +18,7 @@ other than zero count.
 ...     "operators": [{"opcode": 0, "inputs": [0, 1, 2]}]}],
 ...     "buffers": [b"", np.array([3, -5], "<i4").tobytes()]}
 >>> bias_scale_mismatches(model)
-[{'op': 0, 'name': 'CONV_2D', 'ratio': 0.4}]
+[{'op': 0, 'name': 'CONV_2D', 'ratio': 0.4, 'weights': ''}]
 >>> model["buffers"][1] = np.array([3, 0], "<i4").tobytes()
 >>> bias_scale_mismatches(model)
 []
@@ -32,6 +32,13 @@ from tfcompress.inspect.model_reader import tensor_values
 WEIGHTED_OPS = {"CONV_2D": (0, 1, 2), "DEPTHWISE_CONV_2D": (0, 1, 2),
                 "FULLY_CONNECTED": (0, 1, 2), "TRANSPOSE_CONV": (2, 1, 3)}
 
+
+# what a mismatch means and the way out, after "op #k OP (layer L): "
+BIAS_SCALE_NOTE = (
+    "its bias is stored at {ratio}x the input scale x weight scale its "
+    "kernel assumes, as the TFLite converter wrote it: every output of "
+    "this op is off. Convert with mode int8, or keep the layer float with "
+    "float_layers.")
 
 # the integer biases of quantized kernels
 BIAS_TYPES = ("INT32", "INT64")
@@ -49,8 +56,9 @@ def bias_scale_mismatches(model: dict, tolerance: float = 1e-3) -> list:
     :func:`tfcompress.inspect.model_reader.read_model` returns it) whose
     quantized bias is not stored at input scale x weight scale: ``[{"op":
     index, "name": op, "ratio": bias scale / that product, the furthest
-    from 1 of its channels with a bias other than zero}]``. Ops with a
-    float or no bias are left out.
+    from 1 of its channels with a bias other than zero, "weights": the
+    name of its weight tensor, which names the layer a fused activation
+    hides}]``. Ops with a float or no bias are left out.
     """
     graph = model["subgraphs"][0]
     tensors = graph["tensors"]
@@ -77,5 +85,7 @@ def bias_scale_mismatches(model: dict, tolerance: float = 1e-3) -> list:
                   if inp[0] * w > 0 and v != 0]
         worst = max(ratios, key=lambda r: abs(r - 1.0), default=1.0)
         if abs(worst - 1.0) > tolerance:
-            found.append({"op": k, "name": name, "ratio": round(worst, 4)})
+            found.append({"op": k, "name": name, "ratio": round(worst, 4),
+                          "weights": tensors[op["inputs"][positions[1]]]
+                          .get("name", "")})
     return found

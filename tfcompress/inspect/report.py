@@ -19,6 +19,8 @@ import numpy as np
 
 from tfcompress.bench.delegation import INT8_SPLITTING_OPS, SHAPE_OPS
 from tfcompress.errors import InputError, MissingFileError
+from tfcompress.inspect.bias_scales import (BIAS_SCALE_NOTE,
+                                            bias_scale_mismatches)
 from tfcompress.inspect.flatbuffer import FlatbufferError
 from tfcompress.inspect.model_reader import read_model, tensor_values
 
@@ -266,6 +268,10 @@ def inspect(path_or_bytes) -> dict:
         "float_io": input_is_float,
         "runtime_compatibility": compat,
         "xnnpack_warnings": xnnpack,
+        "bias_scale_mismatches": [
+            {"index": m["op"], "op": m["name"], "ratio": m["ratio"],
+             "layer": layer_of(m["weights"]), "weights": m["weights"]}
+            for m in bias_scale_mismatches(model)],
     }
 
 
@@ -344,6 +350,10 @@ def format_report(report: dict) -> str:
             f"{' ...' if w['count'] > 6 else ''}"
             f"{'; layers ' + layers[:120] if layers else ''}): {w['note']}. "
             "Check with `tfcompress bench` (partitions column).")
+    for m in report.get("bias_scale_mismatches", []):
+        lines.append(
+            f"WARNING bias scale: #{m['index']} {m['op']} (layer "
+            f"{m['layer']}): {BIAS_SCALE_NOTE.format(ratio=m['ratio'])}")
     for c in report["runtime_compatibility"]:
         what = (f"{c['op']} v{c['version']}" if "op" in c
                 else f"{c['tensor_type']} tensors")

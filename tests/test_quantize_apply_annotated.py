@@ -296,3 +296,37 @@ def test_tfmot_n_bit_scheme_keywords_are_accepted():
     assert quantize.NBitScheme().weight_bits == 4
     with pytest.raises(InputError, match="not both"):
         quantize.NBitScheme(weight_bits=4, num_bits_weight=4)
+
+
+def test_tfmot_scheme_names_from_the_collaborative_optimization_guides():
+    # tfmot.experimental.combine's PQAT / CQAT / PCQAT schemes and
+    # tfmot.quantization.keras' Default8Bit / DefaultNBit, with tfmot's
+    # arguments and defaults
+    from tfcompress import cluster
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)),
+                              keras.layers.Dense(16, name="fc")])
+    stripped = cluster.strip_clustering(
+        cluster.cluster_weights(model, 4, preserve_sparsity=True))
+    annotated = quantize.quantize_annotate_model(stripped)
+    for scheme, sparsity, clusters in (
+            (quantize.Default8BitPrunePreserveQuantizeScheme(), True, None),
+            (quantize.Default8BitClusterPreserveQuantizeScheme(), True, 4),
+            (quantize.Default8BitClusterPreserveQuantizeScheme(
+                preserve_sparsity=False), False, 4),
+            (quantize.Default8BitClusterPreserveQuantizeScheme(False),
+             False, 4)):
+        row = quantize.summary(quantize.quantize_apply(annotated, scheme),
+                               print_fn=None)[-1]
+        # preserve_clusters: the clusters kept per channel
+        assert (row["preserve_sparsity"], row["preserve_clusters"]) == \
+            (sparsity, clusters), scheme
+    assert quantize.Default8BitQuantizeScheme().per_channel
+    assert not quantize.Default8BitQuantizeScheme(True).per_channel
+    n_bit = quantize.DefaultNBitQuantizeScheme()
+    assert (n_bit.weight_bits, n_bit.activation_bits) == (8, 8)
+    n_bit = quantize.DefaultNBitQuantizeScheme(num_bits_weight=4,
+                                               num_bits_activation=4)
+    assert (n_bit.weight_bits, n_bit.activation_bits) == (4, 4)
+    with pytest.raises(InputError, match="disable_per_axis"):
+        quantize.Default8BitQuantizeScheme(disable_per_axis="yes")

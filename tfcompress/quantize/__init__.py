@@ -14,13 +14,17 @@ from tfcompress.quantize.api import (NoOpQuantizeConfig,
 from tfcompress.quantize.int8_rounding import device_rounding
 from tfcompress.quantize.layers import (QuantizeAffine, QuantizeFused,
                                         QuantizeOutput)
-from tfcompress.quantize.schemes import (ClusterPreservingScheme,
-                                         Default8BitScheme, NBitScheme,
-                                         PrunePreservingScheme)
+from tfcompress.quantize.schemes import (
+    ClusterPreservingScheme, Default8BitClusterPreserveQuantizeScheme,
+    Default8BitPrunePreserveQuantizeScheme, Default8BitQuantizeScheme,
+    Default8BitScheme, DefaultNBitQuantizeScheme, NBitScheme,
+    PrunePreservingScheme)
 from tfcompress.quantize.transform import UnsupportedLayerError
 
 __all__ = [
-    "ClusterPreservingScheme", "Default8BitScheme", "NBitScheme", "NoOpQuantizeConfig",
+    "ClusterPreservingScheme", "Default8BitClusterPreserveQuantizeScheme",
+    "Default8BitPrunePreserveQuantizeScheme", "Default8BitQuantizeScheme",
+    "Default8BitScheme", "DefaultNBitQuantizeScheme", "NBitScheme", "NoOpQuantizeConfig",
     "OutputQuantizeConfig", "PrunePreservingScheme", "QuantizeAffine",
     "QuantizeConfig", "QuantizeFused", "QuantizeOutput",
     "UnsupportedLayerError", "device_rounding", "has_fake_quant",

@@ -177,6 +177,77 @@ class ClusterPreservingScheme(Default8BitScheme):
     preserve_sparsity: bool = True
 
 
+# tfmot's scheme names, so its guides' quantize_apply(model, scheme) calls
+# run with the import changed (tfmot.experimental.combine and
+# tfmot.quantization.keras.default_8bit / experimental.default_n_bit)
+
+def _per_channel(what, disable_per_axis):
+    check_flags(what, disable_per_axis=disable_per_axis)
+    return not disable_per_axis
+
+
+class Default8BitQuantizeScheme(Default8BitScheme):
+    """tfmot's name for :class:`Default8BitScheme`; ``disable_per_axis=True``
+    is ``per_channel=False``.
+
+    >>> Default8BitQuantizeScheme(disable_per_axis=True).per_channel
+    False
+    """
+
+    def __init__(self, disable_per_axis=False, **kwargs):
+        super().__init__(per_channel=_per_channel(
+            "Default8BitQuantizeScheme", disable_per_axis), **kwargs)
+
+
+class DefaultNBitQuantizeScheme(NBitScheme):
+    """tfmot's name for :class:`NBitScheme`, with tfmot's arguments and
+    defaults (8-bit weights and activations unless told otherwise, where
+    ``NBitScheme()`` has 4-bit weights).
+
+    >>> s = DefaultNBitQuantizeScheme(num_bits_weight=4)
+    >>> s.weight_bits, s.activation_bits, s.per_channel
+    (4, 8, True)
+    """
+
+    def __init__(self, disable_per_axis=False, num_bits_weight=8,
+                 num_bits_activation=8, **kwargs):
+        super().__init__(num_bits_weight=num_bits_weight,
+                         num_bits_activation=num_bits_activation,
+                         per_channel=_per_channel(
+                             "DefaultNBitQuantizeScheme", disable_per_axis),
+                         **kwargs)
+
+
+class Default8BitPrunePreserveQuantizeScheme(PrunePreservingScheme):
+    """tfmot's name for :class:`PrunePreservingScheme` (PQAT), as in its
+    collaborative optimization guide:
+
+    >>> import keras
+    >>> from tfcompress import quantize
+    >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    >>> pqat = quantize.quantize_apply(
+    ...     quantize.quantize_annotate_model(model),
+    ...     quantize.Default8BitPrunePreserveQuantizeScheme())
+    >>> quantize.summary(pqat, print_fn=None)[-1]["preserve_sparsity"]
+    True
+    """
+
+
+class Default8BitClusterPreserveQuantizeScheme(ClusterPreservingScheme):
+    """tfmot's name for :class:`ClusterPreservingScheme` (CQAT);
+    ``preserve_sparsity`` (first argument, True by default as in tfmot)
+    also keeps a pruned-then-clustered model's zeros (PCQAT).
+
+    >>> Default8BitClusterPreserveQuantizeScheme(False).preserve_sparsity
+    False
+    >>> Default8BitClusterPreserveQuantizeScheme().preserve_clusters
+    True
+    """
+
+    def __init__(self, preserve_sparsity=True, **kwargs):
+        super().__init__(preserve_sparsity=preserve_sparsity, **kwargs)
+
+
 def check_scheme(scheme, api):
     """``scheme``, or ``Default8BitScheme()`` for None; InputError for
     anything that is not a scheme instance."""

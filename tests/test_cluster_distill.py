@@ -479,7 +479,7 @@ def test_tfmot_names_for_centroid_init_scopes_and_keywords(tmp_path):
                             ("CentroidInitialization.DENSITY_BASED",
                              "density"), ("random", "random")):
         clustered = cluster.cluster_weights(
-            model, 3, cluster_centroids_init=given, cluster_per_channel=True)
+            model, 3, cluster_centroids_init=given, per_channel=True)
         wrapper = clustered.get_layer("cluster_fc")
         assert wrapper.centroid_init == expected and wrapper.per_channel
     with pytest.raises(InputError, match="KMEANS_PLUS_PLUS"):
@@ -875,3 +875,36 @@ def test_a_file_clustered_per_last_axis_loads_with_its_groups():
     old = cluster.ClusterWeights.from_config(config)
     old.build((None, 8, 8, 6))
     assert old.centroids.shape == (1, 3)      # (h, w, 6, 1): one group
+
+
+def test_tfmot_cluster_per_channel_clusters_only_conv2d_per_channel():
+    # tfmot's cluster_per_channel=True gives Conv2D (and Conv2DTranspose)
+    # centroids per output channel and every other kernel one set: with
+    # tfmot 0.8.1 this model's kernels keep 12, 3 and 3 values
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+        keras.layers.SeparableConv2D(4, 3, name="sep"),
+        keras.layers.Flatten(), keras.layers.Dense(5, name="fc")])
+    clustered = cluster.cluster_weights(
+        model, number_of_clusters=3, cluster_per_channel=True,
+        cluster_centroids_init=cluster.CentroidInitialization.LINEAR)
+    plain = cluster.strip_clustering(clustered)
+    distinct = {name: np.unique(plain.get_layer(name).weights[i]).size
+                for name, i in (("conv", 0), ("sep", 1), ("fc", 0))}
+    assert distinct == {"conv": 12, "sep": 3, "fc": 3}
+    # the same layers one by one, and asked again on the clustered model
+    assert not cluster.cluster_weights(keras.layers.Dense(2), 3,
+                                       cluster_per_channel=True).per_channel
+    assert [w.per_channel for w in cluster.cluster_weights(
+        [model.get_layer("conv"), model.get_layer("fc")], 3,
+        cluster_per_channel=True)] == [True, False]
+    again = cluster.cluster_weights(
+        clustered, 3, cluster_per_channel=True,
+        cluster_centroids_init=cluster.CentroidInitialization.LINEAR)
+    assert [again.get_layer(f"cluster_{name}").per_channel
+            for name in ("conv", "fc")] == [True, False]
+    # tfcompress's own per_channel=True groups every kernel by channel
+    every = cluster.strip_clustering(cluster.cluster_weights(
+        model, 3, "linear", per_channel=True))
+    assert np.unique(every.get_layer("fc").kernel).size > 3

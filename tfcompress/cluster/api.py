@@ -42,7 +42,11 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     ``GradientAggregation``). tfmot's keywords ``cluster_centroids_init``,
     ``cluster_per_channel`` and ``cluster_gradient_aggregation`` are
     accepted for ``centroid_init``, ``per_channel`` and
-    ``gradient_aggregation``. A layer clustered already keeps its
+    ``gradient_aggregation``; ``cluster_per_channel=True`` means what it
+    means in tfmot: per channel for ``Conv2D`` and ``Conv2DTranspose``
+    layers, one set of centroids for every other kernel (``per_channel=
+    True`` clusters each output channel of every layer). A layer
+    clustered already keeps its
     clustering when asked for the same settings; other settings are
     refused (strip it first).
 
@@ -53,7 +57,10 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
     """
     if cluster_centroids_init is not None:
         centroid_init = cluster_centroids_init
-    if cluster_per_channel is not None:
+    # tfmot clusters per channel only its Conv2D (and Conv2DTranspose,
+    # a Conv2D there); its keyword keeps that meaning
+    conv2d_only = cluster_per_channel is not None
+    if conv2d_only:
         per_channel = cluster_per_channel
     if cluster_gradient_aggregation is not None:
         gradient_aggregation = cluster_gradient_aggregation
@@ -67,15 +74,21 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
                   update_assignments=update_assignments,
                   gradient_aggregation=aggregation_method(
                       gradient_aggregation))
+
+    def settings(layer):
+        if conv2d_only and not isinstance(layer, _TFMOT_PER_CHANNEL):
+            return dict(kwargs, per_channel=False)
+        return kwargs
+
     if isinstance(to_cluster, (list, tuple)):   # as tfmot
         if not all(isinstance(l, keras.layers.Layer) and
                    not isinstance(l, keras.Model) for l in to_cluster):
             raise InputError("cluster_weights takes a list of Keras layers "
                              "(not models); cluster a model on its own")
-        return [ClusterWeights(l, **kwargs) for l in to_cluster]
+        return [ClusterWeights(l, **settings(l)) for l in to_cluster]
     if isinstance(to_cluster, keras.layers.Layer) and \
             not isinstance(to_cluster, keras.Model):
-        return ClusterWeights(to_cluster, **kwargs)
+        return ClusterWeights(to_cluster, **settings(to_cluster))
     if not isinstance(to_cluster, keras.Model) or not is_container(
             to_cluster):
         raise InputError("cluster_weights takes a layer, a list of layers "
@@ -107,7 +120,7 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
         if layer.name in exclude:
             return layer
         if isinstance(layer, ClusterWeights):
-            _check_same_clustering(layer, kwargs)
+            _check_same_clustering(layer, settings(layer.layer))
             return layer
         if isinstance(layer, PruneLowMagnitude):
             # its kernel is the wrapper's, not clusterable as it is
@@ -125,9 +138,13 @@ def cluster_weights(to_cluster, number_of_clusters, centroid_init="kmeans++",
             return layer
         if not is_clusterable(layer):
             return layer
-        return ClusterWeights(layer, **kwargs)
+        return ClusterWeights(layer, **settings(layer))
 
     return keep_output_names(map_layers(to_cluster, wrap), to_cluster)
+
+
+# the layers tfmot's cluster_per_channel=True clusters per channel
+_TFMOT_PER_CHANNEL = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
 
 
 def _check_same_clustering(wrapper, settings):

@@ -330,3 +330,16 @@ def test_tfmot_scheme_names_from_the_collaborative_optimization_guides():
     assert (n_bit.weight_bits, n_bit.activation_bits) == (4, 4)
     with pytest.raises(InputError, match="disable_per_axis"):
         quantize.Default8BitQuantizeScheme(disable_per_axis="yes")
+
+
+def test_tfmot_quantizer_names_say_what_to_use_instead():
+    # the guide's custom QuantizeConfig starts with
+    # LastValueQuantizer = tfmot.quantization.keras.quantizers.LastValueQuantizer
+    for name in ("quantizers", "LastValueQuantizer",
+                 "MovingAverageQuantizer", "AllValuesQuantizer"):
+        with pytest.raises(AttributeError,
+                           match=r"QuantizeConfig\(weight_bits=N\)"):
+            getattr(quantize, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        quantize.nothing
+    assert not hasattr(quantize, "quantizers")

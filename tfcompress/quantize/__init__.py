@@ -32,3 +32,34 @@ __all__ = [
     "quantize_annotate_model", "quantize_apply", "quantize_model",
     "quantize_scope", "summary",
 ]
+
+
+# tfmot's names for picking quantizers by hand: tfcompress quantizes by
+# rule, so code written for them is told what to use instead of meeting a
+# bare AttributeError
+_TFMOT_QUANTIZER_NAMES = ("quantizers", "LastValueQuantizer",
+                          "MovingAverageQuantizer", "AllValuesQuantizer",
+                          "FixedQuantizer", "Quantizer")
+
+
+def __getattr__(name):
+    """tfmot's quantizer names are an AttributeError saying what to use.
+
+    >>> from tfcompress import quantize
+    >>> quantize.quantizers.LastValueQuantizer
+    Traceback (most recent call last):
+    ...
+    AttributeError: tfcompress.quantize has no quantizers: ...
+    """
+    if name in _TFMOT_QUANTIZER_NAMES:
+        raise AttributeError(
+            f"tfcompress.quantize has no {name}: tfmot's quantizers (and "
+            "QuantizeConfigs choosing them) are not used, tfcompress "
+            "quantizes each layer by rule, as the int8 converter does; "
+            "annotate a layer with QuantizeConfig(weight_bits=N) for N-bit "
+            "Conv/Dense weights, OutputQuantizeConfig() to quantize only its "
+            "output or NoOpQuantizeConfig() to keep it float, or use "
+            "NBitScheme(weight_bits=, activation_bits=) for the whole model")
+    raise AttributeError(
+        f"module 'tfcompress.quantize' has no attribute {name!r}")
+

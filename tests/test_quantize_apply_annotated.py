@@ -282,6 +282,11 @@ def test_tfmot_keyword_names_are_accepted():
                               keras.layers.Dense(2, name="out")])
     qat = quantize.quantize_model(to_quantize=model)
     assert quantize.has_fake_quant(qat)
+    qat = quantize.quantize_apply(
+        quantize.quantize_annotate_model(to_annotate=model))
+    assert quantize.has_fake_quant(qat)
+    with pytest.raises(InputError, match="not both"):
+        quantize.quantize_annotate_model(model, to_annotate=model)
     with pytest.raises(InputError, match="not both"):
         quantize.quantize_annotate_layer(keras.layers.Dense(2),
                                          to_annotate=keras.layers.Dense(2))

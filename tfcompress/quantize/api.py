@@ -174,15 +174,19 @@ def quantize_annotate_layer(layer=None, config=None, *, to_annotate=None,
     return annotated
 
 
-def quantize_annotate_model(model):
+def quantize_annotate_model(model=None, *, to_annotate=None):
     """Returns a copy of ``model`` whose layers without an annotation are
     marked for default quantization; ``model`` itself is unchanged.
+    tfmot's keyword ``to_annotate=`` is accepted for ``model``.
 
     >>> from tfcompress.models import lenet_300_100
     >>> annotated = quantize_annotate_model(lenet_300_100())
     >>> has_fake_quant(quantize_apply(annotated))
     True
+    >>> annotated = quantize_annotate_model(to_annotate=lenet_300_100())
     """
+    model = _alias(model, "model", to_annotate, "to_annotate",
+                   "quantize_annotate_model")
     check_model(model, "quantize_annotate_model")
     configs = {layer.name: getattr(layer, "_tfcompress_quantize_config",
                                    None)

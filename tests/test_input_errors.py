@@ -137,6 +137,21 @@ def test_unsupported_layer_error_is_input_error():
     assert issubclass(UnsupportedLayerError, InputError)
 
 
+def test_unsupported_layer_error_is_the_runtime_error_tfmot_raises():
+    # tfmot's quantize_model raises RuntimeError for a layer it has no
+    # config for; code written for it catches that
+    from tfcompress import quantize
+
+    class Custom(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    i = keras.Input((4,))
+    model = keras.Model(i, keras.layers.Dense(2)(Custom(name="custom")(i)))
+    with pytest.raises(RuntimeError, match="custom"):
+        quantize.quantize_model(model)
+
+
 def test_scheme_bits_out_of_range_is_input_error():
     from tfcompress.quantize import Default8BitScheme
     with pytest.raises(InputError, match="between 2 and 8"):

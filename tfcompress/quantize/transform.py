@@ -40,8 +40,11 @@ FUSABLE_ACTIVATIONS = ("relu", "relu6")
 NOT_ANNOTATED = "not annotated: kept float (quantize_apply)"
 
 
-class UnsupportedLayerError(InputError):
-    """A layer tfcompress does not know how to quantize."""
+class UnsupportedLayerError(InputError, RuntimeError):
+    """A layer tfcompress does not know how to quantize: an
+    :class:`InputError`, and the ``RuntimeError`` tfmot's ``quantize_model``
+    raises for a layer it has no config for, so code catching either works.
+    """
 
 
 def _input_like(tensor, name):

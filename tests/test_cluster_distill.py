@@ -255,8 +255,8 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(
         base, 6, preserve_sparsity=prune_first), 1e-3)
     clustered.fit(x, y, epochs=1, verbose=0)
     plain = cluster.strip_clustering(clustered)
-    # with zeros kept as their own cluster: at most 6 + 1 values
-    k = 7 if prune_first else 6
+    # the zeros' cluster is one of the 6 (as in tfmot)
+    k = 6
     results = {}
     schemes = [("cqat", quantize.ClusterPreservingScheme(
         preserve_sparsity=prune_first))]
@@ -908,3 +908,43 @@ def test_tfmot_cluster_per_channel_clusters_only_conv2d_per_channel():
     every = cluster.strip_clustering(cluster.cluster_weights(
         model, 3, "linear", per_channel=True))
     assert np.unique(every.get_layer("fc").kernel).size > 3
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_preserve_sparsity_counts_the_zeros_among_the_clusters(per_channel):
+    # tfmot: number_of_clusters=8 with preserve_sparsity=True leaves at
+    # most 8 values in a pruned kernel (its zero is one of them; tfmot
+    # 0.8.1 gives 8 on this kernel), not 8 values besides the zeros
+    keras.utils.set_random_seed(0)
+    k0 = np.random.default_rng(1).normal(size=(20, 30)).astype("float32")
+    k0[np.abs(k0) < np.median(np.abs(k0))] = 0
+    k0[:, 0] = np.arange(1, 21)          # a channel without zeros
+    model = keras.Sequential([keras.Input((20,)),
+                              keras.layers.Dense(30, name="fc")])
+    model.get_layer("fc").kernel.assign(k0)
+    for init in ("kmeans++", "linear", "density"):
+        clustered = cluster.cluster_weights(
+            model, 8, init, preserve_sparsity=True, per_channel=per_channel,
+            update_assignments=True)
+        wrapper = clustered.get_layer("cluster_fc")
+        rows = [np.asarray(wrapper.clustered_kernel())]
+        # re-assigning to moved centroids keeps the count
+        wrapper.centroids.assign(wrapper.centroids.numpy() * 1.1 + 0.01)
+        wrapper.refresh_assignments()
+        rows.append(np.asarray(wrapper.clustered_kernel()))
+        for kernel in rows:
+            np.testing.assert_array_equal(kernel[:, 1:] == 0,
+                                          k0[:, 1:] == 0)
+            groups = kernel.T if per_channel else [kernel]
+            assert max(np.unique(g).size for g in groups) <= 8, init
+            if not per_channel:
+                assert 0.0 in np.unique(kernel)
+        if init == "kmeans++" and per_channel:
+            # a channel without zeros has all 8 for itself
+            assert np.unique(rows[0][:, 0]).size == 8
+        elif init == "kmeans++":
+            assert np.unique(rows[0]).size == 8
+    row = cluster.summary(clustered, print_fn=None)[0]
+    tables = 30 if per_channel else 1
+    assert row["deep_compression_bits"] == cluster.deep_compression_bits(
+        600, 8) + (tables - 1) * 8 * 32

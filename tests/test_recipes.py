@@ -224,7 +224,8 @@ def test_cluster_stage_then_cluster_preserving_qat(tmp_path):
     rep = inspect(result["results"]["pcqat"]["tflite"])
     kernels = [w for w in rep["weights"]
                if w["dtype"] == "INT8" and w["params"] >= 1000]
-    assert kernels and all(w["distinct_values"] <= 9 for w in kernels)
+    # eight clusters, the zeros' among them (as in tfmot)
+    assert kernels and all(w["distinct_values"] <= 8 for w in kernels)
     assert all(w["sparsity"] >= 0.45 for w in kernels)
 
 

@@ -224,7 +224,7 @@ def deep_compression_bits(n, k, bits=32):
 
 
 def _layer_bits(layer, values, centroids):
-    k = layer.number_of_clusters + (1 if layer.preserve_sparsity else 0)
+    k = layer.number_of_clusters   # the zeros' cluster is one of them
     tables = centroids.shape[0]   # one table per output channel, or one
     return deep_compression_bits(values.size, k) + (tables - 1) * k * 32
 

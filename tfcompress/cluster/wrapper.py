@@ -7,7 +7,10 @@ computes with is ``centroids[indices]``: the indices
 (cluster assignment) are non-trainable, the centroids trainable, so the
 gradient of every weight in a cluster is summed into its centroid — the
 weight-sharing update of Deep Compression. With ``preserve_sparsity`` the
-zeros of a pruned kernel form a fixed extra cluster at 0.
+zeros of a pruned kernel form a fixed cluster at 0, one of the
+``number_of_clusters`` (as in tfmot: a kernel, or with ``per_channel`` each
+output channel, keeps at most ``number_of_clusters`` values, zero among
+them).
 """
 
 from __future__ import annotations
@@ -160,7 +163,9 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             vals = mat[ch][nonzero[ch]]
             if vals.size == 0:
                 continue
-            kk = min(k, max(1, np.unique(vals).size))
+            # the zeros' cluster is one of the k, as in tfmot
+            room = k - 1 if vals.size < mat[ch].size else k
+            kk = min(room, max(1, np.unique(vals).size))
             c = init_centroids(vals, kk, self.centroid_init)
             c = np.concatenate([c, np.full(k - kk, c[-1])])
             cents[ch] = c
@@ -221,8 +226,11 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             keep = np.asarray(nonzero) > 0
             new = old.copy()
             for ch in range(latent.shape[0]):
-                order = np.argsort(cents[ch], kind="stable")
-                near = order[assign(latent[ch], cents[ch][order])]
+                # a channel with zeros keeps k - 1 centroids for the rest
+                room = cents.shape[1] - (0 if keep[ch].all() else 1)
+                live = cents[ch][:room]
+                order = np.argsort(live, kind="stable")
+                near = order[assign(latent[ch], live[order])]
                 new[ch] = np.where(keep[ch], near, old[ch])
             indices.assign(new)
             changed += int((new != old).sum())

@@ -515,6 +515,47 @@ def test_qat_flatbuffer_has_the_ops_of_the_ptq_flatbuffer():
     assert _hist(qat) == _hist(ptq)
 
 
+@pytest.mark.parametrize("family", ["resnet50", "densenet"])
+def test_applications_preprocess_input_in_the_graph_quantizes(family):
+    # keras.applications.<family>.preprocess_input on a Keras tensor, as
+    # transfer-learning models put it in front of their base: caffe mode
+    # (ResNet, VGG) stacks x[..., 2], x[..., 1], x[..., 0] and adds a
+    # per-channel mean tensor; torch mode (DenseNet) divides by a list
+    from tfcompress.quantize.graph import functional_graph
+    pre = getattr(keras.applications, family).preprocess_input
+    m = _model(lambda i: L.Flatten()(L.Conv2D(4, 3, padding="same")(
+        pre(i))), (8, 8, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (32, 8, 8, 3)).astype(
+        "float32")
+    # the layers standing for the keras.ops calls compute what they did
+    steps = functional_graph(m)
+    tensors = {}
+    for layer, parents in steps:
+        tensors[layer.name] = (x if not parents else
+                               layer(*[tensors[p] for p in parents]))
+    np.testing.assert_allclose(
+        np.asarray(tensors[steps[-1][0].name]), m.predict(x, verbose=0),
+        rtol=1e-5, atol=1e-4)
+    q, r = _qat_and_convert(m, x)
+    assert r.report["fully_integer"], r.report["float_ops"]
+    assert any(row["type"] == "input affine" for row in q.quantize_report)
+    chk = r.report["numerical_check"]
+    assert chk["max_abs_error"] <= 2 * output_step_of(q) + 1e-6, chk
+
+
+def test_reversed_channels_and_constant_tensor_arithmetic_become_layers():
+    from tfcompress.quantize.graph import ChannelPermutation, \
+        functional_graph
+    c = np.array([1.0, 2.0, 4.0], "float32")
+    m = _model(lambda i: (i[..., ::-1] - c) * c + 1.0, (2, 2, 3))
+    kinds = [type(op).__name__ for op, _ in functional_graph(m)]
+    assert kinds == ["InputLayer", "ChannelPermutation", "Rescaling",
+                     "Rescaling", "ConstantArithmetic"], kinds
+    perm = ChannelPermutation.from_config(ChannelPermutation(
+        [2, 1, 0]).get_config())
+    assert perm.order == [2, 1, 0]
+
+
 def test_unsupported_keras_op_in_graph_names_it():
     i = keras.Input((4,))
     m = keras.Model(i, L.Dense(2)(keras.ops.sin(i)))

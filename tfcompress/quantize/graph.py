@@ -3,8 +3,12 @@
 ``x + 3.0`` or ``keras.ops.multiply(x, y)`` in a functional graph are
 recorded as operations, not layers; :func:`functional_graph` turns each one
 into the equivalent layer (``Add``/``Multiply``/... for two tensors,
-:class:`ConstantArithmetic` for a tensor and a number) so the QAT
-transform sees layers only.
+:class:`ConstantArithmetic` for a tensor and a number, ``Rescaling`` for a
+tensor and per-channel constants, :class:`ChannelPermutation` for the
+channel reordering ``x[..., ::-1]`` or ``stack([x[..., 2], x[..., 1],
+x[..., 0]], axis=-1)``) so the QAT transform sees layers only. These are
+what ``keras.applications.<family>.preprocess_input`` applied to a Keras
+tensor writes into the graph.
 
 >>> import keras
 >>> i = keras.Input((4,))
@@ -18,6 +22,7 @@ from __future__ import annotations
 import numbers
 
 import keras
+import numpy as np
 from keras import layers as L
 
 from tfcompress.errors import InputError
@@ -65,8 +70,129 @@ class ConstantArithmetic(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="tfcompress")
+class ChannelPermutation(keras.layers.Layer):
+    """The last axis reordered: ``output[..., i] = x[..., order[i]]`` (an
+    RGB to BGR flip is ``order=[2, 1, 0]``). One TFLite GATHER; int8
+    values keep their scale.
+
+    >>> import numpy as np
+    >>> ChannelPermutation([2, 1, 0])(np.array([[1.0, 2.0, 3.0]])).numpy()
+    array([[3., 2., 1.]], dtype=float32)
+    """
+
+    def __init__(self, order, **kwargs):
+        super().__init__(**kwargs)
+        self.order = [int(i) for i in order]
+
+    def call(self, x):
+        return keras.ops.take(x, self.order, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (len(self.order),)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"order": self.order})
+        return config
+
+
 class UnsupportedOperationError(InputError):
     """A keras.ops call in a functional graph with no layer equivalent."""
+
+
+def _constant_array(value):
+    """A serialized constant tensor or array operand as a numpy array, or
+    None for anything else."""
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, numbers.Number) and not isinstance(v, bool)
+            for v in value):
+        return np.asarray(value, np.float64)
+    if isinstance(value, dict) and value.get("class_name") in (
+            "__tensor__", "__numpy__"):
+        try:
+            return np.asarray(value["config"]["value"], np.float64)
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+def _channel_affine(op, kind, args, channels):
+    """``Rescaling(scale, offset)`` computing ``x <op> constant`` (or
+    ``constant <op> x``) for a constant of one value per channel of the
+    last axis, or None."""
+    at = [i for i, a in enumerate(args) if a is not graph_lib.TENSOR]
+    if len(args) != 2 or len(at) != 1:
+        return None
+    c = _constant_array(args[at[0]])
+    if c is None or c.ndim == 0 or any(d != 1 for d in c.shape[:-1]) or \
+            c.shape[-1] not in (1, channels):
+        return None
+    c = c.reshape(-1)
+    constant_first = at[0] == 0
+    if kind == "Add":
+        scale, offset = np.ones_like(c), c
+    elif kind == "Subtract":
+        scale, offset = ((-np.ones_like(c), c) if constant_first
+                         else (np.ones_like(c), -c))
+    elif kind == "Multiply":
+        scale, offset = c, np.zeros_like(c)
+    elif kind in ("TrueDivide", "Divide") and not constant_first and \
+            (c != 0).all():
+        scale, offset = 1.0 / c, np.zeros_like(c)
+    else:
+        return None
+    return L.Rescaling([float(v) for v in scale],
+                       offset=[float(v) for v in offset], name=op.name)
+
+
+def _is_ellipsis(value):
+    return value is Ellipsis or (isinstance(value, dict) and
+                                 value.get("class_name") == "__ellipsis__")
+
+
+def _slice_step(value):
+    """``(start, stop, step)`` of a (serialized) slice, or None."""
+    if isinstance(value, slice):
+        return value.start, value.stop, value.step
+    if isinstance(value, dict) and value.get("class_name") == "__slice__":
+        c = value.get("config", {})
+        return c.get("start"), c.get("stop"), c.get("step")
+    return None
+
+
+def _channel_index(node):
+    """``i`` if ``node`` is ``x[..., i]`` (one channel of the last axis,
+    an int), else None."""
+    if node.is_layer or type(node.op).__name__ != "GetItem" or \
+            node.call_kwargs or len(node.call_args) != 2 or \
+            node.call_args[0] is not graph_lib.TENSOR:
+        return None
+    key = node.call_args[1]
+    if isinstance(key, (list, tuple)) and len(key) == 2 and \
+            _is_ellipsis(key[0]) and isinstance(key[1], int) and \
+            not isinstance(key[1], bool):
+        return key[1]
+    return None
+
+
+def _channels(shape):
+    return int(shape[-1]) if shape and shape[-1] is not None else None
+
+
+def _reversed_channels(node):
+    """The :class:`ChannelPermutation` of ``x[..., ::-1]`` at ``node``,
+    or None."""
+    key = node.call_args[1] if len(node.call_args) == 2 else None
+    if not (isinstance(key, (list, tuple)) and len(key) == 2 and
+            _is_ellipsis(key[0])):
+        return None
+    channels = _channels(node.parent_shapes[0]) if node.parent_shapes \
+        else None
+    if _slice_step(key[1]) != (None, None, -1) or channels is None:
+        return None
+    return ChannelPermutation(list(range(channels))[::-1],
+                              name=node.op.name)
 
 
 def _as_layer(op, node):
@@ -74,6 +200,14 @@ def _as_layer(op, node):
     (a :class:`tfcompress.utils.graph.Node`)."""
     kind = type(op).__name__
     args = list(node.call_args)
+    if kind == "GetItem" and not node.call_kwargs and args[:1] == \
+            [graph_lib.TENSOR] and _reversed_channels(node) is not None:
+        return _reversed_channels(node)
+    if kind in _BINARY and not node.call_kwargs and node.parent_shapes:
+        affine = _channel_affine(op, kind, args,
+                                 _channels(node.parent_shapes[0]))
+        if affine is not None:
+            return affine
     if node.call_kwargs or kind not in _BINARY or len(args) != 2:
         raise UnsupportedOperationError(
             f"operation {op.name!r} (keras.ops.{kind}) applied as a "
@@ -95,12 +229,59 @@ def _as_layer(op, node):
         "number); use a Keras layer for it")
 
 
+def _channel_permutations(nodes, outputs=()):
+    """``{stack key: (source key, order)}`` for each ``stack([x[..., i],
+    x[..., j], ...], axis=-1)`` of channels of one tensor ``x``, and the
+    keys of the ``x[..., i]`` nodes read by such stacks only (none of
+    them a model output: ``outputs``)."""
+    readers = {}
+    for node in nodes:
+        for p in node.parents:
+            readers.setdefault(p, []).append(node.key)
+    by_key = {n.key: n for n in nodes}
+    stacks, dropped = {}, set()
+    for node in nodes:
+        if node.is_layer or type(node.op).__name__ != "Stack" or \
+                node.call_kwargs or not node.parents:
+            continue
+        rank = len(node.parent_shapes[0]) if node.parent_shapes[0] else 0
+        axis = getattr(node.op, "axis", None)
+        if axis not in (-1, rank):
+            continue
+        sources = [by_key.get(p) for p in node.parents]
+        if any(s is None or _channel_index(s) is None or
+               len(s.parents) != 1 or readers.get(s.key) != [node.key] or
+               s.key in outputs for s in sources):
+            continue
+        if len({s.parents[0] for s in sources}) != 1:
+            continue
+        channels = _channels(sources[0].parent_shapes[0])
+        order = [_channel_index(s) for s in sources]
+        if channels is None:
+            continue
+        order = [i % channels for i in order]
+        stacks[node.key] = (sources[0].parents[0], order)
+        dropped.update(s.key for s in sources)
+    return stacks, dropped
+
+
 def functional_graph(model):
     """``[(layer, [parent names])]`` of a Functional model in topological
     order (:func:`tfcompress.utils.graph.layer_graph`); operations
     (keras.ops calls) come as new equivalent layers."""
     out = []
-    for node in graph_lib.node_graph(model):
+    nodes = graph_lib.node_graph(model)
+    stacks, dropped = _channel_permutations(
+        nodes, set(graph_lib.output_keys(model)))
+    for node in nodes:
+        if node.key in dropped:
+            continue
+        if node.key in stacks:
+            source, order = stacks[node.key]
+            op = ChannelPermutation(order, name=node.op.name)
+            op._tfcompress_from_op = True
+            out.append((op, [source.split("#")[0]]))
+            continue
         if node.calls > 1:
             raise InputError(f"layer {node.op.name!r} is shared (called "
                              f"{node.calls} times); quantize needs each "

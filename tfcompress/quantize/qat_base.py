@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras import layers as L
 
 from tfcompress.quantize import fake_quant as fq
+from tfcompress.quantize.graph import ChannelPermutation
 # re-exported: the QAT layers take it from here
 from tfcompress.utils.wrapper_build import follow_trainable  # noqa: F401
 
@@ -131,7 +132,7 @@ KEEPS_SCALE = (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
                L.GlobalMaxPooling2D, L.Flatten, L.Reshape,
                L.ZeroPadding1D, L.ZeroPadding2D, L.UpSampling1D,
                L.UpSampling2D, L.Cropping1D, L.Cropping2D,
-               L.Permute) + INFERENCE_IDENTITY
+               L.Permute, ChannelPermutation) + INFERENCE_IDENTITY
 
 
 def input_quantizer(tensor):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers as L
 
 from tfcompress import compat
@@ -53,6 +54,16 @@ def _input_like(tensor, name):
     has them."""
     return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype,
                        name=name)
+
+
+def _affine_channels(layer):
+    """The channels of an affine layer's output: from its output, or for
+    a layer standing for a keras.ops call (never called itself), from its
+    per-channel constants."""
+    if getattr(layer, "_tfcompress_from_op", False):
+        return max(np.asarray(layer.scale).size,
+                   np.asarray(layer.offset).size)
+    return layer.output.shape[-1]
 
 
 def _unsupported(layer):
@@ -333,7 +344,7 @@ class _QatGraph:
         name, pending = layer.name, self.pending
         if name in self.outputs:
             return False
-        affine = layer_affine(layer, layer.output.shape[-1]) \
+        affine = layer_affine(layer, _affine_channels(layer)) \
             if isinstance(layer, AFFINE_LAYERS) else None
         if affine is not None:
             if parent in pending and self.sole_consumer(parent) is layer:

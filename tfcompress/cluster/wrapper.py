@@ -31,6 +31,18 @@ from tfcompress.utils.channels import (from_output_channel_rows,
 from tfcompress.errors import InputError
 
 
+def _centroids_for_nonzeros(k, nonzero):
+    """How many of a channel's ``k`` centroids its non-zero weights use:
+    all, or with zeros kept (``nonzero`` is that channel's mask) ``k - 1``,
+    the zeros' cluster being one of the ``k``, as in tfmot.
+
+    >>> import numpy as np
+    >>> _centroids_for_nonzeros(8, np.array([True, False]))
+    7
+    """
+    return k if np.all(nonzero) else k - 1
+
+
 @keras.saving.register_keras_serializable(package="tfcompress")
 class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     """Clusters each kernel of ``layer`` into ``number_of_clusters``.
@@ -163,9 +175,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             vals = mat[ch][nonzero[ch]]
             if vals.size == 0:
                 continue
-            # the zeros' cluster is one of the k, as in tfmot
-            room = k - 1 if vals.size < mat[ch].size else k
-            kk = min(room, max(1, np.unique(vals).size))
+            kk = min(_centroids_for_nonzeros(k, nonzero[ch]),
+                     max(1, np.unique(vals).size))
             c = init_centroids(vals, kk, self.centroid_init)
             c = np.concatenate([c, np.full(k - kk, c[-1])])
             cents[ch] = c
@@ -226,9 +237,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             keep = np.asarray(nonzero) > 0
             new = old.copy()
             for ch in range(latent.shape[0]):
-                # a channel with zeros keeps k - 1 centroids for the rest
-                room = cents.shape[1] - (0 if keep[ch].all() else 1)
-                live = cents[ch][:room]
+                live = cents[ch][:_centroids_for_nonzeros(
+                    cents.shape[1], keep[ch])]
                 order = np.argsort(live, kind="stable")
                 near = order[assign(latent[ch], live[order])]
                 new[ch] = np.where(keep[ch], near, old[ch])

@@ -161,19 +161,26 @@ def _slice_step(value):
     return None
 
 
-def _channel_index(node):
-    """``i`` if ``node`` is ``x[..., i]`` (one channel of the last axis,
-    an int), else None."""
+def _last_axis_key(node):
+    """``k`` if ``node`` is ``x[..., k]`` on a tensor ``x`` (an index or a
+    slice of the last axis), else None."""
     if node.is_layer or type(node.op).__name__ != "GetItem" or \
             node.call_kwargs or len(node.call_args) != 2 or \
             node.call_args[0] is not graph_lib.TENSOR:
         return None
     key = node.call_args[1]
     if isinstance(key, (list, tuple)) and len(key) == 2 and \
-            _is_ellipsis(key[0]) and isinstance(key[1], int) and \
-            not isinstance(key[1], bool):
+            _is_ellipsis(key[0]):
         return key[1]
     return None
+
+
+def _channel_index(node):
+    """``i`` if ``node`` is ``x[..., i]`` (one channel of the last axis,
+    an int), else None."""
+    key = _last_axis_key(node)
+    return key if isinstance(key, int) and not isinstance(key, bool) \
+        else None
 
 
 def _channels(shape):
@@ -183,13 +190,11 @@ def _channels(shape):
 def _reversed_channels(node):
     """The :class:`ChannelPermutation` of ``x[..., ::-1]`` at ``node``,
     or None."""
-    key = node.call_args[1] if len(node.call_args) == 2 else None
-    if not (isinstance(key, (list, tuple)) and len(key) == 2 and
-            _is_ellipsis(key[0])):
-        return None
+    key = _last_axis_key(node)
     channels = _channels(node.parent_shapes[0]) if node.parent_shapes \
         else None
-    if _slice_step(key[1]) != (None, None, -1) or channels is None:
+    if key is None or _slice_step(key) != (None, None, -1) or \
+            channels is None:
         return None
     return ChannelPermutation(list(range(channels))[::-1],
                               name=node.op.name)
@@ -200,9 +205,9 @@ def _as_layer(op, node):
     (a :class:`tfcompress.utils.graph.Node`)."""
     kind = type(op).__name__
     args = list(node.call_args)
-    if kind == "GetItem" and not node.call_kwargs and args[:1] == \
-            [graph_lib.TENSOR] and _reversed_channels(node) is not None:
-        return _reversed_channels(node)
+    flip = _reversed_channels(node)
+    if flip is not None:
+        return flip
     if kind in _BINARY and not node.call_kwargs and node.parent_shapes:
         affine = _channel_affine(op, kind, args,
                                  _channels(node.parent_shapes[0]))

@@ -47,6 +47,16 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float,
                    default=zoo_default.finetune_lr,
                    help="Adam learning rate of both fine-tunes")
+    p.add_argument("--finetune-schedule", choices=zoo.SCHEDULES,
+                   default=zoo_default.finetune_schedule,
+                   help="learning rate within both fine-tunes: constant, "
+                        "or cosine decay from --finetune-lr to 0")
+    p.add_argument("--freeze-bn-delay", type=int,
+                   default=zoo_default.qat_freeze_bn_delay,
+                   help="Default8BitScheme freeze_bn_delay: QAT steps "
+                        "before the folded batch norms use their moving "
+                        "statistics (default: the zoo's "
+                        "--qat-freeze-bn-delay, never)")
     p.add_argument("--ema-decay", type=float,
                    default=zoo_default.qat_ema_decay,
                    help="Default8BitScheme ema_decay of the activation "
@@ -86,11 +96,14 @@ def run_model(name, args):
     for seed in range(1, args.seeds + 1):
         keras.utils.set_random_seed(seed)
         fl = zoo.clone(start)
-        zoo.timed_train(fl, data, args.finetune_epochs, args.finetune_lr)
+        rate = zoo.finetune_rate(args, keras, len(xt), args.finetune_epochs)
+        zoo.timed_train(fl, data, args.finetune_epochs, rate)
         keras.utils.set_random_seed(seed)
-        scheme = quantize.Default8BitScheme(ema_decay=args.ema_decay)
+        scheme = quantize.Default8BitScheme(
+            ema_decay=args.ema_decay,
+            freeze_bn_delay=getattr(args, "freeze_bn_delay", None))
         q = quantize.quantize_model(zoo.clone(start), scheme)
-        zoo.timed_train(q, data, args.finetune_epochs, args.finetune_lr)
+        zoo.timed_train(q, data, args.finetune_epochs, rate)
         r = convert(q, "int8", strict=True,
                     representative_data=xt[:args.calibration_samples])
         one = {"seed": seed, "float": common.keras_accuracy(fl, data),
@@ -106,10 +119,16 @@ def run_model(name, args):
 def markdown(results, args):
     lines = [f"E = {args.epochs} float epochs (seed 0), then per seed F = "
              f"{args.finetune_epochs} epochs (learning rate "
-             f"{getattr(args, 'finetune_lr', zoo.FT_LR):g}) of float and "
+             f"{getattr(args, 'finetune_lr', zoo.FT_LR):g}"
+             + (", cosine decay to 0" if getattr(
+                 args, "finetune_schedule", "") == "cosine" else "")
+             + ") of float and "
              "of QAT from the "
              f"same start with the same shuffling (QAT ema_decay "
-             f"{getattr(args, 'ema_decay', 0.999):g}); {args.train_samples} "
+             f"{getattr(args, 'ema_decay', 0.999):g}"
+             + (f", freeze_bn_delay {args.freeze_bn_delay}"
+                if getattr(args, "freeze_bn_delay", None) is not None
+                else "") + f"); {args.train_samples} "
              f"training / {args.test_samples} test images, "
              f"{args.size}x{args.size}. Difference: QAT int8 (TFLite) minus "
              "float (Keras), points.", "",

@@ -68,6 +68,7 @@ DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
 RELATIVE_COST = {"efficientnet_b0": 4, "resnet50": 4, "mobilenet_v3_small": 2,
                  "mobilenet_v2": 2, "resnet20": 1}
 FT_LR = 5e-4
+SCHEDULES = ("constant", "cosine")
 # MobileNetV2/V3 use BatchNormalization momentum 0.999: after a few hundred
 # steps from scratch the moving statistics are still mostly their initial
 # values and evaluation reads chance. 0.9 settles within tens of steps.
@@ -108,6 +109,13 @@ def parse_args(argv=None):
     p.add_argument("--finetune-lr", type=float, default=FT_LR,
                    help="Adam learning rate of every fine-tune stage "
                         "(the float model's E epochs use 1e-3)")
+    p.add_argument("--finetune-schedule", choices=SCHEDULES,
+                   default="constant",
+                   help="learning rate within each fine-tune stage: "
+                        "constant at --finetune-lr, or cosine decay from "
+                        "it to 0 over the stage's F epochs (every stage: "
+                        "the float continuation, QAT, pruning, PQAT, the "
+                        "channel path, tfmot's side)")
     p.add_argument("--train-samples", type=int, default=6000,
                    help="0: all 60,000")
     p.add_argument("--test-samples", type=int, default=2000,
@@ -404,6 +412,17 @@ def timed_train(model, data, epochs, lr, callbacks=()):
     return round(time.perf_counter() - t, 1)
 
 
+def finetune_rate(args, keras_module, samples, epochs):
+    """The learning rate of one fine-tune stage of ``epochs`` epochs over
+    ``samples`` images: ``--finetune-lr``, or with ``--finetune-schedule
+    cosine`` a cosine decay from it to 0 over the stage's steps."""
+    if getattr(args, "finetune_schedule", "constant") != "cosine":
+        return args.finetune_lr
+    steps = int(np.ceil(samples / BATCH)) * epochs
+    return keras_module.optimizers.schedules.CosineDecay(args.finetune_lr,
+                                                         steps)
+
+
 DISTILL_T, DISTILL_ALPHA = 4.0, 0.3
 
 
@@ -475,10 +494,16 @@ def run_model(name, args, tmp):
     start = clone(fl)
     save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
-    after_f = accuracy_after(keras, F, data)   # one fit: one trace
-    secs["float_continue"] = timed_train(fl, data, 2 * F, args.finetune_lr,
-                                         [after_f])
-    row["float_accuracy_plus_f"] = after_f.accuracy
+    rate = finetune_rate(args, keras, len(xt), F)
+    if args.finetune_schedule == "constant":
+        after_f = accuracy_after(keras, F, data)   # one fit: one trace
+        secs["float_continue"] = timed_train(fl, data, 2 * F, rate,
+                                             [after_f])
+        row["float_accuracy_plus_f"] = after_f.accuracy
+    else:   # two stages, each its own decay, as pruning + PQAT
+        secs["float_continue"] = timed_train(fl, data, F, rate)
+        row["float_accuracy_plus_f"] = common.keras_accuracy(fl, data)
+        secs["float_continue"] += timed_train(fl, data, F, rate)
     row["float_fair_accuracy"] = common.keras_accuracy(fl, data)
     row["float_epochs"], row["float_fair_epochs"] = E, E + 2 * F
     print(f"[{name}] float {row['float_accuracy']:.4f} after {E} epochs, "
@@ -494,7 +519,7 @@ def run_model(name, args, tmp):
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
             freeze_bn_delay=delay, ema_decay=ema))
-        secs["qat"] = timed_train(q, data, F, args.finetune_lr)
+        secs["qat"] = timed_train(q, data, F, rate)
         row["paths"]["qat_int8"] = {
             "keras_accuracy": common.keras_accuracy(q, data),
             "freeze_bn_delay": delay}
@@ -505,7 +530,7 @@ def run_model(name, args, tmp):
         p = prune.prune_low_magnitude(clone(start), prune.PolynomialDecay(
             0.0, SPARSITY, 0, max(1, int(0.7 * steps)),
             frequency=max(1, steps // 20)))
-        secs["prune"] = timed_train(p, data, F, args.finetune_lr,
+        secs["prune"] = timed_train(p, data, F, rate,
                                     [prune.UpdatePruningStep()])
         stripped = prune.strip_pruning(p)
         res = {"pruned_keras_accuracy": common.keras_accuracy(stripped,
@@ -513,8 +538,7 @@ def run_model(name, args, tmp):
         row["paths"]["pruned_pqat_int8"] = res
         q = quantize.quantize_model(stripped, quantize.PrunePreservingScheme(
             freeze_bn_delay=delay, ema_decay=ema))
-        secs["prune_preserving_qat"] = timed_train(q, data, F,
-                                                   args.finetune_lr)
+        secs["prune_preserving_qat"] = timed_train(q, data, F, rate)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
         to_tflite("pruned_pqat_int8", q, check=True)
     step("pruned_pqat_int8", pruned)
@@ -542,12 +566,11 @@ def run_model(name, args, tmp):
             logits = start.predict(xt, batch_size=500, verbose=0)
 
             def fit(model, callbacks=()):
-                return timed_distill(model, data, logits, F,
-                                     args.finetune_lr, callbacks)
+                return timed_distill(model, data, logits, F, rate,
+                                     callbacks)
         else:
             def fit(model, callbacks=()):
-                return timed_train(model, data, F, args.finetune_lr,
-                                   callbacks)
+                return timed_train(model, data, F, rate, callbacks)
         secs["channel_prune"] = fit(c, [cb])
         res.update(channel_counts(cb.summary()))
         res["masked_keras_accuracy"] = common.keras_accuracy(c, data)
@@ -672,6 +695,7 @@ def tfmot_side(args):
     E, F = args.epochs, args.finetune_epochs
     steps = int(np.ceil(len(x) / BATCH)) * F
     out = {"tfmot": tfmot.__version__, "int8_from": None}
+    rate = finetune_rate(args, k, len(x), F)
 
     def fit(m, epochs, lr, callbacks=()):
         m.compile(k.optimizers.Adam(lr),
@@ -699,7 +723,7 @@ def tfmot_side(args):
     except Exception as e:
         out["prune_error"] = error_text(e)
     else:
-        fit(p, F, args.finetune_lr, [s.UpdatePruningStep()])
+        fit(p, F, rate, [s.UpdatePruningStep()])
         final = s.strip_pruning(p)
         out["pruned_keras_accuracy"] = common.keras_accuracy(final, data)
         label = "pruned model, post-training int8"
@@ -711,7 +735,7 @@ def tfmot_side(args):
     except Exception as e:
         out["qat_error"] = error_text(e)
     else:
-        fit(qat, F, args.finetune_lr)
+        fit(qat, F, rate)
         out["qat_keras_accuracy"] = common.keras_accuracy(qat, data)
         final = qat
         label = ("prune-preserving QAT" if "prune_error" not in out
@@ -766,7 +790,8 @@ def load_start_weights(model, path):
 # the options tfmot's side reads, and those run_model reads, passed on to
 # their processes
 TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
-                      "test_samples", "calibration_samples", "finetune_lr")
+                      "test_samples", "calibration_samples", "finetune_lr",
+                      "finetune_schedule")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size",
@@ -961,7 +986,10 @@ def markdown(results, args):
              f"{args.test_samples or 10000} test images, {args.size}x"
              f"{args.size}x3, E={args.epochs}, F={args.finetune_epochs} "
              f"(fine-tune learning rate "
-             f"{getattr(args, 'finetune_lr', FT_LR):g}); "
+             f"{getattr(args, 'finetune_lr', FT_LR):g}"
+             + (", cosine decay to 0 within each stage"
+                if getattr(args, "finetune_schedule", "") == "cosine"
+                else "") + "); "
              "float E + F = as long as QAT; float fair = E + 2F epochs "
              "(as long as pruning + PQAT), the model float32 and PTQ "
              "convert." + (f" Models trained {args.jobs} at a time, each "

@@ -52,3 +52,16 @@ def test_ema_decay_follows_the_zoo_and_is_reported():
         []).qat_ema_decay
     args = qat_seeds.parse_args(["--ema-decay", "0.99"])
     assert "QAT ema_decay 0.99" in qat_seeds.markdown({}, args)
+
+
+def test_schedule_and_freeze_bn_delay_follow_the_zoo_and_are_reported():
+    import zoo
+    default = qat_seeds.parse_args([])
+    assert default.finetune_schedule == zoo.parse_args([]).finetune_schedule
+    assert default.freeze_bn_delay == zoo.parse_args([]).qat_freeze_bn_delay
+    text = qat_seeds.markdown({}, default)
+    assert "cosine" not in text and "freeze_bn_delay" not in text
+    args = qat_seeds.parse_args(["--finetune-schedule", "cosine",
+                                 "--freeze-bn-delay", "0"])
+    text = qat_seeds.markdown({}, args)
+    assert "cosine decay to 0" in text and "freeze_bn_delay 0" in text

@@ -260,6 +260,23 @@ def test_finetune_learning_rate_is_parsed_passed_on_and_reported():
     assert "fine-tune learning rate 0.001" in zoo.markdown({}, args)
 
 
+def test_cosine_schedule_decays_each_stage_to_zero_and_is_reported():
+    import keras
+    args = zoo.parse_args(["--finetune-schedule", "cosine"])
+    rate = zoo.finetune_rate(args, keras, 1000, 2)   # 8 batches x 2 epochs
+    assert float(rate(0)) == pytest.approx(args.finetune_lr)
+    assert float(rate(8)) == pytest.approx(args.finetune_lr / 2)
+    assert float(rate(16)) == pytest.approx(0.0, abs=1e-9)
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
+    assert cmd[cmd.index("--finetune-schedule") + 1] == "cosine"
+    assert "cosine decay to 0 within each stage" in zoo.markdown({}, args)
+    default = zoo.parse_args([])
+    assert zoo.finetune_rate(default, keras, 1000, 2) == default.finetune_lr
+    assert "cosine" not in zoo.markdown({}, default)
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--finetune-schedule", "linear"])
+
+
 def test_qat_ema_decay_is_parsed_passed_on_and_reported():
     args = zoo.parse_args(["--qat-ema-decay", "0.99"])
     assert args.qat_ema_decay == 0.99

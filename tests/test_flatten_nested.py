@@ -110,6 +110,23 @@ def test_channel_pruning_on_a_nested_model_says_to_flatten_it():
         model.fit(x, np.zeros((4, 4)), epochs=1, verbose=0, callbacks=[cb])
 
 
+def test_channel_pruning_of_a_head_after_a_nested_base_warns_to_flatten():
+    # a head with a prunable space of its own: ChannelPruning prunes it and
+    # says that the base keeps every channel
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), _base(),
+                              keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(16, name="fc"),
+                              keras.layers.Dense(4, name="head")])
+    model.compile("sgd", "mse")
+    x = np.zeros((4, 8, 8, 3), np.float32)
+    cb = prune.ChannelPruning(prune.ConstantSparsity(0.5, 0))
+    with pytest.warns(UserWarning, match=r"nested model\(s\) base .*"
+                      r"flatten_nested"):
+        model.fit(x, np.zeros((4, 4)), epochs=1, verbose=0, callbacks=[cb])
+    assert [row["producers"] for row in cb.summary()] == [["fc"]]
+
+
 def test_subclassed_model_is_refused():
     class Net(keras.Model):
         def call(self, x):

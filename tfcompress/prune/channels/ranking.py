@@ -18,6 +18,8 @@ the model gets smaller and faster on any runtime.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 from keras import layers as L
@@ -311,8 +313,16 @@ class ChannelPruning(keras.callbacks.Callback):
                 f"tfcompress.prune.channel_spaces(model))")
         self.spaces = [s for s in spaces if s.prunable
                        and not (set(s.names()) & self.exclude)]
+        nested = [l.name for l in target.layers if is_container(l)]
+        if self.spaces and nested:
+            warnings.warn(
+                f"ChannelPruning: nested model(s) {', '.join(nested)} keep "
+                f"every channel (channel pruning does not look into them); "
+                f"only the {len(self.spaces)} channel space(s) outside are "
+                f"pruned. To prune inside, train and prune "
+                f"tfcompress.prune.flatten_nested(model)", UserWarning,
+                stacklevel=2)
         if not self.spaces:
-            nested = [l.name for l in target.layers if is_container(l)]
             if nested:
                 raise InputError(
                     f"ChannelPruning: no channel of this model can be "

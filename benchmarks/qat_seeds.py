@@ -93,15 +93,15 @@ def run_model(name, args):
     zoo.timed_train(start, data, args.epochs, 1e-3)
     row = {"float_start_accuracy": common.keras_accuracy(start, data),
            "seeds": []}
+    rate = zoo.finetune_rate(args, keras, len(xt), args.finetune_epochs)
     for seed in range(1, args.seeds + 1):
         keras.utils.set_random_seed(seed)
         fl = zoo.clone(start)
-        rate = zoo.finetune_rate(args, keras, len(xt), args.finetune_epochs)
         zoo.timed_train(fl, data, args.finetune_epochs, rate)
         keras.utils.set_random_seed(seed)
         scheme = quantize.Default8BitScheme(
             ema_decay=args.ema_decay,
-            freeze_bn_delay=getattr(args, "freeze_bn_delay", None))
+            freeze_bn_delay=args.freeze_bn_delay)
         q = quantize.quantize_model(zoo.clone(start), scheme)
         zoo.timed_train(q, data, args.finetune_epochs, rate)
         r = convert(q, "int8", strict=True,

@@ -416,7 +416,7 @@ def finetune_rate(args, keras_module, samples, epochs):
     """The learning rate of one fine-tune stage of ``epochs`` epochs over
     ``samples`` images: ``--finetune-lr``, or with ``--finetune-schedule
     cosine`` a cosine decay from it to 0 over the stage's steps."""
-    if getattr(args, "finetune_schedule", "constant") != "cosine":
+    if args.finetune_schedule != "cosine":
         return args.finetune_lr
     steps = int(np.ceil(samples / BATCH)) * epochs
     return keras_module.optimizers.schedules.CosineDecay(args.finetune_lr,

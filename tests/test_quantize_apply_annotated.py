@@ -294,6 +294,57 @@ def test_tfmot_keyword_names_are_accepted():
         quantize.quantize_model()
 
 
+def test_quantized_layer_name_prefix_names_the_wrapped_layers():
+    # tfmot's keyword: prefix + the wrapped layer's name, None for none
+    annotated = ("conv1", "conv2", "fc")
+    qat = quantize.quantize_apply(_conv_net(annotated),
+                                  quantized_layer_name_prefix="q8_")
+    wrappers = {l.layer.name: l.name for l in qat.layers
+                if isinstance(l, QuantizeFused)}
+    assert wrappers == {"conv1": "q8_conv1", "conv2": "q8_conv2",
+                        "fc": "q8_fc"}
+    # the quantizers of float tensors (the input's too) keep their names
+    assert {r["wrapper"] for r in qat.quantize_report
+            if "wrapper" in r and r["type"] != "float tensor"} == {
+        "q8_conv1", "q8_conv2", "q8_fc"}
+    qat = quantize.quantize_model(_conv_net(),
+                                  quantized_layer_name_prefix=None)
+    assert [l.name for l in qat.layers if isinstance(l, QuantizeFused)] \
+        == ["conv1", "conv2", "fc"]
+    default = quantize.quantize_apply(_conv_net(annotated))
+    assert [l.name for l in default.layers
+            if isinstance(l, QuantizeFused)] == [
+        "quant_conv1", "quant_conv2", "quant_fc"]
+
+
+@pytest.mark.parametrize("prefix", ["q8_", None])
+def test_qat_model_with_a_name_prefix_summarizes_saves_and_converts(
+        tmp_path, prefix):
+    qat = quantize.quantize_model(_conv_net(),
+                                  quantized_layer_name_prefix=prefix)
+    rows = {r["layer"]: r.get("wraps")
+            for r in quantize.summary(qat, print_fn=None)}
+    own = prefix or ""
+    assert {own + n: n for n in ("conv1", "conv2", "fc")}.items() <= \
+        rows.items()
+    path = str(tmp_path / "qat.keras")
+    qat.save(path)
+    loaded = keras.models.load_model(path)
+    assert [l.name for l in loaded.layers] == [l.name for l in qat.layers]
+    x = np.random.default_rng(0).random((8, 12, 12, 1), "float32")
+    report = convert(loaded, "int8", strict=True, check_data=x).report
+    assert report["fully_integer"]
+    assert report["numerical_check"]["max_abs_error"] < 1e-4
+
+
+@pytest.mark.parametrize("prefix", [3, "q/"])
+def test_a_name_prefix_that_is_no_layer_name_prefix_is_refused(prefix):
+    with pytest.raises(InputError, match="quantized_layer_name_prefix must "
+                                         "be a string without '/'"):
+        quantize.quantize_model(_conv_net(),
+                                quantized_layer_name_prefix=prefix)
+
+
 def test_tfmot_n_bit_scheme_keywords_are_accepted():
     scheme = quantize.NBitScheme(num_bits_weight=4, num_bits_activation=8)
     assert (scheme.weight_bits, scheme.activation_bits) == (4, 8)

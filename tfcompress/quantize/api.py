@@ -15,6 +15,7 @@ from tfcompress.quantize.layers import QUANTIZE_LAYERS as _CORE_LAYERS
 from tfcompress.quantize.layers import QuantizeFused
 from tfcompress.quantize.pooling import (QuantizeAveragePooling,
                                          QuantizeResizing)
+from tfcompress.quantize.qat_base import layer_name_prefix
 from tfcompress.quantize.schemes import Default8BitScheme, check_scheme
 from tfcompress.utils.arguments import check_flags, check_model
 from tfcompress.utils.flatten import (flatten_nested, has_nested_model,
@@ -214,7 +215,8 @@ def _flat_keeping_annotations(model):
 
 
 def quantize_apply(model, scheme=None, layer_bits=None,
-                   xnnpack_rewrites=True):
+                   xnnpack_rewrites=True, *,
+                   quantized_layer_name_prefix="quant_"):
     """Rebuilds ``model`` with fake-quant QAT layers per ``scheme``, for
     the layers annotated with :func:`quantize_annotate_layer` (or all of
     them, after :func:`quantize_annotate_model`).
@@ -238,6 +240,11 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     original is unchanged); its ``quantize_report`` attribute lists what
     happened to each layer.
 
+    ``quantized_layer_name_prefix`` (tfmot's keyword): the QAT layers are
+    named this prefix + the name of the layer they wrap (``quant_fc1``);
+    ``None`` or ``""`` keeps the layer's own name. The quantizers of the
+    model's inputs keep their names (``quant_input``).
+
     >>> import keras
     >>> i = keras.Input((8,))
     >>> x = quantize_annotate_layer(keras.layers.Dense(4, name="fc1"))(i)
@@ -245,6 +252,9 @@ def quantize_apply(model, scheme=None, layer_bits=None,
     >>> {r["layer"]: r["quantized"] for r in
     ...  quantize_apply(m).quantize_report}["fc2"]
     'FLOAT (not annotated)'
+    >>> qat = quantize_apply(m, quantized_layer_name_prefix="q8_")
+    >>> [layer.name for layer in qat.layers[2:]]   # after the input's
+    ['q8_fc1', 'fc2']
     """
     _check_model(model, "quantize_apply")
     scheme = check_scheme(scheme, "quantize_apply")
@@ -263,7 +273,19 @@ def quantize_apply(model, scheme=None, layer_bits=None,
             "which is not annotated and stays float; annotate it with "
             "quantize_annotate_layer or leave it out of layer_bits")
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
-                     annotated_only=True)
+                     annotated_only=True,
+                     prefix=_check_prefix(quantized_layer_name_prefix,
+                                          "quantize_apply"))
+
+
+def _check_prefix(prefix, api):
+    """``quantized_layer_name_prefix``: a string without ``/`` (a Keras
+    layer name cannot hold one) or None; InputError otherwise."""
+    if prefix is None or (isinstance(prefix, str) and "/" not in prefix):
+        return prefix
+    raise InputError(
+        f"{api}: quantized_layer_name_prefix must be a string without '/' "
+        f"(a layer name cannot hold one) or None, got {prefix!r:.60}")
 
 
 def _check_model(model, api):
@@ -282,7 +304,8 @@ def _check_model(model, api):
                        "keep the clusters)"})
 
 
-def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
+def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only,
+              prefix="quant_"):
     check_flags("quantize_model" if not annotated_only else
                 "quantize_apply", xnnpack_rewrites=xnnpack_rewrites)
     original = model
@@ -303,8 +326,9 @@ def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only):
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        qat = transform.quantize_graph(model, scheme, report, layer_bits,
-                                       annotated_only=annotated_only)
+        with layer_name_prefix(prefix):
+            qat = transform.quantize_graph(model, scheme, report, layer_bits,
+                                           annotated_only=annotated_only)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     keep_output_names(qat, original)
@@ -334,7 +358,8 @@ def weight_layer_names(model):
 
 
 def quantize_model(model=None, scheme=None, layer_bits=None,
-                   xnnpack_rewrites=True, *, to_quantize=None):
+                   xnnpack_rewrites=True, *, to_quantize=None,
+                   quantized_layer_name_prefix="quant_"):
     """QAT in one call: annotate every layer and apply ``scheme``.
 
     Works on Sequential, Functional and nested models. Layers without a
@@ -342,7 +367,8 @@ def quantize_model(model=None, scheme=None, layer_bits=None,
     ``layer_bits`` sets the weight bits of single layers, e.g.
     ``{"fc1": 4}`` for packed 4-bit weights in one Dense layer; a layer
     whose TFLite op has no 4-bit kernel stays 8-bit (``summary`` says so).
-    tfmot's keyword ``to_quantize=`` is accepted for ``model``.
+    tfmot's keyword ``to_quantize=`` is accepted for ``model``, and its
+    ``quantized_layer_name_prefix`` as in :func:`quantize_apply`.
 
     >>> from tfcompress.models import seed_cnn
     >>> qat = quantize_model(seed_cnn())
@@ -361,7 +387,9 @@ def quantize_model(model=None, scheme=None, layer_bits=None,
     scheme = check_scheme(scheme, "quantize_model")
     # unannotated layers get the default rule: no annotated copy needed
     return _quantize(model, scheme, layer_bits, xnnpack_rewrites,
-                     annotated_only=False)
+                     annotated_only=False,
+                     prefix=_check_prefix(quantized_layer_name_prefix,
+                                          "quantize_model"))
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from tfcompress.quantize.qat_base import (_InputStep, _InputStepMixin,
                                           _NestedLayersMixin, _RangeMixin,
                                           _batchnorm_scale, _weight_steps,
                                           batch_statistics, follow_trainable,
-                                          round_bias)
+                                          round_bias, wrapper_name)
 from tfcompress.errors import InputError
 from tfcompress.utils.channels import (from_output_channel_rows,
                                        output_channel_rows, output_channels)
@@ -128,7 +128,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                  input_scale=None, input_offset=None,
                  output_scale=1.0, output_shift=0.0, weight_bits_note=None,
                  freeze_bn_delay=None, **kwargs):
-        kwargs.setdefault("name", f"quant_{layer.name}")
+        kwargs.setdefault("name", wrapper_name(layer.name))
         follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
         self.layer = layer

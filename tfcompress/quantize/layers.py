@@ -17,7 +17,7 @@ from tfcompress.quantize.fused import QuantizeFused
 from tfcompress.quantize.qat_base import (  # noqa: F401
     KEEPS_SCALE, _InputStep, _InputStepMixin, _NestedLayersMixin,
     _RangeMixin, batch_statistics, channel_affine, follow_trainable,
-    input_quantizer, round_bias)
+    input_quantizer, round_bias, wrapper_name)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -46,7 +46,7 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
 
     def __init__(self, batchnorm, weight_bits=8, activation_bits=8,
                  ema_decay=0.999, quantize_output=True, **kwargs):
-        kwargs.setdefault("name", f"quant_{batchnorm.name}")
+        kwargs.setdefault("name", wrapper_name(batchnorm.name))
         follow_trainable(kwargs, batchnorm)
         super().__init__(**kwargs)
         self.batchnorm = batchnorm
@@ -149,7 +149,7 @@ class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
     def __init__(self, layer=None, activation_bits=8, ema_decay=0.999,
                  fixed_range=None, quantize_output=True, **kwargs):
         name = layer.name if layer is not None else "input"
-        kwargs.setdefault("name", f"quant_{name}")
+        kwargs.setdefault("name", wrapper_name(name))
         if layer is not None:
             follow_trainable(kwargs, layer)
         super().__init__(**kwargs)

@@ -34,6 +34,7 @@ from tfcompress.quantize import int8_rounding
 from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.layers import (_InputStep, _InputStepMixin,
                                         _NestedLayersMixin, follow_trainable)
+from tfcompress.quantize.qat_base import wrapper_name
 
 AVERAGE_POOLING = (keras.layers.AveragePooling1D,
                    keras.layers.AveragePooling2D)
@@ -80,7 +81,7 @@ class QuantizeAveragePooling(_InputStepMixin, _NestedLayersMixin,
     NESTED_LAYERS = ("layer",)
 
     def __init__(self, layer, round_output=None, **kwargs):
-        kwargs.setdefault("name", f"quant_{layer.name}")
+        kwargs.setdefault("name", wrapper_name(layer.name))
         follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
         self.layer = layer

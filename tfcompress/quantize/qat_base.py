@@ -12,6 +12,9 @@ value, and deep networks amplify those one-step differences.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -21,6 +24,41 @@ from tfcompress.quantize import fake_quant as fq
 from tfcompress.quantize.graph import ChannelPermutation
 # re-exported: the QAT layers take it from here
 from tfcompress.utils.wrapper_build import follow_trainable  # noqa: F401
+
+
+#: Prefix of the names QAT layers get from the layer they wrap; set by
+#: quantize_apply's and quantize_model's ``quantized_layer_name_prefix``.
+_NAME_PREFIX = contextvars.ContextVar("quantized_layer_name_prefix",
+                                      default="quant_")
+
+
+def wrapper_name(name) -> str:
+    """The name of the QAT layer wrapping the layer ``name``: ``quant_`` +
+    ``name``, or the prefix :func:`layer_name_prefix` sets.
+
+    >>> wrapper_name("fc")
+    'quant_fc'
+    >>> with layer_name_prefix("q8_"):
+    ...     wrapper_name("fc")
+    'q8_fc'
+    """
+    return f"{_NAME_PREFIX.get()}{name}"
+
+
+@contextlib.contextmanager
+def layer_name_prefix(prefix):
+    """QAT layers created inside the block are named ``prefix`` + the name
+    of the layer they wrap (``None`` as ``""``: the layer's own name).
+
+    >>> with layer_name_prefix(None):
+    ...     wrapper_name("fc")
+    'fc'
+    """
+    token = _NAME_PREFIX.set("" if prefix is None else prefix)
+    try:
+        yield
+    finally:
+        _NAME_PREFIX.reset(token)
 
 
 def channel_affine(inputs, scale, shift, weight_bits, input_step=None):

@@ -16,6 +16,7 @@ from tfcompress.quantize.float_layers import no_int8_kernel
 from tfcompress.quantize.graph import ConstantArithmetic, functional_graph
 from tfcompress.quantize.layers import (KEEPS_SCALE, QuantizeAffine,
                                         QuantizeFused, QuantizeOutput)
+from tfcompress.quantize.qat_base import wrapper_name
 from tfcompress.quantize.pooling import (AVERAGE_POOLING,
                                          QuantizeAveragePooling,
                                          QuantizeResizing, rounds_average,
@@ -311,7 +312,7 @@ class _QatGraph:
                                            float(offset[0]), names)
         q = QuantizeChannelAffine(scale, offset, source=names,
                                   weight_bits=self.scheme.weight_bits,
-                                  name=f"quant_{name}", **self.kw)
+                                  name=wrapper_name(name), **self.kw)
         self.tensors[name] = q(self.qtensor(src))
         self.report.append({"layer": ", ".join(names),
                             "type": "input affine",
@@ -616,7 +617,7 @@ class _QatGraph:
         self.report.append({"layer": name, "type": type(layer).__name__,
                             "quantized": f"ADD, scale folded into "
                                          f"{parents[1]}" if folded
-                            else "MUL and ADD", "wrapper": f"quant_{name}"})
+                            else "MUL and ADD", "wrapper": wrapper_name(name)})
         return True
 
     def output_quantized(self, layer, parents, x):

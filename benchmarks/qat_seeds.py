@@ -61,6 +61,11 @@ def parse_args(argv=None):
                    default=zoo_default.qat_ema_decay,
                    help="Default8BitScheme ema_decay of the activation "
                         "ranges (default: the zoo's --qat-ema-decay)")
+    p.add_argument("--activation-percentile", type=float,
+                   default=zoo_default.qat_activation_percentile,
+                   help="Default8BitScheme activation_percentile of the "
+                        "activation ranges (default: the zoo's "
+                        "--qat-activation-percentile, min and max)")
     p.add_argument("--name", default="qat_seeds")
     args = p.parse_args(argv)
     zoo.check_models(p, args.models)
@@ -101,7 +106,8 @@ def run_model(name, args):
         keras.utils.set_random_seed(seed)
         scheme = quantize.Default8BitScheme(
             ema_decay=args.ema_decay,
-            freeze_bn_delay=args.freeze_bn_delay)
+            freeze_bn_delay=args.freeze_bn_delay,
+            activation_percentile=args.activation_percentile)
         q = quantize.quantize_model(zoo.clone(start), scheme)
         zoo.timed_train(q, data, args.finetune_epochs, rate)
         r = convert(q, "int8", strict=True,
@@ -128,7 +134,10 @@ def markdown(results, args):
              f"{getattr(args, 'ema_decay', 0.999):g}"
              + (f", freeze_bn_delay {args.freeze_bn_delay}"
                 if getattr(args, "freeze_bn_delay", None) is not None
-                else "") + f"); {args.train_samples} "
+                else "")
+             + (f", activation_percentile {args.activation_percentile:g}"
+                if getattr(args, "activation_percentile", None) else "")
+             + f"); {args.train_samples} "
              f"training / {args.test_samples} test images, "
              f"{args.size}x{args.size}. Difference: QAT int8 (TFLite) minus "
              "float (Keras), points.", "",

@@ -181,6 +181,10 @@ def parse_args(argv=None):
                    help="QAT, PQAT and the channel path's QAT: ema_decay of "
                         "the activation ranges (default 0.999, tfmot's and "
                         "the library's)")
+    p.add_argument("--qat-activation-percentile", type=float, default=None,
+                   help="QAT, PQAT and the channel path's QAT: "
+                        "activation_percentile of the activation ranges "
+                        "(e.g. 99.99; default: each batch's min and max)")
     p.add_argument("--speed-size", default="96",
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
@@ -515,10 +519,12 @@ def run_model(name, args, tmp):
 
     delay = args.qat_freeze_bn_delay
     ema = getattr(args, "qat_ema_decay", 0.999)
+    pct = getattr(args, "qat_activation_percentile", None)
 
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
-            freeze_bn_delay=delay, ema_decay=ema))
+            freeze_bn_delay=delay, ema_decay=ema,
+            activation_percentile=pct))
         secs["qat"] = timed_train(q, data, F, rate)
         row["paths"]["qat_int8"] = {
             "keras_accuracy": common.keras_accuracy(q, data),
@@ -537,7 +543,8 @@ def run_model(name, args, tmp):
                                                               data)}
         row["paths"]["pruned_pqat_int8"] = res
         q = quantize.quantize_model(stripped, quantize.PrunePreservingScheme(
-            freeze_bn_delay=delay, ema_decay=ema))
+            freeze_bn_delay=delay, ema_decay=ema,
+            activation_percentile=pct))
         secs["prune_preserving_qat"] = timed_train(q, data, F, rate)
         res["keras_accuracy"] = common.keras_accuracy(q, data)
         to_tflite("pruned_pqat_int8", q, check=True)
@@ -590,7 +597,8 @@ def run_model(name, args, tmp):
         qat_finetune = args.channel_finetune == "qat"
         if qat_finetune:
             small = quantize.quantize_model(small, quantize.Default8BitScheme(
-                freeze_bn_delay=delay, ema_decay=ema))
+                freeze_bn_delay=delay, ema_decay=ema,
+                activation_percentile=pct))
         secs["channel_finetune"] = fit(small)
         res["keras_accuracy"] = common.keras_accuracy(small, data)
         print(f"[{name}] channel {sparsity:.0%}: masked "
@@ -796,7 +804,7 @@ MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size",
     "channel_distill", "channel_finetune", "qat_freeze_bn_delay",
-    "qat_ema_decay")
+    "qat_ema_decay", "qat_activation_percentile")
 
 
 def side_command(side, name, args, tmp, options):
@@ -1003,7 +1011,12 @@ def markdown(results, args):
               if getattr(args, "qat_freeze_bn_delay", None) is not None
               else "") +
              (f" QAT ranges: ema_decay {args.qat_ema_decay:g}."
-              if getattr(args, "qat_ema_decay", 0.999) != 0.999 else ""),
+              if getattr(args, "qat_ema_decay", 0.999) != 0.999 else "") +
+             (f" QAT ranges follow each batch's "
+              f"{args.qat_activation_percentile:g}th percentile "
+              "(activation_percentile)."
+              if getattr(args, "qat_activation_percentile", None)
+              else ""),
              "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "

@@ -54,6 +54,15 @@ def test_ema_decay_follows_the_zoo_and_is_reported():
     assert "QAT ema_decay 0.99" in qat_seeds.markdown({}, args)
 
 
+def test_activation_percentile_follows_the_zoo_and_is_reported():
+    assert qat_seeds.parse_args([]).activation_percentile is None
+    args = qat_seeds.parse_args(["--activation-percentile", "99.99"])
+    assert args.activation_percentile == 99.99
+    assert "activation_percentile 99.99" in qat_seeds.markdown({}, args)
+    assert "activation_percentile" not in qat_seeds.markdown(
+        {}, qat_seeds.parse_args([]))
+
+
 def test_schedule_and_freeze_bn_delay_follow_the_zoo_and_are_reported():
     import zoo
     default = qat_seeds.parse_args([])

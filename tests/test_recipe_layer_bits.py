@@ -1,5 +1,6 @@
-"""Recipe keys ``qat.layer_bits`` and ``qat.freeze_bn_delay`` (also under
-the stage name ``quantize``)."""
+"""Recipe keys ``qat.layer_bits``, ``qat.freeze_bn_delay``, ``qat.ema_decay``
+and ``qat.activation_percentile`` (also under the stage name
+``quantize``)."""
 
 import keras
 import numpy as np
@@ -126,3 +127,21 @@ def test_ema_decay_is_read_checked_and_given_to_the_scheme():
     qat = stages.run_qat(model, dict(_params(None), ema_decay=0.9), data,
                          TRAIN)
     assert qat.quantize_scheme.ema_decay == 0.9
+
+
+def test_activation_percentile_is_read_checked_and_given_to_the_scheme():
+    assert _qat_params(_recipe("qat: {}"))["qat"][
+        "activation_percentile"] is None
+    assert _qat_params(_recipe("qat: {activation_percentile: 99.9}"))[
+        "qat"]["activation_percentile"] == 99.9
+    with pytest.raises(RecipeError, match="activation_percentile"):
+        load_recipe_text(_recipe("qat: {activation_percentile: 20}"),
+                         "r.yaml")
+    inp = keras.Input((4,))
+    model = keras.Model(inp, L.Dense(2, name="fc")(inp))
+    rng = np.random.default_rng(0)
+    data = ((rng.random((8, 4)).astype("float32"),
+             rng.integers(0, 2, 8)),) * 2
+    qat = stages.run_qat(
+        model, dict(_params(None), activation_percentile=99.9), data, TRAIN)
+    assert qat.quantize_scheme.activation_percentile == 99.9

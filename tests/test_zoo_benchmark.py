@@ -287,6 +287,19 @@ def test_qat_ema_decay_is_parsed_passed_on_and_reported():
     assert "ema_decay" not in zoo.markdown({}, zoo.parse_args([]))
 
 
+def test_qat_activation_percentile_is_parsed_passed_on_and_reported():
+    args = zoo.parse_args(["--qat-activation-percentile", "99.99"])
+    assert args.qat_activation_percentile == 99.99
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
+    assert cmd[cmd.index("--qat-activation-percentile") + 1] == "99.99"
+    assert "99.99th percentile" in zoo.markdown({}, args)
+    default = zoo.parse_args([])
+    assert default.qat_activation_percentile is None
+    assert "--qat-activation-percentile" not in zoo.model_side_command(
+        "resnet20", default, "/tmp/out")
+    assert "th percentile" not in zoo.markdown({}, default)
+
+
 def test_qat_aim_compares_with_the_float_model_trained_as_long():
     # QAT fine-tunes F epochs from the E-epoch float model: its baseline is
     # the float model after E + F epochs, not the fair float after E + 2F

@@ -61,7 +61,8 @@ class QuantizeChannelAffine(_InputStepMixin, _RangeMixin,
     that cannot be folded into the next convolution."""
 
     def __init__(self, scale, offset, source=None, weight_bits=8,
-                 activation_bits=8, ema_decay=0.999, **kwargs):
+                 activation_bits=8, ema_decay=0.999,
+                 activation_percentile=None, **kwargs):
         super().__init__(**kwargs)
         self.scale = [float(v) for v in np.reshape(scale, -1)]
         self.offset = [float(v) for v in np.reshape(offset, -1)]
@@ -69,6 +70,7 @@ class QuantizeChannelAffine(_InputStepMixin, _RangeMixin,
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        self.activation_percentile = activation_percentile
         self._input_step = _InputStep()
 
     def build(self, input_shape):
@@ -91,5 +93,7 @@ class QuantizeChannelAffine(_InputStepMixin, _RangeMixin,
                        "source": self.source,
                        "weight_bits": self.weight_bits,
                        "activation_bits": self.activation_bits,
-                       "ema_decay": self.ema_decay})
+                       "ema_decay": self.ema_decay,
+                       "activation_percentile":
+                           self.activation_percentile})
         return config

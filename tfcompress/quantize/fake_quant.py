@@ -3,7 +3,8 @@
 Weights: symmetric, narrow range (zero is exactly representable), per
 output channel or per tensor, ranges from the current weights. Activations:
 asymmetric per tensor, ranges tracked by exponential moving average while
-training and frozen at inference. The ops are TensorFlow's
+training (of each batch's min and max, or of a percentile of it) and
+frozen at inference. The ops are TensorFlow's
 ``fake_quant_with_min_max_vars*``, whose gradient is the straight-through
 estimator (1 inside the range, 0 outside).
 
@@ -75,17 +76,45 @@ def quantize_activations(x, min_var, max_var, bits=8):
     return y
 
 
-def update_range(x, min_var, max_var, seen_var, decay=0.999):
+def batch_range(x, percentile=None):
+    """The ``(min, max)`` of a batch, or with ``percentile`` (in (50, 100])
+    the values that many percent of ``x`` lie above and below: a range that
+    leaves out the rarest outliers, so the int8 steps are finer for the
+    rest (as ``convert(calibration="percentile")`` does after training).
+
+    >>> import numpy as np
+    >>> x = np.r_[np.linspace(-1, 1, 999), 50.0].astype("float32")
+    >>> [round(float(v), 2) for v in batch_range(x)]
+    [-1.0, 50.0]
+    >>> [round(float(v), 2) for v in batch_range(x, 99.0)]
+    [-0.98, 0.98]
+    """
+    x = tf.reshape(tf.convert_to_tensor(x, tf.float32), [-1])
+    if percentile is None or percentile >= 100:
+        return tf.reduce_min(x), tf.reduce_max(x)
+    # the k-th largest and smallest values: k = the share left out
+    size = tf.cast(tf.size(x), tf.float32)
+    k = tf.maximum(1, tf.cast(size * (1.0 - percentile / 100.0), tf.int32))
+    return (-tf.reduce_min(tf.math.top_k(-x, k, sorted=False).values),
+            tf.reduce_min(tf.math.top_k(x, k, sorted=False).values))
+
+
+def update_range(x, min_var, max_var, seen_var, decay=0.999,
+                 percentile=None):
     """EMA update of an activation range from a training batch.
 
     The first batch sets the range; later batches move it by ``1 - decay``.
-    The range always contains 0 so zero is exactly representable. Under
-    tf.distribute the batch minimum and maximum are taken over all replicas
-    (on every worker), so every replica keeps the same range: the one a
-    single device would compute from the whole global batch.
+    Each batch's range is its min and max, or with ``percentile`` the
+    range :func:`batch_range` gives. The range always contains 0 so zero
+    is exactly representable. Under tf.distribute the batch minimum and
+    maximum are taken over all replicas (on every worker), so every
+    replica keeps the same range: the one a single device would compute
+    from the whole global batch (with ``percentile``: the widest of the
+    replicas' ranges).
     """
-    batch_min = tf.minimum(tf.reduce_min(x), 0.0)
-    batch_max = tf.maximum(tf.reduce_max(x), 0.0)
+    batch_min, batch_max = batch_range(x, percentile)
+    batch_min = tf.minimum(batch_min, 0.0)
+    batch_max = tf.maximum(batch_max, 0.0)
     ctx = tf.distribute.get_replica_context()
     if ctx is not None and ctx.num_replicas_in_sync > 1:
         both = ctx.all_gather(tf.stack([batch_min, batch_max])[None], 0)

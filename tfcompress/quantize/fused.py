@@ -127,7 +127,8 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
                  cluster_count=None, cluster_channels=None,
                  input_scale=None, input_offset=None,
                  output_scale=1.0, output_shift=0.0, weight_bits_note=None,
-                 freeze_bn_delay=None, **kwargs):
+                 freeze_bn_delay=None, activation_percentile=None,
+                 **kwargs):
         kwargs.setdefault("name", wrapper_name(layer.name))
         follow_trainable(kwargs, layer)
         super().__init__(**kwargs)
@@ -154,6 +155,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         # kernel clustered per channel), or 1 (one set for the kernel)
         self.cluster_channels = cluster_channels
         self.ema_decay = float(ema_decay)
+        self.activation_percentile = activation_percentile
         # False when the only consumer is a Concatenate, whose single range
         # TFLite imposes on all its inputs.
         self.quantize_output = bool(quantize_output)
@@ -477,6 +479,7 @@ class QuantizeFused(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
             "cluster_count": self.cluster_count,
             "cluster_channels": self.cluster_channels,
             "ema_decay": self.ema_decay,
+            "activation_percentile": self.activation_percentile,
             "quantize_output": self.quantize_output,
             "input_scale": self.input_scale,
             "input_offset": self.input_offset,

@@ -45,7 +45,8 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
     NESTED_LAYERS = ("batchnorm",)
 
     def __init__(self, batchnorm, weight_bits=8, activation_bits=8,
-                 ema_decay=0.999, quantize_output=True, **kwargs):
+                 ema_decay=0.999, quantize_output=True,
+                 activation_percentile=None, **kwargs):
         kwargs.setdefault("name", wrapper_name(batchnorm.name))
         follow_trainable(kwargs, batchnorm)
         super().__init__(**kwargs)
@@ -53,6 +54,7 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         self.weight_bits = int(weight_bits)
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        self.activation_percentile = activation_percentile
         # False when TFLite fuses the next ReLU into the op: the output is
         # rounded once, at the ReLU's range
         self.quantize_output = bool(quantize_output)
@@ -94,6 +96,7 @@ class QuantizeAffine(_InputStepMixin, _RangeMixin, _NestedLayersMixin,
         config.update({"weight_bits": self.weight_bits,
                        "activation_bits": self.activation_bits,
                        "ema_decay": self.ema_decay,
+                       "activation_percentile": self.activation_percentile,
                        "quantize_output": self.quantize_output})
         return config
 
@@ -147,7 +150,8 @@ class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
         return (0.0, 1.0 - 2.0 ** -int(bits))
 
     def __init__(self, layer=None, activation_bits=8, ema_decay=0.999,
-                 fixed_range=None, quantize_output=True, **kwargs):
+                 fixed_range=None, quantize_output=True,
+                 activation_percentile=None, **kwargs):
         name = layer.name if layer is not None else "input"
         kwargs.setdefault("name", wrapper_name(name))
         if layer is not None:
@@ -156,6 +160,7 @@ class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
         self.layer = layer
         self.activation_bits = int(activation_bits)
         self.ema_decay = float(ema_decay)
+        self.activation_percentile = activation_percentile
         self.fixed_range = tuple(fixed_range) if fixed_range else None
         self.quantize_output = bool(quantize_output)
 
@@ -195,6 +200,7 @@ class QuantizeOutput(_RangeMixin, _NestedLayersMixin, keras.layers.Layer):
         config.update(self._nested_layers_config())
         config.update({"activation_bits": self.activation_bits,
                        "ema_decay": self.ema_decay,
+                       "activation_percentile": self.activation_percentile,
                        "fixed_range": (list(self.fixed_range)
                                        if self.fixed_range else None),
                        "quantize_output": self.quantize_output})

@@ -133,7 +133,8 @@ class _RangeMixin:
         lo, hi, seen = rng
         if training and not fixed:
             new_lo, new_hi = fq.update_range(tf.cast(y, tf.float32), lo, hi,
-                                             seen, self.ema_decay)
+                                             seen, self.ema_decay,
+                                             self.activation_percentile)
             lo.assign(new_lo)
             hi.assign(new_hi)
             seen.assign(1.0)

@@ -144,7 +144,8 @@ class _QatGraph:
         self.model, self.scheme, self.report = model, scheme, report
         self.layer_bits, self.annotated_only = layer_bits, annotated_only
         self.kw = dict(activation_bits=scheme.activation_bits,
-                       ema_decay=scheme.ema_decay)
+                       ema_decay=scheme.ema_decay,
+                       activation_percentile=scheme.activation_percentile)
         sequential = isinstance(model, keras.Sequential)
         self.graph = layer_graph(model) if sequential \
             else functional_graph(model)

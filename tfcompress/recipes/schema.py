@@ -113,6 +113,10 @@ STAGE_SCHEMAS = {
         "ema_decay": Field(float, 0.999, 0.0, 0.99999,
                            doc="decay of the activation ranges' moving "
                                "average"),
+        "activation_percentile": Field(float, None, 50.01, 100.0,
+                                       doc="percentile of each batch the "
+                                           "activation ranges follow (none:"
+                                           " min and max)"),
         "epochs": Field(int, 1, 1, 1000),
         "learning_rate": Field(float, 1e-4, 0.0),
     },

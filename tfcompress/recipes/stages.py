@@ -138,6 +138,7 @@ def run_qat(model, params, data, train):
         freeze_bn_delay=params.get("freeze_bn_delay"),
         share_concat_ranges=params.get("share_concat_ranges", True),
         ema_decay=params.get("ema_decay", 0.999),
+        activation_percentile=params.get("activation_percentile"),
         **({"preserve_sparsity": True} if params.get("preserve_sparsity")
            else {}))
     try:

@@ -166,3 +166,24 @@ def test_separable_and_depthwise_convolutions_round_as_their_kernels():
     with quantize.device_rounding(taps):
         device = _values_off(taps.predict(x, verbose=0), flat)
     assert device == [0] * len(quantizers), device
+
+
+def test_numerical_check_also_compares_with_the_int8_kernels_rounding():
+    """convert's report: the errors against the QAT model as it predicts,
+    and (``device_rounding``) as it predicts with the int8 kernels'
+    rounding, which misses fewer values."""
+    qat, x = _qat([keras.layers.Conv2D(32, 1, name="conv")], (32, 32, 8))
+    check = convert(qat, "int8", check_data=x).report["numerical_check"]
+    device = check["device_rounding"]
+    assert check["mean_abs_error"] > 0
+    assert device["mean_abs_error"] < check["mean_abs_error"] / 2, check
+
+
+def test_numerical_check_of_a_float_model_has_no_device_rounding():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
+    x = np.random.RandomState(0).rand(8, 4, 4, 2).astype("float32")
+    check = convert(model, "int8", representative_data=x).report[
+        "numerical_check"]
+    assert "device_rounding" not in check

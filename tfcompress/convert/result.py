@@ -135,7 +135,13 @@ class ConversionResult:
         inputs. A model with several inputs or outputs is run through the
         flatbuffer's signature and each output compared with the Keras
         output of the same name (``output_0``, ... or the dict key); the
-        report gives each output's errors under ``outputs``."""
+        report gives each output's errors under ``outputs``.
+
+        A QAT model with one output is also compared as it predicts inside
+        :func:`tfcompress.quantize.device_rounding`, which rounds as the
+        int8 kernels do: ``device_rounding`` holds those errors, which
+        leave out the one-step differences of TensorFlow's fake-quant
+        rounding that deep networks amplify."""
         interp, refused = litert_interpreter(self.tflite_bytes)
         if refused:
             self.report["notes"].append(
@@ -151,6 +157,10 @@ class ConversionResult:
                          np.float32).reshape(got.shape)
         check = {"samples": int(len(x)), **_errors(got, ref),
                  "xnnpack": not refused}
+        device = _device_rounding_reference(keras_model, x)
+        if device is not None:
+            check["device_rounding"] = _errors(
+                got, np.asarray(device, np.float32).reshape(got.shape))
         self.report["numerical_check"] = check
         return check
 
@@ -223,7 +233,8 @@ class ConversionResult:
                 f"TFLite vs Keras on {chk['samples']} inputs: max |err| "
                 f"{chk['max_abs_error']:.4g}, mean {chk['mean_abs_error']:.4g}"
                 + (f", top-1 agreement {chk['top1_agreement']:.1%}"
-                   if "top1_agreement" in chk else ""))
+                   if "top1_agreement" in chk else "")
+                + _device_rounding_text(chk.get("device_rounding")))
         lines.append(format_report(self.report))
         return "\n".join(lines)
 
@@ -281,6 +292,27 @@ def run_flatbuffer(interp, x):
         got.extend(dequantize_output(interp.get_tensor(out["index"])[:n],
                                      out))
     return np.asarray(got, np.float32)
+
+
+def _device_rounding_text(errors):
+    """The to_table words for the check's ``device_rounding`` errors."""
+    if not errors:
+        return ""
+    return (f" (with the int8 kernels' rounding: max |err| "
+            f"{errors['max_abs_error']:.4g}"
+            + (f", top-1 agreement {errors['top1_agreement']:.1%}"
+               if "top1_agreement" in errors else "") + ")")
+
+
+def _device_rounding_reference(keras_model, x):
+    """``keras_model``'s outputs on ``x`` with the int8 kernels' rounding,
+    or None for a model without QAT layers."""
+    from tfcompress.quantize.api import has_fake_quant
+    from tfcompress.quantize.int8_rounding import device_rounding
+    if not has_fake_quant(keras_model):
+        return None
+    with device_rounding(keras_model):
+        return keras_model.predict(x, verbose=0, batch_size=256)
 
 
 def _errors(got, ref):

@@ -116,6 +116,11 @@ def parse_args(argv=None):
                         "it to 0 over the stage's F epochs (every stage: "
                         "the float continuation, QAT, pruning, PQAT, the "
                         "channel path, tfmot's side)")
+    p.add_argument("--channel-schedule", choices=SCHEDULES, default=None,
+                   help="the channel path's learning rate (its pruning and "
+                        "its fine-tune stage): constant or cosine as "
+                        "--finetune-schedule (default: as "
+                        "--finetune-schedule)")
     p.add_argument("--train-samples", type=int, default=6000,
                    help="0: all 60,000")
     p.add_argument("--test-samples", type=int, default=2000,
@@ -416,11 +421,12 @@ def timed_train(model, data, epochs, lr, callbacks=()):
     return round(time.perf_counter() - t, 1)
 
 
-def finetune_rate(args, keras_module, samples, epochs):
+def finetune_rate(args, keras_module, samples, epochs, schedule=None):
     """The learning rate of one fine-tune stage of ``epochs`` epochs over
     ``samples`` images: ``--finetune-lr``, or with ``--finetune-schedule
-    cosine`` a cosine decay from it to 0 over the stage's steps."""
-    if args.finetune_schedule != "cosine":
+    cosine`` (or ``schedule="cosine"``) a cosine decay from it to 0 over
+    the stage's steps."""
+    if (schedule or args.finetune_schedule) != "cosine":
         return args.finetune_lr
     steps = int(np.ceil(samples / BATCH)) * epochs
     return keras_module.optimizers.schedules.CosineDecay(args.finetune_lr,
@@ -564,20 +570,24 @@ def run_model(name, args, tmp):
                                   norm=args.channel_norm, model=c,
                                   allocation=args.channel_allocation)
         res = row["paths"].setdefault("channel_int8", {})
+        crate = finetune_rate(args, keras, len(xt), F,
+                              getattr(args, "channel_schedule", None))
         res.update({"sparsity": sparsity, "epochs": E + 2 * F,
                     "norm": args.channel_norm,
                     "allocation": args.channel_allocation,
                     "distill": args.channel_distill,
+                    "schedule": getattr(args, "channel_schedule", None)
+                    or args.finetune_schedule,
                     "finetune": args.channel_finetune})
         if args.channel_distill:
             logits = start.predict(xt, batch_size=500, verbose=0)
 
             def fit(model, callbacks=()):
-                return timed_distill(model, data, logits, F, rate,
+                return timed_distill(model, data, logits, F, crate,
                                      callbacks)
         else:
             def fit(model, callbacks=()):
-                return timed_train(model, data, F, rate, callbacks)
+                return timed_train(model, data, F, crate, callbacks)
         secs["channel_prune"] = fit(c, [cb])
         res.update(channel_counts(cb.summary()))
         res["masked_keras_accuracy"] = common.keras_accuracy(c, data)
@@ -804,7 +814,7 @@ MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size",
     "channel_distill", "channel_finetune", "qat_freeze_bn_delay",
-    "qat_ema_decay", "qat_activation_percentile")
+    "qat_ema_decay", "qat_activation_percentile", "channel_schedule")
 
 
 def side_command(side, name, args, tmp, options):
@@ -997,6 +1007,10 @@ def markdown(results, args):
              f"{getattr(args, 'finetune_lr', FT_LR):g}"
              + (", cosine decay to 0 within each stage"
                 if getattr(args, "finetune_schedule", "") == "cosine"
+                else "")
+             + (f"; the channel path's: {args.channel_schedule}"
+                if getattr(args, "channel_schedule", None) not in (
+                    None, getattr(args, "finetune_schedule", None))
                 else "") + "); "
              "float E + F = as long as QAT; float fair = E + 2F epochs "
              "(as long as pruning + PQAT), the model float32 and PTQ "

@@ -277,6 +277,23 @@ def test_cosine_schedule_decays_each_stage_to_zero_and_is_reported():
         zoo.parse_args(["--finetune-schedule", "linear"])
 
 
+def test_channel_schedule_overrides_the_finetune_schedule_for_that_path():
+    import keras
+    args = zoo.parse_args(["--finetune-schedule", "cosine",
+                           "--channel-schedule", "constant"])
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
+    assert cmd[cmd.index("--channel-schedule") + 1] == "constant"
+    assert zoo.finetune_rate(args, keras, 1000, 2, args.channel_schedule) \
+        == args.finetune_lr
+    assert not isinstance(zoo.finetune_rate(args, keras, 1000, 2), float)
+    assert "the channel path's: constant" in zoo.markdown({}, args)
+    default = zoo.parse_args([])
+    assert default.channel_schedule is None
+    assert "channel path's:" not in zoo.markdown({}, default)
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--channel-schedule", "linear"])
+
+
 def test_qat_ema_decay_is_parsed_passed_on_and_reported():
     args = zoo.parse_args(["--qat-ema-decay", "0.99"])
     assert args.qat_ema_decay == 0.99

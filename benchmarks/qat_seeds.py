@@ -61,6 +61,11 @@ def parse_args(argv=None):
                    default=zoo_default.qat_ema_decay,
                    help="Default8BitScheme ema_decay of the activation "
                         "ranges (default: the zoo's --qat-ema-decay)")
+    p.add_argument("--float-freeze-bn", action="store_true",
+                   help="the float fine-tune runs its BatchNormalization "
+                        "layers frozen (trainable=False: moving statistics,"
+                        " gamma and beta fixed), the float counterpart of "
+                        "--freeze-bn-delay 0")
     p.add_argument("--activation-percentile", type=float,
                    default=zoo_default.qat_activation_percentile,
                    help="Default8BitScheme activation_percentile of the "
@@ -87,6 +92,17 @@ def summary(differences):
             "sd_points": round(sd, 6), "runs": len(d)}
 
 
+def freeze_batchnorm(model):
+    """Sets every BatchNormalization layer of ``model`` (nested ones too)
+    ``trainable = False``: Keras then normalizes with the moving
+    statistics and trains neither them nor gamma and beta."""
+    import keras
+    from tfcompress.utils.layer_map import iter_layers
+    for layer in iter_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
 def run_model(name, args):
     import keras
     from tfcompress import quantize
@@ -102,6 +118,8 @@ def run_model(name, args):
     for seed in range(1, args.seeds + 1):
         keras.utils.set_random_seed(seed)
         fl = zoo.clone(start)
+        if args.float_freeze_bn:
+            freeze_batchnorm(fl)
         zoo.timed_train(fl, data, args.finetune_epochs, rate)
         keras.utils.set_random_seed(seed)
         scheme = quantize.Default8BitScheme(
@@ -137,6 +155,8 @@ def markdown(results, args):
                 else "")
              + (f", activation_percentile {args.activation_percentile:g}"
                 if getattr(args, "activation_percentile", None) else "")
+             + ("; float with batch norm frozen"
+                if getattr(args, "float_freeze_bn", False) else "")
              + f"); {args.train_samples} "
              f"training / {args.test_samples} test images, "
              f"{args.size}x{args.size}. Difference: QAT int8 (TFLite) minus "

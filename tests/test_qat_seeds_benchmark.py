@@ -74,3 +74,22 @@ def test_schedule_and_freeze_bn_delay_follow_the_zoo_and_are_reported():
                                  "--freeze-bn-delay", "0"])
     text = qat_seeds.markdown({}, args)
     assert "cosine decay to 0" in text and "freeze_bn_delay 0" in text
+
+
+def test_float_freeze_bn_freezes_every_batchnorm_and_is_reported():
+    import keras
+    assert qat_seeds.parse_args([]).float_freeze_bn is False
+    args = qat_seeds.parse_args(["--float-freeze-bn"])
+    assert "float with batch norm frozen" in qat_seeds.markdown({}, args)
+    assert "float with batch norm frozen" not in qat_seeds.markdown(
+        {}, qat_seeds.parse_args([]))
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.BatchNormalization()])
+    outer = keras.Sequential([keras.Input((4,)), inner,
+                              keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2)])
+    qat_seeds.freeze_batchnorm(outer)
+    bns = [l for l in [*outer.layers, *inner.layers]
+           if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bns) == 2 and not any(l.trainable for l in bns)
+    assert outer.layers[-1].trainable and inner.layers[0].trainable

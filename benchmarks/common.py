@@ -104,6 +104,16 @@ def save(name, payload):
     return path
 
 
+def save_models(args, results, markdown):
+    """Writes ``{"args": ..., "models": results}`` as ``<args.name>.json``
+    and ``markdown(results, args)`` as ``<args.name>.md``; prints the
+    table."""
+    save(args.name, {"args": vars(args), "models": results})
+    text = markdown(results, args)
+    save_markdown(args.name, text)
+    print(text)
+
+
 def save_markdown(name, text):
     """Writes ``benchmarks/results/<name>.md`` atomically."""
     os.makedirs(RESULTS, exist_ok=True)

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+import qat_seeds  # noqa: E402
 import zoo  # noqa: E402
 
 PERCENTILES = (99.9, 99.99, 99.999)
@@ -97,11 +98,8 @@ def accuracy(model, data):
 def run_model(name, args):
     import keras
     from tfcompress import quantize
-    data = zoo.load(args, name)
+    data, start = qat_seeds.float_start(name, args)
     (xt, _), _ = data
-    keras.utils.set_random_seed(0)
-    start = zoo.build(name, keras, args.size)
-    zoo.timed_train(start, data, args.epochs, 1e-3)
     keras.utils.set_random_seed(args.seed)
     scheme = quantize.Default8BitScheme()
     scheme.activation_bits = 16     # past the [2, 8] TFLite stores
@@ -187,10 +185,7 @@ def main(argv=None):
     args = parse_args(argv)
     results = {name: run_model(name, args)
                for name in args.models.split(",")}
-    common.save(args.name, {"args": vars(args), "models": results})
-    text = markdown(results, args)
-    common.save_markdown(args.name, text)
-    print(text)
+    common.save_models(args, results, markdown)
 
 
 if __name__ == "__main__":

@@ -103,15 +103,24 @@ def freeze_batchnorm(model):
             layer.trainable = False
 
 
+def float_start(name, args):
+    """``(data, start)``: the zoo's data for ``name`` and its float model
+    trained ``args.epochs`` epochs from seed 0, the start every seed
+    fine-tunes."""
+    import keras
+    data = zoo.load(args, name)
+    keras.utils.set_random_seed(0)
+    start = zoo.build(name, keras, args.size)
+    zoo.timed_train(start, data, args.epochs, 1e-3)
+    return data, start
+
+
 def run_model(name, args):
     import keras
     from tfcompress import quantize
     from tfcompress.convert import convert
-    data = zoo.load(args, name)
+    data, start = float_start(name, args)
     (xt, _), _ = data
-    keras.utils.set_random_seed(0)
-    start = zoo.build(name, keras, args.size)
-    zoo.timed_train(start, data, args.epochs, 1e-3)
     row = {"float_start_accuracy": common.keras_accuracy(start, data),
            "seeds": []}
     rate = zoo.finetune_rate(args, keras, len(xt), args.finetune_epochs)
@@ -176,10 +185,7 @@ def main(argv=None):
     results = {}
     for name in args.models.split(","):
         results[name] = run_model(name, args)
-    common.save(args.name, {"args": vars(args), "models": results})
-    text = markdown(results, args)
-    common.save_markdown(args.name, text)
-    print(text)
+    common.save_models(args, results, markdown)
 
 
 if __name__ == "__main__":

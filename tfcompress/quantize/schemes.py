@@ -47,8 +47,10 @@ class Default8BitScheme:
     taken at this percentile (and its mirror) instead of its min and max,
     before the moving average: the rarest outliers are clipped and the
     int8 steps are finer for the rest. ``None`` (tfmot's
-    ``MovingAverageQuantizer``) keeps min and max. 99.99 helps networks
-    with long-tailed activations, such as EfficientNet's residual sums.
+    ``MovingAverageQuantizer``) keeps min and max. On the zoo benchmark's
+    EfficientNetB0, whose residual sums are long-tailed, 99.99 together
+    with ``freeze_bn_delay=0`` put QAT int8 above float; either alone did
+    not (docs/zoo_benchmark.md).
 
     >>> Default8BitScheme(activation_percentile=99.99).activation_percentile
     99.99

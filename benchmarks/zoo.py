@@ -570,14 +570,13 @@ def run_model(name, args, tmp):
                                   norm=args.channel_norm, model=c,
                                   allocation=args.channel_allocation)
         res = row["paths"].setdefault("channel_int8", {})
-        crate = finetune_rate(args, keras, len(xt), F,
-                              getattr(args, "channel_schedule", None))
+        schedule = args.channel_schedule or args.finetune_schedule
+        crate = finetune_rate(args, keras, len(xt), F, schedule)
         res.update({"sparsity": sparsity, "epochs": E + 2 * F,
                     "norm": args.channel_norm,
                     "allocation": args.channel_allocation,
                     "distill": args.channel_distill,
-                    "schedule": getattr(args, "channel_schedule", None)
-                    or args.finetune_schedule,
+                    "schedule": schedule,
                     "finetune": args.channel_finetune})
         if args.channel_distill:
             logits = start.predict(xt, batch_size=500, verbose=0)

@@ -52,11 +52,13 @@ demo: install data
 	$(VENV)/bin/tfcompress run $(RECIPE)
 
 # Two pytest workers, one test file each at a time (tests of a file share
-# its fixtures and run in order); TEST_JOBS=0 runs in one process.
+# its fixtures and run in order); TEST_JOBS=0 runs in one process. The
+# 15 slowest tests are listed at the end, to keep the suite's time in view.
 TEST_JOBS ?= 2
 
 test: install data testtools
-	$(PY) -m pytest -q -m "not heavy" -n $(TEST_JOBS) --dist loadfile
+	$(PY) -m pytest -q -m "not heavy" -n $(TEST_JOBS) --dist loadfile \
+		--durations=15
 
 # The whole keras.applications matrix (every family, QAT conversions):
 # tens of minutes on 2 cores.

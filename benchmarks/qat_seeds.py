@@ -56,7 +56,7 @@ def parse_args(argv=None):
                    help="Default8BitScheme freeze_bn_delay: QAT steps "
                         "before the folded batch norms use their moving "
                         "statistics (default: the zoo's "
-                        "--qat-freeze-bn-delay, never)")
+                        "--qat-freeze-bn-delay, 0; -1: never)")
     p.add_argument("--ema-decay", type=float,
                    default=zoo_default.qat_ema_decay,
                    help="Default8BitScheme ema_decay of the activation "
@@ -70,7 +70,8 @@ def parse_args(argv=None):
                    default=zoo_default.qat_activation_percentile,
                    help="Default8BitScheme activation_percentile of the "
                         "activation ranges (default: the zoo's "
-                        "--qat-activation-percentile, min and max)")
+                        "--qat-activation-percentile, 99.99; 100: each "
+                        "batch's min and max)")
     p.add_argument("--name", default="qat_seeds")
     args = p.parse_args(argv)
     zoo.check_models(p, args.models)
@@ -133,8 +134,8 @@ def run_model(name, args):
         keras.utils.set_random_seed(seed)
         scheme = quantize.Default8BitScheme(
             ema_decay=args.ema_decay,
-            freeze_bn_delay=args.freeze_bn_delay,
-            activation_percentile=args.activation_percentile)
+            freeze_bn_delay=zoo.freeze_delay(args.freeze_bn_delay),
+            activation_percentile=percentile(args))
         q = quantize.quantize_model(zoo.clone(start), scheme)
         zoo.timed_train(q, data, args.finetune_epochs, rate)
         r = convert(q, "int8", strict=True,
@@ -149,6 +150,13 @@ def run_model(name, args):
     return row
 
 
+def percentile(args):
+    """``activation_percentile`` of ``--activation-percentile`` (100: each
+    batch's min and max, ``None``)."""
+    pct = getattr(args, "activation_percentile", None)
+    return None if pct is None or pct >= 100 else pct
+
+
 def markdown(results, args):
     lines = [f"E = {args.epochs} float epochs (seed 0), then per seed F = "
              f"{args.finetune_epochs} epochs (learning rate "
@@ -160,10 +168,10 @@ def markdown(results, args):
              f"same start with the same shuffling (QAT ema_decay "
              f"{getattr(args, 'ema_decay', 0.999):g}"
              + (f", freeze_bn_delay {args.freeze_bn_delay}"
-                if getattr(args, "freeze_bn_delay", None) is not None
-                else "")
+                if zoo.freeze_delay(getattr(args, "freeze_bn_delay", None))
+                is not None else "")
              + (f", activation_percentile {args.activation_percentile:g}"
-                if getattr(args, "activation_percentile", None) else "")
+                if percentile(args) is not None else "")
              + ("; float with batch norm frozen"
                 if getattr(args, "float_freeze_bn", False) else "")
              + f"); {args.train_samples} "

@@ -110,17 +110,19 @@ def parse_args(argv=None):
                    help="Adam learning rate of every fine-tune stage "
                         "(the float model's E epochs use 1e-3)")
     p.add_argument("--finetune-schedule", choices=SCHEDULES,
-                   default="constant",
+                   default="cosine",
                    help="learning rate within each fine-tune stage: "
                         "constant at --finetune-lr, or cosine decay from "
                         "it to 0 over the stage's F epochs (every stage: "
                         "the float continuation, QAT, pruning, PQAT, the "
                         "channel path, tfmot's side)")
-    p.add_argument("--channel-schedule", choices=SCHEDULES, default=None,
+    p.add_argument("--channel-schedule", choices=SCHEDULES,
+                   default="constant",
                    help="the channel path's learning rate (its pruning and "
                         "its fine-tune stage): constant or cosine as "
-                        "--finetune-schedule (default: as "
-                        "--finetune-schedule)")
+                        "--finetune-schedule (default: constant; a cosine "
+                        "decay leaves the pruning ramp's end at a small "
+                        "rate)")
     p.add_argument("--train-samples", type=int, default=6000,
                    help="0: all 60,000")
     p.add_argument("--test-samples", type=int, default=2000,
@@ -177,19 +179,27 @@ def parse_args(argv=None):
                         "distillation from the unpruned float model it "
                         "starts from (its logits precomputed once; no "
                         "extra epochs)")
-    p.add_argument("--qat-freeze-bn-delay", type=int, default=None,
+    p.add_argument("--qat-freeze-bn-delay", type=int, default=0,
                    help="QAT and PQAT: training steps before the folded "
                         "batch norms use their moving statistics "
-                        "(Default8BitScheme freeze_bn_delay; default: "
-                        "never, batch statistics throughout)")
+                        "(Default8BitScheme freeze_bn_delay; default 0: "
+                        "frozen from the start; -1: never, batch "
+                        "statistics throughout)")
+    p.add_argument("--channel-freeze-bn-delay", type=int, default=-1,
+                   help="the channel path's QAT: freeze_bn_delay as "
+                        "--qat-freeze-bn-delay (default -1: never; the "
+                        "shrunk model's batch statistics are left to "
+                        "settle)")
     p.add_argument("--qat-ema-decay", type=float, default=0.999,
                    help="QAT, PQAT and the channel path's QAT: ema_decay of "
                         "the activation ranges (default 0.999, tfmot's and "
                         "the library's)")
-    p.add_argument("--qat-activation-percentile", type=float, default=None,
+    p.add_argument("--qat-activation-percentile", type=float,
+                   default=99.99,
                    help="QAT, PQAT and the channel path's QAT: "
                         "activation_percentile of the activation ranges "
-                        "(e.g. 99.99; default: each batch's min and max)")
+                        "(default 99.99; 100: each batch's min and max, "
+                        "tfmot's and the library's default)")
     p.add_argument("--speed-size", default="96",
                    help="comma-separated larger input sides (e.g. 96,224) "
                         "at which the PTQ int8 and channel-pruned int8 "
@@ -226,6 +236,9 @@ def parse_args(argv=None):
         p.error(f"unknown path(s) {', '.join(unknown)}; choose from "
                 f"{', '.join(PATH_KEYS)}")
     args.paths = ",".join(wanted)
+    if not 50.0 < args.qat_activation_percentile <= 100.0:
+        p.error("--qat-activation-percentile must be above 50 and at most "
+                "100 (100: each batch's min and max)")
     if not 0.0 < args.channel_sparsity < 1.0:
         p.error("--channel-sparsity must be between 0 and 1 (exclusive)")
     try:
@@ -523,9 +536,11 @@ def run_model(name, args, tmp):
     step("converter_ptq_int8",
          lambda: record("converter_ptq_int8", *converter_int8(fl, calib)))
 
-    delay = args.qat_freeze_bn_delay
+    delay = freeze_delay(args.qat_freeze_bn_delay)
+    channel_delay = freeze_delay(getattr(args, "channel_freeze_bn_delay",
+                                         args.qat_freeze_bn_delay))
     ema = getattr(args, "qat_ema_decay", 0.999)
-    pct = getattr(args, "qat_activation_percentile", None)
+    pct = activation_percentile(args)
 
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
@@ -577,7 +592,8 @@ def run_model(name, args, tmp):
                     "allocation": args.channel_allocation,
                     "distill": args.channel_distill,
                     "schedule": schedule,
-                    "finetune": args.channel_finetune})
+                    "finetune": args.channel_finetune,
+                    "freeze_bn_delay": channel_delay})
         if args.channel_distill:
             logits = start.predict(xt, batch_size=500, verbose=0)
 
@@ -606,7 +622,7 @@ def run_model(name, args, tmp):
         qat_finetune = args.channel_finetune == "qat"
         if qat_finetune:
             small = quantize.quantize_model(small, quantize.Default8BitScheme(
-                freeze_bn_delay=delay, ema_decay=ema,
+                freeze_bn_delay=channel_delay, ema_decay=ema,
                 activation_percentile=pct))
         secs["channel_finetune"] = fit(small)
         res["keras_accuracy"] = common.keras_accuracy(small, data)
@@ -632,6 +648,24 @@ def run_model(name, args, tmp):
                 print(f"[{name}] {key} at {size}x{size} failed: "
                       f"{error_text(e)}", flush=True)
     return row
+
+
+def freeze_delay(steps):
+    """``freeze_bn_delay`` for a ``--*-freeze-bn-delay`` value: a negative
+    value (or none) means never.
+
+    >>> freeze_delay(0), freeze_delay(200), freeze_delay(-1)
+    (0, 200, None)
+    """
+    return None if steps is None or steps < 0 else steps
+
+
+def activation_percentile(args):
+    """``activation_percentile`` for the QAT schemes: ``None`` (each
+    batch's min and max) for 100, or for results saved before the option.
+    """
+    pct = getattr(args, "qat_activation_percentile", None)
+    return None if pct is None or pct >= 100 else pct
 
 
 def channel_schedule(sparsity, steps):
@@ -813,7 +847,8 @@ MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size",
     "channel_distill", "channel_finetune", "qat_freeze_bn_delay",
-    "qat_ema_decay", "qat_activation_percentile", "channel_schedule")
+    "qat_ema_decay", "qat_activation_percentile", "channel_schedule",
+    "channel_freeze_bn_delay")
 
 
 def side_command(side, name, args, tmp, options):
@@ -989,6 +1024,23 @@ def finish(row):
     row["aims"] = aims
 
 
+def freeze_note(args):
+    """The markdown's sentence on frozen batch norm: QAT and PQAT's
+    setting, and the channel path's QAT where it differs."""
+    qat = freeze_delay(getattr(args, "qat_freeze_bn_delay", None))
+    channel = freeze_delay(getattr(args, "channel_freeze_bn_delay",
+                                   getattr(args, "qat_freeze_bn_delay",
+                                           None)))
+    text = (f" QAT and PQAT with batch norm frozen after {qat} steps "
+            "(freeze_bn_delay)." if qat is not None else "")
+    if channel != qat:
+        text += (f" The channel path's QAT with batch norm frozen after "
+                 f"{channel} steps." if channel is not None else
+                 " The channel path's QAT with batch statistics "
+                 "throughout.")
+    return text
+
+
 def _f(v, fmt="{:.4f}"):
     if v is None:
         return "—"
@@ -1019,17 +1071,13 @@ def markdown(results, args):
                            "latency is timed afterwards, one flatbuffer "
                            "at a time." if getattr(args, "jobs", 1) > 1
                            else "") +
-             (f" QAT and PQAT with batch norm frozen after "
-              f"{args.qat_freeze_bn_delay} steps (freeze_bn_delay)."
-              if getattr(args, "qat_freeze_bn_delay", None) is not None
-              else "") +
+             freeze_note(args) +
              (f" QAT ranges: ema_decay {args.qat_ema_decay:g}."
               if getattr(args, "qat_ema_decay", 0.999) != 0.999 else "") +
              (f" QAT ranges follow each batch's "
               f"{args.qat_activation_percentile:g}th percentile "
               "(activation_percentile)."
-              if getattr(args, "qat_activation_percentile", None)
-              else ""),
+              if activation_percentile(args) is not None else ""),
              "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "

@@ -55,12 +55,15 @@ def test_ema_decay_follows_the_zoo_and_is_reported():
 
 
 def test_activation_percentile_follows_the_zoo_and_is_reported():
-    assert qat_seeds.parse_args([]).activation_percentile is None
-    args = qat_seeds.parse_args(["--activation-percentile", "99.99"])
-    assert args.activation_percentile == 99.99
-    assert "activation_percentile 99.99" in qat_seeds.markdown({}, args)
-    assert "activation_percentile" not in qat_seeds.markdown(
-        {}, qat_seeds.parse_args([]))
+    import zoo
+    default = qat_seeds.parse_args([])
+    assert default.activation_percentile == zoo.parse_args(
+        []).qat_activation_percentile == 99.99
+    assert qat_seeds.percentile(default) == 99.99
+    assert "activation_percentile 99.99" in qat_seeds.markdown({}, default)
+    minmax = qat_seeds.parse_args(["--activation-percentile", "100"])
+    assert qat_seeds.percentile(minmax) is None   # each batch's min and max
+    assert "activation_percentile" not in qat_seeds.markdown({}, minmax)
 
 
 def test_schedule_and_freeze_bn_delay_follow_the_zoo_and_are_reported():
@@ -69,11 +72,11 @@ def test_schedule_and_freeze_bn_delay_follow_the_zoo_and_are_reported():
     assert default.finetune_schedule == zoo.parse_args([]).finetune_schedule
     assert default.freeze_bn_delay == zoo.parse_args([]).qat_freeze_bn_delay
     text = qat_seeds.markdown({}, default)
-    assert "cosine" not in text and "freeze_bn_delay" not in text
-    args = qat_seeds.parse_args(["--finetune-schedule", "cosine",
-                                 "--freeze-bn-delay", "0"])
-    text = qat_seeds.markdown({}, args)
     assert "cosine decay to 0" in text and "freeze_bn_delay 0" in text
+    args = qat_seeds.parse_args(["--finetune-schedule", "constant",
+                                 "--freeze-bn-delay", "-1"])
+    text = qat_seeds.markdown({}, args)
+    assert "cosine" not in text and "freeze_bn_delay" not in text
 
 
 def test_float_freeze_bn_freezes_every_batchnorm_and_is_reported():

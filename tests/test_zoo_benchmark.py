@@ -193,11 +193,12 @@ def test_markdown_shows_the_channel_steps_and_the_speed_sizes():
     assert "| mobilenet_v2 | 96x96 | channel-pruned int8 | 40 |" in text
     assert "2.00 / 3.00" in text
     assert "QAT int8 | failed" not in text
-    assert "freeze_bn_delay" not in text
-    args = zoo.parse_args(["--qat-freeze-bn-delay", "0"])
+    assert "batch norm frozen after 0 steps (freeze_bn_delay)" in text
+    assert "channel path's QAT with batch statistics throughout" in text
+    args = zoo.parse_args(["--qat-freeze-bn-delay", "-1"])
     args.command = "zoo.py"
     text = zoo.markdown({"mobilenet_v2": row}, args)
-    assert "batch norm frozen after 0 steps (freeze_bn_delay)" in text
+    assert "freeze_bn_delay" not in text and "channel path's QAT" not in text
 
 
 @pytest.mark.parametrize("steps", [8, 94, 188, 469])
@@ -270,9 +271,10 @@ def test_cosine_schedule_decays_each_stage_to_zero_and_is_reported():
     cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
     assert cmd[cmd.index("--finetune-schedule") + 1] == "cosine"
     assert "cosine decay to 0 within each stage" in zoo.markdown({}, args)
-    default = zoo.parse_args([])
-    assert zoo.finetune_rate(default, keras, 1000, 2) == default.finetune_lr
-    assert "cosine" not in zoo.markdown({}, default)
+    assert zoo.parse_args([]).finetune_schedule == "cosine"
+    constant = zoo.parse_args(["--finetune-schedule", "constant"])
+    assert zoo.finetune_rate(constant, keras, 1000, 2) == constant.finetune_lr
+    assert "cosine" not in zoo.markdown({}, constant)
     with pytest.raises(SystemExit):
         zoo.parse_args(["--finetune-schedule", "linear"])
 
@@ -288,8 +290,10 @@ def test_channel_schedule_overrides_the_finetune_schedule_for_that_path():
     assert not isinstance(zoo.finetune_rate(args, keras, 1000, 2), float)
     assert "the channel path's: constant" in zoo.markdown({}, args)
     default = zoo.parse_args([])
-    assert default.channel_schedule is None
-    assert "channel path's:" not in zoo.markdown({}, default)
+    assert default.channel_schedule == "constant"
+    assert "the channel path's: constant" in zoo.markdown({}, default)
+    same = zoo.parse_args(["--channel-schedule", "cosine"])
+    assert "channel path's:" not in zoo.markdown({}, same)
     with pytest.raises(SystemExit):
         zoo.parse_args(["--channel-schedule", "linear"])
 
@@ -305,16 +309,33 @@ def test_qat_ema_decay_is_parsed_passed_on_and_reported():
 
 
 def test_qat_activation_percentile_is_parsed_passed_on_and_reported():
-    args = zoo.parse_args(["--qat-activation-percentile", "99.99"])
+    args = zoo.parse_args([])
     assert args.qat_activation_percentile == 99.99
+    assert zoo.activation_percentile(args) == 99.99
     cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
     assert cmd[cmd.index("--qat-activation-percentile") + 1] == "99.99"
     assert "99.99th percentile" in zoo.markdown({}, args)
-    default = zoo.parse_args([])
-    assert default.qat_activation_percentile is None
-    assert "--qat-activation-percentile" not in zoo.model_side_command(
-        "resnet20", default, "/tmp/out")
-    assert "th percentile" not in zoo.markdown({}, default)
+    minmax = zoo.parse_args(["--qat-activation-percentile", "100"])
+    assert zoo.activation_percentile(minmax) is None   # min and max
+    assert "th percentile" not in zoo.markdown({}, minmax)
+    for bad in ("50", "100.5"):
+        with pytest.raises(SystemExit):
+            zoo.parse_args(["--qat-activation-percentile", bad])
+
+
+def test_qat_freezes_batch_norm_and_the_channel_path_keeps_batch_statistics():
+    args = zoo.parse_args([])
+    assert zoo.freeze_delay(args.qat_freeze_bn_delay) == 0
+    assert zoo.freeze_delay(args.channel_freeze_bn_delay) is None
+    cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
+    assert cmd[cmd.index("--channel-freeze-bn-delay") + 1] == "-1"
+    both = zoo.parse_args(["--channel-freeze-bn-delay", "0"])
+    text = zoo.markdown({}, both)
+    assert "frozen after 0 steps" in text
+    assert "channel path's QAT" not in text
+    late = zoo.parse_args(["--channel-freeze-bn-delay", "50"])
+    assert "channel path's QAT with batch norm frozen after 50 steps" \
+        in zoo.markdown({}, late)
 
 
 def test_qat_aim_compares_with_the_float_model_trained_as_long():

@@ -135,7 +135,8 @@ def run_model(name, args):
         scheme = quantize.Default8BitScheme(
             ema_decay=args.ema_decay,
             freeze_bn_delay=zoo.freeze_delay(args.freeze_bn_delay),
-            activation_percentile=percentile(args))
+            activation_percentile=zoo.range_percentile(
+                args.activation_percentile))
         q = quantize.quantize_model(zoo.clone(start), scheme)
         zoo.timed_train(q, data, args.finetune_epochs, rate)
         r = convert(q, "int8", strict=True,
@@ -148,13 +149,6 @@ def run_model(name, args):
               f"{one['qat_int8']:.4f}", flush=True)
     row.update(summary([s["qat_int8"] - s["float"] for s in row["seeds"]]))
     return row
-
-
-def percentile(args):
-    """``activation_percentile`` of ``--activation-percentile`` (100: each
-    batch's min and max, ``None``)."""
-    pct = getattr(args, "activation_percentile", None)
-    return None if pct is None or pct >= 100 else pct
 
 
 def markdown(results, args):
@@ -171,7 +165,9 @@ def markdown(results, args):
                 if zoo.freeze_delay(getattr(args, "freeze_bn_delay", None))
                 is not None else "")
              + (f", activation_percentile {args.activation_percentile:g}"
-                if percentile(args) is not None else "")
+                if zoo.range_percentile(getattr(
+                    args, "activation_percentile", None)) is not None
+                else "")
              + ("; float with batch norm frozen"
                 if getattr(args, "float_freeze_bn", False) else "")
              + f"); {args.train_samples} "

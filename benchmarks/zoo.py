@@ -540,7 +540,7 @@ def run_model(name, args, tmp):
     channel_delay = freeze_delay(getattr(args, "channel_freeze_bn_delay",
                                          args.qat_freeze_bn_delay))
     ema = getattr(args, "qat_ema_decay", 0.999)
-    pct = activation_percentile(args)
+    pct = range_percentile(getattr(args, "qat_activation_percentile", None))
 
     def qat():
         q = quantize.quantize_model(clone(start), quantize.Default8BitScheme(
@@ -660,11 +660,14 @@ def freeze_delay(steps):
     return None if steps is None or steps < 0 else steps
 
 
-def activation_percentile(args):
-    """``activation_percentile`` for the QAT schemes: ``None`` (each
-    batch's min and max) for 100, or for results saved before the option.
+def range_percentile(pct):
+    """``activation_percentile`` for the QAT schemes from a
+    ``--*activation-percentile`` value: ``None`` (each batch's min and
+    max) for 100, or for results saved before the option.
+
+    >>> range_percentile(99.99), range_percentile(100), range_percentile(None)
+    (99.99, None, None)
     """
-    pct = getattr(args, "qat_activation_percentile", None)
     return None if pct is None or pct >= 100 else pct
 
 
@@ -1077,7 +1080,9 @@ def markdown(results, args):
              (f" QAT ranges follow each batch's "
               f"{args.qat_activation_percentile:g}th percentile "
               "(activation_percentile)."
-              if activation_percentile(args) is not None else ""),
+              if range_percentile(getattr(
+                 args, "qat_activation_percentile", None)) is not None
+              else ""),
              "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "

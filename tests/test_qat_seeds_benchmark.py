@@ -59,10 +59,10 @@ def test_activation_percentile_follows_the_zoo_and_is_reported():
     default = qat_seeds.parse_args([])
     assert default.activation_percentile == zoo.parse_args(
         []).qat_activation_percentile == 99.99
-    assert qat_seeds.percentile(default) == 99.99
+    assert zoo.range_percentile(default.activation_percentile) == 99.99
     assert "activation_percentile 99.99" in qat_seeds.markdown({}, default)
     minmax = qat_seeds.parse_args(["--activation-percentile", "100"])
-    assert qat_seeds.percentile(minmax) is None   # each batch's min and max
+    assert zoo.range_percentile(minmax.activation_percentile) is None
     assert "activation_percentile" not in qat_seeds.markdown({}, minmax)
 
 

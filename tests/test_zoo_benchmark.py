@@ -311,12 +311,12 @@ def test_qat_ema_decay_is_parsed_passed_on_and_reported():
 def test_qat_activation_percentile_is_parsed_passed_on_and_reported():
     args = zoo.parse_args([])
     assert args.qat_activation_percentile == 99.99
-    assert zoo.activation_percentile(args) == 99.99
+    assert zoo.range_percentile(args.qat_activation_percentile) == 99.99
     cmd = zoo.model_side_command("resnet20", args, "/tmp/out")
     assert cmd[cmd.index("--qat-activation-percentile") + 1] == "99.99"
     assert "99.99th percentile" in zoo.markdown({}, args)
     minmax = zoo.parse_args(["--qat-activation-percentile", "100"])
-    assert zoo.activation_percentile(minmax) is None   # min and max
+    assert zoo.range_percentile(minmax.qat_activation_percentile) is None
     assert "th percentile" not in zoo.markdown({}, minmax)
     for bad in ("50", "100.5"):
         with pytest.raises(SystemExit):

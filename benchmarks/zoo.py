@@ -473,8 +473,9 @@ def run_model(name, args, tmp):
     calib = xt[:args.calibration_samples]
     E, F = args.epochs, args.finetune_epochs
     steps = int(np.ceil(len(xt) / BATCH)) * F
-    row = {"train_seconds": {}, "paths": {}, "size": args.size}
-    secs = row["train_seconds"]
+    row = {"train_seconds": {}, "path_seconds": {}, "paths": {},
+           "size": args.size}
+    secs, path_seconds = row["train_seconds"], row["path_seconds"]
 
     wanted = args.paths.split(",")
 
@@ -483,11 +484,13 @@ def run_model(name, args, tmp):
         row instead of aborting."""
         if key not in wanted:
             return
+        t = time.perf_counter()
         try:
             fn()
         except Exception as e:
             row["paths"][key] = {"error": error_text(e)}
             print(f"[{name}] {key} failed: {error_text(e)}", flush=True)
+        path_seconds[key] = round(time.perf_counter() - t, 1)
 
     scale = 255.0 if MODELS[name][2] else 1.0
 
@@ -510,6 +513,7 @@ def run_model(name, args, tmp):
         record(key, r.tflite_bytes, r.report["conversion_seconds"],
                model if check else None)
 
+    t_float = time.perf_counter()
     keras.utils.set_random_seed(0)
     fl = build(name, keras, args.size)
     row["params"] = int(fl.count_params())
@@ -531,6 +535,7 @@ def run_model(name, args, tmp):
     row["float_epochs"], row["float_fair_epochs"] = E, E + 2 * F
     print(f"[{name}] float {row['float_accuracy']:.4f} after {E} epochs, "
           f"{row['float_fair_accuracy']:.4f} after {E + 2 * F}", flush=True)
+    path_seconds["float_training"] = round(time.perf_counter() - t_float, 1)
     step("float32", lambda: to_tflite("float32", fl, "float32"))
     step("ptq_int8", lambda: to_tflite("ptq_int8", fl))
     step("converter_ptq_int8",
@@ -638,6 +643,7 @@ def run_model(name, args, tmp):
             "ptq_int8", {}):
         kept["ptq_int8"] = fl
     for size in args.speed_sizes:
+        t = time.perf_counter()
         speed = row.setdefault("speed", {}).setdefault(str(size), {})
         for key, model in kept.items():
             try:
@@ -647,6 +653,7 @@ def run_model(name, args, tmp):
                 speed[key] = {"error": error_text(e)}
                 print(f"[{name}] {key} at {size}x{size} failed: "
                       f"{error_text(e)}", flush=True)
+        path_seconds[f"speed_{size}px"] = round(time.perf_counter() - t, 1)
     return row
 
 
@@ -1207,8 +1214,43 @@ def markdown(results, args):
                              f"`{t[k]}`")
         if "error" in row:
             lines.append(f"- {name}: `{row['error']}`")
+    lines += time_lines(results)
     lines += ["", "### Aims", ""] + aim_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def time_lines(results):
+    """Where each model's wall seconds went: float training (with its
+    evaluations), each path (training, conversion, checks), latency at
+    the ``--speed-size`` inputs, tfmot's side.
+
+    >>> rows = {"m": {"wall_seconds": 100.0, "tfmot": {"wall_seconds": 20.0},
+    ...               "path_seconds": {"float_training": 50.0,
+    ...                                "qat_int8": 25.0, "speed_96px": 5.0}}}
+    >>> print("\\n".join(time_lines(rows)[3:]))
+    | model | wall | float training | qat_int8 | speed_96px | tfmot |
+    |---|---:|---:|---:|---:|---:|
+    | m | 100 | 50 | 25 | 5 | 20 |
+    """
+    keys = []
+    for row in results.values():
+        keys += [k for k in row.get("path_seconds", {}) if k not in keys]
+    if not keys:
+        return []
+    out = ["", "### Wall seconds per model (cores shared with the other "
+           "jobs)", "",
+           "| model | wall | " + " | ".join(k.replace("_", " ")
+                                           if k == "float_training" else k
+                                           for k in keys) + " | tfmot |",
+           "|---|---:|" + "---:|" * (len(keys) + 1)]
+    for name, row in results.items():
+        secs = row.get("path_seconds", {})
+        cells = [f"{secs[k]:.0f}" if k in secs else "" for k in keys]
+        tf = row.get("tfmot", {}).get("wall_seconds")
+        out.append(f"| {name} | {row.get('wall_seconds', 0):.0f} | "
+                   + " | ".join(cells) + f" | "
+                   + (f"{tf:.0f}" if tf is not None else "") + " |")
+    return out
 
 
 def ranking_note(rows):

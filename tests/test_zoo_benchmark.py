@@ -104,6 +104,9 @@ def test_quick_run_writes_every_path(tmp_path, monkeypatch):
         assert paths[key]["fully_integer"], key
         assert paths[key]["p50_ms_xnnpack"] > 0
     assert paths["qat_int8"]["agreement"]["samples"] >= 200
+    secs = out["models"]["mobilenet_v2"]["path_seconds"]
+    assert {"float_training", "qat_int8", "channel_int8"} <= set(secs)
+    assert all(v > 0 for v in secs.values()), secs
     assert (tmp_path / "fb" / "mobilenet_v2_qat_int8.tflite").exists()
     assert "### Aims" in (tmp_path / "zoo_quick.md").read_text()
 

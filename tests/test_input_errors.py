@@ -270,6 +270,33 @@ def test_calibration_data_that_is_not_finite_is_an_input_error(bad):
         convert(model, "int8", representative_data=x)
 
 
+def _model_with_nan_outputs():
+    """Finite weights whose activations overflow to inf, then inf - inf."""
+    i = keras.Input((6, 6, 3))
+    h = L.Conv2D(4, 3, name="huge")(i)
+    o = L.Dense(3, name="mix")(L.Flatten()(h))
+    model = keras.Model(i, o)
+    model.get_layer("huge").kernel.assign(
+        np.full(model.get_layer("huge").kernel.shape, 1e38, np.float32))
+    signs = np.ones(model.get_layer("mix").kernel.shape, np.float32)
+    signs[::2] = -1
+    model.get_layer("mix").kernel.assign(signs)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_model_with_nan_outputs_on_the_data_is_an_input_error(mode):
+    # the converter's calibration segfaulted on such a model (EfficientNetB0
+    # diverged by a few steps) or blamed a layer for falling back to float
+    from tfcompress.convert import convert
+    model = _model_with_nan_outputs()
+    x = np.random.default_rng(0).random((8, 6, 6, 3)).astype("float32")
+    with pytest.raises(InputError, match=r"the model's outputs hold NaN or "
+                       r"infinite values on 8 of the 8 representative "
+                       r"samples: .*weights"):
+        convert(model, mode, representative_data=x)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"calibration_samples": 0}, "convert: calibration_samples must be "
      "an integer of at least 1, got 0"),

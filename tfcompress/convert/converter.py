@@ -386,6 +386,8 @@ def _convert(model, mode, representative_data, input_type, output_type,
                      "(tensorflow#38285)")
     calib = None if samples is None else first(samples,
                                                 calibration_samples)
+    if calib is not None:
+        _check_finite_outputs(model, calib)
 
     def configured(converter):
         return _configure(converter, mode, calib, sparse, per_channel,
@@ -423,6 +425,29 @@ def _convert(model, mode, representative_data, input_type, output_type,
     if output_path is not None:
         result.save(output_path)
     return result
+
+
+def _check_finite_outputs(model, calib):
+    """Raises :class:`InputError` if ``model`` outputs NaN or inf on the
+    calibration samples ``calib``: ranges calibrated from them are
+    meaningless, and TensorFlow's calibration can crash the process on
+    them (a segmentation fault, seen on a diverged EfficientNetB0)."""
+    import keras
+    outputs = keras.tree.flatten(model.predict(calib, verbose=0,
+                                               batch_size=256))
+    count = len(calib[0] if isinstance(calib, list) else calib)
+    bad = np.zeros(count, bool)
+    for output in outputs:
+        output = np.asarray(output)
+        if output.dtype.kind == "f":
+            bad |= ~np.isfinite(output.reshape(count, -1)).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"the model's outputs hold NaN or infinite values on "
+            f"{int(bad.sum())} of the {count} representative samples: its "
+            "weights or batch-norm statistics have diverged (retrain with "
+            "a lower learning rate, or load the last good weights); "
+            "nothing was converted")
 
 
 def _mark_float_layers(result, float_nodes, no_kernel, by_qat):

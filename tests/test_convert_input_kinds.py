@@ -139,6 +139,7 @@ def _data_kinds(x):
         "endless dataset": tf.data.Dataset.from_tensor_slices(x).repeat(),
         "generator": (sample for sample in x),
         "generator of dicts": lambda: ({"pixels": s[None]} for s in x),
+        "dict keyed by the input's name": {"pixels": x},
         "generator of batches": lambda: ([x[i:i + 4]]
                                          for i in range(0, len(x), 4)),
         "(x, one-hot y)": (x, onehot),
@@ -157,6 +158,13 @@ def test_data_sets_generators_and_one_hot_pairs_calibrate_as_arrays(x, kind):
                 calibration_samples=len(x), check_samples=len(x))
     assert r.report["numerical_check"]["samples"] == len(x)
     assert r.tflite_bytes == expected.tflite_bytes
+
+
+def test_dict_not_keyed_by_the_input_name_is_an_input_error(x):
+    model = _dense_on(keras.Input((8, 8, 3), name="pixels"))
+    with pytest.raises(InputError, match=r"representative_data has keys "
+                       r"\['image'\]; the model's inputs are \['pixels'\]"):
+        convert(model, "int8", representative_data={"image": x})
 
 
 def test_batches_of_different_sample_shapes_are_an_input_error(x):

@@ -285,6 +285,19 @@ def _one_hot_pair(data, expected):
     return len(x) == len(expected) + 1 and x[0] == y[0] and x != y
 
 
+def _by_input_name(data, names, what):
+    """The arrays of dict ``data`` in the order of the model's input
+    ``names`` (the one array for a single input)."""
+    if not names and len(data) == 1:
+        return next(iter(data.values()))   # subclassed: no input names
+    if sorted(data) != sorted(names):
+        raise InputError(
+            f"{what} has keys {sorted(data)}; the model's inputs are "
+            f"{names}: give one array per input, keyed by input name")
+    arrays = [data[n] for n in names]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 def as_samples(data, model, what="representative_data", limit=None):
     """Validated samples (an array, or a list per input) in the dtype of
     each model input (float32 for most), or None.
@@ -306,6 +319,8 @@ def as_samples(data, model, what="representative_data", limit=None):
         data = _from_generator(items, shapes or [None], names or [None],
                                what, limit)
         data = data[0] if len(data) == 1 else data
+    if isinstance(data, dict):
+        data = _by_input_name(data, names, what)
     if shapes is None or len(shapes) == 1:
         expected = shapes[0] if shapes else None
         if isinstance(data, (tuple, list)) and len(data) == 2 and (
@@ -313,14 +328,6 @@ def as_samples(data, model, what="representative_data", limit=None):
             data = data[0]   # (x, y), y labels or one-hot
         data = _concatenated(data, expected, what)
         return _checked(data, expected, what, dtypes[0])
-    if isinstance(data, dict):
-        unknown = sorted(set(data) - set(names))
-        absent = [n for n in names if n not in data]
-        if unknown or absent:
-            raise InputError(
-                f"{what} has keys {sorted(data)}; the model's inputs are "
-                f"{names}: give one array per input")
-        data = [data[n] for n in names]
     if not isinstance(data, (list, tuple)) or len(data) != len(shapes):
         raise InputError(
             f"{what}: the model has {len(shapes)} inputs ({', '.join(names)})"

@@ -877,3 +877,19 @@ def test_a_lone_batchnorm_trains_with_batch_statistics_as_keras_does():
         assert (batch_mean < 0.1) == trainable, (trainable, batch_mean)
         moved = float(np.abs(np.asarray(affine.batchnorm.moving_mean)).max())
         assert (moved > 0.01) == trainable, (trainable, moved)
+
+
+def test_quantize_model_keeps_the_compile_state_as_prune_does():
+    # was returned uncompiled, so fit() failed until the user recompiled;
+    # prune_low_magnitude and cluster_weights keep it (as clone_model does)
+    model = keras.Sequential([keras.Input((4,)), L.Dense(8, activation="relu"),
+                              L.Dense(3, name="scores")])
+    model.compile("adam", "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    qat = quantize.quantize_model(model)
+    assert qat.compiled and qat.optimizer is not model.optimizer
+    x = np.random.default_rng(0).random((8, 4)).astype("float32")
+    history = qat.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+    assert sorted(history.history) == ["accuracy", "loss"]
+    assert not quantize.quantize_model(keras.Sequential(
+        [keras.Input((4,)), L.Dense(3)])).compiled

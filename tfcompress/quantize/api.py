@@ -332,6 +332,10 @@ def _quantize(model, scheme, layer_bits, xnnpack_rewrites, annotated_only,
     finally:
         keras.mixed_precision.set_global_policy(policy)
     keep_output_names(qat, original)
+    if original.compiled and original.get_compile_config():
+        # compiled as the original was (a fresh optimizer), as
+        # clone_model and prune_low_magnitude do
+        qat.compile_from_config(original.get_compile_config())
     qat.quantize_report = report
     qat.quantize_scheme = scheme
     return qat
@@ -368,7 +372,9 @@ def quantize_model(model=None, scheme=None, layer_bits=None,
     ``{"fc1": 4}`` for packed 4-bit weights in one Dense layer; a layer
     whose TFLite op has no 4-bit kernel stays 8-bit (``summary`` says so).
     tfmot's keyword ``to_quantize=`` is accepted for ``model``, and its
-    ``quantized_layer_name_prefix`` as in :func:`quantize_apply`.
+    ``quantized_layer_name_prefix`` as in :func:`quantize_apply`. A
+    compiled ``model`` gives a QAT model compiled the same way (loss,
+    metrics, a fresh optimizer of the same configuration).
 
     >>> from tfcompress.models import seed_cnn
     >>> qat = quantize_model(seed_cnn())

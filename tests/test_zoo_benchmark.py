@@ -445,3 +445,42 @@ def test_tfmot_process_gets_the_options_its_side_reads():
     assert child.tfmot_side == "resnet20" and child.out == "/tmp/x"
     for key in zoo.TFMOT_SIDE_OPTIONS:
         assert getattr(child, key) == getattr(args, key), key
+
+
+def test_tfmot_side_is_a_task_of_its_own_once_its_model_is_done(
+        tmp_path, monkeypatch):
+    # it ran inside its model's pipeline, lengthening the longest one
+    # (EfficientNetB0) while the other job's core had nothing left to do
+    import threading
+    import time
+    import common
+    events, lock = [], threading.Lock()
+
+    def log(*event):
+        with lock:
+            events.append(event)
+
+    def model_side(name, args, tmp):
+        log("model", name)
+        time.sleep(0.3 if name == "efficientnet_b0" else 0.05)
+        log("model done", name)
+        return {"paths": {}}
+
+    def tfmot_side(name, args, tmp):
+        log("tfmot", name)
+        return {"wall_seconds": 2.0}
+    monkeypatch.setattr(zoo, "run_model_side", model_side)
+    monkeypatch.setattr(zoo, "run_tfmot", tfmot_side)
+    monkeypatch.setattr(zoo, "time_and_report", lambda *a: None)
+    monkeypatch.setattr(common, "RESULTS", str(tmp_path))
+    results = zoo.main(["--models", "mobilenet_v2,resnet20,efficientnet_b0",
+                        "--jobs", "2", "--keep", str(tmp_path)])
+    assert events[0] == ("model", "efficientnet_b0")   # the longest first
+    for name in ("mobilenet_v2", "resnet20", "efficientnet_b0"):
+        assert events.index(("tfmot", name)) > events.index(
+            ("model done", name))
+        assert results[name]["tfmot"] == {"wall_seconds": 2.0}
+        assert results[name]["wall_seconds"] >= 2.0
+    # the short models' tfmot sides ran while EfficientNetB0 trained
+    assert events.index(("tfmot", "resnet20")) < events.index(
+        ("model done", "efficientnet_b0"))

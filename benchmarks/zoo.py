@@ -69,6 +69,7 @@ DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
 RELATIVE_COST = {"efficientnet_b0": 1354, "resnet50": 1354, "resnet20": 752,
                  "mobilenet_v2": 679, "mobilenet_v3_small": 634}
 FT_LR = 5e-4
+FLOAT_LR = 1e-3   # the float model's E epochs
 SCHEDULES = ("constant", "cosine")
 # MobileNetV2/V3 use BatchNormalization momentum 0.999: after a few hundred
 # steps from scratch the moving statistics are still mostly their initial
@@ -170,6 +171,13 @@ def parse_args(argv=None):
                         "channel space (uniform) or of all channels "
                         "together, the weakest of the model first "
                         "(global; ChannelPruning allocation)")
+    p.add_argument("--channel-start-epoch", type=int, default=None,
+                   help="channel path: the float epoch it prunes from "
+                        "(default E - F). It prunes for F epochs, at the "
+                        "float training's rate if it starts before epoch "
+                        "E, then fine-tunes the shrunk model for the rest "
+                        "of the fair float model's E + 2F epochs (2F by "
+                        "default; F when it starts at E)")
     p.add_argument("--channel-finetune", choices=("qat", "float"),
                    default="qat",
                    help="channel path: the shrunk model's F fine-tuning "
@@ -252,6 +260,11 @@ def parse_args(argv=None):
         p.error("--speed-size must be at least 32")
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    if args.channel_start_epoch is None:
+        args.channel_start_epoch = max(0, args.epochs - args.finetune_epochs)
+    if not 0 <= args.channel_start_epoch <= args.epochs:
+        p.error(f"--channel-start-epoch must be between 0 and --epochs "
+                f"({args.epochs}), got {args.channel_start_epoch}")
     # no more processes than models (one model runs in this process)
     args.jobs = min(args.jobs, len(args.models.split(",")))
     return args
@@ -518,7 +531,9 @@ def run_model(name, args, tmp):
     keras.utils.set_random_seed(0)
     fl = build(name, keras, args.size)
     row["params"] = int(fl.count_params())
-    secs["float"] = timed_train(fl, data, E, 1e-3)
+    channel_from = channel_start(keras, args.channel_start_epoch)
+    secs["float"] = timed_train(fl, data, E, FLOAT_LR, [channel_from]
+                                if "channel_int8" in wanted else [])
     start = clone(fl)
     save_start_weights(start, start_weights_path(tmp, name))
     row["float_accuracy"] = common.keras_accuracy(fl, data)
@@ -581,19 +596,28 @@ def run_model(name, args, tmp):
 
     def channels():
         """Channel pruning with the fair float model's epoch budget:
-        E float epochs, F epochs pruning (sparsity ramps from 0 over the
-        first 70% of them, then holds), shrink, F epochs fine-tuning the
-        shrunk model: QAT, converted from its own ranges
+        S float epochs (``--channel-start-epoch``, default E - F), F
+        epochs pruning (sparsity ramps from 0 over the first 70% of them,
+        then holds; at the float rate if S < E), shrink, E + F - S epochs
+        fine-tuning the shrunk model: QAT, converted from its own ranges
         (``--channel-finetune qat``), or float, then post-training int8."""
         c = clone(start)
+        S = args.channel_start_epoch
+        if S < E:
+            c.set_weights(channel_from.weights)
         sparsity = args.channel_sparsity
         cb = prune.ChannelPruning(channel_schedule(sparsity, steps),
                                   norm=args.channel_norm, model=c,
                                   allocation=args.channel_allocation)
         res = row["paths"].setdefault("channel_int8", {})
         schedule = args.channel_schedule or args.finetune_schedule
-        crate = finetune_rate(args, keras, len(xt), F, schedule)
+        tune = E + F - S
+        crate = finetune_rate(args, keras, len(xt), tune, schedule)
+        prune_rate = FLOAT_LR if S < E else finetune_rate(
+            args, keras, len(xt), F, schedule)
         res.update({"sparsity": sparsity, "epochs": E + 2 * F,
+                    "start_epoch": S, "finetune_epochs": tune,
+                    "prune_lr": FLOAT_LR if S < E else args.finetune_lr,
                     "norm": args.channel_norm,
                     "allocation": args.channel_allocation,
                     "distill": args.channel_distill,
@@ -603,13 +627,13 @@ def run_model(name, args, tmp):
         if args.channel_distill:
             logits = start.predict(xt, batch_size=500, verbose=0)
 
-            def fit(model, callbacks=()):
-                return timed_distill(model, data, logits, F, crate,
+            def fit(model, epochs, rate, callbacks=()):
+                return timed_distill(model, data, logits, epochs, rate,
                                      callbacks)
         else:
-            def fit(model, callbacks=()):
-                return timed_train(model, data, F, crate, callbacks)
-        secs["channel_prune"] = fit(c, [cb])
+            def fit(model, epochs, rate, callbacks=()):
+                return timed_train(model, data, epochs, rate, callbacks)
+        secs["channel_prune"] = fit(c, F, prune_rate, [cb])
         res.update(channel_counts(cb.summary()))
         res["masked_keras_accuracy"] = common.keras_accuracy(c, data)
         small = prune.shrink(c)
@@ -630,7 +654,7 @@ def run_model(name, args, tmp):
             small = quantize.quantize_model(small, quantize.Default8BitScheme(
                 freeze_bn_delay=channel_delay, ema_decay=ema,
                 activation_percentile=pct))
-        secs["channel_finetune"] = fit(small)
+        secs["channel_finetune"] = fit(small, tune, crate)
         res["keras_accuracy"] = common.keras_accuracy(small, data)
         print(f"[{name}] channel {sparsity:.0%}: masked "
               f"{res['masked_keras_accuracy']:.4f}, shrunk "
@@ -656,6 +680,23 @@ def run_model(name, args, tmp):
                       f"{error_text(e)}", flush=True)
         path_seconds[f"speed_{size}px"] = round(time.perf_counter() - t, 1)
     return row
+
+
+def channel_start(keras_module, epoch):
+    """A callback keeping the float model's weights after ``epoch``
+    epochs of the fit it is given to (``.weights``; 0: before the
+    first), where the channel path starts pruning."""
+    class ChannelStart(keras_module.callbacks.Callback):
+        weights = None
+
+        def on_train_begin(self, logs=None):
+            if epoch == 0:
+                self.weights = self.model.get_weights()
+
+        def on_epoch_end(self, index, logs=None):
+            if index + 1 == epoch:
+                self.weights = self.model.get_weights()
+    return ChannelStart()
 
 
 def freeze_delay(steps):
@@ -859,7 +900,7 @@ MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "speed_size",
     "channel_distill", "channel_finetune", "qat_freeze_bn_delay",
     "qat_ema_decay", "qat_activation_percentile", "channel_schedule",
-    "channel_freeze_bn_delay")
+    "channel_freeze_bn_delay", "channel_start_epoch")
 
 
 def side_command(side, name, args, tmp, options):
@@ -1285,9 +1326,11 @@ def channel_lines(results):
     if not rows:
         return []
     out = ["", "### Channel pruning, step by step", "",
-           "E float epochs, F epochs channel pruning (sparsity ramps over "
-           "70% of them), shrink, F epochs fine-tuning the shrunk model "
-           "(E + 2F in all, as the fair float model). Keras accuracy; "
+           "The float model after S epochs (--channel-start-epoch, default "
+           "E - F), F epochs channel pruning (sparsity ramps over 70% of "
+           "them; at the float training's rate when S < E), shrink, "
+           "E + F - S epochs fine-tuning the shrunk model (E + 2F in all, "
+           "as the fair float model)." + start_note(rows) + " Keras accuracy; "
            "logit difference: largest |masked - shrunk| logit on the test "
            "images; BN re-estimated: the shrunk model with its "
            "BatchNormalization statistics re-estimated on 1,000 training "
@@ -1308,6 +1351,17 @@ def channel_lines(results):
             f"{_f(c.get('keras_accuracy'))} | "
             f"{_f(c.get('tflite_accuracy'))} |")
     return out
+
+
+def start_note(rows):
+    """The start epochs and fine-tune epochs of the channel ``rows``.
+
+    >>> start_note([("m", {"start_epoch": 4, "finetune_epochs": 4})])
+    ' Here S = 4, fine-tuned 4 epochs.'
+    """
+    found = sorted({(c["start_epoch"], c["finetune_epochs"])
+                    for _, c in rows if "start_epoch" in c})
+    return "".join(f" Here S = {s}, fine-tuned {t} epochs." for s, t in found)
 
 
 def speed_lines(results):

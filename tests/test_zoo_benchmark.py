@@ -484,3 +484,34 @@ def test_tfmot_side_is_a_task_of_its_own_once_its_model_is_done(
     # the short models' tfmot sides ran while EfficientNetB0 trained
     assert events.index(("tfmot", "resnet20")) < events.index(
         ("model done", "efficientnet_b0"))
+
+
+def test_channel_path_starts_f_epochs_before_the_float_model_ends():
+    args = zoo.parse_args(["--epochs", "6", "--finetune-epochs", "2"])
+    assert args.channel_start_epoch == 4
+    assert zoo.parse_args(["--epochs", "1", "--finetune-epochs", "2"]
+                          ).channel_start_epoch == 0
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--epochs", "6", "--channel-start-epoch", "7"])
+
+
+@pytest.mark.parametrize("epoch", [0, 2, 3])
+def test_channel_start_keeps_the_weights_after_that_epoch(epoch):
+    import keras
+    import numpy as np
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x = np.ones((4, 3), np.float32)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, index, logs=None):
+            seen.append(self.model.get_weights()[0].copy())
+    initial = model.get_weights()[0].copy()
+    start = zoo.channel_start(keras, epoch)
+    model.fit(x, np.zeros((4, 2)), epochs=3, verbose=0,
+              callbacks=[start, Record()])
+    expected = initial if epoch == 0 else seen[epoch - 1]
+    np.testing.assert_array_equal(start.weights[0], expected)
+    assert len({w.tobytes() for w in [initial] + seen}) == 4

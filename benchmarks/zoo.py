@@ -343,14 +343,16 @@ def tflite_logits(tflite_bytes, x, path):
     return run_flatbuffer(it, x), output_step(path)
 
 
-def agreement(tflite_out, step, keras_model, x):
+def agreement(tflite_out, step, keras_model, x, keras_out=None):
     """Top-1 agreement and logit error (in output quantization steps) of
     the int8 flatbuffer against the Keras model it came from, as Keras
-    evaluates it and, under ``device_rounding``, inside
+    evaluates it (``keras_out``, its outputs on ``x`` if already
+    computed) and, under ``device_rounding``, inside
     ``quantize.device_rounding`` (the int8 kernels' rounding)."""
     from tfcompress import quantize
-    res = _agreement(tflite_out, step, keras_model.predict(
-        x, batch_size=250, verbose=0))
+    if keras_out is None:
+        keras_out = keras_model.predict(x, batch_size=250, verbose=0)
+    res = _agreement(tflite_out, step, keras_out)
     with quantize.device_rounding(keras_model):
         device = _agreement(tflite_out, step, keras_model.predict(
             x, batch_size=250, verbose=0))
@@ -508,7 +510,8 @@ def run_model(name, args, tmp):
 
     scale = 255.0 if MODELS[name][2] else 1.0
 
-    def record(key, tflite_bytes, seconds, keras_model=None):
+    def record(key, tflite_bytes, seconds, keras_model=None,
+               keras_out=None):
         fig = flatbuffer_figures(tflite_bytes, data,
                                  os.path.join(tmp, f"{name}_{key}.tflite"),
                                  scale)
@@ -516,16 +519,24 @@ def run_model(name, args, tmp):
         fig["conversion_s"] = seconds
         if keras_model is not None:
             fig["agreement"] = agreement(outputs, step, keras_model,
-                                         data[1][0])
+                                         data[1][0], keras_out)
         row["paths"].setdefault(key, {}).update(fig)
         print(f"[{name}] {key}: TFLite accuracy "
               f"{fig['tflite_accuracy']:.4f}", flush=True)
 
-    def to_tflite(key, model, mode="int8", check=False):
+    def to_tflite(key, model, mode="int8", check=False, keras_out=None):
         r = convert(model, mode, strict=mode == "int8",
                     representative_data=calib)
         record(key, r.tflite_bytes, r.report["conversion_seconds"],
-               model if check else None)
+               model if check else None, keras_out)
+
+    def test_outputs(model):
+        """``model``'s outputs on the test images, computed once for its
+        accuracy and its flatbuffer's agreement."""
+        return model.predict(data[1][0], batch_size=500, verbose=0)
+
+    def accuracy_of(outputs):
+        return float(np.mean(np.argmax(outputs, 1) == data[1][1]))
 
     t_float = time.perf_counter()
     keras.utils.set_random_seed(0)
@@ -568,10 +579,11 @@ def run_model(name, args, tmp):
             freeze_bn_delay=delay, ema_decay=ema,
             activation_percentile=pct))
         secs["qat"] = timed_train(q, data, F, rate)
+        out = test_outputs(q)
         row["paths"]["qat_int8"] = {
-            "keras_accuracy": common.keras_accuracy(q, data),
+            "keras_accuracy": accuracy_of(out),
             "freeze_bn_delay": delay}
-        to_tflite("qat_int8", q, check=True)
+        to_tflite("qat_int8", q, check=True, keras_out=out)
     step("qat_int8", qat)
 
     def pruned():
@@ -588,8 +600,9 @@ def run_model(name, args, tmp):
             freeze_bn_delay=delay, ema_decay=ema,
             activation_percentile=pct))
         secs["prune_preserving_qat"] = timed_train(q, data, F, rate)
-        res["keras_accuracy"] = common.keras_accuracy(q, data)
-        to_tflite("pruned_pqat_int8", q, check=True)
+        out = test_outputs(q)
+        res["keras_accuracy"] = accuracy_of(out)
+        to_tflite("pruned_pqat_int8", q, check=True, keras_out=out)
     step("pruned_pqat_int8", pruned)
 
     kept = {}
@@ -655,14 +668,16 @@ def run_model(name, args, tmp):
                 freeze_bn_delay=channel_delay, ema_decay=ema,
                 activation_percentile=pct))
         secs["channel_finetune"] = fit(small, tune, crate)
-        res["keras_accuracy"] = common.keras_accuracy(small, data)
+        out = test_outputs(small)
+        res["keras_accuracy"] = accuracy_of(out)
         print(f"[{name}] channel {sparsity:.0%}: masked "
               f"{res['masked_keras_accuracy']:.4f}, shrunk "
               f"{res['shrunk_keras_accuracy']:.4f}, fine-tuned "
               f"{res['keras_accuracy']:.4f}, MACs {res['mac_ratio']:.2%}",
               flush=True)
         kept["channel_int8"] = small
-        to_tflite("channel_int8", small, check=qat_finetune)
+        to_tflite("channel_int8", small, check=qat_finetune,
+                  keras_out=out)
     step("channel_int8", channels)
     if "ptq_int8" in wanted and "error" not in row["paths"].get(
             "ptq_int8", {}):

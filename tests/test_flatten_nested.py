@@ -185,3 +185,15 @@ def test_a_base_shared_by_two_inputs_stays_one_set_of_layers():
     from tfcompress import quantize
     with pytest.raises(InputError, match="base_conv.*shared"):
         quantize.quantize_model(model)
+
+
+def test_flat_model_keeps_the_input_layer_name_of_an_unnamed_input():
+    # the flat model's input was named after the tensor (keras_tensor_N),
+    # so quantize_model renamed the user's input layer
+    i = keras.Input((8, 8, 3))
+    outer = keras.Model(i, keras.layers.Dense(2, name="head")(
+        keras.layers.Flatten()(_base()(i))))
+    flat = flatten_nested(outer)
+    assert [layer.name for layer in flat.layers
+            if isinstance(layer, keras.layers.InputLayer)] == [
+        outer.layers[0].name]

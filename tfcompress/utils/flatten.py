@@ -132,8 +132,11 @@ def flatten_nested(model: keras.Model) -> keras.Model:
             f"{', '.join(repeated)} appear in more than one of its nested "
             f"models; give the layers unique names (rebuild the head with "
             f"name=...)")
+    # named as the user's input layers (an unnamed keras.Input's tensor is
+    # keras_tensor_N, its layer input_layer_N)
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                          name=t.name) for t in model.inputs]
+                          name=compat.keras_history(t).operation.name)
+              for t in model.inputs]
     outputs = _Inliner().call(model, *inputs)
     flat = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
                        outputs, name=model.name)

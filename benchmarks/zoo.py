@@ -616,8 +616,7 @@ def run_model(name, args, tmp):
         (``--channel-finetune qat``), or float, then post-training int8."""
         c = clone(start)
         S = args.channel_start_epoch
-        if S < E:
-            c.set_weights(channel_from.weights)
+        c.set_weights(channel_from.weights)   # start's own when S == E
         sparsity = args.channel_sparsity
         cb = prune.ChannelPruning(channel_schedule(sparsity, steps),
                                   norm=args.channel_norm, model=c,
@@ -626,11 +625,13 @@ def run_model(name, args, tmp):
         schedule = args.channel_schedule or args.finetune_schedule
         tune = E + F - S
         crate = finetune_rate(args, keras, len(xt), tune, schedule)
-        prune_rate = FLOAT_LR if S < E else finetune_rate(
+        # pruning before epoch E replaces float epochs: at their rate
+        prune_lr = FLOAT_LR if S < E else args.finetune_lr
+        prune_rate = prune_lr if S < E else finetune_rate(
             args, keras, len(xt), F, schedule)
         res.update({"sparsity": sparsity, "epochs": E + 2 * F,
                     "start_epoch": S, "finetune_epochs": tune,
-                    "prune_lr": FLOAT_LR if S < E else args.finetune_lr,
+                    "prune_lr": prune_lr,
                     "norm": args.channel_norm,
                     "allocation": args.channel_allocation,
                     "distill": args.channel_distill,
@@ -973,14 +974,12 @@ def run_tfmot(name, args, tmp):
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    wall = round(time.perf_counter() - t, 1)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail[:600],
-                "wall_seconds": round(time.perf_counter() - t, 1)}
-    res = json.loads(lines[-1])
-    res["wall_seconds"] = round(time.perf_counter() - t, 1)
-    return res
+        return {"error": tail[:600], "wall_seconds": wall}
+    return dict(json.loads(lines[-1]), wall_seconds=wall)
 
 
 # ----------------------------------------------------------- reporting

@@ -380,3 +380,102 @@ def test_cross_check_compares_arm64_tflite_runtime_with_it_on_x86(
         assert counts["equal"] + counts["off_by_one"] + counts["worse"] == \
             counts["total"]
         assert counts["within_one"] >= 0.99
+
+
+def _dump(path, x, xnnpack=True):
+    from tfcompress.bench import runner
+    return runner.every_output(str(path), {"x": x}, "ai_edge_litert",
+                               xnnpack)
+
+
+def test_every_output_copy_outputs_each_op_result_and_the_same_final(
+        tmp_path):
+    from tfcompress.bench import runner
+    from tfcompress.bench.cross_check import _same_final
+    from tfcompress.bench.first_difference import with_every_output
+    from tfcompress.inspect.model_reader import read_model
+    path, x, _ = _tiny_int8_conv(tmp_path, n=6)
+    raw = path.read_bytes()
+    graph = read_model(raw)["subgraphs"][0]
+    copy = tmp_path / "every.tflite"
+    copy.write_bytes(with_every_output(raw))
+    dump = _dump(copy, x)
+    produced = {t for op in graph["operators"] for t in op["outputs"]}
+    assert set(dump) == {f"t{t}" for t in produced}
+    assert len(produced) > 3
+    outputs = runner.benchmark(str(path), {"x": x}, "ai_edge_litert",
+                               runs=1, warmup_runs=0,
+                               return_outputs=True)["_outputs"]
+    assert _same_final(dump, outputs, graph)
+    assert not _same_final(dump, outputs + 1.0, graph)
+
+
+def test_fresh_differences_name_the_op_a_difference_starts_at_only(
+        tmp_path):
+    """One element of one op's output changed, and every later op's output
+    changed on that input too (passed on): only the first op is named."""
+    from tfcompress.bench.first_difference import (fresh_differences,
+                                                   with_every_output)
+    from tfcompress.inspect.model_reader import read_model
+    path, x, _ = _tiny_int8_conv(tmp_path, n=4)
+    model = read_model(path.read_bytes())
+    graph, names = model["subgraphs"][0], [o["name"] for o in
+                                           model["opcodes"]]
+    copy = tmp_path / "every.tflite"
+    copy.write_bytes(with_every_output(path.read_bytes()))
+    a = _dump(copy, x)
+    b = {k: v.copy() for k, v in a.items()}
+    conv = next(i for i, op in enumerate(graph["operators"])
+                if names[op["opcode"]] == "CONV_2D")
+    for op in graph["operators"][conv:]:
+        key = f"t{op['outputs'][0]}"
+        b[key][2].flat[0] += 1          # input 2 only
+    assert fresh_differences(graph, names, a, a) == []
+    [row] = fresh_differences(graph, names, a, b)
+    assert (row["op_index"], row["op"]) == (conv, "CONV_2D")
+    assert (row["images"], row["elements"], row["max_steps"]) == (1, 1, 1)
+
+
+def test_cross_check_table_says_where_a_traced_difference_starts():
+    from tfcompress.bench.cross_check import _row, format_table
+    counts = {"equal": 7, "off_by_one": 1, "worse": 2, "total": 10,
+              "max_steps": 3, "within_one": 0.8}
+    first = {"fresh_ops": 2, "ops": [
+        {"op_index": 122, "op": "MUL", "tensor": "se/Mul;fused",
+         "images": 9, "elements": 9, "max_steps": 1}]}
+    row = _row("effnet", "ai_edge_litert", runtime_version="2.3.0",
+               vs_x86_builtin={"within_one": 0.5, "max_steps": 9},
+               first_difference=first, **counts)
+    assert format_table([row]).splitlines()[2].endswith(
+        "max 3 step(s) (vs built-in: 9); starts at op 122 MUL (se/Mul): 9 "
+        "element(s) in 9 input(s), at most 1 step(s), and 1 more op(s) |")
+
+
+@pytest.mark.slow
+def test_first_difference_runs_the_every_output_copy_on_arm64(
+        root, conv_int8, tmp_path):
+    """The traced run itself: the copy runs in the root, computes the
+    model's own final outputs there (else an error is returned), and its
+    dump is compared op by op with x86 LiteRT's."""
+    from tfcompress.bench.cross_check import _ArmRun
+    path, x, _ = conv_int8
+    data, outputs = tmp_path / "x.npz", tmp_path / "arm.npy"
+    np.savez(data, x=x)
+    r = arm_root.run_runner(root, [str(path), "--data", str(data),
+                                   "--runtime", "tflite_runtime", "--runs",
+                                   "1", "--outputs", str(outputs)])
+    assert r.returncode == 0, r.stderr[-500:]
+    arm = np.load(outputs)
+    run = _ArmRun(root=root, site=None, cpu=arm_root.DEFAULT_CPU,
+                  timeout=600, tmp=str(tmp_path), log=print)
+    first = run.first_difference("conv", "tflite_runtime", str(path),
+                                 str(data), arm)
+    assert "error" not in first, first
+    from tfcompress.inspect.model_reader import read_model
+    model = read_model(path.read_bytes())
+    ops = model["subgraphs"][0]["operators"]
+    assert first["fresh_ops"] == len(first["ops"])
+    for op in first["ops"]:
+        assert op["op"] == model["opcodes"][ops[op["op_index"]][
+            "opcode"]]["name"]
+        assert op["images"] >= 1 and op["elements"] >= 1

@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from tfcompress.bench import arm_root, runner, x86_tflite_runtime
+from tfcompress.bench import (arm_root, first_difference, runner,
+                              x86_tflite_runtime)
 from tfcompress.errors import InputError
 from tfcompress.inspect import inspect
 from tfcompress.inspect.model_reader import read_model
@@ -110,7 +111,8 @@ def _row(name, runtime, **fields):
            "error": None, "seconds": None, "op_versions": {},
            "vs_x86_builtin": None, "partitions": None, "ops_outside": None,
            "x86_partitions": None, "x86_same_runtime": None,
-           "vs_x86_same_runtime": None, "x86_same_runtime_vs_litert": None}
+           "vs_x86_same_runtime": None, "x86_same_runtime_vs_litert": None,
+           "first_difference": None}
     row.update(fields)
     return row
 
@@ -171,9 +173,44 @@ class _ArmRun:
     """Runs one flatbuffer with one runtime in the arm64 root and compares
     its outputs with x86 LiteRT's (one row of :func:`cross_check`)."""
 
-    def __init__(self, root, site, cpu, timeout, tmp, log):
+    def __init__(self, root, site, cpu, timeout, tmp, log, trace=True):
         self.root, self.site, self.cpu = root, site, cpu
         self.timeout, self.tmp, self.log = timeout, tmp, log
+        self.trace = trace
+
+    def first_difference(self, name, rt, path, data, arm):
+        """Where arm64 (runtime ``rt``, XNNPACK as by default) and x86
+        LiteRT first compute different values: the ops whose inputs were
+        equal and outputs not, run on a copy of the model that outputs
+        every op's result (:mod:`first_difference`). ``{"ops": [...],
+        "fresh_ops": n}``, or ``{"error": ...}``."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        copy = os.path.join(self.tmp, f"{name}.every_output.tflite")
+        with open(copy, "wb") as f:
+            f.write(first_difference.with_every_output(raw))
+        dump = os.path.join(self.tmp, f"{name}.{rt}.every_output.npz")
+        try:
+            r = arm_root.run_runner(
+                self.root, [copy, "--data", data, "--runtime", rt,
+                            "--every-output", dump],
+                timeout=self.timeout, site=self.site, cpu=self.cpu)
+        except arm_root.ArmRootError as e:
+            return {"error": str(e)}
+        if r.returncode != 0:
+            return {"error": arm_root.runner_error(r)}
+        with np.load(dump) as f:
+            arm_dump = dict(f)
+        x86_dump = runner.every_output(copy, data, "ai_edge_litert")
+        model = read_model(raw)
+        graph = model["subgraphs"][0]
+        if not _same_final(arm_dump, arm, graph):
+            return {"error": "the copy that outputs every op's result "
+                             "computes other final outputs than the model"}
+        ops = first_difference.fresh_differences(
+            graph, [o["name"] for o in model["opcodes"]], arm_dump,
+            x86_dump)
+        return {"ops": ops[:10], "fresh_ops": len(ops)}
 
     def compare(self, name, rt, path, data, step, refs, same, base,
                 import_errors):
@@ -217,6 +254,9 @@ class _ArmRun:
         if rt == "tflite_runtime" and same is not None:
             base.update(_same_runtime_fields(same, arm, ref, ref_builtin,
                                              step))
+        if self.trace and counts["worse"]:
+            base["first_difference"] = self.first_difference(
+                name, rt, path, data, arm)
         self.log(f"{name} on {rt} {env['runtime_version']}: "
                  f"{counts['equal']} equal, {counts['off_by_one']} off "
                  f"by one, {counts['worse']} worse of {counts['total']} "
@@ -228,7 +268,8 @@ class _ArmRun:
 
 
 def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
-                log=None, cpu=arm_root.DEFAULT_CPU, x86_python=None):
+                log=None, cpu=arm_root.DEFAULT_CPU, x86_python=None,
+                trace=True):
     """Runs each flatbuffer on ``x`` on x86 (LiteRT) and on emulated arm64.
 
     Args:
@@ -243,6 +284,9 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
       log: optional ``print``-like callable for progress.
       x86_python: the Python of :func:`x86_tflite_runtime.build_venv`'s
         venv: also run tflite-runtime 2.14 on x86 (XNNPACK on and off).
+      trace: when an arm64 output is more than one step off x86's, run a
+        copy of the model that outputs every op's result on both and name
+        the ops where the difference starts (``first_difference``).
 
     Returns:
       One dict per (model, arm64 runtime): ``equal``, ``off_by_one``,
@@ -258,7 +302,11 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
       kernels, ``"builtin"``), ``x86_same_runtime_vs_litert`` (x86
       tflite-runtime against x86 LiteRT, XNNPACK against XNNPACK and
       built-in against built-in) and ``x86_same_runtime`` (its version,
-      XNNPACK partitions, or ``error``).
+      XNNPACK partitions, or ``error``). With ``trace``, a row with outputs
+      more than one step off has ``first_difference``: ``{"ops": [...],
+      "fresh_ops": n}``, the (first ten) ops whose output differed on an
+      input for which all their inputs were equal
+      (:func:`first_difference.fresh_differences`), or ``{"error": ...}``.
     """
     models = arm_root.arm_request(models, runtimes)
     x = np.asarray(x)
@@ -302,11 +350,24 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                         rt, import_errors.get(rt)), **base))
                     continue
                 run = _ArmRun(root=root, site=sites.get(rt), cpu=cpu,
-                              timeout=timeout, tmp=tmp, log=log)
+                              timeout=timeout, tmp=tmp, log=log, trace=trace)
                 rows.append(run.compare(
                     name, rt, path, data, step, refs, same, base,
                     import_errors))
     return rows
+
+
+def _same_final(dump, outputs, graph):
+    """Whether ``dump``'s value of the model's first output, dequantized,
+    equals the runner's ``outputs`` of the model itself."""
+    out = graph["outputs"][0]
+    values = np.asarray(dump[f"t{out}"], np.float32)
+    q = graph["tensors"][out]["quantization"]
+    if graph["tensors"][out]["dtype"] in INTEGER_TYPES and q and q["scale"]:
+        values = (values - q["zero_point"][0]) * np.float32(q["scale"][0])
+    return np.array_equal(values.reshape(len(outputs), -1),
+                          np.asarray(outputs, np.float32).reshape(
+                              len(outputs), -1))
 
 
 def _within_one(counts):
@@ -332,8 +393,24 @@ def format_table(rows):
                      f"{100 * r['within_one']:.2f}% | "
                      f"{100 * b['within_one']:.2f}% | max "
                      f"{r['max_steps']} step(s) (vs built-in: "
-                     f"{b['max_steps']}) |")
+                     f"{b['max_steps']}){_start_note(r)} |")
     return "\n".join(lines)
+
+
+def _start_note(row):
+    """``; starts at op ...``: where a traced difference starts."""
+    first = row.get("first_difference")
+    if not first:
+        return ""
+    if first.get("error"):
+        return f"; not traced: {first['error']}".replace("|", "/")
+    if not first["ops"]:
+        return "; no op computed differently on equal inputs"
+    op = dict(first["ops"][0])
+    op["tensor"] = op["tensor"].split(";")[0]
+    more = first["fresh_ops"] - 1
+    return (f"; starts at {first_difference.describe(op)}"
+            + (f", and {more} more op(s)" if more else "")).replace("|", "/")
 
 
 def _share(counts):

@@ -398,6 +398,44 @@ def benchmark(path, data=None, runtime="auto", threads=1, warmup_runs=5,
     return result
 
 
+def every_output(path, data, runtime="auto", xnnpack=True):
+    """Every graph output's raw values (integer tensors as integers) on
+    each input of ``data`` (an ``.npz`` path or a dict with ``x``), keyed
+    ``t<tensor index>``, each ``(n, ...)``. With a copy of a model whose
+    intermediate tensors are graph outputs
+    (:func:`tfcompress.bench.first_difference.with_every_output`), this
+    reads what a delegate computes inside its partitions.
+
+    >>> import os, tempfile
+    >>> import keras
+    >>> from tfcompress.convert import convert
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "model.tflite")
+    ...     _ = convert(model, "float32", output_path=path)
+    ...     out = every_output(path, {"x": np.ones((3, 4), np.float32)})
+    >>> [v.shape for v in out.values()]
+    [(3, 2)]
+    """
+    if not os.path.isfile(path):
+        raise BenchError(f"model {path} does not exist")
+    arrays = load_data(data) if isinstance(data, str) else dict(data)
+    rt, _, Interpreter, Resolver = load_runtime(runtime)
+    interp = _make_interpreter(Interpreter, Resolver, path, 1, xnnpack)
+    inp = interp.get_input_details()[0]
+    outs = interp.get_output_details()
+    x = np.asarray(arrays["x"])
+    dumps = {f"t{d['index']}": [] for d in outs}
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], _quantize_input(x[i:i + 1], inp))
+        interp.invoke()
+        for d in outs:
+            v = interp.get_tensor(d["index"])
+            dumps[f"t{d['index']}"].append(
+                v[0] if v.ndim and v.shape[0] == 1 else v)
+    return {k: np.asarray(v) for k, v in dumps.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
@@ -413,12 +451,24 @@ def main(argv=None):
     p.add_argument("--no-xnnpack", action="store_true")
     p.add_argument("--outputs", help="write model outputs on --data to "
                    "this .npy file")
+    p.add_argument("--every-output", help="write every graph output's raw "
+                   "values on --data to this .npz (keys t<tensor index>) "
+                   "and time nothing")
     p.add_argument("--json", help="write the result here (else stdout)")
     p.add_argument("--delegation-only", action="store_true",
                    help="report how the runtime executes the model "
                    "(partitions, ops outside the delegate), time nothing")
     a = p.parse_args(argv)
     try:
+        if a.every_output:
+            if not a.data:
+                raise BenchError("--every-output needs --data (the inputs)")
+            dumps = every_output(a.model, a.data, a.runtime,
+                                 not a.no_xnnpack)
+            tmp = a.every_output + ".tmp.npz"
+            np.savez(tmp, **dumps)
+            os.replace(tmp, a.every_output)
+            return 0
         if a.delegation_only:
             r = delegation_only(a.model, a.runtime, a.threads,
                                 not a.no_xnnpack)

@@ -81,6 +81,9 @@ QAT_TOLERANCE_POINTS = 0.5
 CHANNEL_SPEEDUP_AIM, CHANNEL_DROP_POINTS = 1.5, 1.5
 AGREEMENT_AIM, LATENCY_TOLERANCE = 0.98, 0.05
 AGREEMENT_SAMPLES = 200
+# rounds in which the QAT and the converter's post-training flatbuffers of
+# a model are timed alternately on their own, for the QAT p50 aim
+PAIR_REPEATS = 5
 # --paths choices: the flatbuffers (and tfmot's side) a run produces
 PATH_KEYS = ["float32", "ptq_int8", "converter_ptq_int8", "qat_int8",
              "pruned_pqat_int8", "channel_int8", "tfmot"]
@@ -151,7 +154,8 @@ def parse_args(argv=None):
                         "<file>.json giving its input pixel scale, as "
                         "benchmarks/zoo_arm.py --flatbuffers reads)")
     p.add_argument("--time-only", action="store_true",
-                   help="after an interrupted run with --keep: time the "
+                   help="after a run with --keep (interrupted, or "
+                        "finished: to time it again): time the "
                         "flatbuffers its saved <name>.json lists and "
                         "write the tables from it (no training)")
     p.add_argument("--paths", default=None,
@@ -1077,6 +1081,13 @@ def finish(row):
         ratios = {x: qat_r[f"p50_ms_{x}"] / conv[f"p50_ms_{x}"]
                   for x in ("xnnpack", "no_xnnpack")}
         qat_r["p50_vs_converter_ptq"] = ratios
+        timing = "all flatbuffers"
+        if "pair_p50_ms" in qat_r and "pair_p50_ms" in conv:
+            # the two timed alternately on their own, over more rounds
+            ratios = {x: qat_r["pair_p50_ms"][x] / conv["pair_p50_ms"][x]
+                      for x in ("xnnpack", "no_xnnpack")}
+            qat_r["pair_p50_vs_converter_ptq"] = ratios
+            timing = "pair"
         extra = {op: qat_r["op_counts"].get(op, 0) - n
                  for op, n in conv["op_counts"].items()
                  if qat_r["op_counts"].get(op, 0) != n}
@@ -1087,7 +1098,7 @@ def finish(row):
             "met": max(ratios.values()) <= 1 + LATENCY_TOLERANCE,
             "ratio_xnnpack": round(ratios["xnnpack"], 3),
             "ratio_no_xnnpack": round(ratios["no_xnnpack"], 3),
-            "op_difference": extra}
+            "timing": timing, "op_difference": extra}
     row["aims"] = aims
 
 
@@ -1433,9 +1444,12 @@ def aim_lines(results):
             elif aim.startswith("qat_p50"):
                 what = (f"QAT int8 p50 within {LATENCY_TOLERANCE:.0%} of "
                         "the TFLite converter's own PTQ int8")
+                timed = ("the two timed alternately on their own, "
+                         f"{PAIR_REPEATS} rounds" if a.get("timing") ==
+                         "pair" else "timed among all flatbuffers")
                 fig = (f"ratio {a['ratio_xnnpack']} XNNPACK, "
-                       f"{a['ratio_no_xnnpack']} built-in; op difference "
-                       f"{a['op_difference'] or 'none'}")
+                       f"{a['ratio_no_xnnpack']} built-in, {timed}; op "
+                       f"difference {a['op_difference'] or 'none'}")
             else:
                 size = a.get("size")
                 at = (f" at {size}x{size}" if size else "")
@@ -1458,6 +1472,47 @@ def aim_lines(results):
     return out or ["- none measured"]
 
 
+def kept_paths(results, folder):
+    """Gives each figure of a finished run's ``results`` that names its
+    flatbuffer (``file``) the ``path`` of it in ``folder`` (the run's
+    ``--keep``), to time it again; returns the files not found there."""
+    missing = []
+    for row in results.values():
+        for res in (list(row.get("paths", {}).values()) +
+                    [row.get("tfmot", {})] +
+                    [v for at in row.get("speed", {}).values()
+                     for v in at.values()]):
+            if "file" not in res:
+                continue
+            path = os.path.join(folder, res["file"])
+            if os.path.isfile(path):
+                res["path"] = path
+            else:
+                missing.append(res["file"])
+    return missing
+
+
+def time_pairs(results, runs):
+    """Times each model's QAT int8 flatbuffer and the converter's own
+    post-training int8 alternately, the two alone, ``PAIR_REPEATS``
+    rounds, XNNPACK on and off: ``pair_p50_ms`` of each, which the QAT p50
+    aim reads (one round among all flatbuffers moves by more than the
+    aim's 5% on the built-in kernels)."""
+    for row in results.values():
+        paths = row.get("paths", {})
+        pair = [paths.get(k, {}) for k in ("qat_int8", "converter_ptq_int8")]
+        if not all("path" in res for res in pair):
+            continue
+        for res in pair:
+            res["pair_p50_ms"] = {}
+        for xnn in (True, False):
+            p50 = common.alternating_p50([res["path"] for res in pair], runs,
+                                         PAIR_REPEATS, xnnpack=xnn)
+            for res in pair:
+                res["pair_p50_ms"]["xnnpack" if xnn else "no_xnnpack"] = \
+                    p50[res["path"]]
+
+
 def time_and_report(results, args, save):
     """Times every flatbuffer still on disk, derives ratios and aims,
     writes the JSON and Markdown; returns the timing seconds."""
@@ -1474,6 +1529,7 @@ def time_and_report(results, args, save):
         for res in timed:
             key = "p50_ms_xnnpack" if xnn else "p50_ms_no_xnnpack"
             res[key] = p50[res["path"]]
+    time_pairs(results, args.runs)
     timing_s = round(time.perf_counter() - t, 1)
     for res in timed:
         res["file"] = os.path.basename(res.pop("path"))
@@ -1510,6 +1566,15 @@ def main(argv=None):
         with open(os.path.join(common.RESULTS, f"{args.name}.json")) as f:
             saved = json.load(f)
         results, before = saved["models"], saved["total_seconds"]
+        if saved.get("complete"):
+            # a finished run timed again: its flatbuffers are in its --keep
+            folder = args.keep or saved["args"].get("keep")
+            missing = kept_paths(results, folder or "")
+            if missing:
+                raise SystemExit(f"--time-only: {len(missing)} flatbuffers "
+                                 f"of the run are not in {folder!r} (e.g. "
+                                 f"{missing[0]}); give the run's --keep")
+            before -= saved.get("timing_seconds") or 0.0
         args_out = dict(saved["args"], runs=args.runs, repeats=args.repeats)
         trained = argparse.Namespace(**args_out)
         trained.command = (saved["command"] + " (trained), then "

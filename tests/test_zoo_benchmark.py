@@ -74,6 +74,43 @@ def test_extra_quantize_pairs_and_slower_qat_miss_the_aims():
     assert "MISSED" in "\n".join(zoo.aim_lines({"m": row}))
 
 
+def test_qat_p50_aim_is_judged_on_the_pair_timed_side_by_side():
+    """The all-flatbuffer round gave QAT 1.2x the converter's p50; the
+    pair timed alternately on its own (more rounds) gives 1.02x: the aim
+    reads the pair, and both ratios are kept."""
+    row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1}, qat_p50=1.2)
+    row["paths"]["qat_int8"]["pair_p50_ms"] = {"xnnpack": 1.02,
+                                               "no_xnnpack": 2.0}
+    row["paths"]["converter_ptq_int8"]["pair_p50_ms"] = {
+        "xnnpack": 1.0, "no_xnnpack": 2.0}
+    zoo.finish(row)
+    aim = row["aims"]["qat_p50_within_5pct_of_converter_ptq"]
+    assert aim["met"] is True
+    assert aim["ratio_xnnpack"] == 1.02 and aim["timing"] == "pair"
+    assert row["paths"]["qat_int8"]["p50_vs_converter_ptq"]["xnnpack"] == \
+        pytest.approx(1.2)
+
+
+def test_pair_timing_times_qat_and_converter_flatbuffers_alternately(
+        monkeypatch):
+    calls = []
+
+    def p50(paths, runs, repeats, xnnpack=True):
+        calls.append((tuple(paths), repeats, xnnpack))
+        return {p: 1.0 + i for i, p in enumerate(paths)}
+    monkeypatch.setattr(zoo.common, "alternating_p50", p50)
+    row = {"paths": {"qat_int8": {"path": "q.tflite"},
+                     "converter_ptq_int8": {"path": "c.tflite"},
+                     "ptq_int8": {"path": "p.tflite"}}}
+    zoo.time_pairs({"m": row}, runs=50)
+    assert calls == [(("q.tflite", "c.tflite"), zoo.PAIR_REPEATS, True),
+                     (("q.tflite", "c.tflite"), zoo.PAIR_REPEATS, False)]
+    assert row["paths"]["qat_int8"]["pair_p50_ms"] == {"xnnpack": 1.0,
+                                                       "no_xnnpack": 1.0}
+    assert row["paths"]["converter_ptq_int8"]["pair_p50_ms"] == {
+        "xnnpack": 2.0, "no_xnnpack": 2.0}
+
+
 def test_agreement_aim_is_judged_as_keras_evaluates_and_shows_device_rounding():
     row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1},
                agreement=0.97)
@@ -515,3 +552,16 @@ def test_channel_start_keeps_the_weights_after_that_epoch(epoch):
     expected = initial if epoch == 0 else seen[epoch - 1]
     np.testing.assert_array_equal(start.weights[0], expected)
     assert len({w.tobytes() for w in [initial] + seen}) == 4
+
+
+def test_retiming_a_finished_run_finds_its_kept_flatbuffers(tmp_path):
+    (tmp_path / "m_qat_int8.tflite").write_bytes(b"x")
+    results = {"m": {"paths": {"qat_int8": {"file": "m_qat_int8.tflite"},
+                               "float32": {"error": "refused"}},
+                     "speed": {"96": {"ptq_int8": {
+                         "file": "m_ptq_int8_96.tflite"}}}}}
+    missing = zoo.kept_paths(results, str(tmp_path))
+    assert results["m"]["paths"]["qat_int8"]["path"] == str(
+        tmp_path / "m_qat_int8.tflite")
+    assert "path" not in results["m"]["paths"]["float32"]
+    assert missing == ["m_ptq_int8_96.tflite"]

@@ -90,3 +90,53 @@ def test_signature_names_the_inputs_and_the_output_keys(dict_model):
     want = dict_model({"a": xa, "b": xb})
     np.testing.assert_allclose(got["y"], want["y"], atol=1e-5)
     np.testing.assert_allclose(got["z"], want["z"], atol=1e-5)
+
+
+def _signature_inputs(tflite_bytes):
+    from ai_edge_litert.interpreter import Interpreter
+    return Interpreter(model_content=tflite_bytes).get_signature_list()[
+        "serving_default"]["inputs"]
+
+
+def test_unnamed_inputs_are_named_after_their_input_layers_in_every_mode():
+    """An unnamed keras.Input's tensor is keras_tensor_<counter> (the
+    counter depends on what else the program built), its layer
+    input_layer[_N]: the signature takes the layer's name, so the float,
+    post-training and QAT flatbuffers of one model are fed alike."""
+    from tfcompress import quantize
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,)), keras.Input((3,))
+    model = keras.Model([a, b], keras.layers.Dense(2)(
+        keras.layers.Concatenate()([a, b])))
+    layers = [model.layers[0].name, model.layers[1].name]
+    assert a.name.startswith("keras_tensor")
+    data = [np.random.default_rng(0).random((32, n), dtype=np.float32)
+            for n in (4, 3)]
+    float_model = convert(model, "float32")
+    ptq = convert(model, "int8", representative_data=data)
+    qat = convert(quantize.quantize_model(model), "int8")
+    for r in (float_model, ptq, qat):
+        assert sorted(_signature_inputs(r.tflite_bytes)) == sorted(layers)
+        assert r.report["numerical_check"]["max_abs_error"] < 0.1
+
+
+def test_calibration_dict_may_be_keyed_as_the_signature_names_the_inputs():
+    """Keyed by a dict-input model's keys (its unnamed keras.Inputs'
+    tensors are keras_tensor_N), the arrays calibrate the inputs they
+    name, as keyed by tensor name."""
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,)), keras.Input((3,))
+    model = keras.Model({"zeta": a, "alpha": b}, keras.layers.Dense(2)(
+        keras.layers.Concatenate()([a, b])))
+    rng = np.random.default_rng(0)
+    xa, xb = rng.random((32, 4), np.float32), rng.random((32, 3),
+                                                         np.float32)
+    by_key = convert(model, "int8", representative_data={"zeta": xa,
+                                                         "alpha": xb})
+    by_tensor = convert(model, "int8", representative_data={a.name: xa,
+                                                            b.name: xb})
+    assert by_key.tflite_bytes == by_tensor.tflite_bytes
+    assert sorted(_signature_inputs(by_key.tflite_bytes)) == ["alpha",
+                                                              "zeta"]
+    with pytest.raises(InputError, match=r"alpha.*zeta"):
+        convert(model, "int8", representative_data={"a": xa, "b": xb})

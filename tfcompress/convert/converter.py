@@ -433,8 +433,9 @@ def _check_finite_outputs(model, calib):
     meaningless, and TensorFlow's calibration can crash the process on
     them (a segmentation fault, seen on a diverged EfficientNetB0)."""
     import keras
-    outputs = keras.tree.flatten(model.predict(calib, verbose=0,
-                                               batch_size=256))
+    from tfcompress.convert.inputs import model_feed
+    outputs = keras.tree.flatten(model.predict(model_feed(model, calib),
+                                               verbose=0, batch_size=256))
     count = len(calib[0] if isinstance(calib, list) else calib)
     bad = np.zeros(count, bool)
     for output in outputs:

@@ -34,8 +34,8 @@ def _names(model):
     """The model's input names and output names, in the order of the
     frozen function's inputs and outputs."""
     import tensorflow as tf
-    from tfcompress.convert.inputs import input_names
-    inputs = input_names(model)
+    from tfcompress.convert.inputs import signature_input_names
+    inputs = signature_input_names(model)
     try:
         structure = model.output
     except (AttributeError, ValueError):

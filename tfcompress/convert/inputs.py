@@ -51,6 +51,47 @@ def input_layer_names(model) -> list:
     return names
 
 
+def signature_input_names(model) -> list:
+    """The names a converted model's signature gives its inputs, in the
+    order of ``model.inputs``: a dict-input model's keys, else the names
+    of the InputLayers (:func:`input_layer_names`), which an unnamed
+    ``keras.Input`` gets from its layer (``input_layer_1``), not from a
+    tensor counter (``keras_tensor_9``): the float, post-training and QAT
+    flatbuffers of one model are fed alike.
+
+    >>> import keras
+    >>> a, b = keras.Input((2,), name="a"), keras.Input((3,), name="b")
+    >>> model = keras.Model({"b": b, "a": a},
+    ...                     keras.layers.Concatenate()([a, b]))
+    >>> signature_input_names(model)
+    ['a', 'b']
+    """
+    structure = getattr(model, "input", None) if getattr(
+        model, "inputs", None) else None
+    if isinstance(structure, dict):
+        return sorted(structure)          # tf.nest's order of the inputs
+    return input_layer_names(model)
+
+
+def model_feed(model, samples):
+    """``samples`` (an array, or a list per input in the order of
+    ``model.inputs``) as ``model.predict`` takes them: a dict for a
+    dict-input model, keyed as :func:`signature_input_names`.
+
+    >>> import keras, numpy as np
+    >>> a, b = keras.Input((2,)), keras.Input((3,))
+    >>> model = keras.Model({"b": b, "a": a},
+    ...                     keras.layers.Concatenate()([a, b]))
+    >>> sorted(model_feed(model, [np.ones((1, 2)), np.ones((1, 3))]))
+    ['a', 'b']
+    """
+    structure = getattr(model, "input", None) if getattr(
+        model, "inputs", None) else None
+    if isinstance(structure, dict) and isinstance(samples, (list, tuple)):
+        return dict(zip(signature_input_names(model), samples))
+    return samples
+
+
 def input_shapes(model):
     """``[shape without batch, ...]`` of ``model.inputs``, or None for a
     subclassed model."""
@@ -285,17 +326,21 @@ def _one_hot_pair(data, expected):
     return len(x) == len(expected) + 1 and x[0] == y[0] and x != y
 
 
-def _by_input_name(data, names, what):
+def _by_input_name(data, names, what, signature_names=None):
     """The arrays of dict ``data`` in the order of the model's input
-    ``names`` (the one array for a single input)."""
+    ``names`` (the one array for a single input); keyed either by those
+    (tensor) names or by the ``signature_names`` the flatbuffer gives the
+    same inputs (:func:`signature_input_names`)."""
     if not names and len(data) == 1:
         return next(iter(data.values()))   # subclassed: no input names
-    if sorted(data) != sorted(names):
-        raise InputError(
-            f"{what} has keys {sorted(data)}; the model's inputs are "
-            f"{names}: give one array per input, keyed by input name")
-    arrays = [data[n] for n in names]
-    return arrays[0] if len(arrays) == 1 else arrays
+    for keys in (names, signature_names or names):
+        if sorted(data) == sorted(keys):
+            arrays = [data[n] for n in keys]
+            return arrays[0] if len(arrays) == 1 else arrays
+    shown = signature_names or names
+    raise InputError(
+        f"{what} has keys {sorted(data)}; the model's inputs are "
+        f"{shown}: give one array per input, keyed by input name")
 
 
 def as_samples(data, model, what="representative_data", limit=None):
@@ -320,7 +365,9 @@ def as_samples(data, model, what="representative_data", limit=None):
                                what, limit)
         data = data[0] if len(data) == 1 else data
     if isinstance(data, dict):
-        data = _by_input_name(data, names, what)
+        data = _by_input_name(data, names, what,
+                              signature_input_names(model) if names
+                              else None)
     if shapes is None or len(shapes) == 1:
         expected = shapes[0] if shapes else None
         if isinstance(data, (tuple, list)) and len(data) == 2 and (

@@ -168,7 +168,8 @@ class ConversionResult:
         return check
 
     def _check_each_output(self, interp, keras_model, x, refused):
-        from tfcompress.convert.inputs import input_names
+        from tfcompress.convert.inputs import (model_feed,
+                                               signature_input_names)
         signatures = interp.get_signature_list()
         xs = x if isinstance(x, list) else [x]
         if not signatures:
@@ -176,17 +177,14 @@ class ConversionResult:
                                     "name its inputs and outputs by")
         key = next(iter(signatures))
         runner = interp.get_signature_runner(key)
-        names = input_names(keras_model) if len(xs) > 1 else \
+        names = signature_input_names(keras_model) if len(xs) > 1 else \
             signatures[key]["inputs"]
         if sorted(names) != sorted(signatures[key]["inputs"]):
             return self._skip_check(
                 f"the signature's inputs {signatures[key]['inputs']} are "
                 f"not the model's {names}")
         got = run_signature(runner, dict(zip(names, xs)))
-        structure = getattr(keras_model, "input", None) \
-            if len(xs) > 1 else None
-        feed = (dict(zip(names, xs)) if isinstance(structure, dict)
-                else xs if len(xs) > 1 else xs[0])
+        feed = model_feed(keras_model, xs) if len(xs) > 1 else xs[0]
         ref = keras_model.predict(feed, verbose=0, batch_size=256)
         if not isinstance(ref, dict):
             ref = {f"output_{i}": r for i, r in enumerate(

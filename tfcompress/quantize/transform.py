@@ -42,6 +42,17 @@ FUSABLE_ACTIVATIONS = ("relu", "relu6")
 NOT_ANNOTATED = "not annotated: kept float (quantize_apply)"
 
 
+def _passes_values_on(layer) -> bool:
+    """Whether ``layer`` only moves, copies or drops its input's values
+    (TFLite's PAD, RESHAPE, MAX_POOL_2D, ... keep their input's scale),
+    so that left unannotated it follows a quantized tensor it reads. A
+    pooling to a mean or a bilinear upsampling computes new values."""
+    if not isinstance(layer, PASS_THROUGH) or isinstance(
+            layer, (L.AveragePooling1D, L.AveragePooling2D)):
+        return False
+    return getattr(layer, "interpolation", "nearest") == "nearest"
+
+
 class UnsupportedLayerError(InputError, RuntimeError):
     """A layer tfcompress does not know how to quantize: an
     :class:`InputError`, and the ``RuntimeError`` tfmot's ``quantize_model``
@@ -192,6 +203,11 @@ class _QatGraph:
                     is_container(layer) and any(
                         is_annotated(inner) for inner in iter_layers(layer))):
                 is_quantized[layer.name] = True
+            elif _passes_values_on(layer):
+                # unannotated padding, reshaping, max pooling, dropout: the
+                # int8 values it reads, passed on at their scale
+                is_quantized[layer.name] = all(
+                    is_quantized.get(p, None) is True for p in parents)
             else:
                 is_quantized[layer.name] = getattr(
                     layer, "_tfcompress_from_op", False) and all(

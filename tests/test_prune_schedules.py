@@ -149,3 +149,16 @@ def test_one_shot_constant_sparsity_equals_tfmot(tfmot):
     for t in range(4):
         step = tf.constant(t, tf.int64)
         assert bool(ours(step)[0]) == bool(ref(step)[0])
+
+
+def test_polynomial_decay_without_an_end_says_it_needs_one():
+    """-1 means no end for ConstantSparsity only: the message for
+    PolynomialDecay must not offer it."""
+    from tfcompress.errors import InputError
+    with pytest.raises(InputError) as err:
+        PolynomialDecay(0.0, 0.5, 0, end_step=-1)
+    assert "-1 for no end" not in str(err.value)
+    assert "PolynomialDecay" in str(err.value) and "end_step" in str(
+        err.value)
+    with pytest.raises(InputError, match=r"or -1 for no end"):
+        ConstantSparsity(0.5, 0, end_step=-2)

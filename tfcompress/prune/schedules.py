@@ -45,9 +45,14 @@ def _validate_steps(begin_step, end_step, frequency, allow_open_end,
         raise InputError(f"frequency must be > 0, got {frequency}")
     if end_step == -1 and allow_open_end:
         return
-    if end_step < 0:
+    if end_step < 0 and allow_open_end:
         raise InputError(f"end_step must be >= 0 (or -1 for no end), got "
                          f"{end_step}")
+    if end_step < 0:
+        raise InputError(f"PolynomialDecay needs an end_step >= 0 (the step "
+                         f"its sparsity reaches final_sparsity), got "
+                         f"{end_step}; for a sparsity that holds from "
+                         "begin_step on, use ConstantSparsity")
     if end_step < begin_step or (end_step == begin_step
                                  and not allow_one_step):
         raise InputError(f"end_step ({end_step}) must be greater than "

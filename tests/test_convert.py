@@ -615,3 +615,17 @@ def test_a_qat_model_without_data_is_checked_on_inputs_in_its_range():
     assert result.report["numerical_check_data"] == \
         "random inputs in [0, 255]"
     assert result.report["numerical_check"]["samples"] == 32
+
+
+
+def test_calibrating_from_few_samples_says_so_in_the_notes():
+    """Ranges from 3 samples are from 3 samples: the report says how many
+    calibrated it and how many were asked for; 200 say nothing."""
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    x = np.random.default_rng(0).random((200, 8), dtype=np.float32)
+    few = convert(model, "int8", representative_data=x[:3]).report["notes"]
+    assert [n for n in few if "3 samples" in n and "200" in n]
+    full = convert(model, "int8", representative_data=x).report["notes"]
+    assert not [n for n in full if "samples" in n and "calibrat" in n]

@@ -388,6 +388,13 @@ def _convert(model, mode, representative_data, input_type, output_type,
                                                 calibration_samples)
     if calib is not None:
         _check_finite_outputs(model, calib)
+        count = len(calib[0] if isinstance(calib, list) else calib)
+        if given is not None and count < calibration_samples:
+            notes.append(
+                f"activation ranges calibrated from {count} samples "
+                f"(calibration_samples={calibration_samples}): ranges from "
+                "few samples miss the values other inputs reach; give "
+                "100-500 typical inputs")
 
     def configured(converter):
         return _configure(converter, mode, calib, sparse, per_channel,

@@ -841,3 +841,21 @@ def test_a_two_output_model_keeps_its_output_names(transform):
         epochs=1, verbose=0, callbacks=[prune.UpdatePruningStep()]
         if transform == "prune" else [])
     assert {"main_loss", "aux_loss"} <= set(history.history)
+
+
+def test_pruned_and_stripped_model_keeps_the_input_layer_name():
+    """Keras' clone_model names a clone's input after the tensor
+    (keras_tensor_N for an unnamed keras.Input): pruning and stripping
+    keep the user's input layer, so the flatbuffer's signature feeds the
+    same name as the unpruned model's and the QAT model's."""
+    import keras
+    from tfcompress import prune, quantize
+    from tfcompress.convert.inputs import signature_input_names
+    i = keras.Input((4,))
+    model = keras.Model(i, keras.layers.Dense(2)(i))
+    layer_name = model.layers[0].name
+    pruned = prune.prune_low_magnitude(model, prune.ConstantSparsity(0.5, 0))
+    stripped = prune.strip_pruning(pruned)
+    for m in (pruned, stripped, quantize.quantize_model(stripped)):
+        assert m.layers[0].name == layer_name
+        assert signature_input_names(m) == [layer_name]

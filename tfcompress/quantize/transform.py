@@ -24,7 +24,8 @@ from tfcompress.quantize.pooling import (AVERAGE_POOLING,
 from tfcompress.quantize.shared_ranges import (feeds_concat_only as
                                                _feeds_concat_only,
                                                shared_range_groups)
-from tfcompress.utils.layer_map import copy_layer, is_container, iter_layers
+from tfcompress.utils.layer_map import (copy_layer, input_like,
+                                         is_container, iter_layers)
 from tfcompress.errors import InputError
 
 FUSABLE = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.Conv2DTranspose,
@@ -58,14 +59,6 @@ class UnsupportedLayerError(InputError, RuntimeError):
     :class:`InputError`, and the ``RuntimeError`` tfmot's ``quantize_model``
     raises for a layer it has no config for, so code catching either works.
     """
-
-
-def _input_like(tensor, name):
-    """A new ``keras.Input`` named ``name`` with ``tensor``'s batch shape
-    and dtype: a fixed batch size and an integer input stay as the model
-    has them."""
-    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype,
-                       name=name)
 
 
 def _affine_channels(layer):
@@ -437,13 +430,13 @@ class _QatGraph:
         if isinstance(layer, L.InputLayer) or not parents:
             source = (layer.output if isinstance(layer, L.InputLayer)
                       else self.model.inputs[0])
-            self.add_input(name, _input_like(source, name),
+            self.add_input(name, input_like(source, name),
                            f"quant_input_{name}")
             return
         if parents == [_SEQUENTIAL_INPUT] and \
                 _SEQUENTIAL_INPUT not in self.tensors:
             self.add_input(_SEQUENTIAL_INPUT,
-                           _input_like(self.model.inputs[0], "input"),
+                           input_like(self.model.inputs[0], "input"),
                            "quant_input")
         if not self.quantized(layer):
             kept = copy_layer(layer)

@@ -22,8 +22,8 @@ import keras
 
 from tfcompress import compat
 from tfcompress.errors import InputError
-from tfcompress.utils.layer_map import (copy_layer, is_container,
-                                         iter_layers)
+from tfcompress.utils.layer_map import (copy_layer, input_like,
+                                         is_container, iter_layers)
 
 
 class _Inliner:
@@ -134,9 +134,7 @@ def flatten_nested(model: keras.Model) -> keras.Model:
             f"name=...)")
     # named as the user's input layers (an unnamed keras.Input's tensor is
     # keras_tensor_N, its layer input_layer_N)
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                          name=compat.keras_history(t).operation.name)
-              for t in model.inputs]
+    inputs = [input_like(t) for t in model.inputs]
     outputs = _Inliner().call(model, *inputs)
     flat = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
                        outputs, name=model.name)

@@ -153,7 +153,8 @@ def map_layers(model: keras.Model,
                 pairs.append((layer, target))
         return fn(target)
 
-    clone = keras.models.clone_model(model, clone_function=clone_fn)
+    clone = keras.models.clone_model(model, clone_function=clone_fn,
+                                     **_named_inputs(model))
     if not model.trainable and clone.trainable:
         # a frozen base (base.trainable = False) stays a frozen model, so
         # that setting it trainable again unfreezes its layers (Keras'
@@ -166,6 +167,37 @@ def map_layers(model: keras.Model,
                                  "cloning; build the model first")
             new.set_weights(original.get_weights())
     return clone
+
+
+def input_like(tensor, name=None):
+    """A new ``keras.Input`` with ``tensor``'s batch shape and dtype, named
+    ``name`` or as the InputLayer behind ``tensor`` (what the user named:
+    an unnamed ``keras.Input`` has the layer ``input_layer_N`` and the
+    tensor ``keras_tensor_N``).
+
+    >>> i = keras.Input((3,))
+    >>> input_like(i).name == keras.Model(i, i).layers[0].name
+    True
+    """
+    if name is None:
+        name = compat.keras_history(tensor).operation.name
+    return keras.Input(batch_shape=tuple(tensor.shape), dtype=tensor.dtype,
+                       name=name)
+
+
+def _named_inputs(model):
+    """``clone_model``'s ``input_tensors`` for a Functional ``model``: new
+    inputs named as its input layers, where Keras would name them after
+    the tensors; none for a Sequential model, whose clone keeps them."""
+    if isinstance(model, keras.Sequential) or not getattr(
+            model, "inputs", None):
+        return {}
+    try:
+        inputs = [input_like(t) for t in model.inputs]
+    except compat.CompatError:
+        return {}
+    return {"input_tensors": keras.tree.pack_sequence_as(model.input,
+                                                         inputs)}
 
 
 def copy_model(model: keras.Model) -> keras.Model:

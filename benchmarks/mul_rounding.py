@@ -153,4 +153,6 @@ def main():
 
 
 if __name__ == "__main__":
+    from tfcompress.quiet import filter_native_stderr_live
+    filter_native_stderr_live()   # TensorFlow's log lines, not the figures
     main()

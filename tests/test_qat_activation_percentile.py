@@ -4,6 +4,7 @@ follow a percentile of each batch instead of its min and max."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers as L
 
 from tfcompress import quantize
@@ -68,3 +69,63 @@ def test_a_percentile_outside_50_to_100_is_refused(bad):
     with pytest.raises(InputError, match="activation_percentile must be"):
         quantize.Default8BitScheme(activation_percentile=bad)
 
+
+
+def _kth_from_each_end(x, percentile):
+    """The reference: the k-th smallest and largest of ``x`` by sorting,
+    k = the share of values the percentile leaves out on each side."""
+    flat = np.sort(np.asarray(x, np.float32).ravel())
+    k = max(1, int(np.float32(flat.size) *
+                   np.float32(1.0 - percentile / 100.0)))
+    return flat[k - 1], flat[-k]
+
+
+@pytest.mark.parametrize("shape, percentile, where", [
+    ((16, 8, 8, 12), 99.99, "spread"),
+    ((16, 8, 8, 12), 99.0, "one_row"),      # every outlier in one row
+    ((16, 8, 8, 12), 99.0, "one_channel"),
+    ((16, 8, 8, 12), 90.0, "spread"),       # more left out than rows hold
+    ((64, 300), 99.9, "one_row"),
+    ((5000,), 99.0, "spread"),
+    ((32, 6, 6, 1), 99.5, "ties"),
+])
+def test_batch_range_is_exactly_the_kth_value_from_each_end(shape, percentile,
+                                                            where):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype("float32")
+    if where == "one_row":
+        x.reshape(-1, shape[-1])[3] *= 100.0
+    elif where == "one_channel":
+        x[..., 5] *= 100.0
+    elif where == "ties":
+        x = np.clip(np.round(x * 2), -3, 6).astype("float32")
+    lo, hi = fq.batch_range(x, percentile)
+    want_lo, want_hi = _kth_from_each_end(x, percentile)
+    assert (float(lo), float(hi)) == (want_lo, want_hi)
+    traced = tf.function(lambda t: fq.batch_range(t, percentile),
+                         input_signature=[tf.TensorSpec(
+                             (None,) + shape[1:], tf.float32)])
+    assert [float(v) for v in traced(x)] == [want_lo, want_hi]
+
+
+def test_batch_range_sorts_candidates_not_the_whole_batch():
+    """The percentile of a (batch, ..., channels) activation: only the
+    rows holding the largest and smallest values are searched."""
+    shape = (128, 16, 16, 96)
+    graph = tf.function(lambda t: fq.batch_range(t, 99.99)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    searched = [op.inputs[0].shape for op in graph.get_operations()
+                if op.type == "TopKV2"]
+    assert searched
+    size = int(np.prod(shape))
+    for s in searched:
+        assert s.num_elements() is None or s.num_elements() < size // 10, s
+
+
+def test_batch_range_compiles_with_xla():
+    x = np.random.default_rng(2).standard_normal((8, 4, 4, 6)).astype(
+        "float32")
+    compiled = tf.function(lambda t: fq.batch_range(t, 99.0),
+                           jit_compile=True)
+    assert [float(v) for v in compiled(x)] == [
+        float(v) for v in _kth_from_each_end(x, 99.0)]

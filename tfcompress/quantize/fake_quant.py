@@ -89,14 +89,38 @@ def batch_range(x, percentile=None):
     >>> [round(float(v), 2) for v in batch_range(x, 99.0)]
     [-0.98, 0.98]
     """
-    x = tf.reshape(tf.convert_to_tensor(x, tf.float32), [-1])
+    x = tf.convert_to_tensor(x, tf.float32)
     if percentile is None or percentile >= 100:
         return tf.reduce_min(x), tf.reduce_max(x)
     # the k-th largest and smallest values: k = the share left out
+    left_out = 1.0 - percentile / 100.0
     size = tf.cast(tf.size(x), tf.float32)
-    k = tf.maximum(1, tf.cast(size * (1.0 - percentile / 100.0), tf.int32))
-    return (-tf.reduce_min(tf.math.top_k(-x, k, sorted=False).values),
-            tf.reduce_min(tf.math.top_k(x, k, sorted=False).values))
+    k = tf.maximum(1, tf.cast(size * left_out, tf.int32))
+    width = x.shape[-1] if x.shape.rank and x.shape.rank > 1 else None
+    if width is None or width * left_out > 1.0:
+        flat = tf.reshape(x, [-1])
+        return (-tf.reduce_min(tf.math.top_k(-flat, k, sorted=False).values),
+                tf.reduce_min(tf.math.top_k(flat, k, sorted=False).values))
+    rows = tf.reshape(x, [-1, width])
+    return _kth_smallest(rows, k), _kth_largest(rows, k)
+
+
+def _kth_largest(rows, k):
+    """The k-th largest value of ``rows`` (at least k of them), searching
+    only the k rows with the largest maxima: every value above the k-th
+    largest row maximum lies in one of them, and they hold k values at
+    least that large, so the k-th largest value is among them."""
+    best = tf.math.top_k(tf.reduce_max(rows, 1), k, sorted=False).indices
+    candidates = tf.reshape(tf.gather(rows, best), [-1])
+    return tf.reduce_min(tf.math.top_k(candidates, k, sorted=False).values)
+
+
+def _kth_smallest(rows, k):
+    """:func:`_kth_largest` from the other end."""
+    best = tf.math.top_k(-tf.reduce_min(rows, 1), k, sorted=False).indices
+    candidates = tf.reshape(tf.gather(rows, best), [-1])
+    return -tf.reduce_min(tf.math.top_k(-candidates, k,
+                                        sorted=False).values)
 
 
 def update_range(x, min_var, max_var, seen_var, decay=0.999,

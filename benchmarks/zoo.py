@@ -64,6 +64,8 @@ MODELS = {
     "resnet50": ("ResNet50", {}, False),
 }
 DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
+# the models also timed at --speed-size by default: the channel aim's
+SPEED_MODELS = "mobilenet_v2"
 # each model's wall seconds in the default run (tfmot's side included),
 # to start the longest pipelines first with --jobs
 RELATIVE_COST = {"efficientnet_b0": 1354, "resnet50": 1354, "resnet20": 752,
@@ -220,6 +222,11 @@ def parse_args(argv=None):
                         "the same architecture at that input shape "
                         "(latency only: they were trained at --size); "
                         "'' for none (default: 96)")
+    p.add_argument("--speed-models", default=SPEED_MODELS,
+                   help="comma-separated models timed at --speed-size, "
+                        "'all' or '' for none (default: mobilenet_v2, the "
+                        "model of the channel speed-up aim; the others "
+                        "add about 30 s each)")
     p.add_argument("--jobs", type=int, default=2,
                    help="models trained at once, each in its own process "
                         "(their first training steps are single-threaded "
@@ -262,6 +269,11 @@ def parse_args(argv=None):
                 f"{args.speed_size!r}")
     if any(v < 32 for v in args.speed_sizes):
         p.error("--speed-size must be at least 32")
+    if isinstance(args.speed_models, str):
+        args.speed_models = (args.models.split(",")
+                             if args.speed_models == "all" else
+                             [v for v in args.speed_models.split(",") if v])
+    check_models(p, ",".join(args.speed_models) or args.models)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
     if args.channel_start_epoch is None:
@@ -687,7 +699,7 @@ def run_model(name, args, tmp):
     if "ptq_int8" in wanted and "error" not in row["paths"].get(
             "ptq_int8", {}):
         kept["ptq_int8"] = fl
-    for size in args.speed_sizes:
+    for size in speed_sizes_of(name, args):
         t = time.perf_counter()
         speed = row.setdefault("speed", {}).setdefault(str(size), {})
         for key, model in kept.items():
@@ -700,6 +712,12 @@ def run_model(name, args, tmp):
                       f"{error_text(e)}", flush=True)
         path_seconds[f"speed_{size}px"] = round(time.perf_counter() - t, 1)
     return row
+
+
+def speed_sizes_of(name, args):
+    """The --speed-size sides ``name`` is timed at: all of them for the
+    --speed-models, none for the others."""
+    return list(args.speed_sizes) if name in args.speed_models else []
 
 
 def channel_start(keras_module, epoch):
@@ -917,7 +935,7 @@ TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
                       "finetune_schedule")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
-    "speed_size",
+    "speed_size", "speed_models",
     "channel_distill", "channel_finetune", "qat_freeze_bn_delay",
     "qat_ema_decay", "qat_activation_percentile", "channel_schedule",
     "channel_freeze_bn_delay", "channel_start_epoch")
@@ -932,6 +950,8 @@ def side_command(side, name, args, tmp, options):
         value, flag = getattr(args, key), f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
             cmd += [flag] if value else []
+        elif isinstance(value, list):
+            cmd += [flag, ",".join(value)]
         elif value is not None:
             cmd += [flag, str(value)]
     return cmd

@@ -165,6 +165,18 @@ def test_speed_size_takes_a_list_of_sides_of_at_least_32():
         zoo.parse_args(["--speed-size", "16"])
 
 
+def test_only_the_speed_models_are_timed_at_the_speed_sizes():
+    assert zoo.parse_args([]).speed_models == ["mobilenet_v2"]
+    assert zoo.parse_args(["--speed-models", "all"]).speed_models == \
+        zoo.parse_args([]).models.split(",")
+    assert zoo.parse_args(["--speed-models", ""]).speed_models == []
+    with pytest.raises(SystemExit):
+        zoo.parse_args(["--speed-models", "mobilenet_v9"])
+    args = zoo.parse_args(["--speed-models", "resnet20"])
+    assert zoo.speed_sizes_of("resnet20", args) == [96]
+    assert zoo.speed_sizes_of("mobilenet_v2", args) == []
+
+
 def test_channel_aim_is_judged_at_the_trained_and_at_each_speed_size():
     row = _row({"CONV_2D": 10, "QUANTIZE": 1, "DEQUANTIZE": 1})
     row["size"] = 32
@@ -449,6 +461,7 @@ def test_model_process_gets_every_option_run_model_reads():
                            "--paths", "qat_int8,ptq_int8",
                            "--channel-norm", "l1", "--channel-distill",
                            "--speed-size", "96", "--channel-sparsity", "0.3",
+                           "--speed-models", "resnet20,mobilenet_v2",
                            "--qat-freeze-bn-delay", "0"])
     cmd = zoo.model_side_command("resnet20", args, "/tmp/x")
     child = zoo.parse_args(cmd[2:])
@@ -458,6 +471,7 @@ def test_model_process_gets_every_option_run_model_reads():
                                          "calibration_samples"):
         assert getattr(child, key) == getattr(args, key), key
     assert child.speed_sizes == [96]
+    assert child.speed_models == ["resnet20", "mobilenet_v2"]
     assert child.qat_freeze_bn_delay == 0
 
 

@@ -86,9 +86,9 @@ def main():
                     help="also run LiteRT aarch64 in the emulated root")
     ap.add_argument("--name", default="mul_rounding")
     args = ap.parse_args()
-    from tfcompress.bench import arm_root, runner
+    from tfcompress.bench import arm_root
     from tfcompress.bench.cross_check import quantize_inputs
-    from tfcompress.bench.first_difference import with_every_output
+    from tfcompress.bench.first_difference import EveryOutputCopy
     from tfcompress.inspect.model_reader import read_model
     from zoo_arm import inputs_for, sidecar_scale
     xv = common.fashion_mnist(64, args.samples)[1][0]
@@ -102,25 +102,20 @@ def main():
                                                   "*.tflite"))):
             name = os.path.splitext(os.path.basename(path))[0]
             with open(path, "rb") as f:
-                raw = f.read()
-            model = read_model(raw)
+                model = read_model(f.read())
             graph, names = model["subgraphs"][0], [o["name"] for o in
                                                    model["opcodes"]]
             if "MUL" not in {names[op["opcode"]] for op in
                              graph["operators"]}:
                 continue
-            copy, data = (os.path.join(tmp, f"{name}{e}")
-                          for e in (".tflite", ".npz"))
-            with open(copy, "wb") as f:
-                f.write(with_every_output(raw))
+            data = os.path.join(tmp, f"{name}.npz")
             x = inputs_for(path, xv, sidecar_scale(path))
             np.savez(data, x=quantize_inputs(path, x))
-            rows[name] = {"x86_64": mul_counts(
-                graph, names, runner.every_output(copy, data,
-                                                  "ai_edge_litert"))}
+            every = EveryOutputCopy(path, data, tmp)
+            rows[name] = {"x86_64": mul_counts(graph, names, every.dump())}
             if args.arm:
                 dump = os.path.join(tmp, f"{name}.arm.npz")
-                r = arm_root.run_runner(root, [copy, "--data", data,
+                r = arm_root.run_runner(root, [every.path, "--data", data,
                                                "--runtime", "ai_edge_litert",
                                                "--every-output", dump],
                                         site=site)

@@ -410,6 +410,29 @@ def test_every_output_copy_outputs_each_op_result_and_the_same_final(
     assert not _same_final(dump, outputs + 1.0, graph)
 
 
+def test_every_output_copy_is_written_and_run_once_per_model(tmp_path):
+    """Each arm64 runtime's trace of a model compares with the same x86
+    dump: the copy is written once and run once per x86 runtime."""
+    from tfcompress.bench import runner
+    from tfcompress.bench.first_difference import EveryOutputCopy
+    path, x, _ = _tiny_int8_conv(tmp_path, n=3)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    every = EveryOutputCopy(str(path), str(data), str(tmp_path))
+    assert os.path.isfile(every.path) and every.path != str(path)
+    written = os.stat(every.path).st_mtime_ns
+    first = every.dump("ai_edge_litert")
+    assert every.dump("ai_edge_litert") is first
+    assert os.stat(every.path).st_mtime_ns == written
+    want = runner.every_output(every.path, str(data), "ai_edge_litert")
+    assert sorted(first) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(first[key], want[key])
+    from tfcompress.inspect.model_reader import read_model
+    assert every.model["subgraphs"][0]["outputs"] == read_model(
+        path.read_bytes())["subgraphs"][0]["outputs"]
+
+
 def test_fresh_differences_name_the_op_a_difference_starts_at_only(
         tmp_path):
     """One element of one op's output changed, and every later op's output
@@ -466,10 +489,11 @@ def test_first_difference_runs_the_every_output_copy_on_arm64(
                                    "1", "--outputs", str(outputs)])
     assert r.returncode == 0, r.stderr[-500:]
     arm = np.load(outputs)
+    from tfcompress.bench.first_difference import EveryOutputCopy
     run = _ArmRun(root=root, site=None, cpu=arm_root.DEFAULT_CPU,
                   timeout=600, tmp=str(tmp_path), log=print)
-    first = run.first_difference("conv", "tflite_runtime", str(path),
-                                 str(data), arm)
+    every = EveryOutputCopy(str(path), str(data), str(tmp_path))
+    first = run.first_difference("tflite_runtime", every, arm)
     assert "error" not in first, first
     from tfcompress.inspect.model_reader import read_model
     model = read_model(path.read_bytes())

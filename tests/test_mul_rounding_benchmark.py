@@ -13,8 +13,7 @@ import mul_rounding  # noqa: E402
 
 def test_x86_xnnpack_int8_mul_outputs_follow_the_fp32_rule(tmp_path):
     import keras
-    from tfcompress.bench import runner
-    from tfcompress.bench.first_difference import with_every_output
+    from tfcompress.bench.first_difference import EveryOutputCopy
     from tfcompress.convert import convert
     from tfcompress.inspect.model_reader import read_model
     keras.utils.set_random_seed(0)
@@ -23,12 +22,12 @@ def test_x86_xnnpack_int8_mul_outputs_follow_the_fp32_rule(tmp_path):
     g = keras.layers.Conv2D(8, 1, activation="sigmoid")(i)
     model = keras.Model(i, keras.layers.Multiply()([a, g]))
     x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype("float32")
-    raw = convert(model, "int8", representative_data=x).tflite_bytes
-    copy = tmp_path / "every.tflite"
-    copy.write_bytes(with_every_output(raw))
-    tflite = read_model(raw)
+    path = tmp_path / "mul.tflite"
+    convert(model, "int8", representative_data=x, output_path=str(path))
+    every = EveryOutputCopy(str(path), {"x": x}, str(tmp_path))
+    tflite = read_model(path.read_bytes())
     counts = mul_rounding.mul_counts(
         tflite["subgraphs"][0], [o["name"] for o in tflite["opcodes"]],
-        runner.every_output(str(copy), {"x": x}, "ai_edge_litert"))
+        every.dump())
     assert counts["ops"] == 1 and counts["elements"] == 64 * 8 * 8 * 8
     assert counts["fp32_misses"] == 0

@@ -23,6 +23,7 @@ device-side runner; no TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -178,22 +179,19 @@ class _ArmRun:
         self.timeout, self.tmp, self.log = timeout, tmp, log
         self.trace = trace
 
-    def first_difference(self, name, rt, path, data, arm):
+    def first_difference(self, rt, every, arm):
         """Where arm64 (runtime ``rt``, XNNPACK as by default) and x86
         LiteRT first compute different values: the ops whose inputs were
-        equal and outputs not, run on a copy of the model that outputs
-        every op's result (:mod:`first_difference`). ``{"ops": [...],
-        "fresh_ops": n}``, or ``{"error": ...}``."""
-        with open(path, "rb") as f:
-            raw = f.read()
-        copy = os.path.join(self.tmp, f"{name}.every_output.tflite")
-        with open(copy, "wb") as f:
-            f.write(first_difference.with_every_output(raw))
-        dump = os.path.join(self.tmp, f"{name}.{rt}.every_output.npz")
+        equal and outputs not, run on ``every`` (the model's
+        :class:`first_difference.EveryOutputCopy`, shared by the model's
+        runtimes). ``{"ops": [...], "fresh_ops": n}``, or
+        ``{"error": ...}``."""
+        stem = os.path.splitext(os.path.basename(every.path))[0]
+        dump = os.path.join(self.tmp, f"{stem}.{rt}.npz")
         try:
             r = arm_root.run_runner(
-                self.root, [copy, "--data", data, "--runtime", rt,
-                            "--every-output", dump],
+                self.root, [every.path, "--data", every.data, "--runtime",
+                            rt, "--every-output", dump],
                 timeout=self.timeout, site=self.site, cpu=self.cpu)
         except arm_root.ArmRootError as e:
             return {"error": str(e)}
@@ -201,19 +199,20 @@ class _ArmRun:
             return {"error": arm_root.runner_error(r)}
         with np.load(dump) as f:
             arm_dump = dict(f)
-        x86_dump = runner.every_output(copy, data, "ai_edge_litert")
-        model = read_model(raw)
-        graph = model["subgraphs"][0]
+        graph = every.model["subgraphs"][0]
         if not _same_final(arm_dump, arm, graph):
             return {"error": "the copy that outputs every op's result "
                              "computes other final outputs than the model"}
         ops = first_difference.fresh_differences(
-            graph, [o["name"] for o in model["opcodes"]], arm_dump,
-            x86_dump)
+            graph, [o["name"] for o in every.model["opcodes"]], arm_dump,
+            every.dump("ai_edge_litert"))
         return {"ops": ops[:10], "fresh_ops": len(ops)}
 
     def compare(self, name, rt, path, data, step, refs, same, base,
-                import_errors):
+                import_errors, every=None):
+        """``every``: a callable giving the model's
+        :class:`first_difference.EveryOutputCopy` (made on first use) for
+        tracing a difference of more than one step."""
         outputs = os.path.join(self.tmp, f"{name}.{rt}.npy")
         result = os.path.join(self.tmp, f"{name}.{rt}.json")
         t0 = time.time()
@@ -254,9 +253,9 @@ class _ArmRun:
         if rt == "tflite_runtime" and same is not None:
             base.update(_same_runtime_fields(same, arm, ref, ref_builtin,
                                              step))
-        if self.trace and counts["worse"]:
-            base["first_difference"] = self.first_difference(
-                name, rt, path, data, arm)
+        if self.trace and counts["worse"] and every is not None:
+            base["first_difference"] = self.first_difference(rt, every(),
+                                                             arm)
         self.log(f"{name} on {rt} {env['runtime_version']}: "
                  f"{counts['equal']} equal, {counts['off_by_one']} off "
                  f"by one, {counts['worse']} worse of {counts['total']} "
@@ -343,6 +342,8 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                                            name, timeout)
                 if isinstance(same, str):
                     log(f"{name}: {same}")
+            every = functools.cache(functools.partial(
+                first_difference.EveryOutputCopy, path, data, tmp))
             for rt in runtimes:
                 base = dict(op_versions=versions, x86_runtime=x86_label)
                 if rt in site_errors or rt in import_errors:
@@ -353,7 +354,7 @@ def cross_check(models, x, root=None, runtimes=ARM_RUNTIMES, timeout=3600,
                               timeout=timeout, tmp=tmp, log=log, trace=trace)
                 rows.append(run.compare(
                     name, rt, path, data, step, refs, same, base,
-                    import_errors))
+                    import_errors, every))
     return rows
 
 
@@ -361,10 +362,12 @@ def _same_final(dump, outputs, graph):
     """Whether ``dump``'s value of the model's first output, dequantized,
     equals the runner's ``outputs`` of the model itself."""
     out = graph["outputs"][0]
-    values = np.asarray(dump[f"t{out}"], np.float32)
-    q = graph["tensors"][out]["quantization"]
-    if graph["tensors"][out]["dtype"] in INTEGER_TYPES and q and q["scale"]:
-        values = (values - q["zero_point"][0]) * np.float32(q["scale"][0])
+    tensor = graph["tensors"][out]
+    q = tensor["quantization"]
+    values = runner.dequantize_output(np.asarray(dump[f"t{out}"]), {
+        "dtype": INTEGER_TYPES.get(tensor["dtype"], np.float32),
+        "quantization": (q["scale"][0], q["zero_point"][0])
+        if q and q["scale"] else (0.0, 0)})
     return np.array_equal(values.reshape(len(outputs), -1),
                           np.asarray(outputs, np.float32).reshape(
                               len(outputs), -1))

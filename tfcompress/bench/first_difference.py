@@ -26,9 +26,14 @@ difference starts rather than where it is passed on
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from tfcompress import compat
+from tfcompress.bench import runner
+from tfcompress.inspect.model_reader import read_model
+from tfcompress.utils.atomic import atomic_write_bytes
 
 
 def with_every_output(tflite_bytes: bytes) -> bytes:
@@ -50,6 +55,35 @@ def with_every_output(tflite_bytes: bytes) -> bytes:
                 seen.add(int(t))
     graph.outputs = np.asarray(outputs, np.int32)
     return compat.write_tflite_object(model, len(tflite_bytes) + 4096)
+
+
+class EveryOutputCopy:
+    """One flatbuffer's every-output copy (:func:`with_every_output`),
+    written once into ``folder``, and its outputs on ``data`` computed
+    once per runtime on this machine: a model's traces on several arm64
+    runtimes all compare with the same x86 dump.
+
+    Attributes: ``path`` (the copy), ``model`` (the original, as
+    :func:`tfcompress.inspect.model_reader.read_model` reads it).
+    """
+
+    def __init__(self, path, data, folder):
+        with open(path, "rb") as f:
+            raw = f.read()
+        self.model = read_model(raw)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        self.path = os.path.join(folder, f"{stem}.every_output.tflite")
+        atomic_write_bytes(self.path, with_every_output(raw))
+        self.data = data
+        self._dumps = {}
+
+    def dump(self, runtime="ai_edge_litert"):
+        """The copy's outputs with ``runtime`` here (``runner.every_output``:
+        ``{"t<tensor index>": (n, ...)}``), computed on the first call."""
+        if runtime not in self._dumps:
+            self._dumps[runtime] = runner.every_output(self.path, self.data,
+                                                       runtime)
+        return self._dumps[runtime]
 
 
 def _per_image_equal(a, b, n):

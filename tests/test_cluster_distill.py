@@ -580,6 +580,55 @@ def test_a_clusterable_layer_naming_no_weight_stays_plain_and_two_cluster():
     assert np.unique(scale.b.numpy()).size == 2
 
 
+class _FirstHalfOnLargest:
+    """A custom clustering algorithm, as tfmot's ClusteringAlgorithm
+    subclasses give it: built with the centroids (a tf.Variable), it says
+    which centroid each weight takes. This one puts the first half of the
+    weights on the largest centroid and the rest on the smallest."""
+
+    def __init__(self, clusters_centroids, *args):
+        import tensorflow as tf
+        assert isinstance(clusters_centroids, tf.Variable)
+        self.cluster_centroids = clusters_centroids
+
+    def get_pulling_indices(self, weight):
+        import tensorflow as tf
+        c = self.cluster_centroids
+        flat = tf.reshape(weight, [-1])
+        half = tf.size(flat) // 2
+        position = tf.range(tf.size(flat))
+        return tf.reshape(tf.where(position < half, tf.argmax(c),
+                                   tf.argmin(c)), tf.shape(weight))
+
+
+class _ScaleWithAlgorithm(_Scale):
+    def get_clusterable_algorithm(self, weight_name):
+        return _FirstHalfOnLargest if weight_name == "w" else None
+
+
+def test_a_clusterable_layer_s_own_algorithm_assigns_its_weights():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16,)), _ScaleWithAlgorithm(
+        ("w", "b"), name="scale")])
+    clustered = cluster.cluster_weights(model, 3)
+    scale = cluster.strip_clustering(clustered).get_layer("scale")
+    w = scale.w.numpy()
+    assert np.all(w[:8] == w.max()) and np.all(w[8:] == w.min())
+    assert w.max() > w.min()
+    # "b" has no algorithm of its own: the nearest centroid
+    assert np.unique(scale.b.numpy()).size == 3
+    with pytest.raises(InputError, match="get_clusterable_algorithm"):
+        cluster.cluster_weights(model, 3, per_channel=True)
+    # refreshed assignments follow the layer's algorithm too
+    moving = cluster.cluster_weights(model, 3, update_assignments=True)
+    wrapper = moving.get_layer("cluster_scale")
+    for v in (wrapper.layer.w, wrapper.layer.b):
+        v.assign(-v)                  # the nearest centroids change
+    assert wrapper.refresh_assignments() > 0     # b's: the nearest
+    w = cluster.strip_clustering(moving).get_layer("scale").w.numpy()
+    assert np.all(w[:8] == w.max()) and np.all(w[8:] == w.min())
+
+
 def _recurrent_attention_model():
     inputs = keras.Input((5, 6))
     x = keras.layers.LSTM(8, return_sequences=True, name="lstm")(inputs)

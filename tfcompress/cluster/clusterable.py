@@ -4,7 +4,12 @@ Built-in Keras layers cluster the kernels pruning would mask, as tfmot
 does: the kernel of a Conv/Dense, the input and recurrent kernels of a
 recurrent layer, the four projections of a MultiHeadAttention. Any other
 layer opts in as in tfmot, by implementing :class:`ClusterableLayer`: a
-method ``get_clusterable_weights()`` returning ``[(name, variable)]``.
+method ``get_clusterable_weights()`` returning ``[(name, variable)]``,
+and optionally ``get_clusterable_algorithm(name)`` returning, for a
+weight whose centroids are not simply the nearest, tfmot's kind of
+clustering-algorithm class: built with the centroids (a ``tf.Variable``),
+its ``get_pulling_indices(weight)`` says which centroid each weight takes
+(:func:`algorithm_indices`).
 
 >>> import keras
 >>> layer = keras.layers.Dense(4)
@@ -22,6 +27,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import keras
+import numpy as np
 
 from tfcompress.errors import InputError
 from tfcompress.prune.prunable import get_prunable_weights, is_prunable
@@ -108,3 +114,51 @@ def clusterable_weights(layer) -> list:
             f"layer {layer.name!r}: get_clusterable_weights() names a "
             f"weight twice ({names}); return each weight to cluster once")
     return variables
+
+
+def clustering_algorithm(layer, variable):
+    """The class ``layer.get_clusterable_algorithm(name)`` gives for its
+    clustered weight ``variable`` (tfmot's ClusterableLayer protocol), or
+    None: the nearest centroid."""
+    method = getattr(layer, "get_clusterable_algorithm", None)
+    if method is None or not isinstance(layer, ClusterableLayer):
+        return None
+    name = next(n for n, v in _pairs(layer) if v is variable)
+    return method(name)
+
+
+def algorithm_indices(algorithm, weight, centroids, layer_name):
+    """The centroid index of each value of ``weight`` (flat, int32) as a
+    clustering-algorithm class ``algorithm`` assigns them: built with the
+    ``centroids`` as a ``tf.Variable``, its ``get_pulling_indices(weight)``
+    gives one index per weight.
+
+    >>> import numpy as np, tensorflow as tf
+    >>> class Nearest:
+    ...     def __init__(self, clusters_centroids):
+    ...         self.c = clusters_centroids
+    ...     def get_pulling_indices(self, weight):
+    ...         return tf.argmin(tf.abs(weight[..., None] - self.c), -1)
+    >>> algorithm_indices(Nearest, np.array([[0.9, -1.2]]), [-1.0, 1.0],
+    ...                   "fc").tolist()
+    [1, 0]
+
+    Raises:
+      InputError: the indices are not one per weight, or not in
+        ``[0, len(centroids))``.
+    """
+    import tensorflow as tf
+    centroids = np.asarray(centroids, np.float32)
+    weight = tf.convert_to_tensor(np.asarray(weight, np.float32))
+    found = algorithm(tf.Variable(centroids, trainable=False))
+    indices = np.asarray(found.get_pulling_indices(weight))
+    name = getattr(algorithm, "__name__", type(algorithm).__name__)
+    if indices.shape != tuple(weight.shape) or not np.issubdtype(
+            indices.dtype, np.integer) or indices.size and (
+            indices.min() < 0 or indices.max() >= centroids.size):
+        raise InputError(
+            f"layer {layer_name!r}: {name}.get_pulling_indices gave "
+            f"{indices.dtype} indices of shape {indices.shape}; it must "
+            f"give one integer in [0, {centroids.size}) per weight, shape "
+            f"{tuple(weight.shape)}")
+    return indices.reshape(-1).astype(np.int32)

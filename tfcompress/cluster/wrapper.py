@@ -24,6 +24,8 @@ from tfcompress.utils.wrapper_build import WrappedBuildMixin
 from tfcompress.cluster.centroids import (aggregation_method, assign,
                                           centroid_method, init_centroids)
 from tfcompress.cluster.clusterable import (ClusterableLayer,
+                                            algorithm_indices,
+                                            clustering_algorithm,
                                             clusterable_weights)
 from tfcompress.prune.prunable import is_prunable
 from tfcompress.utils.channels import (from_output_channel_rows,
@@ -70,6 +72,9 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
     # (variable, centroids, indices, nonzero) per clustered weight, set by
     # build() outside Keras' tracking
     _clusters = ()
+    # the layer's own clustering-algorithm class per clustered weight, or
+    # None (the nearest centroid), set by build()
+    _algorithms = ()
 
     def __init__(self, layer, number_of_clusters, centroid_init="kmeans++",
                  preserve_sparsity=False, per_channel=False,
@@ -152,6 +157,15 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                              f"{size} weights of {self.layer.name}'s "
                              f"{smallest.name}; choose at most {size}, or "
                              "exclude the layer")
+        algorithms = [clustering_algorithm(self.layer, w) for w in weights]
+        if self.per_channel and any(a is not None for a in algorithms):
+            raise InputError(
+                f"layer {self.layer.name!r}: its get_clusterable_algorithm "
+                "assigns weights to one set of centroids, but per_channel="
+                "True gives each output channel its own; cluster it with "
+                "per_channel=False")
+        # the layer's own assignment rule per clustered weight, or None
+        object.__setattr__(self, "_algorithms", algorithms)
         clusters = [self._add_clusters(w, i) for i, w in enumerate(weights)]
         # (variable, centroids, indices, nonzero) per clustered weight,
         # kept out of Keras' tracking: the variables are the wrapper's own
@@ -180,7 +194,7 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             c = init_centroids(vals, kk, self.centroid_init)
             c = np.concatenate([c, np.full(k - kk, c[-1])])
             cents[ch] = c
-            idx[ch] = assign(mat[ch], c[:kk])
+            idx[ch] = self._assign(position, kernel, mat[ch], c[:kk], c)
         centroids = self.add_weight(
             name="centroids" + suffix, shape=cents.shape,
             initializer=keras.initializers.Constant(cents), trainable=True)
@@ -195,6 +209,17 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         # assignments are refreshed)
         kernel.trainable = self.update_assignments and self.trainable
         return kernel, centroids, indices, nonzero
+
+    def _assign(self, position, kernel, row, live, centroids):
+        """Centroid indices of ``row`` of weight ``position`` (``kernel``):
+        the nearest of the ``live`` centroids, or the layer's own
+        algorithm's choice among all ``centroids`` (with per_channel=False
+        the one row is the whole kernel, given to it in its shape)."""
+        algorithm = self._algorithms[position]
+        if algorithm is None:
+            return assign(row, live)
+        return algorithm_indices(algorithm, np.asarray(kernel), centroids,
+                                 self.layer.name)
 
     @property
     def trainable(self):
@@ -230,7 +255,8 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             raise InputError(f"{self.name}: refresh_assignments needs "
                              "ClusterWeights(..., update_assignments=True)")
         changed = 0
-        for kernel, centroids, indices, nonzero in self._clusters:
+        for position, (kernel, centroids, indices, nonzero) in enumerate(
+                self._clusters):
             latent = np.asarray(self._as_matrix(kernel))
             cents = np.asarray(centroids)
             old = np.asarray(indices)
@@ -240,7 +266,10 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
                 live = cents[ch][:_centroids_for_nonzeros(
                     cents.shape[1], keep[ch])]
                 order = np.argsort(live, kind="stable")
-                near = order[assign(latent[ch], live[order])]
+                near = self._assign(position, kernel, latent[ch],
+                                    live[order], cents[ch])
+                if self._algorithms[position] is None:
+                    near = order[near]
                 new[ch] = np.where(keep[ch], near, old[ch])
             indices.assign(new)
             changed += int((new != old).sum())

@@ -330,6 +330,35 @@ def _scalars(folder):
     return values
 
 
+def _steps(folder, tag):
+    """The steps at which scalar ``tag`` was written in ``folder``."""
+    steps = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            steps += [event.step for v in event.summary.value
+                      if v.tag == tag]
+    return steps
+
+
+def test_pruning_summaries_write_each_step_once(tmp_path):
+    """An epoch's end and the next epoch's start are the same step, and
+    so is a batch-frequency write at an epoch's last batch: one point."""
+    keras.utils.set_random_seed(9)
+    model = prune.prune_low_magnitude(
+        _small_cnn(), prune.ConstantSparsity(0.5, 0, frequency=1))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    x, y = _data(16)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[
+        prune.UpdatePruningStep(),
+        prune.PruningSummaries(str(tmp_path), update_freq=2)])
+    steps = _steps(tmp_path / "pruning",
+                   "prune_low_magnitude_fc/kernel/sparsity")
+    assert steps == sorted(set(steps)), steps
+    assert steps[0] == 0 and steps[-1] == 6
+
+
 def test_tfmot_guide_custom_loop_prunes_and_logs(tmp_path):
     # tfmot's custom training loop: on_train_batch_begin only, no
     # on_train_batch_end, on_epoch_end(batch=-1), summaries written at

@@ -296,10 +296,14 @@ class PruningSummaries(keras.callbacks.TensorBoard):
         super().__init__(log_dir=log_dir, update_freq=update_freq, **kwargs)
         self._pruning_writer = None
         self._batches = 0
+        self._written = None     # the wrappers' steps last written
 
     def _write(self):
-        if not collect_wrappers(self.model):
-            return
+        wrappers = collect_wrappers(self.model)
+        steps = [max(w.step, 0) for w in wrappers]
+        if not wrappers or steps == self._written:
+            return     # one point per step: an epoch's end is the next's start
+        self._written = steps
         if self._pruning_writer is None:
             self._pruning_writer = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, "pruning"))

@@ -224,16 +224,22 @@ def test_mixed_float16_training(mixed_float16):
     assert model(_data(2)[0]).dtype == "float16"
 
 
-def test_pruning_summaries_write_sparsity_and_thresholds(tmp_path):
-    keras.utils.set_random_seed(6)
+def _fit_logging_pruning(log_dir, samples, epochs, frequency):
+    """A small CNN pruned to 50% fitted ``epochs`` epochs of ``samples``
+    images, batches of 8, with PruningSummaries(update_freq=2)."""
     model = prune.prune_low_magnitude(
-        _small_cnn(), prune.ConstantSparsity(0.5, 0, frequency=2))
+        _small_cnn(), prune.ConstantSparsity(0.5, 0, frequency=frequency))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
-    x, y = _data(32)
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[
+    x, y = _data(samples)
+    model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[
         prune.UpdatePruningStep(),
-        prune.PruningSummaries(str(tmp_path), update_freq=2)])
+        prune.PruningSummaries(str(log_dir), update_freq=2)])
+
+
+def test_pruning_summaries_write_sparsity_and_thresholds(tmp_path):
+    keras.utils.set_random_seed(6)
+    _fit_logging_pruning(tmp_path, 32, 1, frequency=2)
     values = _scalars(tmp_path / "pruning")
     assert values["prune_low_magnitude_fc/kernel/sparsity"] == 0.5
     assert values["prune_low_magnitude_fc/target_sparsity"] == 0.5
@@ -319,40 +325,30 @@ def test_callback_updates_masks_as_the_in_call_update_does():
         assert abs(a.sparsity()[0] - 0.7) <= 0.01, a.name
 
 
-def _scalars(folder):
-    """The last value of each scalar TensorBoard event in ``folder``."""
-    values = {}
+def _events(folder):
+    """``(step, value)`` of every scalar TensorBoard event in ``folder``."""
     for path in sorted(folder.glob("events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(str(path)):
             event = tf.compat.v1.Event.FromString(record.numpy())
-            for v in event.summary.value:
-                values[v.tag] = float(tf.make_ndarray(v.tensor))
-    return values
+            yield from ((event.step, v) for v in event.summary.value)
+
+
+def _scalars(folder):
+    """The last value of each scalar TensorBoard event in ``folder``."""
+    return {v.tag: float(tf.make_ndarray(v.tensor))
+            for _, v in _events(folder)}
 
 
 def _steps(folder, tag):
     """The steps at which scalar ``tag`` was written in ``folder``."""
-    steps = []
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(str(path)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            steps += [event.step for v in event.summary.value
-                      if v.tag == tag]
-    return steps
+    return [step for step, v in _events(folder) if v.tag == tag]
 
 
 def test_pruning_summaries_write_each_step_once(tmp_path):
     """An epoch's end and the next epoch's start are the same step, and
     so is a batch-frequency write at an epoch's last batch: one point."""
     keras.utils.set_random_seed(9)
-    model = prune.prune_low_magnitude(
-        _small_cnn(), prune.ConstantSparsity(0.5, 0, frequency=1))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
-    x, y = _data(16)
-    model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[
-        prune.UpdatePruningStep(),
-        prune.PruningSummaries(str(tmp_path), update_freq=2)])
+    _fit_logging_pruning(tmp_path, 16, 3, frequency=1)
     steps = _steps(tmp_path / "pruning",
                    "prune_low_magnitude_fc/kernel/sparsity")
     assert steps == sorted(set(steps)), steps

@@ -194,7 +194,10 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             c = init_centroids(vals, kk, self.centroid_init)
             c = np.concatenate([c, np.full(k - kk, c[-1])])
             cents[ch] = c
-            idx[ch] = self._assign(position, kernel, mat[ch], c[:kk], c)
+            algorithm = self._algorithms[position]
+            idx[ch] = (assign(mat[ch], c[:kk]) if algorithm is None else
+                       algorithm_indices(algorithm, np.asarray(kernel), c,
+                                         self.layer.name))
         centroids = self.add_weight(
             name="centroids" + suffix, shape=cents.shape,
             initializer=keras.initializers.Constant(cents), trainable=True)
@@ -209,17 +212,6 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
         # assignments are refreshed)
         kernel.trainable = self.update_assignments and self.trainable
         return kernel, centroids, indices, nonzero
-
-    def _assign(self, position, kernel, row, live, centroids):
-        """Centroid indices of ``row`` of weight ``position`` (``kernel``):
-        the nearest of the ``live`` centroids, or the layer's own
-        algorithm's choice among all ``centroids`` (with per_channel=False
-        the one row is the whole kernel, given to it in its shape)."""
-        algorithm = self._algorithms[position]
-        if algorithm is None:
-            return assign(row, live)
-        return algorithm_indices(algorithm, np.asarray(kernel), centroids,
-                                 self.layer.name)
 
     @property
     def trainable(self):
@@ -263,13 +255,15 @@ class ClusterWeights(WrappedBuildMixin, keras.layers.Wrapper):
             keep = np.asarray(nonzero) > 0
             new = old.copy()
             for ch in range(latent.shape[0]):
-                live = cents[ch][:_centroids_for_nonzeros(
-                    cents.shape[1], keep[ch])]
-                order = np.argsort(live, kind="stable")
-                near = self._assign(position, kernel, latent[ch],
-                                    live[order], cents[ch])
-                if self._algorithms[position] is None:
-                    near = order[near]
+                algorithm = self._algorithms[position]
+                if algorithm is None:
+                    live = cents[ch][:_centroids_for_nonzeros(
+                        cents.shape[1], keep[ch])]
+                    order = np.argsort(live, kind="stable")
+                    near = order[assign(latent[ch], live[order])]
+                else:   # per_channel=False: the one row is the kernel
+                    near = algorithm_indices(algorithm, np.asarray(kernel),
+                                             cents[ch], self.layer.name)
                 new[ch] = np.where(keep[ch], near, old[ch])
             indices.assign(new)
             changed += int((new != old).sum())

@@ -273,7 +273,8 @@ def parse_args(argv=None):
         args.speed_models = (args.models.split(",")
                              if args.speed_models == "all" else
                              [v for v in args.speed_models.split(",") if v])
-    check_models(p, ",".join(args.speed_models) or args.models)
+    if args.speed_models:
+        check_models(p, ",".join(args.speed_models))
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
     if args.channel_start_epoch is None:

@@ -308,8 +308,7 @@ class PruningSummaries(keras.callbacks.TensorBoard):
             self._pruning_writer = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, "pruning"))
         with self._pruning_writer.as_default():
-            for w in collect_wrappers(self.model):
-                step = max(w.step, 0)
+            for w, step in zip(wrappers, steps):
                 tf.summary.scalar(f"{w.name}/target_sparsity",
                                   w.target_sparsity(step), step=step)
                 thresholds = w.thresholds

@@ -478,3 +478,78 @@ def test_bits_that_are_not_a_bit_width_are_input_errors(step, bits):
     with pytest.raises(InputError, match=rf"^{step}: bits must be an "
                        "integer between 2 and 8"):
         getattr(ptq, step)(unbalanced_net(), X, bits=bits)
+
+
+CALLS = {}
+
+
+@keras.saving.register_keras_serializable("tfcompress_tests")
+class CountedCalls(keras.layers.Layer):
+    """Identity that counts the batches it runs on eagerly, by name."""
+
+    def call(self, x):
+        import tensorflow as tf
+        if tf.executing_eagerly():
+            CALLS[self.name] = CALLS.get(self.name, 0) + 1
+        return x
+
+
+def residual_se_net():
+    """Conv-BN chains with a residual Add, a squeeze-and-excitation
+    Multiply and a ``keras.ops`` call, behind a call-counting layer."""
+    keras.utils.set_random_seed(1)
+    i = keras.Input((8, 8, 3))
+    x = CountedCalls(name="counted")(i)
+    a = keras.layers.Conv2D(6, 3, padding="same", name="c1")(x)
+    a = keras.layers.BatchNormalization(name="b1")(a)
+    a = keras.layers.ReLU()(a)
+    b = keras.layers.Conv2D(6, 3, padding="same", name="c2")(a)
+    b = keras.layers.BatchNormalization(name="b2")(b) * 2.0
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True)(b)
+    s = keras.layers.Conv2D(6, 1, activation="sigmoid", name="se")(s)
+    h = keras.layers.Add()([a, keras.layers.Multiply()([b, s])])
+    h = keras.layers.BatchNormalization(name="b3")(h)
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+    return keras.Model(i, out)
+
+
+def test_reestimate_batchnorm_runs_each_layer_once_per_batch():
+    CALLS.clear()
+    ptq.reestimate_batchnorm(residual_se_net(), X, batch_size=32)
+    assert CALLS == {"counted": 3}   # 96 samples, not once per batch norm
+
+
+@pytest.mark.parametrize("memory_limit", [0, 96 * 8 * 8 * 6 * 4 * 3])
+def test_reestimate_batchnorm_within_a_memory_limit_gives_the_same_stats(
+        memory_limit):
+    # 0 holds no activations: each batch norm's input is computed from the
+    # model input again; the second stops the walk partway
+    model = residual_se_net()
+    stale = {n: model.get_layer(n) for n in ("b1", "b2", "b3")}
+    for bn in stale.values():
+        bn.moving_mean.assign(np.full(6, 5.0, np.float32))
+    walked = ptq.reestimate_batchnorm(model, X * 3.0, batch_size=32)
+    limited = ptq.reestimate_batchnorm(model, X * 3.0, batch_size=32,
+                                       memory_limit=memory_limit)
+    for name in stale:
+        for attr in ("moving_mean", "moving_variance"):
+            got = getattr(limited.get_layer(name), attr).numpy()
+            np.testing.assert_allclose(
+                got, getattr(walked.get_layer(name), attr).numpy(),
+                rtol=1e-4, atol=1e-5)
+    # and they are the input statistics after the batch norms before
+    mean, var = _batch_stats(walked, "b3", X * 3.0)
+    np.testing.assert_allclose(walked.get_layer("b3").moving_mean.numpy(),
+                               mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        walked.get_layer("b3").moving_variance.numpy(), var, rtol=1e-4,
+        atol=1e-5)
+
+
+def test_reestimate_batchnorm_holds_a_layer_output_only_until_it_is_read():
+    # all outputs of residual_se_net take about 4,240 floats a sample, the
+    # most held at once under 1,600: the walk fits without a second pass
+    CALLS.clear()
+    ptq.reestimate_batchnorm(residual_se_net(), X, batch_size=32,
+                             memory_limit=len(X) * 4 * 1600)
+    assert CALLS == {"counted": 3}

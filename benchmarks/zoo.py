@@ -232,6 +232,12 @@ def parse_args(argv=None):
                         "(their first training steps are single-threaded "
                         "tracing); latency is timed afterwards, one "
                         "flatbuffer at a time")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow threads (intra- and inter-op) of each "
+                        "training process (default: the cores divided "
+                        "among --jobs, at least 1; 0: TensorFlow's own "
+                        "choice). Two processes of two threads each on two "
+                        "cores spend CPU waiting on each other")
     p.add_argument("--name", default="zoo",
                    help="results file benchmarks/results/<name>.{json,md}")
     p.add_argument("--tfmot-side", default=None, help=argparse.SUPPRESS)
@@ -284,7 +290,20 @@ def parse_args(argv=None):
                 f"({args.epochs}), got {args.channel_start_epoch}")
     # no more processes than models (one model runs in this process)
     args.jobs = min(args.jobs, len(args.models.split(",")))
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.threads < 0:
+        p.error("--threads must be 0 (TensorFlow's choice) or more")
     return args
+
+
+def use_threads(n):
+    """Caps this process's TensorFlow thread pools at ``n`` threads each
+    (before TensorFlow runs anything); 0 leaves them as they are."""
+    if n:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
 
 
 # ---------------------------------------------------------------- models
@@ -933,7 +952,7 @@ def load_start_weights(model, path):
 # their processes
 TFMOT_SIDE_OPTIONS = ("size", "epochs", "finetune_epochs", "train_samples",
                       "test_samples", "calibration_samples", "finetune_lr",
-                      "finetune_schedule")
+                      "finetune_schedule", "threads")
 MODEL_SIDE_OPTIONS = TFMOT_SIDE_OPTIONS + (
     "paths", "channel_sparsity", "channel_norm", "channel_allocation",
     "speed_size", "speed_models",
@@ -1566,6 +1585,8 @@ def time_and_report(results, args, save):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.model_side or args.tfmot_side or args.jobs == 1:
+        use_threads(args.threads)   # the process that trains
     if TFMOT_SIDE or args.tfmot_side:
         return tfmot_side(args)
     if args.model_side:

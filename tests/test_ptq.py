@@ -553,3 +553,25 @@ def test_reestimate_batchnorm_holds_a_layer_output_only_until_it_is_read():
     ptq.reestimate_batchnorm(residual_se_net(), X, batch_size=32,
                              memory_limit=len(X) * 4 * 1600)
     assert CALLS == {"counted": 3}
+
+
+def test_correct_bias_runs_each_model_once_per_batch():
+    # the float model and the quantized one, each once over the 3 batches
+    CALLS.clear()
+    ptq.correct_bias(residual_se_net(), X, batch_size=32)
+    assert CALLS == {"counted": 6}
+
+
+@pytest.mark.parametrize("memory_limit", [0, 96 * 8 * 8 * 6 * 4 * 3])
+def test_correct_bias_within_a_memory_limit_gives_the_same_biases(
+        memory_limit):
+    model = residual_se_net()
+    walked = ptq.correct_bias(model, X, bits=4, batch_size=32)
+    limited = ptq.correct_bias(model, X, bits=4, batch_size=32,
+                               memory_limit=memory_limit)
+    for layer in walked.layers:
+        if getattr(layer, "bias", None) is not None:
+            np.testing.assert_allclose(
+                limited.get_layer(layer.name).bias.numpy(),
+                layer.bias.numpy(), rtol=1e-4, atol=1e-6,
+                err_msg=layer.name)

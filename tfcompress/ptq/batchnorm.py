@@ -25,11 +25,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfcompress import compat
 from tfcompress.ptq import layers as lyr
+from tfcompress.ptq import layer_walk
 from tfcompress.ptq.samples import as_inputs
 from tfcompress.utils.arguments import check_counts
-from tfcompress.utils.graph import consumers, node_graph
+from tfcompress.utils.graph import node_graph
 
 
 def _moments(features, batches):
@@ -47,87 +47,9 @@ def _moments(features, batches):
     return mean, np.maximum(total_sq / count - mean * mean, 0.0)
 
 
-class _Batches:
-    """One tensor of the walk: its value on each batch of the data, and
-    the key of the node that made it."""
-
-    def __init__(self, parts, key=None):
-        self.parts, self.key = parts, key
-
-
-class _OverMemoryLimit(Exception):
-    pass
-
-
-def _nbytes(parts):
-    return sum(int(np.prod(p.shape)) * getattr(p.dtype, "size", 4)
-               for p in parts)
-
-
-def _walk(model, x, batch_size, memory_limit, eligible, done):
-    """Runs ``model`` over ``x`` layer by layer, each layer on every
-    batch; before each ``eligible`` batch norm runs, stores its input's
-    statistics and adds it to ``done``. A layer's outputs are dropped
-    once the last layer reading them has run; raises _OverMemoryLimit
-    when those held pass ``memory_limit`` bytes."""
-    nodes = node_graph(model)
-    calls = {node.op.name: node.calls for node in nodes}
-    uses = {key: len(readers) for key, readers in consumers(nodes).items()}
-    made, held = {}, [0]
-
-    def read(value):
-        key = value.key
-        if key is None or key not in uses:
-            return
-        uses[key] -= 1
-        if uses[key] == 0:
-            for out in made.pop(key, []):
-                held[0] -= _nbytes(out.parts)
-                out.parts = None
-
-    def call(op, *args, **kwargs):
-        inputs = [v for v in keras.tree.flatten((args, kwargs))
-                  if isinstance(v, _Batches)]
-        if op in eligible:
-            mean, var = _moments(lambda part: part, inputs[0].parts)
-            op.moving_mean.assign(mean.astype(np.float32))
-            op.moving_variance.assign(var.astype(np.float32))
-            done.add(op)
-        outs = []
-        for i in range(len(inputs[0].parts)):
-            pick = (lambda v: v.parts[i] if isinstance(v, _Batches) else v)
-            outs.append(op(*keras.tree.map_structure(pick, args),
-                           **keras.tree.map_structure(pick, kwargs)))
-        for v in inputs:
-            read(v)
-        # a shared layer's calls are not told apart: its outputs stay
-        key = op.name if calls.get(op.name) == 1 else None
-        if isinstance(outs[0], (list, tuple)):
-            result = type(outs[0])(_Batches([o[j] for o in outs], key)
-                                   for j in range(len(outs[0])))
-        else:
-            result = _Batches(outs, key)
-        for out in keras.tree.flatten(result):
-            made.setdefault(key, []).append(out)
-            held[0] += _nbytes(out.parts)
-        if held[0] > memory_limit:
-            raise _OverMemoryLimit
-        return result
-
-    first = nodes[0].parents[0] if isinstance(model, keras.Sequential) \
-        else next(node.key for node in nodes if not node.parents)
-    start = _Batches([keras.ops.convert_to_tensor(x[i:i + batch_size])
-                      for i in range(0, len(x), batch_size)], first)
-    if isinstance(model, keras.Sequential):
-        for layer in model.layers:
-            start = call(layer, start)
-    else:
-        compat.run_functional_graph(model, start, lambda op: op, call)
-
-
 def reestimate_batchnorm(model, data, batch_size: int = 64,
                          samples: int | None = None,
-                         memory_limit: int = 2 ** 30):
+                         memory_limit: int = layer_walk.DEFAULT_MEMORY_LIMIT):
     """A new model whose BatchNormalization moving statistics are those of
     ``data`` (inputs only, no labels; the input model is not changed).
 
@@ -167,19 +89,27 @@ def reestimate_batchnorm(model, data, batch_size: int = 64,
     x = as_inputs(data, new, "reestimate_batchnorm", limit=samples)
     eligible = [node.op for node in node_graph(new)
                 if _eligible(node.op, node.calls)]
-    done = set()
+    wanted, done = set(eligible), set()
+
+    def before(layer, inputs):
+        if layer in wanted:
+            _store(layer, _moments(lambda part: part, inputs[0]))
+            done.add(layer)
     try:
-        _walk(new, x, batch_size, memory_limit, set(eligible), done)
-    except _OverMemoryLimit:
+        layer_walk.walk(new, x, batch_size, before, memory_limit)
+    except layer_walk.OverMemoryLimit:
         pass
     for bn in eligible:
         if bn not in done:
-            features = lyr.feature_model(new, bn)
-            mean, var = _moments(features, [
-                x[i:i + batch_size] for i in range(0, len(x), batch_size)])
-            bn.moving_mean.assign(mean.astype(np.float32))
-            bn.moving_variance.assign(var.astype(np.float32))
+            _store(bn, _moments(lyr.feature_model(new, bn),
+                                layer_walk.batches(x, batch_size)))
     return new
+
+
+def _store(bn, moments):
+    mean, var = moments
+    bn.moving_mean.assign(mean.astype(np.float32))
+    bn.moving_variance.assign(var.astype(np.float32))
 
 
 def _eligible(layer, calls):

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from tfcompress.ptq import grid
+from tfcompress.ptq import layer_walk
 from tfcompress.ptq import layers as lyr
 from tfcompress.ptq.fold import fold_batchnorm
 from tfcompress.ptq.samples import as_inputs
@@ -46,18 +47,44 @@ def quantized_kernel(layer, kernel, bits, per_channel):
         lyr.is_depthwise(layer))
 
 
-def _channel_means(features, layer, kernel, bias, x, batch_size):
+def _each_layer(model, layers, x, batch_size, memory_limit, fn):
+    """``{layer name: fn(layer, its input per batch)}`` for ``layers`` in
+    order, each seeing what ``fn`` did to the layers before it: from one
+    walk over ``x``, then, past ``memory_limit``, from a model from the
+    input to each layer not yet reached."""
+    wanted, found = set(layers), {}
+
+    def before(layer, inputs):
+        if layer in wanted:
+            found[layer.name] = fn(layer, inputs[0])
+    try:
+        layer_walk.walk(model, x, batch_size, before, memory_limit)
+    except layer_walk.OverMemoryLimit:
+        pass
+    for layer in layers:
+        if layer.name not in found:
+            features = lyr.feature_model(model, layer)
+            found[layer.name] = fn(layer, (
+                features(b) for b in layer_walk.batches(x, batch_size)))
+    return found
+
+
+def _channel_means(features, layer, kernel, bias, inputs):
+    """Mean per output channel of ``layer``'s pre-activation output with
+    ``kernel`` and ``bias`` on ``features(b)`` for each of the ``inputs``
+    batches."""
     total, count = 0.0, 0
-    for i in range(0, len(x), batch_size):
+    for batch in inputs:
         y = np.asarray(lyr.preactivation(
-            layer, features(x[i:i + batch_size]), kernel, bias), np.float64)
+            layer, features(batch), kernel, bias), np.float64)
         total = total + y.reshape(-1, y.shape[-1]).sum(axis=0)
         count += y.reshape(-1, y.shape[-1]).shape[0]
     return total / count
 
 
 def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
-                 samples: int = 512, batch_size: int = 64):
+                 samples: int = 512, batch_size: int = 64,
+                 memory_limit: int = layer_walk.DEFAULT_MEMORY_LIMIT):
     """A new model whose biases cancel the mean output shift of weight
     quantization.
 
@@ -70,6 +97,12 @@ def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
         :func:`tfcompress.ptq.for_conversion`).
       per_channel: whether the conversion quantizes weights per channel
         (``convert(..., per_channel=...)``).
+      samples: how many of ``data``'s inputs to read.
+      batch_size: inference batch size.
+      memory_limit: bytes of layer outputs each pass over the data may
+        hold at once (the float model and the quantized one each run once,
+        layer by layer); past it, the layers not yet done each get a pass
+        from the model input.
 
     Returns:
       The corrected model: batch norms folded, float kernels, new biases.
@@ -104,17 +137,28 @@ def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
     base = fold_batchnorm(model)
     x = as_inputs(data, base, "correct_bias", limit=samples)
     quant = lyr.copy_model(base)
+    layers = weight_layers(base)
+    quantized = {layer.name: quantized_kernel(layer, lyr.kernel_and_bias(
+        layer)[0], bits, per_channel) for layer in layers}
+
+    def means(layer, kernel, inputs):
+        return _channel_means(lambda part: part, layer, kernel,
+                              lyr.kernel_and_bias(layer)[1], inputs)
+
+    # the float model's mean outputs, then the quantized model's, each
+    # layer's with the layers before it quantized and corrected
+    want = _each_layer(base, layers, x, batch_size, memory_limit,
+                       lambda layer, inputs: means(
+                           layer, lyr.kernel_and_bias(layer)[0], inputs))
     weights = {}
-    for layer in weight_layers(base):
-        qlayer = quant.get_layer(layer.name)
-        kernel, bias = lyr.kernel_and_bias(layer)
-        qkernel = quantized_kernel(layer, kernel, bits, per_channel)
-        qlayer.kernel.assign(qkernel)
-        float_in = lyr.feature_model(base, layer)
-        quant_in = lyr.feature_model(quant, qlayer)
-        want = _channel_means(float_in, layer, kernel, bias, x, batch_size)
-        got = _channel_means(quant_in, layer, qkernel, bias, x, batch_size)
-        new_bias = (bias + (want - got)).astype(np.float32)
+
+    def correct(qlayer, inputs):
+        kernel, bias = lyr.kernel_and_bias(qlayer)
+        qlayer.kernel.assign(quantized[qlayer.name])
+        got = means(qlayer, quantized[qlayer.name], inputs)
+        new_bias = (bias + (want[qlayer.name] - got)).astype(np.float32)
         qlayer.bias.assign(new_bias)
-        weights[layer.name] = (kernel, new_bias)
+        weights[qlayer.name] = (kernel, new_bias)
+    _each_layer(quant, [quant.get_layer(layer.name) for layer in layers],
+                x, batch_size, memory_limit, correct)
     return lyr.with_weights(base, weights)

@@ -47,7 +47,11 @@ def _nbytes(parts):
 
 
 def batches(x, batch_size):
-    """``x`` cut into batches of ``batch_size`` (the last one shorter)."""
+    """``x`` cut into batches of ``batch_size`` (the last one shorter).
+
+    >>> [len(b) for b in batches(np.zeros((10, 2)), 4)]
+    [4, 4, 2]
+    """
     return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
 
 

@@ -32,13 +32,12 @@ from tfcompress.utils.arguments import check_counts
 from tfcompress.utils.graph import node_graph
 
 
-def _moments(features, batches):
-    """Mean and biased variance per channel of ``features(b)`` over the
-    ``batches``."""
+def _moments(batches):
+    """Mean and biased variance per channel over the ``batches``."""
     total = total_sq = 0.0
     count = 0
     for batch in batches:
-        y = np.asarray(features(batch), np.float64)
+        y = np.asarray(batch, np.float64)
         y = y.reshape(-1, y.shape[-1])
         total = total + y.sum(0)
         total_sq = total_sq + (y * y).sum(0)
@@ -89,20 +88,9 @@ def reestimate_batchnorm(model, data, batch_size: int = 64,
     x = as_inputs(data, new, "reestimate_batchnorm", limit=samples)
     eligible = [node.op for node in node_graph(new)
                 if _eligible(node.op, node.calls)]
-    wanted, done = set(eligible), set()
-
-    def before(layer, inputs):
-        if layer in wanted:
-            _store(layer, _moments(lambda part: part, inputs[0]))
-            done.add(layer)
-    try:
-        layer_walk.walk(new, x, batch_size, before, memory_limit)
-    except layer_walk.OverMemoryLimit:
-        pass
-    for bn in eligible:
-        if bn not in done:
-            _store(bn, _moments(lyr.feature_model(new, bn),
-                                layer_walk.batches(x, batch_size)))
+    layer_walk.each_layer(new, eligible, x, batch_size,
+                          lambda bn, inputs: _store(bn, _moments(inputs)),
+                          memory_limit)
     return new
 
 

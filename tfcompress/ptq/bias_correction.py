@@ -47,36 +47,14 @@ def quantized_kernel(layer, kernel, bits, per_channel):
         lyr.is_depthwise(layer))
 
 
-def _each_layer(model, layers, x, batch_size, memory_limit, fn):
-    """``{layer name: fn(layer, its input per batch)}`` for ``layers`` in
-    order, each seeing what ``fn`` did to the layers before it: from one
-    walk over ``x``, then, past ``memory_limit``, from a model from the
-    input to each layer not yet reached."""
-    wanted, found = set(layers), {}
-
-    def before(layer, inputs):
-        if layer in wanted:
-            found[layer.name] = fn(layer, inputs[0])
-    try:
-        layer_walk.walk(model, x, batch_size, before, memory_limit)
-    except layer_walk.OverMemoryLimit:
-        pass
-    for layer in layers:
-        if layer.name not in found:
-            features = lyr.feature_model(model, layer)
-            found[layer.name] = fn(layer, (
-                features(b) for b in layer_walk.batches(x, batch_size)))
-    return found
-
-
-def _channel_means(features, layer, kernel, bias, inputs):
+def _channel_means(layer, kernel, inputs):
     """Mean per output channel of ``layer``'s pre-activation output with
-    ``kernel`` and ``bias`` on ``features(b)`` for each of the ``inputs``
-    batches."""
+    ``kernel`` (and its own bias) over the ``inputs`` batches."""
+    bias = lyr.kernel_and_bias(layer)[1]
     total, count = 0.0, 0
     for batch in inputs:
-        y = np.asarray(lyr.preactivation(
-            layer, features(batch), kernel, bias), np.float64)
+        y = np.asarray(lyr.preactivation(layer, batch, kernel, bias),
+                       np.float64)
         total = total + y.reshape(-1, y.shape[-1]).sum(axis=0)
         count += y.reshape(-1, y.shape[-1]).shape[0]
     return total / count
@@ -141,24 +119,21 @@ def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
     quantized = {layer.name: quantized_kernel(layer, lyr.kernel_and_bias(
         layer)[0], bits, per_channel) for layer in layers}
 
-    def means(layer, kernel, inputs):
-        return _channel_means(lambda part: part, layer, kernel,
-                              lyr.kernel_and_bias(layer)[1], inputs)
-
     # the float model's mean outputs, then the quantized model's, each
     # layer's with the layers before it quantized and corrected
-    want = _each_layer(base, layers, x, batch_size, memory_limit,
-                       lambda layer, inputs: means(
-                           layer, lyr.kernel_and_bias(layer)[0], inputs))
+    want = layer_walk.each_layer(
+        base, layers, x, batch_size, lambda layer, inputs: _channel_means(
+            layer, lyr.kernel_and_bias(layer)[0], inputs), memory_limit)
     weights = {}
 
     def correct(qlayer, inputs):
         kernel, bias = lyr.kernel_and_bias(qlayer)
         qlayer.kernel.assign(quantized[qlayer.name])
-        got = means(qlayer, quantized[qlayer.name], inputs)
+        got = _channel_means(qlayer, quantized[qlayer.name], inputs)
         new_bias = (bias + (want[qlayer.name] - got)).astype(np.float32)
         qlayer.bias.assign(new_bias)
         weights[qlayer.name] = (kernel, new_bias)
-    _each_layer(quant, [quant.get_layer(layer.name) for layer in layers],
-                x, batch_size, memory_limit, correct)
+    layer_walk.each_layer(
+        quant, [quant.get_layer(layer.name) for layer in layers], x,
+        batch_size, correct, memory_limit)
     return lyr.with_weights(base, weights)

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from tfcompress import compat
+from tfcompress.ptq import layers as lyr
 from tfcompress.utils.graph import consumers, node_graph
 
 DEFAULT_MEMORY_LIMIT = 2 ** 30
@@ -115,4 +116,38 @@ def walk(model, x, batch_size, before,
         compat.run_functional_graph(model, start, lambda op: op, call)
 
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "OverMemoryLimit", "batches", "walk"]
+def each_layer(model, layers, x, batch_size, fn,
+               memory_limit: int = DEFAULT_MEMORY_LIMIT) -> dict:
+    """``{layer name: fn(layer, inputs)}`` for ``layers`` (each called
+    once in ``model``, one input), ``inputs`` being the layer's input per
+    batch of ``x``, computed with ``fn`` already applied to the layers
+    before it. From one :func:`walk`; past ``memory_limit``, the layers
+    not yet reached get theirs from a model from the input to the layer,
+    a batch at a time.
+
+    >>> import keras, numpy as np
+    >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="fc"),
+    ...                       keras.layers.Dense(1, name="out")])
+    >>> sizes = lambda layer, inputs: sum(len(b) for b in inputs)
+    >>> each_layer(m, [m.get_layer("out")], np.ones((10, 2), "float32"), 4, sizes)
+    {'out': 10}
+    """
+    wanted, found = set(layers), {}
+
+    def before(layer, inputs):
+        if layer in wanted:
+            found[layer.name] = fn(layer, inputs[0])
+    try:
+        walk(model, x, batch_size, before, memory_limit)
+    except OverMemoryLimit:
+        pass
+    for layer in layers:
+        if layer.name not in found:
+            features = lyr.feature_model(model, layer)
+            found[layer.name] = fn(layer, (
+                features(b) for b in batches(x, batch_size)))
+    return found
+
+
+__all__ = ["DEFAULT_MEMORY_LIMIT", "OverMemoryLimit", "batches",
+           "each_layer", "walk"]

@@ -118,6 +118,9 @@ def cluster_op(model) -> str:
     return f"ok ({len(names)} layers, <= {CLUSTERS} values each)"
 
 
+SHRINK_TOLERANCE = 5e-3
+
+
 def channel_op(model) -> str:
     """Channel pruning at 50% per space, then shrink: same outputs as the
     masked model, fewer parameters; frozen spaces counted by reason."""
@@ -136,7 +139,10 @@ def channel_op(model) -> str:
     if a.shape != b.shape:
         raise AssertionError(f"output shape {b.shape} != {a.shape}")
     err = float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
-    if err > 1e-4:
+    # float32 sums in another order over ~50 layers: 7.8e-4 seen on an AMD
+    # EPYC (oneDNN blocks the narrower convolutions differently); a wrong
+    # channel moves the logits by their own size
+    if err > SHRINK_TOLERANCE:
         raise AssertionError(f"shrunk model differs: relative error {err:.2g}")
     frozen = [s for s in spaces if not s.prunable]
     reasons = sorted({_reason_kind(s.frozen) for s in frozen})

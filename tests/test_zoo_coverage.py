@@ -121,7 +121,8 @@ def test_operations_train_a_model_with_feature_map_outputs():
 def test_channel_op_compares_outputs_without_xla_rounding():
     """MobileNetV2 at alpha 1.3, batch norms set from data: predict()'s
     XLA rounding put the shrunk model 0.1% from the masked one; computed
-    directly they agree within 1e-4."""
+    directly they agree within zc.SHRINK_TOLERANCE (7.8e-4 on one CPU,
+    under 1e-4 on another)."""
     import keras
     from tfcompress.quantize import zoo
     from tfcompress.utils.zoo import build

@@ -32,20 +32,6 @@ from tfcompress.utils.arguments import check_counts
 from tfcompress.utils.graph import node_graph
 
 
-def _moments(batches):
-    """Mean and biased variance per channel over the ``batches``."""
-    total = total_sq = 0.0
-    count = 0
-    for batch in batches:
-        y = np.asarray(batch, np.float64)
-        y = y.reshape(-1, y.shape[-1])
-        total = total + y.sum(0)
-        total_sq = total_sq + (y * y).sum(0)
-        count += len(y)
-    mean = total / count
-    return mean, np.maximum(total_sq / count - mean * mean, 0.0)
-
-
 def reestimate_batchnorm(model, data, batch_size: int = 64,
                          samples: int | None = None,
                          memory_limit: int = layer_walk.DEFAULT_MEMORY_LIMIT):
@@ -88,9 +74,10 @@ def reestimate_batchnorm(model, data, batch_size: int = 64,
     x = as_inputs(data, new, "reestimate_batchnorm", limit=samples)
     eligible = [node.op for node in node_graph(new)
                 if _eligible(node.op, node.calls)]
-    layer_walk.each_layer(new, eligible, x, batch_size,
-                          lambda bn, inputs: _store(bn, _moments(inputs)),
-                          memory_limit)
+    layer_walk.each_layer(
+        new, eligible, x, batch_size,
+        lambda bn, inputs: _store(bn, lyr.channel_moments(inputs)),
+        memory_limit)
     return new
 
 

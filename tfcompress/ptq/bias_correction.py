@@ -51,13 +51,8 @@ def _channel_means(layer, kernel, inputs):
     """Mean per output channel of ``layer``'s pre-activation output with
     ``kernel`` (and its own bias) over the ``inputs`` batches."""
     bias = lyr.kernel_and_bias(layer)[1]
-    total, count = 0.0, 0
-    for batch in inputs:
-        y = np.asarray(lyr.preactivation(layer, batch, kernel, bias),
-                       np.float64)
-        total = total + y.reshape(-1, y.shape[-1]).sum(axis=0)
-        count += y.reshape(-1, y.shape[-1]).shape[0]
-    return total / count
+    return lyr.channel_moments(lyr.preactivation(layer, batch, kernel, bias)
+                               for batch in inputs)[0]
 
 
 def correct_bias(model, data, bits: int = 8, per_channel: bool = True,

@@ -162,6 +162,26 @@ def feature_model(model, layer):
     return keras.Model(model.inputs[0], layer.input)
 
 
+def channel_moments(batches):
+    """Mean and biased variance per channel (last axis), in float64, over
+    the arrays in ``batches``.
+
+    >>> mean, var = channel_moments([np.array([[0.0, 1.0]]), np.array([[2.0, 1.0]])])
+    >>> mean.tolist(), var.tolist()
+    ([1.0, 1.0], [1.0, 0.0])
+    """
+    total = total_sq = 0.0
+    count = 0
+    for batch in batches:
+        y = np.asarray(batch, np.float64)
+        y = y.reshape(-1, y.shape[-1])
+        total = total + y.sum(0)
+        total_sq = total_sq + (y * y).sum(0)
+        count += len(y)
+    mean = total / count
+    return mean, np.maximum(total_sq / count - mean * mean, 0.0)
+
+
 def batched(fn, x, batch_size=64):
     """``fn`` applied to ``x`` in batches, concatenated as numpy."""
     outs = [np.asarray(fn(x[i:i + batch_size]))
@@ -169,6 +189,7 @@ def batched(fn, x, batch_size=64):
     return np.concatenate(outs)
 
 
-__all__ = ["activation_name", "apply_activation", "batched", "flat_model",
+__all__ = ["activation_name", "apply_activation", "batched",
+           "channel_moments", "flat_model",
            "copy_layer", "copy_model", "feature_model", "is_depthwise", "is_weight_layer",
            "kernel_and_bias", "preactivation", "with_weights"]

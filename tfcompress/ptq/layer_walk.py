@@ -47,15 +47,6 @@ def _nbytes(parts):
                for p in parts)
 
 
-def batches(x, batch_size):
-    """``x`` cut into batches of ``batch_size`` (the last one shorter).
-
-    >>> [len(b) for b in batches(np.zeros((10, 2)), 4)]
-    [4, 4, 2]
-    """
-    return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
-
-
 def walk(model, x, batch_size, before,
          memory_limit: int = DEFAULT_MEMORY_LIMIT) -> None:
     """Runs ``model`` (Sequential or Functional, one input) over ``x``
@@ -108,7 +99,7 @@ def walk(model, x, batch_size, before,
     first = nodes[0].parents[0] if isinstance(model, keras.Sequential) \
         else next(node.key for node in nodes if not node.parents)
     start = _Batches([keras.ops.convert_to_tensor(b)
-                      for b in batches(x, batch_size)], first)
+                      for b in lyr.batches(x, batch_size)], first)
     if isinstance(model, keras.Sequential):
         for layer in model.layers:
             start = call(layer, start)
@@ -145,9 +136,8 @@ def each_layer(model, layers, x, batch_size, fn,
         if layer.name not in found:
             features = lyr.feature_model(model, layer)
             found[layer.name] = fn(layer, (
-                features(b) for b in batches(x, batch_size)))
+                features(b) for b in lyr.batches(x, batch_size)))
     return found
 
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "OverMemoryLimit", "batches",
-           "each_layer", "walk"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "OverMemoryLimit", "each_layer", "walk"]

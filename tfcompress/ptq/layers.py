@@ -182,14 +182,21 @@ def channel_moments(batches):
     return mean, np.maximum(total_sq / count - mean * mean, 0.0)
 
 
+def batches(x, batch_size):
+    """``x`` cut into batches of ``batch_size`` (the last one shorter).
+
+    >>> [len(b) for b in batches(np.zeros((10, 2)), 4)]
+    [4, 4, 2]
+    """
+    return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+
+
 def batched(fn, x, batch_size=64):
     """``fn`` applied to ``x`` in batches, concatenated as numpy."""
-    outs = [np.asarray(fn(x[i:i + batch_size]))
-            for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs)
+    return np.concatenate([np.asarray(fn(b)) for b in batches(x, batch_size)])
 
 
-__all__ = ["activation_name", "apply_activation", "batched",
+__all__ = ["activation_name", "apply_activation", "batched", "batches",
            "channel_moments", "flat_model",
            "copy_layer", "copy_model", "feature_model", "is_depthwise", "is_weight_layer",
            "kernel_and_bias", "preactivation", "with_weights"]

@@ -68,6 +68,13 @@ DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
 SPEED_MODELS = "mobilenet_v2"
 # each model's wall seconds in the default run (tfmot's side included),
 # to start the longest pipelines first with --jobs
+# --onednn auto: the setting with which each model's float and QAT steps
+# took less CPU time together on 2 x86 cores (benchmarks/onednn_training.py,
+# results/onednn_training.md; ResNet50 not measured, as ResNet-20)
+ONEDNN_CHOICES = ("auto", "on", "off")
+ONEDNN_FASTER = {"mobilenet_v2": "off", "mobilenet_v3_small": "off",
+                 "efficientnet_b0": "off", "resnet20": "on",
+                 "resnet50": "on"}
 RELATIVE_COST = {"efficientnet_b0": 1354, "resnet50": 1354, "resnet20": 752,
                  "mobilenet_v2": 679, "mobilenet_v3_small": 634}
 FT_LR = 5e-4
@@ -238,6 +245,14 @@ def parse_args(argv=None):
                         "choice, all cores. In one run on 2 cores with "
                         "--jobs 2, --threads 1 took ResNet-20's pipeline "
                         "36%% longer and EfficientNetB0's 4%% shorter")
+    p.add_argument("--onednn", choices=ONEDNN_CHOICES, default="auto",
+                   help="TensorFlow's oneDNN CPU kernels in the training "
+                        "processes (TF_ENABLE_ONEDNN_OPTS), tfcompress's "
+                        "and tfmot's alike: on, off, or auto (default): "
+                        "each model with the setting whose float and QAT "
+                        "training steps took less CPU time together in "
+                        "benchmarks/onednn_training.py (two training "
+                        "processes share the cores)")
     p.add_argument("--name", default="zoo",
                    help="results file benchmarks/results/<name>.{json,md}")
     p.add_argument("--tfmot-side", default=None, help=argparse.SUPPRESS)
@@ -293,6 +308,25 @@ def parse_args(argv=None):
     if args.threads < 0:
         p.error("--threads must be 0 (TensorFlow's choice) or more")
     return args
+
+
+def onednn_setting(name, args):
+    """``TF_ENABLE_ONEDNN_OPTS`` for the processes training ``name``:
+    "1" or "0" (``--onednn auto``: the model's faster setting)."""
+    choice = ONEDNN_FASTER[name] if args.onednn == "auto" else args.onednn
+    return "1" if choice == "on" else "0"
+
+
+def onednn_env(name, args, **extra):
+    """The environment of a process training ``name``."""
+    return dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn_setting(name, args),
+                **extra)
+
+
+def onednn_in_use():
+    """This process's oneDNN setting as TensorFlow read it at import."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    return {"1": "on", "0": "off"}.get(value, "TensorFlow's default")
 
 
 def use_threads(n):
@@ -524,7 +558,7 @@ def run_model(name, args, tmp):
     E, F = args.epochs, args.finetune_epochs
     steps = int(np.ceil(len(xt) / BATCH)) * F
     row = {"train_seconds": {}, "path_seconds": {}, "paths": {},
-           "size": args.size}
+           "size": args.size, "onednn": onednn_in_use()}
     secs, path_seconds = row["train_seconds"], row["path_seconds"]
 
     wanted = args.paths.split(",")
@@ -853,7 +887,8 @@ def tfmot_side(args):
     (x, y), _ = data
     E, F = args.epochs, args.finetune_epochs
     steps = int(np.ceil(len(x) / BATCH)) * F
-    out = {"tfmot": tfmot.__version__, "int8_from": None}
+    out = {"tfmot": tfmot.__version__, "int8_from": None,
+           "onednn": onednn_in_use()}
     rate = finetune_rate(args, k, len(x), F)
 
     def fit(m, epochs, lr, callbacks=()):
@@ -996,7 +1031,8 @@ def run_model_side(name, args, tmp):
     """``run_model`` in a process of its own (``--jobs`` > 1): its
     progress lines are passed on, its last line is the row."""
     proc = subprocess.Popen(model_side_command(name, args, tmp),
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True,
+                            env=onednn_env(name, args))
     row = None
     for line in proc.stdout:
         if line.startswith("{"):
@@ -1015,7 +1051,7 @@ def run_tfmot(name, args, tmp):
     print(f"[{name}] tfmot side ...", flush=True)
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                       env=onednn_env(name, args, TF_CPP_MIN_LOG_LEVEL="3"))
     wall = round(time.perf_counter() - t, 1)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
@@ -1140,6 +1176,15 @@ def finish(row):
     row["aims"] = aims
 
 
+def onednn_note(results):
+    """Which models trained with TensorFlow's oneDNN kernels."""
+    used = {n: r["onednn"] for n, r in results.items() if "onednn" in r}
+    if not used:
+        return ""
+    return " oneDNN (TF_ENABLE_ONEDNN_OPTS) while training: " + ", ".join(
+        f"{n} {v}" for n, v in used.items()) + "."
+
+
 def freeze_note(args):
     """The markdown's sentence on frozen batch norm: QAT and PQAT's
     setting, and the channel path's QAT where it differs."""
@@ -1195,7 +1240,7 @@ def markdown(results, args):
               "(activation_percentile)."
               if range_percentile(getattr(
                  args, "qat_activation_percentile", None)) is not None
-              else ""),
+              else "") + onednn_note(results),
              "",
              "### Accuracy (TFLite, test set)", "",
              "| model | float E | float E+F | float fair | float32 | "
@@ -1581,8 +1626,19 @@ def time_and_report(results, args, save):
     return timing_s
 
 
+def use_onednn_here(args):
+    """With ``--jobs 1`` the models train in this process: it takes their
+    oneDNN setting if they share one and TensorFlow is not imported yet
+    (TensorFlow reads it once, at import)."""
+    settings = {onednn_setting(n, args) for n in args.models.split(",")}
+    if len(settings) == 1 and "tensorflow" not in sys.modules:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = settings.pop()
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.jobs == 1 and not (args.model_side or args.tfmot_side):
+        use_onednn_here(args)
     if args.model_side or args.tfmot_side or args.jobs == 1:
         use_threads(args.threads)   # the process that trains
     if TFMOT_SIDE or args.tfmot_side:

@@ -543,6 +543,20 @@ def test_every_model_has_a_faster_onednn_setting_and_the_report_names_it():
         in text
 
 
+def test_one_process_run_takes_its_models_shared_onednn_setting(
+        monkeypatch):
+    # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it is imported
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "unset")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    zoo.use_onednn_here(zoo.parse_args(["--models", "resnet20"]))
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    zoo.use_onednn_here(zoo.parse_args(["--models", "resnet20,mobilenet_v2",
+                                        "--jobs", "1"]))
+    assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ   # they differ
+
+
 def test_tfmot_process_gets_the_options_its_side_reads():
     args = zoo.parse_args(["--epochs", "3", "--finetune-epochs", "2",
                            "--train-samples", "500", "--size", "48",

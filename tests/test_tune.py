@@ -432,6 +432,58 @@ def test_search_does_not_keep_layers_float_when_int8_is_within_budget():
     assert not any(c.get("float_layers") for c in evaluator.configs)
 
 
+def test_latency_search_bisects_the_fraction_of_channels_removed():
+    from tfcompress.tune.search import _Search, _search
+    from tfcompress.tune.space import CHANNEL_SPARSITIES
+
+    class UpToHalf(_Accuracies):
+        def evaluate(self, stages, info):
+            self.configs.append(info["config"])
+            ok = info["config"].get("channels", 0) <= 0.5
+            return _measured(info, 0.9 if ok else 0.8, len(self.configs))
+    for objective, want in (("latency", [0.5, 0.75]), ("size", [])):
+        evaluator = UpToHalf()
+        s = _Search(evaluator, budget=1.0, epochs=1, max_candidates=8,
+                    progress=lambda line: None)
+        _search(s, _sensitivity_fc_worst(), {"conv": 36, "fc": 3136,
+                                             "logits": 160}, use_ptq=False,
+                objective=objective)
+        tried = [c["channels"] for c in evaluator.configs if "channels" in c]
+        assert tried == want, objective
+    assert CHANNEL_SPARSITIES[1] == 0.5
+
+
+def test_channel_candidate_prunes_channels_before_anything_else():
+    from tfcompress.tune.search import validated_stages
+    from tfcompress.tune.space import Candidate
+    c = Candidate(channels=0.25, sparsity=(("fc", 0.5),), weight_bits=4)
+    stages = validated_stages(c.stages(epochs=2))
+    assert [next(iter(st)) for st in stages] == ["channel_prune", "prune",
+                                                 "qat", "convert"]
+    assert stages[0]["channel_prune"]["sparsity"] == 0.25
+    assert stages[0]["channel_prune"]["epochs"] == 2
+    assert c.label == "c25_p_w4_int8" and c.to_dict()["channels"] == 0.25
+    assert "channels" not in Candidate().to_dict()
+
+
+@pytest.mark.slow
+def test_latency_tune_shrinks_a_model_with_fewer_channels(tmp_path):
+    import keras
+    from tfcompress.tune import tune
+    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 300).astype("int32")
+    result = tune(model, ((x, y), (x[:50], y[:50])), budget=100.0,
+                  objective="latency", out_dir=str(tmp_path / "run"),
+                  val_samples=100, max_candidates=3, progress=None)
+    by_label = {r["label"]: r for r in result.candidates}
+    assert list(by_label) == ["float32", "int8", "c50_int8"]
+    assert by_label["c50_int8"]["val_accuracy"] is not None, \
+        by_label["c50_int8"].get("error")
+    assert by_label["c50_int8"]["size_bytes"] < by_label["int8"]["size_bytes"]
+
+
 def test_float_layers_candidate_converts_with_the_layer_float(tmp_path):
     import keras
     from tfcompress.inspect import inspect

@@ -4,12 +4,14 @@ Starting from the float model, it measures the float32 flatbuffer (the
 reference), then the cheapest conversions (int8, int8 with the layers
 the sensitivity analysis finds most sensitive kept float, int16x8,
 float16) until one keeps the validation accuracy within ``budget``
-points; then it bisects a ladder of per-layer sparsities built from the
-sensitivity analysis (each level fine-tuned with pruning), then tries
-4-bit weights on the best level, and post-training steps (equalization, bias correction,
-AdaRound) where ``tfcompress.ptq`` and its recipe stage are available.
-The smallest (or fastest) flatbuffer within the budget wins; its test
-accuracy is measured once, after the search.
+points; for the latency objective it then bisects the fraction of
+channels removed (channel pruning + shrink); then it bisects a ladder of
+per-layer sparsities built from the sensitivity analysis (each level
+fine-tuned with pruning), then tries 4-bit weights on the best level, and
+post-training steps (equalization, bias correction, AdaRound) where
+``tfcompress.ptq`` and its recipe stage are available. The smallest (or
+fastest) flatbuffer within the budget wins; its test accuracy is
+measured once, after the search.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import yaml
 from tfcompress.errors import InputError
 from tfcompress.recipes.keys import arrays_sha256, key
 from tfcompress.tune.evaluate import Evaluator, tflite_accuracy
-from tfcompress.tune.space import (SPARSITIES, Candidate,
+from tfcompress.tune.space import (CHANNEL_SPARSITIES, SPARSITIES,
+                                   Candidate,
                                    four_bit_sensitive_layers,
                                    most_sensitive_layers, sparsity_levels)
 from tfcompress.tune.split import validation_split
@@ -303,10 +306,12 @@ class _Search:
                 f" ({'cached' if r['reused'] else str(r['seconds']) + ' s'})")
 
 
-def _search(s, sens, weights, use_ptq):
-    """The search order: cheap conversions, then the sparsity ladder by
-    bisection, then 4-bit weights (all of them, then with the layers most
-sensitive to 4 bits kept at 8); every step bounded by ``s.room()``."""
+def _search(s, sens, weights, use_ptq, objective="size"):
+    """The search order: cheap conversions, then (``objective="latency"``)
+    the fraction of channels removed by bisection, then the sparsity
+    ladder by bisection, then 4-bit weights (all of them, then with the
+    layers most sensitive to 4 bits kept at 8); every step bounded by
+    ``s.room()``."""
     s.run(Candidate(mode="float32"))
     base = Candidate(mode="float32")
     plans = [Candidate(mode="int8")]
@@ -323,6 +328,8 @@ sensitive to 4 bits kept at 8); every step bounded by ``s.room()``."""
         if s.within(s.run(c)):
             base = c
             break
+    if objective == "latency" and base.mode != "float32":
+        _channel_ladder(s, base)
     levels = sparsity_levels(sens, weights, s.budget)
     lo, hi = -1, len(levels)
     while hi - lo > 1 and s.room(2):    # keep one for 4-bit weights
@@ -356,6 +363,19 @@ sensitive to 4 bits kept at 8); every step bounded by ``s.room()``."""
                 return
             if s.within(s.run(c)):
                 return
+
+
+def _channel_ladder(s, base):
+    """Bisects ``CHANNEL_SPARSITIES`` on ``base``'s conversion (before
+    the sparsity ladder: for latency, channels removed come first)."""
+    lo, hi = -1, len(CHANNEL_SPARSITIES)
+    while hi - lo > 1 and s.room():
+        mid = (lo + hi) // 2
+        c = dataclasses.replace(base, channels=CHANNEL_SPARSITIES[mid])
+        if s.within(s.run(c)):
+            lo = mid
+        else:
+            hi = mid
 
 
 def _best(results, objective, within):
@@ -454,7 +474,7 @@ def tune(recipe_or_model, data=None, *, budget=1.0, objective="size",
     sens = _sensitivity(baseline, base_key, val, folder, data_key)
     s = _Search(evaluator, float(budget), finetune_epochs, max_candidates,
                 progress)
-    _search(s, sens, _kernel_sizes(baseline), use_ptq)
+    _search(s, sens, _kernel_sizes(baseline), use_ptq, objective)
     if s.reference.get("val_accuracy") is None:
         raise InputError(f"the float32 conversion failed: "
                          f"{s.reference.get('error')}")

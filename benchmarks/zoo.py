@@ -66,8 +66,6 @@ MODELS = {
 DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
 # the models also timed at --speed-size by default: the channel aim's
 SPEED_MODELS = "mobilenet_v2"
-# each model's wall seconds in the default run (tfmot's side included),
-# to start the longest pipelines first with --jobs
 # --onednn auto: the setting with which each model's float and QAT steps
 # took less CPU time together on 2 x86 cores (benchmarks/onednn_training.py,
 # results/onednn_training.md; ResNet50 not measured, as ResNet-20)
@@ -75,6 +73,8 @@ ONEDNN_CHOICES = ("auto", "on", "off")
 ONEDNN_FASTER = {"mobilenet_v2": "off", "mobilenet_v3_small": "off",
                  "efficientnet_b0": "off", "resnet20": "on",
                  "resnet50": "on"}
+# each model's wall seconds in the default run (tfmot's side included),
+# to start the longest pipelines first with --jobs
 RELATIVE_COST = {"efficientnet_b0": 1354, "resnet50": 1354, "resnet20": 752,
                  "mobilenet_v2": 679, "mobilenet_v3_small": 634}
 FT_LR = 5e-4

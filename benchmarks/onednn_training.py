@@ -73,8 +73,8 @@ def markdown(rows, args):
            "Each process: one model, one setting (`TF_ENABLE_ONEDNN_OPTS`), "
            "a traced warm-up step, then the timed steps; ms/step is the "
            "median step's wall time, CPU ms the process's CPU time (all "
-           "threads) per step. `--onednn auto` in benchmarks/zoo.py gives "
-           "each model the setting with the smaller float + QAT CPU time.",
+           "threads) per step. One process at a time: how two training "
+           "processes sharing the cores fare is not measured here.",
            "",
            "| model | training | oneDNN on: ms/step (CPU ms) | "
            "off: ms/step (CPU ms) | on / off |", "|---|---|---:|---:|---:|"]

@@ -66,13 +66,9 @@ MODELS = {
 DEFAULT_MODELS = "mobilenet_v2,mobilenet_v3_small,efficientnet_b0,resnet20"
 # the models also timed at --speed-size by default: the channel aim's
 SPEED_MODELS = "mobilenet_v2"
-# --onednn auto: the setting with which each model's float and QAT steps
-# took less CPU time together on 2 x86 cores (benchmarks/onednn_training.py,
-# results/onednn_training.md; ResNet50 not measured, as ResNet-20)
-ONEDNN_CHOICES = ("auto", "on", "off")
-ONEDNN_FASTER = {"mobilenet_v2": "off", "mobilenet_v3_small": "off",
-                 "efficientnet_b0": "off", "resnet20": "on",
-                 "resnet50": "on"}
+# --onednn: TF_ENABLE_ONEDNN_OPTS of the training processes ("default":
+# left as it is; benchmarks/onednn_training.py, docs/zoo_benchmark.md)
+ONEDNN_CHOICES = ("default", "on", "off")
 # each model's wall seconds in the default run (tfmot's side included),
 # to start the longest pipelines first with --jobs
 RELATIVE_COST = {"efficientnet_b0": 1354, "resnet50": 1354, "resnet20": 752,
@@ -245,14 +241,15 @@ def parse_args(argv=None):
                         "choice, all cores. In one run on 2 cores with "
                         "--jobs 2, --threads 1 took ResNet-20's pipeline "
                         "36%% longer and EfficientNetB0's 4%% shorter")
-    p.add_argument("--onednn", choices=ONEDNN_CHOICES, default="auto",
+    p.add_argument("--onednn", choices=ONEDNN_CHOICES, default="default",
                    help="TensorFlow's oneDNN CPU kernels in the training "
                         "processes (TF_ENABLE_ONEDNN_OPTS), tfcompress's "
-                        "and tfmot's alike: on, off, or auto (default): "
-                        "each model with the setting whose float and QAT "
-                        "training steps took less CPU time together in "
-                        "benchmarks/onednn_training.py (two training "
-                        "processes share the cores)")
+                        "and tfmot's alike: on, off, or default (as the "
+                        "environment has it; TensorFlow turns them on on "
+                        "x86 Linux). Alone, EfficientNetB0 and MobileNetV2 "
+                        "train faster with them off "
+                        "(benchmarks/onednn_training.py); a default run "
+                        "with them off for those was not faster")
     p.add_argument("--name", default="zoo",
                    help="results file benchmarks/results/<name>.{json,md}")
     p.add_argument("--tfmot-side", default=None, help=argparse.SUPPRESS)
@@ -310,17 +307,13 @@ def parse_args(argv=None):
     return args
 
 
-def onednn_setting(name, args):
-    """``TF_ENABLE_ONEDNN_OPTS`` for the processes training ``name``:
-    "1" or "0" (``--onednn auto``: the model's faster setting)."""
-    choice = ONEDNN_FASTER[name] if args.onednn == "auto" else args.onednn
-    return "1" if choice == "on" else "0"
-
-
-def onednn_env(name, args, **extra):
-    """The environment of a process training ``name``."""
-    return dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn_setting(name, args),
-                **extra)
+def onednn_env(args, **extra):
+    """The environment of a training process: ``TF_ENABLE_ONEDNN_OPTS``
+    as ``--onednn`` sets it."""
+    env = dict(os.environ, **extra)
+    if args.onednn != "default":
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
+    return env
 
 
 def onednn_in_use():
@@ -1032,7 +1025,7 @@ def run_model_side(name, args, tmp):
     progress lines are passed on, its last line is the row."""
     proc = subprocess.Popen(model_side_command(name, args, tmp),
                             stdout=subprocess.PIPE, text=True,
-                            env=onednn_env(name, args))
+                            env=onednn_env(args))
     row = None
     for line in proc.stdout:
         if line.startswith("{"):
@@ -1051,7 +1044,7 @@ def run_tfmot(name, args, tmp):
     print(f"[{name}] tfmot side ...", flush=True)
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
-                       env=onednn_env(name, args, TF_CPP_MIN_LOG_LEVEL="3"))
+                       env=onednn_env(args, TF_CPP_MIN_LOG_LEVEL="3"))
     wall = round(time.perf_counter() - t, 1)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
@@ -1627,12 +1620,12 @@ def time_and_report(results, args, save):
 
 
 def use_onednn_here(args):
-    """With ``--jobs 1`` the models train in this process: it takes their
-    oneDNN setting if they share one and TensorFlow is not imported yet
-    (TensorFlow reads it once, at import)."""
-    settings = {onednn_setting(n, args) for n in args.models.split(",")}
-    if len(settings) == 1 and "tensorflow" not in sys.modules:
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = settings.pop()
+    """With ``--jobs 1`` the models train in this process: it takes the
+    ``--onednn`` setting if TensorFlow is not imported yet (TensorFlow
+    reads it once, at import)."""
+    if "tensorflow" not in sys.modules:
+        os.environ.update({k: v for k, v in onednn_env(args).items()
+                           if k == "TF_ENABLE_ONEDNN_OPTS"})
 
 
 def main(argv=None):

@@ -82,10 +82,11 @@ def run_prune(model, params, data, train):
     return prune.strip_pruning(pruned)
 
 
-def run_channel_prune(model, params, data, train):
+def run_channel_prune(model, params, data, train, report=print):
     """Fine-tunes while :class:`tfcompress.prune.ChannelPruning` zeros
     whole channels on a ramp, then removes them; returns the smaller
-    model (``prune.shrink``)."""
+    model (``prune.shrink``). ``report`` gets one line: channels,
+    parameters and MACs kept."""
     from tfcompress import prune
     from tfcompress.utils.layer_map import copy_model
     (xt, _), _ = data
@@ -103,7 +104,7 @@ def run_channel_prune(model, params, data, train):
     rows = cb.summary()
     kept = sum(r["kept"] for r in rows)
     total = sum(r["channels"] for r in rows)
-    print(f"channel_prune: kept {kept:,} of {total:,} channels in "
+    report(f"channel_prune: kept {kept:,} of {total:,} channels in "
           f"{len(rows)} spaces; {small.count_params():,} of "
           f"{model.count_params():,} parameters, "
           f"{prune.count_macs(small) / prune.count_macs(model):.0%} of the "

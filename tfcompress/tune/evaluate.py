@@ -178,6 +178,11 @@ class Evaluator:
         if kind == "qat":
             self.trainings += 1
             return recipe_stages.run_qat(model, params, data, self.train)
+        if kind == "channel_prune":
+            self.trainings += 1
+            return recipe_stages.run_channel_prune(
+                model, params, data, self.train,
+                report=lambda line: self.progress(f"[tune] {line}"))
         if kind == "ptq":
             run_ptq = getattr(recipe_stages, "run_ptq", None)
             if run_ptq is None:

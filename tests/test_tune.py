@@ -284,17 +284,25 @@ def test_cli_bad_input_is_one_line_exit_2():
     assert r.returncode == 2 and "budget must be" in r.stderr
 
 
-@pytest.mark.slow
-def test_latency_objective_benchmarks_every_candidate(tmp_path):
+@pytest.fixture(scope="module")
+def latency_tuned(tmp_path_factory):
+    """tune with the latency objective on random data, three candidates:
+    float32, int8 and the first channel-pruned one."""
     import keras
     from tfcompress.tune import tune
-    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
+    folder = tmp_path_factory.mktemp("latency")
+    model = keras.models.load_model(_tiny_model(str(folder / "m.keras")))
     rng = np.random.default_rng(0)
     x = rng.random((300, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 300).astype("int32")
-    result = tune(model, ((x, y), (x[:50], y[:50])), budget=100.0,
-                  objective="latency", out_dir=str(tmp_path / "run"),
-                  val_samples=100, max_candidates=3, progress=None)
+    return tune(model, ((x, y), (x[:50], y[:50])), budget=100.0,
+                objective="latency", out_dir=str(folder / "run"),
+                val_samples=100, max_candidates=3, progress=None)
+
+
+@pytest.mark.slow
+def test_latency_objective_benchmarks_every_candidate(latency_tuned):
+    result = latency_tuned
     p50 = [r["latency_p50_ms"] for r in result.candidates]
     assert len(p50) == 3 and all(p is not None and p > 0 for p in p50)
     assert result.chosen["latency_p50_ms"] == min(p50)
@@ -467,16 +475,8 @@ def test_channel_candidate_prunes_channels_before_anything_else():
 
 
 @pytest.mark.slow
-def test_latency_tune_shrinks_a_model_with_fewer_channels(tmp_path):
-    import keras
-    from tfcompress.tune import tune
-    model = keras.models.load_model(_tiny_model(str(tmp_path / "m.keras")))
-    rng = np.random.default_rng(0)
-    x = rng.random((300, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 10, 300).astype("int32")
-    result = tune(model, ((x, y), (x[:50], y[:50])), budget=100.0,
-                  objective="latency", out_dir=str(tmp_path / "run"),
-                  val_samples=100, max_candidates=3, progress=None)
+def test_latency_tune_shrinks_a_model_with_fewer_channels(latency_tuned):
+    result = latency_tuned
     by_label = {r["label"]: r for r in result.candidates}
     assert list(by_label) == ["float32", "int8", "c50_int8"]
     assert by_label["c50_int8"]["val_accuracy"] is not None, \

@@ -307,13 +307,17 @@ def parse_args(argv=None):
     return args
 
 
+def onednn_variable(args):
+    """``{"TF_ENABLE_ONEDNN_OPTS": "1" or "0"}`` as ``--onednn`` sets it;
+    empty for ``default``."""
+    if args.onednn == "default":
+        return {}
+    return {"TF_ENABLE_ONEDNN_OPTS": "1" if args.onednn == "on" else "0"}
+
+
 def onednn_env(args, **extra):
-    """The environment of a training process: ``TF_ENABLE_ONEDNN_OPTS``
-    as ``--onednn`` sets it."""
-    env = dict(os.environ, **extra)
-    if args.onednn != "default":
-        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
-    return env
+    """The environment of a training process, with ``onednn_variable``."""
+    return dict(os.environ, **extra, **onednn_variable(args))
 
 
 def onednn_in_use():
@@ -1624,8 +1628,7 @@ def use_onednn_here(args):
     ``--onednn`` setting if TensorFlow is not imported yet (TensorFlow
     reads it once, at import)."""
     if "tensorflow" not in sys.modules:
-        os.environ.update({k: v for k, v in onednn_env(args).items()
-                           if k == "TF_ENABLE_ONEDNN_OPTS"})
+        os.environ.update(onednn_variable(args))
 
 
 def main(argv=None):

@@ -47,10 +47,9 @@ def quantized_kernel(layer, kernel, bits, per_channel):
         lyr.is_depthwise(layer))
 
 
-def _channel_means(layer, kernel, inputs):
+def _channel_means(layer, kernel, bias, inputs):
     """Mean per output channel of ``layer``'s pre-activation output with
-    ``kernel`` (and its own bias) over the ``inputs`` batches."""
-    bias = lyr.kernel_and_bias(layer)[1]
+    ``kernel`` and ``bias`` over the ``inputs`` batches."""
     return lyr.channel_moments(lyr.preactivation(layer, batch, kernel, bias)
                                for batch in inputs)[0]
 
@@ -118,13 +117,13 @@ def correct_bias(model, data, bits: int = 8, per_channel: bool = True,
     # layer's with the layers before it quantized and corrected
     want = layer_walk.each_layer(
         base, layers, x, batch_size, lambda layer, inputs: _channel_means(
-            layer, lyr.kernel_and_bias(layer)[0], inputs), memory_limit)
+            layer, *lyr.kernel_and_bias(layer), inputs), memory_limit)
     weights = {}
 
     def correct(qlayer, inputs):
         kernel, bias = lyr.kernel_and_bias(qlayer)
         qlayer.kernel.assign(quantized[qlayer.name])
-        got = _channel_means(qlayer, quantized[qlayer.name], inputs)
+        got = _channel_means(qlayer, quantized[qlayer.name], bias, inputs)
         new_bias = (bias + (want[qlayer.name] - got)).astype(np.float32)
         qlayer.bias.assign(new_bias)
         weights[qlayer.name] = (kernel, new_bias)

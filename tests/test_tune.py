@@ -687,3 +687,29 @@ def test_one_unit_binary_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="gives 1 output.*2 units"):
         tune(model, ((x, y), (x[:50], y[:50])), out_dir=str(tmp_path),
              max_candidates=2, use_ptq=False, progress=None)
+
+
+def test_candidate_stages_train_without_keras_epoch_lines(tmp_path, capsys):
+    # tune reports one line per candidate; Keras's per-epoch lines of
+    # every fine-tuning stage buried it
+    import keras
+    from tfcompress.tune import Candidate
+    from tfcompress.tune.evaluate import Evaluator
+    from tfcompress.tune.search import validated_stages
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((4, 4, 1)), keras.layers.Flatten(),
+        keras.layers.Dense(8, activation="relu", name="fc"),
+        keras.layers.Dense(3, name="logits")])
+    x = np.random.default_rng(0).random((32, 4, 4, 1)).astype("float32")
+    fit = (x, np.arange(32) % 3)
+    evaluator = Evaluator(str(tmp_path), model, "base", fit, fit, "data",
+                          {"seed": 0, "batch_size": 16, "optimizer": "adam",
+                           "learning_rate": 1e-3})
+    stages = validated_stages(Candidate(sparsity=(("fc", 0.5),), level=0,
+                                        weight_bits=4).stages())
+    capsys.readouterr()
+    evaluator._build(stages)
+    assert evaluator.trainings == 2         # pruning, then QAT
+    out = capsys.readouterr().out
+    assert "/step" not in out, out     # Keras: "2/2 - 1s - 5ms/step - ..."

@@ -28,16 +28,19 @@ def _compile(model, optimizer, lr):
     return model
 
 
-def _fit(model, data, epochs, batch_size, callbacks=()):
+def _fit(model, data, epochs, batch_size, callbacks=(), verbose=2):
+    """``verbose``: Keras's fit lines, one per epoch (2), or none (0)."""
     from tfcompress.compat import build_training_state
     (xt, yt), _ = data
     build_training_state(model, xt, yt)   # fit traces its step once
     return model.fit(xt, yt, epochs=epochs, batch_size=batch_size,
-                     verbose=2, callbacks=list(callbacks))
+                     verbose=verbose, callbacks=list(callbacks))
 
 
-def run_prune(model, params, data, train):
-    """Fine-tunes with pruning on a schedule; returns the stripped model."""
+def run_prune(model, params, data, train, verbose=2):
+    """Fine-tunes with pruning on a schedule; returns the stripped model.
+    ``verbose``: Keras's per-epoch lines (2) or none (0), as in the other
+    training stages."""
     from tfcompress import prune
     (xt, _), _ = data
     steps = math.ceil(len(xt) / train["batch_size"]) * params["epochs"]
@@ -78,11 +81,11 @@ def run_prune(model, params, data, train):
                     per_layer[layer.layer.name])
     _compile(pruned, train["optimizer"], params["learning_rate"])
     _fit(pruned, data, params["epochs"], train["batch_size"],
-         [prune.UpdatePruningStep()])
+         [prune.UpdatePruningStep()], verbose)
     return prune.strip_pruning(pruned)
 
 
-def run_channel_prune(model, params, data, train, report=print):
+def run_channel_prune(model, params, data, train, report=print, verbose=2):
     """Fine-tunes while :class:`tfcompress.prune.ChannelPruning` zeros
     whole channels on a ramp, then removes them; returns the smaller
     model (``prune.shrink``). ``report`` gets one line: channels,
@@ -99,7 +102,7 @@ def run_channel_prune(model, params, data, train, report=print):
         allocation=params["allocation"],
         max_space_sparsity=params["max_space_sparsity"])
     _compile(work, train["optimizer"], params["learning_rate"])
-    _fit(work, data, params["epochs"], train["batch_size"], [cb])
+    _fit(work, data, params["epochs"], train["batch_size"], [cb], verbose)
     small = prune.shrink(work)
     rows = cb.summary()
     kept = sum(r["kept"] for r in rows)
@@ -112,7 +115,7 @@ def run_channel_prune(model, params, data, train, report=print):
     return small
 
 
-def run_cluster(model, params, data, train):
+def run_cluster(model, params, data, train, verbose=2):
     """Fine-tunes with weight clustering; returns the stripped model (its
     kernels hold at most ``number_of_clusters`` values, plus 0 when
     ``preserve_sparsity``)."""
@@ -123,11 +126,12 @@ def run_cluster(model, params, data, train):
         per_channel=params["per_channel"], exclude=params["exclude"],
         gradient_aggregation=params["gradient_aggregation"])
     _compile(clustered, train["optimizer"], params["learning_rate"])
-    _fit(clustered, data, params["epochs"], train["batch_size"])
+    _fit(clustered, data, params["epochs"], train["batch_size"],
+         verbose=verbose)
     return cluster.strip_clustering(clustered)
 
 
-def run_qat(model, params, data, train):
+def run_qat(model, params, data, train, verbose=2):
     """Quantization-aware fine-tuning; returns the QAT model."""
     from tfcompress import quantize
     scheme = {"default_8bit": quantize.Default8BitScheme,
@@ -148,7 +152,7 @@ def run_qat(model, params, data, train):
     except ValueError as e:   # e.g. cluster_preserving on unclustered kernels
         raise InputError(f"qat stage: {e}") from None
     _compile(qat, train["optimizer"], params["learning_rate"])
-    _fit(qat, data, params["epochs"], train["batch_size"])
+    _fit(qat, data, params["epochs"], train["batch_size"], verbose=verbose)
     return qat
 
 

@@ -105,7 +105,7 @@ class Evaluator:
         try:
             # a stage the model does not take (e.g. QAT of a layer with
             # no quantize config) fails this candidate, not the search
-            model = self._build(stages)
+            model = self._build(stages, info.get("label"))
             report = recipe_stages.run_convert(model, convert, data, tflite)
         except InputError as e:     # e.g. ops left in float (strict)
             result.update({"error": str(e).splitlines()[0],
@@ -139,7 +139,7 @@ class Evaluator:
         result["reused"] = False
         return result
 
-    def _build(self, stages):
+    def _build(self, stages, label=None):
         """The Keras model after the stages before ``convert`` (trained
         stages cached as ``stages/<kind>_<key>.keras``, and built again
         when the file does not load)."""
@@ -163,6 +163,9 @@ class Evaluator:
                     # comes back without its function; built again
                     pass
             keras.utils.set_random_seed(self.train["seed"] + i)
+            if "epochs" in params:      # Keras's epoch lines stay off
+                self.progress(f"[tune] {label or 'candidate'}: {kind}, "
+                              f"training {params['epochs']} epoch(s)")
             model = self._run_stage(kind, params, model)
             with atomic_path(path, suffix=".keras") as tmp:
                 model.save(tmp)
@@ -174,15 +177,18 @@ class Evaluator:
         data = (self.fit, self.val)
         if kind == "prune":
             self.trainings += 1
-            return recipe_stages.run_prune(model, params, data, self.train)
+            return recipe_stages.run_prune(model, params, data, self.train,
+                                           verbose=0)
         if kind == "qat":
             self.trainings += 1
-            return recipe_stages.run_qat(model, params, data, self.train)
+            return recipe_stages.run_qat(model, params, data, self.train,
+                                         verbose=0)
         if kind == "channel_prune":
             self.trainings += 1
             return recipe_stages.run_channel_prune(
                 model, params, data, self.train,
-                report=lambda line: self.progress(f"[tune] {line}"))
+                report=lambda line: self.progress(f"[tune] {line}"),
+                verbose=0)
         if kind == "ptq":
             run_ptq = getattr(recipe_stages, "run_ptq", None)
             if run_ptq is None:

@@ -88,6 +88,21 @@ def tflite_accuracy(tflite_bytes, data):
                          np.asarray(yv).reshape(-1)))
 
 
+def json_child(cmd, env=None, timeout=3600):
+    """Runs ``cmd`` (a benchmark's child process, which prints its result
+    as a JSON line) and returns that result, the last line of its output
+    that starts with ``{``; ``{"error": <its last line on stderr>}`` when it
+    fails or prints none."""
+    import subprocess
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       timeout=timeout)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": tail[:600]}
+    return json.loads(lines[-1])
+
+
 def save(name, payload):
     """Prints and writes ``benchmarks/results/<name>.json``."""
     os.makedirs(RESULTS, exist_ok=True)

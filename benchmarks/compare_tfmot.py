@@ -14,9 +14,7 @@ table with ours/tfmot per row and writes
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -75,13 +73,9 @@ def run_side(side, model, args, out_dir, seed=0):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     print(f"[{model}] {side} seed {seed} ...", flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                       timeout=3600)
-    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-    if r.returncode != 0 or not lines:
-        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail}
-    res = json.loads(lines[-1])
+    res = common.json_child(cmd, env=env)
+    if "error" in res:
+        return res
     res["float_op_count"] = len(res["float_ops"])
     res["dense_step_ms"] = 1000 * res["dense_step_s"]
     return res

@@ -17,7 +17,6 @@ Writes benchmarks/results/<name>.{json,md}.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -58,13 +57,12 @@ def child(name, kind, steps):
 def measure(name, kind, setting, steps):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name,
            "--kind", kind, "--steps", str(steps)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(
+    result = common.json_child(cmd, env=dict(
         os.environ, TF_ENABLE_ONEDNN_OPTS=setting, TF_CPP_MIN_LOG_LEVEL="3"))
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    if r.returncode != 0 or not lines:
+    if "error" in result:
         raise SystemExit(f"{name} {kind} (oneDNN {setting}) failed: "
-                         f"{(r.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(lines[-1])
+                         f"{result['error']}")
+    return result
 
 
 def markdown(rows, args):

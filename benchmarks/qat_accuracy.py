@@ -9,9 +9,7 @@ tf_keras model (its own subprocess, started by this script).
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 import common
@@ -53,12 +51,7 @@ def tfmot(name, args):
            "--model", name, "--train-samples", str(args.train_samples),
            "--test-samples", str(args.test_samples), "--epochs",
            str(args.epochs), "--qat-epochs", str(args.qat_epochs)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                       timeout=3600)
-    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
-    if not lines:
-        return {"error": r.stderr.strip().splitlines()[-1:]}
-    out = json.loads(lines[-1])
+    out = common.json_child(cmd, env=env)
     if "qat_step_s" in out:
         out["qat_overhead"] = out["qat_step_s"] / out["float_step_s"]
     return out

@@ -1047,14 +1047,9 @@ def run_tfmot(name, args, tmp):
     cmd = side_command("tfmot-side", name, args, tmp, TFMOT_SIDE_OPTIONS)
     print(f"[{name}] tfmot side ...", flush=True)
     t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
-                       env=onednn_env(args, TF_CPP_MIN_LOG_LEVEL="3"))
-    wall = round(time.perf_counter() - t, 1)
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    if r.returncode != 0 or not lines:
-        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": tail[:600], "wall_seconds": wall}
-    return dict(json.loads(lines[-1]), wall_seconds=wall)
+    result = common.json_child(
+        cmd, env=onednn_env(args, TF_CPP_MIN_LOG_LEVEL="3"), timeout=7200)
+    return dict(result, wall_seconds=round(time.perf_counter() - t, 1))
 
 
 # ----------------------------------------------------------- reporting

@@ -129,3 +129,16 @@ def test_batch_range_compiles_with_xla():
                            jit_compile=True)
     assert [float(v) for v in compiled(x)] == [
         float(v) for v in _kth_from_each_end(x, 99.0)]
+
+
+@pytest.mark.parametrize("percentile", [None, 99.0])
+def test_range_update_passes_no_gradient_to_the_batch(percentile):
+    # as in tfmot, the batch's range only moves the stored range: a
+    # gradient through min, max or a percentile's top_k (whose gradient
+    # is a scatter the size of the batch) costs tracing and step time
+    x = tf.constant(_outlier_batch())
+    lo, hi, seen = (tf.Variable(0.0), tf.Variable(6.0), tf.Variable(0.0))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        new_lo, new_hi = fq.update_range(x, lo, hi, seen, 0.999, percentile)
+    assert tape.gradient([new_lo, new_hi], x) is None

@@ -134,9 +134,10 @@ def update_range(x, min_var, max_var, seen_var, decay=0.999,
     maximum are taken over all replicas (on every worker), so every
     replica keeps the same range: the one a single device would compute
     from the whole global batch (with ``percentile``: the widest of the
-    replicas' ranges).
+    replicas' ranges). As in tfmot, no gradient flows from the range back
+    into ``x``: the batch only moves the stored range.
     """
-    batch_min, batch_max = batch_range(x, percentile)
+    batch_min, batch_max = batch_range(tf.stop_gradient(x), percentile)
     batch_min = tf.minimum(batch_min, 0.0)
     batch_max = tf.maximum(batch_max, 0.0)
     ctx = tf.distribute.get_replica_context()
